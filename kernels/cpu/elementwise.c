@@ -1,0 +1,97 @@
+/* kernels/cpu/elementwise.c — activations, residual add, and the optimiser
+ * primitives (sum of squares, scaling, AdamW). */
+#include "kernels/kernels.h"
+#include <math.h>
+
+#define PAR _Pragma("omp parallel for if (n > 32768)")
+#define PAR_SUM _Pragma("omp parallel for reduction(+:s) if (n > 32768)")
+
+static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void silu_forward(float *out, const float *in, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) out[i] = in[i] * sigm(in[i]);
+}
+/* d/dx x σ(x) = σ(x) (1 + x (1 - σ(x))) */
+void silu_backward(float *din, const float *dout, const float *in, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) {
+        float s = sigm(in[i]);
+        din[i] += dout[i] * s * (1.0f + in[i] * (1.0f - s));
+    }
+}
+
+void gelu_forward(float *out, const float *in, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) out[i] = 0.5f * in[i] * (1.0f + erff(in[i] * (float)M_SQRT1_2));
+}
+/* d/dx x Φ(x) = Φ(x) + x φ(x) */
+void gelu_backward(float *din, const float *dout, const float *in, size_t n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    PAR for (size_t i = 0; i < n; i++) {
+        float x = in[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+        din[i] += dout[i] * (cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x));
+    }
+}
+
+void quick_gelu_forward(float *out, const float *in, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) out[i] = in[i] * sigm(1.702f * in[i]);
+}
+void quick_gelu_backward(float *din, const float *dout, const float *in, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) {
+        float s = sigm(1.702f * in[i]);
+        din[i] += dout[i] * s * (1.0f + 1.702f * in[i] * (1.0f - s));
+    }
+}
+
+void relu_forward(float *out, const float *in, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+/* PyTorch convention: the gradient at exactly 0 is 0. */
+void relu_backward(float *din, const float *dout, const float *in, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) din[i] += in[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) out[i] = gate[i] * sigm(gate[i]) * up[i];
+}
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) {
+        float s = sigm(gate[i]);
+        if (dgate) dgate[i] += dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+        if (dup)   dup[i]   += dout[i] * gate[i] * s;
+    }
+}
+
+void add_forward(float *out, const float *a, const float *b, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+void add_backward(float *da, float *db, const float *dout, size_t n) {
+    if (da) axpy(da, dout, 1.0f, n);
+    if (db) axpy(db, dout, 1.0f, n);
+}
+void axpy(float *y, const float *x, float alpha, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+double sumsq(const float *x, size_t n) {
+    double s = 0.0;
+    PAR_SUM for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+void scale_inplace(float *x, float s, size_t n) {
+    PAR for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+/* torch.optim.AdamW: p *= 1 - lr wd; m,v moments; p -= lr m̂ / (sqrt(v̂) + eps) */
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float weight_decay, int t) {
+    const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    const float decay = 1.0f - lr * weight_decay, step = lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
+    PAR for (size_t i = 0; i < n; i++) {
+        float g = grad[i];
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi; v[i] = vi;
+        param[i] = param[i] * decay - step * mi / (sqrtf(vi) * rbc2 + eps);
+    }
+}

@@ -1,0 +1,85 @@
+/* kernels/cpu/loss.c — fused softmax cross-entropy, BCE with logits, Dice (SPEC 2.9). */
+#include "kernels/kernels.h"
+#include <math.h>
+
+float softmax_xent_forward(float *lse, int *count, const float *logits, const int *targets,
+                           int N, int V, int ignore_index) {
+    double total = 0.0;
+    int cnt = 0;
+    #pragma omp parallel for reduction(+:total, cnt) if ((long)N * V > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * V;
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        double s = 0.0;
+        for (int j = 0; j < V; j++) s += expf(x[j] - mx);
+        float l = mx + (float)log(s);
+        lse[n] = l;
+        if (targets[n] != ignore_index) { total += (double)l - x[targets[n]]; cnt++; }
+    }
+    if (count) *count = cnt;
+    return cnt ? (float)(total / cnt) : 0.0f;
+}
+
+void softmax_xent_backward(float *dlogits, const float *logits, const float *lse,
+                           const int *targets, float dloss, int count,
+                           int N, int V, int ignore_index) {
+    if (count <= 0) return;
+    const float c = dloss / (float)count;
+    #pragma omp parallel for if ((long)N * V > 65536)
+    for (int n = 0; n < N; n++) {
+        if (targets[n] == ignore_index) continue;
+        const float *x = logits + (size_t)n * V;
+        float *dx = dlogits + (size_t)n * V;
+        float l = lse[n];
+        for (int j = 0; j < V; j++) dx[j] += c * expf(x[j] - l);
+        dx[targets[n]] -= c;
+    }
+}
+
+/* softplus(x) - x y, computed stably as max(x,0) - x y + log1p(exp(-|x|)) */
+float bce_logits_forward(const float *x, const float *y, size_t n) {
+    if (n == 0) return 0.0f;
+    double s = 0.0;
+    #pragma omp parallel for reduction(+:s) if (n > 32768)
+    for (size_t i = 0; i < n; i++) {
+        float xi = x[i];
+        s += (xi > 0.0f ? xi : 0.0f) - xi * y[i] + log1pf(expf(-fabsf(xi)));
+    }
+    return (float)(s / (double)n);
+}
+void bce_logits_backward(float *dx, const float *x, const float *y, float dloss, size_t n) {
+    if (n == 0) return;
+    const float c = dloss / (float)n;
+    #pragma omp parallel for if (n > 32768)
+    for (size_t i = 0; i < n; i++) dx[i] += c * (1.0f / (1.0f + expf(-x[i])) - y[i]);
+}
+
+static void dice_sums(const float *x, const float *y, size_t n, double *inter, double *ssum, double *ysum) {
+    double a = 0.0, b = 0.0, c = 0.0;
+    #pragma omp parallel for reduction(+:a, b, c) if (n > 32768)
+    for (size_t i = 0; i < n; i++) {
+        double s = 1.0 / (1.0 + exp(-(double)x[i]));
+        a += s * y[i]; b += s; c += y[i];
+    }
+    *inter = a; *ssum = b; *ysum = c;
+}
+
+/* 1 - (2I + 1) / (S + Y + 1) */
+float dice_forward(const float *x, const float *y, size_t n) {
+    double I, S, Y;
+    dice_sums(x, y, n, &I, &S, &Y);
+    return (float)(1.0 - (2.0 * I + 1.0) / (S + Y + 1.0));
+}
+/* dL/dσ_i = -(2 y_i (S+Y+1) - (2I+1)) / (S+Y+1)^2, times σ(1-σ) */
+void dice_backward(float *dx, const float *x, const float *y, float dloss, size_t n) {
+    double I, S, Y;
+    dice_sums(x, y, n, &I, &S, &Y);
+    const double den = S + Y + 1.0, num = 2.0 * I + 1.0;
+    const float a = (float)(-2.0 * dloss / den), b = (float)(dloss * num / (den * den));
+    #pragma omp parallel for if (n > 32768)
+    for (size_t i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + expf(-x[i]));
+        dx[i] += (a * y[i] + b) * s * (1.0f - s);
+    }
+}

@@ -1,0 +1,264 @@
+/* kernels/kernels.h — the ONE header of anyref's compute primitives.
+ *
+ * Every primitive is a forward/backward pair with plain pointers and explicit
+ * dimensions, in the style of llm.c. Model code calls only these functions and
+ * never touches tensor memory itself, so the same model file runs on the CPU
+ * backend (kernels/cpu/, OpenBLAS + OpenMP) and on the CUDA backend
+ * (kernels/cuda/, cuBLAS), chosen at build time. Pointers are host memory on
+ * the CPU backend and device memory on the CUDA backend; allocate them with
+ * k_malloc() so the model never needs to know which.
+ *
+ * Layout: row-major, float32, int32 indices. "N" is a count of rows (tokens),
+ * shapes are given in [brackets] beside every argument list.
+ *
+ * GRADIENT CONVENTION (kept by every backward in this file):
+ *   - Every gradient output ACCUMULATES: backward does `d += ...`, it never
+ *     overwrites. Gradient buffers are zeroed once per optimiser step (or per
+ *     micro-batch group). Residual branches, the refocusing branch and
+ *     gradient accumulation across micro-batches therefore need no special code.
+ *   - Any gradient output may be NULL: that gradient is not wanted (a frozen
+ *     weight, an input that is data) and its work is skipped.
+ *   - Forward outputs are overwritten, never accumulated.
+ *   - Forward and backward never alias unless a comment says so.
+ *   - Losses return their value; their backward takes `dloss`, the gradient of
+ *     the final objective with respect to the returned value (the loss weight).
+ *
+ * Kernels do no allocation inside a step; scratch memory is passed in by the
+ * caller (sized by the *_scratch_floats() helpers where one is needed).
+ */
+#ifndef ANYREF_KERNELS_H
+#define ANYREF_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Backend memory and control                                               */
+/* ------------------------------------------------------------------------ */
+const char *k_backend_name(void);          /* "cpu" or "cuda" */
+void *k_malloc(size_t bytes);               /* NULL on failure; 64-byte aligned */
+void  k_free(void *p);
+void  k_zero(void *p, size_t bytes);
+void  k_copy(void *dst, const void *src, size_t bytes);       /* same space */
+void  k_upload(void *dst, const void *host_src, size_t bytes); /* host -> backend */
+void  k_download(void *host_dst, const void *src, size_t bytes);/* backend -> host */
+void  k_sync(void);
+int   k_num_threads(void);
+void  k_set_num_threads(int n);
+
+/* ------------------------------------------------------------------------ */
+/* Dense algebra                                                            */
+/* ------------------------------------------------------------------------ */
+/* C[M,N] = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T.
+ * A is [M,K] (ta=0) or [K,M] (ta=1); B is [K,N] (tb=0) or [N,K] (tb=1). */
+void matmul(float *C, const float *A, const float *B, int M, int N, int K,
+            int ta, int tb, float alpha, float beta);
+/* out[M,N] = op(A) @ op(B); backward: dA += dC @ op(B)^T (in A's layout), dB likewise. */
+void matmul_forward(float *C, const float *A, const float *B, int M, int N, int K, int ta, int tb);
+void matmul_backward(float *dA, float *dB, const float *dC, const float *A, const float *B,
+                     int M, int N, int K, int ta, int tb);
+
+/* out[N,OUT] = in[N,IN] @ w[OUT,IN]^T + b[OUT]   (PyTorch nn.Linear layout; b may be NULL) */
+void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int IN, int OUT);
+/* din[N,IN] += dout @ w;  dw[OUT,IN] += dout^T @ in;  db[OUT] += colsum(dout) */
+void linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                     const float *w, int N, int IN, int OUT);
+
+/* LoRA linear: out = in @ w^T + b + scale * ((in ⊙ mask) @ A^T) @ B^T
+ *   w[OUT,IN] (frozen base, dw may still be requested), A[R,IN], B[OUT,R],
+ *   rank 1 <= R <= 4096.
+ *   mask[N,IN] holds 0 or 1/(1-p) (from dropout_mask) or is NULL (no dropout).
+ *   Saved for backward: xd[N,IN] = in ⊙ mask (unused and may be NULL when
+ *   mask is NULL) and u[N,R] = xd @ A^T. */
+void lora_forward(float *out, float *xd, float *u, const float *in, const float *mask,
+                  const float *w, const float *b, const float *A, const float *B,
+                  float scale, int N, int IN, int OUT, int R);
+void lora_backward(float *din, float *dw, float *db, float *dA, float *dB,
+                   const float *dout, const float *in, const float *xd, const float *u,
+                   const float *mask, const float *w, const float *A, const float *B,
+                   float scale, int N, int IN, int OUT, int R);
+/* Fills mask[n] with 0 (probability p) or 1/(1-p), from a counter-based hash of
+ * (seed, index): deterministic and independent of the thread count. */
+void dropout_mask(float *mask, size_t n, float p, uint64_t seed);
+
+/* out[N,D] = table[ids[n], :];  dtable[ids[n], :] += dout[n, :]
+ * ids must be in [0, V): the caller validates token ids. */
+void embedding_forward(float *out, const int *ids, const float *table, int N, int D);
+void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int D);
+
+/* ------------------------------------------------------------------------ */
+/* Normalisation                                                            */
+/* ------------------------------------------------------------------------ */
+/* RMSNorm: out = in * rstd * w, rstd[n] = 1/sqrt(mean(in^2) + eps) (saved). */
+void rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, float eps, int N, int D);
+void rmsnorm_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                      const float *rstd, int N, int D);
+/* LayerNorm over the last dim D: out = (in-mean)*rstd*w + b (w, b may be NULL). */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
+                       const float *b, float eps, int N, int D);
+void layernorm_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, const float *mean, const float *rstd, int N, int D);
+/* LayerNorm2d (SAM): in[B,C,HW] normalised over C at each of the HW pixels;
+ * w[C], b[C]; mean/rstd are [B,HW]. */
+void layernorm2d_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
+                         const float *b, float eps, int B, int C, int HW);
+void layernorm2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                          const float *w, const float *mean, const float *rstd, int B, int C, int HW);
+
+/* ------------------------------------------------------------------------ */
+/* Position encoding and attention                                          */
+/* ------------------------------------------------------------------------ */
+/* RoPE, Hugging Face rotate-half convention, on in[N, H, hd] with positions pos[N]:
+ *   for i < hd/2, f = pos * theta^(-2i/hd):
+ *     out[i]      = x[i] cos f - x[i+hd/2] sin f
+ *     out[i+hd/2] = x[i+hd/2] cos f + x[i] sin f
+ * backward applies the inverse rotation to dout and accumulates into din. */
+void rope_forward(float *out, const float *in, const int *pos, float theta, int N, int H, int hd);
+void rope_backward(float *din, const float *dout, const int *pos, float theta, int N, int H, int hd);
+
+/* Multi-head scaled-dot-product attention with grouped-query heads.
+ *   q[B,T,Hq,hd], k,v[B,S,Hkv,hd], out[B,T,Hq,hd]; Hq % Hkv == 0 and query head
+ *   h reads key/value head h / (Hq/Hkv).
+ *   att[B,Hq,T,S] receives the attention probabilities (saved for backward and
+ *   readable by the caller, e.g. for refocusing; masked entries are exactly 0).
+ *   causal: key j is visible to query t iff j <= t + (S - T).
+ *   key_len[B] (may be NULL): keys j >= key_len[b] are padding and invisible.
+ *   A query row that sees no key produces zeros (and zero probabilities).
+ *   scale: usually 1/sqrt(hd). */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const int *key_len, int causal, float scale,
+                       int B, int T, int S, int Hq, int Hkv, int hd);
+/* datt_extra[B,Hq,T,S] (may be NULL): an extra gradient on the probabilities
+ * (e.g. from refocusing), added to the gradient flowing from `out`.
+ * scratch: attention_scratch_floats() floats. dq, dk, dv accumulate. */
+size_t attention_scratch_floats(int B, int T, int S, int Hq);
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                        const float *datt_extra, const float *att,
+                        const float *q, const float *k, const float *v, float scale,
+                        int B, int T, int S, int Hq, int Hkv, int hd);
+
+/* Row softmax: out[N,C] = softmax(in[N,C]); din += out ⊙ (dout - Σ dout⊙out). */
+void softmax_forward(float *out, const float *in, int N, int C);
+void softmax_backward(float *din, const float *dout, const float *out, int N, int C);
+
+/* ------------------------------------------------------------------------ */
+/* Element-wise                                                             */
+/* ------------------------------------------------------------------------ */
+/* out[n] = f(in[n]); din[n] += dout[n] * f'(in[n]). */
+void silu_forward(float *out, const float *in, size_t n);
+void silu_backward(float *din, const float *dout, const float *in, size_t n);
+void gelu_forward(float *out, const float *in, size_t n);        /* exact, erf */
+void gelu_backward(float *din, const float *dout, const float *in, size_t n);
+void quick_gelu_forward(float *out, const float *in, size_t n);  /* x*sigmoid(1.702x) */
+void quick_gelu_backward(float *din, const float *dout, const float *in, size_t n);
+void relu_forward(float *out, const float *in, size_t n);
+void relu_backward(float *din, const float *dout, const float *in, size_t n);
+/* SwiGLU: out = silu(gate) * up (LLaMA MLP). */
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n);
+/* Residual add: out = a + b; da += dout, db += dout. out may alias a or b. */
+void add_forward(float *out, const float *a, const float *b, size_t n);
+void add_backward(float *da, float *db, const float *dout, size_t n);
+/* y += alpha * x (gradient plumbing, e.g. scaling a branch). */
+void axpy(float *y, const float *x, float alpha, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Losses                                                                   */
+/* ------------------------------------------------------------------------ */
+/* Fused softmax + cross-entropy over a vocabulary of V, ignore_index (-100):
+ *   returns the mean of -log softmax(logits[n])[targets[n]] over rows whose
+ *   target != ignore_index (0 when there are none); *count gets that number.
+ *   lse[N] saves the log-sum-exp of each row for backward.
+ *   Targets outside [0,V) other than ignore_index must be rejected by the caller. */
+float softmax_xent_forward(float *lse, int *count, const float *logits, const int *targets,
+                           int N, int V, int ignore_index);
+/* dlogits[n] += dloss/count * (softmax(logits[n]) - onehot(targets[n])) */
+void softmax_xent_backward(float *dlogits, const float *logits, const float *lse,
+                           const int *targets, float dloss, int count,
+                           int N, int V, int ignore_index);
+/* BCE with logits, mean over n: mean(softplus(x) - x*y). */
+float bce_logits_forward(const float *x, const float *y, size_t n);
+void  bce_logits_backward(float *dx, const float *x, const float *y, float dloss, size_t n);
+/* Dice (SPEC 2.9): 1 - (2 Σσ(x)y + 1) / (Σσ(x) + Σy + 1). */
+float dice_forward(const float *x, const float *y, size_t n);
+void  dice_backward(float *dx, const float *x, const float *y, float dloss, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Vision                                                                   */
+/* ------------------------------------------------------------------------ */
+/* Bilinear resize, align_corners=False (PyTorch F.interpolate semantics, no
+ * antialias), in[C,Hin,Win] -> out[C,Hout,Wout] for arbitrary sizes (C may
+ * fold a batch). backward scatters into din. */
+void resize_bilinear_forward(float *out, const float *in, int C, int Hin, int Win, int Hout, int Wout);
+void resize_bilinear_backward(float *din, const float *dout, int C, int Hin, int Win, int Hout, int Wout);
+
+/* ConvTranspose2d, kernel 2x2, stride 2: in[B,Cin,H,W], w[Cin,Cout,2,2]
+ * (PyTorch layout), b[Cout] (may be NULL) -> out[B,Cout,2H,2W]. */
+void conv_transpose2x2_forward(float *out, const float *in, const float *w, const float *b,
+                               int B, int Cin, int Cout, int H, int W);
+void conv_transpose2x2_backward(float *din, float *dw, float *db, const float *dout,
+                                const float *in, const float *w, int B, int Cin, int Cout, int H, int W);
+
+/* Conv2d: in[B,Cin,H,W], w[Cout,Cin,KH,KW], b[Cout] (may be NULL),
+ * stride sh/sw, zero padding ph/pw -> out[B,Cout,OH,OW] with
+ * OH = (H + 2ph - KH)/sh + 1, OW likewise. scratch: conv2d_scratch_floats(). */
+size_t conv2d_scratch_floats(int Cin, int H, int W, int KH, int KW, int sh, int sw, int ph, int pw);
+void conv2d_forward(float *out, float *scratch, const float *in, const float *w, const float *b,
+                    int B, int Cin, int H, int W, int Cout, int KH, int KW,
+                    int sh, int sw, int ph, int pw);
+void conv2d_backward(float *din, float *dw, float *db, float *scratch, const float *dout,
+                     const float *in, const float *w,
+                     int B, int Cin, int H, int W, int Cout, int KH, int KW,
+                     int sh, int sw, int ph, int pw);
+
+/* RoIAlign (torchvision.ops.roi_align semantics), CHANNELS-LAST:
+ *   in[B,H,W,C] (e.g. a 16x16 grid of projected CLIP tokens),
+ *   boxes[K,5] = (batch_index, x1, y1, x2, y2) in input coordinates before
+ *   spatial_scale, out[K,PH,PW,C] (one token per output cell).
+ *   aligned: subtract 0.5 px after scaling; sampling_ratio > 0 fixed samples
+ *   per bin side, <= 0 adaptive (ceil(roi/bin)). Gradient to `in` only. */
+void roi_align_forward(float *out, const float *in, const float *boxes, int K,
+                       int B, int H, int W, int C, int PH, int PW,
+                       float spatial_scale, int sampling_ratio, int aligned);
+void roi_align_backward(float *din, const float *dout, const float *boxes, int K,
+                        int B, int H, int W, int C, int PH, int PW,
+                        float spatial_scale, int sampling_ratio, int aligned);
+
+/* ------------------------------------------------------------------------ */
+/* Refocusing (SPEC 2.5)                                                    */
+/* ------------------------------------------------------------------------ */
+/* For one [SEG] of one sample:
+ *   hid[T,D]   final hidden states of the sample,
+ *   att[Hq,T,S] that sample's last-layer attention probabilities (S >= T),
+ *   p the position that predicts [SEG], s the first answer position - 1 ... the
+ *   span is i in [s, p). P[i] = mean_h att[h,p,i], a_i = P[i] / Σ_{j in span} P[j],
+ *   out[D] = hid[p] + lambda * Σ a_i hid[i]. An empty span (s >= p) or a span
+ *   with zero total attention gives out = hid[p].
+ * backward: dhid[p] += dout; dhid[i] += lambda a_i dout;
+ *   datt[h,p,i] += (1/Hq) dP_i with dP_i = (lambda dout·hid[i] - Σ_j a_j lambda dout·hid[j]) / Σ P. */
+void refocus_forward(float *out, const float *hid, const float *att, int p, int s,
+                     float lambda, int T, int S, int Hq, int D);
+void refocus_backward(float *dhid, float *datt, const float *dout, const float *hid,
+                      const float *att, int p, int s, float lambda, int T, int S, int Hq, int D);
+
+/* ------------------------------------------------------------------------ */
+/* Optimiser primitives                                                     */
+/* ------------------------------------------------------------------------ */
+/* Σ x[i]^2 in double (for gradient-norm clipping). */
+double sumsq(const float *x, size_t n);
+/* scale x[i] *= s */
+void scale_inplace(float *x, float s, size_t n);
+/* AdamW (decoupled weight decay, PyTorch torch.optim.AdamW semantics), one
+ * tensor: t is the 1-based step; grad is read, never modified. */
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float weight_decay, int t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ANYREF_KERNELS_H */

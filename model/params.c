@@ -1,0 +1,101 @@
+/* model/params.c — see params.h. */
+#include "model/params.h"
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void params_init_empty(ar_params *ps) { memset(ps, 0, sizeof *ps); }
+
+int params_add(ar_params *ps, const char *name, int ndim, const int *shape, int trainable,
+               ar_init init, float std) {
+    if (ps->w) return ar_errorf("params: cannot add '%s' after params_alloc", name);
+    if (ndim < 1 || ndim > 4) return ar_errorf("params: '%s' has %d dims (expected 1..4)", name, ndim);
+    if (strlen(name) >= sizeof ps->p[0].name) return ar_errorf("params: name too long: '%s'", name);
+    if (params_find(ps, name)) return ar_errorf("params: duplicate tensor name '%s'", name);
+    if (ps->n == ps->cap) {
+        int cap = ps->cap ? ps->cap * 2 : 64;
+        ar_param *np = realloc(ps->p, (size_t)cap * sizeof *np);
+        if (!np) return ar_errorf("params: out of memory declaring '%s'", name);
+        ps->p = np; ps->cap = cap;
+    }
+    ar_param *p = &ps->p[ps->n++];
+    memset(p, 0, sizeof *p);
+    strcpy(p->name, name);
+    p->ndim = ndim; p->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] <= 0) { ps->n--; return ar_errorf("params: '%s' has dimension %d = %d", name, i, shape[i]); }
+        p->shape[i] = shape[i]; p->numel *= (size_t)shape[i];
+    }
+    p->trainable = trainable; p->init = init; p->std = std;
+    /* 16-float alignment for every tensor (64 bytes) */
+    p->off = ps->nw; ps->nw += (p->numel + 15) & ~(size_t)15;
+    if (trainable) { p->goff = ps->ng; ps->ng += (p->numel + 15) & ~(size_t)15; }
+    return 0;
+}
+
+int params_alloc(ar_params *ps) {
+    ps->w = k_malloc(ps->nw * sizeof(float));
+    if (ps->ng) {
+        ps->g = k_malloc(ps->ng * sizeof(float));
+        ps->m = k_malloc(ps->ng * sizeof(float));
+        ps->v = k_malloc(ps->ng * sizeof(float));
+    }
+    if (!ps->w || (ps->ng && (!ps->g || !ps->m || !ps->v)))
+        return ar_errorf("params: out of memory allocating %.1f MiB of weights and %.1f MiB of trainable state",
+                         ps->nw * 4.0 / 1048576, ps->ng * 12.0 / 1048576);
+    k_zero(ps->w, ps->nw * sizeof(float));
+    if (ps->ng) {
+        k_zero(ps->g, ps->ng * sizeof(float));
+        k_zero(ps->m, ps->ng * sizeof(float));
+        k_zero(ps->v, ps->ng * sizeof(float));
+    }
+    return 0;
+}
+
+void params_randomize(ar_params *ps, uint64_t seed) {
+    for (int i = 0; i < ps->n; i++) {
+        ar_param *p = &ps->p[i];
+        float *host = malloc(p->numel * sizeof(float));
+        if (!host) continue;
+        ar_rng r;
+        rng_seed(&r, rng_derive(seed, (uint64_t)i));
+        switch (p->init) {
+        case INIT_ZEROS: memset(host, 0, p->numel * sizeof(float)); break;
+        case INIT_ONES: for (size_t j = 0; j < p->numel; j++) host[j] = 1.0f; break;
+        case INIT_NORMAL: rng_fill_normal(&r, host, p->numel, 0.0f, p->std); break;
+        case INIT_KAIMING_UNIFORM: { /* PyTorch nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+            size_t fan_in = p->numel / (size_t)p->shape[0];
+            float bound = 1.0f / sqrtf((float)(fan_in ? fan_in : 1));
+            rng_fill_uniform(&r, host, p->numel, -bound, bound);
+        } break;
+        }
+        k_upload(ps->w + p->off, host, p->numel * sizeof(float));
+        free(host);
+    }
+}
+
+const ar_param *params_find(const ar_params *ps, const char *name) {
+    for (int i = 0; i < ps->n; i++) if (strcmp(ps->p[i].name, name) == 0) return &ps->p[i];
+    return NULL;
+}
+float *params_w(const ar_params *ps, const char *name) {
+    const ar_param *p = params_find(ps, name);
+    return p && ps->w ? ps->w + p->off : NULL;
+}
+float *params_g(const ar_params *ps, const char *name) {
+    const ar_param *p = params_find(ps, name);
+    return p && p->trainable && ps->g ? ps->g + p->goff : NULL;
+}
+size_t params_numel(const ar_params *ps, int trainable_only) {
+    size_t n = 0;
+    for (int i = 0; i < ps->n; i++) if (!trainable_only || ps->p[i].trainable) n += ps->p[i].numel;
+    return n;
+}
+void params_zero_grad(ar_params *ps) { if (ps->g) k_zero(ps->g, ps->ng * sizeof(float)); }
+void params_free(ar_params *ps) {
+    k_free(ps->w); k_free(ps->g); k_free(ps->m); k_free(ps->v);
+    free(ps->p);
+    memset(ps, 0, sizeof *ps);
+}

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Runs every test binary in $1, shows its output, and ends with "N passed, M failed".
+# A test binary prints one line per check: "ok   <name> <detail>" or "FAIL <name> <detail>".
+# A binary that crashes or exits non-zero without a FAIL line counts as one failure.
+dir="${1:-build/tests}"
+pass=0; fail=0
+for t in "$dir"/test_*; do
+  [ -x "$t" ] || continue
+  name=$(basename "$t")
+  echo "== $name"
+  out=$(cd "$(dirname "$0")/.." && "$t" 2>&1); rc=$?
+  printf '%s\n' "$out"
+  p=$(printf '%s\n' "$out" | grep -c '^ok ')
+  f=$(printf '%s\n' "$out" | grep -c '^FAIL ')
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "FAIL $name exited with status $rc"
+    f=1
+  fi
+  pass=$((pass + p)); fail=$((fail + f))
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

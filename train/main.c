@@ -1,0 +1,65 @@
+/* train/main.c — the `anyref` command line. The only place that decides to stop
+ * the process: library code returns errors (core/error.h) and this prints them. */
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "kernels/kernels.h"
+#include "train/demo.h"
+#include <stdio.h>
+#include <string.h>
+
+#define ANYREF_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: anyref <command> [args]\n"
+        "\n"
+        "commands:\n"
+        "  train <config.cfg> [section.key=value ...]   train as the config says (overrides after it)\n"
+        "  config <config.cfg> [section.key=value ...]  print the fully resolved config\n"
+        "  keys                                         list every config key with its type, default and help\n"
+        "  version                                      print the version and the compute backend\n"
+        "\n"
+        "Configs are INI-like: [section] headers, key = value lines, # or ; comments.\n"
+        "See configs/demo.cfg and README.md.\n");
+}
+
+static ar_config *load(int argc, char **argv) {
+    ar_config *c = cfg_new(demo_schema, demo_schema_len);
+    if (!c) return NULL;
+    if (cfg_load_file(c, argv[0])) { cfg_free(c); return NULL; }
+    for (int i = 1; i < argc; i++) {
+        if (cfg_override(c, argv[i])) {
+            ar_error_prefix("command line argument %d: ", i + 2);
+            cfg_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "version")) {
+        printf("anyref %s (backend %s, %d threads)\n", ANYREF_VERSION, k_backend_name(), k_num_threads());
+        return 0;
+    }
+    if (!strcmp(cmd, "keys")) { cfg_print_help(demo_schema, demo_schema_len, stdout); return 0; }
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "config")) {
+        if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
+        ar_config *c = load(argc - 2, argv + 2);
+        if (!c) { log_error("%s", ar_error()); return 2; }
+        int rc = 0;
+        if (!strcmp(cmd, "config")) cfg_write(c, stdout);
+        else if (demo_train(c)) { log_error("%s", ar_error()); rc = 1; }
+        cfg_free(c);
+        return rc;
+    }
+    fprintf(stderr, "anyref: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
