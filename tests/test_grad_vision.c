@@ -553,6 +553,7 @@ int main(void) {
     test_resize(3, 4, 6, 4, 6, 24);             /* equal sizes */
     test_resize(1, 16, 16, 64, 64, 25);         /* 4x, as 256 -> 1024 */
     test_resize(1, 24, 17, 16, 11, 26);         /* like 1024 -> 683 */
+    test_resize(1, 2, 1024, 3, 683, 27);        /* long rows: the source index needs double precision */
 
     test_conv_transpose(2, 3, 4, 3, 5, 1, 31);
     test_conv_transpose(1, 8, 64, 20, 20, 1, 32);   /* several pixel tiles, row-split */

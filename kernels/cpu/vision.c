@@ -5,7 +5,8 @@
  *
  * Every backward accumulates (+=) and skips NULL gradients (see kernels.h).
  * Parallel scatters are arranged so that each thread owns the memory it
- * writes: no atomics, and results do not depend on the thread count.
+ * writes: no atomics, and the scatter sums run in a fixed order whatever the
+ * thread count.
  * GEMMs go to OpenBLAS; the OpenMP build runs sgemm single-threaded when it
  * is called inside an omp region and multi-threaded outside one.
  * Depends on: kernels/kernels.h, OpenBLAS (cblas), OpenMP. */
@@ -126,25 +127,27 @@ void layernorm2d_backward(float *din, float *dw, float *db, const float *dout, c
 /* ------------------------------------------------------------------------ */
 /* Bilinear resize, align_corners=False                                     */
 /* ------------------------------------------------------------------------ */
-/* One output coordinate's two source taps, exactly as PyTorch computes them:
+/* One output coordinate's two source taps, as PyTorch computes them:
  * src = max(in/out * (o + 0.5) - 0.5, 0), i0 = floor(src), i1 = min(i0+1, in-1),
- * l1 = src - i0, l0 = 1 - l1. */
+ * l1 = src - i0, l0 = 1 - l1. The ratio is a float and src is formed in
+ * double before l1 is rounded: this matches torch's float32 output to ~1e-7
+ * at 1024 -> 683, where a float src would be off by ~1e-4. */
 typedef struct { int i0, i1; float l0, l1; } lerp_tap;
 
 static void resize_taps(lerp_tap *t, int in_size, int out_size) {
     const float scale = (float)in_size / (float)out_size;
     for (int o = 0; o < out_size; o++) {
-        float src = (float)((double)scale * ((double)o + 0.5) - 0.5);
-        if (src < 0.0f) src = 0.0f;
+        double src = (double)scale * ((double)o + 0.5) - 0.5;
+        if (src < 0.0) src = 0.0;
         int i0 = (int)src;
         if (i0 > in_size - 1) i0 = in_size - 1;
-        float l1 = src - (float)i0;
-        if (l1 < 0.0f) l1 = 0.0f;
-        if (l1 > 1.0f) l1 = 1.0f;
+        double l1 = src - (double)i0;
+        if (l1 < 0.0) l1 = 0.0;
+        if (l1 > 1.0) l1 = 1.0;
         t[o].i0 = i0;
         t[o].i1 = i0 < in_size - 1 ? i0 + 1 : i0;
-        t[o].l1 = l1;
-        t[o].l0 = 1.0f - l1;
+        t[o].l1 = (float)l1;
+        t[o].l0 = 1.0f - (float)l1;
     }
 }
 
@@ -220,6 +223,7 @@ void resize_bilinear_backward(float *din, const float *dout, int C, int Hin, int
 #define CT_BUF 32768          /* floats per tile buffer (128 KiB) */
 #define CT_MIN_PIX 16         /* at least this many pixels per tile */
 
+/* cc output channels per block (nco blocks), np pixels per tile (npt tiles). */
 typedef struct { int cc, np, nco, npt; } ct_tiling;
 
 static ct_tiling ct_plan(int Cout, int HW) {
@@ -289,10 +293,10 @@ void conv_transpose2x2_forward(float *out, const float *in, const float *w, cons
     const ct_tiling tl = ct_plan(Cout, HW);
     #pragma omp parallel for collapse(3) schedule(static)
     for (int bi = 0; bi < B; bi++) {
-        for (int ci = 0; ci < tl.nco; ci++) {
+        for (int cb = 0; cb < tl.nco; cb++) {
             for (int pt = 0; pt < tl.npt; pt++) {
                 float T[CT_BUF];
-                const int c0 = ci * tl.cc, cn = Cout - c0 < tl.cc ? Cout - c0 : tl.cc;
+                const int c0 = cb * tl.cc, cn = Cout - c0 < tl.cc ? Cout - c0 : tl.cc;
                 const int p0 = pt * tl.np, np = HW - p0 < tl.np ? HW - p0 : tl.np;
                 /* T[cn*4, np] = Wm[:, c0*4 : (c0+cn)*4]^T @ in[b][:, p0 : p0+np] */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cn * 4, np, Cin,
@@ -327,26 +331,39 @@ void conv_transpose2x2_backward(float *din, float *dw, float *db, const float *d
     }
     if ((!din && !dw) || Cin <= 0) return;
     const ct_tiling tl = ct_plan(Cout, HW);
-    float D[CT_BUF];
-    /* Tiles run in sequence (dw is shared by all of them); the gather is an
-     * omp loop and the GEMMs use OpenBLAS's own threads. */
-    for (int bi = 0; bi < B; bi++) {
-        const float *ib = in + (size_t)bi * Cin * HW;
-        const float *gb = dout + (size_t)bi * Cout * 4 * HW;
-        for (int ci = 0; ci < tl.nco; ci++) {
-            for (int pt = 0; pt < tl.npt; pt++) {
-                const int c0 = ci * tl.cc, cn = Cout - c0 < tl.cc ? Cout - c0 : tl.cc;
-                const int p0 = pt * tl.np, np = HW - p0 < tl.np ? HW - p0 : tl.np;
-                #pragma omp parallel for schedule(static) if (cn * np >= 4096)
-                for (int co = c0; co < c0 + cn; co++)
-                    ct_gather(D, gb, co, c0, p0, np, H, W);
-                if (din)   /* din[b][:, p0:p0+np] += Wm[:, cols] @ D[cn*4, np] */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cin, np, cn * 4,
-                                1.0f, w + (size_t)c0 * 4, Cout * 4, D, np,
-                                1.0f, din + (size_t)bi * Cin * HW + p0, HW);
-                if (dw)    /* dWm[:, cols] += in[b][:, p0:p0+np] @ D^T */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cin, cn * 4, np,
-                                1.0f, ib + p0, HW, D, np, 1.0f, dw + (size_t)c0 * 4, Cout * 4);
+    /* Each thread owns a slice of input channels [r0, r1): the rows of din and
+     * dWm it writes. It walks every tile, gathers D itself (a cost ~1/(rows)
+     * of its GEMMs) and runs single-threaded sgemms on its slice: one
+     * parallel region, no shared writes, no reduction. */
+    #pragma omp parallel
+    {
+        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        int ns = (Cin + 15) / 16;                        /* at least 16 rows per slice */
+        if (ns > nt) ns = nt;
+        const int rows = (Cin + ns - 1) / ns;
+        const int r0 = tid * rows, r1 = r0 + rows < Cin ? r0 + rows : Cin;
+        if (tid < ns && r0 < r1) {
+            float D[CT_BUF];
+            for (int bi = 0; bi < B; bi++) {
+                const float *ib = in + ((size_t)bi * Cin + r0) * HW;
+                const float *gb = dout + (size_t)bi * Cout * 4 * HW;
+                float *dib = din ? din + ((size_t)bi * Cin + r0) * HW : NULL;
+                for (int cb = 0; cb < tl.nco; cb++) {
+                    for (int pt = 0; pt < tl.npt; pt++) {
+                        const int c0 = cb * tl.cc, cn = Cout - c0 < tl.cc ? Cout - c0 : tl.cc;
+                        const int p0 = pt * tl.np, np = HW - p0 < tl.np ? HW - p0 : tl.np;
+                        for (int co = c0; co < c0 + cn; co++)
+                            ct_gather(D, gb, co, c0, p0, np, H, W);
+                        if (dib)  /* din[b][r0:r1, p0:p0+np] += Wm[r0:r1, cols] @ D[cn*4, np] */
+                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, np, cn * 4,
+                                        1.0f, w + (size_t)r0 * Cout * 4 + (size_t)c0 * 4, Cout * 4,
+                                        D, np, 1.0f, dib + p0, HW);
+                        if (dw)   /* dWm[r0:r1, cols] += in[b][r0:r1, p0:p0+np] @ D^T */
+                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, cn * 4, np,
+                                        1.0f, ib + p0, HW, D, np,
+                                        1.0f, dw + (size_t)r0 * Cout * 4 + (size_t)c0 * 4, Cout * 4);
+                    }
+                }
             }
         }
     }
@@ -431,7 +448,9 @@ static void col2im_add(float *x, const float *col, int Cin, int H, int W, int KH
 }
 
 /* in[B,Cin,H,W], w[Cout,Cin,KH,KW], b[Cout] -> out[B,Cout,OH,OW];
- * per batch item: out[b][Cout, OH*OW] = Wm[Cout, Cin*KH*KW] @ col + b. */
+ * per batch item: out[b][Cout, OH*OW] = Wm[Cout, Cin*KH*KW] @ col + b.
+ * A pointwise conv (1x1, stride 1, no padding) has col = in[b] and leaves
+ * scratch untouched. */
 void conv2d_forward(float *out, float *scratch, const float *in, const float *w, const float *b,
                     int B, int Cin, int H, int W, int Cout, int KH, int KW,
                     int sh, int sw, int ph, int pw) {
