@@ -5,13 +5,18 @@
 #   make bench      GEMM ceiling + kernel forward/backward throughput vs PyTorch
 #   make deps       install missing Debian packages (apt-get), then nothing else
 #   make fixtures   regenerate tests/fixtures/*.h5 with PyTorch (/usr/bin/python3)
-#   make CUDA=1     also compile kernels/cuda/ with nvcc and link cuBLAS
+#   make CUDA=1     compile kernels/cuda/ with nvcc instead of kernels/cpu/, link cuBLAS (into build/cuda/)
 #   make fuzz       build the libFuzzer targets (clang)
 .DEFAULT_GOAL := all
 .SUFFIXES:
 
 CC      ?= gcc
-BUILD   ?= build
+# CUDA objects go to their own tree so CPU and CUDA builds never mix objects.
+ifeq ($(CUDA),1)
+  BUILD ?= build/cuda
+else
+  BUILD ?= build
+endif
 OBLAS_LIB = /usr/lib/x86_64-linux-gnu/openblas-openmp
 OBLAS_INC = /usr/include/x86_64-linux-gnu/openblas-openmp
 HDF5_INC  = /usr/include/hdf5/serial
@@ -44,13 +49,21 @@ LIB     := $(BUILD)/libanyref.a
 BIN     := $(BUILD)/anyref
 DEPS_OK := $(BUILD)/.deps-ok
 
-TEST_SRC  := $(wildcard tests/test_*.c)
-TEST_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+ifeq ($(CUDA),1)
+# On the GPU: the CUDA-vs-double-reference test and the PyTorch parity test
+# (both move data through k_upload/k_download); the other tests poke host memory.
+TEST_BIN  := $(BUILD)/tests/test_cuda_parity $(BUILD)/tests/test_parity
+else
+TEST_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+endif
 TEST_LIB  := $(BUILD)/tests/testlib.o
 BENCH_BIN := $(BUILD)/bench/bench_kernels
 
 .PHONY: all test demo bench deps fixtures clean fuzz
 all: $(BIN) $(LIB)
+ifeq ($(CUDA),1)
+all: $(TEST_BIN)    # proves the CUDA objects link into a complete program
+endif
 
 # The deps step: checks with dpkg, installs only what is missing.
 $(DEPS_OK): scripts/deps.sh
@@ -64,9 +77,9 @@ $(BUILD)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/%.o: %.cu kernels/kernels.h
+$(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -76,6 +89,10 @@ $(BIN): $(BUILD)/train/main.o $(LIB)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(TEST_LIB) $(LIB) -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/cuda/%.c $(TEST_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(TEST_LIB) $(LIB) -o $@ $(LDLIBS)
 

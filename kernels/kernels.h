@@ -48,6 +48,10 @@ void  k_upload(void *dst, const void *host_src, size_t bytes); /* host -> backen
 void  k_download(void *host_dst, const void *src, size_t bytes);/* backend -> host */
 void  k_sync(void);
 int   k_num_threads(void);
+/* The first backend failure since start (a CUDA launch or cuBLAS error, a
+ * failed internal workspace allocation), or NULL. Kernels return nothing, so
+ * the training loop checks this once per step; the CPU backend never fails. */
+const char *k_error(void);
 void  k_set_num_threads(int n);
 
 /* ------------------------------------------------------------------------ */

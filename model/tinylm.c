@@ -1,4 +1,5 @@
-/* model/tinylm.c — see tinylm.h. Shapes: N = B*T tokens, D = dim, KVd = kv_heads*hd, F = mlp_hidden. */
+/* model/tinylm.c — see tinylm.h. Like every model file it touches tensor memory
+ * only through kernels.h (k_upload for host inputs), so it runs on either backend. Shapes: N = B*T tokens, D = dim, KVd = kv_heads*hd, F = mlp_hidden. */
 #include "model/tinylm.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -35,7 +36,7 @@ struct tinylm {
     float *x_final, *xf, *rstdf, *logits, *lse;
     /* gradient work buffers, reused across layers */
     float *dx, *dxn, *dq, *dk, *dv, *dqr, *dkr, *dao, *dg, *du, *dh, *scratch, *dlogits;
-    int *tokens, *targets, *pos;
+    int *tokens, *targets, *pos;   /* backend memory (k_malloc) */
     int count;
     float scale_lora;
     ar_arena arena;
@@ -123,11 +124,16 @@ tinylm *tinylm_create(const tinylm_cfg *c, ar_params *ps, int B, int T) {
     m->scale_lora = c->lora_rank > 0 ? c->lora_alpha / (float)c->lora_rank : 0.0f;
     m->lw = calloc((size_t)c->layers, sizeof *m->lw);
     m->la = calloc((size_t)c->layers, sizeof *m->la);
-    m->tokens = calloc((size_t)m->N, sizeof(int));
-    m->targets = calloc((size_t)m->N, sizeof(int));
-    m->pos = calloc((size_t)m->N, sizeof(int));
-    if (!m->lw || !m->la || !m->tokens || !m->targets || !m->pos) { tinylm_free(m); ar_errorf("tinylm: out of memory"); return NULL; }
-    for (int i = 0; i < m->N; i++) m->pos[i] = i % T;
+    m->tokens = k_malloc((size_t)m->N * sizeof(int));
+    m->targets = k_malloc((size_t)m->N * sizeof(int));
+    m->pos = k_malloc((size_t)m->N * sizeof(int));
+    int *pos = malloc((size_t)m->N * sizeof(int));
+    if (!m->lw || !m->la || !m->tokens || !m->targets || !m->pos || !pos) {
+        free(pos); tinylm_free(m); ar_errorf("tinylm: out of memory"); return NULL;
+    }
+    for (int i = 0; i < m->N; i++) pos[i] = i % T;
+    k_upload(m->pos, pos, (size_t)m->N * sizeof(int));
+    free(pos);
     char n[112];
 #define W(field, suffix) do { snprintf(n, sizeof n, "model.layers.%d." suffix, l); \
         w->field = params_w(ps, n); w->g_##field = params_g(ps, n); } while (0)
@@ -157,7 +163,7 @@ tinylm *tinylm_create(const tinylm_cfg *c, ar_params *ps, int B, int T) {
 void tinylm_free(tinylm *m) {
     if (!m) return;
     arena_free(&m->arena);
-    free(m->lw); free(m->la); free(m->tokens); free(m->targets); free(m->pos);
+    free(m->lw); free(m->la); k_free(m->tokens); k_free(m->targets); k_free(m->pos);
     free(m);
 }
 
@@ -169,7 +175,7 @@ float tinylm_forward(tinylm *m, const int *tokens, const int *targets, int B, in
     const tinylm_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, R = c->lora_rank;
     (void)B; (void)T;
-    memcpy(m->tokens, tokens, (size_t)N * sizeof(int));
+    k_upload(m->tokens, tokens, (size_t)N * sizeof(int));
     embedding_forward(m->la[0].x, m->tokens, m->embed, N, D);
     for (int l = 0; l < c->layers; l++) {
         layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
@@ -202,7 +208,7 @@ float tinylm_forward(tinylm *m, const int *tokens, const int *targets, int B, in
     rmsnorm_forward(m->xf, m->rstdf, m->x_final, m->norm, c->norm_eps, N, D);
     linear_forward(m->logits, m->xf, m->lm_head, NULL, N, D, c->vocab);
     if (!targets) { m->count = 0; if (count) *count = 0; return 0.0f; }
-    memcpy(m->targets, targets, (size_t)N * sizeof(int));
+    k_upload(m->targets, targets, (size_t)N * sizeof(int));
     float loss = softmax_xent_forward(m->lse, &m->count, m->logits, m->targets, N, c->vocab, -100);
     if (count) *count = m->count;
     return loss;

@@ -176,6 +176,7 @@ int demo_train(const ar_config *cfg) {
         tinylm_backward(m, 1.0f);
         float lr = optim_lr_at(&oc, step);
         double gnorm = optim_step(&ps, &oc, step + 1, lr);
+        if (k_error()) { ar_errorf("step %d: %s", step + 1, k_error()); goto done_prog; }
         loss_ema = isnan(loss_ema) ? loss : 0.9 * loss_ema + 0.1 * loss;
         int last = step + 1 == steps;
         if ((eval_every > 0 && (step + 1) % eval_every == 0) || last)

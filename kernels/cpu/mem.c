@@ -17,6 +17,7 @@ void k_copy(void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes)
 void k_upload(void *dst, const void *host_src, size_t bytes) { memcpy(dst, host_src, bytes); }
 void k_download(void *host_dst, const void *src, size_t bytes) { memcpy(host_dst, src, bytes); }
 void k_sync(void) {}
+const char *k_error(void) { return NULL; }
 int k_num_threads(void) { return omp_get_max_threads(); }
 void k_set_num_threads(int n) {
     if (n < 1) return;

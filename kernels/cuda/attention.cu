@@ -1,0 +1,162 @@
+/* kernels/cuda/attention.cu — RoPE and multi-head (grouped-query) attention.
+ *
+ * Attention materialises the probabilities att[B,Hq,T,S] as the header asks.
+ * The per-head products run as cuBLAS strided-batched GEMMs: for a batch b and
+ * a position g inside a query group, the query heads h = kvh*G + g (kvh over
+ * the Hkv key/value heads) are equally spaced in q, att and out, and their
+ * key/value heads kvh are equally spaced in k and v, so one batched call covers
+ * Hkv heads; B*G calls cover them all. The masked softmax and its backward are
+ * one warp per row. */
+#include "kernels/cuda/common.cuh"
+#include <math.h>
+
+/* ---- RoPE (rotate-half): one thread per (token, frequency), looping heads --- */
+__global__ static void rope_k(float *out, const float *in, const int *pos, double theta,
+                              int N, int H, int hd, int inverse_accumulate) {
+    const int half = hd / 2;
+    const size_t total = (size_t)N * half;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = idx / half;
+        const int i = (int)(idx % half);
+        /* inv_freq and the angle in float32 as Hugging Face (and kernels/cpu) do */
+        const float inv = (float)(1.0 / pow(theta, (double)(2 * i) / (double)hd));
+        const float ang = (float)pos[n] * inv;
+        double sd, cd;
+        sincos((double)ang, &sd, &cd);
+        const float s = (float)sd, c = (float)cd;
+        for (int h = 0; h < H; h++) {
+            const size_t o = (n * H + h) * (size_t)hd + i;
+            const float x0 = in[o], x1 = in[o + half];
+            if (!inverse_accumulate) {
+                out[o] = x0 * c - x1 * s;
+                out[o + half] = x1 * c + x0 * s;
+            } else { /* transpose of the rotation, accumulated */
+                out[o] += x0 * c + x1 * s;
+                out[o + half] += x1 * c - x0 * s;
+            }
+        }
+    }
+}
+void rope_forward(float *out, const float *in, const int *pos, float theta, int N, int H, int hd) {
+    if (N <= 0 || H <= 0 || hd < 2) return;
+    rope_k<<<kc_blocks((size_t)N * (hd / 2)), KC_BLOCK>>>(out, in, pos, (double)theta, N, H, hd, 0);
+    KC_LAUNCHED();
+}
+void rope_backward(float *din, const float *dout, const int *pos, float theta, int N, int H, int hd) {
+    if (!din || N <= 0 || H <= 0 || hd < 2) return;
+    rope_k<<<kc_blocks((size_t)N * (hd / 2)), KC_BLOCK>>>(din, dout, pos, (double)theta, N, H, hd, 1);
+    KC_LAUNCHED();
+}
+
+/* ---- attention ----------------------------------------------------------- */
+enum { WARPS_PER_BLOCK = KC_BLOCK / 32 };
+static unsigned warp_rows_grid(size_t rows) { return (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK); }
+
+/* In place on att rows (b, h, t) holding scaled scores: softmax over the visible
+ * prefix j < lim, exact zeros elsewhere; a row with no visible key is all zero. */
+__global__ static void att_softmax_k(float *att, const int *key_len, int causal,
+                                     int B, int Hq, int T, int S) {
+    const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= (size_t)B * Hq * T) return; /* uniform per warp */
+    const int t = (int)(row % T);
+    const int b = (int)(row / ((size_t)Hq * T));
+    long lim = S;
+    if (key_len && key_len[b] < lim) lim = key_len[b];
+    if (causal && (long)t + (S - T) + 1 < lim) lim = (long)t + (S - T) + 1;
+    if (lim < 0) lim = 0;
+    float *x = att + row * S;
+    float m = -INFINITY;
+    for (long j = lane; j < lim; j += 32) m = fmaxf(m, x[j]);
+    m = kc_warp_max(m);
+    float s = 0.0f;
+    for (long j = lane; j < lim; j += 32) s += expf(x[j] - m);
+    s = kc_warp_sum(s);
+    const float inv = lim > 0 ? 1.0f / s : 0.0f;
+    for (long j = lane; j < S; j += 32) x[j] = j < lim ? expf(x[j] - m) * inv : 0.0f;
+}
+
+size_t attention_scratch_floats(int B, int T, int S, int Hq) {
+    return (size_t)B * Hq * T * S;
+}
+
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const int *key_len, int causal, float scale,
+                       int B, int T, int S, int Hq, int Hkv, int hd) {
+    if (B <= 0 || T <= 0 || Hq <= 0 || Hkv <= 0 || hd <= 0) return;
+    if (S <= 0) { k_zero(out, (size_t)B * T * Hq * hd * sizeof(float)); return; }
+    const int G = Hq / Hkv;
+    const size_t TS = (size_t)T * S;
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < G; g++) /* scores[T,S] = scale q_h[T,hd] k_kvh[S,hd]^T */
+            kc_gemm_batched(0, 1, T, S, hd, scale,
+                            q + (size_t)b * T * Hq * hd + (size_t)g * hd, Hq * hd, (long long)G * hd,
+                            k + (size_t)b * S * Hkv * hd, Hkv * hd, (long long)hd,
+                            0.0f, att + ((size_t)b * Hq + g) * TS, S, (long long)G * TS, Hkv);
+    const size_t rows = (size_t)B * Hq * T;
+    att_softmax_k<<<warp_rows_grid(rows), KC_BLOCK>>>(att, key_len, causal, B, Hq, T, S);
+    KC_LAUNCHED();
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < G; g++) /* out_h[T,hd] = P[T,S] v_kvh[S,hd] */
+            kc_gemm_batched(0, 0, T, hd, S, 1.0f,
+                            att + ((size_t)b * Hq + g) * TS, S, (long long)G * TS,
+                            v + (size_t)b * S * Hkv * hd, Hkv * hd, (long long)hd,
+                            0.0f, out + (size_t)b * T * Hq * hd + (size_t)g * hd, Hq * hd, (long long)G * hd, Hkv);
+}
+
+/* In place on dP rows: g = dP + datt_extra;  dS = P ⊙ (g - Σ_j P_j g_j). */
+__global__ static void att_softmax_bwd_k(float *dP, const float *datt_extra, const float *att,
+                                         size_t rows, int S) {
+    const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const float *p = att + row * S;
+    const float *e = datt_extra ? datt_extra + row * S : NULL;
+    float *d = dP + row * S;
+    float dot = 0.0f;
+    for (int j = lane; j < S; j += 32) dot += p[j] * (d[j] + (e ? e[j] : 0.0f));
+    dot = kc_warp_sum(dot);
+    for (int j = lane; j < S; j += 32) {
+        float gj = d[j] + (e ? e[j] : 0.0f);
+        d[j] = p[j] * (gj - dot);
+    }
+}
+
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                        const float *datt_extra, const float *att,
+                        const float *q, const float *k, const float *v, float scale,
+                        int B, int T, int S, int Hq, int Hkv, int hd) {
+    if (B <= 0 || T <= 0 || S <= 0 || Hq <= 0 || Hkv <= 0 || hd <= 0) return;
+    const int G = Hq / Hkv;
+    const size_t TS = (size_t)T * S;
+    const size_t qb = (size_t)T * Hq * hd, kb = (size_t)S * Hkv * hd; /* per-batch strides */
+    if (dv)
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++) /* dv_kvh[S,hd] += P^T[S,T] dout_h[T,hd] */
+                kc_gemm_batched(1, 0, S, hd, T, 1.0f,
+                                att + ((size_t)b * Hq + g) * TS, S, (long long)G * TS,
+                                dout + b * qb + (size_t)g * hd, Hq * hd, (long long)G * hd,
+                                1.0f, dv + b * kb, Hkv * hd, (long long)hd, Hkv);
+    if (!dq && !dk) return;
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < G; g++) /* dP[T,S] = dout_h[T,hd] v_kvh[S,hd]^T */
+            kc_gemm_batched(0, 1, T, S, hd, 1.0f,
+                            dout + b * qb + (size_t)g * hd, Hq * hd, (long long)G * hd,
+                            v + b * kb, Hkv * hd, (long long)hd,
+                            0.0f, scratch + ((size_t)b * Hq + g) * TS, S, (long long)G * TS, Hkv);
+    const size_t rows = (size_t)B * Hq * T;
+    att_softmax_bwd_k<<<warp_rows_grid(rows), KC_BLOCK>>>(scratch, datt_extra, att, rows, S);
+    KC_LAUNCHED();
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < G; g++) {
+            const float *dS = scratch + ((size_t)b * Hq + g) * TS;
+            if (dq) /* dq_h[T,hd] += scale dS[T,S] k_kvh[S,hd] */
+                kc_gemm_batched(0, 0, T, hd, S, scale, dS, S, (long long)G * TS,
+                                k + b * kb, Hkv * hd, (long long)hd,
+                                1.0f, dq + b * qb + (size_t)g * hd, Hq * hd, (long long)G * hd, Hkv);
+            if (dk) /* dk_kvh[S,hd] += scale dS^T[S,T] q_h[T,hd] */
+                kc_gemm_batched(1, 0, S, hd, T, scale, dS, S, (long long)G * TS,
+                                q + b * qb + (size_t)g * hd, Hq * hd, (long long)G * hd,
+                                1.0f, dk + b * kb, Hkv * hd, (long long)hd, Hkv);
+        }
+}
