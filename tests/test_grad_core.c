@@ -4,6 +4,7 @@
  * scalar is L = Σ out·r for a fixed random r, so dout = r. */
 #include "kernels/kernels.h"
 #include "tests/testlib.h"
+#include "kernels/cpu/vmath.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,7 +417,27 @@ static void test_adamw(void) {
     free(p); free(g1); free(g2); free(m); free(v);
 }
 
+/* The CPU backend's vectorisable exp/sigmoid/erf against double libm (bounds in vmath.h). */
+static void test_vmath(void) {
+    double me = 0, ms = 0, mr = 0;
+    for (double x = -87.0; x < 88.0; x += 1.7e-3) {
+        double r = fabs(vexpf((float)x) - exp((double)(float)x)) / exp((double)(float)x);
+        if (r > me) me = r;
+    }
+    for (double x = -12.0; x < 12.0; x += 3.1e-4) {
+        float xf = (float)x;
+        double t = 1.0 / (1.0 + exp(-(double)xf));
+        if (fabs(vsigmoidf(xf) - t) / t > ms) ms = fabs(vsigmoidf(xf) - t) / t;
+        if (fabs(verff(xf) - erf((double)xf)) > mr) mr = fabs(verff(xf) - erf((double)xf));
+    }
+    int edges = vexpf(-1000.0f) >= 0.0f && vexpf(-1000.0f) < 1e-37f && isinf(vexpf(1000.0f)) && vexpf(0.0f) == 1.0f &&
+                verff(0.0f) == 0.0f && verff(30.0f) == 1.0f && verff(-30.0f) == -1.0f;
+    t_check(me < 1.5e-7 && ms < 2.5e-7 && mr < 5e-7 && edges, "vmath exp/sigmoid/erf accuracy",
+            "exp max rel %.2e, sigmoid max rel %.2e, erf max abs %.2e, edges %s", me, ms, mr, edges ? "ok" : "WRONG");
+}
+
 int main(void) {
+    test_vmath();
     test_matmul();
     test_linear_lora();
     test_dropout_mask();

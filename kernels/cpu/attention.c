@@ -5,6 +5,7 @@
  * single-threaded inside the region), or one at a time with a threaded sgemm
  * when there are fewer heads than threads. */
 #include "kernels/kernels.h"
+#include "kernels/cpu/vmath.h"
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -64,7 +65,7 @@ static void softmax_row(float *x, int len, int C) {
         float mx = x[0];
         for (int j = 1; j < len; j++) mx = x[j] > mx ? x[j] : mx;
         float sum = 0.0f;
-        for (int j = 0; j < len; j++) { x[j] = expf(x[j] - mx); sum += x[j]; }
+        for (int j = 0; j < len; j++) { x[j] = vexpf(x[j] - mx); sum += x[j]; }
         float inv = 1.0f / sum;
         for (int j = 0; j < len; j++) x[j] *= inv;
     }

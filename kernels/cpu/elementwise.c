@@ -1,12 +1,13 @@
 /* kernels/cpu/elementwise.c — activations, residual add, and the optimiser
  * primitives (sum of squares, scaling, AdamW). */
 #include "kernels/kernels.h"
+#include "kernels/cpu/vmath.h"
 #include <math.h>
 
-#define PAR _Pragma("omp parallel for if (n > 32768)")
+#define PAR _Pragma("omp parallel for simd if (n > 32768)")
 #define PAR_SUM _Pragma("omp parallel for reduction(+:s) if (n > 32768)")
 
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigm(float x) { return vsigmoidf(x); }
 
 void silu_forward(float *out, const float *in, size_t n) {
     PAR for (size_t i = 0; i < n; i++) out[i] = in[i] * sigm(in[i]);
@@ -20,15 +21,15 @@ void silu_backward(float *din, const float *dout, const float *in, size_t n) {
 }
 
 void gelu_forward(float *out, const float *in, size_t n) {
-    PAR for (size_t i = 0; i < n; i++) out[i] = 0.5f * in[i] * (1.0f + erff(in[i] * (float)M_SQRT1_2));
+    PAR for (size_t i = 0; i < n; i++) out[i] = 0.5f * in[i] * (1.0f + verff(in[i] * (float)M_SQRT1_2));
 }
 /* d/dx x Φ(x) = Φ(x) + x φ(x) */
 void gelu_backward(float *din, const float *dout, const float *in, size_t n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
     PAR for (size_t i = 0; i < n; i++) {
         float x = in[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        din[i] += dout[i] * (cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x));
+        float cdf = 0.5f * (1.0f + verff(x * (float)M_SQRT1_2));
+        din[i] += dout[i] * (cdf + x * inv_sqrt_2pi * vexpf(-0.5f * x * x));
     }
 }
 

@@ -1,5 +1,6 @@
 /* kernels/cpu/loss.c — fused softmax cross-entropy, BCE with logits, Dice (SPEC 2.9). */
 #include "kernels/kernels.h"
+#include "kernels/cpu/vmath.h"
 #include <math.h>
 
 float softmax_xent_forward(float *lse, int *count, const float *logits, const int *targets,
@@ -12,7 +13,7 @@ float softmax_xent_forward(float *lse, int *count, const float *logits, const in
         float mx = -INFINITY;
         for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
         double s = 0.0;
-        for (int j = 0; j < V; j++) s += expf(x[j] - mx);
+        for (int j = 0; j < V; j++) s += vexpf(x[j] - mx);
         float l = mx + (float)log(s);
         lse[n] = l;
         if (targets[n] != ignore_index) { total += (double)l - x[targets[n]]; cnt++; }
@@ -32,7 +33,7 @@ void softmax_xent_backward(float *dlogits, const float *logits, const float *lse
         const float *x = logits + (size_t)n * V;
         float *dx = dlogits + (size_t)n * V;
         float l = lse[n];
-        for (int j = 0; j < V; j++) dx[j] += c * expf(x[j] - l);
+        for (int j = 0; j < V; j++) dx[j] += c * vexpf(x[j] - l);
         dx[targets[n]] -= c;
     }
 }
@@ -44,7 +45,7 @@ float bce_logits_forward(const float *x, const float *y, size_t n) {
     #pragma omp parallel for reduction(+:s) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float xi = x[i];
-        s += (xi > 0.0f ? xi : 0.0f) - xi * y[i] + log1pf(expf(-fabsf(xi)));
+        s += (xi > 0.0f ? xi : 0.0f) - xi * y[i] + log1pf(vexpf(-fabsf(xi)));
     }
     return (float)(s / (double)n);
 }
@@ -52,14 +53,14 @@ void bce_logits_backward(float *dx, const float *x, const float *y, float dloss,
     if (n == 0) return;
     const float c = dloss / (float)n;
     #pragma omp parallel for if (n > 32768)
-    for (size_t i = 0; i < n; i++) dx[i] += c * (1.0f / (1.0f + expf(-x[i])) - y[i]);
+    for (size_t i = 0; i < n; i++) dx[i] += c * (vsigmoidf(x[i]) - y[i]);
 }
 
 static void dice_sums(const float *x, const float *y, size_t n, double *inter, double *ssum, double *ysum) {
     double a = 0.0, b = 0.0, c = 0.0;
     #pragma omp parallel for reduction(+:a, b, c) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
-        double s = 1.0 / (1.0 + exp(-(double)x[i]));
+        float s = vsigmoidf(x[i]);
         a += s * y[i]; b += s; c += y[i];
     }
     *inter = a; *ssum = b; *ysum = c;
@@ -79,7 +80,7 @@ void dice_backward(float *dx, const float *x, const float *y, float dloss, size_
     const float a = (float)(-2.0 * dloss / den), b = (float)(dloss * num / (den * den));
     #pragma omp parallel for if (n > 32768)
     for (size_t i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + expf(-x[i]));
+        float s = vsigmoidf(x[i]);
         dx[i] += (a * y[i] + b) * s * (1.0f - s);
     }
 }
