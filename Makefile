@@ -117,6 +117,7 @@ bench: $(BENCH_BIN)
 fixtures:
 	@sh scripts/deps.sh python
 	/usr/bin/python3 tests/ref/kernels_ref.py tests/fixtures/kernels.h5
+	/usr/bin/python3 tests/ref/tinylm_ref.py tests/fixtures/tinylm.h5
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
