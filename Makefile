@@ -22,7 +22,9 @@ OBLAS_INC = /usr/include/x86_64-linux-gnu/openblas-openmp
 HDF5_INC  = /usr/include/hdf5/serial
 HDF5_LIB  = /usr/lib/x86_64-linux-gnu/hdf5/serial
 
-OPT     ?= -O3 -march=native
+# -fno-trapping-math/-fno-math-errno change no value (no FP-exception flags or
+# errno are read anywhere) but let GCC if-convert and vectorise kernel loops.
+OPT     ?= -O3 -march=native -fno-trapping-math -fno-math-errno
 CFLAGS  += $(OPT) -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -g \
            -I. -I$(OBLAS_INC) -I$(HDF5_INC) -MMD -MP
 LDLIBS  += -L$(OBLAS_LIB) -Wl,-rpath,$(OBLAS_LIB) -lopenblas \

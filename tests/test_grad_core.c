@@ -430,6 +430,17 @@ static void test_vmath(void) {
         if (fabs(vsigmoidf(xf) - t) / t > ms) ms = fabs(vsigmoidf(xf) - t) / t;
         if (fabs(verff(xf) - erf((double)xf)) > mr) mr = fabs(verff(xf) - erf((double)xf));
     }
+    double ml = 0, msp = 0;
+    for (double x = 1e-30; x < 1e30; x *= 1.0007) {
+        float xf = (float)x; double l = log((double)xf);
+        if (fabs(l) > 1e-3 && fabs(vlogf(xf) - l) / fabs(l) > ml) ml = fabs(vlogf(xf) - l) / fabs(l);
+    }
+    for (double x = -40.0; x < 40.0; x += 7.3e-4) {
+        float xf = (float)x; double t = log1p(exp((double)xf));
+        if (fabs(vsoftplusf(xf) - t) / t > msp) msp = fabs(vsoftplusf(xf) - t) / t;
+    }
+    t_check(ml < 2e-7 && msp < 4e-7 && vlog1pf(1e-9f) == 1e-9f, "vmath log/softplus accuracy",
+            "log max rel %.2e, softplus max rel %.2e, log1p(1e-9) %.3g", ml, msp, vlog1pf(1e-9f));
     int edges = vexpf(-1000.0f) >= 0.0f && vexpf(-1000.0f) < 1e-37f && isinf(vexpf(1000.0f)) && vexpf(0.0f) == 1.0f &&
                 verff(0.0f) == 0.0f && verff(30.0f) == 1.0f && verff(-30.0f) == -1.0f;
     t_check(me < 1.5e-7 && ms < 2.5e-7 && mr < 5e-7 && edges, "vmath exp/sigmoid/erf accuracy",

@@ -63,10 +63,13 @@ void rope_backward(float *din, const float *dout, const int *pos, float theta, i
 static void softmax_row(float *x, int len, int C) {
     if (len > 0) {
         float mx = x[0];
+        #pragma omp simd reduction(max:mx)
         for (int j = 1; j < len; j++) mx = x[j] > mx ? x[j] : mx;
         float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
         for (int j = 0; j < len; j++) { x[j] = vexpf(x[j] - mx); sum += x[j]; }
         float inv = 1.0f / sum;
+        #pragma omp simd
         for (int j = 0; j < len; j++) x[j] *= inv;
     }
     for (int j = len; j < C; j++) x[j] = 0.0f;
@@ -87,7 +90,9 @@ void softmax_backward(float *din, const float *dout, const float *out, int N, in
         const float *y = out + (size_t)n * C, *g = dout + (size_t)n * C;
         float *dx = din + (size_t)n * C;
         float dot = 0.0f;
+        #pragma omp simd reduction(+:dot)
         for (int j = 0; j < C; j++) dot += g[j] * y[j];
+        #pragma omp simd
         for (int j = 0; j < C; j++) dx[j] += y[j] * (g[j] - dot);
     }
 }
@@ -154,6 +159,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
                     float *row = dS + (size_t)t * S;
                     const float *p = P + (size_t)t * S;
                     float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
                     for (int j = 0; j < S; j++) dot += row[j] * p[j];
                     for (int j = 0; j < S; j++) row[j] = p[j] * (row[j] - dot);
                 }

@@ -9,9 +9,11 @@ void rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, f
         const float *x = in + (size_t)n * D;
         float *o = out + (size_t)n * D;
         double ss = 0.0;
+        #pragma omp simd reduction(+:ss)
         for (int d = 0; d < D; d++) ss += (double)x[d] * x[d];
         float r = (float)(1.0 / sqrt(ss / D + eps));
         rstd[n] = r;
+        #pragma omp simd
         for (int d = 0; d < D; d++) o[d] = x[d] * r * w[d];
     }
 }
@@ -27,8 +29,10 @@ void rmsnorm_backward(float *din, float *dw, const float *dout, const float *in,
             float *dx = din + (size_t)n * D;
             float r = rstd[n];
             double dot = 0.0;
+            #pragma omp simd reduction(+:dot)
             for (int d = 0; d < D; d++) dot += (double)g[d] * w[d] * x[d];
             float c = (float)(dot * r * r * r / D);
+            #pragma omp simd
             for (int d = 0; d < D; d++) dx[d] += r * g[d] * w[d] - c * x[d];
         }
     }
@@ -54,14 +58,18 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *in, co
         const float *x = in + (size_t)n * D;
         float *o = out + (size_t)n * D;
         double s = 0.0;
+        #pragma omp simd reduction(+:s)
         for (int d = 0; d < D; d++) s += x[d];
         double mu = s / D, v = 0.0;
+        #pragma omp simd reduction(+:v)
         for (int d = 0; d < D; d++) { double t = x[d] - mu; v += t * t; }
         float r = (float)(1.0 / sqrt(v / D + eps)), m = (float)mu;
         mean[n] = m; rstd[n] = r;
-        for (int d = 0; d < D; d++) {
-            float xh = (x[d] - m) * r;
-            o[d] = xh * (w ? w[d] : 1.0f) + (b ? b[d] : 0.0f);
+        if (w && b) {
+            #pragma omp simd
+            for (int d = 0; d < D; d++) o[d] = (x[d] - m) * r * w[d] + b[d];
+        } else {
+            for (int d = 0; d < D; d++) o[d] = (x[d] - m) * r * (w ? w[d] : 1.0f) + (b ? b[d] : 0.0f);
         }
     }
 }
@@ -76,11 +84,13 @@ void layernorm_backward(float *din, float *dw, float *db, const float *dout, con
             float *dx = din + (size_t)n * D;
             float m = mean[n], r = rstd[n];
             double sg = 0.0, sgx = 0.0;
+            #pragma omp simd reduction(+:sg, sgx)
             for (int d = 0; d < D; d++) {
                 double gh = (double)g[d] * (w ? w[d] : 1.0f);
                 sg += gh; sgx += gh * (x[d] - m) * r;
             }
             float mg = (float)(sg / D), mgx = (float)(sgx / D);
+            #pragma omp simd
             for (int d = 0; d < D; d++) {
                 float gh = g[d] * (w ? w[d] : 1.0f);
                 dx[d] += r * (gh - mg - (x[d] - m) * r * mgx);
