@@ -106,6 +106,11 @@ static inline int visible_keys(int t, int b, const int *key_len, int causal, int
     return lim < 0 ? 0 : lim;
 }
 
+/* Queries are processed in blocks of QB rows; a block only multiplies against
+ * the keys its last row can see (the causal limit and key_len), so causal
+ * attention does about half the GEMM work of the full T x S products. */
+enum { QB = 64 };
+
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int *key_len, int causal, float scale,
                        int B, int T, int S, int Hq, int Hkv, int hd) {
@@ -119,18 +124,31 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
         const float *V = v + (size_t)b * S * ldk + (size_t)kh * hd;
         float *P = att + (size_t)job * T * S;
         float *O = out + (size_t)b * T * ldq + (size_t)h * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, scale, Q, ldq, K, ldk, 0.0f, P, S);
-        for (int t = 0; t < T; t++)
-            softmax_row(P + (size_t)t * S, visible_keys(t, b, key_len, causal, T, S), S);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f, P, S, V, ldk, 0.0f, O, ldq);
+        for (int t0 = 0; t0 < T; t0 += QB) {
+            int nt = T - t0 < QB ? T - t0 : QB;
+            int kmax = visible_keys(t0 + nt - 1, b, key_len, causal, T, S);
+            float *Pb = P + (size_t)t0 * S;
+            if (kmax > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, kmax, hd, scale,
+                            Q + (size_t)t0 * ldq, ldq, K, ldk, 0.0f, Pb, S);
+            for (int t = t0; t < t0 + nt; t++)
+                softmax_row(P + (size_t)t * S, visible_keys(t, b, key_len, causal, T, S), S);
+            if (kmax > 0) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, kmax, 1.0f, Pb, S, V, ldk,
+                            0.0f, O + (size_t)t0 * ldq, ldq);
+            } else {
+                for (int t = t0; t < t0 + nt; t++) memset(O + (size_t)t * ldq, 0, (size_t)hd * sizeof(float));
+            }
+        }
     }
 }
 
 size_t attention_scratch_floats(int B, int T, int S, int Hq) { return (size_t)B * Hq * T * S; }
 
-/* Per query head: dP = dO V^T (+ extra), dS = P ⊙ (dP - rowsum(dP ⊙ P)),
- * dQ += scale dS K, dK += scale dS^T Q, dV += P^T dO. Jobs are (batch, kv head)
- * so that the query heads sharing a kv head accumulate into dK/dV serially. */
+/* Per query head and query block: dP = dO V^T (+ extra), dS = P ⊙ (dP - rowsum(dP ⊙ P)),
+ * dQ += scale dS K, dK += scale dS^T Q, dV += P^T dO, each over only the keys the
+ * block can see (P is exactly 0 beyond them, so dS is too). Jobs are (batch,
+ * kv head) so that the query heads sharing a kv head accumulate into dK/dV serially. */
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                         const float *datt_extra, const float *att,
                         const float *q, const float *k, const float *v, float scale,
@@ -142,34 +160,52 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
         int b = job / Hkv, kh = job % Hkv;
         const float *K = k + (size_t)b * S * ldk + (size_t)kh * hd;
         const float *V = v + (size_t)b * S * ldk + (size_t)kh * hd;
+        float *dKh = dk ? dk + (size_t)b * S * ldk + (size_t)kh * hd : NULL;
+        float *dVh = dv ? dv + (size_t)b * S * ldk + (size_t)kh * hd : NULL;
         for (int h = kh * group; h < (kh + 1) * group; h++) {
             size_t ph = ((size_t)b * Hq + h) * T * S;
-            const float *P = att + ph;
             const float *Q = q + (size_t)b * T * ldq + (size_t)h * hd;
             const float *dO = dout + (size_t)b * T * ldq + (size_t)h * hd;
-            float *dS = scratch + ph;
-            if (dq || dk) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, 1.0f, dO, ldq, V, ldk,
-                            0.0f, dS, S);
-                if (datt_extra) {
-                    const float *E = datt_extra + ph;
-                    for (size_t i = 0; i < (size_t)T * S; i++) dS[i] += E[i];
+            float *dQh = dq ? dq + (size_t)b * T * ldq + (size_t)h * hd : NULL;
+            for (int t0 = 0; t0 < T; t0 += QB) {
+                int nt = T - t0 < QB ? T - t0 : QB;
+                /* the widest row of the block: P rows are 0 beyond their visible keys */
+                int kmax = 0;
+                const float *Pb = att + ph + (size_t)t0 * S;
+                for (int t = 0; t < nt; t++) {
+                    const float *row = Pb + (size_t)t * S;
+                    int last = S;
+                    while (last > kmax && row[last - 1] == 0.0f) last--;
+                    kmax = last > kmax ? last : kmax;
                 }
-                for (int t = 0; t < T; t++) {
-                    float *row = dS + (size_t)t * S;
-                    const float *p = P + (size_t)t * S;
-                    float dot = 0.0f;
-                    #pragma omp simd reduction(+:dot)
-                    for (int j = 0; j < S; j++) dot += row[j] * p[j];
-                    for (int j = 0; j < S; j++) row[j] = p[j] * (row[j] - dot);
+                if (kmax == 0) continue;
+                const float *Qb = Q + (size_t)t0 * ldq, *dOb = dO + (size_t)t0 * ldq;
+                if (dQh || dKh) {
+                    float *dS = scratch + ph + (size_t)t0 * S;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, kmax, hd, 1.0f, dOb, ldq, V, ldk,
+                                0.0f, dS, S);
+                    for (int t = 0; t < nt; t++) {
+                        float *row = dS + (size_t)t * S;
+                        const float *p = Pb + (size_t)t * S;
+                        if (datt_extra) {
+                            const float *e = datt_extra + ph + (size_t)(t0 + t) * S;
+                            #pragma omp simd
+                            for (int j = 0; j < kmax; j++) row[j] += e[j];
+                        }
+                        float dot = 0.0f;
+                        #pragma omp simd reduction(+:dot)
+                        for (int j = 0; j < kmax; j++) dot += row[j] * p[j];
+                        #pragma omp simd
+                        for (int j = 0; j < kmax; j++) row[j] = p[j] * (row[j] - dot);
+                    }
+                    if (dQh) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, kmax, scale, dS, S,
+                                         K, ldk, 1.0f, dQh + (size_t)t0 * ldq, ldq);
+                    if (dKh) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kmax, hd, nt, scale, dS, S,
+                                         Qb, ldq, 1.0f, dKh, ldk);
                 }
-                if (dq) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, scale, dS, S, K, ldk,
-                                    1.0f, dq + (size_t)b * T * ldq + (size_t)h * hd, ldq);
-                if (dk) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, T, scale, dS, S, Q, ldq,
-                                    1.0f, dk + (size_t)b * S * ldk + (size_t)kh * hd, ldk);
+                if (dVh) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kmax, hd, nt, 1.0f, Pb, S,
+                                     dOb, ldq, 1.0f, dVh, ldk);
             }
-            if (dv) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, T, 1.0f, P, S, dO, ldq,
-                                1.0f, dv + (size_t)b * S * ldk + (size_t)kh * hd, ldk);
         }
     }
 }
