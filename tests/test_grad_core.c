@@ -170,6 +170,20 @@ static void test_rope(void) {
     t_check(e0 < 1e-7 && fabs(nin - nout) / nin < 1e-5, "rope identity at pos 0, norm-preserving",
             "pos0 err %.1e, |norm change| %.1e", e0, fabs(nin - nout) / nin);
     free(RP.in); free(RP.out); free(r); free(din);
+    /* long positions: the vectorised cos/sin must agree with libm on HF's float32 angle */
+    enum { LN = 3000, LHD = 128 };
+    float *x = t_alloc(LN * LHD), *y = t_alloc(LN * LHD);
+    int *lp = malloc(LN * sizeof(int));
+    for (int n = 0; n < LN; n++) { lp[n] = n * 13; for (int i = 0; i < LHD; i++) x[n * LHD + i] = i < LHD / 2 ? 1.0f : 0.0f; }
+    rope_forward(y, x, lp, 10000.0f, LN, 1, LHD);
+    double md = 0;
+    for (int n = 0; n < LN; n++) for (int i = 0; i < LHD / 2; i++) {
+        float inv = (float)(1.0 / pow(10000.0, (2.0 * i) / LHD)), ang = (float)lp[n] * inv;
+        md = fmax(md, fabs(y[n * LHD + i] - (float)cos((double)ang)));
+        md = fmax(md, fabs(y[n * LHD + i + LHD / 2] - (float)sin((double)ang)));
+    }
+    t_check(md <= 1.2e-7, "rope cos/sin vs libm, positions to 39000", "max abs diff %.2e", md);
+    free(x); free(y); free(lp);
 }
 
 static struct { float *in, *out; int N, C; } SM;

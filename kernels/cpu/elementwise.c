@@ -67,8 +67,11 @@ void add_forward(float *out, const float *a, const float *b, size_t n) {
     PAR for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 void add_backward(float *da, float *db, const float *dout, size_t n) {
-    if (da) axpy(da, dout, 1.0f, n);
-    if (db) axpy(db, dout, 1.0f, n);
+    if (da && db) {
+        PAR for (size_t i = 0; i < n; i++) { da[i] += dout[i]; db[i] += dout[i]; }
+    } else if (da || db) {
+        axpy(da ? da : db, dout, 1.0f, n);
+    }
 }
 void axpy(float *y, const float *x, float alpha, size_t n) {
     PAR for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
