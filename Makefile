@@ -32,6 +32,7 @@ LDLIBS  += -L$(OBLAS_LIB) -Wl,-rpath,$(OBLAS_LIB) -lopenblas \
 
 CORE_SRC  := $(wildcard core/*.c)
 KCPU_SRC  := $(wildcard kernels/cpu/*.c)
+KSHARED   := $(wildcard kernels/*.c)   # backend-neutral composites
 LIB_SRC   := $(CORE_SRC) $(wildcard model/*.c) $(wildcard optim/*.c) $(filter-out train/main.c,$(wildcard train/*.c))
 
 ifeq ($(CUDA),1)
@@ -46,7 +47,7 @@ else
   KOBJ      := $(patsubst %.c,$(BUILD)/%.o,$(KCPU_SRC))
 endif
 
-LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(KOBJ)
+LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC) $(KSHARED)) $(KOBJ)
 LIB     := $(BUILD)/libanyref.a
 BIN     := $(BUILD)/anyref
 DEPS_OK := $(BUILD)/.deps-ok
