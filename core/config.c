@@ -192,7 +192,7 @@ static int unknown_key_error(const ar_config *c, const char *where, const char *
     const char *s = suggest_key(c, name, n);
     snippet(sn, sizeof sn, name, n);
     if (s) return ar_errorf("%sunknown key '%s' (did you mean '%s'?)", where, sn, s);
-    return ar_errorf("%sunknown key '%s' (see --help for the valid keys)", where, sn);
+    return ar_errorf("%sunknown key '%s' ('anyref keys' lists the valid keys)", where, sn);
 }
 
 /* ------------------------------------------------------------------------ */

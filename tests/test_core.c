@@ -185,7 +185,7 @@ static void test_config_errors(void) {
     expect_error("config.key_in_wrong_section", "[data]\nsteps = 3\n",
                  "bad.cfg:2: unknown key 'data.steps' (did you mean 'train.steps'?)");
     expect_error("config.unknown_key_no_suggestion", "[train]\nzzzzzzzz = 3\n",
-                 "bad.cfg:2: unknown key 'train.zzzzzzzz' (see --help for the valid keys)");
+                 "bad.cfg:2: unknown key 'train.zzzzzzzz' ('anyref keys' lists the valid keys)");
     expect_error("config.unknown_section", "[trian]\nsteps = 3\n",
                  "bad.cfg:1: unknown section '[trian]' (did you mean '[train]'?)");
     expect_error("config.bad_int", "[train]\nsteps = 12abc\n",
