@@ -16,27 +16,32 @@ void matmul(float *C, const float *A, const float *B, int M, int N, int K,
                 M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, C, N);
 }
 
-static void add_bias_rows(float *out, const float *b, int N, int OUT) {
+/* out[n,:] = b (the GEMM then accumulates onto it with beta = 1, like addmm) */
+static void fill_bias_rows(float *out, const float *b, int N, int OUT) {
     #pragma omp parallel for if ((long)N * OUT > 32768)
-    for (int n = 0; n < N; n++) {
-        float *o = out + (size_t)n * OUT;
-        for (int j = 0; j < OUT; j++) o[j] += b[j];
-    }
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OUT, b, (size_t)OUT * sizeof(float));
 }
 
+/* db[j] += Σ_n dout[n,j]: threads own blocks of 256 columns and walk the rows,
+ * so every read is contiguous. */
 static void colsum_acc(float *db, const float *dout, int N, int OUT) {
     #pragma omp parallel for if ((long)N * OUT > 32768)
-    for (int j = 0; j < OUT; j++) {
-        float s = 0.0f;
-        for (int n = 0; n < N; n++) s += dout[(size_t)n * OUT + j];
-        db[j] += s;
+    for (int j0 = 0; j0 < OUT; j0 += 256) {
+        int nj = OUT - j0 < 256 ? OUT - j0 : 256;
+        float acc[256] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *row = dout + (size_t)n * OUT + j0;
+            #pragma omp simd
+            for (int j = 0; j < nj; j++) acc[j] += row[j];
+        }
+        for (int j = 0; j < nj; j++) db[j0 + j] += acc[j];
     }
 }
 
 /* out[N,OUT] = in[N,IN] @ w[OUT,IN]^T + b */
 void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int IN, int OUT) {
-    matmul(out, in, w, N, OUT, IN, 0, 1, 1.0f, 0.0f);
-    if (b) add_bias_rows(out, b, N, OUT);
+    if (b) fill_bias_rows(out, b, N, OUT);
+    matmul(out, in, w, N, OUT, IN, 0, 1, 1.0f, b ? 1.0f : 0.0f);
 }
 
 void linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
