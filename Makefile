@@ -33,7 +33,7 @@ LDLIBS  += -L$(OBLAS_LIB) -Wl,-rpath,$(OBLAS_LIB) -lopenblas \
 CORE_SRC  := $(wildcard core/*.c)
 KCPU_SRC  := $(wildcard kernels/cpu/*.c)
 KSHARED   := $(wildcard kernels/*.c)   # backend-neutral composites
-LIB_SRC   := $(CORE_SRC) $(wildcard model/*.c) $(wildcard optim/*.c) $(filter-out train/main.c,$(wildcard train/*.c))
+LIB_SRC   := $(CORE_SRC) $(wildcard data/*.c) $(wildcard checkpoints/*.c) $(wildcard model/*.c) $(wildcard optim/*.c) $(filter-out train/main.c,$(wildcard train/*.c))
 
 ifeq ($(CUDA),1)
   NVCC      ?= /usr/local/cuda/bin/nvcc
@@ -122,9 +122,12 @@ fixtures:
 	/usr/bin/python3 tests/ref/kernels_ref.py tests/fixtures/kernels.h5
 	/usr/bin/python3 tests/ref/tinylm_ref.py tests/fixtures/tinylm.h5
 
+# Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_EXTRA_fuzz_config :=
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC)
+.SECONDEXPANSION:
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) $$(FUZZ_EXTRA_$$*)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. $^ -o $@ -lm
 
