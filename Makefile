@@ -104,7 +104,7 @@ $(TEST_LIB): tests/testlib.c | $(DEPS_OK)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 test: $(TEST_BIN) $(BIN)
-	@sh tests/run.sh $(BUILD)/tests
+	@sh tests/run.sh $(TEST_BIN)
 
 demo: $(BIN)
 	$(BIN) train configs/demo.cfg
@@ -120,7 +120,7 @@ bench: $(BENCH_BIN)
 fixtures:
 	@sh scripts/deps.sh python
 	/usr/bin/python3 tests/ref/kernels_ref.py tests/fixtures/kernels.h5
-	/usr/bin/python3 tests/ref/tinylm_ref.py tests/fixtures/tinylm.h5
+	/usr/bin/python3 tests/ref/llama_ref.py tests/fixtures/llama.h5
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

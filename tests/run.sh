@@ -1,11 +1,14 @@
 #!/bin/sh
-# Runs every test binary in $1, shows its output, and ends with "N passed, M failed".
+# Runs the given test binaries (or every test_* in the directory $1), shows
+# their output, and ends with "N passed, M failed".
 # A test binary prints one line per check: "ok   <name> <detail>" or "FAIL <name> <detail>".
 # A binary that crashes or exits non-zero without a FAIL line counts as one failure.
-dir="${1:-build/tests}"
+if [ $# -eq 1 ] && [ -d "$1" ]; then set -- "$1"/test_*; fi
+[ $# -eq 0 ] && set -- build/tests/test_*
 pass=0; fail=0
-for t in "$dir"/test_*; do
-  [ -x "$t" ] || continue
+for t in "$@"; do
+  case "$t" in *.d|*.o) continue ;; esac
+  if [ ! -x "$t" ]; then echo "FAIL $(basename "$t") not built"; fail=$((fail + 1)); continue; fi
   name=$(basename "$t")
   echo "== $name"
   out=$(cd "$(dirname "$0")/.." && "$t" 2>&1); rc=$?

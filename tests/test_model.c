@@ -2,7 +2,7 @@
  * the composed backward (every tensor of a 2-layer model with LoRA and dropout),
  * the LoRA step-0 identity, and a short training run that must learn. */
 #include "kernels/kernels.h"
-#include "model/tinylm.h"
+#include "model/llama.h"
 #include "optim/optim.h"
 #include "core/rng.h"
 #include "tests/testlib.h"
@@ -11,19 +11,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static tinylm *g_m;
+static llama *g_m;
 static int g_tok[2 * 6], g_tgt[2 * 6];
 static double model_loss(void *u) {
     (void)u;
-    return tinylm_forward(g_m, g_tok, g_tgt, 2, 6, 42, NULL);
+    return llama_forward(g_m, g_tok, g_tgt, 2, 6, 42, NULL);
 }
 
 static void test_gradients(void) {
-    tinylm_cfg c = {.vocab = 11, .dim = 8, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 12,
+    llama_cfg c = {.vocab = 11, .dim = 8, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 12,
                     .max_seq = 6, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
                     .lora_alpha = 4.0f, .lora_dropout = 0.2f, .train_base = 1};
     ar_params ps; params_init_empty(&ps);
-    if (tinylm_declare(&c, &ps) || params_alloc(&ps)) { t_fail("model.declare", "setup failed"); return; }
+    if (llama_declare(&c, &ps) || params_alloc(&ps)) { t_fail("model.declare", "setup failed"); return; }
     params_randomize(&ps, 7);
     /* LoRA B starts at zero (step 0 == base); give it values so dA is non-zero here */
     ar_rng r; rng_seed(&r, 9);
@@ -33,50 +33,50 @@ static void test_gradients(void) {
     for (int i = 0; i < ps.n; i++)
         if (strstr(ps.p[i].name, "proj.weight") || strstr(ps.p[i].name, "embed") || strstr(ps.p[i].name, "lm_head"))
             for (size_t j = 0; j < ps.p[i].numel; j++) ps.w[ps.p[i].off + j] *= 20.0f; /* 0.02 std -> 0.4: visible gradients */
-    g_m = tinylm_create(&c, &ps, 2, 6);
+    g_m = llama_create(&c, &ps, 2, 6);
     for (int i = 0; i < 12; i++) { g_tok[i] = (i * 7 + 3) % 11; g_tgt[i] = i % 6 < 2 ? -100 : (i * 5 + 1) % 11; }
     params_zero_grad(&ps);
-    tinylm_forward(g_m, g_tok, g_tgt, 2, 6, 42, NULL);
-    tinylm_backward(g_m, 1.0f);
+    llama_forward(g_m, g_tok, g_tgt, 2, 6, 42, NULL);
+    llama_backward(g_m, 1.0f);
     for (int i = 0; i < ps.n; i++) {
         const ar_param *p = &ps.p[i];
         char nm[160];
         snprintf(nm, sizeof nm, "model grad %s", p->name + (strncmp(p->name, "model.", 6) ? 0 : 6));
         t_gradcheck(nm, model_loss, NULL, ps.w + p->off, ps.g + p->goff, p->numel, 1e-2f, 3e-2, 60);
     }
-    tinylm_free(g_m);
+    llama_free(g_m);
     params_free(&ps);
 }
 
 /* With LoRA B = 0 the model equals its base: same logits with and without LoRA. */
 static void test_lora_identity(void) {
-    tinylm_cfg c = {.vocab = 13, .dim = 16, .layers = 1, .heads = 2, .kv_heads = 2, .mlp_hidden = 24,
+    llama_cfg c = {.vocab = 13, .dim = 16, .layers = 1, .heads = 2, .kv_heads = 2, .mlp_hidden = 24,
                     .max_seq = 5, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .train_base = 0};
     ar_params base, lora; params_init_empty(&base); params_init_empty(&lora);
-    tinylm_declare(&c, &base); params_alloc(&base); params_randomize(&base, 3);
-    tinylm_cfg cl = c; cl.lora_rank = 4; cl.lora_alpha = 8; cl.lora_dropout = 0.0f;
-    tinylm_declare(&cl, &lora); params_alloc(&lora); params_randomize(&lora, 4);
+    llama_declare(&c, &base); params_alloc(&base); params_randomize(&base, 3);
+    llama_cfg cl = c; cl.lora_rank = 4; cl.lora_alpha = 8; cl.lora_dropout = 0.0f;
+    llama_declare(&cl, &lora); params_alloc(&lora); params_randomize(&lora, 4);
     for (int i = 0; i < base.n; i++)  /* copy the base weights by name */
         memcpy(params_w(&lora, base.p[i].name), base.w + base.p[i].off, base.p[i].numel * sizeof(float));
-    tinylm *a = tinylm_create(&c, &base, 1, 5), *b = tinylm_create(&cl, &lora, 1, 5);
+    llama *a = llama_create(&c, &base, 1, 5), *b = llama_create(&cl, &lora, 1, 5);
     int tok[5] = {1, 4, 9, 2, 12};
-    tinylm_forward(a, tok, NULL, 1, 5, 0, NULL);
-    tinylm_forward(b, tok, NULL, 1, 5, 0, NULL);
-    double e = t_max_rel_err(tinylm_logits(b), tinylm_logits(a), 5 * 13);
+    llama_forward(a, tok, NULL, 1, 5, 0, NULL);
+    llama_forward(b, tok, NULL, 1, 5, 0, NULL);
+    double e = t_max_rel_err(llama_logits(b), llama_logits(a), 5 * 13);
     size_t ntrain = params_numel(&lora, 1);
     t_check(e == 0.0 && ntrain == 1 * 2 * 4 * 16 * 2, "model lora step 0 equals base, only LoRA trainable",
             "logit diff %.1e, trainable %zu", e, ntrain);
-    tinylm_free(a); tinylm_free(b); params_free(&base); params_free(&lora);
+    llama_free(a); llama_free(b); params_free(&base); params_free(&lora);
 }
 
 /* 150 AdamW steps on "copy" must bring the answer loss far below chance (ln 13 = 2.56). */
 static void test_learns(void) {
-    tinylm_cfg c = {.vocab = 13, .dim = 32, .layers = 1, .heads = 2, .kv_heads = 1, .mlp_hidden = 64,
+    llama_cfg c = {.vocab = 13, .dim = 32, .layers = 1, .heads = 2, .kv_heads = 1, .mlp_hidden = 64,
                     .max_seq = 11, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .train_base = 1};
     ar_params ps; params_init_empty(&ps);
-    tinylm_declare(&c, &ps); params_alloc(&ps); params_randomize(&ps, 11);
+    llama_declare(&c, &ps); params_alloc(&ps); params_randomize(&ps, 11);
     int B = 16, T = 11;
-    tinylm *m = tinylm_create(&c, &ps, B, T);
+    llama *m = llama_create(&c, &ps, B, T);
     ar_optim_cfg oc = {.lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .grad_clip = 1.0f,
                        .warmup_steps = 10, .total_steps = 150, .schedule = OPTIM_LINEAR};
     ar_rng r; rng_seed(&r, 5);
@@ -90,15 +90,15 @@ static void test_learns(void) {
             t[5] = 11; t[10] = 12;
             for (int i = 0; i < T; i++) tgt[b * T + i] = (i + 1 < T && i + 1 >= 6) ? t[i + 1] : -100;
         }
-        float loss = tinylm_forward(m, tok, tgt, B, T, 0, NULL);
-        params_zero_grad(&ps); tinylm_backward(m, 1.0f);
+        float loss = llama_forward(m, tok, tgt, B, T, 0, NULL);
+        params_zero_grad(&ps); llama_backward(m, 1.0f);
         optim_step(&ps, &oc, step + 1, optim_lr_at(&oc, step));
         if (step == 0) first = loss;
         last = loss;
     }
     t_check(first > 2.0f && last < 0.5f, "model learns copy task (150 AdamW steps)",
             "answer loss %.3f -> %.3f (chance 2.565)", first, last);
-    tinylm_free(m); params_free(&ps);
+    llama_free(m); params_free(&ps);
 }
 
 int main(void) {

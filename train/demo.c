@@ -10,7 +10,7 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "kernels/kernels.h"
-#include "model/tinylm.h"
+#include "model/llama.h"
 #include "optim/optim.h"
 #include <math.h>
 #include <stdio.h>
@@ -74,7 +74,7 @@ static void make_sample(const task_t *t, ar_rng *r, int *tok, int *tgt) {
 }
 
 /* Greedy decoding of the answer for B fresh prompts; returns exact-match accuracy. */
-static double evaluate(tinylm *m, const task_t *t, int B, int samples, uint64_t seed) {
+static double evaluate(llama *m, const task_t *t, int B, int samples, uint64_t seed) {
     int *tok = malloc(sizeof(int) * (size_t)B * t->T), *tgt = malloc(sizeof(int) * (size_t)B * t->T);
     int *ref = malloc(sizeof(int) * (size_t)B * t->T);
     if (!tok || !tgt || !ref) { free(tok); free(tgt); free(ref); return NAN; }
@@ -87,8 +87,8 @@ static double evaluate(tinylm *m, const task_t *t, int B, int samples, uint64_t 
         for (int b = 0; b < B; b++)   /* blank the answer so nothing leaks */
             for (int i = t->prompt_len; i < t->T; i++) tok[b * t->T + i] = t->eos;
         for (int i = t->prompt_len; i < t->T; i++) {
-            tinylm_forward(m, tok, NULL, B, t->T, 0, NULL);
-            const float *lg = tinylm_logits(m);
+            llama_forward(m, tok, NULL, B, t->T, 0, NULL);
+            const float *lg = llama_logits(m);
             for (int b = 0; b < B; b++) {
                 k_download(host, lg + ((size_t)b * t->T + i - 1) * t->vocab, sizeof(float) * (size_t)t->vocab);
                 int best = 0;
@@ -118,7 +118,7 @@ int demo_train(const ar_config *cfg) {
     t.bos = t.base; t.sep = t.base + 1; t.eos = t.base + 2; t.vocab = t.base + 3;
     t.T = 2 * t.k + 3; t.prompt_len = t.k + 2;
 
-    tinylm_cfg mc = {
+    llama_cfg mc = {
         .vocab = t.vocab, .dim = (int)cfg_int(cfg, "model.dim"), .layers = (int)cfg_int(cfg, "model.layers"),
         .heads = (int)cfg_int(cfg, "model.heads"), .kv_heads = (int)cfg_int(cfg, "model.kv_heads"),
         .mlp_hidden = (int)cfg_int(cfg, "model.mlp_hidden"), .max_seq = t.T,
@@ -147,12 +147,12 @@ int demo_train(const ar_config *cfg) {
     int eval_samples = (int)cfg_int(cfg, "train.eval_samples");
 
     ar_params ps; params_init_empty(&ps);
-    tinylm *m = NULL;
+    llama *m = NULL;
     ar_log *lg = NULL;
     int *tok = NULL, *tgt = NULL, rc = -1;
-    if (tinylm_declare(&mc, &ps) || params_alloc(&ps)) goto done;
+    if (llama_declare(&mc, &ps) || params_alloc(&ps)) goto done;
     params_randomize(&ps, rng_derive(seed, 1));
-    if (!(m = tinylm_create(&mc, &ps, B, t.T))) goto done;
+    if (!(m = llama_create(&mc, &ps, B, t.T))) goto done;
     const char *mpath = cfg_str(cfg, "train.metrics");
     if (mpath[0] && (ar_mkdir_parent(mpath) || !(lg = log_open(mpath)))) goto done;
     tok = malloc(sizeof(int) * (size_t)B * t.T); tgt = malloc(sizeof(int) * (size_t)B * t.T);
@@ -161,7 +161,7 @@ int demo_train(const ar_config *cfg) {
     log_info("anyref demo: task '%s', %d digits; decoder dim %d, %d layers, %d/%d heads; %zu parameters (%zu trainable)",
              task, t.k, mc.dim, mc.layers, mc.heads, mc.kv_heads, params_numel(&ps, 0), params_numel(&ps, 1));
     log_info("backend %s, %d threads, activations %.2f MiB, batch %d x %d tokens, %d steps",
-             k_backend_name(), k_num_threads(), tinylm_activation_bytes(m) / 1048576.0, B, t.T, steps);
+             k_backend_name(), k_num_threads(), llama_activation_bytes(m) / 1048576.0, B, t.T, steps);
     if (lg) log_info("metrics -> %s", mpath);
 
     ar_rng data; rng_seed(&data, rng_derive(seed, 2));
@@ -170,10 +170,10 @@ int demo_train(const ar_config *cfg) {
     for (int step = 0; step < steps; step++) {
         for (int b = 0; b < B; b++) make_sample(&t, &data, tok + b * t.T, tgt + b * t.T);
         int count = 0;
-        float loss = tinylm_forward(m, tok, tgt, B, t.T, rng_derive(seed, 1000 + (uint64_t)step), &count);
+        float loss = llama_forward(m, tok, tgt, B, t.T, rng_derive(seed, 1000 + (uint64_t)step), &count);
         if (!isfinite(loss)) { ar_errorf("step %d: loss is %g (diverged); lower train.lr", step + 1, loss); goto done_prog; }
         params_zero_grad(&ps);
-        tinylm_backward(m, 1.0f);
+        llama_backward(m, 1.0f);
         float lr = optim_lr_at(&oc, step);
         double gnorm = optim_step(&ps, &oc, step + 1, lr);
         if (k_error()) { ar_errorf("step %d: %s", step + 1, k_error()); goto done_prog; }
@@ -205,7 +205,7 @@ done_prog:
 done:
     free(tok); free(tgt);
     log_close(lg);
-    tinylm_free(m);
+    llama_free(m);
     params_free(&ps);
     return rc;
 }

@@ -1,6 +1,6 @@
-/* tests/test_tinylm_parity.c — the whole tinylm decoder against PyTorch.
+/* tests/test_llama_parity.c — the whole LLaMA decoder (model/llama.c) against PyTorch.
  *
- * tests/ref/tinylm_ref.py (`make fixtures`) writes tests/fixtures/tinylm.h5: a
+ * tests/ref/llama_ref.py (`make fixtures`) writes tests/fixtures/llama.h5: a
  * 2-layer LLaMA-style decoder with GQA and LoRA (dropout on) written
  * independently in PyTorch float64 autograd (HF modeling_llama semantics), with
  * random float32-representable weights under their Hugging Face names, tokens,
@@ -8,14 +8,14 @@
  * dropout masks and the gradient of every parameter.
  *
  * This test declares the same model through the registry, loads every
- * parameter by name (shapes checked both ways), runs tinylm_forward and
- * tinylm_backward(1.0) on the active backend and prints one line per tensor:
- *     ok   tinylm_parity grad.model.layers.0.mlp.up_proj.weight   max rel err 4.1e-07 (tol 1e-04)
+ * parameter by name (shapes checked both ways), runs llama_forward and
+ * llama_backward(1.0) on the active backend and prints one line per tensor:
+ *     ok   llama_parity grad.model.layers.0.mlp.up_proj.weight   max rel err 4.1e-07 (tol 1e-04)
  * The error is max|c - ref| / max|ref| (t_max_rel_err_d). Run from the repo root.
  */
 #include "kernels/kernels.h"
 #include "model/params.h"
-#include "model/tinylm.h"
+#include "model/llama.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "tests/testlib.h"
@@ -26,8 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIXTURE "tests/fixtures/tinylm.h5"
-#define PFX "tinylm_parity "
+#define FIXTURE "tests/fixtures/llama.h5"
+#define PFX "llama_parity "
 
 /* float32 forward and backward through two layers against a float64 reference:
  * rounding gives ~1e-7 of each tensor's scale per op and the chain (norms,
@@ -37,7 +37,7 @@
  * gradient by far more than 1e-2 of its scale). */
 #define TOL 1e-4
 
-static const tinylm_cfg CFG = {
+static const llama_cfg CFG = {
     .vocab = 37, .dim = 32, .layers = 2, .heads = 4, .kv_heads = 2, .mlp_hidden = 48, .max_seq = 16,
     .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 4, .lora_alpha = 8.0f, .lora_dropout = 0.1f,
     .train_base = 1,
@@ -128,7 +128,7 @@ static herr_t extra_param(hid_t grp, const char *name, const H5L_info_t *info, v
     if (!params_find(ps_, name)) {
         char what[160];
         snprintf(what, sizeof what, "params/%s", name);
-        bad_fixture(what, "tensor unknown to the tinylm registry");
+        bad_fixture(what, "tensor unknown to the llama registry");
         return 1;   /* stop: one such line is enough */
     }
     return 0;
@@ -187,8 +187,8 @@ static void check(const char *label, const char *ds, const float *dev, int ndim,
     free(ref);
 }
 
-/* The LoRA dropout masks tinylm_forward draws are dropout_mask(N*D, p,
- * rng_derive(seed, 2l)) for q and (.., 2l+1) for v (model/tinylm.c). The
+/* The LoRA dropout masks llama_forward draws are dropout_mask(N*D, p,
+ * rng_derive(seed, 2l)) for q and (.., 2l+1) for v (model/llama.c). The
  * reference reproduces that hash in Python; here the backend's masks must
  * match it bit for bit, otherwise the other comparisons mean nothing. */
 static void check_masks(uint64_t seed) {
@@ -226,12 +226,12 @@ int main(void) {
                FIXTURE, fp ? "unreadable" : "missing");
         return t_exit_code();
     }
-    printf("# tinylm against PyTorch float64 autograd, backend %s\n", k_backend_name());
+    printf("# llama decoder against PyTorch float64 autograd, backend %s\n", k_backend_name());
     if (!check_config()) { H5Fclose(g_file); return t_exit_code(); }
 
     ar_params ps;
     params_init_empty(&ps);
-    if (tinylm_declare(&CFG, &ps) || params_alloc(&ps)) {
+    if (llama_declare(&CFG, &ps) || params_alloc(&ps)) {
         t_fail(PFX "declare", "%s", ar_error());
         H5Fclose(g_file);
         return t_exit_code();
@@ -239,7 +239,7 @@ int main(void) {
     const int N = BATCH * SEQ, V = CFG.vocab, nshape[1] = {N}, lshape[2] = {N, V}, one[1] = {1};
     int tokens[BATCH * SEQ], targets[BATCH * SEQ];
     uint64_t seed = 0;
-    tinylm *m = NULL;
+    llama *m = NULL;
     if (!load_params(&ps) || !ds_read("tokens", H5T_NATIVE_INT, tokens, 1, nshape) ||
         !ds_read("targets", H5T_NATIVE_INT, targets, 1, nshape) ||
         !attr_read("dropout_seed", H5T_NATIVE_UINT64, &seed))
@@ -250,7 +250,7 @@ int main(void) {
             goto done;
         }
     }
-    m = tinylm_create(&CFG, &ps, BATCH, SEQ);
+    m = llama_create(&CFG, &ps, BATCH, SEQ);
     if (!m) { t_fail(PFX "create", "%s", ar_error()); goto done; }
 
     check_masks(seed);
@@ -258,8 +258,8 @@ int main(void) {
     params_zero_grad(&ps);
     int count = 0, want = 0;
     for (int i = 0; i < N; i++) want += targets[i] != -100;
-    float loss = tinylm_forward(m, tokens, targets, BATCH, SEQ, seed, &count);
-    tinylm_backward(m, 1.0f);
+    float loss = llama_forward(m, tokens, targets, BATCH, SEQ, seed, &count);
+    llama_backward(m, 1.0f);
     k_sync();
     const char *kerr = k_error();
     t_check(kerr == NULL, PFX "backend", "%s", kerr ? kerr : "no backend error");
@@ -271,7 +271,7 @@ int main(void) {
         t_check(e <= TOL, PFX "loss", "max rel err %.1e (tol %.0e)  (%.9g vs %.9g)", e, TOL,
                 (double)loss, ref_loss);
     }
-    check("logits", "logits", tinylm_logits(m), 2, lshape, TOL);
+    check("logits", "logits", llama_logits(m), 2, lshape, TOL);
 
     for (int i = 0; i < ps.n; i++) {
         const ar_param *p = &ps.p[i];
@@ -284,7 +284,7 @@ int main(void) {
     }
 
 done:
-    tinylm_free(m);
+    llama_free(m);
     params_free(&ps);
     H5Fclose(g_file);
     return t_exit_code();

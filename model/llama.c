@@ -1,6 +1,6 @@
-/* model/tinylm.c — see tinylm.h. Like every model file it touches tensor memory
+/* model/llama.c — see llama.h. Like every model file it touches tensor memory
  * only through kernels.h (k_upload for host inputs), so it runs on either backend. Shapes: N = B*T tokens, D = dim, KVd = kv_heads*hd, F = mlp_hidden. */
-#include "model/tinylm.h"
+#include "model/llama.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <math.h>
@@ -27,8 +27,8 @@ typedef struct {   /* saved activations of one layer */
     float *qxd, *qu, *vxd, *vu, *qmask, *vmask; /* LoRA saved tensors */
 } layer_a;
 
-struct tinylm {
-    tinylm_cfg c;
+struct llama {
+    llama_cfg c;
     int B, T, N, hd, kvd;
     layer_w *lw;
     layer_a *la;
@@ -47,9 +47,9 @@ static int add(ar_params *ps, const char *name, int r, int c, int trainable, ar_
     return params_add(ps, name, c ? 2 : 1, shape, trainable, init, std);
 }
 
-int tinylm_declare(const tinylm_cfg *c, ar_params *ps) {
+int llama_declare(const llama_cfg *c, ar_params *ps) {
     if (c->dim % c->heads || c->heads % c->kv_heads || (c->dim / c->heads) % 2)
-        return ar_errorf("tinylm: dim %d, heads %d, kv_heads %d: need dim %% heads == 0, heads %% kv_heads == 0 and an even head dim",
+        return ar_errorf("llama: dim %d, heads %d, kv_heads %d: need dim %% heads == 0, heads %% kv_heads == 0 and an even head dim",
                          c->dim, c->heads, c->kv_heads);
     int D = c->dim, F = c->mlp_hidden, kvd = c->kv_heads * (c->dim / c->heads), tb = c->train_base;
     float std = 0.02f;
@@ -85,8 +85,8 @@ int tinylm_declare(const tinylm_cfg *c, ar_params *ps) {
 }
 
 /* Lays out every activation; with a measuring arena it only counts bytes. */
-static void plan(tinylm *m, ar_arena *a) {
-    const tinylm_cfg *c = &m->c;
+static void plan(llama *m, ar_arena *a) {
+    const llama_cfg *c = &m->c;
     size_t N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, V = c->vocab;
     size_t att = (size_t)m->B * c->heads * m->T * m->T;
     for (int l = 0; l < c->layers; l++) {
@@ -116,10 +116,10 @@ static void plan(tinylm *m, ar_arena *a) {
     m->dlogits = arena_floats(a, N * V);
 }
 
-tinylm *tinylm_create(const tinylm_cfg *c, ar_params *ps, int B, int T) {
-    if (T > c->max_seq) { ar_errorf("tinylm: sequence length %d exceeds model.max_seq %d", T, c->max_seq); return NULL; }
-    tinylm *m = calloc(1, sizeof *m);
-    if (!m) { ar_errorf("tinylm: out of memory"); return NULL; }
+llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
+    if (T > c->max_seq) { ar_errorf("llama: sequence length %d exceeds model.max_seq %d", T, c->max_seq); return NULL; }
+    llama *m = calloc(1, sizeof *m);
+    if (!m) { ar_errorf("llama: out of memory"); return NULL; }
     m->c = *c; m->B = B; m->T = T; m->N = B * T; m->hd = c->dim / c->heads; m->kvd = c->kv_heads * m->hd;
     m->scale_lora = c->lora_rank > 0 ? c->lora_alpha / (float)c->lora_rank : 0.0f;
     m->lw = calloc((size_t)c->layers, sizeof *m->lw);
@@ -129,7 +129,7 @@ tinylm *tinylm_create(const tinylm_cfg *c, ar_params *ps, int B, int T) {
     m->pos = k_malloc((size_t)m->N * sizeof(int));
     int *pos = malloc((size_t)m->N * sizeof(int));
     if (!m->lw || !m->la || !m->tokens || !m->targets || !m->pos || !pos) {
-        free(pos); tinylm_free(m); ar_errorf("tinylm: out of memory"); return NULL;
+        free(pos); llama_free(m); ar_errorf("llama: out of memory"); return NULL;
     }
     for (int i = 0; i < m->N; i++) pos[i] = i % T;
     k_upload(m->pos, pos, (size_t)m->N * sizeof(int));
@@ -155,24 +155,24 @@ tinylm *tinylm_create(const tinylm_cfg *c, ar_params *ps, int B, int T) {
     ar_arena meas;
     arena_init_measure(&meas);
     plan(m, &meas);
-    if (arena_init(&m->arena, meas.used)) { tinylm_free(m); return NULL; }
+    if (arena_init(&m->arena, meas.used)) { llama_free(m); return NULL; }
     plan(m, &m->arena);
     return m;
 }
 
-void tinylm_free(tinylm *m) {
+void llama_free(llama *m) {
     if (!m) return;
     arena_free(&m->arena);
     free(m->lw); free(m->la); k_free(m->tokens); k_free(m->targets); k_free(m->pos);
     free(m);
 }
 
-const float *tinylm_logits(const tinylm *m) { return m->logits; }
-size_t tinylm_activation_bytes(const tinylm *m) { return m->arena.cap; }
+const float *llama_logits(const llama *m) { return m->logits; }
+size_t llama_activation_bytes(const llama *m) { return m->arena.cap; }
 
-float tinylm_forward(tinylm *m, const int *tokens, const int *targets, int B, int T,
+float llama_forward(llama *m, const int *tokens, const int *targets, int B, int T,
                      uint64_t dropout_seed, int *count) {
-    const tinylm_cfg *c = &m->c;
+    const llama_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, R = c->lora_rank;
     (void)B; (void)T;
     k_upload(m->tokens, tokens, (size_t)N * sizeof(int));
@@ -214,8 +214,8 @@ float tinylm_forward(tinylm *m, const int *tokens, const int *targets, int B, in
     return loss;
 }
 
-void tinylm_backward(tinylm *m, float loss_weight) {
-    const tinylm_cfg *c = &m->c;
+void llama_backward(llama *m, float loss_weight) {
+    const llama_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, R = c->lora_rank, V = c->vocab;
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, nk = (size_t)N * kvd;
     k_zero(m->dlogits, (size_t)N * V * sizeof(float));

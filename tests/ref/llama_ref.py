@@ -1,13 +1,13 @@
 #!/usr/bin/python3
-"""tests/ref/tinylm_ref.py — PyTorch float64 reference of the whole tinylm decoder.
+"""tests/ref/llama_ref.py — PyTorch float64 reference of the whole LLaMA decoder (model/llama.c).
 
-Usage: /usr/bin/python3 tests/ref/tinylm_ref.py tests/fixtures/tinylm.h5   (`make fixtures`)
+Usage: /usr/bin/python3 tests/ref/llama_ref.py tests/fixtures/llama.h5   (`make fixtures`)
 
 The decoder is written here from the Hugging Face modeling_llama semantics
 (LlamaRMSNorm, rotate_half RoPE, repeat_kv grouped-query attention with a
 causal mask, SiLU(gate) * up MLP, final norm, untied lm_head) plus PEFT-style
 LoRA on q_proj and v_proj (lora_B(lora_A(dropout(x))) * alpha / r), NOT from
-model/tinylm.c. Autograd gives the gradient of every parameter.
+model/llama.c. Autograd gives the gradient of every parameter.
 
 The only thing taken from the C side is the dropout mask, which has to be the
 same random draw: rng_derive (core/rng.c) and dropout_mask (kernels/cpu/blas.c)
@@ -198,7 +198,7 @@ def open_reproducible(path):
 
 def main():
     if len(sys.argv) != 2:
-        sys.exit("usage: tinylm_ref.py OUT.h5")
+        sys.exit("usage: llama_ref.py OUT.h5")
     torch.manual_seed(0)
     # the C side holds the float settings as float32: use exactly those values
     c = {k: float(np.float32(v)) if isinstance(v, float) else v for k, v in CFG.items()}
@@ -226,7 +226,7 @@ def main():
     loss.backward()
 
     with open_reproducible(sys.argv[1]) as f:
-        f.attrs["generator"] = "tests/ref/tinylm_ref.py (torch %s, float64)" % torch.__version__
+        f.attrs["generator"] = "tests/ref/llama_ref.py (torch %s, float64)" % torch.__version__
         for k, v in c.items():
             f.attrs[k] = np.int32(v) if isinstance(v, int) else np.float64(v)
         f.attrs["dropout_seed"] = np.uint64(DROPOUT_SEED)
