@@ -90,7 +90,9 @@ void lora_backward(float *din, float *dw, float *db, float *dA, float *dB,
 void dropout_mask(float *mask, size_t n, float p, uint64_t seed);
 
 /* out[N,D] = table[ids[n], :];  dtable[ids[n], :] += dout[n, :]
- * ids must be in [0, V): the caller validates token ids. */
+ * ids must be < V (the caller validates token ids); a row with ids[n] < 0 is
+ * skipped by both: forward leaves out[n] as it is (a spliced feature row the
+ * caller fills) and backward sends it nowhere. */
 void embedding_forward(float *out, const int *ids, const float *table, int N, int D);
 void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int D);
 

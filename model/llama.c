@@ -1,17 +1,31 @@
 /* model/llama.c — see llama.h. Like every model file it touches tensor memory
- * only through kernels.h (k_upload for host inputs), so it runs on either backend. Shapes: N = B*T tokens, D = dim, KVd = kv_heads*hd, F = mlp_hidden. */
+ * only through kernels.h (k_upload for host inputs), so it runs on either backend.
+ * Shapes: N = B*T tokens, D = dim, KVd = kv_heads*hd, F = mlp_hidden, R = LoRA rank. */
 #include "model/llama.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "kernels/kernels.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {   /* parameter pointers of one layer (g* may be NULL: frozen) */
-    float *attn_norm, *wq, *wk, *wv, *wo, *mlp_norm, *wg, *wu, *wd;
-    float *g_attn_norm, *g_wq, *g_wk, *g_wv, *g_wo, *g_mlp_norm, *g_wg, *g_wu, *g_wd;
-    float *qA, *qB, *vA, *vB, *g_qA, *g_qB, *g_vA, *g_vB;
+static const char *const PROJ_NAME[LLAMA_NPROJ] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+};
+
+typedef struct {            /* one projection: base weight [out,in] and optional LoRA */
+    int in, out;
+    float *w, *gw;          /* gw NULL: frozen */
+    float *A, *B, *gA, *gB; /* A NULL: no LoRA on this projection */
+} proj_w;
+
+typedef struct { float *xd, *u, *mask; } proj_a;   /* LoRA saved tensors */
+
+typedef struct {
+    float *attn_norm, *g_attn_norm, *mlp_norm, *g_mlp_norm;
+    proj_w p[LLAMA_NPROJ];
 } layer_w;
 
 typedef struct {   /* saved activations of one layer */
@@ -24,7 +38,7 @@ typedef struct {   /* saved activations of one layer */
     float *xm;                   /* [N,D] residual after attention */
     float *xn2, *rstd2;
     float *g, *u, *h;            /* [N,F] */
-    float *qxd, *qu, *vxd, *vu, *qmask, *vmask; /* LoRA saved tensors */
+    proj_a pa[LLAMA_NPROJ];
 } layer_a;
 
 struct llama {
@@ -34,13 +48,52 @@ struct llama {
     layer_a *la;
     float *embed, *norm, *lm_head, *g_embed, *g_norm, *g_lm_head;
     float *x_final, *xf, *rstdf, *logits, *lse;
-    /* gradient work buffers, reused across layers */
+    /* gradient work buffers, reused across layers; dx ends as d(input embeddings) */
     float *dx, *dxn, *dq, *dk, *dv, *dqr, *dkr, *dao, *dg, *du, *dh, *scratch, *dlogits;
     int *tokens, *targets, *pos;   /* backend memory (k_malloc) */
     int count;
+    uint64_t seed;                 /* dropout seed of the last forward */
     float scale_lora;
     ar_arena arena;
 };
+
+int llama_parse_lora_targets(const char *list, unsigned *mask) {
+    *mask = 0;
+    const char *s = list;
+    while (*s) {
+        while (*s == ',' || *s == ' ' || *s == '\t') s++;
+        if (!*s) break;
+        size_t n = strcspn(s, ", \t");
+        int found = -1;
+        for (int i = 0; i < LLAMA_NPROJ; i++) {
+            const char *short_name = strchr(PROJ_NAME[i], '.') + 1;
+            if (strlen(short_name) == n && strncmp(s, short_name, n) == 0) found = i;
+        }
+        if (found < 0)
+            return ar_errorf("unknown LoRA target '%.*s' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)",
+                             (int)n, s);
+        *mask |= 1u << found;
+        s += n;
+    }
+    if (!*mask) return ar_errorf("empty LoRA target list");
+    return 0;
+}
+
+static unsigned lora_mask(const llama_cfg *c) {
+    if (c->lora_rank <= 0) return 0;
+    return c->lora_targets ? c->lora_targets : LLAMA_LORA_QV;
+}
+
+static void proj_dims(const llama_cfg *c, int i, int *in, int *out) {
+    int D = c->dim, F = c->mlp_hidden, kvd = c->kv_heads * (c->dim / c->heads);
+    static const int kind[LLAMA_NPROJ] = {0, 1, 1, 0, 2, 2, 3}; /* D->D, D->kvd, D->F, F->D */
+    switch (kind[i]) {
+    case 0: *in = D; *out = D; break;
+    case 1: *in = D; *out = kvd; break;
+    case 2: *in = D; *out = F; break;
+    default: *in = F; *out = D; break;
+    }
+}
 
 static int add(ar_params *ps, const char *name, int r, int c, int trainable, ar_init init, float std) {
     int shape[2] = {r, c};
@@ -48,39 +101,41 @@ static int add(ar_params *ps, const char *name, int r, int c, int trainable, ar_
 }
 
 int llama_declare(const llama_cfg *c, ar_params *ps) {
+    if (c->dim <= 0 || c->heads <= 0 || c->kv_heads <= 0 || c->layers <= 0 || c->mlp_hidden <= 0 || c->vocab <= 0)
+        return ar_errorf("llama: sizes must be positive (vocab %d, dim %d, layers %d, heads %d, kv_heads %d, mlp_hidden %d)",
+                         c->vocab, c->dim, c->layers, c->heads, c->kv_heads, c->mlp_hidden);
     if (c->dim % c->heads || c->heads % c->kv_heads || (c->dim / c->heads) % 2)
         return ar_errorf("llama: dim %d, heads %d, kv_heads %d: need dim %% heads == 0, heads %% kv_heads == 0 and an even head dim",
                          c->dim, c->heads, c->kv_heads);
-    int D = c->dim, F = c->mlp_hidden, kvd = c->kv_heads * (c->dim / c->heads), tb = c->train_base;
-    float std = 0.02f;
+    if (c->lora_rank < 0 || c->lora_rank > 4096)
+        return ar_errorf("llama: lora rank %d (expected 0..4096)", c->lora_rank);
+    const int D = c->dim, tb = c->train_base;
+    const unsigned lm = lora_mask(c);
+    const float std = 0.02f;
     char n[112];
-    if (add(ps, "model.embed_tokens.weight", c->vocab, D, tb, INIT_NORMAL, std)) return -1;
+    if (add(ps, "model.embed_tokens.weight", c->vocab, D, tb || c->train_embed, INIT_NORMAL, std)) return -1;
     for (int l = 0; l < c->layers; l++) {
-#define P(suffix, r, cc, init) do { snprintf(n, sizeof n, "model.layers.%d." suffix, l); \
-        if (add(ps, n, r, cc, tb, init, std)) return -1; } while (0)
-        P("input_layernorm.weight", D, 0, INIT_ONES);
-        P("self_attn.q_proj.weight", D, D, INIT_NORMAL);
-        P("self_attn.k_proj.weight", kvd, D, INIT_NORMAL);
-        P("self_attn.v_proj.weight", kvd, D, INIT_NORMAL);
-        P("self_attn.o_proj.weight", D, D, INIT_NORMAL);
-        P("post_attention_layernorm.weight", D, 0, INIT_ONES);
-        P("mlp.gate_proj.weight", F, D, INIT_NORMAL);
-        P("mlp.up_proj.weight", F, D, INIT_NORMAL);
-        P("mlp.down_proj.weight", D, F, INIT_NORMAL);
-#undef P
-        if (c->lora_rank > 0) {
-            const char *t[2] = {"q_proj", "v_proj"};
-            int outd[2] = {D, kvd};
-            for (int i = 0; i < 2; i++) {
-                snprintf(n, sizeof n, "model.layers.%d.self_attn.%s.lora_A.weight", l, t[i]);
-                if (add(ps, n, c->lora_rank, D, 1, INIT_KAIMING_UNIFORM, 0)) return -1;
-                snprintf(n, sizeof n, "model.layers.%d.self_attn.%s.lora_B.weight", l, t[i]);
-                if (add(ps, n, outd[i], c->lora_rank, 1, INIT_ZEROS, 0)) return -1;
+        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
+        if (add(ps, n, D, 0, tb, INIT_ONES, 0)) return -1;
+        for (int i = 0; i < LLAMA_NPROJ; i++) {
+            int in, out;
+            proj_dims(c, i, &in, &out);
+            if (i == LLAMA_GATE) {   /* HF order: attention, post-attention norm, MLP */
+                snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
+                if (add(ps, n, D, 0, tb, INIT_ONES, 0)) return -1;
+            }
+            snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, PROJ_NAME[i]);
+            if (add(ps, n, out, in, tb, INIT_NORMAL, std)) return -1;
+            if (lm & (1u << i)) {
+                snprintf(n, sizeof n, "model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[i]);
+                if (add(ps, n, c->lora_rank, in, 1, INIT_KAIMING_UNIFORM, 0)) return -1;
+                snprintf(n, sizeof n, "model.layers.%d.%s.lora_B.weight", l, PROJ_NAME[i]);
+                if (add(ps, n, out, c->lora_rank, 1, INIT_ZEROS, 0)) return -1;
             }
         }
     }
     if (add(ps, "model.norm.weight", D, 0, tb, INIT_ONES, 0)) return -1;
-    if (add(ps, "lm_head.weight", c->vocab, D, tb, INIT_NORMAL, std)) return -1;
+    if (add(ps, "lm_head.weight", c->vocab, D, tb || c->train_lm_head, INIT_NORMAL, std)) return -1;
     return 0;
 }
 
@@ -99,11 +154,14 @@ static void plan(llama *m, ar_arena *a) {
         s->ao = arena_floats(a, N * D); s->xm = arena_floats(a, N * D);
         s->xn2 = arena_floats(a, N * D); s->rstd2 = arena_floats(a, N);
         s->g = arena_floats(a, N * F); s->u = arena_floats(a, N * F); s->h = arena_floats(a, N * F);
-        if (c->lora_rank > 0) {
-            size_t R = c->lora_rank;
-            s->qxd = arena_floats(a, N * D); s->qu = arena_floats(a, N * R);
-            s->vxd = arena_floats(a, N * D); s->vu = arena_floats(a, N * R);
-            s->qmask = arena_floats(a, N * D); s->vmask = arena_floats(a, N * D);
+        for (int i = 0; i < LLAMA_NPROJ; i++) {
+            if (!m->lw[l].p[i].A) continue;
+            size_t in = (size_t)m->lw[l].p[i].in;
+            s->pa[i].u = arena_floats(a, N * (size_t)c->lora_rank);
+            if (c->lora_dropout > 0) {
+                s->pa[i].xd = arena_floats(a, N * in);
+                s->pa[i].mask = arena_floats(a, N * in);
+            }
         }
     }
     m->x_final = arena_floats(a, N * D); m->xf = arena_floats(a, N * D); m->rstdf = arena_floats(a, N);
@@ -117,6 +175,7 @@ static void plan(llama *m, ar_arena *a) {
 }
 
 llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
+    if (B <= 0 || T <= 0) { ar_errorf("llama: batch %d x %d tokens", B, T); return NULL; }
     if (T > c->max_seq) { ar_errorf("llama: sequence length %d exceeds model.max_seq %d", T, c->max_seq); return NULL; }
     llama *m = calloc(1, sizeof *m);
     if (!m) { ar_errorf("llama: out of memory"); return NULL; }
@@ -135,23 +194,34 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
     k_upload(m->pos, pos, (size_t)m->N * sizeof(int));
     free(pos);
     char n[112];
-#define W(field, suffix) do { snprintf(n, sizeof n, "model.layers.%d." suffix, l); \
-        w->field = params_w(ps, n); w->g_##field = params_g(ps, n); } while (0)
     for (int l = 0; l < c->layers; l++) {
         layer_w *w = &m->lw[l];
-        W(attn_norm, "input_layernorm.weight"); W(wq, "self_attn.q_proj.weight");
-        W(wk, "self_attn.k_proj.weight"); W(wv, "self_attn.v_proj.weight");
-        W(wo, "self_attn.o_proj.weight"); W(mlp_norm, "post_attention_layernorm.weight");
-        W(wg, "mlp.gate_proj.weight"); W(wu, "mlp.up_proj.weight"); W(wd, "mlp.down_proj.weight");
-        if (c->lora_rank > 0) {
-            W(qA, "self_attn.q_proj.lora_A.weight"); W(qB, "self_attn.q_proj.lora_B.weight");
-            W(vA, "self_attn.v_proj.lora_A.weight"); W(vB, "self_attn.v_proj.lora_B.weight");
+#define NORM(field, suffix) do { snprintf(n, sizeof n, "model.layers.%d." suffix, l); \
+        w->field = params_w(ps, n); w->g_##field = params_g(ps, n); } while (0)
+        NORM(attn_norm, "input_layernorm.weight");
+        NORM(mlp_norm, "post_attention_layernorm.weight");
+#undef NORM
+        for (int i = 0; i < LLAMA_NPROJ; i++) {
+            proj_w *p = &w->p[i];
+            proj_dims(c, i, &p->in, &p->out);
+            snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, PROJ_NAME[i]);
+            p->w = params_w(ps, n); p->gw = params_g(ps, n);
+            snprintf(n, sizeof n, "model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[i]);
+            p->A = params_w(ps, n); p->gA = params_g(ps, n);
+            snprintf(n, sizeof n, "model.layers.%d.%s.lora_B.weight", l, PROJ_NAME[i]);
+            p->B = params_w(ps, n); p->gB = params_g(ps, n);
+            if (!p->w || (p->A != NULL) != (p->B != NULL)) {
+                llama_free(m);
+                ar_errorf("llama: layer %d %s is not declared in the parameter registry", l, PROJ_NAME[i]);
+                return NULL;
+            }
         }
+        if (!w->attn_norm || !w->mlp_norm) { llama_free(m); ar_errorf("llama: layer %d norms not declared", l); return NULL; }
     }
-#undef W
     m->embed = params_w(ps, "model.embed_tokens.weight"); m->g_embed = params_g(ps, "model.embed_tokens.weight");
     m->norm = params_w(ps, "model.norm.weight"); m->g_norm = params_g(ps, "model.norm.weight");
     m->lm_head = params_w(ps, "lm_head.weight"); m->g_lm_head = params_g(ps, "lm_head.weight");
+    if (!m->embed || !m->norm || !m->lm_head) { llama_free(m); ar_errorf("llama: embeddings, final norm or lm_head not declared"); return NULL; }
     ar_arena meas;
     arena_init_measure(&meas);
     plan(m, &meas);
@@ -168,43 +238,58 @@ void llama_free(llama *m) {
 }
 
 const float *llama_logits(const llama *m) { return m->logits; }
+const float *llama_embeds_grad(const llama *m) { return m->dx; }
+float *llama_embeds(llama *m) { return m->la[0].x; }
 size_t llama_activation_bytes(const llama *m) { return m->arena.cap; }
 
-float llama_forward(llama *m, const int *tokens, const int *targets, int B, int T,
-                     uint64_t dropout_seed, int *count) {
+/* Dropout stream of projection i of layer l: rng_derive(seed, 7 l + i). */
+static uint64_t proj_seed(uint64_t seed, int l, int i) { return rng_derive(seed, (uint64_t)LLAMA_NPROJ * l + i); }
+
+static void proj_forward(llama *m, const proj_w *p, proj_a *a, float *out, const float *in, uint64_t seed) {
+    if (!p->A) { linear_forward(out, in, p->w, NULL, m->N, p->in, p->out); return; }
+    float drop = m->c.lora_dropout;
+    if (drop > 0) dropout_mask(a->mask, (size_t)m->N * p->in, drop, seed);
+    lora_forward(out, a->xd, a->u, in, drop > 0 ? a->mask : NULL, p->w, NULL, p->A, p->B,
+                 m->scale_lora, m->N, p->in, p->out, m->c.lora_rank);
+}
+
+static void proj_backward(llama *m, const proj_w *p, const proj_a *a, float *din, const float *dout, const float *in) {
+    if (!p->A) { linear_backward(din, p->gw, NULL, dout, in, p->w, m->N, p->in, p->out); return; }
+    lora_backward(din, p->gw, NULL, p->gA, p->gB, dout, in, a->xd, a->u,
+                  m->c.lora_dropout > 0 ? a->mask : NULL, p->w, p->A, p->B, m->scale_lora,
+                  m->N, p->in, p->out, m->c.lora_rank);
+}
+
+void llama_embed(llama *m, const int *tokens) {
+    k_upload(m->tokens, tokens, (size_t)m->N * sizeof(int));
+    embedding_forward(m->la[0].x, m->tokens, m->embed, m->N, m->c.dim);
+}
+
+float llama_forward_embeds(llama *m, const int *targets, uint64_t dropout_seed, int *count) {
     const llama_cfg *c = &m->c;
-    const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, R = c->lora_rank;
-    (void)B; (void)T;
-    k_upload(m->tokens, tokens, (size_t)N * sizeof(int));
-    embedding_forward(m->la[0].x, m->tokens, m->embed, N, D);
+    const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd;
+    m->seed = dropout_seed;
     for (int l = 0; l < c->layers; l++) {
         layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
         rmsnorm_forward(s->xn1, s->rstd1, s->x, w->attn_norm, c->norm_eps, N, D);
-        if (R > 0) {
-            float p = c->lora_dropout;
-            dropout_mask(s->qmask, (size_t)N * D, p, rng_derive(dropout_seed, 2 * l));
-            dropout_mask(s->vmask, (size_t)N * D, p, rng_derive(dropout_seed, 2 * l + 1));
-            lora_forward(s->q, s->qxd, s->qu, s->xn1, p > 0 ? s->qmask : NULL, w->wq, NULL, w->qA, w->qB, m->scale_lora, N, D, D, R);
-            lora_forward(s->v, s->vxd, s->vu, s->xn1, p > 0 ? s->vmask : NULL, w->wv, NULL, w->vA, w->vB, m->scale_lora, N, D, kvd, R);
-        } else {
-            linear_forward(s->q, s->xn1, w->wq, NULL, N, D, D);
-            linear_forward(s->v, s->xn1, w->wv, NULL, N, D, kvd);
-        }
-        linear_forward(s->k, s->xn1, w->wk, NULL, N, D, kvd);
+        proj_forward(m, &w->p[LLAMA_Q], &s->pa[LLAMA_Q], s->q, s->xn1, proj_seed(dropout_seed, l, LLAMA_Q));
+        proj_forward(m, &w->p[LLAMA_K], &s->pa[LLAMA_K], s->k, s->xn1, proj_seed(dropout_seed, l, LLAMA_K));
+        proj_forward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], s->v, s->xn1, proj_seed(dropout_seed, l, LLAMA_V));
         rope_forward(s->qr, s->q, m->pos, c->rope_theta, N, c->heads, hd);
         rope_forward(s->kr, s->k, m->pos, c->rope_theta, N, c->kv_heads, hd);
         attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
                           m->B, m->T, m->T, c->heads, c->kv_heads, hd);
-        linear_forward(s->xm, s->ao, w->wo, NULL, N, D, D);
+        proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O));
         add_forward(s->xm, s->xm, s->x, (size_t)N * D);
         rmsnorm_forward(s->xn2, s->rstd2, s->xm, w->mlp_norm, c->norm_eps, N, D);
-        linear_forward(s->g, s->xn2, w->wg, NULL, N, D, F);
-        linear_forward(s->u, s->xn2, w->wu, NULL, N, D, F);
+        proj_forward(m, &w->p[LLAMA_GATE], &s->pa[LLAMA_GATE], s->g, s->xn2, proj_seed(dropout_seed, l, LLAMA_GATE));
+        proj_forward(m, &w->p[LLAMA_UP], &s->pa[LLAMA_UP], s->u, s->xn2, proj_seed(dropout_seed, l, LLAMA_UP));
         swiglu_forward(s->h, s->g, s->u, (size_t)N * F);
         float *next = l + 1 < c->layers ? m->la[l + 1].x : m->x_final;
-        linear_forward(next, s->h, w->wd, NULL, N, F, D);
+        proj_forward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], next, s->h, proj_seed(dropout_seed, l, LLAMA_DOWN));
         add_forward(next, next, s->xm, (size_t)N * D);
     }
+    (void)kvd;
     rmsnorm_forward(m->xf, m->rstdf, m->x_final, m->norm, c->norm_eps, N, D);
     linear_forward(m->logits, m->xf, m->lm_head, NULL, N, D, c->vocab);
     if (!targets) { m->count = 0; if (count) *count = 0; return 0.0f; }
@@ -214,9 +299,16 @@ float llama_forward(llama *m, const int *tokens, const int *targets, int B, int 
     return loss;
 }
 
+float llama_forward(llama *m, const int *tokens, const int *targets, int B, int T,
+                    uint64_t dropout_seed, int *count) {
+    (void)B; (void)T;   /* fixed at llama_create; kept for call-site readability */
+    llama_embed(m, tokens);
+    return llama_forward_embeds(m, targets, dropout_seed, count);
+}
+
 void llama_backward(llama *m, float loss_weight) {
     const llama_cfg *c = &m->c;
-    const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, R = c->lora_rank, V = c->vocab;
+    const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, V = c->vocab;
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, nk = (size_t)N * kvd;
     k_zero(m->dlogits, (size_t)N * V * sizeof(float));
     softmax_xent_backward(m->dlogits, m->logits, m->lse, m->targets, loss_weight, m->count, N, V, -100);
@@ -229,16 +321,16 @@ void llama_backward(llama *m, float loss_weight) {
         layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
         /* MLP branch: out = xm + down(swiglu(gate(xn2), up(xn2))) */
         k_zero(m->dh, nf * sizeof(float));
-        linear_backward(m->dh, w->g_wd, NULL, m->dx, s->h, w->wd, N, F, D);
+        proj_backward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], m->dh, m->dx, s->h);
         k_zero(m->dg, nf * sizeof(float)); k_zero(m->du, nf * sizeof(float));
         swiglu_backward(m->dg, m->du, m->dh, s->g, s->u, nf);
         k_zero(m->dxn, nd * sizeof(float));
-        linear_backward(m->dxn, w->g_wg, NULL, m->dg, s->xn2, w->wg, N, D, F);
-        linear_backward(m->dxn, w->g_wu, NULL, m->du, s->xn2, w->wu, N, D, F);
+        proj_backward(m, &w->p[LLAMA_GATE], &s->pa[LLAMA_GATE], m->dxn, m->dg, s->xn2);
+        proj_backward(m, &w->p[LLAMA_UP], &s->pa[LLAMA_UP], m->dxn, m->du, s->xn2);
         rmsnorm_backward(m->dx, w->g_mlp_norm, m->dxn, s->xm, w->mlp_norm, s->rstd2, N, D);
         /* attention branch: xm = x + o(attn(rope(q), rope(k), v)) */
         k_zero(m->dao, nd * sizeof(float));
-        linear_backward(m->dao, w->g_wo, NULL, m->dx, s->ao, w->wo, N, D, D);
+        proj_backward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], m->dao, m->dx, s->ao);
         k_zero(m->dqr, nd * sizeof(float)); k_zero(m->dkr, nk * sizeof(float)); k_zero(m->dv, nk * sizeof(float));
         attention_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, NULL, s->att, s->qr, s->kr, s->v,
                            1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
@@ -246,17 +338,9 @@ void llama_backward(llama *m, float loss_weight) {
         rope_backward(m->dq, m->dqr, m->pos, c->rope_theta, N, c->heads, hd);
         rope_backward(m->dk, m->dkr, m->pos, c->rope_theta, N, c->kv_heads, hd);
         k_zero(m->dxn, nd * sizeof(float));
-        if (R > 0) {
-            int drop = c->lora_dropout > 0;
-            lora_backward(m->dxn, w->g_wq, NULL, w->g_qA, w->g_qB, m->dq, s->xn1, s->qxd, s->qu,
-                          drop ? s->qmask : NULL, w->wq, w->qA, w->qB, m->scale_lora, N, D, D, R);
-            lora_backward(m->dxn, w->g_wv, NULL, w->g_vA, w->g_vB, m->dv, s->xn1, s->vxd, s->vu,
-                          drop ? s->vmask : NULL, w->wv, w->vA, w->vB, m->scale_lora, N, D, kvd, R);
-        } else {
-            linear_backward(m->dxn, w->g_wq, NULL, m->dq, s->xn1, w->wq, N, D, D);
-            linear_backward(m->dxn, w->g_wv, NULL, m->dv, s->xn1, w->wv, N, D, kvd);
-        }
-        linear_backward(m->dxn, w->g_wk, NULL, m->dk, s->xn1, w->wk, N, D, kvd);
+        proj_backward(m, &w->p[LLAMA_Q], &s->pa[LLAMA_Q], m->dxn, m->dq, s->xn1);
+        proj_backward(m, &w->p[LLAMA_K], &s->pa[LLAMA_K], m->dxn, m->dk, s->xn1);
+        proj_backward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], m->dxn, m->dv, s->xn1);
         rmsnorm_backward(m->dx, w->g_attn_norm, m->dxn, s->x, w->attn_norm, s->rstd1, N, D);
     }
     if (m->g_embed) embedding_backward(m->g_embed, m->dx, m->tokens, N, D);

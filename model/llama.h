@@ -1,34 +1,64 @@
-/* model/llama.h — a small LLaMA-style decoder (pre-RMSNorm, RoPE, grouped-query
- * attention, SwiGLU MLP, untied lm_head, optional LoRA on q_proj/v_proj) that
- * drives the embedded demo. It is the same block the real LLaMA model is built
- * from, at toy size: forward and hand-written backward through kernels.h only.
- * Parameter names follow Hugging Face (model.layers.N.self_attn.q_proj.weight...). */
+/* model/llama.h — the LLaMA decoder (SPEC 2.1): pre-RMSNorm, RoPE (HF rotate-half),
+ * grouped-query causal attention, SwiGLU MLP, final RMSNorm, untied lm_head, and
+ * LoRA (SPEC 2.2) on any subset of the seven projections. Forward and hand-written
+ * backward through kernels.h only, so it runs on either backend; sizes from a
+ * 2-layer toy (the demo) to 7B. Parameter names follow Hugging Face
+ * (model.layers.N.self_attn.q_proj.weight, ...; LoRA tensors add
+ * .lora_A.weight / .lora_B.weight after the projection name).
+ *
+ * Batches are B sequences of T tokens, right-padded: pad positions carry any
+ * valid token id and target -100; causal attention keeps them invisible to
+ * the real tokens before them.
+ *
+ * Splicing (for image/audio feature tokens, later issues): llama_embed() fills
+ * the input embeddings from token ids, leaving rows whose id is negative
+ * untouched; the caller writes those rows through llama_embeds(), then
+ * llama_forward_embeds() runs the decoder. After llama_backward(),
+ * llama_embeds_grad() holds dL/d(input embeddings) for every row, and the
+ * embedding table received the gradient of the rows with id >= 0 only. */
 #ifndef ANYREF_LLAMA_H
 #define ANYREF_LLAMA_H
 #include "core/arena.h"
 #include "model/params.h"
 
+/* The projections LoRA can target (bit i of llama_cfg.lora_targets). */
+enum { LLAMA_Q, LLAMA_K, LLAMA_V, LLAMA_O, LLAMA_GATE, LLAMA_UP, LLAMA_DOWN, LLAMA_NPROJ };
+#define LLAMA_LORA_QV ((1u << LLAMA_Q) | (1u << LLAMA_V))
+
 typedef struct {
     int vocab, dim, layers, heads, kv_heads, mlp_hidden, max_seq;
     float norm_eps, rope_theta;
-    int lora_rank;          /* 0: no LoRA; >0: LoRA on q_proj and v_proj */
+    int lora_rank;          /* 0: no LoRA */
     float lora_alpha, lora_dropout;
-    int train_base;         /* 1: base weights trainable (pre-training); 0: frozen (LoRA tuning) */
+    unsigned lora_targets;  /* bit mask over LLAMA_Q..LLAMA_DOWN; 0 with lora_rank > 0 means q,v */
+    int train_base;         /* 1: every base weight trainable (pre-training / full fine-tune) */
+    int train_embed;        /* with train_base 0: embed_tokens trainable (AnyRef recipe) */
+    int train_lm_head;      /* with train_base 0: lm_head trainable (AnyRef recipe) */
 } llama_cfg;
 
 typedef struct llama llama;
 
+/* "q_proj,v_proj" (any of q_proj k_proj v_proj o_proj gate_proj up_proj down_proj,
+ * comma or space separated) -> bit mask; -1 + ar_error naming the unknown entry. */
+int     llama_parse_lora_targets(const char *list, unsigned *mask);
 /* Declares the parameters in ps (not yet allocated). */
 int     llama_declare(const llama_cfg *c, ar_params *ps);
 /* Binds to allocated parameters and sizes activations for B sequences of T tokens. */
-llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T);
+llama  *llama_create(const llama_cfg *c, ar_params *ps, int B, int T);
 void    llama_free(llama *m);
-/* Forward over tokens[B*T] (row-major). With targets (ignore -100) returns the mean
- * CE loss and keeps what backward needs; logits stay readable via llama_logits. */
+/* Token ids -> input embeddings (rows with id < 0 are left for the caller). */
+void    llama_embed(llama *m, const int *tokens);
+float  *llama_embeds(llama *m);                 /* [B*T, dim], backend memory */
+/* Runs the decoder from the input embeddings. With targets (ignore -100) returns
+ * the mean CE loss over the counted targets and keeps what backward needs. */
+float   llama_forward_embeds(llama *m, const int *targets, uint64_t dropout_seed, int *count);
+/* llama_embed + llama_forward_embeds. */
 float   llama_forward(llama *m, const int *tokens, const int *targets, int B, int T,
-                       uint64_t dropout_seed, int *count);
-/* Backward of the last forward (with targets), accumulating into the parameter gradients. */
+                      uint64_t dropout_seed, int *count);
+/* Backward of the last forward (with targets), accumulating into the parameter gradients;
+ * loss_weight is the gradient of the objective with respect to the returned loss. */
 void    llama_backward(llama *m, float loss_weight);
-const float *llama_logits(const llama *m);   /* [B*T, vocab] of the last forward */
+const float *llama_embeds_grad(const llama *m); /* [B*T, dim] after llama_backward */
+const float *llama_logits(const llama *m);      /* [B*T, vocab] of the last forward */
 size_t  llama_activation_bytes(const llama *m);
 #endif

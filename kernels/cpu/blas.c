@@ -131,7 +131,7 @@ void dropout_mask(float *mask, size_t n, float p, uint64_t seed) {
 void embedding_forward(float *out, const int *ids, const float *table, int N, int D) {
     #pragma omp parallel for if ((long)N * D > 65536)
     for (int n = 0; n < N; n++)
-        memcpy(out + (size_t)n * D, table + (size_t)ids[n] * D, (size_t)D * sizeof(float));
+        if (ids[n] >= 0) memcpy(out + (size_t)n * D, table + (size_t)ids[n] * D, (size_t)D * sizeof(float));
 }
 
 /* Rows with the same id must not race: parallelise over the feature dim instead. */
@@ -141,6 +141,7 @@ void embedding_backward(float *dtable, const float *dout, const int *ids, int N,
     for (int d0 = 0; d0 < D; d0 += 64) {
         int d1 = d0 + 64 < D ? d0 + 64 : D;
         for (int n = 0; n < N; n++) {
+            if (ids[n] < 0) continue;
             float *t = dtable + (size_t)ids[n] * D;
             const float *g = dout + (size_t)n * D;
             for (int d = d0; d < d1; d++) t[d] += g[d];

@@ -121,7 +121,7 @@ __global__ static void embedding_forward_kernel(float *out, const int *ids, cons
     size_t total = (size_t)N * D;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t n = i / D, d = i % D;
-        out[i] = table[(size_t)ids[n] * D + d];
+        if (ids[n] >= 0) out[i] = table[(size_t)ids[n] * D + d]; /* < 0: spliced row, left as is */
     }
 }
 void embedding_forward(float *out, const int *ids, const float *table, int N, int D) {
@@ -135,7 +135,7 @@ __global__ static void embedding_backward_kernel(float *dtable, const float *dou
     size_t total = (size_t)N * D;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t n = i / D, d = i % D;
-        atomicAdd(dtable + (size_t)ids[n] * D + d, dout[i]);
+        if (ids[n] >= 0) atomicAdd(dtable + (size_t)ids[n] * D + d, dout[i]);
     }
 }
 void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int D) {

@@ -213,8 +213,8 @@ def main():
     p32 = np.float32(c["lora_dropout"])
     masks = {}
     for l in range(c["layers"]):
-        masks["q.%d" % l] = dropout_mask(N * c["dim"], p32, rng_derive(DROPOUT_SEED, 2 * l))
-        masks["v.%d" % l] = dropout_mask(N * c["dim"], p32, rng_derive(DROPOUT_SEED, 2 * l + 1))
+        masks["q.%d" % l] = dropout_mask(N * c["dim"], p32, rng_derive(DROPOUT_SEED, 7 * l + 0))
+        masks["v.%d" % l] = dropout_mask(N * c["dim"], p32, rng_derive(DROPOUT_SEED, 7 * l + 2))
     for k, m in masks.items():         # a mask that drops nothing (or all) would test little
         frac = float((m == 0).mean())
         assert 0.02 < frac < 0.3, (k, frac)
