@@ -461,7 +461,31 @@ static void test_vmath(void) {
             "exp max rel %.2e, sigmoid max rel %.2e, erf max abs %.2e, edges %s", me, ms, mr, edges ? "ok" : "WRONG");
 }
 
+/* The cross-thread sums are bitwise identical for any thread count (train.deterministic). */
+static void test_deterministic_sums(void) {
+    size_t n = 3000017;
+    float *x = rnd(n, 2, 131), *y = t_alloc(n);
+    for (size_t i = 0; i < n; i++) y[i] = (i % 3) == 0;
+    int tg[64]; float lse[64];
+    for (int i = 0; i < 64; i++) tg[i] = (i * 37) % 1000;
+    double r1[4] = {0}, r[4];
+    int same = 1, counts[3] = {1, 2, 3};
+    int saved = k_num_threads();
+    for (int c = 0; c < 3; c++) {
+        k_set_num_threads(counts[c]);
+        r[0] = sumsq(x, n); r[1] = bce_logits_forward(x, y, n); r[2] = dice_forward(x, y, n);
+        r[3] = softmax_xent_forward(lse, NULL, x, tg, 64, 1000, -100);
+        if (c == 0) memcpy(r1, r, sizeof r);
+        else same &= memcmp(r1, r, sizeof r) == 0;
+    }
+    k_set_num_threads(saved);
+    t_check(same, "sums bitwise equal with 1, 2 and 3 threads", "sumsq %.17g bce %.9g dice %.9g xent %.9g",
+            r1[0], r1[1], r1[2], r1[3]);
+    free(x); free(y);
+}
+
 int main(void) {
+    test_deterministic_sums();
     test_vmath();
     test_matmul();
     test_linear_lora();

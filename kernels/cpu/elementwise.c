@@ -1,11 +1,11 @@
 /* kernels/cpu/elementwise.c — activations, residual add, and the optimiser
  * primitives (sum of squares, scaling, AdamW). */
 #include "kernels/kernels.h"
+#include "kernels/cpu/reduce.h"
 #include "kernels/cpu/vmath.h"
 #include <math.h>
 
 #define PAR _Pragma("omp parallel for simd if (n > 32768)")
-#define PAR_SUM _Pragma("omp parallel for reduction(+:s) if (n > 32768)")
 
 static inline float sigm(float x) { return vsigmoidf(x); }
 
@@ -77,10 +77,25 @@ void axpy(float *y, const float *x, float alpha, size_t n) {
     PAR for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
+/* Deterministic for every thread count (reduce.h): gradient clipping depends on it. */
 double sumsq(const float *x, size_t n) {
-    double s = 0.0;
-    PAR_SUM for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return s;
+    if (n == 0) return 0.0;
+    const size_t cs = det_chunk_size(n), nc = (n + cs - 1) / cs;
+    double part[DET_CHUNKS];
+    #pragma omp parallel for if (n > 32768)
+    for (size_t k = 0; k < nc; k++) {
+        size_t end = (k + 1) * cs < n ? (k + 1) * cs : n;
+        double t = 0.0;
+        for (size_t b = k * cs; b < end; b += DET_BLOCK) {
+            size_t e = b + DET_BLOCK < end ? b + DET_BLOCK : end;
+            double s = 0.0;
+            #pragma omp simd reduction(+:s)
+            for (size_t i = b; i < e; i++) s += (double)x[i] * x[i];
+            t += s;
+        }
+        part[k] = t;
+    }
+    return det_add(part, nc);
 }
 void scale_inplace(float *x, float s, size_t n) {
     PAR for (size_t i = 0; i < n; i++) x[i] *= s;

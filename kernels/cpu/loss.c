@@ -1,7 +1,10 @@
 /* kernels/cpu/loss.c — fused softmax cross-entropy, BCE with logits, Dice (SPEC 2.9).
  * Reductions are vectorised float partial sums over blocks of BLK elements,
- * added in double, so long rows and full-resolution masks stay accurate. */
+ * added in double, so long rows and full-resolution masks stay accurate; sums
+ * across threads go through reduce.h, so every value is bitwise reproducible
+ * whatever the thread count. */
 #include "kernels/kernels.h"
+#include "kernels/cpu/reduce.h"
 #include "kernels/cpu/vmath.h"
 #include <math.h>
 
@@ -16,9 +19,7 @@ static float row_max(const float *x, int V) {
 
 float softmax_xent_forward(float *lse, int *count, const float *logits, const int *targets,
                            int N, int V, int ignore_index) {
-    double total = 0.0;
-    int cnt = 0;
-    #pragma omp parallel for reduction(+:total, cnt) if ((long)N * V > 65536)
+    #pragma omp parallel for if ((long)N * V > 65536)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * V;
         float mx = row_max(x, V);
@@ -30,10 +31,12 @@ float softmax_xent_forward(float *lse, int *count, const float *logits, const in
             for (int j = b; j < e; j++) bs += vexpf(x[j] - mx);
             s += bs;
         }
-        float l = mx + (float)log(s);
-        lse[n] = l;
-        if (targets[n] != ignore_index) { total += (double)l - x[targets[n]]; cnt++; }
+        lse[n] = mx + (float)log(s);
     }
+    double total = 0.0;   /* in row order: deterministic */
+    int cnt = 0;
+    for (int n = 0; n < N; n++)
+        if (targets[n] != ignore_index) { total += (double)lse[n] - logits[(size_t)n * V + targets[n]]; cnt++; }
     if (count) *count = cnt;
     return cnt ? (float)(total / cnt) : 0.0f;
 }
@@ -58,16 +61,22 @@ void softmax_xent_backward(float *dlogits, const float *logits, const float *lse
 /* mean(softplus(x) - x y) */
 float bce_logits_forward(const float *x, const float *y, size_t n) {
     if (n == 0) return 0.0f;
-    double total = 0.0;
-    #pragma omp parallel for reduction(+:total) if (n > 32768)
-    for (size_t b = 0; b < n; b += BLK) {
-        size_t e = b + BLK < n ? b + BLK : n;
-        float s = 0.0f;
-        #pragma omp simd reduction(+:s)
-        for (size_t i = b; i < e; i++) s += vsoftplusf(x[i]) - x[i] * y[i];
-        total += s;
+    const size_t cs = det_chunk_size(n), nc = (n + cs - 1) / cs;
+    double part[DET_CHUNKS];
+    #pragma omp parallel for if (n > 32768)
+    for (size_t k = 0; k < nc; k++) {
+        size_t end = (k + 1) * cs < n ? (k + 1) * cs : n;
+        double t = 0.0;
+        for (size_t b = k * cs; b < end; b += BLK) {
+            size_t e = b + BLK < end ? b + BLK : end;
+            float s = 0.0f;
+            #pragma omp simd reduction(+:s)
+            for (size_t i = b; i < e; i++) s += vsoftplusf(x[i]) - x[i] * y[i];
+            t += s;
+        }
+        part[k] = t;
     }
-    return (float)(total / (double)n);
+    return (float)(det_add(part, nc) / (double)n);
 }
 void bce_logits_backward(float *dx, const float *x, const float *y, float dloss, size_t n) {
     if (n == 0) return;
@@ -77,19 +86,25 @@ void bce_logits_backward(float *dx, const float *x, const float *y, float dloss,
 }
 
 static void dice_sums(const float *x, const float *y, size_t n, double *inter, double *ssum, double *ysum) {
-    double a = 0.0, b = 0.0, c = 0.0;
-    #pragma omp parallel for reduction(+:a, b, c) if (n > 32768)
-    for (size_t k = 0; k < n; k += BLK) {
-        size_t e = k + BLK < n ? k + BLK : n;
-        float fa = 0.0f, fb = 0.0f, fc = 0.0f;
-        #pragma omp simd reduction(+:fa, fb, fc)
-        for (size_t i = k; i < e; i++) {
-            float s = vsigmoidf(x[i]);
-            fa += s * y[i]; fb += s; fc += y[i];
+    const size_t cs = det_chunk_size(n), nc = (n + cs - 1) / cs;
+    double pa[DET_CHUNKS], pb[DET_CHUNKS], pc[DET_CHUNKS];
+    #pragma omp parallel for if (n > 32768)
+    for (size_t k = 0; k < nc; k++) {
+        size_t end = (k + 1) * cs < n ? (k + 1) * cs : n;
+        double a = 0.0, b = 0.0, c = 0.0;
+        for (size_t q = k * cs; q < end; q += BLK) {
+            size_t e = q + BLK < end ? q + BLK : end;
+            float fa = 0.0f, fb = 0.0f, fc = 0.0f;
+            #pragma omp simd reduction(+:fa, fb, fc)
+            for (size_t i = q; i < e; i++) {
+                float s = vsigmoidf(x[i]);
+                fa += s * y[i]; fb += s; fc += y[i];
+            }
+            a += fa; b += fb; c += fc;
         }
-        a += fa; b += fb; c += fc;
+        pa[k] = a; pb[k] = b; pc[k] = c;
     }
-    *inter = a; *ssum = b; *ysum = c;
+    *inter = det_add(pa, nc); *ssum = det_add(pb, nc); *ysum = det_add(pc, nc);
 }
 
 /* 1 - (2I + 1) / (S + Y + 1) */
