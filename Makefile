@@ -121,6 +121,7 @@ fixtures:
 	@sh scripts/deps.sh python
 	/usr/bin/python3 tests/ref/kernels_ref.py tests/fixtures/kernels.h5
 	/usr/bin/python3 tests/ref/llama_ref.py tests/fixtures/llama.h5
+	/usr/bin/python3 tests/ref/llama_recipe_ref.py tests/fixtures/llama_recipe.h5
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
