@@ -1,0 +1,641 @@
+/* checkpoints/checkpoint.c — see checkpoint.h for the file layout and the
+ * guarantees. Every HDF5 call runs with the library's own error printing
+ * switched off (and restored afterwards); messages are built here, with the
+ * innermost HDF5 error description appended where it helps. */
+#include "checkpoints/checkpoint.h"
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "kernels/kernels.h"
+
+#include <hdf5.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CKPT_PATH_MAX 4096
+
+/* ------------------------------------------------------------------------ */
+/* Training state                                                           */
+/* ------------------------------------------------------------------------ */
+int ckpt_state_set_config(ar_train_state *st, const char *text) {
+    char *s = strdup(text ? text : "");
+    if (!s) return ar_errorf("checkpoint: out of memory copying the config text");
+    free(st->config_text);
+    st->config_text = s;
+    return 0;
+}
+
+void ckpt_state_free(ar_train_state *st) {
+    free(st->config_text);
+    memset(st, 0, sizeof *st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* HDF5 helpers                                                             */
+/* ------------------------------------------------------------------------ */
+/* Switches HDF5's automatic error printing off for one public call. */
+typedef struct { H5E_auto2_t fn; void *data; } h5_quiet;
+static void quiet_begin(h5_quiet *q) {
+    q->fn = NULL; q->data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &q->fn, &q->data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+static void quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->fn, q->data); }
+
+static __thread char t_detail[256];
+static herr_t detail_cb(unsigned n, const H5E_error2_t *e, void *ud) {
+    (void)ud;
+    if (n == 0 && e->desc && e->desc[0]) snprintf(t_detail, sizeof t_detail, "%s", e->desc);
+    return 0;
+}
+/* The most specific description on HDF5's error stack (then clears it). */
+static const char *h5_detail(void) {
+    t_detail[0] = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_cb, NULL);
+    H5Eclear2(H5E_DEFAULT);
+    return t_detail[0] ? t_detail : "unknown HDF5 error";
+}
+
+/* Why a registry name cannot be a link name, or NULL if it can. */
+static const char *bad_name(const char *name) {
+    if (!name[0]) return "is empty";
+    if (strcmp(name, ".") == 0) return "is '.', HDF5's name for the current group";
+    if (strchr(name, '/')) return "contains '/', HDF5's path separator";
+    return NULL;
+}
+
+static void shape_str(char *buf, size_t cap, int ndim, const hsize_t *dims) {
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, cap - n, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+static void dtype_str(char *buf, size_t cap, hid_t t) {
+    size_t bits = H5Tget_size(t) * 8;
+    switch (H5Tget_class(t)) {
+    case H5T_FLOAT:    snprintf(buf, cap, "float%zu", bits); break;
+    case H5T_INTEGER:  snprintf(buf, cap, "%s%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int", bits); break;
+    case H5T_STRING:   snprintf(buf, cap, "string"); break;
+    case H5T_COMPOUND: snprintf(buf, cap, "compound"); break;
+    case H5T_ENUM:     snprintf(buf, cap, "enum"); break;
+    default:           snprintf(buf, cap, "HDF5 type class %d", (int)H5Tget_class(t)); break;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                  */
+/* ------------------------------------------------------------------------ */
+/* A scalar (n == 0) or 1-D attribute of n values. */
+static int write_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int n, const void *val) {
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = n ? H5Screate_simple(1, &dim, NULL) : H5Screate(H5S_SCALAR);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, mtype, val);
+    if (rc < 0) ar_errorf("cannot write attribute '%s': %s", name, h5_detail());
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    return rc < 0 ? -1 : 0;
+}
+
+static hid_t vlen_utf8(void) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t >= 0 && (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0)) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+/* A variable-length UTF-8 string: a root attribute (dataset = 0) or a scalar dataset. */
+static int write_string(hid_t loc, const char *name, const char *s, int dataset) {
+    hid_t t = vlen_utf8();
+    hid_t sp = H5Screate(H5S_SCALAR);
+    herr_t rc = -1;
+    if (t >= 0 && sp >= 0) {
+        if (dataset) {
+            hid_t d = H5Dcreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            rc = d < 0 ? -1 : H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s);
+            if (d >= 0) H5Dclose(d);
+        } else {
+            hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+            rc = a < 0 ? -1 : H5Awrite(a, t, &s);
+            if (a >= 0) H5Aclose(a);
+        }
+    }
+    if (rc < 0) ar_errorf("cannot write %s '%s': %s", dataset ? "dataset" : "attribute", name, h5_detail());
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Downloads n floats at src into host and writes them as gname/<p->name>. */
+static int write_tensor(hid_t g, const char *gname, const ar_param *p, const float *src, float *host) {
+    hsize_t dims[4];
+    for (int i = 0; i < p->ndim; i++) dims[i] = (hsize_t)p->shape[i];
+    k_download(host, src, p->numel * sizeof(float));
+    hid_t sp = H5Screate_simple(p->ndim, dims, NULL);
+    hid_t d = sp < 0 ? -1 : H5Dcreate2(g, p->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host);
+    if (rc < 0) ar_errorf("cannot write tensor '%s' to /%s: %s", p->name, gname, h5_detail());
+    if (d >= 0) H5Dclose(d);
+    if (sp >= 0) H5Sclose(sp);
+    return rc < 0 ? -1 : 0;
+}
+
+/* One group of tensors: which = 0 weights, 1 adam_m, 2 adam_v. */
+static int write_group(hid_t f, const char *gname, const ar_params *ps, int which, int include_frozen,
+                       float *host) {
+    hid_t g = H5Gcreate2(f, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return ar_errorf("cannot create group /%s: %s", gname, h5_detail());
+    int rc = 0;
+    for (int i = 0; i < ps->n && rc == 0; i++) {
+        const ar_param *p = &ps->p[i];
+        if (!p->trainable && (which != 0 || !include_frozen)) continue;
+        const float *src = which == 0 ? ps->w + p->off : (which == 1 ? ps->m : ps->v) + p->goff;
+        rc = write_tensor(g, gname, p, src, host);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
+/* Writes the whole file at tmp (flushed and closed). */
+static int write_file(const char *tmp, const ar_params *ps, const ar_train_state *st, int include_frozen,
+                      float *host) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return ar_errorf("cannot set up HDF5 file access: %s", h5_detail());
+    }
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (f < 0) ar_errorf("cannot create '%s': %s", tmp, h5_detail());
+    H5Pclose(fapl);
+    if (f < 0) return -1;
+
+    char created[32];
+    time_t now = time(NULL);
+    struct tm tmv;
+    gmtime_r(&now, &tmv);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    int32_t version = CKPT_VERSION, frozen = include_frozen ? 1 : 0, complete = 1;
+
+    int rc = 0;
+    if (!rc) rc = write_string(f, "format", CKPT_FORMAT, 0);
+    if (!rc) rc = write_attr(f, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &version);
+    if (!rc) rc = write_attr(f, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->step);
+    if (!rc) rc = write_attr(f, "epoch", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->epoch);
+    if (!rc) rc = write_attr(f, "data_position", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->data_position);
+    if (!rc) rc = write_attr(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &st->seed);
+    if (!rc) rc = write_attr(f, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 4, st->rng.s);
+    if (!rc) rc = write_string(f, "created", created, 0);
+    if (!rc) rc = write_attr(f, "frozen_included", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &frozen);
+    if (!rc) rc = write_string(f, "config", st->config_text ? st->config_text : "", 1);
+    if (!rc) rc = write_group(f, "weights", ps, 0, include_frozen, host);
+    if (!rc) rc = write_group(f, "adam_m", ps, 1, include_frozen, host);
+    if (!rc) rc = write_group(f, "adam_v", ps, 2, include_frozen, host);
+    if (!rc) rc = write_attr(f, "complete", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &complete);
+    if (!rc && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = ar_errorf("cannot flush '%s': %s", tmp, h5_detail());
+    if (H5Fclose(f) < 0 && !rc) rc = ar_errorf("cannot close '%s': %s", tmp, h5_detail());
+    return rc;
+}
+
+/* fsync of a file, or of a directory (filesystems that cannot sync a
+ * directory answer EINVAL; nothing more can be done there). */
+static int fsync_path(const char *path, int is_dir) {
+    int fd = open(path, O_RDONLY | (is_dir ? O_DIRECTORY : 0));
+    if (fd < 0) return ar_errorf("cannot open '%s' to sync it: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc != 0 && !(is_dir && (err == EINVAL || err == ENOTSUP)))
+        return ar_errorf("cannot sync '%s': %s", path, strerror(err));
+    return 0;
+}
+
+int ckpt_save(const char *path, const ar_params *ps, const ar_train_state *st, int include_frozen) {
+    if (!path || !path[0]) return ar_errorf("checkpoint: empty path");
+    if (!ps || !ps->w) return ar_errorf("checkpoint %s: the parameter registry is not allocated", path);
+    if (!st) return ar_errorf("checkpoint %s: no training state given", path);
+    char tmp[CKPT_PATH_MAX], dir[CKPT_PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return ar_errorf("checkpoint %s: path too long", path);
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+
+    size_t maxn = 1;
+    for (int i = 0; i < ps->n; i++) {
+        const ar_param *p = &ps->p[i];
+        if (!p->trainable && !include_frozen) continue;
+        const char *why = bad_name(p->name);
+        if (why) return ar_errorf("checkpoint %s: tensor name '%s' %s; it cannot be saved", path, p->name, why);
+        if (p->numel > maxn) maxn = p->numel;
+    }
+    if (ps->ng && (!ps->m || !ps->v)) return ar_errorf("checkpoint %s: the registry has no AdamW moments", path);
+    if (ar_mkdir_parent(path) < 0) return ar_error_prefix("checkpoint %s: ", path);
+    float *host = malloc(maxn * sizeof(float));
+    if (!host) return ar_errorf("checkpoint %s: out of memory for a %.1f MiB staging buffer", path,
+                                maxn * 4.0 / 1048576);
+    h5_quiet q;
+    quiet_begin(&q);
+    int rc = write_file(tmp, ps, st, include_frozen, host);
+    quiet_end(&q);
+    free(host);
+    if (!rc) rc = fsync_path(tmp, 0);
+    if (!rc && rename(tmp, path) != 0)
+        rc = ar_errorf("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    if (rc) {
+        unlink(tmp);
+        return ar_error_prefix("checkpoint %s: ", path);
+    }
+    if (fsync_path(dir, 1) < 0) return ar_error_prefix("checkpoint %s: ", path);
+    return 0;
+}
+
+int ckpt_path(const char *run_dir, int64_t step, char *out, size_t cap) {
+    if (step < 0) return ar_errorf("checkpoint path: negative step %" PRId64, step);
+    int n = snprintf(out, cap, "%s/checkpoints/step_%06" PRId64 ".h5", run_dir, step);
+    if (n < 0 || (size_t)n >= cap) return ar_errorf("checkpoint path: '%s' too long for %zu bytes", run_dir, cap);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                  */
+/* ------------------------------------------------------------------------ */
+/* Integer attribute of n values (n == 1: scalar or one-element array). */
+static int read_int_attr(hid_t loc, const char *name, int n, hid_t mtype, void *out) {
+    if (H5Aexists(loc, name) <= 0) return ar_errorf("attribute '%s' missing", name);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    int rc = 0;
+    if (t < 0 || sp < 0) {
+        rc = ar_errorf("attribute '%s' unreadable: %s", name, h5_detail());
+    } else if (H5Tget_class(t) != H5T_INTEGER) {
+        char ds[48];
+        dtype_str(ds, sizeof ds, t);
+        rc = ar_errorf("attribute '%s' is %s, expected an integer", name, ds);
+    } else if (H5Sget_simple_extent_npoints(sp) != n) {
+        rc = ar_errorf("attribute '%s' has %lld values, expected %d", name,
+                       (long long)H5Sget_simple_extent_npoints(sp), n);
+    } else if (H5Aread(a, mtype, out) < 0) {
+        rc = ar_errorf("attribute '%s' unreadable as %s: %s", name,
+                       mtype == H5T_NATIVE_UINT64 ? "uint64" : "int64", h5_detail());
+    }
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
+/* A scalar string attribute (dataset = 0) or dataset (dataset = 1), variable
+ * or fixed length, into a malloc'd NUL-terminated copy. */
+static int read_string(hid_t loc, const char *name, int dataset, char **out) {
+    const char *what = dataset ? "dataset" : "attribute";
+    *out = NULL;
+    if ((dataset ? H5Lexists(loc, name, H5P_DEFAULT) : H5Aexists(loc, name)) <= 0)
+        return ar_errorf("%s '%s' missing", what, name);
+    hid_t o = dataset ? H5Dopen2(loc, name, H5P_DEFAULT) : H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t t = o < 0 ? -1 : dataset ? H5Dget_type(o) : H5Aget_type(o);
+    hid_t sp = o < 0 ? -1 : dataset ? H5Dget_space(o) : H5Aget_space(o);
+    hid_t mt = -1;
+    int rc = 0;
+    if (t < 0 || sp < 0) {
+        rc = ar_errorf("%s '%s' unreadable: %s", what, name, h5_detail());
+    } else if (H5Tget_class(t) != H5T_STRING) {
+        char ds[48];
+        dtype_str(ds, sizeof ds, t);
+        rc = ar_errorf("%s '%s' is %s, expected a string", what, name, ds);
+    } else if (H5Sget_simple_extent_npoints(sp) != 1) {
+        rc = ar_errorf("%s '%s' holds %lld strings, expected one", what, name,
+                       (long long)H5Sget_simple_extent_npoints(sp));
+    } else if (H5Tis_variable_str(t) > 0) {
+        char *s = NULL;
+        mt = vlen_utf8();
+        herr_t r = mt < 0 ? -1 : dataset ? H5Dread(o, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s) : H5Aread(o, mt, &s);
+        if (r < 0) rc = ar_errorf("%s '%s' unreadable: %s", what, name, h5_detail());
+        else if (!(*out = strdup(s ? s : ""))) rc = ar_errorf("out of memory reading %s '%s'", what, name);
+        if (s) H5free_memory(s);
+    } else {
+        size_t size = H5Tget_size(t);
+        char *s = calloc(size + 1, 1);
+        mt = H5Tcopy(t);
+        herr_t r = !s || mt < 0 ? -1
+                   : dataset ? H5Dread(o, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) : H5Aread(o, mt, s);
+        if (!s) rc = ar_errorf("out of memory reading %s '%s'", what, name);
+        else if (r < 0) rc = ar_errorf("%s '%s' unreadable: %s", what, name, h5_detail());
+        if (rc) free(s);
+        else *out = s;
+    }
+    if (mt >= 0) H5Tclose(mt);
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    if (o >= 0) { if (dataset) H5Dclose(o); else H5Aclose(o); }
+    return rc;
+}
+
+/* Opens path read-only and checks format, version and completeness.
+ * Returns the file id, or -1 + ar_error (without the "checkpoint <path>: " prefix). */
+static hid_t open_checked(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return ar_errorf("cannot open: %s", strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return ar_errorf("not a regular file");
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return ar_errorf("not an HDF5 file (%lld bytes, no HDF5 signature)", (long long)sb.st_size);
+    }
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return ar_errorf("cannot set up HDF5 file access: %s", h5_detail());
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (f < 0)   /* the detail first: the next HDF5 call clears the error stack */
+        ar_errorf("cannot open HDF5 file (truncated or corrupt, %lld bytes): %s", (long long)sb.st_size,
+                  h5_detail());
+    H5Pclose(fapl);
+    if (f < 0) return -1;
+    char *format = NULL;
+    int32_t version = 0, complete = 0;
+    int rc = read_string(f, "format", 0, &format);
+    if (rc) ar_error_prefix("not an anyref checkpoint: ");
+    else if (strcmp(format, CKPT_FORMAT) != 0)
+        rc = ar_errorf("attribute 'format' is '%s', expected '%s'", format, CKPT_FORMAT);
+    free(format);
+    if (!rc) rc = read_int_attr(f, "version", 1, H5T_NATIVE_INT32, &version);
+    if (!rc && version != CKPT_VERSION)
+        rc = ar_errorf("unsupported version %d (this build reads version %d)", (int)version, CKPT_VERSION);
+    if (!rc && H5Aexists(f, "complete") <= 0)
+        rc = ar_errorf("attribute 'complete' missing: the save that wrote this file did not finish");
+    if (!rc) rc = read_int_attr(f, "complete", 1, H5T_NATIVE_INT32, &complete);
+    if (!rc && complete != 1) rc = ar_errorf("attribute 'complete' is %d, expected 1", (int)complete);
+    if (rc) {
+        H5Fclose(f);
+        return -1;
+    }
+    return f;
+}
+
+typedef struct {
+    const ar_param *p;
+    int grp;             /* 0 weights, 1 adam_m, 2 adam_v */
+    size_t stage_off;    /* floats into the staging buffer */
+} load_item;
+
+static const char *const k_groups[3] = {"weights", "adam_m", "adam_v"};
+
+/* Checks dtype and shape of gname/<p->name>. */
+static int check_dataset(hid_t g, const char *gname, const ar_param *p) {
+    hid_t d = H5Dopen2(g, p->name, H5P_DEFAULT);
+    if (d < 0) return ar_errorf("'/%s/%s' is not a readable dataset: %s", gname, p->name, h5_detail());
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    int rc = 0;
+    if (t < 0 || sp < 0) {
+        rc = ar_errorf("tensor '%s' in /%s unreadable: %s", p->name, gname, h5_detail());
+    } else if (H5Tget_class(t) != H5T_FLOAT || H5Tget_size(t) != 4) {
+        char ds[48];
+        dtype_str(ds, sizeof ds, t);
+        rc = ar_errorf("tensor '%s' in /%s has dtype %s, expected float32", p->name, gname, ds);
+    } else {
+        hsize_t dims[H5S_MAX_RANK], want[4];
+        int nd = H5Sget_simple_extent_dims(sp, dims, NULL);
+        int same = nd == p->ndim;
+        for (int i = 0; i < p->ndim; i++) {
+            want[i] = (hsize_t)p->shape[i];
+            if (same && dims[i] != want[i]) same = 0;
+        }
+        if (nd < 0) {
+            rc = ar_errorf("tensor '%s' in /%s has an unreadable shape: %s", p->name, gname, h5_detail());
+        } else if (!same) {
+            char have[160], exp[160];
+            shape_str(have, sizeof have, nd, dims);
+            shape_str(exp, sizeof exp, p->ndim, want);
+            rc = ar_errorf("tensor '%s' in /%s has shape %s, model expects %s", p->name, gname, have, exp);
+        }
+    }
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    H5Dclose(d);
+    return rc;
+}
+
+/* Checks one group against the registry and appends what to read to items. */
+static int plan_group(hid_t g, int grp, const ar_params *ps, int frozen_included, load_item *items, int *nitems,
+                      size_t *nstage) {
+    const char *gname = k_groups[grp];
+    H5G_info_t info;
+    if (H5Gget_info(g, &info) < 0) return ar_errorf("group /%s unreadable: %s", gname, h5_detail());
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        char name[sizeof ps->p[0].name + 1];
+        ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+        if (len < 0) return ar_errorf("group /%s: entry %llu unreadable: %s", gname, (unsigned long long)i,
+                                      h5_detail());
+        if ((size_t)len >= sizeof name)
+            return ar_errorf("tensor '%s...' in /%s is not in the model (a checkpoint of a different model?)", name,
+                             gname);
+        const ar_param *p = params_find(ps, name);
+        if (!p)
+            return ar_errorf("tensor '%s' in /%s is not in the model (a checkpoint of a different model?)", name,
+                             gname);
+        if (grp && !p->trainable)
+            return ar_errorf("tensor '%s' in /%s is frozen in the model (only trainable tensors have AdamW moments)",
+                             name, gname);
+    }
+    for (int i = 0; i < ps->n; i++) {
+        const ar_param *p = &ps->p[i];
+        if (grp && !p->trainable) continue;
+        int required = p->trainable || frozen_included;
+        const char *why = bad_name(p->name);
+        if (why) {
+            if (!required) continue;
+            return ar_errorf("model tensor name '%s' %s; it cannot be in a checkpoint", p->name, why);
+        }
+        if (H5Lexists(g, p->name, H5P_DEFAULT) <= 0) {
+            if (!required) continue;
+            if (p->trainable) return ar_errorf("trainable tensor '%s' missing from /%s", p->name, gname);
+            return ar_errorf("frozen tensor '%s' missing from /%s (the file says frozen_included = 1)", p->name, gname);
+        }
+        if (check_dataset(g, gname, p) < 0) return -1;
+        items[*nitems] = (load_item){p, grp, *nstage};
+        (*nitems)++;
+        *nstage += p->numel;
+    }
+    return 0;
+}
+
+/* Everything that can fail: checks, state, staging. On success the caller
+ * uploads stage per items and takes *nst. */
+static int load_into_stage(hid_t f, const ar_params *ps, int require_moments, ar_train_state *nst,
+                           load_item *items, int *nitems, float **stage) {
+    int64_t i64[3];
+    uint64_t seed, rs[4];
+    int32_t frozen_included;
+    const char *names[3] = {"step", "epoch", "data_position"};
+    for (int k = 0; k < 3; k++)
+        if (read_int_attr(f, names[k], 1, H5T_NATIVE_INT64, &i64[k]) < 0) return -1;
+    if (read_int_attr(f, "seed", 1, H5T_NATIVE_UINT64, &seed) < 0) return -1;
+    if (read_int_attr(f, "rng_state", 4, H5T_NATIVE_UINT64, rs) < 0) return -1;
+    if (read_int_attr(f, "frozen_included", 1, H5T_NATIVE_INT32, &frozen_included) < 0) return -1;
+    nst->step = i64[0]; nst->epoch = i64[1]; nst->data_position = i64[2];
+    nst->seed = seed;
+    memcpy(nst->rng.s, rs, sizeof rs);
+    if (read_string(f, "config", 1, &nst->config_text) < 0) return -1;
+
+    int has[3];
+    for (int k = 0; k < 3; k++) has[k] = H5Lexists(f, k_groups[k], H5P_DEFAULT) > 0;
+    if (!has[0]) return ar_errorf("group /weights missing");
+    if (has[1] != has[2])
+        return ar_errorf("group /%s missing while /%s is present", has[1] ? "adam_v" : "adam_m",
+                         has[1] ? "adam_m" : "adam_v");
+    if (!has[1] && require_moments)
+        return ar_errorf("no AdamW moments (groups /adam_m and /adam_v missing), but the load requires them");
+
+    size_t nstage = 0;
+    for (int k = 0; k < 3; k++) {
+        if (!has[k]) continue;
+        hid_t g = H5Gopen2(f, k_groups[k], H5P_DEFAULT);
+        if (g < 0) return ar_errorf("'/%s' is not a group: %s", k_groups[k], h5_detail());
+        int rc = plan_group(g, k, ps, frozen_included != 0, items, nitems, &nstage);
+        H5Gclose(g);
+        if (rc < 0) return -1;
+    }
+    *stage = malloc((nstage ? nstage : 1) * sizeof(float));
+    if (!*stage) return ar_errorf("out of memory staging %.1f MiB of tensors", nstage * 4.0 / 1048576);
+    for (int i = 0; i < *nitems; i++) {
+        const load_item *it = &items[i];
+        const char *gname = k_groups[it->grp];
+        hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
+        hid_t d = g < 0 ? -1 : H5Dopen2(g, it->p->name, H5P_DEFAULT);
+        herr_t r = d < 0 ? -1 : H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *stage + it->stage_off);
+        if (r < 0) ar_errorf("cannot read tensor '%s' from /%s: %s", it->p->name, gname, h5_detail());
+        if (d >= 0) H5Dclose(d);
+        if (g >= 0) H5Gclose(g);
+        if (r < 0) return -1;
+    }
+    return 0;
+}
+
+int ckpt_load(const char *path, ar_params *ps, ar_train_state *st, int require_moments) {
+    if (!path || !path[0]) return ar_errorf("checkpoint: empty path");
+    if (!ps || !ps->w) return ar_errorf("checkpoint %s: the parameter registry is not allocated", path);
+    load_item *items = malloc((size_t)(3 * ps->n + 1) * sizeof *items);
+    if (!items) return ar_errorf("checkpoint %s: out of memory", path);
+    ar_train_state nst;
+    memset(&nst, 0, sizeof nst);
+    float *stage = NULL;
+    int nitems = 0, rc;
+
+    h5_quiet q;
+    quiet_begin(&q);
+    hid_t f = open_checked(path);
+    if (f < 0) {
+        rc = -1;
+    } else {
+        rc = load_into_stage(f, ps, require_moments, &nst, items, &nitems, &stage);
+        H5Fclose(f);
+    }
+    quiet_end(&q);
+
+    if (rc == 0) {
+        for (int i = 0; i < nitems; i++) {
+            const load_item *it = &items[i];
+            float *dst = it->grp == 0 ? ps->w + it->p->off : (it->grp == 1 ? ps->m : ps->v) + it->p->goff;
+            k_upload(dst, stage + it->stage_off, it->p->numel * sizeof(float));
+        }
+        if (st) {
+            free(st->config_text);
+            *st = nst;
+            nst.config_text = NULL;
+        }
+    } else {
+        ar_error_prefix("checkpoint %s: ", path);
+    }
+    free(nst.config_text);
+    free(stage);
+    free(items);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Finding the newest checkpoint                                            */
+/* ------------------------------------------------------------------------ */
+typedef struct { int64_t step; char *name; } ckpt_entry;
+
+static int entry_cmp_desc(const void *a, const void *b) {
+    int64_t x = ((const ckpt_entry *)a)->step, y = ((const ckpt_entry *)b)->step;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* step_<1..18 digits>.h5 exactly; the step or -1. */
+static int64_t parse_name(const char *s) {
+    if (strncmp(s, "step_", 5) != 0) return -1;
+    s += 5;
+    int64_t v = 0;
+    int nd = 0;
+    for (; *s >= '0' && *s <= '9'; s++, nd++) {
+        if (nd == 18) return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return nd > 0 && strcmp(s, ".h5") == 0 ? v : -1;
+}
+
+int ckpt_latest(const char *run_dir, char *out, size_t cap) {
+    char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
+        return ar_errorf("checkpoints of run '%s': path too long", run_dir);
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return 1;
+        return ar_errorf("checkpoints: cannot read directory '%s': %s", dir, strerror(errno));
+    }
+    ckpt_entry *e = NULL;
+    size_t n = 0, ecap = 0;
+    int rc = 1;
+    for (struct dirent *de; (de = readdir(d));) {
+        int64_t step = parse_name(de->d_name);
+        if (step < 0) continue;
+        if (n == ecap) {
+            size_t nc = ecap ? 2 * ecap : 16;
+            ckpt_entry *ne = realloc(e, nc * sizeof *ne);
+            if (!ne) { rc = ar_errorf("checkpoints: out of memory listing '%s'", dir); break; }
+            e = ne; ecap = nc;
+        }
+        if (!(e[n].name = strdup(de->d_name))) { rc = ar_errorf("checkpoints: out of memory listing '%s'", dir); break; }
+        e[n++].step = step;
+    }
+    closedir(d);
+    if (rc == 1 && n > 1) qsort(e, n, sizeof *e, entry_cmp_desc);
+    for (size_t i = 0; rc == 1 && i < n; i++) {
+        if (snprintf(path, sizeof path, "%s/%s", dir, e[i].name) >= (int)sizeof path) {
+            rc = ar_errorf("checkpoints: path '%s/%s' too long", dir, e[i].name);
+            break;
+        }
+        h5_quiet q;
+        quiet_begin(&q);
+        hid_t f = open_checked(path);
+        if (f >= 0) H5Fclose(f);
+        quiet_end(&q);
+        if (f < 0) {
+            log_warn("checkpoint %s: %s; skipping it", path, ar_error());
+            continue;
+        }
+        if (strlen(path) >= cap) rc = ar_errorf("checkpoint %s: path longer than the %zu-byte buffer", path, cap);
+        else { strcpy(out, path); rc = 0; }
+    }
+    for (size_t i = 0; i < n; i++) free(e[i].name);
+    free(e);
+    return rc;
+}
