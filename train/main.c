@@ -4,7 +4,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
-#include "train/demo.h"
+#include "train/train.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -25,7 +25,7 @@ static void usage(FILE *f) {
 }
 
 static ar_config *load(int argc, char **argv) {
-    ar_config *c = cfg_new(demo_schema, demo_schema_len);
+    ar_config *c = cfg_new(train_schema, train_schema_len);
     if (!c) return NULL;
     if (cfg_load_file(c, argv[0])) { cfg_free(c); return NULL; }
     for (int i = 1; i < argc; i++) {
@@ -48,14 +48,14 @@ int main(int argc, char **argv) {
         printf("anyref %s (backend %s, %d threads)\n", ANYREF_VERSION, k_backend_name(), k_num_threads());
         return 0;
     }
-    if (!strcmp(cmd, "keys")) { cfg_print_help(demo_schema, demo_schema_len, stdout); return 0; }
+    if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
         ar_config *c = load(argc - 2, argv + 2);
         if (!c) { log_error("%s", ar_error()); return 2; }
         int rc = 0;
         if (!strcmp(cmd, "config")) cfg_write(c, stdout);
-        else if (demo_train(c)) { log_error("%s", ar_error()); rc = 1; }
+        else if (train_run(c)) { log_error("%s", ar_error()); rc = 1; }
         cfg_free(c);
         return rc;
     }

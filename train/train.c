@@ -1,0 +1,441 @@
+/* train/train.c — see train.h.
+ *
+ * One optimiser step = grad_accum micro-batches of batch_size sequences of
+ * seq_len tokens; each micro-batch's mean CE loss is weighted 1/grad_accum.
+ * Everything that decides a step's numbers — the data order, the dropout
+ * masks (rng_derive(seed, step)), AdamW's t — derives from the seed and the
+ * step, and the CPU kernels are bitwise deterministic, so a resumed run
+ * reproduces the uninterrupted one exactly. */
+#include "train/train.h"
+#include "checkpoints/checkpoint.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "data/synthetic.h"
+#include "kernels/kernels.h"
+#include "model/llama.h"
+#include "optim/optim.h"
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const cfg_key train_schema[] = {
+    {"model.vocab", CFG_INT, "0", "vocabulary size (0: from the data)"},
+    {"model.dim", CFG_INT, "64", "hidden size"},
+    {"model.layers", CFG_INT, "2", "decoder layers"},
+    {"model.heads", CFG_INT, "4", "attention heads"},
+    {"model.kv_heads", CFG_INT, "0", "key/value heads, grouped-query attention (0: = heads)"},
+    {"model.mlp_hidden", CFG_INT, "176", "SwiGLU hidden size"},
+    {"model.max_seq", CFG_INT, "0", "longest sequence (0: = train.seq_len)"},
+    {"model.norm_eps", CFG_FLOAT, "1e-6", "RMSNorm epsilon"},
+    {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
+    {"lora.rank", CFG_INT, "0", "LoRA rank (0: no LoRA)"},
+    {"lora.alpha", CFG_FLOAT, "16", "LoRA alpha (scale = alpha / rank)"},
+    {"lora.dropout", CFG_FLOAT, "0.05", "dropout on the LoRA input"},
+    {"lora.targets", CFG_STRING, "q_proj,v_proj", "projections with LoRA: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj"},
+    {"train.trainable", CFG_STRING, "full", "full (every weight) | lora (LoRA only) | lora+embed (LoRA, embed_tokens, lm_head: AnyRef)"},
+    {"train.steps", CFG_INT, "400", "optimiser steps"},
+    {"train.batch_size", CFG_INT, "32", "sequences per micro-batch"},
+    {"train.grad_accum", CFG_INT, "1", "micro-batches per optimiser step"},
+    {"train.seq_len", CFG_INT, "0", "tokens per sequence (0: from the data)"},
+    {"train.lr", CFG_FLOAT, "3e-3", "peak learning rate"},
+    {"train.schedule", CFG_STRING, "linear", "linear | cosine | constant (after warm-up)"},
+    {"train.warmup_steps", CFG_INT, "30", "linear warm-up steps"},
+    {"train.weight_decay", CFG_FLOAT, "0.0", "AdamW decoupled weight decay (matrices only)"},
+    {"train.beta1", CFG_FLOAT, "0.9", "AdamW beta1"},
+    {"train.beta2", CFG_FLOAT, "0.95", "AdamW beta2"},
+    {"train.eps", CFG_FLOAT, "1e-8", "AdamW epsilon"},
+    {"train.grad_clip", CFG_FLOAT, "1.0", "global gradient-norm clip (0: off)"},
+    {"train.seed", CFG_INT, "1337", "seed for weights, data order and dropout"},
+    {"train.threads", CFG_INT, "0", "CPU threads (0: all)"},
+    {"train.deterministic", CFG_BOOL, "0", "require bitwise-repeatable results (CPU backend only)"},
+    {"train.eval_every", CFG_INT, "100", "steps between validations (0: at the end only)"},
+    {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
+    {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
+    {"train.keep_checkpoints", CFG_INT, "3", "checkpoints kept in the run directory (0: all)"},
+    {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
+    {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
+    {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
+    {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5)"},
+    {"data.task", CFG_STRING, "reverse", "synthetic: reverse | copy | sort"},
+    {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
+    {"data.base", CFG_INT, "10", "synthetic: distinct digit tokens"},
+    {"data.eval_samples", CFG_INT, "256", "synthetic: fresh sequences for greedy exact-match accuracy"},
+    {"run.dir", CFG_STRING, "runs/demo", "run directory: config.cfg, metrics.jsonl, checkpoints/"},
+};
+const int train_schema_len = (int)(sizeof train_schema / sizeof train_schema[0]);
+
+/* ------------------------------------------------------------------------ */
+/* Data sources                                                             */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    int kind;                 /* DATA_SYNTH */
+    int vocab, seq_len;
+    synth_task task;
+    ar_rng rng;               /* training order: the stream of samples */
+} data_src;
+enum { DATA_SYNTH };
+
+static int data_open(data_src *d, const ar_config *cfg) {
+    memset(d, 0, sizeof *d);
+    const char *kind = cfg_str(cfg, "data.kind");
+    if (!strcmp(kind, "synthetic")) {
+        d->kind = DATA_SYNTH;
+        if (synth_init(&d->task, cfg_str(cfg, "data.task"), (int)cfg_int(cfg, "data.digits"), (int)cfg_int(cfg, "data.base")))
+            return ar_error_prefix("config: ");
+        d->vocab = d->task.vocab;
+        d->seq_len = d->task.T;
+        return 0;
+    }
+    return ar_errorf("config: data.kind = '%s' (expected synthetic or tokens)", kind);
+}
+
+static void data_close(data_src *d) { (void)d; }
+
+/* B sequences of T tokens into tokens/targets; -1 + ar_error. */
+static int data_next(data_src *d, int B, int T, int *tokens, int *targets) {
+    (void)T;
+    for (int b = 0; b < B; b++) synth_sample(&d->task, &d->rng, tokens + (size_t)b * T, targets + (size_t)b * T);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The run                                                                  */
+/* ------------------------------------------------------------------------ */
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) { (void)sig; g_interrupted = 1; }
+
+typedef struct {
+    const ar_config *cfg;
+    llama_cfg mc;
+    ar_optim_cfg oc;
+    ar_params ps;
+    llama *m;
+    data_src data;
+    ar_log *log;
+    ar_train_state st;
+    char run_dir[1024], metrics[1100];
+    int B, T, accum, steps;
+    uint64_t seed;
+    int *tok, *tgt;
+} run_t;
+
+/* The resolved config as text (stored in every checkpoint). */
+static char *config_text(const ar_config *cfg) {
+    char *buf = NULL; size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) { ar_errorf("out of memory"); return NULL; }
+    cfg_write(cfg, f);
+    fclose(f);
+    return buf;
+}
+
+/* Mean validation loss over eval_batches micro-batches drawn from a fixed stream. */
+static double validate(run_t *r, int batches) {
+    if (r->data.kind != DATA_SYNTH || batches <= 0) return NAN;
+    ar_rng v; rng_seed(&v, rng_derive(r->seed, 3));
+    double sum = 0; long cnt = 0;
+    for (int i = 0; i < batches; i++) {
+        for (int b = 0; b < r->B; b++) synth_sample(&r->data.task, &v, r->tok + (size_t)b * r->T, r->tgt + (size_t)b * r->T);
+        int c = 0;
+        float l = llama_forward(r->m, r->tok, r->tgt, r->B, r->T, 0, &c);
+        sum += (double)l * c; cnt += c;
+    }
+    return cnt ? sum / cnt : NAN;
+}
+
+/* Greedy exact-match accuracy on fresh synthetic prompts (the demo's headline number). */
+static double synth_accuracy(run_t *r, int samples) {
+    const synth_task *t = &r->data.task;
+    int B = r->B, T = r->T, V = r->mc.vocab;
+    int *ref = malloc(sizeof(int) * (size_t)B * T);
+    float *row = malloc(sizeof(float) * (size_t)V);
+    if (!ref || !row) { free(ref); free(row); return NAN; }
+    ar_rng g; rng_seed(&g, rng_derive(r->seed, 4));
+    int correct = 0, total = 0;
+    for (int done = 0; done < samples; done += B) {
+        for (int b = 0; b < B; b++) synth_sample(t, &g, ref + (size_t)b * T, r->tgt + (size_t)b * T);
+        memcpy(r->tok, ref, sizeof(int) * (size_t)B * T);
+        for (int b = 0; b < B; b++)   /* blank the answer so nothing leaks */
+            for (int i = t->prompt_len; i < T; i++) r->tok[b * T + i] = t->eos;
+        for (int i = t->prompt_len; i < T; i++) {
+            llama_forward(r->m, r->tok, NULL, B, T, 0, NULL);
+            const float *lg = llama_logits(r->m);
+            for (int b = 0; b < B; b++) {
+                k_download(row, lg + ((size_t)b * T + i - 1) * V, sizeof(float) * (size_t)V);
+                int best = 0;
+                for (int v = 1; v < V; v++) if (row[v] > row[best]) best = v;
+                r->tok[b * T + i] = best;
+            }
+        }
+        for (int b = 0; b < B && done + b < samples; b++, total++)
+            correct += memcmp(r->tok + (size_t)b * T, ref + (size_t)b * T, sizeof(int) * (size_t)T) == 0;
+    }
+    free(ref); free(row);
+    return total ? (double)correct / total : NAN;
+}
+
+/* Keeps the metrics lines of steps <= step (a resumed run rewrites what came after). */
+static int metrics_truncate(const char *path, int64_t step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT ? 0 : ar_errorf("cannot read %s: %s", path, strerror(errno));
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) { fclose(f); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
+    char *line = NULL; size_t cap = 0; ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        long long s;
+        if (sscanf(line, "{\"step\":%lld", &s) == 1 && s > step) continue;
+        fwrite(line, 1, (size_t)n, o);
+    }
+    free(line); fclose(f);
+    if (fclose(o) || rename(tmp, path)) return ar_errorf("cannot rewrite %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Removes checkpoints beyond the newest `keep` (keep <= 0: keep all). */
+static void prune_checkpoints(const char *run_dir, int64_t newest, int every, int keep) {
+    if (keep <= 0 || every <= 0) return;
+    for (int64_t s = newest - (int64_t)every * keep; s > 0; s -= every) {
+        char p[1200];
+        if (ckpt_path(run_dir, s, p, sizeof p)) return;
+        if (unlink(p) != 0 && errno == ENOENT) break;
+    }
+}
+
+static int save(run_t *r, int64_t step) {
+    char p[1200];
+    r->st.step = step;
+    r->st.rng = r->data.rng;
+    if (ckpt_path(r->run_dir, step, p, sizeof p) || ckpt_save(p, &r->ps, &r->st, 0)) return -1;
+    prune_checkpoints(r->run_dir, step, (int)cfg_int(r->cfg, "train.save_every"), (int)cfg_int(r->cfg, "train.keep_checkpoints"));
+    log_info("checkpoint %s", p);
+    return 0;
+}
+
+static int setup(run_t *r, const ar_config *cfg) {
+    r->cfg = cfg;
+    if (data_open(&r->data, cfg)) return -1;
+    llama_cfg *mc = &r->mc;
+    mc->vocab = (int)cfg_int(cfg, "model.vocab");
+    if (mc->vocab == 0) mc->vocab = r->data.vocab;
+    else if (mc->vocab < r->data.vocab)
+        return ar_errorf("config: model.vocab = %d is smaller than the data's vocabulary (%d)", mc->vocab, r->data.vocab);
+    r->T = (int)cfg_int(cfg, "train.seq_len");
+    if (r->T == 0) r->T = r->data.seq_len;
+    if (r->data.kind == DATA_SYNTH && r->T != r->data.seq_len)
+        return ar_errorf("config: train.seq_len = %d, but the synthetic task has sequences of %d tokens", r->T, r->data.seq_len);
+    mc->dim = (int)cfg_int(cfg, "model.dim"); mc->layers = (int)cfg_int(cfg, "model.layers");
+    mc->heads = (int)cfg_int(cfg, "model.heads"); mc->kv_heads = (int)cfg_int(cfg, "model.kv_heads");
+    if (mc->kv_heads == 0) mc->kv_heads = mc->heads;
+    mc->mlp_hidden = (int)cfg_int(cfg, "model.mlp_hidden");
+    mc->max_seq = (int)cfg_int(cfg, "model.max_seq");
+    if (mc->max_seq == 0) mc->max_seq = r->T;
+    mc->norm_eps = (float)cfg_float(cfg, "model.norm_eps"); mc->rope_theta = (float)cfg_float(cfg, "model.rope_theta");
+    mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
+    mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
+    if (mc->lora_dropout < 0 || mc->lora_dropout >= 1) return ar_errorf("config: lora.dropout = %g (expected [0,1))", mc->lora_dropout);
+    if (mc->lora_rank > 0 && llama_parse_lora_targets(cfg_str(cfg, "lora.targets"), &mc->lora_targets))
+        return ar_error_prefix("config: lora.targets: ");
+    const char *tr = cfg_str(cfg, "train.trainable");
+    if (!strcmp(tr, "full")) mc->train_base = 1;
+    else if (!strcmp(tr, "lora")) mc->train_base = 0;
+    else if (!strcmp(tr, "lora+embed")) { mc->train_base = 0; mc->train_embed = mc->train_lm_head = 1; }
+    else return ar_errorf("config: train.trainable = '%s' (expected full, lora or lora+embed)", tr);
+    if (!mc->train_base && mc->lora_rank <= 0)
+        return ar_errorf("config: train.trainable = %s needs lora.rank > 0", tr);
+
+    r->steps = (int)cfg_int(cfg, "train.steps"); r->B = (int)cfg_int(cfg, "train.batch_size");
+    r->accum = (int)cfg_int(cfg, "train.grad_accum");
+    if (r->steps < 1 || r->B < 1 || r->accum < 1)
+        return ar_errorf("config: train.steps (%d), train.batch_size (%d) and train.grad_accum (%d) must be >= 1", r->steps, r->B, r->accum);
+    ar_optim_cfg *oc = &r->oc;
+    oc->lr = (float)cfg_float(cfg, "train.lr"); oc->beta1 = (float)cfg_float(cfg, "train.beta1");
+    oc->beta2 = (float)cfg_float(cfg, "train.beta2"); oc->eps = (float)cfg_float(cfg, "train.eps");
+    oc->weight_decay = (float)cfg_float(cfg, "train.weight_decay"); oc->grad_clip = (float)cfg_float(cfg, "train.grad_clip");
+    oc->warmup_steps = (int)cfg_int(cfg, "train.warmup_steps"); oc->total_steps = r->steps;
+    if ((oc->schedule = optim_parse_schedule(cfg_str(cfg, "train.schedule"))) < 0) return ar_error_prefix("config: train.schedule: ");
+    if (cfg_bool(cfg, "train.deterministic") && strcmp(k_backend_name(), "cpu") != 0)
+        return ar_errorf("config: train.deterministic = 1 is only guaranteed on the CPU backend (this build uses %s)", k_backend_name());
+    int threads = (int)cfg_int(cfg, "train.threads");
+    if (threads > 0) k_set_num_threads(threads);
+    r->seed = (uint64_t)cfg_int(cfg, "train.seed");
+    snprintf(r->run_dir, sizeof r->run_dir, "%s", cfg_str(cfg, "run.dir"));
+    if (!r->run_dir[0]) return ar_errorf("config: run.dir is empty");
+    snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", r->run_dir);
+
+    params_init_empty(&r->ps);
+    if (llama_declare(mc, &r->ps) || params_alloc(&r->ps)) return -1;
+    params_randomize(&r->ps, rng_derive(r->seed, 1));
+    if (!(r->m = llama_create(mc, &r->ps, r->B, r->T))) return -1;
+    r->tok = malloc(sizeof(int) * (size_t)r->B * r->T); r->tgt = malloc(sizeof(int) * (size_t)r->B * r->T);
+    if (!r->tok || !r->tgt) return ar_errorf("out of memory");
+    return 0;
+}
+
+/* A fresh start replaces the previous run's checkpoints (every step_*.h5 and
+ * leftover .tmp in <run_dir>/checkpoints, broken ones included). */
+static int remove_checkpoints(const char *run_dir) {
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : ar_errorf("cannot read %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "step_", 5) != 0 || !strstr(e->d_name, ".h5")) continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (unlink(p)) { rc = ar_errorf("cannot remove old checkpoint %s: %s", p, strerror(errno)); break; }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Fresh start or resume; leaves r->st.step at the first step to run. */
+static int start_or_resume(run_t *r) {
+    const char *how = cfg_str(r->cfg, "train.resume");
+    char path[1200] = "";
+    if (!strcmp(how, "auto")) {
+        int rc = ckpt_latest(r->run_dir, path, sizeof path);
+        if (rc < 0) return -1;
+        if (rc == 1) path[0] = 0;
+    } else if (strcmp(how, "never") != 0) {
+        snprintf(path, sizeof path, "%s", how);
+    }
+    rng_seed(&r->data.rng, rng_derive(r->seed, 2));
+    if (!path[0]) {   /* fresh: replace what a previous run left here */
+        r->st.step = 0; r->st.seed = r->seed;
+        if (remove_checkpoints(r->run_dir)) return -1;
+        if (ar_mkdir_parent(r->metrics)) return -1;
+        FILE *f = fopen(r->metrics, "w");
+        if (!f) return ar_errorf("cannot create %s: %s", r->metrics, strerror(errno));
+        fclose(f);
+        return 0;
+    }
+    if (ckpt_load(path, &r->ps, &r->st, 1)) return -1;
+    if (r->st.seed != r->seed)
+        return ar_errorf("%s was written by a run with train.seed = %llu, this config has %llu", path,
+                         (unsigned long long)r->st.seed, (unsigned long long)r->seed);
+    r->data.rng = r->st.rng;
+    if (metrics_truncate(r->metrics, r->st.step)) return -1;
+    log_info("resumed from %s at step %lld", path, (long long)r->st.step);
+    return 0;
+}
+
+int train_run(const ar_config *cfg) {
+    run_t r;
+    memset(&r, 0, sizeof r);
+    int rc = -1;
+    if (setup(&r, cfg) || start_or_resume(&r)) goto done;
+    {
+        char cfgpath[1100];
+        snprintf(cfgpath, sizeof cfgpath, "%s/config.cfg", r.run_dir);
+        char *text = config_text(cfg);
+        FILE *f = text ? fopen(cfgpath, "w") : NULL;
+        if (!f) { free(text); if (text) ar_errorf("cannot write %s: %s", cfgpath, strerror(errno)); goto done; }
+        fputs(text, f); fclose(f);
+        if (ckpt_state_set_config(&r.st, text)) { free(text); goto done; }
+        free(text);
+    }
+    if (!(r.log = log_open(r.metrics))) goto done;
+    log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
+             cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
+             params_numel(&r.ps, 0), params_numel(&r.ps, 1));
+    log_info("backend %s, %d threads, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
+             k_backend_name(), k_num_threads(), llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
+             (long long)r.st.step + 1, r.steps, r.run_dir);
+
+    g_interrupted = 0;
+    void (*old_handler)(int) = signal(SIGINT, on_sigint);
+    const int eval_every = (int)cfg_int(cfg, "train.eval_every"), save_every = (int)cfg_int(cfg, "train.save_every");
+    const int eval_batches = (int)cfg_int(cfg, "train.eval_batches"), stop_after = (int)cfg_int(cfg, "train.stop_after");
+    const double t0 = ar_now();
+    const int64_t first = r.st.step;
+    double loss_ema = NAN, acc = NAN;
+    ar_progress prog;
+    progress_start(&prog, r.steps, "train");
+    progress_update(&prog, (long)first, "");
+    int64_t step = first;
+    while (step < r.steps) {
+        double loss = 0;
+        params_zero_grad(&r.ps);
+        for (int a = 0; a < r.accum; a++) {
+            if (data_next(&r.data, r.B, r.T, r.tok, r.tgt)) goto interrupted;
+            int count = 0;
+            float l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, rng_derive(r.seed, 1000000 + (uint64_t)step * r.accum + a), &count);
+            if (!isfinite(l)) { ar_errorf("step %lld: loss is %g (diverged); lower train.lr", (long long)step + 1, l); goto interrupted; }
+            llama_backward(r.m, 1.0f / r.accum);
+            loss += l / r.accum;
+        }
+        float lr = optim_lr_at(&r.oc, (int)step);
+        double gnorm = optim_step(&r.ps, &r.oc, (int)step + 1, lr);
+        if (k_error()) { ar_errorf("step %lld: %s", (long long)step + 1, k_error()); goto interrupted; }
+        step++;
+        int last = step == r.steps;
+        double vloss = NAN;
+        acc = NAN;
+        if ((eval_every > 0 && step % eval_every == 0) || last) {
+            vloss = validate(&r, eval_batches);
+            if (r.data.kind == DATA_SYNTH) acc = synth_accuracy(&r, (int)cfg_int(cfg, "data.eval_samples"));
+        }
+        double el = ar_now() - t0;
+        const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy"};
+        double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc};
+        if (log_metrics(r.log, (int)step, keys, vals, 7)) goto interrupted;
+        loss_ema = isnan(loss_ema) ? loss : 0.9 * loss_ema + 0.1 * loss;
+        char extra[160];
+        int n = snprintf(extra, sizeof extra, "loss %.4f lr %.2e", loss_ema, lr);
+        if (!isnan(vloss)) n += snprintf(extra + n, sizeof extra - n, " val %.4f", vloss);
+        if (!isnan(acc)) snprintf(extra + n, sizeof extra - n, " acc %.3f", acc);
+        progress_update(&prog, (long)step, extra);
+        if (!isnan(vloss)) {
+            if (isnan(acc)) log_info("step %lld: val_loss %.4f", (long long)step, vloss);
+            else log_info("step %lld: val_loss %.4f, greedy exact-match accuracy %.3f", (long long)step, vloss, acc);
+        }
+        int stop = g_interrupted || (stop_after > 0 && step - first >= stop_after);
+        if ((save_every > 0 && step % save_every == 0) || last || stop) {
+            if (save(&r, step)) goto interrupted;
+        }
+        if (stop && !last) {
+            progress_finish(&prog);
+            log_info("%s after step %lld; continue with the same command (train.resume = auto)",
+                     g_interrupted ? "interrupted" : "stopped (train.stop_after)", (long long)step);
+            rc = 0;
+            goto restore;
+        }
+    }
+    progress_finish(&prog);
+    {
+        double el = ar_now() - t0;
+        log_info("done: steps %lld..%d in %.1f s (%.0f tokens/s), final loss %.4f",
+                 (long long)first + 1, r.steps, el, (double)(r.steps - first) * r.accum * r.B * r.T / (el > 0 ? el : 1), loss_ema);
+        double need = cfg_float(cfg, "train.min_accuracy");
+        if (r.data.kind == DATA_SYNTH && need > 0 && !(acc >= need)) {
+            ar_errorf("final accuracy %.3f is below train.min_accuracy %.3f", acc, need);
+            goto restore;
+        }
+    }
+    rc = 0;
+    goto restore;
+interrupted:
+    progress_finish(&prog);
+restore:
+    signal(SIGINT, old_handler);
+done:
+    free(r.tok); free(r.tgt);
+    log_close(r.log);
+    llama_free(r.m);
+    params_free(&r.ps);
+    data_close(&r.data);
+    ckpt_state_free(&r.st);
+    return rc;
+}
