@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "data/synthetic.h"
+#include "data/token_dataset.h"
 #include "kernels/kernels.h"
 #include "model/llama.h"
 #include "optim/optim.h"
@@ -64,6 +65,8 @@ const cfg_key train_schema[] = {
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
     {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5)"},
+    {"data.train", CFG_STRING, "", "tokens: training file (HDF5: input_ids, labels[, attention_mask])"},
+    {"data.val", CFG_STRING, "", "tokens: validation file (empty: no validation loss)"},
     {"data.task", CFG_STRING, "reverse", "synthetic: reverse | copy | sort"},
     {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
     {"data.base", CFG_INT, "10", "synthetic: distinct digit tokens"},
@@ -76,14 +79,16 @@ const int train_schema_len = (int)(sizeof train_schema / sizeof train_schema[0])
 /* Data sources                                                             */
 /* ------------------------------------------------------------------------ */
 typedef struct {
-    int kind;                 /* DATA_SYNTH */
-    int vocab, seq_len;
+    int kind;                 /* DATA_SYNTH or DATA_TOKENS */
+    int vocab, seq_len;       /* what the data needs: 0 = no constraint */
     synth_task task;
-    ar_rng rng;               /* training order: the stream of samples */
+    ar_rng rng;               /* synthetic: the stream of training samples */
+    token_dataset *train, *val;
+    tds_cursor cur;           /* tokens: epoch, position in the epoch's order */
 } data_src;
-enum { DATA_SYNTH };
+enum { DATA_SYNTH, DATA_TOKENS };
 
-static int data_open(data_src *d, const ar_config *cfg) {
+static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
     memset(d, 0, sizeof *d);
     const char *kind = cfg_str(cfg, "data.kind");
     if (!strcmp(kind, "synthetic")) {
@@ -94,14 +99,25 @@ static int data_open(data_src *d, const ar_config *cfg) {
         d->seq_len = d->task.T;
         return 0;
     }
+    if (!strcmp(kind, "tokens")) {
+        d->kind = DATA_TOKENS;
+        const char *tp = cfg_str(cfg, "data.train"), *vp = cfg_str(cfg, "data.val");
+        if (!tp[0]) return ar_errorf("config: data.kind = tokens needs data.train (an HDF5 file with input_ids and labels)");
+        if (model_vocab <= 0) return ar_errorf("config: data.kind = tokens needs model.vocab (the tokenizer's vocabulary size)");
+        if (!(d->train = tds_open(tp, model_vocab))) return -1;
+        if (vp[0] && !(d->val = tds_open(vp, model_vocab))) return -1;
+        d->vocab = model_vocab;
+        d->seq_len = tds_seq_len(d->train);
+        return 0;
+    }
     return ar_errorf("config: data.kind = '%s' (expected synthetic or tokens)", kind);
 }
 
-static void data_close(data_src *d) { (void)d; }
+static void data_close(data_src *d) { tds_close(d->train); tds_close(d->val); }
 
 /* B sequences of T tokens into tokens/targets; -1 + ar_error. */
 static int data_next(data_src *d, int B, int T, int *tokens, int *targets) {
-    (void)T;
+    if (d->kind == DATA_TOKENS) return tds_next_batch(d->train, &d->cur, B, T, tokens, targets);
     for (int b = 0; b < B; b++) synth_sample(&d->task, &d->rng, tokens + (size_t)b * T, targets + (size_t)b * T);
     return 0;
 }
@@ -137,13 +153,24 @@ static char *config_text(const ar_config *cfg) {
     return buf;
 }
 
-/* Mean validation loss over eval_batches micro-batches drawn from a fixed stream. */
+/* Mean validation loss over the counted targets of eval_batches micro-batches:
+ * a fixed synthetic stream, or the validation file's rows in file order (at
+ * most one pass over the file; broken rows skipped). NaN when there is none. */
 static double validate(run_t *r, int batches) {
-    if (r->data.kind != DATA_SYNTH || batches <= 0) return NAN;
+    if (batches <= 0 || (r->data.kind == DATA_TOKENS && !r->data.val)) return NAN;
     ar_rng v; rng_seed(&v, rng_derive(r->seed, 3));
+    int64_t rows = r->data.val ? tds_rows(r->data.val) : 0, next = 0;
+    if (r->data.kind == DATA_TOKENS && (rows + r->B - 1) / r->B < batches) batches = (int)((rows + r->B - 1) / r->B);
     double sum = 0; long cnt = 0;
     for (int i = 0; i < batches; i++) {
-        for (int b = 0; b < r->B; b++) synth_sample(&r->data.task, &v, r->tok + (size_t)b * r->T, r->tgt + (size_t)b * r->T);
+        for (int b = 0; b < r->B; b++) {
+            int *tk = r->tok + (size_t)b * r->T, *tg = r->tgt + (size_t)b * r->T;
+            if (r->data.kind == DATA_SYNTH) { synth_sample(&r->data.task, &v, tk, tg); continue; }
+            int rc = 1;
+            for (int64_t tries = 0; rc == 1 && tries < rows; tries++, next = (next + 1) % rows)
+                rc = tds_read_row(r->data.val, next, r->T, tk, tg);
+            if (rc != 0) return NAN;      /* I/O error, or no usable row in the file */
+        }
         int c = 0;
         float l = llama_forward(r->m, r->tok, r->tgt, r->B, r->T, 0, &c);
         sum += (double)l * c; cnt += c;
@@ -215,6 +242,8 @@ static int save(run_t *r, int64_t step) {
     char p[1200];
     r->st.step = step;
     r->st.rng = r->data.rng;
+    r->st.epoch = r->data.cur.epoch;
+    r->st.data_position = r->data.cur.position;
     if (ckpt_path(r->run_dir, step, p, sizeof p) || ckpt_save(p, &r->ps, &r->st, 0)) return -1;
     prune_checkpoints(r->run_dir, step, (int)cfg_int(r->cfg, "train.save_every"), (int)cfg_int(r->cfg, "train.keep_checkpoints"));
     log_info("checkpoint %s", p);
@@ -223,9 +252,9 @@ static int save(run_t *r, int64_t step) {
 
 static int setup(run_t *r, const ar_config *cfg) {
     r->cfg = cfg;
-    if (data_open(&r->data, cfg)) return -1;
     llama_cfg *mc = &r->mc;
     mc->vocab = (int)cfg_int(cfg, "model.vocab");
+    if (data_open(&r->data, cfg, mc->vocab)) return -1;
     if (mc->vocab == 0) mc->vocab = r->data.vocab;
     else if (mc->vocab < r->data.vocab)
         return ar_errorf("config: model.vocab = %d is smaller than the data's vocabulary (%d)", mc->vocab, r->data.vocab);
@@ -312,6 +341,7 @@ static int start_or_resume(run_t *r) {
         snprintf(path, sizeof path, "%s", how);
     }
     rng_seed(&r->data.rng, rng_derive(r->seed, 2));
+    r->data.cur.seed = rng_derive(r->seed, 2);
     if (!path[0]) {   /* fresh: replace what a previous run left here */
         r->st.step = 0; r->st.seed = r->seed;
         if (remove_checkpoints(r->run_dir)) return -1;
@@ -326,6 +356,8 @@ static int start_or_resume(run_t *r) {
         return ar_errorf("%s was written by a run with train.seed = %llu, this config has %llu", path,
                          (unsigned long long)r->st.seed, (unsigned long long)r->seed);
     r->data.rng = r->st.rng;
+    r->data.cur.epoch = r->st.epoch;
+    r->data.cur.position = r->st.data_position;
     if (metrics_truncate(r->metrics, r->st.step)) return -1;
     log_info("resumed from %s at step %lld", path, (long long)r->st.step);
     return 0;
