@@ -113,19 +113,26 @@ $(BENCH_BIN): bench/bench_kernels.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
+$(BUILD)/bench/bench_llama: bench/bench_llama.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
 bench: $(BENCH_BIN)
 	@sh scripts/deps.sh python
 	@sh bench/run.sh $(BENCH_BIN) $(BUILD)/bench
+	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_llama && sh bench/run_llama.sh $(BUILD)/bench/bench_llama $(BUILD)/bench
 
 fixtures:
 	@sh scripts/deps.sh python
 	/usr/bin/python3 tests/ref/kernels_ref.py tests/fixtures/kernels.h5
 	/usr/bin/python3 tests/ref/llama_ref.py tests/fixtures/llama.h5
 	/usr/bin/python3 tests/ref/llama_recipe_ref.py tests/fixtures/llama_recipe.h5
+	/usr/bin/python3 tests/ref/make_safetensors_fixtures.py tests/fixtures/safetensors
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_EXTRA_fuzz_config :=
+FUZZ_EXTRA_fuzz_safetensors := checkpoints/safetensors.c model/params.c
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) $$(FUZZ_EXTRA_$$*)
