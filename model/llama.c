@@ -53,6 +53,8 @@ struct llama {
     int *tokens, *targets, *pos;   /* backend memory (k_malloc) */
     int count;
     uint64_t seed;                 /* dropout seed of the last forward */
+    int training;                  /* 0: no dropout (evaluation) */
+    int dropped;                   /* the last forward applied dropout */
     float scale_lora;
     ar_arena arena;
 };
@@ -179,7 +181,7 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
     if (T > c->max_seq) { ar_errorf("llama: sequence length %d exceeds model.max_seq %d", T, c->max_seq); return NULL; }
     llama *m = calloc(1, sizeof *m);
     if (!m) { ar_errorf("llama: out of memory"); return NULL; }
-    m->c = *c; m->B = B; m->T = T; m->N = B * T; m->hd = c->dim / c->heads; m->kvd = c->kv_heads * m->hd;
+    m->c = *c; m->B = B; m->T = T; m->N = B * T; m->training = 1; m->hd = c->dim / c->heads; m->kvd = c->kv_heads * m->hd;
     m->scale_lora = c->lora_rank > 0 ? c->lora_alpha / (float)c->lora_rank : 0.0f;
     m->lw = calloc((size_t)c->layers, sizeof *m->lw);
     m->la = calloc((size_t)c->layers, sizeof *m->la);
@@ -241,22 +243,22 @@ const float *llama_logits(const llama *m) { return m->logits; }
 const float *llama_embeds_grad(const llama *m) { return m->dx; }
 float *llama_embeds(llama *m) { return m->la[0].x; }
 size_t llama_activation_bytes(const llama *m) { return m->arena.cap; }
+void llama_set_training(llama *m, int training) { m->training = training != 0; }
 
 /* Dropout stream of projection i of layer l: rng_derive(seed, 7 l + i). */
 static uint64_t proj_seed(uint64_t seed, int l, int i) { return rng_derive(seed, (uint64_t)LLAMA_NPROJ * l + i); }
 
 static void proj_forward(llama *m, const proj_w *p, proj_a *a, float *out, const float *in, uint64_t seed) {
     if (!p->A) { linear_forward(out, in, p->w, NULL, m->N, p->in, p->out); return; }
-    float drop = m->c.lora_dropout;
-    if (drop > 0) dropout_mask(a->mask, (size_t)m->N * p->in, drop, seed);
-    lora_forward(out, a->xd, a->u, in, drop > 0 ? a->mask : NULL, p->w, NULL, p->A, p->B,
+    if (m->dropped) dropout_mask(a->mask, (size_t)m->N * p->in, m->c.lora_dropout, seed);
+    lora_forward(out, a->xd, a->u, in, m->dropped ? a->mask : NULL, p->w, NULL, p->A, p->B,
                  m->scale_lora, m->N, p->in, p->out, m->c.lora_rank);
 }
 
 static void proj_backward(llama *m, const proj_w *p, const proj_a *a, float *din, const float *dout, const float *in) {
     if (!p->A) { linear_backward(din, p->gw, NULL, dout, in, p->w, m->N, p->in, p->out); return; }
     lora_backward(din, p->gw, NULL, p->gA, p->gB, dout, in, a->xd, a->u,
-                  m->c.lora_dropout > 0 ? a->mask : NULL, p->w, p->A, p->B, m->scale_lora,
+                  m->dropped ? a->mask : NULL, p->w, p->A, p->B, m->scale_lora,
                   m->N, p->in, p->out, m->c.lora_rank);
 }
 
@@ -269,6 +271,7 @@ float llama_forward_embeds(llama *m, const int *targets, uint64_t dropout_seed, 
     const llama_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd;
     m->seed = dropout_seed;
+    m->dropped = m->training && c->lora_dropout > 0;
     for (int l = 0; l < c->layers; l++) {
         layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
         rmsnorm_forward(s->xn1, s->rstd1, s->x, w->attn_norm, c->norm_eps, N, D);

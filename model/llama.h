@@ -61,4 +61,6 @@ void    llama_backward(llama *m, float loss_weight);
 const float *llama_embeds_grad(const llama *m); /* [B*T, dim] after llama_backward */
 const float *llama_logits(const llama *m);      /* [B*T, vocab] of the last forward */
 size_t  llama_activation_bytes(const llama *m);
+/* Training mode (the default) applies LoRA dropout; evaluation mode (0) does not. */
+void    llama_set_training(llama *m, int training);
 #endif

@@ -17,6 +17,9 @@ static void usage(FILE *f) {
         "commands:\n"
         "  train <config.cfg> [section.key=value ...]   train as the config says (overrides after it)\n"
         "  config <config.cfg> [section.key=value ...]  print the fully resolved config\n"
+        "  export-peft <config.cfg> <dir> [k=v ...]     the run's newest checkpoint as a PEFT adapter\n"
+        "                                               (adapter_model.safetensors + adapter_config.json)\n"
+        "  merge <config.cfg> <out.safetensors> [k=v ...]  model.init + the run's LoRA merged into full weights\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -58,6 +61,17 @@ int main(int argc, char **argv) {
         else if (train_run(c)) { log_error("%s", ar_error()); rc = 1; }
         cfg_free(c);
         return rc;
+    }
+    if (!strcmp(cmd, "export-peft") || !strcmp(cmd, "merge")) {
+        if (argc < 4) { fprintf(stderr, "anyref %s: expected <config.cfg> <output>\n", cmd); usage(stderr); return 2; }
+        const char *out = argv[3];
+        argv[3] = argv[2];   /* load() takes the config path then overrides */
+        ar_config *c = load(argc - 3, argv + 3);
+        if (!c) { log_error("%s", ar_error()); return 2; }
+        int rc = !strcmp(cmd, "merge") ? train_merge(c, out) : train_export_peft(c, out);
+        if (rc) log_error("%s", ar_error());
+        cfg_free(c);
+        return rc ? 1 : 0;
     }
     fprintf(stderr, "anyref: unknown command '%s'\n", cmd);
     usage(stderr);

@@ -8,6 +8,8 @@
  * reproduces the uninterrupted one exactly. */
 #include "train/train.h"
 #include "checkpoints/checkpoint.h"
+#include "checkpoints/peft.h"
+#include "checkpoints/safetensors.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -37,6 +39,7 @@ const cfg_key train_schema[] = {
     {"model.max_seq", CFG_INT, "0", "longest sequence (0: = train.seq_len)"},
     {"model.norm_eps", CFG_FLOAT, "1e-6", "RMSNorm epsilon"},
     {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
+    {"model.init", CFG_STRING, "", "initial weights: .safetensors file, sharded index .json or HF model directory (empty: random)"},
     {"lora.rank", CFG_INT, "0", "LoRA rank (0: no LoRA)"},
     {"lora.alpha", CFG_FLOAT, "16", "LoRA alpha (scale = alpha / rank)"},
     {"lora.dropout", CFG_FLOAT, "0.05", "dropout on the LoRA input"},
@@ -158,6 +161,7 @@ static char *config_text(const ar_config *cfg) {
  * most one pass over the file; broken rows skipped). NaN when there is none. */
 static double validate(run_t *r, int batches) {
     if (batches <= 0 || (r->data.kind == DATA_TOKENS && !r->data.val)) return NAN;
+    llama_set_training(r->m, 0);
     ar_rng v; rng_seed(&v, rng_derive(r->seed, 3));
     int64_t rows = r->data.val ? tds_rows(r->data.val) : 0, next = 0;
     if (r->data.kind == DATA_TOKENS && (rows + r->B - 1) / r->B < batches) batches = (int)((rows + r->B - 1) / r->B);
@@ -169,12 +173,13 @@ static double validate(run_t *r, int batches) {
             int rc = 1;
             for (int64_t tries = 0; rc == 1 && tries < rows; tries++, next = (next + 1) % rows)
                 rc = tds_read_row(r->data.val, next, r->T, tk, tg);
-            if (rc != 0) return NAN;      /* I/O error, or no usable row in the file */
+            if (rc != 0) { llama_set_training(r->m, 1); return NAN; }  /* I/O error, or no usable row */
         }
         int c = 0;
         float l = llama_forward(r->m, r->tok, r->tgt, r->B, r->T, 0, &c);
         sum += (double)l * c; cnt += c;
     }
+    llama_set_training(r->m, 1);
     return cnt ? sum / cnt : NAN;
 }
 
@@ -187,6 +192,7 @@ static double synth_accuracy(run_t *r, int samples) {
     if (!ref || !row) { free(ref); free(row); return NAN; }
     ar_rng g; rng_seed(&g, rng_derive(r->seed, 4));
     int correct = 0, total = 0;
+    llama_set_training(r->m, 0);
     for (int done = 0; done < samples; done += B) {
         for (int b = 0; b < B; b++) synth_sample(t, &g, ref + (size_t)b * T, r->tgt + (size_t)b * T);
         memcpy(r->tok, ref, sizeof(int) * (size_t)B * T);
@@ -205,6 +211,7 @@ static double synth_accuracy(run_t *r, int samples) {
         for (int b = 0; b < B && done + b < samples; b++, total++)
             correct += memcmp(r->tok + (size_t)b * T, ref + (size_t)b * T, sizeof(int) * (size_t)T) == 0;
     }
+    llama_set_training(r->m, 1);
     free(ref); free(row);
     return total ? (double)correct / total : NAN;
 }
@@ -247,6 +254,23 @@ static int save(run_t *r, int64_t step) {
     if (ckpt_path(r->run_dir, step, p, sizeof p) || ckpt_save(p, &r->ps, &r->st, 0)) return -1;
     prune_checkpoints(r->run_dir, step, (int)cfg_int(r->cfg, "train.save_every"), (int)cfg_int(r->cfg, "train.keep_checkpoints"));
     log_info("checkpoint %s", p);
+    return 0;
+}
+
+/* Base weights from a Hugging Face checkpoint. Only LoRA tensors may be absent
+ * (they start as A ~ Kaiming, B = 0, so step 0 is the base model). */
+static int load_init(run_t *r, const char *path) {
+    st_report rep;
+    if (st_load_params(path, &r->ps, ST_ALLOW_MISSING_TRAINABLE | ST_ALLOW_MISSING_FROZEN, &rep))
+        return ar_error_prefix("model.init: ");
+    int lora = 0;
+    for (int i = 0; i < r->ps.n; i++) lora += strstr(r->ps.p[i].name, ".lora_") != NULL;
+    char line[2048];
+    st_report_format(&rep, line, sizeof line);
+    if (rep.n_missing != lora)
+        return ar_errorf("model.init: %s lacks %d tensors of the model besides its %d LoRA tensors (%s)",
+                         path, rep.n_missing - lora, lora, line);
+    log_info("model.init %s: %s", path, line);
     return 0;
 }
 
@@ -304,6 +328,8 @@ static int setup(run_t *r, const ar_config *cfg) {
     params_init_empty(&r->ps);
     if (llama_declare(mc, &r->ps) || params_alloc(&r->ps)) return -1;
     params_randomize(&r->ps, rng_derive(r->seed, 1));
+    const char *init = cfg_str(cfg, "model.init");
+    if (init[0] && load_init(r, init)) return -1;
     if (!(r->m = llama_create(mc, &r->ps, r->B, r->T))) return -1;
     r->tok = malloc(sizeof(int) * (size_t)r->B * r->T); r->tgt = malloc(sizeof(int) * (size_t)r->B * r->T);
     if (!r->tok || !r->tgt) return ar_errorf("out of memory");
@@ -361,6 +387,55 @@ static int start_or_resume(run_t *r) {
     if (metrics_truncate(r->metrics, r->st.step)) return -1;
     log_info("resumed from %s at step %lld", path, (long long)r->st.step);
     return 0;
+}
+
+/* The checkpoint export/merge read: train.resume = PATH, else the newest in run.dir. */
+static int find_checkpoint(run_t *r, char *path, size_t cap) {
+    const char *how = cfg_str(r->cfg, "train.resume");
+    if (strcmp(how, "auto") != 0 && strcmp(how, "never") != 0) { snprintf(path, cap, "%s", how); return 0; }
+    int rc = ckpt_latest(r->run_dir, path, cap);
+    if (rc == 1) return ar_errorf("no checkpoint in %s/checkpoints (train first, or set train.resume = PATH)", r->run_dir);
+    return rc;
+}
+
+static void teardown(run_t *r) {
+    free(r->tok); free(r->tgt);
+    log_close(r->log);
+    llama_free(r->m);
+    params_free(&r->ps);
+    data_close(&r->data);
+    ckpt_state_free(&r->st);
+}
+
+int train_export_peft(const ar_config *cfg, const char *out_dir) {
+    run_t r;
+    memset(&r, 0, sizeof r);
+    char ck[1200];
+    int rc = -1;
+    if (setup(&r, cfg) || find_checkpoint(&r, ck, sizeof ck) || ckpt_load(ck, &r.ps, &r.st, 0)) goto out;
+    peft_info info = {.r = r.mc.lora_rank, .alpha = r.mc.lora_alpha, .dropout = r.mc.lora_dropout,
+                      .base_model = cfg_str(cfg, "model.init")};
+    if (peft_export(out_dir, &r.ps, &info)) goto out;
+    log_info("exported the adapter of %s (step %lld) to %s/adapter_model.safetensors and adapter_config.json",
+             ck, (long long)r.st.step, out_dir);
+    rc = 0;
+out:
+    teardown(&r);
+    return rc;
+}
+
+int train_merge(const ar_config *cfg, const char *out_path) {
+    run_t r;
+    memset(&r, 0, sizeof r);
+    char ck[1200];
+    int rc = -1, n;
+    if (setup(&r, cfg) || find_checkpoint(&r, ck, sizeof ck) || ckpt_load(ck, &r.ps, &r.st, 0)) goto out;
+    if ((n = peft_merge(&r.ps, r.mc.lora_alpha, r.mc.lora_rank)) < 0 || peft_save_merged(out_path, &r.ps)) goto out;
+    log_info("merged %d LoRA projections of %s (step %lld) into %s", n, ck, (long long)r.st.step, out_path);
+    rc = 0;
+out:
+    teardown(&r);
+    return rc;
 }
 
 int train_run(const ar_config *cfg) {
@@ -463,11 +538,6 @@ interrupted:
 restore:
     signal(SIGINT, old_handler);
 done:
-    free(r.tok); free(r.tgt);
-    log_close(r.log);
-    llama_free(r.m);
-    params_free(&r.ps);
-    data_close(&r.data);
-    ckpt_state_free(&r.st);
+    teardown(&r);
     return rc;
 }

@@ -11,4 +11,10 @@ extern const cfg_key train_schema[];
 extern const int train_schema_len;
 /* Runs the training described by cfg; 0 on success, -1 + ar_error. */
 int train_run(const ar_config *cfg);
+/* `anyref export-peft`: the checkpoint (train.resume = PATH, else the newest
+ * in run.dir) as a PEFT adapter directory (checkpoints/peft.h). */
+int train_export_peft(const ar_config *cfg, const char *out_dir);
+/* `anyref merge`: model.init plus the checkpoint's LoRA merged (W += s B A),
+ * written as one safetensors file with Hugging Face names. */
+int train_merge(const ar_config *cfg, const char *out_path);
 #endif
