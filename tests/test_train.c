@@ -9,6 +9,10 @@
 #include "data/synthetic.h"
 #include "data/token_dataset.h"
 #include "core/rng.h"
+#include "checkpoints/checkpoint.h"
+#include "checkpoints/safetensors.h"
+#include "model/llama.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +146,47 @@ static void test_token_data(void) {
     free(m1); free(ma); free(mb);
 }
 
+/* model.init: Hugging Face weights by name; a larger model.vocab adds rows that
+ * are the mean of the checkpoint's rows (embed_tokens and lm_head). With lr 0
+ * the step-1 checkpoint holds exactly the initial weights. */
+static void test_model_init_resize(void) {
+    llama_cfg c = {.vocab = 13, .dim = 64, .layers = 2, .heads = 4, .kv_heads = 2, .mlp_hidden = 176,
+                   .max_seq = 15, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .train_base = 1};
+    ar_params a; params_init_empty(&a);
+    llama_declare(&c, &a); params_alloc(&a); params_randomize(&a, 99);
+    char init[300], d[300], ai[320], ad[320];
+    snprintf(init, sizeof init, "%s/init.safetensors", g_tmp); snprintf(d, sizeof d, "%s/resize", g_tmp);
+    snprintf(ai, sizeof ai, "model.init=%s", init); snprintf(ad, sizeof ad, "run.dir=%s", d);
+    if (st_save(init, &a, NULL, NULL, NULL, NULL, 0)) { t_fail("train model.init", "st_save: %s", ar_error()); return; }
+    const char *o[] = {ai, ad, "model.vocab=15", "train.lr=0", "train.steps=1", "train.warmup_steps=0",
+                       "train.eval_every=0", "train.min_accuracy=0", "data.eval_samples=1"};
+    int rc = run(o, 9);
+    llama_cfg cb = c; cb.vocab = 15;
+    ar_params b; params_init_empty(&b);
+    llama_declare(&cb, &b); params_alloc(&b);
+    char ck[400];
+    snprintf(ck, sizeof ck, "%s/checkpoints/step_000001.h5", d);
+    int lrc = rc ? -1 : ckpt_load(ck, &b, NULL, 0);
+    int same = 1, mean_ok = 1;
+    for (int i = 0; !lrc && i < a.n; i++) {
+        const ar_param *pa = &a.p[i], *pb = params_find(&b, pa->name);
+        const float *wa = a.w + pa->off, *wb = b.w + pb->off;
+        if (pa->numel == pb->numel) { same &= !memcmp(wa, wb, pa->numel * sizeof(float)); continue; }
+        size_t D = (size_t)pa->shape[1];
+        same &= !memcmp(wa, wb, pa->numel * sizeof(float));          /* rows 0..12 */
+        for (size_t dd = 0; dd < D; dd++) {
+            double m = 0;
+            for (int v = 0; v < 13; v++) m += wa[v * D + dd];
+            m /= 13;
+            for (int v = 13; v < 15; v++) mean_ok &= fabs(wb[v * D + dd] - m) < 1e-6;
+        }
+    }
+    t_check(rc == 0 && lrc == 0 && same && mean_ok, "train model.init with vocabulary resize 13 -> 15",
+            "run %d, load %d, original weights kept: %s, new rows = mean row: %s%s%s", rc, lrc, same ? "yes" : "NO",
+            mean_ok ? "yes" : "NO", rc || lrc ? ": " : "", rc || lrc ? ar_error() : "");
+    params_free(&a); params_free(&b);
+}
+
 static void test_config_errors(void) {
     const char *o1[] = {"train.trainable=lora", "lora.rank=0"};
     int rc = run(o1, 2);
@@ -161,6 +206,7 @@ int main(void) {
     test_resume_bitwise();
     test_learns_below_baseline();
     test_token_data();
+    test_model_init_resize();
     test_config_errors();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

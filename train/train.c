@@ -12,6 +12,7 @@
 #include "checkpoints/safetensors.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const cfg_key train_schema[] = {
@@ -257,19 +259,101 @@ static int save(run_t *r, int64_t step) {
     return 0;
 }
 
+/* The safetensors file of a checkpoint (file, sharded index or model directory)
+ * that holds tensor `name`: writes its path to out. */
+static int shard_of(const char *path, const char *name, char *out, size_t cap) {
+    char idx[1200];
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", path);
+        if (stat(idx, &sb) != 0) { snprintf(out, cap, "%s/model.safetensors", path); return 0; }
+        path = idx;
+    }
+    size_t n = strlen(path);
+    if (n < 5 || strcmp(path + n - 5, ".json") != 0) { snprintf(out, cap, "%s", path); return 0; }
+    json_doc *d = json_parse_file(path);
+    if (!d) return -1;
+    const json_value *wm = json_get(json_root(d), "weight_map"), *f = wm ? json_get(wm, name) : NULL;
+    if (!f || f->type != JSON_STRING) { json_free(d); return ar_errorf("%s: weight_map has no string entry for '%s'", path, name); }
+    const char *slash = strrchr(path, '/');
+    snprintf(out, cap, "%.*s%s", slash ? (int)(slash - path + 1) : 0, path, f->str);
+    json_free(d);
+    return 0;
+}
+
+/* Vocabulary resize (SPEC 2.1: added tokens such as [SEG]): rows [0, old) of
+ * `name` come from the checkpoint, rows [old, V) are the mean of those rows. */
+static int load_resized_rows(const char *path, ar_params *ps, const char *name, int *old_rows) {
+    const ar_param *p = params_find(ps, name);
+    char file[1200];
+    if (!p || shard_of(path, name, file, sizeof file)) return -1;
+    st_file *f = st_open(file);
+    if (!f) return -1;
+    int i = st_find(f, name), nd = 0;
+    const int64_t *sh = i >= 0 ? st_shape(f, i, &nd) : NULL;
+    int rc = -1;
+    if (!sh || nd != 2 || sh[1] != p->shape[1] || sh[0] > p->shape[0]) {
+        ar_errorf("%s: tensor '%s' %s (the model has [%d, %d])", file, name, sh ? "has another shape" : "is missing",
+                  p->shape[0], p->shape[1]);
+        goto out;
+    }
+    size_t V = (size_t)p->shape[0], D = (size_t)p->shape[1], old = (size_t)sh[0];
+    float *host = malloc(V * D * sizeof(float));
+    if (!host) { ar_errorf("out of memory"); goto out; }
+    if (st_read_f32(f, i, host, old * D)) { free(host); goto out; }
+    for (size_t d = 0; d < D; d++) {
+        double m = 0;
+        for (size_t v = 0; v < old; v++) m += host[v * D + d];
+        for (size_t v = old; v < V; v++) host[v * D + d] = (float)(m / (double)old);
+    }
+    k_upload(ps->w + p->off, host, V * D * sizeof(float));
+    free(host);
+    *old_rows = (int)old;
+    rc = 0;
+out:
+    st_close(f);
+    return rc;
+}
+
+/* Hides the two vocabulary tensors from the bulk load when they are resized. */
+static int hide_vocab(void *ctx, const char *name, char *out, size_t cap) {
+    int hide = *(int *)ctx && (!strcmp(name, "model.embed_tokens.weight") || !strcmp(name, "lm_head.weight"));
+    snprintf(out, cap, "%s%s", hide ? "\x01resized\x01" : "", name);
+    return 0;
+}
+
 /* Base weights from a Hugging Face checkpoint. Only LoRA tensors may be absent
- * (they start as A ~ Kaiming, B = 0, so step 0 is the base model). */
+ * (they start as A ~ Kaiming, B = 0, so step 0 is the base model); a larger
+ * model.vocab than the checkpoint's adds rows initialised to the mean row. */
 static int load_init(run_t *r, const char *path) {
     st_report rep;
-    if (st_load_params(path, &r->ps, ST_ALLOW_MISSING_TRAINABLE | ST_ALLOW_MISSING_FROZEN, &rep))
+    int resize = 0;
+    /* probe the embedding's row count */
+    char file[1200];
+    if (shard_of(path, "model.embed_tokens.weight", file, sizeof file) == 0) {
+        st_file *f = st_open(file);
+        int i = f ? st_find(f, "model.embed_tokens.weight") : -1, nd = 0;
+        const int64_t *sh = i >= 0 ? st_shape(f, i, &nd) : NULL;
+        if (sh && nd == 2 && sh[0] < r->mc.vocab) resize = 1;
+        st_close(f);
+    }
+    ar_error_clear();
+    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING_TRAINABLE | ST_ALLOW_MISSING_FROZEN, hide_vocab, &resize, &rep))
         return ar_error_prefix("model.init: ");
     int lora = 0;
     for (int i = 0; i < r->ps.n; i++) lora += strstr(r->ps.p[i].name, ".lora_") != NULL;
     char line[2048];
     st_report_format(&rep, line, sizeof line);
-    if (rep.n_missing != lora)
+    if (rep.n_missing != lora + 2 * resize)
         return ar_errorf("model.init: %s lacks %d tensors of the model besides its %d LoRA tensors (%s)",
-                         path, rep.n_missing - lora, lora, line);
+                         path, rep.n_missing - lora - 2 * resize, lora, line);
+    if (resize) {
+        int old = 0;
+        if (load_resized_rows(path, &r->ps, "model.embed_tokens.weight", &old) ||
+            load_resized_rows(path, &r->ps, "lm_head.weight", &old))
+            return ar_error_prefix("model.init: ");
+        log_info("model.init: vocabulary resized from %d to %d tokens (new rows = mean of the old rows)", old, r->mc.vocab);
+    }
     log_info("model.init %s: %s", path, line);
     return 0;
 }
