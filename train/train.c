@@ -497,8 +497,11 @@ int train_export_peft(const ar_config *cfg, const char *out_dir) {
     char ck[1200];
     int rc = -1;
     if (setup(&r, cfg) || find_checkpoint(&r, ck, sizeof ck) || ckpt_load(ck, &r.ps, &r.st, 0)) goto out;
-    peft_info info = {.r = r.mc.lora_rank, .alpha = r.mc.lora_alpha, .dropout = r.mc.lora_dropout,
-                      .base_model = cfg_str(cfg, "model.init")};
+    /* an absolute base path, so the adapter resolves from any working directory */
+    char base[4096];
+    const char *init = cfg_str(cfg, "model.init");
+    if (!init[0] || !realpath(init, base)) snprintf(base, sizeof base, "%s", init);
+    peft_info info = {.r = r.mc.lora_rank, .alpha = r.mc.lora_alpha, .dropout = r.mc.lora_dropout, .base_model = base};
     if (peft_export(out_dir, &r.ps, &info)) goto out;
     log_info("exported the adapter of %s (step %lld) to %s/adapter_model.safetensors and adapter_config.json",
              ck, (long long)r.st.step, out_dir);
