@@ -132,6 +132,7 @@ fixtures:
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_EXTRA_fuzz_config :=
+FUZZ_EXTRA_fuzz_tokenizer := data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
 FUZZ_EXTRA_fuzz_safetensors := checkpoints/safetensors.c model/params.c
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "kernels/kernels.h"
 #include "train/train.h"
+#include "data/tokenize_cmd.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -20,6 +21,9 @@ static void usage(FILE *f) {
         "  export-peft <config.cfg> <dir> [k=v ...]     the run's newest checkpoint as a PEFT adapter\n"
         "                                               (adapter_model.safetensors + adapter_config.json)\n"
         "  merge <config.cfg> <out.safetensors> [k=v ...]  model.init + the run's LoRA merged into full weights\n"
+        "  tokenize --tokenizer FILE [--add-bos] [--add-eos] [--special TEXT]... [--decode] TEXT...\n"
+        "                                               ids of each text on one line (--decode: ids -> text);\n"
+        "                                               FILE is a SentencePiece tokenizer.model or an HF tokenizer.json\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -51,6 +55,7 @@ int main(int argc, char **argv) {
         printf("anyref %s (backend %s, %d threads)\n", ANYREF_VERSION, k_backend_name(), k_num_threads());
         return 0;
     }
+    if (!strcmp(cmd, "tokenize")) return tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
