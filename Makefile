@@ -128,6 +128,7 @@ fixtures:
 	/usr/bin/python3 tests/ref/llama_ref.py tests/fixtures/llama.h5
 	/usr/bin/python3 tests/ref/llama_recipe_ref.py tests/fixtures/llama_recipe.h5
 	/usr/bin/python3 tests/ref/make_safetensors_fixtures.py tests/fixtures/safetensors
+	/usr/bin/python3 tests/ref/make_conversation_fixtures.py tests/fixtures
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

@@ -6,6 +6,7 @@
 #include "kernels/kernels.h"
 #include "train/train.h"
 #include "data/tokenize_cmd.h"
+#include "data/prepare_cmd.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -24,6 +25,8 @@ static void usage(FILE *f) {
         "  tokenize --tokenizer FILE [--add-bos] [--add-eos] [--special TEXT]... [--decode] TEXT...\n"
         "                                               ids of each text on one line (--decode: ids -> text);\n"
         "                                               FILE is a SentencePiece tokenizer.model or an HF tokenizer.json\n"
+        "  prepare --tokenizer FILE [--template llava_v1|vicuna_v1_1] [--seq-len T] [--add-special TEXT]...\n"
+        "          [--no-strip] IN.json OUT.h5         LLaVA-format conversations -> the HDF5 token format\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -56,6 +59,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "tokenize")) return tokenize_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
