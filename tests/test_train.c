@@ -14,6 +14,7 @@
 #include "model/llama.h"
 #include "data/conversation.h"
 #include "data/tokenizer.h"
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,6 +243,20 @@ static void test_conversations_learn(void) {
     tok_free(tok);
 }
 
+/* Every shipped config parses against the schema (a typo there fails here). */
+static void test_shipped_configs(void) {
+    glob_t g;
+    int found = glob("configs/*.cfg", 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+    t_check(found >= 2, "configs/ has the shipped configs", "%d files", found);
+    for (int i = 0; i < found; i++) {
+        ar_config *c = cfg_new(train_schema, train_schema_len);
+        int rc = c ? cfg_load_file(c, g.gl_pathv[i]) : -1;
+        t_check(rc == 0, "config parses", "%s%s%s", g.gl_pathv[i], rc ? ": " : "", rc ? ar_error() : "");
+        cfg_free(c);
+    }
+    if (found) globfree(&g);
+}
+
 static void test_config_errors(void) {
     const char *o1[] = {"train.trainable=lora", "lora.rank=0"};
     int rc = run(o1, 2);
@@ -263,6 +278,7 @@ int main(void) {
     test_token_data();
     test_model_init_resize();
     test_conversations_learn();
+    test_shipped_configs();
     test_config_errors();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
