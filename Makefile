@@ -117,10 +117,10 @@ $(BUILD)/bench/bench_llama: bench/bench_llama.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN)
+bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama
 	@sh scripts/deps.sh python
 	@sh bench/run.sh $(BENCH_BIN) $(BUILD)/bench
-	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_llama && sh bench/run_llama.sh $(BUILD)/bench/bench_llama $(BUILD)/bench
+	@sh bench/run_llama.sh $(BUILD)/bench/bench_llama $(BUILD)/bench
 
 fixtures:
 	@sh scripts/deps.sh python

@@ -194,11 +194,12 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
                 /* the widest row of the block: P rows are 0 beyond their visible keys */
                 int kmax = 0;
                 const float *Pb = att + ph + (size_t)t0 * S;
-                for (int t = 0; t < nt; t++) {
+                for (int t = 0; t < nt; t++) {      /* vectorised: highest nonzero column + 1 */
                     const float *row = Pb + (size_t)t * S;
-                    int last = S;
-                    while (last > kmax && row[last - 1] == 0.0f) last--;
-                    kmax = last > kmax ? last : kmax;
+                    int hi = kmax;
+                    #pragma omp simd reduction(max:hi)
+                    for (int j = kmax; j < S; j++) hi = row[j] != 0.0f && j + 1 > hi ? j + 1 : hi;
+                    kmax = hi;
                 }
                 if (kmax == 0) continue;
                 const float *Qb = Q + (size_t)t0 * ldq, *dOb = dO + (size_t)t0 * ldq;
