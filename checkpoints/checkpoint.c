@@ -2,10 +2,11 @@
  * guarantees. Every HDF5 call runs with the library's own error printing
  * switched off (and restored afterwards); messages are built here, with the
  * innermost HDF5 error description appended where it helps. */
+#include "core/h5util.h"
+#include "core/fs.h"
 #include "checkpoints/checkpoint.h"
 
 #include "core/error.h"
-#include "core/fs.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
 
@@ -44,27 +45,6 @@ void ckpt_state_free(ar_train_state *st) {
 /* HDF5 helpers                                                             */
 /* ------------------------------------------------------------------------ */
 /* Switches HDF5's automatic error printing off for one public call. */
-typedef struct { H5E_auto2_t fn; void *data; } h5_quiet;
-static void quiet_begin(h5_quiet *q) {
-    q->fn = NULL; q->data = NULL;
-    H5Eget_auto2(H5E_DEFAULT, &q->fn, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-static void quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->fn, q->data); }
-
-static __thread char t_detail[256];
-static herr_t detail_cb(unsigned n, const H5E_error2_t *e, void *ud) {
-    (void)ud;
-    if (n == 0 && e->desc && e->desc[0]) snprintf(t_detail, sizeof t_detail, "%s", e->desc);
-    return 0;
-}
-/* The most specific description on HDF5's error stack (then clears it). */
-static const char *h5_detail(void) {
-    t_detail[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_cb, NULL);
-    H5Eclear2(H5E_DEFAULT);
-    return t_detail[0] ? t_detail : "unknown HDF5 error";
-}
 
 /* Why a registry name cannot be a link name, or NULL if it can. */
 static const char *bad_name(const char *name) {
@@ -210,18 +190,6 @@ static int write_file(const char *tmp, const ar_params *ps, const ar_train_state
     return rc;
 }
 
-/* fsync of a file, or of a directory (filesystems that cannot sync a
- * directory answer EINVAL; nothing more can be done there). */
-static int fsync_path(const char *path, int is_dir) {
-    int fd = open(path, O_RDONLY | (is_dir ? O_DIRECTORY : 0));
-    if (fd < 0) return ar_errorf("cannot open '%s' to sync it: %s", path, strerror(errno));
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (rc != 0 && !(is_dir && (err == EINVAL || err == ENOTSUP)))
-        return ar_errorf("cannot sync '%s': %s", path, strerror(err));
-    return 0;
-}
 
 int ckpt_save(const char *path, const ar_params *ps, const ar_train_state *st, int include_frozen) {
     if (!path || !path[0]) return ar_errorf("checkpoint: empty path");
@@ -249,18 +217,18 @@ int ckpt_save(const char *path, const ar_params *ps, const ar_train_state *st, i
     if (!host) return ar_errorf("checkpoint %s: out of memory for a %.1f MiB staging buffer", path,
                                 maxn * 4.0 / 1048576);
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = write_file(tmp, ps, st, include_frozen, host);
-    quiet_end(&q);
+    h5_quiet_end(&q);
     free(host);
-    if (!rc) rc = fsync_path(tmp, 0);
+    if (!rc) rc = ar_fsync_path(tmp, 0);
     if (!rc && rename(tmp, path) != 0)
         rc = ar_errorf("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
     if (rc) {
         unlink(tmp);
         return ar_error_prefix("checkpoint %s: ", path);
     }
-    if (fsync_path(dir, 1) < 0) return ar_error_prefix("checkpoint %s: ", path);
+    if (ar_fsync_path(dir, 1) < 0) return ar_error_prefix("checkpoint %s: ", path);
     return 0;
 }
 
@@ -539,7 +507,7 @@ int ckpt_load(const char *path, ar_params *ps, ar_train_state *st, int require_m
     int nitems = 0, rc;
 
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     hid_t f = open_checked(path);
     if (f < 0) {
         rc = -1;
@@ -547,7 +515,7 @@ int ckpt_load(const char *path, ar_params *ps, ar_train_state *st, int require_m
         rc = load_into_stage(f, ps, require_moments, &nst, items, &nitems, &stage);
         H5Fclose(f);
     }
-    quiet_end(&q);
+    h5_quiet_end(&q);
 
     if (rc == 0) {
         for (int i = 0; i < nitems; i++) {
@@ -624,10 +592,10 @@ int ckpt_latest(const char *run_dir, char *out, size_t cap) {
             break;
         }
         h5_quiet q;
-        quiet_begin(&q);
+        h5_quiet_begin(&q);
         hid_t f = open_checked(path);
         if (f >= 0) H5Fclose(f);
-        quiet_end(&q);
+        h5_quiet_end(&q);
         if (f < 0) {
             log_warn("checkpoint %s: %s; skipping it", path, ar_error());
             continue;

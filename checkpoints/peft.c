@@ -85,9 +85,9 @@ int peft_export(const char *dir, const ar_params *ps, const peft_info *info) {
     fprintf(f, ",\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"target_modules\": [", info->r);
     for (int i = 0; i < nt; i++) { fprintf(f, i ? ", " : ""); json_write_string(f, targets[i], strlen(targets[i])); }
     fprintf(f, "],\n  \"task_type\": \"CAUSAL_LM\"\n}\n");
-    if (fflush(f) || fsync(fileno(f)) || fclose(f)) { unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
-    if (rename(tmp, path)) { unlink(tmp); return ar_errorf("cannot rename %s: %s", tmp, strerror(errno)); }
-    return 0;
+    if (fflush(f) || ferror(f)) { fclose(f); unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
+    if (fclose(f)) { unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
+    return ar_commit_file(tmp, path);
 }
 
 int peft_merge(ar_params *ps, float alpha, int r) {

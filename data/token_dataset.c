@@ -8,10 +8,11 @@
  * checked and shifted into the caller's buffers. The permutation of the
  * current epoch (N int64) is kept in memory and rebuilt when the cursor's
  * (seed, epoch) changes. */
+#include "core/h5util.h"
+#include "core/fs.h"
 #include "data/token_dataset.h"
 
 #include "core/error.h"
-#include "core/fs.h"
 #include "core/log.h"
 #include "core/rng.h"
 
@@ -51,27 +52,6 @@ struct token_dataset {
 /* ------------------------------------------------------------------------ */
 /* HDF5 helpers                                                             */
 /* ------------------------------------------------------------------------ */
-typedef struct { H5E_auto2_t fn; void *data; } h5_quiet;
-static void quiet_begin(h5_quiet *q) {
-    q->fn = NULL; q->data = NULL;
-    H5Eget_auto2(H5E_DEFAULT, &q->fn, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-static void quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->fn, q->data); }
-
-static __thread char t_detail[256];
-static herr_t detail_cb(unsigned n, const H5E_error2_t *e, void *ud) {
-    (void)ud;
-    if (n == 0 && e->desc && e->desc[0]) snprintf(t_detail, sizeof t_detail, "%s", e->desc);
-    return 0;
-}
-/* The most specific description on HDF5's error stack (then clears it). */
-static const char *h5_detail(void) {
-    t_detail[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_cb, NULL);
-    H5Eclear2(H5E_DEFAULT);
-    return t_detail[0] ? t_detail : "unknown HDF5 error";
-}
 
 static void shape_str(char *buf, size_t cap, int ndim, const hsize_t *dims) {
     size_t n = (size_t)snprintf(buf, cap, "[");
@@ -304,10 +284,10 @@ token_dataset *tds_open(const char *path, int vocab_size) {
     ds->file = ds->ids = ds->labels = ds->mask = -1;
     ds->sp_ids = ds->sp_labels = ds->sp_mask = ds->sp_mem = -1;
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = open_file(ds, vocab_size);
     if (rc < 0) release(ds);
-    quiet_end(&q);
+    h5_quiet_end(&q);
     return rc < 0 ? NULL : ds;
 }
 
@@ -317,9 +297,9 @@ void tds_close(token_dataset *ds) {
         log_warn("token dataset %s: %lld more broken rows were skipped without a warning of their own", ds->path,
                  (long long)ds->unreported);
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     release(ds);
-    quiet_end(&q);
+    h5_quiet_end(&q);
 }
 
 int64_t tds_rows(const token_dataset *ds) { return ds ? ds->n : 0; }
@@ -405,9 +385,9 @@ int tds_read_row(token_dataset *ds, int64_t i, int T, int *tokens, int *targets)
         return ar_errorf("token dataset %s: row %lld is outside [0, %lld)", ds->path, (long long)i, (long long)ds->n);
     if (T < 1) return ar_errorf("token dataset %s: sequence length %d; expected >= 1", ds->path, T);
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = load_row(ds, i);
-    quiet_end(&q);
+    h5_quiet_end(&q);
     if (rc < 0) return -1;
     if (build_row(ds, T, tokens, targets) == 0) return 0;
     ar_errorf("token dataset %s: row %lld: %s", ds->path, (long long)i, ds->reason);
@@ -464,7 +444,7 @@ int tds_next_batch(token_dataset *ds, tds_cursor *cursor, int B, int T, int *tok
     int64_t epoch_broken = c.position == 0 ? 0 : -1;
     int filled = 0, rc = 0;
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     while (filled < B) {
         if (c.position >= ds->n) {
             if (ds->unreported > 0) {
@@ -494,7 +474,7 @@ int tds_next_batch(token_dataset *ds, tds_cursor *cursor, int B, int T, int *tok
             break;
         }
     }
-    quiet_end(&q);
+    h5_quiet_end(&q);
     if (rc < 0) return -1;
     *cursor = c;
     return 0;
@@ -557,18 +537,6 @@ static int write_file(const char *tmp, const int *ids, const int *labels, const 
     return rc;
 }
 
-/* fsync of a file or a directory (directories that cannot be synced answer
- * EINVAL; nothing more can be done there). */
-static int fsync_path(const char *path, int is_dir) {
-    int fd = open(path, O_RDONLY | (is_dir ? O_DIRECTORY : 0));
-    if (fd < 0) return ar_errorf("cannot open '%s' to sync it: %s", path, strerror(errno));
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (rc != 0 && !(is_dir && (err == EINVAL || err == ENOTSUP)))
-        return ar_errorf("cannot sync '%s': %s", path, strerror(err));
-    return 0;
-}
 
 int tds_write(const char *path, const int *ids, const int *labels, const uint8_t *mask, int64_t N, int T,
               int vocab_size, int pad_id) {
@@ -588,12 +556,12 @@ int tds_write(const char *path, const int *ids, const int *labels, const uint8_t
     if (ar_mkdir_parent(path) < 0) return ar_error_prefix("tds_write %s: ", path);
 
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = write_file(tmp, ids, labels, mask, N, T, vocab_size, pad_id);
-    quiet_end(&q);
-    if (!rc) rc = fsync_path(tmp, 0);
+    h5_quiet_end(&q);
+    if (!rc) rc = ar_fsync_path(tmp, 0);
     if (!rc && rename(tmp, path) != 0) rc = ar_errorf("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-    if (!rc) rc = fsync_path(dir, 1);
+    if (!rc) rc = ar_fsync_path(dir, 1);
     if (rc) {
         unlink(tmp);
         return ar_error_prefix("tds_write %s: ", path);

@@ -1,0 +1,23 @@
+/* core/h5util.c — see h5util.h. */
+#include "core/h5util.h"
+#include <stdio.h>
+
+void h5_quiet_begin(h5_quiet *q) {
+    q->fn = NULL; q->data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &q->fn, &q->data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->fn, q->data); }
+
+static __thread char t_detail[256];
+static herr_t detail_cb(unsigned n, const H5E_error2_t *e, void *ud) {
+    (void)ud;
+    if (n == 0 && e->desc && e->desc[0]) snprintf(t_detail, sizeof t_detail, "%s", e->desc);
+    return 0;
+}
+const char *h5_detail(void) {
+    t_detail[0] = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_cb, NULL);
+    H5Eclear2(H5E_DEFAULT);
+    return t_detail[0] ? t_detail : "unknown HDF5 error";
+}
