@@ -148,6 +148,11 @@ static void plan(llama *m, ar_arena *a) {
     size_t att = (size_t)m->B * c->heads * m->T * m->T;
     for (int l = 0; l < c->layers; l++) {
         layer_a *s = &m->la[l];
+        if (c->checkpoint_layers && l > 0) {   /* every layer shares layer 0's work buffers */
+            *s = m->la[0];
+            s->x = arena_floats(a, N * D);
+            continue;
+        }
         s->x = arena_floats(a, N * D);
         s->xn1 = arena_floats(a, N * D); s->rstd1 = arena_floats(a, N);
         s->q = arena_floats(a, N * D); s->k = arena_floats(a, N * kvd); s->v = arena_floats(a, N * kvd);
@@ -267,32 +272,36 @@ void llama_embed(llama *m, const int *tokens) {
     embedding_forward(m->la[0].x, m->tokens, m->embed, m->N, m->c.dim);
 }
 
+/* One decoder layer: la[l].x -> the next layer's input (or x_final). */
+static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
+    const llama_cfg *c = &m->c;
+    const int N = m->N, D = c->dim, F = c->mlp_hidden, hd = m->hd;
+    layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
+    rmsnorm_forward(s->xn1, s->rstd1, s->x, w->attn_norm, c->norm_eps, N, D);
+    proj_forward(m, &w->p[LLAMA_Q], &s->pa[LLAMA_Q], s->q, s->xn1, proj_seed(dropout_seed, l, LLAMA_Q));
+    proj_forward(m, &w->p[LLAMA_K], &s->pa[LLAMA_K], s->k, s->xn1, proj_seed(dropout_seed, l, LLAMA_K));
+    proj_forward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], s->v, s->xn1, proj_seed(dropout_seed, l, LLAMA_V));
+    rope_forward(s->qr, s->q, m->pos, c->rope_theta, N, c->heads, hd);
+    rope_forward(s->kr, s->k, m->pos, c->rope_theta, N, c->kv_heads, hd);
+    attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
+                      m->B, m->T, m->T, c->heads, c->kv_heads, hd);
+    proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O));
+    add_forward(s->xm, s->xm, s->x, (size_t)N * D);
+    rmsnorm_forward(s->xn2, s->rstd2, s->xm, w->mlp_norm, c->norm_eps, N, D);
+    proj_forward(m, &w->p[LLAMA_GATE], &s->pa[LLAMA_GATE], s->g, s->xn2, proj_seed(dropout_seed, l, LLAMA_GATE));
+    proj_forward(m, &w->p[LLAMA_UP], &s->pa[LLAMA_UP], s->u, s->xn2, proj_seed(dropout_seed, l, LLAMA_UP));
+    swiglu_forward(s->h, s->g, s->u, (size_t)N * F);
+    float *next = l + 1 < c->layers ? m->la[l + 1].x : m->x_final;
+    proj_forward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], next, s->h, proj_seed(dropout_seed, l, LLAMA_DOWN));
+    add_forward(next, next, s->xm, (size_t)N * D);
+}
+
 float llama_forward_embeds(llama *m, const int *targets, uint64_t dropout_seed, int *count) {
     const llama_cfg *c = &m->c;
-    const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd;
+    const int N = m->N, D = c->dim;
     m->seed = dropout_seed;
     m->dropped = m->training && c->lora_dropout > 0;
-    for (int l = 0; l < c->layers; l++) {
-        layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
-        rmsnorm_forward(s->xn1, s->rstd1, s->x, w->attn_norm, c->norm_eps, N, D);
-        proj_forward(m, &w->p[LLAMA_Q], &s->pa[LLAMA_Q], s->q, s->xn1, proj_seed(dropout_seed, l, LLAMA_Q));
-        proj_forward(m, &w->p[LLAMA_K], &s->pa[LLAMA_K], s->k, s->xn1, proj_seed(dropout_seed, l, LLAMA_K));
-        proj_forward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], s->v, s->xn1, proj_seed(dropout_seed, l, LLAMA_V));
-        rope_forward(s->qr, s->q, m->pos, c->rope_theta, N, c->heads, hd);
-        rope_forward(s->kr, s->k, m->pos, c->rope_theta, N, c->kv_heads, hd);
-        attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
-                          m->B, m->T, m->T, c->heads, c->kv_heads, hd);
-        proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O));
-        add_forward(s->xm, s->xm, s->x, (size_t)N * D);
-        rmsnorm_forward(s->xn2, s->rstd2, s->xm, w->mlp_norm, c->norm_eps, N, D);
-        proj_forward(m, &w->p[LLAMA_GATE], &s->pa[LLAMA_GATE], s->g, s->xn2, proj_seed(dropout_seed, l, LLAMA_GATE));
-        proj_forward(m, &w->p[LLAMA_UP], &s->pa[LLAMA_UP], s->u, s->xn2, proj_seed(dropout_seed, l, LLAMA_UP));
-        swiglu_forward(s->h, s->g, s->u, (size_t)N * F);
-        float *next = l + 1 < c->layers ? m->la[l + 1].x : m->x_final;
-        proj_forward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], next, s->h, proj_seed(dropout_seed, l, LLAMA_DOWN));
-        add_forward(next, next, s->xm, (size_t)N * D);
-    }
-    (void)kvd;
+    for (int l = 0; l < c->layers; l++) layer_forward(m, l, dropout_seed);
     rmsnorm_forward(m->xf, m->rstdf, m->x_final, m->norm, c->norm_eps, N, D);
     linear_forward(m->logits, m->xf, m->lm_head, NULL, N, D, c->vocab);
     if (!targets) { m->count = 0; if (count) *count = 0; return 0.0f; }
@@ -322,6 +331,9 @@ void llama_backward(llama *m, float loss_weight) {
     /* m->dx now holds dL/d(residual stream); each layer's branches add into it. */
     for (int l = c->layers - 1; l >= 0; l--) {
         layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
+        /* checkpointing: the shared buffers hold the last layer; recompute this one
+         * (same dropout streams, so bitwise the same activations) */
+        if (c->checkpoint_layers && l < c->layers - 1) layer_forward(m, l, m->seed);
         /* MLP branch: out = xm + down(swiglu(gate(xn2), up(xn2))) */
         k_zero(m->dh, nf * sizeof(float));
         proj_backward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], m->dh, m->dx, s->h);

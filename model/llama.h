@@ -34,6 +34,8 @@ typedef struct {
     int train_base;         /* 1: every base weight trainable (pre-training / full fine-tune) */
     int train_embed;        /* with train_base 0: embed_tokens trainable (AnyRef recipe) */
     int train_lm_head;      /* with train_base 0: lm_head trainable (AnyRef recipe) */
+    int checkpoint_layers;  /* gradient checkpointing: keep each layer's input only and
+                               recompute the layer's forward during backward (7B configs) */
 } llama_cfg;
 
 typedef struct llama llama;

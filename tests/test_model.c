@@ -117,6 +117,42 @@ static void test_recipe_and_splice(void) {
     params_free(&ps);
 }
 
+/* Gradient checkpointing recomputes each layer in backward: every gradient and
+ * d(input embeddings) must be bitwise the same, with far less activation memory. */
+static void test_checkpointing(void) {
+    llama_cfg c = {.vocab = 23, .dim = 16, .layers = 3, .heads = 4, .kv_heads = 2, .mlp_hidden = 24,
+                   .max_seq = 9, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
+                   .lora_alpha = 4.0f, .lora_dropout = 0.2f, .train_embed = 1, .train_lm_head = 1,
+                   .lora_targets = 0x7f};
+    int tok[2 * 9], tgt[2 * 9];
+    for (int i = 0; i < 18; i++) { tok[i] = (i * 5 + 1) % 23; tgt[i] = i % 9 < 3 ? -100 : (i * 7 + 2) % 23; }
+    float *grads[2] = {NULL, NULL}, *dembed[2] = {NULL, NULL};
+    float loss[2];
+    size_t bytes[2], ng = 0;
+    for (int ck = 0; ck < 2; ck++) {
+        llama_cfg cc = c; cc.checkpoint_layers = ck;
+        ar_params ps; params_init_empty(&ps);
+        llama_declare(&cc, &ps); params_alloc(&ps); params_randomize(&ps, 31);
+        for (int i = 0; i < ps.n; i++)
+            if (strstr(ps.p[i].name, "lora_B")) t_fill_normal(ps.w + ps.p[i].off, ps.p[i].numel, 0.3f, 32 + i);
+        llama *m = llama_create(&cc, &ps, 2, 9);
+        params_zero_grad(&ps);
+        loss[ck] = llama_forward(m, tok, tgt, 2, 9, 77, NULL);
+        llama_backward(m, 1.0f);
+        ng = ps.ng;
+        grads[ck] = t_alloc(ps.ng); memcpy(grads[ck], ps.g, ps.ng * sizeof(float));
+        dembed[ck] = t_alloc(18 * 16); memcpy(dembed[ck], llama_embeds_grad(m), 18 * 16 * sizeof(float));
+        bytes[ck] = llama_activation_bytes(m);
+        llama_free(m); params_free(&ps);
+    }
+    int same = loss[0] == loss[1] && !memcmp(grads[0], grads[1], ng * sizeof(float)) &&
+               !memcmp(dembed[0], dembed[1], 18 * 16 * sizeof(float));
+    t_check(same && bytes[1] < bytes[0] * 2 / 3, "model gradient checkpointing: bitwise equal gradients",
+            "loss %.7g vs %.7g, %zu gradients %s, activations %zu -> %zu bytes", loss[0], loss[1], ng,
+            same ? "identical" : "DIFFER", bytes[0], bytes[1]);
+    for (int i = 0; i < 2; i++) { free(grads[i]); free(dembed[i]); }
+}
+
 /* With LoRA B = 0 the model equals its base: same logits with and without LoRA. */
 static void test_lora_identity(void) {
     llama_cfg c = {.vocab = 13, .dim = 16, .layers = 1, .heads = 2, .kv_heads = 2, .mlp_hidden = 24,
@@ -174,6 +210,7 @@ int main(void) {
     k_set_num_threads(1);
     test_gradients();
     test_recipe_and_splice();
+    test_checkpointing();
     test_lora_identity();
     test_learns();
     return t_exit_code();

@@ -41,6 +41,7 @@ const cfg_key train_schema[] = {
     {"model.max_seq", CFG_INT, "0", "longest sequence (0: = train.seq_len)"},
     {"model.norm_eps", CFG_FLOAT, "1e-6", "RMSNorm epsilon"},
     {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
+    {"model.checkpoint_layers", CFG_BOOL, "0", "gradient checkpointing: recompute each layer in backward (activation memory / layers)"},
     {"model.init", CFG_STRING, "", "initial weights: .safetensors file, sharded index .json or HF model directory (empty: random)"},
     {"lora.rank", CFG_INT, "0", "LoRA rank (0: no LoRA)"},
     {"lora.alpha", CFG_FLOAT, "16", "LoRA alpha (scale = alpha / rank)"},
@@ -377,6 +378,7 @@ static int setup(run_t *r, const ar_config *cfg) {
     mc->max_seq = (int)cfg_int(cfg, "model.max_seq");
     if (mc->max_seq == 0) mc->max_seq = r->T;
     mc->norm_eps = (float)cfg_float(cfg, "model.norm_eps"); mc->rope_theta = (float)cfg_float(cfg, "model.rope_theta");
+    mc->checkpoint_layers = cfg_bool(cfg, "model.checkpoint_layers");
     mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
     mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
     if (mc->lora_dropout < 0 || mc->lora_dropout >= 1) return ar_errorf("config: lora.dropout = %g (expected [0,1))", mc->lora_dropout);
