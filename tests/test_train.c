@@ -68,10 +68,11 @@ static void test_resume_bitwise(void) {
     struct stat sb;
     int have10 = stat(p10, &sb) == 0;
     int rc3 = run(o3, 10);
+    int rc4 = run(o3, 10);   /* the run is complete: a rerun trains nothing and changes nothing */
     char *ma = metrics_core(a), *mb = metrics_core(b);
     int lines = 0;
     for (char *s = ma; s && *s; s++) lines += *s == '\n';
-    t_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && have10 && ma && mb && lines == 20 && strcmp(ma, mb) == 0,
+    t_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0 && have10 && ma && mb && lines == 20 && strcmp(ma, mb) == 0,
             "train resume: 10 + 10 steps == 20 steps, bitwise",
             "runs %d/%d/%d, checkpoint at 10: %s, %d metric lines, identical: %s%s%s", rc1, rc2, rc3,
             have10 ? "yes" : "no", lines, ma && mb && !strcmp(ma, mb) ? "yes" : "NO",

@@ -550,6 +550,12 @@ int train_run(const ar_config *cfg) {
              k_backend_name(), k_num_threads(), llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
              (long long)r.st.step + 1, r.steps, r.run_dir);
 
+    if (r.st.step >= r.steps) {
+        log_info("%s is already complete at step %lld (train.steps = %d); nothing to train — raise train.steps to continue",
+                 r.run_dir, (long long)r.st.step, r.steps);
+        rc = 0;
+        goto done;
+    }
     g_interrupted = 0;
     void (*old_handler)(int) = signal(SIGINT, on_sigint);
     const int eval_every = (int)cfg_int(cfg, "train.eval_every"), save_every = (int)cfg_int(cfg, "train.save_every");
