@@ -18,6 +18,8 @@
 #include "core/timer.h"
 #include "data/synthetic.h"
 #include "data/token_dataset.h"
+#include "data/conversation.h"
+#include "data/tokenizer.h"
 #include "kernels/kernels.h"
 #include "model/llama.h"
 #include "optim/optim.h"
@@ -70,9 +72,12 @@ const cfg_key train_schema[] = {
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
-    {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5)"},
-    {"data.train", CFG_STRING, "", "tokens: training file (HDF5: input_ids, labels[, attention_mask])"},
-    {"data.val", CFG_STRING, "", "tokens: validation file (empty: no validation loss)"},
+    {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5) | conversations (LLaVA JSON, tokenized into run.dir/data/ first)"},
+    {"data.train", CFG_STRING, "", "tokens: training file (HDF5: input_ids, labels[, attention_mask]); conversations: LLaVA JSON"},
+    {"data.val", CFG_STRING, "", "validation file of the same kind (empty: no validation loss)"},
+    {"data.tokenizer", CFG_STRING, "", "conversations: tokenizer.model or tokenizer.json"},
+    {"data.template", CFG_STRING, "llava_v1", "conversations: llava_v1 | vicuna_v1_1"},
+    {"data.add_tokens", CFG_STRING, "", "conversations: added tokens, comma separated (e.g. [SEG]), whitespace around them stripped as transformers 4.31 did"},
     {"data.task", CFG_STRING, "reverse", "synthetic: reverse | copy | sort"},
     {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
     {"data.base", CFG_INT, "10", "synthetic: distinct digit tokens"},
@@ -94,6 +99,48 @@ typedef struct {
 } data_src;
 enum { DATA_SYNTH, DATA_TOKENS };
 
+/* LLaVA-format JSON -> <run_dir>/data/<name>.h5 (the HDF5 token format),
+ * reused while newer than the JSON. *vocab gets the tokenizer's vocabulary
+ * with the added tokens. */
+static int prepare_conversations(const ar_config *cfg, const char *json, const char *run_dir, const char *name,
+                                 int T, char *out, size_t cap, int *vocab) {
+    snprintf(out, cap, "%s/data/%s.h5", run_dir, name);
+    tokenizer *tok = tok_load(cfg_str(cfg, "data.tokenizer"));
+    if (!tok) return ar_error_prefix("data.tokenizer: ");
+    conv_encoder *e = conv_encoder_new(tok, cfg_str(cfg, "data.template"), T);
+    int rc = -1;
+    if (!e) { ar_error_prefix("data.template: "); goto out; }
+    char list[1024];
+    snprintf(list, sizeof list, "%s", cfg_str(cfg, "data.add_tokens"));
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        size_t n = strlen(t);
+        while (n && t[n - 1] == ' ') t[--n] = 0;
+        if (n && conv_encoder_add_token(e, t, 1) < 0) { ar_error_prefix("data.add_tokens: "); goto out; }
+    }
+    *vocab = tok_vocab_size(tok);
+    struct stat sj, sh;
+    if (stat(json, &sj) != 0) { ar_errorf("data: cannot read %s: %s", json, strerror(errno)); goto out; }
+    if (stat(out, &sh) == 0 && sh.st_mtime >= sj.st_mtime) {
+        log_info("data: %s is up to date (delete it to tokenize %s again)", out, json);
+        rc = 0;
+        goto out;
+    }
+    conv_dataset ds;
+    if (conv_load_json_with(json, e, &ds)) goto out;
+    int64_t rows = conv_write_tokens(&ds, out, T, *vocab);
+    if (rows >= 0)
+        log_info("data: %s: %lld conversations, %lld written to %s (%lld skipped, %lld truncated, %lld mismatched; %lld supervised tokens)",
+                 json, (long long)ds.n_input, (long long)rows, out, (long long)ds.n_skipped, (long long)ds.n_truncated,
+                 (long long)ds.n_mismatch, (long long)ds.n_supervised);
+    conv_dataset_free(&ds);
+    rc = rows >= 0 ? 0 : -1;
+out:
+    conv_encoder_free(e);
+    tok_free(tok);
+    return rc;
+}
+
 static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
     memset(d, 0, sizeof *d);
     const char *kind = cfg_str(cfg, "data.kind");
@@ -105,9 +152,24 @@ static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
         d->seq_len = d->task.T;
         return 0;
     }
+    char tbuf[1200], vbuf[1200];
+    if (!strcmp(kind, "conversations")) {
+        const char *tj = cfg_str(cfg, "data.train"), *vj = cfg_str(cfg, "data.val"), *rd = cfg_str(cfg, "run.dir");
+        int T = (int)cfg_int(cfg, "train.seq_len"), vocab = 0;
+        if (!tj[0] || !cfg_str(cfg, "data.tokenizer")[0])
+            return ar_errorf("config: data.kind = conversations needs data.train (LLaVA JSON) and data.tokenizer");
+        if (T < 2) return ar_errorf("config: data.kind = conversations needs train.seq_len (the token length of a sample)");
+        if (prepare_conversations(cfg, tj, rd, "train", T, tbuf, sizeof tbuf, &vocab)) return -1;
+        if (vj[0] && prepare_conversations(cfg, vj, rd, "val", T, vbuf, sizeof vbuf, &vocab)) return -1;
+        if (model_vocab == 0) model_vocab = vocab;
+        else if (model_vocab < vocab)
+            return ar_errorf("config: model.vocab = %d is smaller than the tokenizer's %d (with data.add_tokens)", model_vocab, vocab);
+        kind = "tokens";
+    }
     if (!strcmp(kind, "tokens")) {
         d->kind = DATA_TOKENS;
         const char *tp = cfg_str(cfg, "data.train"), *vp = cfg_str(cfg, "data.val");
+        if (!strcmp(cfg_str(cfg, "data.kind"), "conversations")) { tp = tbuf; vp = vp[0] ? vbuf : vp; }
         if (!tp[0]) return ar_errorf("config: data.kind = tokens needs data.train (an HDF5 file with input_ids and labels)");
         if (model_vocab <= 0) return ar_errorf("config: data.kind = tokens needs model.vocab (the tokenizer's vocabulary size)");
         if (!(d->train = tds_open(tp, model_vocab))) return -1;
@@ -116,7 +178,7 @@ static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
         d->seq_len = tds_seq_len(d->train);
         return 0;
     }
-    return ar_errorf("config: data.kind = '%s' (expected synthetic or tokens)", kind);
+    return ar_errorf("config: data.kind = '%s' (expected synthetic, tokens or conversations)", kind);
 }
 
 static void data_close(data_src *d) { tds_close(d->train); tds_close(d->val); }
