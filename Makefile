@@ -59,7 +59,8 @@ TEST_BIN  := $(BUILD)/tests/test_cuda_parity $(BUILD)/tests/test_parity
 else
 TEST_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 endif
-TEST_LIB  := $(BUILD)/tests/testlib.o
+# Linked into every test: the check framework and the HDF5 fixture readers.
+TEST_LIB  := $(BUILD)/tests/testlib.o $(BUILD)/tests/h5fixture.o
 BENCH_BIN := $(BUILD)/bench/bench_kernels
 
 .PHONY: all test demo bench deps fixtures clean fuzz
@@ -99,7 +100,7 @@ $(BUILD)/tests/%: tests/cuda/%.c $(TEST_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(TEST_LIB) $(LIB) -o $@ $(LDLIBS)
 
-$(TEST_LIB): tests/testlib.c | $(DEPS_OK)
+$(TEST_LIB): $(BUILD)/tests/%.o: tests/%.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

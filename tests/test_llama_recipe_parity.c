@@ -26,9 +26,9 @@
 #include "optim/optim.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "tests/h5fixture.h"
 #include "tests/testlib.h"
 
-#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,99 +64,21 @@ static const ar_optim_cfg OPT = {
 enum { BATCH = 2, SEQ = 10, N = BATCH * SEQ, STEPS = 5, MAX_SPLICE = 8 };
 static const char *const PROJ[LLAMA_NPROJ] = {"q", "k", "v", "o", "gate", "up", "down"};
 
-static hid_t g_file = -1;
-
-static void bad_fixture(const char *what, const char *why) {
-    t_fail(PFX "fixtures", "%s: %s in %s (regenerate with `make fixtures`)", what, why, FIXTURE);
-}
-
-/* Reads dataset `path` into dst as memtype after checking it has exactly the
- * dimensions shape[ndim]. Prints a FAIL line and returns 0 otherwise. */
-static int ds_read(const char *path, hid_t memtype, void *dst, int ndim, const int *shape) {
-    if (H5Lexists(g_file, path, H5P_DEFAULT) <= 0) { bad_fixture(path, "dataset missing"); return 0; }
-    hid_t d = H5Dopen2(g_file, path, H5P_DEFAULT);
-    if (d < 0) { bad_fixture(path, "cannot open dataset"); return 0; }
-    hid_t sp = H5Dget_space(d);
-    hsize_t dims[8];
-    int nd = H5Sget_simple_extent_ndims(sp);
-    int ok = nd == ndim && nd <= 8 && H5Sget_simple_extent_dims(sp, dims, NULL) == nd;
-    for (int i = 0; ok && i < nd; i++) ok = dims[i] == (hsize_t)shape[i];
-    H5Sclose(sp);
-    if (!ok) {
-        char want[64] = "", have[64] = "";
-        for (int i = 0; i < ndim; i++)
-            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", i ? "x" : "", shape[i]);
-        for (int i = 0; i < nd && i < 8; i++)
-            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%llu", i ? "x" : "",
-                     (unsigned long long)dims[i]);
-        char why[160];
-        snprintf(why, sizeof why, "shape [%s], this test expects [%s]", have, want);
-        bad_fixture(path, why);
-    } else if (H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
-        bad_fixture(path, "read failed");
-        ok = 0;
-    }
-    H5Dclose(d);
-    return ok;
-}
-
-/* Length of the 1-D dataset `path`, or -1 (with a FAIL line). */
-static int ds_len(const char *path) {
-    if (H5Lexists(g_file, path, H5P_DEFAULT) <= 0) { bad_fixture(path, "dataset missing"); return -1; }
-    hid_t d = H5Dopen2(g_file, path, H5P_DEFAULT);
-    if (d < 0) { bad_fixture(path, "cannot open dataset"); return -1; }
-    hid_t sp = H5Dget_space(d);
-    hsize_t dim = 0;
-    int ok = H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &dim, NULL) == 1;
-    H5Sclose(sp);
-    H5Dclose(d);
-    if (!ok) { bad_fixture(path, "not 1-D"); return -1; }
-    return (int)dim;
-}
-
-static int attr_read(const char *name, hid_t memtype, void *dst) {
-    if (H5Aexists(g_file, name) <= 0) { bad_fixture(name, "attribute missing"); return 0; }
-    hid_t a = H5Aopen(g_file, name, H5P_DEFAULT);
-    int ok = a >= 0 && H5Aread(a, memtype, dst) >= 0;
-    if (a >= 0) H5Aclose(a);
-    if (!ok) bad_fixture(name, "attribute unreadable");
-    return ok;
-}
+static h5fixture FX;
 
 /* The fixture must describe the model and optimiser this test runs. */
 static int check_config(void) {
-    struct { const char *n; int v; } iv[] = {
+    const fx_int_attr iv[] = {
         {"vocab", CFG.vocab}, {"dim", CFG.dim}, {"layers", CFG.layers}, {"heads", CFG.heads},
         {"kv_heads", CFG.kv_heads}, {"mlp_hidden", CFG.mlp_hidden}, {"lora_rank", CFG.lora_rank},
         {"lora_targets", (int)CFG.lora_targets}, {"train_base", CFG.train_base},
         {"train_embed", CFG.train_embed}, {"train_lm_head", CFG.train_lm_head},
         {"B", BATCH}, {"T", SEQ}, {"steps", STEPS}};
-    struct { const char *n; float v; } fv[] = {
+    const fx_float_attr fv[] = {
         {"norm_eps", CFG.norm_eps}, {"rope_theta", CFG.rope_theta}, {"lora_alpha", CFG.lora_alpha},
         {"lora_dropout", CFG.lora_dropout}, {"lr", OPT.lr}, {"beta1", OPT.beta1}, {"beta2", OPT.beta2},
         {"eps", OPT.eps}, {"weight_decay", OPT.weight_decay}, {"grad_clip", OPT.grad_clip}};
-    int ok = 1;
-    for (size_t i = 0; i < sizeof iv / sizeof *iv; i++) {
-        int v = 0;
-        if (!attr_read(iv[i].n, H5T_NATIVE_INT, &v)) { ok = 0; continue; }
-        if (v != iv[i].v) {
-            char why[96];
-            snprintf(why, sizeof why, "is %d, this test uses %d", v, iv[i].v);
-            bad_fixture(iv[i].n, why);
-            ok = 0;
-        }
-    }
-    for (size_t i = 0; i < sizeof fv / sizeof *fv; i++) {
-        double v = 0;
-        if (!attr_read(fv[i].n, H5T_NATIVE_DOUBLE, &v)) { ok = 0; continue; }
-        if ((float)v != fv[i].v) {
-            char why[96];
-            snprintf(why, sizeof why, "is %g, this test uses %g", v, (double)fv[i].v);
-            bad_fixture(fv[i].n, why);
-            ok = 0;
-        }
-    }
-    return ok;
+    return fx_check_config(&FX, iv, sizeof iv / sizeof *iv, fv, sizeof fv / sizeof *fv);
 }
 
 /* The recipe: embed_tokens, lm_head and every LoRA tensor trainable (gradient
@@ -182,93 +104,6 @@ static int check_trainable(const ar_params *ps) {
     return !bad && ntrain == want;
 }
 
-/* H5Literate callbacks: the fixture's params/ must all be registry tensors and
- * its grads/ and final/ exactly the trainable ones. */
-static herr_t extra_param(hid_t grp, const char *name, const H5L_info_t *info, void *ps_) {
-    (void)grp; (void)info;
-    if (!params_find(ps_, name)) {
-        char what[160];
-        snprintf(what, sizeof what, "params/%s", name);
-        bad_fixture(what, "tensor unknown to the llama registry");
-        return 1;
-    }
-    return 0;
-}
-static herr_t extra_grad(hid_t grp, const char *name, const H5L_info_t *info, void *ps_) {
-    (void)grp; (void)info;
-    if (!params_g(ps_, name)) {
-        char what[160];
-        snprintf(what, sizeof what, "grads|final/%s", name);
-        bad_fixture(what, "trainable in the reference, not in the registry");
-        return 1;
-    }
-    return 0;
-}
-
-static int iterate(const char *group, H5L_iterate_t fn, ar_params *ps) {
-    hid_t g = H5Gopen2(g_file, group, H5P_DEFAULT);
-    if (g < 0) { bad_fixture(group, "group missing"); return 0; }
-    int ok = H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, fn, ps) == 0;
-    H5Gclose(g);
-    return ok;
-}
-
-/* Loads every registry tensor from params/<name>; returns 1 if all loaded. */
-static int load_params(ar_params *ps) {
-    int ok = 1;
-    size_t maxn = 0;
-    for (int i = 0; i < ps->n; i++) if (ps->p[i].numel > maxn) maxn = ps->p[i].numel;
-    float *h = malloc(maxn * sizeof(float));
-    if (!h) { t_fail(PFX "load", "out of memory"); return 0; }
-    for (int i = 0; i < ps->n; i++) {
-        const ar_param *p = &ps->p[i];
-        char path[160];
-        snprintf(path, sizeof path, "params/%s", p->name);
-        if (ds_read(path, H5T_NATIVE_FLOAT, h, p->ndim, p->shape))
-            k_upload(ps->w + p->off, h, p->numel * sizeof(float));
-        else
-            ok = 0;
-    }
-    free(h);
-    ok = iterate("params", extra_param, ps) && ok;
-    ok = iterate("grads", extra_grad, ps) && ok;
-    ok = iterate("final", extra_grad, ps) && ok;
-    if (ok) t_ok(PFX "load", "%d tensors (%zu floats) loaded by name, shapes match the registry",
-                 ps->n, params_numel(ps, 0));
-    return ok;
-}
-
-static float *download(const float *dev, size_t n) {
-    float *h = malloc((n ? n : 1) * sizeof(float));
-    if (!h) { printf("FAIL " PFX "out of memory\n"); exit(1); }
-    k_sync();
-    k_download(h, dev, n * sizeof(float));
-    return h;
-}
-
-static void report(const char *label, const float *h, const double *ref, size_t n, double tol) {
-    double e = t_max_rel_err_d(h, ref, n), mref = 0;
-    for (size_t i = 0; i < n; i++) if (fabs(ref[i]) > mref) mref = fabs(ref[i]);
-    char nm[200];
-    snprintf(nm, sizeof nm, PFX "%s", label);
-    t_check(e <= tol && mref > 0, nm, "max rel err %.1e (tol %.0e, ref max %.2e)", e, tol, mref);
-}
-
-/* Backend tensor `dev` (shape[ndim]) against reference dataset `ds`. */
-static void check(const char *label, const char *ds, const float *dev, int ndim, const int *shape,
-                  double tol) {
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
-    double *ref = malloc(n * sizeof(double));
-    if (!ref) { printf("FAIL " PFX "out of memory\n"); exit(1); }
-    if (ds_read(ds, H5T_NATIVE_DOUBLE, ref, ndim, shape)) {
-        float *h = download(dev, n);
-        report(label, h, ref, n, tol);
-        free(h);
-    }
-    free(ref);
-}
-
 /* Every trainable tensor (weights if final, else gradients) against <group>/<name>. */
 static void check_trainables(const ar_params *ps, const char *group, int final, double tol) {
     for (int i = 0; i < ps->n; i++) {
@@ -277,7 +112,7 @@ static void check_trainables(const ar_params *ps, const char *group, int final, 
         char label[160], ds[160];
         snprintf(label, sizeof label, "%s.%s", final ? "final" : "grad", p->name);
         snprintf(ds, sizeof ds, "%s/%s", group, p->name);
-        check(label, ds, final ? ps->w + p->off : ps->g + p->goff, p->ndim, p->shape, tol);
+        fx_check(&FX, label, ds, final ? ps->w + p->off : ps->g + p->goff, p->ndim, p->shape, tol);
     }
 }
 
@@ -289,8 +124,8 @@ static void check_masks(uint64_t seed) {
     const int in_of[LLAMA_NPROJ] = {CFG.dim, CFG.dim, CFG.dim, CFG.dim, CFG.dim, CFG.dim, CFG.mlp_hidden};
     const size_t nmax = (size_t)N * CFG.mlp_hidden;
     float *d = k_malloc(nmax * sizeof(float));
-    double *ref = malloc(nmax * sizeof(double));
-    if (!d || !ref) { printf("FAIL " PFX "out of memory\n"); exit(1); }
+    double *ref = fx_alloc(&FX, nmax * sizeof(double));
+    if (!d) { printf("FAIL " PFX "out of memory\n"); exit(1); }
     size_t diff = 0, drop = 0, total = 0;
     int all = 1;
     for (int l = 0; l < CFG.layers; l++) {
@@ -300,8 +135,8 @@ static void check_masks(uint64_t seed) {
             char ds[32];
             snprintf(ds, sizeof ds, "masks/%s.%d", PROJ[i], l);
             dropout_mask(d, n, CFG.lora_dropout, rng_derive(seed, (uint64_t)LLAMA_NPROJ * l + i));
-            if (!ds_read(ds, H5T_NATIVE_DOUBLE, ref, 2, shape)) { all = 0; continue; }
-            float *h = download(d, n);
+            if (!fx_read(&FX, ds, H5T_NATIVE_DOUBLE, ref, 2, shape)) { all = 0; continue; }
+            float *h = fx_download(&FX, d, n);
             size_t dd = 0;
             for (size_t j = 0; j < n; j++) { dd += (double)h[j] != ref[j]; drop += h[j] == 0.0f; }
             if (dd) t_fail(PFX "mask", "%s.%d: %zu of %zu entries differ from the reference", PROJ[i], l, dd, n);
@@ -326,24 +161,16 @@ static void set_inputs(llama *m, const int *tokens, const float *feats, const in
 }
 
 int main(void) {
-    FILE *fp = fopen(FIXTURE, "rb");
-    if (fp) fclose(fp);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    g_file = fp ? H5Fopen(FIXTURE, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
-    if (g_file < 0) {
-        t_fail(PFX "fixtures", "%s %s: run from the repo root, regenerate it with `make fixtures`",
-               FIXTURE, fp ? "unreadable" : "missing");
-        return t_exit_code();
-    }
+    if (!fx_open(&FX, FIXTURE, PFX)) return t_exit_code();
     printf("# AnyRef recipe (frozen base, LoRA on q k v o gate up down, trainable embed + lm_head,\n"
            "# spliced feature rows, AdamW + clipping) against PyTorch float64, backend %s\n", k_backend_name());
-    if (!check_config()) { H5Fclose(g_file); return t_exit_code(); }
+    if (!check_config()) { fx_close(&FX); return t_exit_code(); }
 
     ar_params ps;
     params_init_empty(&ps);
     if (llama_declare(&CFG, &ps) || params_alloc(&ps)) {
         t_fail(PFX "declare", "%s", ar_error());
-        H5Fclose(g_file);
+        fx_close(&FX);
         return t_exit_code();
     }
     const int D = CFG.dim, V = CFG.vocab, nshape[1] = {N}, lshape[2] = {N, V}, eshape[2] = {N, D};
@@ -353,15 +180,18 @@ int main(void) {
     uint64_t base_seed = 0;
     llama *m = NULL;
     int S = -1;
-    if (!check_trainable(&ps) || !load_params(&ps) || !ds_read("tokens", H5T_NATIVE_INT, tokens, 1, nshape) ||
-        !ds_read("targets", H5T_NATIVE_INT, targets, 1, nshape) ||
-        !attr_read("base_seed", H5T_NATIVE_UINT64, &base_seed) || (S = ds_len("splice_rows")) < 0)
+    /* grads/ and final/ must hold exactly the trainable tensors (each is checked below). */
+    static const char *const grad_groups[] = {"grads", "final", NULL};
+    if (!check_trainable(&ps) || !fx_load_params(&FX, &ps, grad_groups) ||
+        !fx_read(&FX, "tokens", H5T_NATIVE_INT, tokens, 1, nshape) ||
+        !fx_read(&FX, "targets", H5T_NATIVE_INT, targets, 1, nshape) ||
+        !fx_attr(&FX, "base_seed", H5T_NATIVE_UINT64, &base_seed) || (S = fx_len(&FX, "splice_rows")) < 0)
         goto done;
-    if (S < 1 || S > MAX_SPLICE || D > 32) { bad_fixture("splice_rows", "1..8 rows of dim <= 32 expected"); goto done; }
+    if (S < 1 || S > MAX_SPLICE || D > 32) { fx_bad(&FX, "splice_rows", "1..8 rows of dim <= 32 expected"); goto done; }
     {
         const int rshape[1] = {S}, fshape[2] = {S, D};
-        if (!ds_read("splice_rows", H5T_NATIVE_INT, rows, 1, rshape) ||
-            !ds_read("features", H5T_NATIVE_FLOAT, feats, 2, fshape))
+        if (!fx_read(&FX, "splice_rows", H5T_NATIVE_INT, rows, 1, rshape) ||
+            !fx_read(&FX, "features", H5T_NATIVE_FLOAT, feats, 2, fshape))
             goto done;
     }
     /* Token ids in range except exactly the spliced rows, which must be -1. */
@@ -370,7 +200,7 @@ int main(void) {
         for (int r = 0; r < S; r++) spliced |= rows[r] == i;
         if (spliced ? tokens[i] != -1 : (tokens[i] < 0 || tokens[i] >= V) ||
             (targets[i] != -100 && (targets[i] < 0 || targets[i] >= V))) {
-            bad_fixture("tokens/targets/splice_rows", "id out of range or spliced row without id -1");
+            fx_bad(&FX, "tokens/targets/splice_rows", "id out of range or spliced row without id -1");
             goto done;
         }
     }
@@ -391,28 +221,26 @@ int main(void) {
     t_check(kerr == NULL, PFX "backend", "%s", kerr ? kerr : "no backend error");
     t_check(count == want, PFX "count", "%d targets counted, %d not -100", count, want);
     double ref_loss;
-    if (ds_read("loss", H5T_NATIVE_DOUBLE, &ref_loss, 1, one)) {
+    if (fx_read(&FX, "loss", H5T_NATIVE_DOUBLE, &ref_loss, 1, one)) {
         double e = fabs((double)loss - ref_loss) / fabs(ref_loss);
         t_check(e <= TOL, PFX "loss", "rel err %.1e (tol %.0e)  (%.9g vs %.9g)", e, TOL, (double)loss, ref_loss);
     }
-    check("logits", "logits", llama_logits(m), 2, lshape, TOL);
+    fx_check(&FX, "logits", "logits", llama_logits(m), 2, lshape, TOL);
     check_trainables(&ps, "grads", 0, TOL);
     {
-        double *ref = malloc((size_t)N * D * sizeof(double));
-        double *rref = malloc((size_t)S * D * sizeof(double));
-        if (!ref || !rref) { printf("FAIL " PFX "out of memory\n"); exit(1); }
-        if (ds_read("embeds_grad", H5T_NATIVE_DOUBLE, ref, 2, eshape)) {
-            float *h = download(llama_embeds_grad(m), (size_t)N * D);
-            report("embeds_grad (all rows)", h, ref, (size_t)N * D, TOL);
-            float *hr = malloc((size_t)S * D * sizeof(float));
-            if (!hr) { printf("FAIL " PFX "out of memory\n"); exit(1); }
+        double *ref = fx_alloc(&FX, (size_t)N * D * sizeof(double));
+        double *rref = fx_alloc(&FX, (size_t)S * D * sizeof(double));
+        if (fx_read(&FX, "embeds_grad", H5T_NATIVE_DOUBLE, ref, 2, eshape)) {
+            float *h = fx_download(&FX, llama_embeds_grad(m), (size_t)N * D);
+            fx_report(&FX, "embeds_grad (all rows)", h, ref, (size_t)N * D, TOL);
+            float *hr = fx_alloc(&FX, (size_t)S * D * sizeof(float));
             for (int r = 0; r < S; r++) {
                 memcpy(hr + (size_t)r * D, h + (size_t)rows[r] * D, (size_t)D * sizeof(float));
                 memcpy(rref + (size_t)r * D, ref + (size_t)rows[r] * D, (size_t)D * sizeof(double));
             }
             char label[64];
             snprintf(label, sizeof label, "embeds_grad (%d spliced rows)", S);
-            report(label, hr, rref, (size_t)S * D, TOL);
+            fx_report(&FX, label, hr, rref, (size_t)S * D, TOL);
             free(hr);
             free(h);
         }
@@ -423,8 +251,8 @@ int main(void) {
     /* ---- 5 training steps: zero grads, forward (dropout seed rng_derive(base, s)),
      * backward(1), optim_step (clip 1.0, AdamW) at t = s + 1 */
     double ref_losses[STEPS], ref_norms[STEPS];
-    if (!ds_read("train/loss", H5T_NATIVE_DOUBLE, ref_losses, 1, sshape) ||
-        !ds_read("train/grad_norm", H5T_NATIVE_DOUBLE, ref_norms, 1, sshape))
+    if (!fx_read(&FX, "train/loss", H5T_NATIVE_DOUBLE, ref_losses, 1, sshape) ||
+        !fx_read(&FX, "train/grad_norm", H5T_NATIVE_DOUBLE, ref_norms, 1, sshape))
         goto done;
     for (int s = 0; s < STEPS; s++) {
         params_zero_grad(&ps);
@@ -450,6 +278,6 @@ int main(void) {
 done:
     llama_free(m);
     params_free(&ps);
-    H5Fclose(g_file);
+    fx_close(&FX);
     return t_exit_code();
 }

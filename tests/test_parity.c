@@ -12,9 +12,9 @@
  * The error is max|c - ref| / max|ref| (t_max_rel_err_d). Run from the repo root.
  */
 #include "kernels/kernels.h"
+#include "tests/h5fixture.h"
 #include "tests/testlib.h"
 
-#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,10 +42,12 @@ typedef struct {
     int ndev;
 } Case;
 
-static hid_t g_file = -1;
+/* Only the file is shared (tests/h5fixture.h): the cases below read their
+ * datasets by element count and name their failures per case. */
+static h5fixture FX;
 
 static Case *case_open(const char *name) {
-    if (H5Lexists(g_file, name, H5P_DEFAULT) <= 0) {
+    if (H5Lexists(FX.file, name, H5P_DEFAULT) <= 0) {
         t_fail("parity fixtures", "case %s missing from %s: regenerate it with `make fixtures`",
                name, FIXTURE);
         return NULL;
@@ -53,7 +55,7 @@ static Case *case_open(const char *name) {
     Case *c = calloc(1, sizeof *c);
     if (!c) { t_fail("parity fixtures", "out of memory"); return NULL; }
     snprintf(c->name, sizeof c->name, "%s", name);
-    c->g = H5Gopen2(g_file, name, H5P_DEFAULT);
+    c->g = H5Gopen2(FX.file, name, H5P_DEFAULT);
     if (c->g < 0) { t_fail("parity fixtures", "cannot open group %s", name); free(c); return NULL; }
     return c;
 }
@@ -143,13 +145,7 @@ static double *ref_d(Case *c, const char *ds, size_t n) {
     if (!ds_read(c, ds, H5T_NATIVE_DOUBLE, h, n)) { free(h); return NULL; }
     return h;
 }
-static float *download(const float *dev, size_t n) {
-    float *h = malloc((n ? n : 1) * sizeof(float));
-    if (!h) { printf("FAIL parity: out of memory\n"); exit(1); }
-    k_sync();
-    k_download(h, dev, n * sizeof(float));
-    return h;
-}
+static float *download(const float *dev, size_t n) { return fx_download(&FX, dev, n); }
 
 /* Compares backend tensor `dev` with factor * reference dataset `ds`. */
 static void check_as(Case *c, const char *label, const char *ds, const float *dev, size_t n,
@@ -754,15 +750,7 @@ static void run_dropout_mask(void) {
 }
 
 int main(void) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    FILE *fp = fopen(FIXTURE, "rb");
-    if (fp) fclose(fp);
-    g_file = fp ? H5Fopen(FIXTURE, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
-    if (g_file < 0) {
-        t_fail("parity fixtures", "%s %s: run from the repo root, regenerate with `make fixtures`",
-               FIXTURE, fp ? "unreadable" : "missing");
-        return t_exit_code();
-    }
+    if (!fx_open(&FX, FIXTURE, "parity ")) return t_exit_code();
     printf("# parity against PyTorch float64 autograd, backend %s\n", k_backend_name());
 
     run_matmul("matmul_t00");
@@ -819,6 +807,6 @@ int main(void) {
 
     run_adamw();
 
-    H5Fclose(g_file);
+    fx_close(&FX);
     return t_exit_code();
 }

@@ -1,0 +1,203 @@
+/* tests/h5fixture.c — see tests/h5fixture.h. */
+#include "tests/h5fixture.h"
+#include "kernels/kernels.h"
+#include "tests/testlib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void fx_name(char *buf, size_t len, const h5fixture *fx, const char *label) {
+    snprintf(buf, len, "%s%s", fx->prefix, label);
+}
+
+int fx_open(h5fixture *fx, const char *path, const char *prefix) {
+    fx->path = path;
+    fx->prefix = prefix;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    FILE *fp = fopen(path, "rb");
+    if (fp) fclose(fp);
+    fx->file = fp ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+    if (fx->file < 0) {
+        char nm[128];
+        fx_name(nm, sizeof nm, fx, "fixtures");
+        t_fail(nm, "%s %s: run from the repo root, regenerate it with `make fixtures`", path,
+               fp ? "unreadable" : "missing");
+        return 0;
+    }
+    return 1;
+}
+
+void fx_close(h5fixture *fx) {
+    if (fx->file >= 0) H5Fclose(fx->file);
+    fx->file = -1;
+}
+
+void fx_bad(const h5fixture *fx, const char *what, const char *why) {
+    char nm[128];
+    fx_name(nm, sizeof nm, fx, "fixtures");
+    t_fail(nm, "%s: %s in %s (regenerate with `make fixtures`)", what, why, fx->path);
+}
+
+int fx_read(const h5fixture *fx, const char *ds, hid_t memtype, void *dst, int ndim, const int *shape) {
+    if (H5Lexists(fx->file, ds, H5P_DEFAULT) <= 0) { fx_bad(fx, ds, "dataset missing"); return 0; }
+    hid_t d = H5Dopen2(fx->file, ds, H5P_DEFAULT);
+    if (d < 0) { fx_bad(fx, ds, "cannot open dataset"); return 0; }
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[8];
+    int nd = H5Sget_simple_extent_ndims(sp);
+    int got = nd >= 0 && nd <= 8 && H5Sget_simple_extent_dims(sp, dims, NULL) == nd;
+    int ok = got && nd == ndim;
+    for (int i = 0; ok && i < nd; i++) ok = dims[i] == (hsize_t)shape[i];
+    H5Sclose(sp);
+    if (!ok) {
+        char want[64] = "", have[64] = "";
+        for (int i = 0; i < ndim; i++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", i ? "x" : "", shape[i]);
+        if (!got) snprintf(have, sizeof have, "%d dimensions", nd);
+        for (int i = 0; got && i < nd; i++)
+            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%llu", i ? "x" : "",
+                     (unsigned long long)dims[i]);
+        char why[160];
+        snprintf(why, sizeof why, "shape [%s], this test expects [%s]", have, want);
+        fx_bad(fx, ds, why);
+    } else if (H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
+        fx_bad(fx, ds, "read failed");
+        ok = 0;
+    }
+    H5Dclose(d);
+    return ok;
+}
+
+int fx_len(const h5fixture *fx, const char *ds) {
+    if (H5Lexists(fx->file, ds, H5P_DEFAULT) <= 0) { fx_bad(fx, ds, "dataset missing"); return -1; }
+    hid_t d = H5Dopen2(fx->file, ds, H5P_DEFAULT);
+    if (d < 0) { fx_bad(fx, ds, "cannot open dataset"); return -1; }
+    hid_t sp = H5Dget_space(d);
+    hsize_t dim = 0;
+    int ok = H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &dim, NULL) == 1;
+    H5Sclose(sp);
+    H5Dclose(d);
+    if (!ok) { fx_bad(fx, ds, "not 1-D"); return -1; }
+    return (int)dim;
+}
+
+int fx_attr(const h5fixture *fx, const char *name, hid_t memtype, void *dst) {
+    if (H5Aexists(fx->file, name) <= 0) { fx_bad(fx, name, "attribute missing"); return 0; }
+    hid_t a = H5Aopen(fx->file, name, H5P_DEFAULT);
+    int ok = a >= 0 && H5Aread(a, memtype, dst) >= 0;
+    if (a >= 0) H5Aclose(a);
+    if (!ok) fx_bad(fx, name, "attribute unreadable");
+    return ok;
+}
+
+int fx_check_config(const h5fixture *fx, const fx_int_attr *iv, size_t ni, const fx_float_attr *fv,
+                    size_t nf) {
+    int ok = 1;
+    for (size_t i = 0; i < ni; i++) {
+        int v = 0;
+        if (!fx_attr(fx, iv[i].name, H5T_NATIVE_INT, &v)) { ok = 0; continue; }
+        if (v != iv[i].value) {
+            char why[96];
+            snprintf(why, sizeof why, "is %d, this test uses %d", v, iv[i].value);
+            fx_bad(fx, iv[i].name, why);
+            ok = 0;
+        }
+    }
+    for (size_t i = 0; i < nf; i++) {
+        double v = 0;
+        if (!fx_attr(fx, fv[i].name, H5T_NATIVE_DOUBLE, &v)) { ok = 0; continue; }
+        if ((float)v != fv[i].value) {
+            char why[96];
+            snprintf(why, sizeof why, "is %g, this test uses %g", v, (double)fv[i].value);
+            fx_bad(fx, fv[i].name, why);
+            ok = 0;
+        }
+    }
+    return ok;
+}
+
+/* H5Literate over one group: every tensor in params/ must be in the registry,
+ * every tensor in a gradient group (grads/, final/) trainable in it. */
+typedef struct { const h5fixture *fx; const ar_params *ps; const char *group; int grads; } fx_iter;
+
+static herr_t fx_unknown(hid_t grp, const char *name, const H5L_info_t *info, void *it_) {
+    (void)grp; (void)info;
+    const fx_iter *it = it_;
+    if (it->grads ? params_g(it->ps, name) != NULL : params_find(it->ps, name) != NULL) return 0;
+    char what[160];
+    snprintf(what, sizeof what, "%s/%s", it->group, name);
+    fx_bad(it->fx, what, it->grads ? "trainable in the reference, not in the registry"
+                                   : "tensor unknown to the registry");
+    return 1;   /* stop: one such line is enough */
+}
+
+static int fx_iterate(const h5fixture *fx, const ar_params *ps, const char *group, int grads) {
+    hid_t g = H5Gopen2(fx->file, group, H5P_DEFAULT);
+    if (g < 0) { fx_bad(fx, group, "group missing"); return 0; }
+    fx_iter it = {fx, ps, group, grads};
+    int ok = H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, fx_unknown, &it) == 0;
+    H5Gclose(g);
+    return ok;
+}
+
+int fx_load_params(const h5fixture *fx, ar_params *ps, const char *const *grad_groups) {
+    char nm[128];
+    fx_name(nm, sizeof nm, fx, "load");
+    int ok = 1;
+    size_t maxn = 1;
+    for (int i = 0; i < ps->n; i++) if (ps->p[i].numel > maxn) maxn = ps->p[i].numel;
+    float *h = malloc(maxn * sizeof(float));
+    if (!h) { t_fail(nm, "out of memory"); return 0; }
+    for (int i = 0; i < ps->n; i++) {
+        const ar_param *p = &ps->p[i];
+        char ds[160];
+        snprintf(ds, sizeof ds, "params/%s", p->name);
+        if (fx_read(fx, ds, H5T_NATIVE_FLOAT, h, p->ndim, p->shape))
+            k_upload(ps->w + p->off, h, p->numel * sizeof(float));
+        else
+            ok = 0;
+    }
+    free(h);
+    ok = fx_iterate(fx, ps, "params", 0) && ok;
+    for (const char *const *g = grad_groups; g && *g; g++) ok = fx_iterate(fx, ps, *g, 1) && ok;
+    if (ok) t_ok(nm, "%d tensors (%zu floats) loaded by name, shapes match the registry", ps->n,
+                 params_numel(ps, 0));
+    return ok;
+}
+
+void *fx_alloc(const h5fixture *fx, size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) { printf("FAIL %sout of memory\n", fx->prefix); exit(1); }
+    return p;
+}
+
+float *fx_download(const h5fixture *fx, const float *dev, size_t n) {
+    float *h = fx_alloc(fx, n * sizeof(float));
+    k_sync();
+    k_download(h, dev, n * sizeof(float));
+    return h;
+}
+
+void fx_report(const h5fixture *fx, const char *label, const float *h, const double *ref, size_t n,
+               double tol) {
+    double e = t_max_rel_err_d(h, ref, n), mref = 0;
+    for (size_t i = 0; i < n; i++) if (fabs(ref[i]) > mref) mref = fabs(ref[i]);
+    char nm[256];
+    fx_name(nm, sizeof nm, fx, label);
+    t_check(e <= tol && mref > 0, nm, "max rel err %.1e (tol %.0e, ref max %.2e)", e, tol, mref);
+}
+
+void fx_check(const h5fixture *fx, const char *label, const char *ds, const float *dev, int ndim,
+              const int *shape, double tol) {
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    double *ref = fx_alloc(fx, n * sizeof(double));
+    if (fx_read(fx, ds, H5T_NATIVE_DOUBLE, ref, ndim, shape)) {
+        float *h = fx_download(fx, dev, n);
+        fx_report(fx, label, h, ref, n, tol);
+        free(h);
+    }
+    free(ref);
+}

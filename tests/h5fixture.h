@@ -1,0 +1,66 @@
+/* tests/h5fixture.h — reading the PyTorch reference fixtures (tests/fixtures/<name>.h5,
+ * written by tests/ref/ through `make fixtures`) in the parity tests.
+ *
+ * Every helper that finds the fixture unusable (missing, damaged, shaped or
+ * configured unlike the model the test builds) prints one FAIL line named
+ * "<prefix>fixtures" that says what is wrong and to regenerate the file, and
+ * returns failure; the comparisons print "ok"/"FAIL <prefix><label>" lines
+ * through tests/testlib.h. Run from the repo root (the paths are relative). */
+#ifndef ANYREF_H5FIXTURE_H
+#define ANYREF_H5FIXTURE_H
+#include "model/params.h"
+
+#include <hdf5.h>
+#include <stddef.h>
+
+typedef struct {
+    hid_t file;          /* the open fixture, -1 when closed */
+    const char *path;    /* e.g. "tests/fixtures/llama.h5" */
+    const char *prefix;  /* check-name prefix, with its trailing space: "llama_parity " */
+} h5fixture;
+
+/* Opens path read-only and switches off HDF5's automatic error printing.
+ * Returns 1, or 0 after a FAIL line (missing or unreadable: `make fixtures`). */
+int   fx_open(h5fixture *fx, const char *path, const char *prefix);
+void  fx_close(h5fixture *fx);
+
+/* FAIL "<prefix>fixtures": "<what>: <why> in <path> (regenerate with `make fixtures`)". */
+void  fx_bad(const h5fixture *fx, const char *what, const char *why);
+
+/* Reads dataset ds into dst as memtype after checking it has exactly the
+ * dimensions shape[ndim]. Returns 1, or 0 after a FAIL line. */
+int   fx_read(const h5fixture *fx, const char *ds, hid_t memtype, void *dst, int ndim, const int *shape);
+/* Length of the 1-D dataset ds, or -1 after a FAIL line. */
+int   fx_len(const h5fixture *fx, const char *ds);
+/* Reads the file's attribute name as memtype. Returns 1, or 0 after a FAIL line. */
+int   fx_attr(const h5fixture *fx, const char *name, hid_t memtype, void *dst);
+
+/* The fixture must describe the model the test builds: each int attribute
+ * must equal its value, each float attribute (stored as a double) must round
+ * to its value. One FAIL line per mismatch; returns 1 if all match. */
+typedef struct { const char *name; int value; } fx_int_attr;
+typedef struct { const char *name; float value; } fx_float_attr;
+int   fx_check_config(const h5fixture *fx, const fx_int_attr *iv, size_t ni, const fx_float_attr *fv,
+                      size_t nf);
+
+/* Uploads every registry tensor from params/<name> (float32, shape checked),
+ * then checks that every tensor in params/ is in the registry and, for each
+ * group in the NULL-terminated list grad_groups (may be NULL), that every
+ * tensor in it is trainable in the registry. Prints "ok <prefix>load" and
+ * returns 1 if all of it holds; 0 after FAIL lines otherwise. */
+int   fx_load_params(const h5fixture *fx, ar_params *ps, const char *const *grad_groups);
+
+/* malloc that ends the test ("FAIL <prefix>out of memory") on failure. */
+void *fx_alloc(const h5fixture *fx, size_t bytes);
+/* The n floats at backend pointer dev, after k_sync, in a new host buffer (free it). */
+float *fx_download(const h5fixture *fx, const float *dev, size_t n);
+
+/* "<prefix><label>": host h[n] against reference ref[n], ok when
+ * t_max_rel_err_d <= tol and the reference is not all zeros; prints
+ * "max rel err E (tol T, ref max M)". */
+void  fx_report(const h5fixture *fx, const char *label, const float *h, const double *ref, size_t n,
+                double tol);
+/* Backend tensor dev (shape[ndim]) against float64 dataset ds, as fx_report. */
+void  fx_check(const h5fixture *fx, const char *label, const char *ds, const float *dev, int ndim,
+               const int *shape, double tol);
+#endif
