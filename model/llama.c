@@ -318,7 +318,12 @@ float llama_forward(llama *m, const int *tokens, const int *targets, int B, int 
     return llama_forward_embeds(m, targets, dropout_seed, count);
 }
 
-void llama_backward(llama *m, float loss_weight) {
+const float *llama_final_hidden(const llama *m) { return m->xf; }
+const float *llama_last_attention(const llama *m) { return m->la[m->c.layers - 1].att; }
+
+void llama_backward(llama *m, float loss_weight) { llama_backward_ex(m, loss_weight, NULL, NULL); }
+
+void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra) {
     const llama_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, V = c->vocab;
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, nk = (size_t)N * kvd;
@@ -326,6 +331,7 @@ void llama_backward(llama *m, float loss_weight) {
     softmax_xent_backward(m->dlogits, m->logits, m->lse, m->targets, loss_weight, m->count, N, V, -100);
     k_zero(m->dxn, nd * sizeof(float));
     linear_backward(m->dxn, m->g_lm_head, NULL, m->dlogits, m->xf, m->lm_head, N, D, V);
+    if (dhidden_extra) axpy(m->dxn, dhidden_extra, 1.0f, nd);
     k_zero(m->dx, nd * sizeof(float));
     rmsnorm_backward(m->dx, m->g_norm, m->dxn, m->x_final, m->norm, m->rstdf, N, D);
     /* m->dx now holds dL/d(residual stream); each layer's branches add into it. */
@@ -347,7 +353,8 @@ void llama_backward(llama *m, float loss_weight) {
         k_zero(m->dao, nd * sizeof(float));
         proj_backward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], m->dao, m->dx, s->ao);
         k_zero(m->dqr, nd * sizeof(float)); k_zero(m->dkr, nk * sizeof(float)); k_zero(m->dv, nk * sizeof(float));
-        attention_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, NULL, s->att, s->qr, s->kr, s->v,
+        attention_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, l == c->layers - 1 ? datt_extra : NULL,
+                           s->att, s->qr, s->kr, s->v,
                            1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
         k_zero(m->dq, nd * sizeof(float)); k_zero(m->dk, nk * sizeof(float));
         rope_backward(m->dq, m->dqr, m->pos, c->rope_theta, N, c->heads, hd);

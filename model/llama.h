@@ -61,6 +61,15 @@ float   llama_forward(llama *m, const int *tokens, const int *targets, int B, in
  * loss_weight is the gradient of the objective with respect to the returned loss. */
 void    llama_backward(llama *m, float loss_weight);
 const float *llama_embeds_grad(const llama *m); /* [B*T, dim] after llama_backward */
+/* For heads on top of the decoder (the [SEG] path, SPEC 2.5), after a forward:
+ * the final hidden states (output of the final RMSNorm, HF hidden_states[-1])
+ * and the last layer's attention probabilities [B, heads, T, T]. */
+const float *llama_final_hidden(const llama *m);   /* [B*T, dim] */
+const float *llama_last_attention(const llama *m);
+/* llama_backward plus extra gradients from such a head: dhidden_extra [B*T, dim]
+ * on the final hidden states and datt_extra [B, heads, T, T] on the last layer's
+ * attention probabilities (either may be NULL). */
+void    llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra);
 const float *llama_logits(const llama *m);      /* [B*T, vocab] of the last forward */
 size_t  llama_activation_bytes(const llama *m);
 /* Training mode (the default) applies LoRA dropout; evaluation mode (0) does not. */

@@ -153,6 +153,63 @@ static void test_checkpointing(void) {
     for (int i = 0; i < 2; i++) { free(grads[i]); free(dembed[i]); }
 }
 
+/* The decoder with a refocusing head on its outputs (SPEC 2.5), the path the
+ * [SEG] embedding takes: L = CE + Σ r · refocus(final hidden, last-layer
+ * attention) for one position per sample. llama_backward_ex carries the head's
+ * gradients into the hidden states and through the last layer's attention
+ * probabilities; finite differences over every trainable tensor, with
+ * gradient checkpointing on and off. */
+static float g_r[16];
+static int g_ck;
+static double refocus_loss(void *u) {
+    (void)u;
+    float loss = llama_forward(g_m, g_tok, g_tgt, 2, 6, 42, NULL);
+    const float *h = llama_final_hidden(g_m), *att = llama_last_attention(g_m);
+    double l = loss;
+    for (int b = 0; b < 2; b++) {
+        float out[8];
+        refocus_forward(out, h + (size_t)b * 6 * 8, att + (size_t)b * 2 * 6 * 6, 4, 1, 0.1f, 6, 6, 2, 8);
+        for (int d = 0; d < 8; d++) l += (double)out[d] * g_r[b * 8 + d];
+    }
+    return l;
+}
+static void test_refocus_through_decoder(void) {
+    for (g_ck = 0; g_ck < 2; g_ck++) {
+        llama_cfg c = {.vocab = 11, .dim = 8, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 12,
+                       .max_seq = 6, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
+                       .lora_alpha = 4.0f, .lora_dropout = 0.1f, .train_embed = 1, .train_lm_head = 1,
+                       .checkpoint_layers = g_ck};
+        ar_params ps; params_init_empty(&ps);
+        llama_declare(&c, &ps); params_alloc(&ps); params_randomize(&ps, 41);
+        for (int i = 0; i < ps.n; i++) {
+            const ar_param *p = &ps.p[i];
+            if (strstr(p->name, "lora_B")) t_fill_normal(ps.w + p->off, p->numel, 0.5f, 42 + i);
+            else if (strstr(p->name, "proj.weight") || strstr(p->name, "embed") || strstr(p->name, "lm_head"))
+                for (size_t j = 0; j < p->numel; j++) ps.w[p->off + j] *= 20.0f;
+        }
+        t_fill_normal(g_r, 16, 1.0f, 43);
+        g_m = llama_create(&c, &ps, 2, 6);
+        for (int i = 0; i < 12; i++) { g_tok[i] = (i * 7 + 3) % 11; g_tgt[i] = i % 6 < 2 ? -100 : (i * 5 + 1) % 11; }
+        params_zero_grad(&ps);
+        llama_forward(g_m, g_tok, g_tgt, 2, 6, 42, NULL);
+        const float *h = llama_final_hidden(g_m), *att = llama_last_attention(g_m);
+        float *dh = t_alloc(12 * 8), *datt = t_alloc(2 * 2 * 6 * 6);
+        for (int b = 0; b < 2; b++)
+            refocus_backward(dh + (size_t)b * 6 * 8, datt + (size_t)b * 2 * 6 * 6, g_r + b * 8, h + (size_t)b * 6 * 8,
+                             att + (size_t)b * 2 * 6 * 6, 4, 1, 0.1f, 6, 6, 2, 8);
+        llama_backward_ex(g_m, 1.0f, dh, datt);
+        for (int i = 0; i < ps.n; i++) {
+            const ar_param *p = &ps.p[i];
+            if (!p->trainable) continue;
+            char nm[180];
+            snprintf(nm, sizeof nm, "refocus head%s grad %s", g_ck ? " (ckpt)" : "", p->name + (strncmp(p->name, "model.", 6) ? 0 : 6));
+            t_gradcheck(nm, refocus_loss, NULL, ps.w + p->off, ps.g + p->goff, p->numel, 1e-3f, 3e-2, 30);
+        }
+        free(dh); free(datt);
+        llama_free(g_m); params_free(&ps);
+    }
+}
+
 /* With LoRA B = 0 the model equals its base: same logits with and without LoRA. */
 static void test_lora_identity(void) {
     llama_cfg c = {.vocab = 13, .dim = 16, .layers = 1, .heads = 2, .kv_heads = 2, .mlp_hidden = 24,
@@ -211,6 +268,7 @@ int main(void) {
     test_gradients();
     test_recipe_and_splice();
     test_checkpointing();
+    test_refocus_through_decoder();
     test_lora_identity();
     test_learns();
     return t_exit_code();
