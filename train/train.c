@@ -209,6 +209,7 @@ typedef struct {
     int B, T, accum, steps;
     uint64_t seed;
     int *tok, *tgt;
+    int skip_init;            /* export-peft: the adapter needs no base weights */
 } run_t;
 
 /* The resolved config as text (stored in every checkpoint). */
@@ -477,7 +478,7 @@ static int setup(run_t *r, const ar_config *cfg) {
     if (llama_declare(mc, &r->ps) || params_alloc(&r->ps)) return -1;
     params_randomize(&r->ps, rng_derive(r->seed, 1));
     const char *init = cfg_str(cfg, "model.init");
-    if (init[0] && load_init(r, init)) return -1;
+    if (init[0] && !r->skip_init && load_init(r, init)) return -1;
     if (!(r->m = llama_create(mc, &r->ps, r->B, r->T))) return -1;
     r->tok = malloc(sizeof(int) * (size_t)r->B * r->T); r->tgt = malloc(sizeof(int) * (size_t)r->B * r->T);
     if (!r->tok || !r->tgt) return ar_errorf("out of memory");
@@ -558,6 +559,7 @@ static void teardown(run_t *r) {
 int train_export_peft(const ar_config *cfg, const char *out_dir) {
     run_t r;
     memset(&r, 0, sizeof r);
+    r.skip_init = 1;
     char ck[1200];
     int rc = -1;
     if (setup(&r, cfg) || find_checkpoint(&r, ck, sizeof ck) || ckpt_load(ck, &r.ps, &r.st, 0)) goto out;
