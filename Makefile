@@ -130,6 +130,9 @@ fixtures:
 	/usr/bin/python3 tests/ref/llama_recipe_ref.py tests/fixtures/llama_recipe.h5
 	/usr/bin/python3 tests/ref/make_safetensors_fixtures.py tests/fixtures/safetensors
 	/usr/bin/python3 tests/ref/make_conversation_fixtures.py tests/fixtures
+	/usr/bin/python3 tests/ref/sam_prompt_ref.py tests/fixtures/sam_prompt.h5
+	/usr/bin/python3 tests/ref/sam_post_ref.py tests/fixtures/sam_post.h5
+	/usr/bin/python3 tests/ref/seg_head_ref.py tests/fixtures/seg_head.h5
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
