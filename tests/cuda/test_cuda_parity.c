@@ -376,13 +376,13 @@ static void test_bce_dice(void) {
         I += s * y[i]; Ss += s; Y += y[i];
     }
     bce /= n;
-    const double dice = 1.0 - (2 * I + 1) / (Ss + Y + 1);
+    const double dice = 1.0 - (2 * I + DICE_SMOOTH) / (Ss + Y + DICE_SMOOTH);
     float gb = bce_logits_forward(d_x, d_y, n), gd = dice_forward(d_x, d_y, n);
     t_check(fabs(gb - bce) <= 1e-5 * fabs(bce), "bce_logits_forward", "%.7f vs %.7f", gb, bce);
     t_check(fabs(gd - dice) <= 1e-5 * fabs(dice), "dice_forward", "%.7f vs %.7f", gd, dice);
     const float wb = 2.0f, wd = 0.5f;
     double *r = dcopy(dx0, n);
-    const double num = 2 * I + 1, den = Ss + Y + 1;
+    const double num = 2 * I + DICE_SMOOTH, den = Ss + Y + DICE_SMOOTH;
     for (size_t i = 0; i < n; i++) {
         double s = 1.0 / (1.0 + exp(-(double)x[i]));
         r[i] += wb / n * (s - y[i]) + wd * (-(2 * y[i] * den - num) / (den * den)) * s * (1 - s);

@@ -300,7 +300,9 @@ def case_losses(w):
     w.case("bce_logits", dict(n=n, dloss=dloss), x=x, y=y, loss=loss, grad_x=x.grad)
     x = leaf(rn(n, s=2.5))
     sig = torch.sigmoid(x)
-    loss = 1.0 - (2.0 * (sig * y).sum() + 1.0) / (sig.sum() + y.sum() + 1.0)
+    # LISA/AnyRef dice_loss: scale 1000, eps 1e-6 (SPEC 2.9's "+1" is not what they compute)
+    scale, eps = 1000.0, 1e-6
+    loss = 1.0 - (2.0 * (sig / scale * y).sum() + eps) / ((sig / scale).sum() + (y / scale).sum() + eps)
     (loss * dloss).backward()
     w.case("dice", dict(n=n, dloss=dloss), x=x, y=y, loss=loss, grad_x=x.grad)
 
