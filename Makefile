@@ -118,10 +118,15 @@ $(BUILD)/bench/bench_llama: bench/bench_llama.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama
+$(BUILD)/bench/bench_sam: bench/bench_sam.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
+bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam
 	@sh scripts/deps.sh python
 	@sh bench/run.sh $(BENCH_BIN) $(BUILD)/bench
 	@sh bench/run_llama.sh $(BUILD)/bench/bench_llama $(BUILD)/bench
+	@sh bench/run_sam.sh $(BUILD)/bench/bench_sam $(BUILD)/bench
 
 fixtures:
 	@sh scripts/deps.sh python

@@ -1,0 +1,218 @@
+#!/bin/sh
+# bench/run_sam.sh <bench_sam binary> <outdir> — forward+backward time of the SAM
+# mask decoder with mask post-processing (bench/bench_sam.c) against the same
+# step in PyTorch (bench/bench_sam_torch.py) for 1, 4 and 16 prompts per image,
+# on the same machine, thread count and OPENBLAS_CORETYPE. Part of `make bench`,
+# after bench/run_llama.sh. About a minute on 2 cores.
+#
+#  1. waits (up to BENCH_IDLE_WAIT s, default 60) for the CPUs to go idle;
+#  2. the C bench, one process per prompt count (so each peak RSS is its own);
+#  3. PyTorch's environment: BENCH_SAM_TORCH_ENV="<label> VAR=value ..." if set,
+#     else a short probe (4 prompts, 2 steps) under each candidate of
+#     bench/run.sh (BLAS build x OpenMP wait policy, malloc kept), fastest wins;
+#  4. the PyTorch bench under that environment, one process per prompt count;
+#  5. prints a Markdown table and writes <outdir>/bench_sam.md (raw outputs in
+#     <outdir>/raw/sam_*.txt).
+# BENCH_SAM_PROMPTS (default "1 4 16") chooses the prompt counts; BENCH_SAM_ORIG
+# (default 480x640, H x W) the original image size.
+set -eu
+
+if [ $# -ne 2 ]; then
+  echo "usage: $0 <bench_sam_binary> <outdir>" >&2
+  exit 2
+fi
+bin=$1
+out=$2
+here=$(cd "$(dirname "$0")" && pwd)
+py=/usr/bin/python3
+raw="$out/raw"
+mkdir -p "$raw"
+[ -x "$bin" ] || { echo "bench_sam: $bin is not an executable" >&2; exit 1; }
+prompts=${BENCH_SAM_PROMPTS:-1 4 16}
+orig=${BENCH_SAM_ORIG:-480x640}
+
+# warm-up and timed steps per prompt count (the 16-prompt step takes ~1-2 s on 2 cores)
+steps_for() {
+  if [ "$1" -le 1 ]; then echo "2 7"; elif [ "$1" -le 4 ]; then echo "2 5"; else echo "2 3"; fi
+}
+
+# The candidates of bench/run.sh (keep in step with it).
+MALLOC_SET="MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_MMAP_MAX_=0"
+OBLAS_OMP=/usr/lib/x86_64-linux-gnu/openblas-openmp
+CANDIDATES="pthread-passive OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
+pthread-spin10k GOMP_SPINCOUNT=10000 $MALLOC_SET
+openmp LD_LIBRARY_PATH=$OBLAS_OMP $MALLOC_SET
+openmp-passive LD_LIBRARY_PATH=$OBLAS_OMP OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
+openmp-spin10k LD_LIBRARY_PATH=$OBLAS_OMP GOMP_SPINCOUNT=10000 $MALLOC_SET"
+
+busy_percent() {  # % of CPU time busy over the next 2 seconds
+  a=$(head -n 1 /proc/stat); sleep 2; b=$(head -n 1 /proc/stat)
+  printf '%s\n%s\n' "$a" "$b" | awk '
+    NR == 1 { for (i = 2; i <= 9; i++) x[i] = $i }
+    NR == 2 { for (i = 2; i <= 9; i++) { d = $i - x[i]; t += d; if (i == 5 || i == 6) idle += d }
+              printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+idle_wait=${BENCH_IDLE_WAIT:-60}
+waited=0
+while :; do
+  busy=$(busy_percent)
+  [ "$busy" -le 10 ] && break
+  if [ "$waited" -ge "$idle_wait" ]; then
+    echo "bench_sam: the machine is still ${busy}% busy after ${waited} s; measuring anyway" >&2
+    break
+  fi
+  [ "$waited" -eq 0 ] && echo "bench_sam: the machine is ${busy}% busy; waiting up to ${idle_wait} s for it to go idle ..." >&2
+  waited=$((waited + 2))
+done
+
+coretype=${OPENBLAS_CORETYPE:-}
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+stat_start=$(head -n 1 /proc/stat)
+wall_start=$(date +%s.%N)
+date_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+
+for p in $prompts; do
+  # shellcheck disable=SC2046  # two numbers: warm-up, timed steps
+  set -- $(steps_for "$p")
+  echo "bench_sam: C, $p prompts (OPENBLAS_CORETYPE=${coretype:-unset}) ..." >&2
+  "$bin" --prompts="$p" --warmup="$1" --reps="$2" --orig="$orig" > "$raw/sam_c_$p.txt"
+done
+first=$(echo "$prompts" | awk '{print $1}')
+threads=$(sed -n 's/^# c\.threads=//p' "$raw/sam_c_$first.txt")
+
+if [ -n "${BENCH_SAM_TORCH_ENV:-}" ]; then
+  best=$(echo "$BENCH_SAM_TORCH_ENV" | cut -d' ' -f1)
+  best_settings=$(echo "$BENCH_SAM_TORCH_ENV" | cut -s -d' ' -f2-)
+  echo "given (BENCH_SAM_TORCH_ENV)" > "$raw/sam_probe_scores.txt"
+else
+  echo "bench_sam: probing PyTorch environments (4 prompts, 2 steps) ..." >&2
+  : > "$raw/sam_probe_scores.txt"
+  printf '%s\n' "$CANDIDATES" | while read -r label settings; do
+    # shellcheck disable=SC2086
+    env $settings "$py" "$here/bench_sam_torch.py" --threads "$threads" --prompts 4 --warmup 1 --reps 2 \
+        --orig "$orig" > "$raw/sam_probe_$label.txt"
+    score=$(sed -n 's/^result .* step_ms=\([0-9.]*\) .*/\1/p' "$raw/sam_probe_$label.txt")
+    echo "$label ${score:-inf} $settings" >> "$raw/sam_probe_scores.txt"
+    echo "bench_sam:   $label step_ms=$score" >&2
+  done
+  best_line=$(sort -k2,2g "$raw/sam_probe_scores.txt" | head -n 1)
+  best=$(echo "$best_line" | cut -d' ' -f1)
+  best_settings=$(echo "$best_line" | cut -d' ' -f3-)
+fi
+
+for p in $prompts; do
+  # shellcheck disable=SC2046  # two numbers: warm-up, timed steps
+  set -- $(steps_for "$p")
+  echo "bench_sam: PyTorch, $p prompts, with $best ($best_settings) ..." >&2
+  # shellcheck disable=SC2086
+  env $best_settings "$py" "$here/bench_sam_torch.py" --threads "$threads" --prompts "$p" \
+      --warmup "$1" --reps "$2" --orig "$orig" > "$raw/sam_torch_$p.txt"
+done
+stat_end=$(head -n 1 /proc/stat)
+wall_end=$(date +%s.%N)
+times > "$raw/sam_times.txt"
+children=$(tail -n 1 "$raw/sam_times.txt")
+
+BENCH_RAW=$raw BENCH_OUT=$out BENCH_DATE=$date_utc BENCH_CORETYPE=${coretype:-unset} \
+BENCH_BEST=$best BENCH_BEST_SETTINGS=$best_settings BENCH_PROMPTS=$prompts \
+BENCH_LOAD_START=$load_start BENCH_STAT_START=$stat_start BENCH_STAT_END=$stat_end \
+BENCH_WALL=$wall_start:$wall_end BENCH_CHILDREN=$children \
+"$py" - <<'EOF'
+import os
+
+raw, out = os.environ["BENCH_RAW"], os.environ["BENCH_OUT"]
+
+
+def parse(path):
+    """-> (meta from '# key=value', result dict)"""
+    meta, result = {}, {}
+    for line in open(path):
+        line = line.rstrip("\n")
+        if line.startswith("# ") and "=" in line:
+            k, v = line[2:].split("=", 1)
+            meta[k] = v
+        elif line.startswith("result "):
+            result = dict(f.split("=", 1) for f in line.split()[1:])
+    return meta, result
+
+
+def busy_seconds(stat_line):
+    f = [int(x) for x in stat_line.split()[1:9]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def sh_times(text):
+    total = 0.0
+    for t in text.split():
+        m, sec = t.rstrip("s").split("m")
+        total += 60 * float(m) + float(sec)
+    return total
+
+
+w0, w1 = (float(x) for x in os.environ["BENCH_WALL"].split(":"))
+ncpu = os.cpu_count() or 1
+others = (busy_seconds(os.environ["BENCH_STAT_END"]) - busy_seconds(os.environ["BENCH_STAT_START"])
+          - sh_times(os.environ["BENCH_CHILDREN"]))
+others_frac = max(0.0, others) / ((w1 - w0) * ncpu)
+cpu = "unknown"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+
+prompts = os.environ["BENCH_PROMPTS"].split()
+runs = [(p,) + parse(os.path.join(raw, "sam_c_%s.txt" % p)) + parse(os.path.join(raw, "sam_torch_%s.txt" % p))
+        for p in prompts]
+cm, tm = runs[0][1], runs[0][3]
+probes = open(os.path.join(raw, "sam_probe_scores.txt")).read().split("\n")
+settings = ("C: %s threads (OpenMP), env as given; PyTorch: %s threads, **%s** (`%s`); OPENBLAS_CORETYPE=%s both"
+            % (cm.get("c.threads"), tm.get("torch.threads"), os.environ["BENCH_BEST"],
+               os.environ["BENCH_BEST_SETTINGS"], os.environ["BENCH_CORETYPE"]))
+warn = []
+if others_frac > 0.03:
+    warn = ["", "**Warning: the machine was busy: other processes took %.0f%% of the CPU time "
+            "during the run, so the numbers below are noisy.** Rerun on an idle machine for "
+            "numbers to quote." % (100 * others_frac)]
+lines = [
+    "# anyref SAM mask decoder forward+backward vs PyTorch",
+    "",
+    "| | |",
+    "|---|---|",
+    "| date | %s |" % os.environ["BENCH_DATE"],
+    "| CPU | %s, %d CPUs online |" % (cpu, ncpu),
+    "| model | %s |" % cm.get("sam.config", "").replace(",", ", "),
+    "| parameters | %s total, %s trainable (C); PyTorch %s total, %s trainable |"
+    % (cm.get("sam.params_total"), cm.get("sam.params_trainable"), tm.get("sam.params_total"),
+       tm.get("sam.params_trainable")),
+    "| C side | gcc %s, backend %s |" % (cm.get("c.compiler"), cm.get("c.backend")),
+    "| PyTorch | %s, CPU kernels %s, BLAS %s |" % (tm.get("torch.version"), tm.get("torch.cpu_capability"),
+                                                 tm.get("torch.blas")),
+    "| PyTorch probe (4 prompts, step ms) | %s |" % "; ".join(
+        "%s %s" % tuple(p.split(" ")[:2]) for p in probes if p.strip() and " " in p),
+    "| settings | %s |" % settings,
+    "| machine load | %.1f%% of the CPU time went to other processes during the %.0f s run "
+    "(load average at the start: %s) |" % (100 * others_frac, w1 - w0, os.environ["BENCH_LOAD_START"]),
+] + warn + [
+    "",
+    "One step: decoder forward (low-res 256×256 masks) → postprocess_masks (→ 1024² → crop → "
+    "original size) → backward of a fixed random gradient at the original size through the "
+    "post-processing and the decoder (trainable: mask_tokens, output_upscaling, "
+    "output_hypernetworks_mlps, plus the sparse prompt; image embedding frozen). Times are "
+    "medians of the timed steps after warm-up; ratio = PyTorch ÷ C (> 1: C is faster).",
+    "",
+    "| prompts | steps (warm-up + timed) | C ms (fwd · bwd) | torch ms (fwd · bwd) | ratio torch/C "
+    "| fastest step C · torch | peak RSS C | peak RSS torch |",
+    "|--:|--:|--:|--:|--:|--:|--:|--:|",
+]
+for p, _, cr, _, tr in runs:
+    c_ms, t_ms = float(cr["step_ms"]), float(tr["step_ms"])
+    lines.append("| %s | %s + %s | %.1f (%s · %s) | %.1f (%s · %s) | **%.2f** | %s · %s ms | %s MiB | %s MiB |"
+                 % (p, cr["warmup"], cr["reps"], c_ms, cr["fwd_ms"], cr["bwd_ms"], t_ms, tr["fwd_ms"],
+                    tr["bwd_ms"], t_ms / c_ms, cr["step_ms_best"], tr["step_ms_best"],
+                    cr["peak_rss_mib"], tr["peak_rss_mib"]))
+md = "\n".join(lines) + "\n"
+with open(os.path.join(out, "bench_sam.md"), "w") as f:
+    f.write(md)
+print(md, end="")
+print("bench_sam: wrote %s" % os.path.join(out, "bench_sam.md"))
+EOF
