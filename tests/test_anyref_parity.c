@@ -1,0 +1,211 @@
+/* tests/test_anyref_parity.c — one whole AnyRef training step (model/anyref.c)
+ * against PyTorch float64.
+ *
+ * tests/ref/anyref_step_ref.py (`make fixtures`) writes tests/fixtures/anyref_step.h5
+ * from the per-module references (llama_recipe_ref / llama_ref, seg_head_ref,
+ * sam_prompt_ref, sam_decoder_ref, sam_post_ref, imported, not copied): a tiny
+ * LLaMA (vocab 16, dim 16, 2 layers, 2 heads / 1 kv head) with LoRA rank 2 on
+ * all seven projections and LoRA dropout 0.1 (the C masks, reproduced bit for
+ * bit by the reference), trainable embed_tokens and lm_head; text_hidden_fcs
+ * 16 -> 16 -> 16; SAM prompt encoder + mask decoder (dim 16, 2 heads, 4x4
+ * grid, preset "anyref"), S = 64; post-processing to the original size; CE +
+ * 2 BCE + 0.5 Dice aggregated as SPEC 2.9 (Dice smoothing DICE_SMOOTH). The
+ * batch mixes a sample with one [SEG] (13x11), one with two [SEG]s (9x15) and
+ * one without (7x5). Two cases: λ = 0 (no refocusing) and λ = 0.1.
+ *
+ * Weights are loaded by registry name (shapes checked both ways). Checked per
+ * case: ce, bce, dice, total (rel err 1e-5) and the gradient of every trainable
+ * tensor (max|c - ref| / max|ref| <= 1e-4, printed per tensor); hypernetwork
+ * MLPs 1..3 (single-mask output) must have exactly zero gradient on both
+ * sides. Run from the repo root. */
+#include "kernels/kernels.h"
+#include "model/anyref.h"
+#include "core/error.h"
+#include "tests/h5fixture.h"
+#include "tests/testlib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FIXTURE "tests/fixtures/anyref_step.h5"
+#define PFX "anyref_parity "
+/* float32 step against float64: the per-module parity tests see ~1e-6; the
+ * issue's bounds are 1e-5 on the losses and 1e-4 on the gradients. */
+#define LOSS_TOL 1e-5
+#define GRAD_TOL 1e-4
+enum { V = 16, DM = 16, SEG = 15, C = 16, G = 4, B = 3, T = 8, N = B * T, MAXSEG = 4, MAXPIX = 16 * 16 };
+
+static h5fixture FX;
+
+static anyref_cfg tiny_cfg(float lambda) {
+    anyref_cfg c = anyref_default_cfg();
+    llama_cfg l = {.vocab = V, .dim = DM, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 24,
+                   .max_seq = T, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
+                   .lora_alpha = 4.0f, .lora_dropout = 0.1f, .lora_targets = 0x7f,
+                   .train_embed = 1, .train_lm_head = 1};
+    c.llm = l;
+    c.seg.seg_token = SEG;
+    c.seg.lambda = lambda;
+    sam_decoder_cfg d = {.dim = C, .depth = 2, .heads = 2, .mlp_dim = 24, .downsample = 2,
+                         .num_mask_tokens = 4, .iou_hidden = 16, .H = G, .W = G, .n_sparse = 1};
+    c.dec = d;
+    c.max_orig_h = c.max_orig_w = 16;
+    return c;
+}
+
+static int check_config(const anyref_cfg *c) {
+    const fx_int_attr iv[] = {
+        {"vocab", c->llm.vocab}, {"dim", c->llm.dim}, {"layers", c->llm.layers}, {"heads", c->llm.heads},
+        {"kv_heads", c->llm.kv_heads}, {"mlp_hidden", c->llm.mlp_hidden}, {"lora_rank", c->llm.lora_rank},
+        {"lora_targets", (int)c->llm.lora_targets}, {"train_base", c->llm.train_base},
+        {"train_embed", c->llm.train_embed}, {"train_lm_head", c->llm.train_lm_head}, {"B", B}, {"T", T},
+        {"dec_dim", c->dec.dim}, {"dec_depth", c->dec.depth}, {"dec_heads", c->dec.heads},
+        {"dec_mlp_dim", c->dec.mlp_dim}, {"dec_downsample", c->dec.downsample},
+        {"dec_num_mask_tokens", c->dec.num_mask_tokens}, {"dec_iou_hidden", c->dec.iou_hidden},
+        {"dec_H", c->dec.H}, {"dec_W", c->dec.W}, {"seg_token", SEG}, {"img_size", 16 * G}};
+    const fx_float_attr fv[] = {
+        {"norm_eps", c->llm.norm_eps}, {"rope_theta", c->llm.rope_theta}, {"lora_alpha", c->llm.lora_alpha},
+        {"lora_dropout", c->llm.lora_dropout}};
+    return fx_check_config(&FX, iv, sizeof iv / sizeof *iv, fv, sizeof fv / sizeof *fv);
+}
+
+static int is_dead_hyper(const char *name) {
+    const char *h = strstr(name, "output_hypernetworks_mlps.");
+    return h && h[strlen("output_hypernetworks_mlps.")] != '0';
+}
+
+static void run_case(const char *grp, float lambda) {
+    char nm[256], ds[256];
+    anyref_cfg c = tiny_cfg(lambda);
+    ar_params ps;
+    anyref *m = NULL;
+    float *img_dev[B] = {0}, *gt_dev[MAXSEG] = {0};
+    params_init_empty(&ps);
+    if (anyref_declare(&c, &ps) || params_alloc(&ps)) { t_fail(PFX "declare", "%s", ar_error()); return; }
+    if (!check_config(&c)) goto done;
+    snprintf(ds, sizeof ds, "%s/grads", grp);
+    const char *const groups[] = {ds, NULL};
+    int tokens[N], targets[N], hw[2 * B];
+    float img[B * C * G * G];
+    uint64_t seed = 0;
+    const int nshape[1] = {N}, hshape[2] = {B, 2}, ishape[4] = {B, C, G, G};
+    if (!fx_load_params(&FX, &ps, groups) || !fx_read(&FX, "tokens", H5T_NATIVE_INT, tokens, 1, nshape) ||
+        !fx_read(&FX, "targets", H5T_NATIVE_INT, targets, 1, nshape) ||
+        !fx_read(&FX, "orig_hw", H5T_NATIVE_INT, hw, 2, hshape) ||
+        !fx_read(&FX, "image_emb", H5T_NATIVE_FLOAT, img, 4, ishape) ||
+        !fx_attr(&FX, "dropout_seed", H5T_NATIVE_UINT64, &seed))
+        goto done;
+    /* the [SEG]s in torch.where order: their masks lie concatenated in gt_masks */
+    int nseg = 0, gb[MAXSEG];
+    size_t npix = 0;
+    for (int i = 0; i < N; i++)
+        if (tokens[i] == SEG) {
+            if (nseg == MAXSEG) { fx_bad(&FX, "tokens", "more than 4 [SEG]s"); goto done; }
+            gb[nseg++] = i / T;
+            npix += (size_t)hw[2 * (i / T)] * hw[2 * (i / T) + 1];
+        }
+    int gl = fx_len(&FX, "gt_masks");
+    if (gl < 0) goto done;
+    if ((size_t)gl != npix || nseg != 3) { fx_bad(&FX, "gt_masks", "does not match the [SEG]s and sizes"); goto done; }
+    float *gt = fx_alloc(&FX, npix * sizeof(float));
+    const int gshape[1] = {gl};
+    if (!fx_read(&FX, "gt_masks", H5T_NATIVE_FLOAT, gt, 1, gshape)) { free(gt); goto done; }
+    const float *imgs[B], *gts[MAXSEG] = {0};
+    for (int b = 0; b < B; b++) {
+        img_dev[b] = k_malloc((size_t)C * G * G * sizeof(float));
+        k_upload(img_dev[b], img + (size_t)b * C * G * G, (size_t)C * G * G * sizeof(float));
+        imgs[b] = img_dev[b];
+    }
+    size_t off = 0;
+    for (int k = 0; k < nseg; k++) {
+        size_t n = (size_t)hw[2 * gb[k]] * hw[2 * gb[k] + 1];
+        gt_dev[k] = k_malloc(n * sizeof(float));
+        k_upload(gt_dev[k], gt + off, n * sizeof(float));
+        gts[k] = gt_dev[k];
+        off += n;
+    }
+    free(gt);
+
+    m = anyref_create(&c, &ps, B, T, MAXSEG);
+    if (!m) { t_fail(PFX "create", "%s", ar_error()); goto done; }
+    anyref_refresh_prompt(m);
+    anyref_set_training(m, 1);
+    params_zero_grad(&ps);
+    anyref_losses L;
+    anyref_forward(m, tokens, targets, imgs, hw, gts, seed, &L);
+    anyref_backward(m);
+    k_sync();
+    const char *kerr = k_error();
+    t_check(kerr == NULL, PFX "backend", "%s", kerr ? kerr : "no backend error");
+    snprintf(nm, sizeof nm, PFX "%s batch", grp);
+    t_check(L.n_seg == 3 && L.n_seg_samples == 2, nm, "%d [SEG]s in %d samples (1, 2 and 0 per sample)",
+            L.n_seg, L.n_seg_samples);
+
+    double ref[4];
+    const int four[1] = {4};
+    snprintf(ds, sizeof ds, "%s/losses", grp);
+    if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, ref, 1, four)) {
+        const char *lname[4] = {"ce", "bce", "dice", "total"};
+        const double got[4] = {L.ce, L.bce, L.dice, L.total};
+        for (int i = 0; i < 4; i++) {
+            double e = fabs(got[i] - ref[i]) / fabs(ref[i]);
+            snprintf(nm, sizeof nm, PFX "%s %s", grp, lname[i]);
+            t_check(e <= LOSS_TOL, nm, "%.9f vs torch %.9f  rel err %.1e (tol %.0e)", got[i], ref[i], e, LOSS_TOL);
+        }
+    }
+
+    int nt = 0, nzero = 0;
+    double worst = 0;
+    for (int i = 0; i < ps.n; i++) {
+        const ar_param *p = &ps.p[i];
+        if (!p->trainable) continue;
+        nt++;
+        snprintf(ds, sizeof ds, "%s/grads/%s", grp, p->name);
+        snprintf(nm, sizeof nm, "%s grad.%s", grp, p->name);
+        if (is_dead_hyper(p->name)) {
+            double *r = fx_alloc(&FX, p->numel * sizeof(double));
+            if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, r, p->ndim, p->shape)) {
+                float *h = fx_download(&FX, ps.g + p->goff, p->numel);
+                int zc = 1, zr = 1;
+                for (size_t j = 0; j < p->numel; j++) { zc &= h[j] == 0.0f; zr &= r[j] == 0.0; }
+                char full[300];
+                snprintf(full, sizeof full, PFX "%s", nm);
+                t_check(zc && zr, full, "exactly zero gradient: C %s, torch %s", zc ? "yes" : "NO", zr ? "yes" : "NO");
+                nzero++;
+                free(h);
+            }
+            free(r);
+            continue;
+        }
+        double *r = fx_alloc(&FX, p->numel * sizeof(double));
+        if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, r, p->ndim, p->shape)) {
+            float *h = fx_download(&FX, ps.g + p->goff, p->numel);
+            double e = t_max_rel_err_d(h, r, p->numel);
+            if (e > worst) worst = e;
+            fx_report(&FX, nm, h, r, p->numel, GRAD_TOL);
+            free(h);
+        }
+        free(r);
+    }
+    snprintf(nm, sizeof nm, PFX "%s trainable set", grp);
+    t_check(nt == 2 * 7 * 2 + 2 + 4 + 1 + 6 + 24 && nzero == 18, nm,
+            "%d trainable tensors (LoRA 28, embed, lm_head, fcs 4, decoder 31), %d exactly zero, "
+            "worst gradient rel err %.1e", nt, nzero, worst);
+done:
+    for (int b = 0; b < B; b++) if (img_dev[b]) k_free(img_dev[b]);
+    for (int k = 0; k < MAXSEG; k++) if (gt_dev[k]) k_free(gt_dev[k]);
+    anyref_free(m);
+    params_free(&ps);
+}
+
+int main(void) {
+    if (!fx_open(&FX, FIXTURE, PFX)) return t_exit_code();
+    printf("# AnyRef step (tiny LLaMA + LoRA + [SEG] head + SAM decoder + post-processing + losses)\n"
+           "# against PyTorch float64, backend %s\n", k_backend_name());
+    run_case("lam0", 0.0f);
+    run_case("lam0.1", 0.1f);
+    fx_close(&FX);
+    return t_exit_code();
+}
