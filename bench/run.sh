@@ -24,50 +24,10 @@ raw="$out/raw"
 mkdir -p "$raw"
 [ -x "$bin" ] || { echo "bench: $bin is not an executable" >&2; exit 1; }
 
-# glibc malloc that neither trims the heap nor hands big blocks to mmap: each
-# autograd step then reuses the memory of the previous one instead of
-# faulting in fresh zeroed pages. (MALLOC_MMAP_THRESHOLD_ alone cannot do it:
-# glibc caps that threshold at 32 MiB, below a 512x32000 logits tensor.)
-MALLOC_SET="MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_MMAP_MAX_=0"
-OBLAS_OMP=/usr/lib/x86_64-linux-gnu/openblas-openmp
-# Candidate PyTorch environments, one per line: "<label> <VAR=value ...>".
-# libblas.so.3 resolves to the pthread OpenBLAS by default (Debian
-# alternatives); LD_LIBRARY_PATH points it at the OpenMP build the C side uses.
-# GOMP_SPINCOUNT caps how long idle OpenMP threads busy-wait (the default
-# spins for a while, PASSIVE not at all).
-CANDIDATES="pthread-passive OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
-pthread-spin10k GOMP_SPINCOUNT=10000 $MALLOC_SET
-openmp LD_LIBRARY_PATH=$OBLAS_OMP $MALLOC_SET
-openmp-passive LD_LIBRARY_PATH=$OBLAS_OMP OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
-openmp-spin10k LD_LIBRARY_PATH=$OBLAS_OMP GOMP_SPINCOUNT=10000 $MALLOC_SET"
-
-# Wait (up to BENCH_IDLE_WAIT seconds, default 60) for other processes to
-# leave the CPUs alone: this is a throughput benchmark of the whole machine.
-busy_percent() {  # % of CPU time busy over the next 2 seconds
-  a=$(head -n 1 /proc/stat); sleep 2; b=$(head -n 1 /proc/stat)
-  printf '%s\n%s\n' "$a" "$b" | awk '
-    NR == 1 { for (i = 2; i <= 9; i++) x[i] = $i }
-    NR == 2 { for (i = 2; i <= 9; i++) { d = $i - x[i]; t += d; if (i == 5 || i == 6) idle += d }
-              printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }'
-}
-idle_wait=${BENCH_IDLE_WAIT:-60}
-waited=0
-while :; do
-  busy=$(busy_percent)
-  [ "$busy" -le 10 ] && break
-  if [ "$waited" -ge "$idle_wait" ]; then
-    echo "bench: the machine is still ${busy}% busy after ${waited} s; measuring anyway" >&2
-    break
-  fi
-  [ "$waited" -eq 0 ] && echo "bench: the machine is ${busy}% busy; waiting up to ${idle_wait} s for it to go idle ..." >&2
-  waited=$((waited + 2))
-done
-
-coretype=${OPENBLAS_CORETYPE:-}
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-stat_start=$(head -n 1 /proc/stat)
-wall_start=$(date +%s.%N)
-date_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
+wait_for_idle bench
+start_clock
 
 echo "bench: C kernels (OPENBLAS_CORETYPE=${coretype:-unset}) ..." >&2
 "$bin" > "$raw/c.txt"

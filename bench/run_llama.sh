@@ -36,66 +36,21 @@ for a in $args; do
   esac
 done
 
-# The candidates of bench/run.sh (keep in step with it).
-MALLOC_SET="MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_MMAP_MAX_=0"
-OBLAS_OMP=/usr/lib/x86_64-linux-gnu/openblas-openmp
-CANDIDATES="pthread-passive OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
-pthread-spin10k GOMP_SPINCOUNT=10000 $MALLOC_SET
-openmp LD_LIBRARY_PATH=$OBLAS_OMP $MALLOC_SET
-openmp-passive LD_LIBRARY_PATH=$OBLAS_OMP OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
-openmp-spin10k LD_LIBRARY_PATH=$OBLAS_OMP GOMP_SPINCOUNT=10000 $MALLOC_SET"
-
-busy_percent() {  # % of CPU time busy over the next 2 seconds
-  a=$(head -n 1 /proc/stat); sleep 2; b=$(head -n 1 /proc/stat)
-  printf '%s\n%s\n' "$a" "$b" | awk '
-    NR == 1 { for (i = 2; i <= 9; i++) x[i] = $i }
-    NR == 2 { for (i = 2; i <= 9; i++) { d = $i - x[i]; t += d; if (i == 5 || i == 6) idle += d }
-              printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }'
-}
-idle_wait=${BENCH_IDLE_WAIT:-60}
-waited=0
-while :; do
-  busy=$(busy_percent)
-  [ "$busy" -le 10 ] && break
-  if [ "$waited" -ge "$idle_wait" ]; then
-    echo "bench_llama: the machine is still ${busy}% busy after ${waited} s; measuring anyway" >&2
-    break
-  fi
-  [ "$waited" -eq 0 ] && echo "bench_llama: the machine is ${busy}% busy; waiting up to ${idle_wait} s for it to go idle ..." >&2
-  waited=$((waited + 2))
-done
-
-coretype=${OPENBLAS_CORETYPE:-}
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-stat_start=$(head -n 1 /proc/stat)
-wall_start=$(date +%s.%N)
-date_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
+wait_for_idle bench_llama
+start_clock
 
 echo "bench_llama: C (OPENBLAS_CORETYPE=${coretype:-unset}) ..." >&2
 # shellcheck disable=SC2086  # args is a list of options
 "$bin" $args > "$raw/llama_c.txt"
 threads=$(sed -n 's/^# c\.threads=//p' "$raw/llama_c.txt")
 
-if [ -n "${BENCH_LLAMA_TORCH_ENV:-}" ]; then
-  best=$(echo "$BENCH_LLAMA_TORCH_ENV" | cut -d' ' -f1)
-  best_settings=$(echo "$BENCH_LLAMA_TORCH_ENV" | cut -s -d' ' -f2-)
-  echo "given (BENCH_LLAMA_TORCH_ENV)" > "$raw/llama_probe_scores.txt"
-else
-  # Probe: median step time of a 2-layer model (same widths, vocab, sequence).
-  echo "bench_llama: probing PyTorch environments (2-layer model) ..." >&2
-  : > "$raw/llama_probe_scores.txt"
-  printf '%s\n' "$CANDIDATES" | while read -r label settings; do
-    # shellcheck disable=SC2086
-    env $settings "$py" "$here/bench_llama_torch.py" --threads "$threads" $targs \
-        --layers 2 --steps 2 --warmup 1 > "$raw/llama_probe_$label.txt"
-    score=$(sed -n 's/^result .* step_ms=\([0-9.]*\) .*/\1/p' "$raw/llama_probe_$label.txt")
-    echo "$label ${score:-inf} $settings" >> "$raw/llama_probe_scores.txt"
-    echo "bench_llama:   $label step_ms=$score" >&2
-  done
-  best_line=$(sort -k2,2g "$raw/llama_probe_scores.txt" | head -n 1)
-  best=$(echo "$best_line" | cut -d' ' -f1)
-  best_settings=$(echo "$best_line" | cut -d' ' -f3-)
-fi
+[ -z "${BENCH_LLAMA_TORCH_ENV:-}" ] && echo "bench_llama: probing PyTorch environments (2-layer model) ..." >&2
+# Probe: median step time of a 2-layer model (same widths, vocab, sequence).
+# shellcheck disable=SC2086  # targs is a list of options
+pick_torch_env bench_llama "${BENCH_LLAMA_TORCH_ENV:-}" "$raw/llama_probe" \
+    "$py" "$here/bench_llama_torch.py" --threads "$threads" $targs --layers 2 --steps 2 --warmup 1
 
 echo "bench_llama: PyTorch with $best ($best_settings) ..." >&2
 # shellcheck disable=SC2086

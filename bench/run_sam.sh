@@ -36,40 +36,10 @@ steps_for() {
   if [ "$1" -le 1 ]; then echo "2 7"; elif [ "$1" -le 4 ]; then echo "2 5"; else echo "2 3"; fi
 }
 
-# The candidates of bench/run.sh (keep in step with it).
-MALLOC_SET="MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_MMAP_MAX_=0"
-OBLAS_OMP=/usr/lib/x86_64-linux-gnu/openblas-openmp
-CANDIDATES="pthread-passive OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
-pthread-spin10k GOMP_SPINCOUNT=10000 $MALLOC_SET
-openmp LD_LIBRARY_PATH=$OBLAS_OMP $MALLOC_SET
-openmp-passive LD_LIBRARY_PATH=$OBLAS_OMP OMP_WAIT_POLICY=PASSIVE $MALLOC_SET
-openmp-spin10k LD_LIBRARY_PATH=$OBLAS_OMP GOMP_SPINCOUNT=10000 $MALLOC_SET"
-
-busy_percent() {  # % of CPU time busy over the next 2 seconds
-  a=$(head -n 1 /proc/stat); sleep 2; b=$(head -n 1 /proc/stat)
-  printf '%s\n%s\n' "$a" "$b" | awk '
-    NR == 1 { for (i = 2; i <= 9; i++) x[i] = $i }
-    NR == 2 { for (i = 2; i <= 9; i++) { d = $i - x[i]; t += d; if (i == 5 || i == 6) idle += d }
-              printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }'
-}
-idle_wait=${BENCH_IDLE_WAIT:-60}
-waited=0
-while :; do
-  busy=$(busy_percent)
-  [ "$busy" -le 10 ] && break
-  if [ "$waited" -ge "$idle_wait" ]; then
-    echo "bench_sam: the machine is still ${busy}% busy after ${waited} s; measuring anyway" >&2
-    break
-  fi
-  [ "$waited" -eq 0 ] && echo "bench_sam: the machine is ${busy}% busy; waiting up to ${idle_wait} s for it to go idle ..." >&2
-  waited=$((waited + 2))
-done
-
-coretype=${OPENBLAS_CORETYPE:-}
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-stat_start=$(head -n 1 /proc/stat)
-wall_start=$(date +%s.%N)
-date_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
+wait_for_idle bench_sam
+start_clock
 
 for p in $prompts; do
   # shellcheck disable=SC2046  # two numbers: warm-up, timed steps
@@ -80,25 +50,9 @@ done
 first=$(echo "$prompts" | awk '{print $1}')
 threads=$(sed -n 's/^# c\.threads=//p' "$raw/sam_c_$first.txt")
 
-if [ -n "${BENCH_SAM_TORCH_ENV:-}" ]; then
-  best=$(echo "$BENCH_SAM_TORCH_ENV" | cut -d' ' -f1)
-  best_settings=$(echo "$BENCH_SAM_TORCH_ENV" | cut -s -d' ' -f2-)
-  echo "given (BENCH_SAM_TORCH_ENV)" > "$raw/sam_probe_scores.txt"
-else
-  echo "bench_sam: probing PyTorch environments (4 prompts, 2 steps) ..." >&2
-  : > "$raw/sam_probe_scores.txt"
-  printf '%s\n' "$CANDIDATES" | while read -r label settings; do
-    # shellcheck disable=SC2086
-    env $settings "$py" "$here/bench_sam_torch.py" --threads "$threads" --prompts 4 --warmup 1 --reps 2 \
-        --orig "$orig" > "$raw/sam_probe_$label.txt"
-    score=$(sed -n 's/^result .* step_ms=\([0-9.]*\) .*/\1/p' "$raw/sam_probe_$label.txt")
-    echo "$label ${score:-inf} $settings" >> "$raw/sam_probe_scores.txt"
-    echo "bench_sam:   $label step_ms=$score" >&2
-  done
-  best_line=$(sort -k2,2g "$raw/sam_probe_scores.txt" | head -n 1)
-  best=$(echo "$best_line" | cut -d' ' -f1)
-  best_settings=$(echo "$best_line" | cut -d' ' -f3-)
-fi
+[ -z "${BENCH_SAM_TORCH_ENV:-}" ] && echo "bench_sam: probing PyTorch environments (4 prompts, 2 steps) ..." >&2
+pick_torch_env bench_sam "${BENCH_SAM_TORCH_ENV:-}" "$raw/sam_probe" \
+    "$py" "$here/bench_sam_torch.py" --threads "$threads" --prompts 4 --warmup 1 --reps 2 --orig "$orig"
 
 for p in $prompts; do
   # shellcheck disable=SC2046  # two numbers: warm-up, timed steps
