@@ -29,6 +29,7 @@
 #include "kernels/kernels.h"
 #include "core/rng.h"
 #include "core/timer.h"
+#include "bench/bench_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -48,16 +49,6 @@ static ar_rng g_rng;
 static volatile float g_sink;        /* keeps loss values alive */
 
 /* ---------------------------------------------------------------- helpers */
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
 
 static int reps_for(double first_s, int lo, int hi, double target_s) {
     double r = target_s / (first_s > 1e-7 ? first_s : 1e-7);
@@ -81,7 +72,7 @@ static int reps_for(double first_s, int lo, int hi, double target_s) {
             k_sync();                                                      \
             ts_[r_] = ar_now() - t0_;                                      \
         }                                                                  \
-        (ms_out) = 1e3 * median(ts_, n_);                                  \
+        (ms_out) = 1e3 * bu_median(ts_, n_);                                  \
         (reps_out) = n_;                                                   \
     } while (0)
 
@@ -158,48 +149,7 @@ static void free_all(void *first, ...) {
 
 /* ------------------------------------------------------- 1. GEMM ceiling */
 
-static const int SGEMM_SHAPES[][3] = {   /* M, N, K: C[M,N] = A[M,K] @ B[K,N] */
-    {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048},
-    {512, 4096, 4096},    /* 512 tokens through a 4096x4096 projection (7B q/k/v/o) */
-    {512, 11008, 4096},   /* 7B MLP gate/up */
-    {512, 32000, 1024},   /* lm_head of the small model */
-};
-
-static void bench_ceiling(void) {
-    const char *ct = getenv("OPENBLAS_CORETYPE");
-    for (size_t i = 0; i < sizeof SGEMM_SHAPES / sizeof SGEMM_SHAPES[0]; i++) {
-        int M = SGEMM_SHAPES[i][0], N = SGEMM_SHAPES[i][1], K = SGEMM_SHAPES[i][2];
-        float *A = malloc((size_t)M * K * sizeof(float));
-        float *B = malloc((size_t)K * N * sizeof(float));
-        float *C = malloc((size_t)M * N * sizeof(float));
-        if (!A || !B || !C) { fprintf(stderr, "bench: out of memory (sgemm)\n"); exit(1); }
-        rng_fill_uniform(&g_rng, A, (size_t)M * K, -1, 1);
-        rng_fill_uniform(&g_rng, B, (size_t)K * N, -1, 1);
-        memset(C, 0, (size_t)M * N * sizeof(float));
-#define SGEMM() cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, \
-                            1.0f, A, K, B, N, 0.0f, C, N)
-        SGEMM();
-        double t0 = ar_now();
-        SGEMM();
-        double best = ar_now() - t0;
-        int reps = reps_for(best, 3, 20, 1.0);
-        for (int r = 0; r < reps; r++) {
-            t0 = ar_now();
-            SGEMM();
-            double t = ar_now() - t0;
-            if (t < best) best = t;
-        }
-#undef SGEMM
-        double gflops = 2.0 * M * N * K / best * 1e-9;
-        if (gflops > g_ceiling) g_ceiling = gflops;
-        printf("kernel=sgemm shape=%dx%dx%d fwd_ms=%.4f fwdbwd_ms=- reps=%d gflops=%.1f "
-               "coretype=%s corename=%s\n", M, N, K, best * 1e3, reps, gflops,
-               ct && *ct ? ct : "unset", openblas_get_corename());
-        fflush(stdout);
-        free(A); free(B); free(C);
-    }
-    printf("# c.ceiling_gflops=%.1f\n", g_ceiling);
-}
+static void bench_ceiling(void) { g_ceiling = bu_sgemm_ceiling(&g_rng, 1.0); }
 
 /* ------------------------------------------------------ 2. the kernels */
 

@@ -42,6 +42,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/timer.h"
+#include "bench/bench_util.h"
 #include "kernels/kernels.h"
 #include "model/llama.h"
 #include "model/params.h"
@@ -57,27 +58,6 @@
 static double g_ceiling = 0.0;   /* best sgemm GFLOP/s */
 static ar_rng g_rng;
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(const double *t, int n) {
-    double *s = malloc((size_t)n * sizeof *s);
-    if (!s) { fprintf(stderr, "bench_llama: out of memory\n"); exit(1); }
-    memcpy(s, t, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    free(s);
-    return m;
-}
-
-static double peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;    /* Linux: KiB */
-}
-
 static float *host_floats(size_t n) {
     float *p = malloc(n * sizeof *p);
     if (!p) { fprintf(stderr, "bench_llama: out of memory (%zu floats)\n", n); exit(1); }
@@ -86,45 +66,7 @@ static float *host_floats(size_t n) {
 
 /* ------------------------------------------------- the GEMM ceiling */
 
-/* The shapes and method of bench_kernels.c's ceiling: best of 3-20 runs after a warm-up. */
-static const int SGEMM_SHAPES[][3] = {
-    {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048},
-    {512, 4096, 4096}, {512, 11008, 4096}, {512, 32000, 1024},
-};
-
-static void bench_ceiling(double target_s) {
-    const char *ct = getenv("OPENBLAS_CORETYPE");
-    for (size_t i = 0; i < sizeof SGEMM_SHAPES / sizeof SGEMM_SHAPES[0]; i++) {
-        int M = SGEMM_SHAPES[i][0], N = SGEMM_SHAPES[i][1], K = SGEMM_SHAPES[i][2];
-        float *A = host_floats((size_t)M * K), *B = host_floats((size_t)K * N), *C = host_floats((size_t)M * N);
-        rng_fill_uniform(&g_rng, A, (size_t)M * K, -1, 1);
-        rng_fill_uniform(&g_rng, B, (size_t)K * N, -1, 1);
-        memset(C, 0, (size_t)M * N * sizeof(float));
-#define SGEMM() cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, \
-                            1.0f, A, K, B, N, 0.0f, C, N)
-        SGEMM();
-        double t0 = ar_now();
-        SGEMM();
-        double best = ar_now() - t0;
-        double r = target_s / (best > 1e-7 ? best : 1e-7);
-        int reps = r < 3 ? 3 : r > 20 ? 20 : (int)r;
-        for (int k = 0; k < reps; k++) {
-            t0 = ar_now();
-            SGEMM();
-            double t = ar_now() - t0;
-            if (t < best) best = t;
-        }
-#undef SGEMM
-        double gflops = 2.0 * M * N * K / best * 1e-9;
-        if (gflops > g_ceiling) g_ceiling = gflops;
-        printf("kernel=sgemm shape=%dx%dx%d fwd_ms=%.4f fwdbwd_ms=- reps=%d gflops=%.1f "
-               "coretype=%s corename=%s\n", M, N, K, best * 1e3, reps, gflops,
-               ct && *ct ? ct : "unset", openblas_get_corename());
-        fflush(stdout);
-        free(A); free(B); free(C);
-    }
-    printf("# c.ceiling_gflops=%.1f\n", g_ceiling);
-}
+static void bench_ceiling(double target_s) { g_ceiling = bu_sgemm_ceiling(&g_rng, target_s); }
 
 /* ------------------------------------------------- the model's GEMM shapes */
 
@@ -325,8 +267,8 @@ int main(int argc, char **argv) {
                1e3 * t_step[s], 1e3 * t_fwd[s], 1e3 * t_bwd[s], 1e3 * t_opt[s], (double)loss);
         fflush(stdout);
     }
-    double step_s = median(t_step + warmup, steps);
-    double fwd_s = median(t_fwd + warmup, steps), bwd_s = median(t_bwd + warmup, steps), opt_s = median(t_opt + warmup, steps);
+    double step_s = bu_median(t_step + warmup, steps);
+    double fwd_s = bu_median(t_fwd + warmup, steps), bwd_s = bu_median(t_bwd + warmup, steps), opt_s = bu_median(t_opt + warmup, steps);
     double sum = 0, best = t_step[warmup];
     for (int s = warmup; s < total; s++) { sum += t_step[s]; if (t_step[s] < best) best = t_step[s]; }
     double tps = N / step_s;
@@ -337,7 +279,7 @@ int main(int argc, char **argv) {
            "ceiling_gflops=%.1f peak_rss_mib=%.0f loss=%.4f\n",
            tps, N * steps / sum, N / best, 1e3 * step_s, 1e3 * best, 1e3 * fwd_s, 1e3 * bwd_s, 1e3 * opt_s, steps, warmup,
            exec_gf, g_ceiling > 0 ? 100 * exec_gf / g_ceiling : 0.0,
-           six_gf, g_ceiling > 0 ? 100 * six_gf / g_ceiling : 0.0, g_ceiling, peak_rss_mib(), loss_last);
+           six_gf, g_ceiling > 0 ? 100 * six_gf / g_ceiling : 0.0, g_ceiling, bu_peak_rss_mib(), loss_last);
     free(t_step); free(t_fwd); free(t_bwd); free(t_opt); free(tok); free(tgt);
     llama_free(m);
     params_free(&ps);

@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/timer.h"
+#include "bench/bench_util.h"
 #include "kernels/kernels.h"
 #include "model/params.h"
 #include "model/sam_decoder.h"
@@ -35,27 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(const double *t, int n) {
-    double *s = malloc((size_t)n * sizeof *s);
-    if (!s) { fprintf(stderr, "bench_sam: out of memory\n"); exit(1); }
-    memcpy(s, t, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    free(s);
-    return m;
-}
-
-static double peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;    /* Linux: KiB */
-}
 
 /* Backend buffer of n floats from the given distribution (normal when lo > hi). */
 static float *dev_random(ar_rng *r, size_t n, float lo, float hi) {
@@ -175,8 +155,8 @@ int main(int argc, char **argv) {
     double best = t_step[warmup];
     for (int s = warmup; s < total; s++) if (t_step[s] < best) best = t_step[s];
     printf("result side=c prompts=%d step_ms=%.1f step_ms_best=%.1f fwd_ms=%.1f bwd_ms=%.1f reps=%d warmup=%d "
-           "peak_rss_mib=%.0f\n", P, 1e3 * median(t_step + warmup, reps), 1e3 * best,
-           1e3 * median(t_fwd + warmup, reps), 1e3 * median(t_bwd + warmup, reps), reps, warmup, peak_rss_mib());
+           "peak_rss_mib=%.0f\n", P, 1e3 * bu_median(t_step + warmup, reps), 1e3 * best,
+           1e3 * bu_median(t_fwd + warmup, reps), 1e3 * bu_median(t_bwd + warmup, reps), reps, warmup, bu_peak_rss_mib());
     free(t_step); free(t_fwd); free(t_bwd);
     k_free(img); k_free(pe); k_free(sparse); k_free(dense); k_free(dout);
     k_free(out); k_free(dlow); k_free(dsp); k_free(scratch);
