@@ -54,26 +54,6 @@ static const char *bad_name(const char *name) {
     return NULL;
 }
 
-static void shape_str(char *buf, size_t cap, int ndim, const hsize_t *dims) {
-    size_t n = 0;
-    n += (size_t)snprintf(buf + n, cap - n, "[");
-    for (int i = 0; i < ndim && n < cap; i++)
-        n += (size_t)snprintf(buf + n, cap - n, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
-    if (n < cap) snprintf(buf + n, cap - n, "]");
-}
-
-static void dtype_str(char *buf, size_t cap, hid_t t) {
-    size_t bits = H5Tget_size(t) * 8;
-    switch (H5Tget_class(t)) {
-    case H5T_FLOAT:    snprintf(buf, cap, "float%zu", bits); break;
-    case H5T_INTEGER:  snprintf(buf, cap, "%s%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int", bits); break;
-    case H5T_STRING:   snprintf(buf, cap, "string"); break;
-    case H5T_COMPOUND: snprintf(buf, cap, "compound"); break;
-    case H5T_ENUM:     snprintf(buf, cap, "enum"); break;
-    default:           snprintf(buf, cap, "HDF5 type class %d", (int)H5Tget_class(t)); break;
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* Writing                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -253,7 +233,7 @@ static int read_int_attr(hid_t loc, const char *name, int n, hid_t mtype, void *
         rc = ar_errorf("attribute '%s' unreadable: %s", name, h5_detail());
     } else if (H5Tget_class(t) != H5T_INTEGER) {
         char ds[48];
-        dtype_str(ds, sizeof ds, t);
+        h5_dtype_str(ds, sizeof ds, t);
         rc = ar_errorf("attribute '%s' is %s, expected an integer", name, ds);
     } else if (H5Sget_simple_extent_npoints(sp) != n) {
         rc = ar_errorf("attribute '%s' has %lld values, expected %d", name,
@@ -284,7 +264,7 @@ static int read_string(hid_t loc, const char *name, int dataset, char **out) {
         rc = ar_errorf("%s '%s' unreadable: %s", what, name, h5_detail());
     } else if (H5Tget_class(t) != H5T_STRING) {
         char ds[48];
-        dtype_str(ds, sizeof ds, t);
+        h5_dtype_str(ds, sizeof ds, t);
         rc = ar_errorf("%s '%s' is %s, expected a string", what, name, ds);
     } else if (H5Sget_simple_extent_npoints(sp) != 1) {
         rc = ar_errorf("%s '%s' holds %lld strings, expected one", what, name,
@@ -375,7 +355,7 @@ static int check_dataset(hid_t g, const char *gname, const ar_param *p) {
         rc = ar_errorf("tensor '%s' in /%s unreadable: %s", p->name, gname, h5_detail());
     } else if (H5Tget_class(t) != H5T_FLOAT || H5Tget_size(t) != 4) {
         char ds[48];
-        dtype_str(ds, sizeof ds, t);
+        h5_dtype_str(ds, sizeof ds, t);
         rc = ar_errorf("tensor '%s' in /%s has dtype %s, expected float32", p->name, gname, ds);
     } else {
         hsize_t dims[H5S_MAX_RANK], want[4];
@@ -389,8 +369,8 @@ static int check_dataset(hid_t g, const char *gname, const ar_param *p) {
             rc = ar_errorf("tensor '%s' in /%s has an unreadable shape: %s", p->name, gname, h5_detail());
         } else if (!same) {
             char have[160], exp[160];
-            shape_str(have, sizeof have, nd, dims);
-            shape_str(exp, sizeof exp, p->ndim, want);
+            h5_shape_str(have, sizeof have, nd, dims);
+            h5_shape_str(exp, sizeof exp, p->ndim, want);
             rc = ar_errorf("tensor '%s' in /%s has shape %s, model expects %s", p->name, gname, have, exp);
         }
     }

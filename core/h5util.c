@@ -21,3 +21,22 @@ const char *h5_detail(void) {
     H5Eclear2(H5E_DEFAULT);
     return t_detail[0] ? t_detail : "unknown HDF5 error";
 }
+
+void h5_shape_str(char *buf, size_t cap, int ndim, const hsize_t *dims) {
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+void h5_dtype_str(char *buf, size_t cap, hid_t t) {
+    size_t bits = H5Tget_size(t) * 8;
+    switch (H5Tget_class(t)) {
+    case H5T_FLOAT:    snprintf(buf, cap, "float%zu", bits); break;
+    case H5T_INTEGER:  snprintf(buf, cap, "%s%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int", bits); break;
+    case H5T_STRING:   snprintf(buf, cap, "string"); break;
+    case H5T_COMPOUND: snprintf(buf, cap, "compound"); break;
+    case H5T_ENUM:     snprintf(buf, cap, "enum"); break;
+    default:           snprintf(buf, cap, "HDF5 type class %d", (int)H5Tget_class(t)); break;
+    }
+}

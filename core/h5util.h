@@ -11,4 +11,8 @@ void h5_quiet_end(const h5_quiet *q);   /* restores it */
 /* The most specific description on HDF5's error stack (then clears it);
  * thread-local storage, valid until the next call. */
 const char *h5_detail(void);
+/* "[2,3,4]" for messages. */
+void h5_shape_str(char *buf, size_t cap, int ndim, const hsize_t *dims);
+/* "float32", "int64", "uint8", "string", ... for messages. */
+void h5_dtype_str(char *buf, size_t cap, hid_t t);
 #endif

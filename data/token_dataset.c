@@ -53,25 +53,6 @@ struct token_dataset {
 /* HDF5 helpers                                                             */
 /* ------------------------------------------------------------------------ */
 
-static void shape_str(char *buf, size_t cap, int ndim, const hsize_t *dims) {
-    size_t n = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && n < cap; i++)
-        n += (size_t)snprintf(buf + n, cap - n, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
-    if (n < cap) snprintf(buf + n, cap - n, "]");
-}
-
-static void dtype_str(char *buf, size_t cap, hid_t t) {
-    size_t bits = H5Tget_size(t) * 8;
-    switch (H5Tget_class(t)) {
-    case H5T_FLOAT:    snprintf(buf, cap, "float%zu", bits); break;
-    case H5T_INTEGER:  snprintf(buf, cap, "%s%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int", bits); break;
-    case H5T_STRING:   snprintf(buf, cap, "string"); break;
-    case H5T_COMPOUND: snprintf(buf, cap, "compound"); break;
-    case H5T_ENUM:     snprintf(buf, cap, "enum"); break;
-    default:           snprintf(buf, cap, "HDF5 type class %d", (int)H5Tget_class(t)); break;
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* Opening                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -96,7 +77,7 @@ static hid_t open_2d(token_dataset *ds, const char *name, int required, int kind
     char why[160] = "";
     hid_t t = H5Dget_type(d);
     char tname[64] = "unknown";
-    if (t >= 0) dtype_str(tname, sizeof tname, t);
+    if (t >= 0) h5_dtype_str(tname, sizeof tname, t);
     if (t < 0) {
         snprintf(why, sizeof why, "its dtype cannot be read: %s", h5_detail());
     } else if (kind == KIND_INT32) {
@@ -122,7 +103,7 @@ static hid_t open_2d(token_dataset *ds, const char *name, int required, int kind
             H5Sget_simple_extent_dims(sp, dd, NULL);
             if (nd != 2) {
                 char s[96];
-                shape_str(s, sizeof s, nd, dd);
+                h5_shape_str(s, sizeof s, nd, dd);
                 snprintf(why, sizeof why, "has shape %s; expected 2-D [N, T]", s);
             } else {
                 dims[0] = dd[0];
@@ -152,7 +133,7 @@ static int read_int_attr(token_dataset *ds, const char *name, long long *v) {
         snprintf(why, sizeof why, "cannot be inspected: %s", h5_detail());
     } else if (H5Tget_class(t) != H5T_INTEGER) {
         char tn[64];
-        dtype_str(tn, sizeof tn, t);
+        h5_dtype_str(tn, sizeof tn, t);
         snprintf(why, sizeof why, "has dtype %s; expected an integer", tn);
     } else if (H5Sget_simple_extent_npoints(sp) != 1) {
         snprintf(why, sizeof why, "holds %lld values; expected one integer",
