@@ -40,16 +40,10 @@ f32 = torch.float32
 
 
 # ---------------------------------------------------------------- the decoder (HF semantics)
-# The functions of tests/ref/llama_ref.py, in float32, with PEFT's dropout drawn in the forward.
-
-def rms_norm(x, w, eps):
-    var = x.pow(2).mean(-1, keepdim=True)
-    return w * (x * torch.rsqrt(var + eps))
-
-
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+# rms_norm, rotate_half and repeat_kv are tests/ref/llama_ref.py's (dtype-agnostic);
+# RoPE tables in float32 and PEFT's dropout drawn in the forward are this file's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
+from llama_ref import repeat_kv, rms_norm, rotate_half  # noqa: E402
 
 
 def rope_cos_sin(T, hd, theta):
@@ -58,13 +52,6 @@ def rope_cos_sin(T, hd, theta):
     freqs = torch.outer(torch.arange(T, dtype=f32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)            # [T, hd]
     return emb.cos()[None, None], emb.sin()[None, None]
-
-
-def repeat_kv(x, n_rep):
-    b, hkv, t, hd = x.shape
-    if n_rep == 1:
-        return x
-    return x[:, :, None].expand(b, hkv, n_rep, t, hd).reshape(b, hkv * n_rep, t, hd)
 
 
 def lora_linear(x, w, A, Bm, p, scaling):
