@@ -72,10 +72,14 @@ BENCH_RAW=$raw BENCH_OUT=$out BENCH_DATE=$date_utc BENCH_CORETYPE=${coretype:-un
 BENCH_BEST=$best BENCH_BEST_SETTINGS=$best_settings \
 BENCH_LOAD_START=$load_start BENCH_STAT_START=$stat_start BENCH_STAT_END=$stat_end \
 BENCH_WALL=$wall_start:$wall_end BENCH_CHILDREN=$children \
-"$py" - <<'EOF'
+BENCH_HERE=$here "$py" - <<'EOF'
 import json
 import os
 import platform
+import sys
+
+sys.path.insert(0, os.environ["BENCH_HERE"])
+import benchlib  # noqa: E402
 
 raw, out = os.environ["BENCH_RAW"], os.environ["BENCH_OUT"]
 
@@ -99,27 +103,7 @@ def num(v):
     return None if v in (None, "-", "") else float(v)
 
 
-def busy_seconds(stat_line):
-    """CPU seconds spent busy (user nice system irq softirq steal) from /proc/stat's cpu line."""
-    f = [int(x) for x in stat_line.split()[1:9]]
-    hz = os.sysconf("SC_CLK_TCK")
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / hz
-
-
-def sh_times(text):
-    """'1m56.729s 0m5.829s' (the sh `times` builtin) -> seconds."""
-    total = 0.0
-    for t in text.split():
-        m, sec = t.rstrip("s").split("m")
-        total += 60 * float(m) + float(sec)
-    return total
-
-
-w0, w1 = (float(x) for x in os.environ["BENCH_WALL"].split(":"))
-ncpu = os.cpu_count() or 1
-others_cpu = (busy_seconds(os.environ["BENCH_STAT_END"]) - busy_seconds(os.environ["BENCH_STAT_START"])
-              - sh_times(os.environ["BENCH_CHILDREN"]))
-others_frac = max(0.0, others_cpu) / ((w1 - w0) * ncpu)
+w0, w1, others_frac = benchlib.run_load()
 
 
 c_meta, c_rows = parse(os.path.join(raw, "c.txt"))
@@ -127,11 +111,7 @@ a_meta, a_rows = parse(os.path.join(raw, "c_auto.txt"))
 t_meta, t_rows = parse(os.path.join(raw, "torch.txt"))
 torch_by_key = {(r["kernel"], r["shape"]): r for r in t_rows}
 
-cpu = "unknown"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
+cpu = benchlib.cpu_model()
 ceiling = num(c_meta.get("c.ceiling_gflops"))
 ceiling_auto = num(a_meta.get("c.ceiling_gflops"))
 probes = [l.split(" ", 2) for l in open(os.path.join(raw, "probe_scores.txt")).read().splitlines()]

@@ -64,8 +64,12 @@ BENCH_RAW=$raw BENCH_OUT=$out BENCH_DATE=$date_utc BENCH_CORETYPE=${coretype:-un
 BENCH_BEST=$best BENCH_BEST_SETTINGS=$best_settings \
 BENCH_LOAD_START=$load_start BENCH_STAT_START=$stat_start BENCH_STAT_END=$stat_end \
 BENCH_WALL=$wall_start:$wall_end BENCH_CHILDREN=$children \
-"$py" - <<'EOF'
+BENCH_HERE=$here "$py" - <<'EOF'
 import os
+import sys
+
+sys.path.insert(0, os.environ["BENCH_HERE"])
+import benchlib  # noqa: E402
 
 raw, out = os.environ["BENCH_RAW"], os.environ["BENCH_OUT"]
 
@@ -89,33 +93,13 @@ def parse(path):
     return meta, result, steps, gemms, sgemm
 
 
-def busy_seconds(stat_line):
-    f = [int(x) for x in stat_line.split()[1:9]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf("SC_CLK_TCK")
-
-
-def sh_times(text):
-    total = 0.0
-    for t in text.split():
-        m, sec = t.rstrip("s").split("m")
-        total += 60 * float(m) + float(sec)
-    return total
-
-
-w0, w1 = (float(x) for x in os.environ["BENCH_WALL"].split(":"))
+w0, w1, others_frac = benchlib.run_load()
 ncpu = os.cpu_count() or 1
-others = (busy_seconds(os.environ["BENCH_STAT_END"]) - busy_seconds(os.environ["BENCH_STAT_START"])
-          - sh_times(os.environ["BENCH_CHILDREN"]))
-others_frac = max(0.0, others) / ((w1 - w0) * ncpu)
 
 cm, cr, csteps, gemms, sgemm = parse(os.path.join(raw, "llama_c.txt"))
 tm, tr, tsteps, _, _ = parse(os.path.join(raw, "llama_torch.txt"))
 probes = open(os.path.join(raw, "llama_probe_scores.txt")).read().split("\n")
-cpu = "unknown"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
+cpu = benchlib.cpu_model()
 
 ceiling = float(cr.get("ceiling_gflops", 0)) or None
 fl_exec = float(cm["llama.gflop_step_exec"])
