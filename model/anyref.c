@@ -19,14 +19,14 @@ struct anyref {
     sam_prompt_cfg pc;
     int prompt_ready;
     float *pe, *dense;          /* [C,H,W] backend */
-    float *logits, *dlogits;    /* original-size logits of every [SEG], packed; their gradient */
+    float *logits, *dlogits;    /* loss-size logits of every [SEG], packed; their gradient */
     size_t logits_cap;
     float *dlow;                /* [max_seg, Hl, Wl] */
     float *scratch;             /* sam_post scratch */
     size_t scratch_cap;
     float *dxf, *datt;          /* [B*T, D], [B, Hq, T, T] */
     /* host, per [SEG] of the last forward */
-    int *seg_b, *h0, *w0;
+    int *seg_b, *h0, *w0, *hm, *wm;    /* sample, original size, loss-mask size */
     size_t *off;
     float *bce, *dice;
     const float **gt;
@@ -128,16 +128,17 @@ anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_
     m->logits = dev_alloc(m->logits_cap, &fail);
     m->dlogits = dev_alloc(m->logits_cap, &fail);
     m->dlow = dev_alloc((size_t)max_seg * m->Hl * m->Wl, &fail);
-    /* worst case over the original sizes: rh = rw = S (sam_post's scratch grows with them) */
-    sam_post_shape worst;
-    sam_post_init(&worst, max_seg, m->Hl, m->Wl, m->S, m->S, m->S, 0, 0);
-    m->scratch_cap = sam_post_scratch_floats(&worst);
+    /* worst case over the sizes (sam_post.c): big [P,S,S], crop [P,rh,rw] with
+     * rh, rw <= S, and the original-size stage [P,H0,W0] of the AVSBench variant */
+    m->scratch_cap = (size_t)max_seg * (2 * (size_t)m->S * m->S + (size_t)c->max_orig_h * c->max_orig_w);
     m->scratch = dev_alloc(m->scratch_cap, &fail);
     m->dxf = dev_alloc((size_t)B * T * c->llm.dim, &fail);
     m->datt = dev_alloc((size_t)B * m->Hq * T * T, &fail);
     m->seg_b = host_calloc(max_seg, sizeof(int), &fail);
     m->h0 = host_calloc(max_seg, sizeof(int), &fail);
     m->w0 = host_calloc(max_seg, sizeof(int), &fail);
+    m->hm = host_calloc(max_seg, sizeof(int), &fail);
+    m->wm = host_calloc(max_seg, sizeof(int), &fail);
     m->off = host_calloc(max_seg, sizeof(size_t), &fail);
     m->bce = host_calloc(max_seg, sizeof(float), &fail);
     m->dice = host_calloc(max_seg, sizeof(float), &fail);
@@ -160,7 +161,7 @@ void anyref_free(anyref *m) {
     if (m->dec) sam_decoder_free(m->dec);
     float *dev[] = {m->pe, m->dense, m->logits, m->dlogits, m->dlow, m->scratch, m->dxf, m->datt};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) if (dev[i]) k_free(dev[i]);
-    free(m->seg_b); free(m->h0); free(m->w0); free(m->off); free(m->bce); free(m->dice);
+    free(m->seg_b); free(m->h0); free(m->w0); free(m->hm); free(m->wm); free(m->off); free(m->bce); free(m->dice);
     free(m->gt); free(m->first); free(m->count); free(m->img);
     free(m);
 }
@@ -179,10 +180,10 @@ static float fail_nan(anyref *m) {
     return NAN;
 }
 
-float anyref_forward(anyref *m, const int *tokens, const int *targets, const float *const *image_emb,
-                     const int *orig_hw, const float *const *gt_masks, uint64_t dropout_seed,
-                     anyref_losses *out) {
+float anyref_forward(anyref *m, const anyref_batch *in, uint64_t dropout_seed, anyref_losses *out) {
     const anyref_cfg *c = &m->c;
+    const int *tokens = in->tokens, *targets = in->targets, *orig_hw = in->orig_hw;
+    const float *const *image_emb = in->image_emb, *const *gt_masks = in->gt_masks;
     m->valid = 0;
     if (ensure_prompt(m)) return fail_nan(m);
     int ce_count = 0;
@@ -203,12 +204,23 @@ float anyref_forward(anyref *m, const int *tokens, const int *targets, const flo
                       b, H0, W0, c->max_orig_h, c->max_orig_w);
             return fail_nan(m);
         }
+        int Hm = H0, Wm = W0;
+        if (in->mask_hw && in->mask_hw[2 * b] > 0 && in->mask_hw[2 * b + 1] > 0) {
+            Hm = in->mask_hw[2 * b];
+            Wm = in->mask_hw[2 * b + 1];
+        }
+        if (Hm > c->max_orig_h || Wm > c->max_orig_w) {
+            ar_errorf("anyref: sample %d: mask size %d x %d over the maximum %d x %d (anyref_cfg.max_orig_h/w)",
+                      b, Hm, Wm, c->max_orig_h, c->max_orig_w);
+            return fail_nan(m);
+        }
         if (!gt_masks || !gt_masks[k]) {
             ar_errorf("anyref: no ground-truth mask for [SEG] %d (sample %d)", k, b);
             return fail_nan(m);
         }
-        m->seg_b[k] = b; m->h0[k] = H0; m->w0[k] = W0; m->off[k] = off; m->gt[k] = gt_masks[k];
-        off += (size_t)H0 * W0;
+        m->seg_b[k] = b; m->h0[k] = H0; m->w0[k] = W0; m->hm[k] = Hm; m->wm[k] = Wm;
+        m->off[k] = off; m->gt[k] = gt_masks[k];
+        off += (size_t)Hm * Wm;
     }
     m->N = n;
     m->last_b = -1;
@@ -223,12 +235,12 @@ float anyref_forward(anyref *m, const int *tokens, const int *targets, const flo
             ar_errorf("anyref: sample %d has [SEG]s but no image embedding", b);
             return fail_nan(m);
         }
-        const int k0 = m->first[b], H0 = m->h0[k0], W0 = m->w0[k0];
+        const int k0 = m->first[b], H0 = m->h0[k0], W0 = m->w0[k0], Hm = m->hm[k0], Wm = m->wm[k0];
         float *low = sam_decoder_forward(m->dec, m->img[b], m->pe, m->dense,
                                          seg_out + (size_t)k0 * c->dec.dim, P);
         if (!low) return fail_nan(m);
         sam_post_shape sh;
-        if (sam_post_init(&sh, P, m->Hl, m->Wl, m->S, H0, W0, 0, 0)) return fail_nan(m);
+        if (sam_post_init(&sh, P, m->Hl, m->Wl, m->S, H0, W0, Hm, Wm)) return fail_nan(m);
         if (sam_post_scratch_floats(&sh) > m->scratch_cap) {
             ar_errorf("anyref: sam_post scratch %zu floats over the %zu sized at creation",
                       sam_post_scratch_floats(&sh), m->scratch_cap);
@@ -237,7 +249,7 @@ float anyref_forward(anyref *m, const int *tokens, const int *targets, const flo
         sam_post_forward(&sh, m->logits + m->off[k0], m->scratch, low);
         /* Σ_m l_bm / (n_b + 1e-8) * n_b for BCE; / n_b * n_b for Dice */
         double sb_bce = 0, sb_dice = 0;
-        const size_t hw = (size_t)H0 * W0;
+        const size_t hw = (size_t)Hm * Wm;
         for (int j = 0; j < P; j++) {
             const int k = k0 + j;
             const float *x = m->logits + m->off[k];
@@ -266,11 +278,11 @@ float anyref_forward(anyref *m, const int *tokens, const int *targets, const flo
     return (float)total;
 }
 
-void anyref_backward(anyref *m) {
+void anyref_backward(anyref *m, float scale) {
     const anyref_cfg *c = &m->c;
     if (!m->valid) return;
     if (m->n == 0) {
-        llama_backward_ex(m->llm, c->ce_w, NULL, NULL);
+        llama_backward_ex(m->llm, scale * c->ce_w, NULL, NULL);
         return;
     }
     const int C = c->dec.dim;
@@ -281,13 +293,13 @@ void anyref_backward(anyref *m) {
     for (int b = m->B - 1; b >= 0; b--) {
         const int P = m->count[b];
         if (!P) continue;
-        const int k0 = m->first[b], H0 = m->h0[k0], W0 = m->w0[k0];
-        const size_t hw = (size_t)H0 * W0;
+        const int k0 = m->first[b], H0 = m->h0[k0], W0 = m->w0[k0], Hm = m->hm[k0], Wm = m->wm[k0];
+        const size_t hw = (size_t)Hm * Wm;
         /* the decoder holds the activations of its last run: re-run it for the others */
         if (b != m->last_b)
             sam_decoder_forward(m->dec, m->img[b], m->pe, m->dense, seg_out + (size_t)k0 * C, P);
-        const float wb = (float)((double)c->bce_w * P / (P + 1e-8) * inv_n);
-        const float wd = (float)((double)c->dice_w * inv_n);
+        const float wb = (float)((double)scale * c->bce_w * P / (P + 1e-8) * inv_n);
+        const float wd = (float)((double)scale * c->dice_w * inv_n);
         float *dx = m->dlogits + m->off[k0];
         k_zero(dx, (size_t)P * hw * sizeof(float));
         for (int j = 0; j < P; j++) {
@@ -297,7 +309,7 @@ void anyref_backward(anyref *m) {
             dice_backward(dx + (size_t)j * hw, x, m->gt[k], wd, hw);
         }
         sam_post_shape sh;
-        sam_post_init(&sh, P, m->Hl, m->Wl, m->S, H0, W0, 0, 0);
+        sam_post_init(&sh, P, m->Hl, m->Wl, m->S, H0, W0, Hm, Wm);
         k_zero(m->dlow, (size_t)P * m->Hl * m->Wl * sizeof(float));
         sam_post_backward(&sh, m->dlow, m->scratch, dx);
         sam_decoder_backward(m->dec, m->dlow, dseg + (size_t)k0 * C, NULL);
@@ -309,13 +321,13 @@ void anyref_backward(anyref *m) {
     k_zero(m->dxf, (size_t)m->B * m->T * c->llm.dim * sizeof(float));
     if (lam) k_zero(m->datt, (size_t)m->B * m->Hq * m->T * m->T * sizeof(float));
     seg_head_backward(m->head, dseg, m->dxf, lam ? m->datt : NULL);
-    llama_backward_ex(m->llm, c->ce_w, m->dxf, lam ? m->datt : NULL);
+    llama_backward_ex(m->llm, scale * c->ce_w, m->dxf, lam ? m->datt : NULL);
 }
 
-const float *anyref_mask_logits(const anyref *m, int k, int *H0, int *W0) {
+const float *anyref_mask_logits(const anyref *m, int k, int *Hm, int *Wm) {
     if (!m->valid || k < 0 || k >= m->n) return NULL;
-    if (H0) *H0 = m->h0[k];
-    if (W0) *W0 = m->w0[k];
+    if (Hm) *Hm = m->hm[k];
+    if (Wm) *Wm = m->wm[k];
     return m->logits + m->off[k];
 }
 const float *anyref_mask_bce(const anyref *m) { return m->bce; }

@@ -51,13 +51,13 @@ typedef struct {
     const char *dec_preset;     /* sam_decoder_declare preset; NULL = "anyref" */
     const char *prompt_prefix;  /* sam_prompt names prefix; NULL = "" (as the decoder's names) */
     int img_size;               /* S, SAM encoder input side; 0 = 16 * dec.H (1024 for 64x64) */
-    int max_orig_h, max_orig_w; /* largest original image size a step may carry */
+    int max_orig_h, max_orig_w; /* largest original image (and loss-mask) size a step may carry */
     float ce_w, bce_w, dice_w;  /* 1.0, 2.0, 0.5 */
 } anyref_cfg;
 
 /* The paper's settings around a given decoder config: SAM decoder default
  * sizes, preset "anyref", λ 0.1, trainable fcs, loss weights 1/2/0.5,
- * max original size 1024 x 1024. The caller fills llm and seg.seg_token. */
+ * max original (and mask) size 1024 x 1024. The caller fills llm and seg.seg_token. */
 anyref_cfg anyref_default_cfg(void);
 
 typedef struct {
@@ -82,28 +82,43 @@ void    anyref_free(anyref *m);
  * computed at the first forward; call this after loading new weights into them. */
 void    anyref_refresh_prompt(anyref *m);
 
-/* One forward of the whole step.
+/* One training batch of B samples (the B x T of anyref_create).
  *   tokens, targets [B*T] (host; targets shifted, -100 ignored, model/llama.h)
- *   image_emb[b]    [C, H, W] SAM image embedding of sample b (backend)
- *   orig_hw         [B*2] (host) original image size (H0, W0) of each sample
- *   gt_masks[k]     [H0*W0] ground-truth mask (0/1 floats, backend) of the k-th
+ *   image_emb[b]    [C, H, W] SAM image embedding of sample b (backend);
+ *                   samples without [SEG] need none (entry may be NULL, and
+ *                   image_emb itself may be NULL for a batch without [SEG])
+ *   orig_hw         [B*2] (host) original image size (H0, W0) of each sample:
+ *                   the crop and the resize of SAM's post-processing
+ *   mask_hw         [B*2] (host) or NULL: the size (Hm, Wm) of sample b's
+ *                   ground-truth masks when it differs from (H0, W0) (AVSBench,
+ *                   SPEC 2.9: the original-size prediction is resized once more
+ *                   to the mask's size and the losses are taken there); NULL or
+ *                   an entry <= 0 means "the original size"
+ *   gt_masks[k]     [Hm*Wm] ground-truth mask (0/1 floats, backend) of the k-th
  *                   [SEG] of the batch, batch-major then by position (torch.where
- *                   order), at its sample's original size; may be NULL when
- *                   the batch holds no [SEG]
+ *                   order); may be NULL when the batch holds no [SEG]
  * image_emb and gt_masks must stay valid until anyref_backward (backward reads
- * them again). Samples without [SEG] need no image embedding (entry may be NULL).
- * Returns the total loss and fills *out (may be NULL); NAN + ar_error on bad
- * input (too many [SEG]s, [SEG] at position 0, original size over the maximum,
- * missing mask). */
-float   anyref_forward(anyref *m, const int *tokens, const int *targets,
-                       const float *const *image_emb, const int *orig_hw,
-                       const float *const *gt_masks, uint64_t dropout_seed, anyref_losses *out);
-/* Backward of the last successful forward; accumulates into ps's gradients. */
-void    anyref_backward(anyref *m);
+ * them again). */
+typedef struct {
+    const int *tokens, *targets;
+    const float *const *image_emb;
+    const int *orig_hw;
+    const int *mask_hw;
+    const float *const *gt_masks;
+} anyref_batch;
 
-/* After a forward: the original-size mask logits of [SEG] k ([H0*W0], backend,
- * valid until the next forward) and its size; NULL when k is out of range. */
-const float *anyref_mask_logits(const anyref *m, int k, int *H0, int *W0);
+/* One forward of the whole step. Returns the total loss and fills *out (may be
+ * NULL); NAN + ar_error on bad input (too many [SEG]s, [SEG] at position 0,
+ * original or mask size over the maximum, missing mask or image embedding). */
+float   anyref_forward(anyref *m, const anyref_batch *in, uint64_t dropout_seed, anyref_losses *out);
+/* Backward of the last successful forward, of scale * total (scale: 1, or
+ * 1/grad_accum for gradient accumulation); accumulates into ps's gradients. */
+void    anyref_backward(anyref *m, float scale);
+
+/* After a forward: the mask logits of [SEG] k at its loss size ([Hm*Wm], the
+ * original size unless mask_hw said otherwise; backend, valid until the next
+ * forward) and that size; NULL when k is out of range. */
+const float *anyref_mask_logits(const anyref *m, int k, int *Hm, int *Wm);
 /* After a forward: per-[SEG] (unweighted) BCE and Dice, host [n_seg]. */
 const float *anyref_mask_bce(const anyref *m);
 const float *anyref_mask_dice(const anyref *m);

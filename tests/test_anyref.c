@@ -12,8 +12,10 @@
  *    see fd_check for why); hypernetwork MLPs 1..3 must get exactly zero
  *    gradient (single-mask output). The backward re-runs the decoder for
  *    sample 0, so this also checks that path.
+ *    Once more (4 points per tensor) with the AVSBench variant: masks of
+ *    another size than the image, the prediction resized to them (mask_hw).
  * 2. The aggregation of SPEC 2.9 against a hand computation in double from the
- *    original-size logits and masks; a batch without [SEG] is CE only and its
+ *    original-size logits and masks (and at the AVSBench mask sizes); a batch without [SEG] is CE only and its
  *    backward leaves the mask-path gradients at zero.
  * 3. Learning: 16 fixed random image embeddings, the ground truth a function of
  *    the embedding (channel 0, post-processed like a mask, > 0), a fixed prompt
@@ -76,12 +78,21 @@ typedef struct {
     const float *img[B];
     const float *gt[MAXSEG];
     int hw[2 * B];
+    int mhw[2 * B];     /* loss-mask sizes (AVSBench variant) */
+    int avs;            /* pass mhw as anyref_batch.mask_hw */
 } step_ctx;
+
+static anyref_batch batch_of(const step_ctx *s, const float *const *gt) {
+    anyref_batch bt = {.tokens = s->tok, .targets = s->tgt, .image_emb = s->img, .orig_hw = s->hw,
+                       .mask_hw = s->avs ? s->mhw : NULL, .gt_masks = gt};
+    return bt;
+}
 
 static double step_loss(void *u) {
     step_ctx *s = u;
     anyref_losses L;
-    anyref_forward(s->m, s->tok, s->tgt, s->img, s->hw, s->gt, 42, &L);
+    anyref_batch bt = batch_of(s, s->gt);
+    anyref_forward(s->m, &bt, 42, &L);
     return 1.0 * L.ce + 2.0 * L.bce + 0.5 * L.dice;
 }
 
@@ -122,7 +133,9 @@ static double fd_check(const char *name, step_ctx *s, float *x, const float *g, 
     return rel;
 }
 
-static void mixed_batch(step_ctx *s, float **imgs, float **gts) {
+/* avs: the masks of sample 0 are 7x9 and those of sample 1 12x8 (not the
+ * original 13x11 / 9x15): AVSBench's extra resize to the mask's size. */
+static void mixed_batch(step_ctx *s, float **imgs, float **gts, int avs) {
     static const int TOK[B][T] = {{3, 4, 5, 6, 7, SEG, 8, 2},
                                   {3, 9, 10, 11, SEG, 12, SEG, 2},
                                   {3, 4, 9, 5, 6, 10, 2, 1}};
@@ -131,8 +144,11 @@ static void mixed_batch(step_ctx *s, float **imgs, float **gts) {
         memcpy(s->tok + b * T, TOK[b], sizeof TOK[b]);
         make_targets(TOK[b], ANS[b], T, s->tgt + b * T);
     }
-    const int hw[2 * B] = {13, 11, 9, 15, 7, 5};
-    memcpy(s->hw, hw, sizeof hw);
+    const int hw0[2 * B] = {13, 11, 9, 15, 7, 5}, mhw[2 * B] = {7, 9, 12, 8, 0, 0};
+    memcpy(s->hw, hw0, sizeof hw0);
+    memcpy(s->mhw, mhw, sizeof mhw);
+    s->avs = avs;
+    const int *hw = avs ? mhw : hw0;
     for (int b = 0; b < B; b++) {
         imgs[b] = k_malloc((size_t)C * G * G * sizeof(float));
         float tmp[C * G * G];
@@ -140,7 +156,7 @@ static void mixed_batch(step_ctx *s, float **imgs, float **gts) {
         k_upload(imgs[b], tmp, sizeof tmp);
         s->img[b] = imgs[b];
     }
-    /* [SEG] 0 -> sample 0 (13x11), [SEG]s 1, 2 -> sample 1 (9x15) */
+    /* [SEG] 0 -> sample 0 (13x11), [SEG]s 1, 2 -> sample 1 (9x15); masks at hw */
     const int gb[3] = {0, 1, 1};
     for (int k = 0; k < 3; k++) {
         size_t n = (size_t)hw[2 * gb[k]] * hw[2 * gb[k] + 1];
@@ -189,19 +205,21 @@ static int setup(float lambda, ar_params *ps, anyref **m) {
     return *m ? 0 : -1;
 }
 
-static void test_gradients(float lambda, size_t points) {
+static void test_gradients(float lambda, int avs, size_t points) {
     char nm[200];
     ar_params ps;
     anyref *m = NULL;
     if (setup(lambda, &ps, &m)) { t_fail(PFX "fd setup", "%s", ar_error()); return; }
     step_ctx s = {.m = m};
     float *imgs[B], *gts[3];
-    mixed_batch(&s, imgs, gts);
+    mixed_batch(&s, imgs, gts, avs);
     anyref_losses L;
     params_zero_grad(&ps);
-    anyref_forward(m, s.tok, s.tgt, s.img, s.hw, s.gt, 42, &L);
-    anyref_backward(m);
-    snprintf(nm, sizeof nm, PFX "lambda %g mixed batch", (double)lambda);
+    anyref_batch bt = batch_of(&s, s.gt);
+    anyref_forward(m, &bt, 42, &L);
+    anyref_backward(m, 1.0f);
+    const char *var = avs ? " avsbench" : "";
+    snprintf(nm, sizeof nm, PFX "lambda %g%s mixed batch", (double)lambda, var);
     t_check(L.n_seg == 3 && L.n_seg_samples == 2 && isfinite(L.total), nm,
             "%d [SEG]s in %d samples; ce %.4f bce %.4f dice %.4f total %.4f", L.n_seg, L.n_seg_samples,
             (double)L.ce, (double)L.bce, (double)L.dice, (double)L.total);
@@ -216,14 +234,14 @@ static void test_gradients(float lambda, size_t points) {
             for (size_t j = 0; j < p->numel; j++) dead_ok &= g[j] == 0.0f;
             continue;
         }
-        snprintf(nm, sizeof nm, PFX "lambda %g grad %s", (double)lambda, p->name);
+        snprintf(nm, sizeof nm, PFX "lambda %g%s grad %s", (double)lambda, var, p->name);
         double e = fd_check(nm, &s, ps.w + p->off, g, p->numel, FD_H, 3e-2, points);
         if (e > worst) worst = e;
         checked++;
     }
-    snprintf(nm, sizeof nm, PFX "lambda %g hypernetwork MLPs 1..3", (double)lambda);
+    snprintf(nm, sizeof nm, PFX "lambda %g%s hypernetwork MLPs 1..3", (double)lambda, var);
     t_check(dead_ok, nm, "exactly zero gradient (single-mask output)");
-    snprintf(nm, sizeof nm, PFX "lambda %g trainable set", (double)lambda);
+    snprintf(nm, sizeof nm, PFX "lambda %g%s trainable set", (double)lambda, var);
     t_check(nt == 2 * 7 * 2 + 2 + 4 + 1 + 6 + 24, nm, "%d trainable tensors (LoRA 28, embed, lm_head, fcs 4, decoder 31), "
             "%d checked by fd, worst rel err %.2e", nt, checked, worst);
     for (int b = 0; b < B; b++) k_free(imgs[b]);
@@ -234,16 +252,18 @@ static void test_gradients(float lambda, size_t points) {
 
 static double softplus_d(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 
-static void test_aggregation(void) {
+static void test_aggregation(int avs) {
     ar_params ps;
     anyref *m = NULL;
     if (setup(0.1f, &ps, &m)) { t_fail(PFX "aggregation setup", "%s", ar_error()); return; }
     step_ctx s = {.m = m};
     float *imgs[B], *gts[3];
-    mixed_batch(&s, imgs, gts);
+    mixed_batch(&s, imgs, gts, avs);
+    const int *want_hw = avs ? s.mhw : s.hw;
     anyref_losses L;
-    float tot = anyref_forward(m, s.tok, s.tgt, s.img, s.hw, s.gt, 42, &L);
-    /* by hand: per-mask losses in double from the original-size logits */
+    anyref_batch bt = batch_of(&s, s.gt);
+    float tot = anyref_forward(m, &bt, 42, &L);
+    /* by hand: per-mask losses in double from the loss-size logits */
     const int nb[B] = {1, 2, 0};
     double bsum = 0, dsum = 0, mask_err = 0;
     int k = 0;
@@ -266,7 +286,7 @@ static void test_aggregation(void) {
             double dice = 1.0 - (2.0 * inter + DICE_SMOOTH) / (ssig + sy + DICE_SMOOTH);
             mask_err = fmax(mask_err, fabs(bce - anyref_mask_bce(m)[k]) / bce);
             mask_err = fmax(mask_err, fabs(dice - anyref_mask_dice(m)[k]) / dice);
-            mask_err = fmax(mask_err, (H0 == s.hw[2 * b] && W0 == s.hw[2 * b + 1] && anyref_seg_sample(m)[k] == b) ? 0 : 1);
+            mask_err = fmax(mask_err, (H0 == want_hw[2 * b] && W0 == want_hw[2 * b + 1] && anyref_seg_sample(m)[k] == b) ? 0 : 1);
             sb += bce; sd += dice;
             free(x); free(y);
         }
@@ -276,7 +296,9 @@ static void test_aggregation(void) {
     double bce = bsum / (N + 1e-8), dice = dsum / (N + 1e-8);
     double total = 1.0 * L.ce + 2.0 * bce + 0.5 * dice;
     double e = fmax(fabs(bce - L.bce) / bce, fmax(fabs(dice - L.dice) / dice, fabs(total - tot) / total));
-    t_check(e < 1e-5 && mask_err < 1e-5 && L.total == tot, PFX "aggregation (SPEC 2.9) vs hand computation",
+    t_check(e < 1e-5 && mask_err < 1e-5 && L.total == tot,
+            avs ? PFX "aggregation (SPEC 2.9) at AVSBench mask sizes vs hand computation"
+                : PFX "aggregation (SPEC 2.9) vs hand computation",
             "n_b = 1,2,0: bce %.6f (hand %.6f) dice %.6f (hand %.6f) total %.6f = 1*ce + 2*bce + 0.5*dice "
             "(hand %.6f); per-mask rel err %.1e, aggregate rel err %.1e",
             (double)L.bce, bce, (double)L.dice, dice, (double)tot, total, mask_err, e);
@@ -287,8 +309,9 @@ static void test_aggregation(void) {
     for (int b = 0; b < B; b++) make_targets(z.tok + b * T, (int[]){3, 2, 4}[b], T, z.tgt + b * T);
     params_zero_grad(&ps);
     anyref_losses Z;
-    float zt = anyref_forward(m, z.tok, z.tgt, z.img, z.hw, NULL, 42, &Z);
-    anyref_backward(m);
+    anyref_batch zb = batch_of(&z, NULL);
+    float zt = anyref_forward(m, &zb, 42, &Z);
+    anyref_backward(m, 1.0f);
     double gmask = 0, gllm = 0;
     for (int i = 0; i < ps.n; i++) {
         const ar_param *p = &ps.p[i];
@@ -301,14 +324,23 @@ static void test_aggregation(void) {
             (double)zt, (double)Z.ce, (double)Z.bce, (double)Z.dice, sqrt(gmask), sqrt(gllm));
 
     /* errors: a [SEG] with no mask, an original size over the maximum */
-    float r1 = anyref_forward(m, s.tok, s.tgt, s.img, s.hw, (const float *const[]){gts[0], gts[1], NULL, NULL}, 42, NULL);
-    char e1[200];
+    anyref_batch b1 = batch_of(&s, (const float *const[]){gts[0], gts[1], NULL, NULL});
+    float r1 = anyref_forward(m, &b1, 42, NULL);
+    char e1[200], e2[200];
     snprintf(e1, sizeof e1, "%s", ar_error());
     step_ctx big = s;
     big.hw[0] = 17;
-    float r2 = anyref_forward(m, big.tok, big.tgt, big.img, big.hw, big.gt, 42, NULL);
-    t_check(isnan(r1) && isnan(r2) && strstr(e1, "mask") && strstr(ar_error(), "max_orig"), PFX "errors",
-            "missing mask: %s; too large: %s", e1, ar_error());
+    anyref_batch b2 = batch_of(&big, big.gt);
+    float r2 = anyref_forward(m, &b2, 42, NULL);
+    snprintf(e2, sizeof e2, "%s", ar_error());
+    step_ctx bigm = s;
+    bigm.avs = 1;
+    bigm.mhw[3] = 20;
+    anyref_batch b3 = batch_of(&bigm, bigm.gt);
+    float r3 = anyref_forward(m, &b3, 42, NULL);
+    t_check(isnan(r1) && isnan(r2) && isnan(r3) && strstr(e1, "mask") && strstr(e2, "max_orig") &&
+            strstr(ar_error(), "mask size"), avs ? PFX "errors (avsbench batch)" : PFX "errors",
+            "missing mask: %s; original too large: %s; mask too large: %s", e1, e2, ar_error());
     for (int b = 0; b < B; b++) k_free(imgs[b]);
     for (int k2 = 0; k2 < 3; k2++) k_free(gts[k2]);
     anyref_free(m);
@@ -349,7 +381,8 @@ static void evaluate(anyref *m, const int *tok, const int *tgt, sample *set, int
             img[b] = s->img; gt[b] = s->gt; hw[2 * b] = s->h; hw[2 * b + 1] = s->w;
         }
         anyref_losses L;
-        anyref_forward(m, tok, tgt, img, hw, gt, 0, &L);
+        anyref_batch bt = {.tokens = tok, .targets = tgt, .image_emb = img, .orig_hw = hw, .gt_masks = gt};
+        anyref_forward(m, &bt, 0, &L);
         for (int b = 0; b < LB; b++) {
             int H0, W0;
             const float *xl = anyref_mask_logits(m, b, &H0, &W0);
@@ -420,8 +453,9 @@ static void test_learning(void) {
         }
         anyref_losses L;
         params_zero_grad(&ps);
-        anyref_forward(m, tok, tgt, img, hw, gt, 1000 + st, &L);
-        anyref_backward(m);
+        anyref_batch bt = {.tokens = tok, .targets = tgt, .image_emb = img, .orig_hw = hw, .gt_masks = gt};
+        anyref_forward(m, &bt, 1000 + st, &L);
+        anyref_backward(m, 1.0f);
         optim_step(&ps, &oc, st + 1, oc.lr);
         if (st == 0) ce0 = L.ce;
         ce1 = L.ce;
@@ -441,9 +475,11 @@ static void test_learning(void) {
 }
 
 int main(void) {
-    test_gradients(0.1f, 8);
-    test_gradients(0.0f, 8);
-    test_aggregation();
+    test_gradients(0.1f, 0, 8);
+    test_gradients(0.0f, 0, 8);
+    test_gradients(0.1f, 1, 8);
+    test_aggregation(0);
+    test_aggregation(1);
     test_learning();
     return t_exit_code();
 }

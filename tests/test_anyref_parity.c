@@ -134,8 +134,9 @@ static void run_case(const char *grp, float lambda) {
     anyref_set_training(m, 1);
     params_zero_grad(&ps);
     anyref_losses L;
-    anyref_forward(m, tokens, targets, imgs, hw, gts, seed, &L);
-    anyref_backward(m);
+    anyref_batch bt = {.tokens = tokens, .targets = targets, .image_emb = imgs, .orig_hw = hw, .gt_masks = gts};
+    anyref_forward(m, &bt, seed, &L);
+    anyref_backward(m, 1.0f);
     k_sync();
     const char *kerr = k_error();
     t_check(kerr == NULL, PFX "backend", "%s", kerr ? kerr : "no backend error");
