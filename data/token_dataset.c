@@ -410,6 +410,11 @@ static void warn_broken(token_dataset *ds, int64_t row) {
 }
 
 int tds_next_batch(token_dataset *ds, tds_cursor *cursor, int B, int T, int *tokens, int *targets) {
+    return tds_next_batch_ex(ds, cursor, B, T, tokens, targets, NULL, NULL, NULL);
+}
+
+int tds_next_batch_ex(token_dataset *ds, tds_cursor *cursor, int B, int T, int *tokens, int *targets,
+                      int64_t *rows, tds_row_check check, void *ctx) {
     if (!ds || !cursor || !tokens || !targets) return ar_errorf("tds_next_batch: NULL argument");
     if (B < 1 || T < 1)
         return ar_errorf("token dataset %s: batch of %d rows of %d tokens; expected both >= 1", ds->path, B, T);
@@ -441,7 +446,19 @@ int tds_next_batch(token_dataset *ds, tds_cursor *cursor, int B, int T, int *tok
         ensure_perm(ds, c.seed, c.epoch);
         int64_t row = ds->perm[c.position++];
         if ((rc = load_row(ds, row)) < 0) break;
-        if (build_row(ds, T, tokens + (size_t)filled * T, targets + (size_t)filled * T) == 0) {
+        int *tk = tokens + (size_t)filled * T, *tg = targets + (size_t)filled * T;
+        int ok = build_row(ds, T, tk, tg) == 0;
+        if (ok && check) {
+            int cr = check(ctx, row, filled, tk, tg);
+            if (cr < 0) { rc = -1; break; }
+            if (cr > 0) {
+                ok = 0;
+                snprintf(ds->reason, sizeof ds->reason, "%s", ar_error());
+                for (int t = 0; t < T; t++) { tk[t] = ds->pad; tg[t] = TDS_IGNORE; }
+            }
+        }
+        if (ok) {
+            if (rows) rows[filled] = row;
             filled++;
             epoch_broken = -1;
             continue;

@@ -105,6 +105,18 @@ typedef struct {
  * broken"). */
 int tds_next_batch(token_dataset *ds, tds_cursor *cursor, int B, int T, int *tokens, int *targets);
 
+/* tds_next_batch with two additions for data sets that carry more than tokens
+ * per row (data/grounding_dataset.h):
+ *   rows[B] (may be NULL) receives the row index of every batch slot;
+ *   check (may be NULL) is called for each row that passed the token checks,
+ *     with the batch slot it would fill and its tokens/targets; it returns 0
+ *     (use it), 1 (the row is broken: its message in ar_error() becomes the
+ *     skip reason, and the row is skipped and counted like any broken row) or
+ *     -1 (an I/O error: the call fails with the cursor unchanged). */
+typedef int (*tds_row_check)(void *ctx, int64_t row, int slot, const int *tokens, const int *targets);
+int tds_next_batch_ex(token_dataset *ds, tds_cursor *cursor, int B, int T, int *tokens, int *targets,
+                      int64_t *rows, tds_row_check check, void *ctx);
+
 /* The visiting order of epoch `epoch` for `seed` into order[N] (the
  * permutation described above). 0, or -1 + ar_error. */
 int tds_epoch_order(token_dataset *ds, uint64_t seed, int64_t epoch, int64_t *order);

@@ -7,6 +7,7 @@
 #include "train/train.h"
 #include "data/tokenize_cmd.h"
 #include "data/prepare_cmd.h"
+#include "data/planted.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +28,9 @@ static void usage(FILE *f) {
         "                                               FILE is a SentencePiece tokenizer.model or an HF tokenizer.json\n"
         "  prepare --tokenizer FILE [--template llava_v1|vicuna_v1_1] [--seq-len T] [--add-special TEXT]...\n"
         "          [--no-strip] IN.json OUT.h5         LLaVA-format conversations -> the HDF5 token format\n"
+        "  data planted --out DIR [--seed N] [--dim C] [--grid G] [--objects K] [--train N] [--val N]\n"
+        "                                               a synthetic referring-segmentation set (SAM image embeddings\n"
+        "                                               + masks, data/planted.h) as DIR/train.h5 and DIR/val.h5\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -60,6 +64,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "tokenize")) return tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "data")) {
+        if (argc >= 3 && !strcmp(argv[2], "planted")) return planted_main(argc - 2, argv + 2);
+        fprintf(stderr, "anyref data: expected a generator name: planted\n");
+        return 2;
+    }
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }

@@ -17,11 +17,13 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "data/synthetic.h"
+#include "data/grounding_dataset.h"
 #include "data/token_dataset.h"
 #include "data/conversation.h"
 #include "data/tokenizer.h"
 #include "kernels/kernels.h"
 #include "model/llama.h"
+#include "model/anyref.h"
 #include "optim/optim.h"
 #include <dirent.h>
 #include <errno.h>
@@ -34,6 +36,7 @@
 #include <unistd.h>
 
 const cfg_key train_schema[] = {
+    {"model.kind", CFG_STRING, "llama", "llama (the decoder alone, CE) | anyref (decoder + [SEG] head + SAM mask decoder, CE + BCE + Dice)"},
     {"model.vocab", CFG_INT, "0", "vocabulary size (0: from the data)"},
     {"model.dim", CFG_INT, "64", "hidden size"},
     {"model.layers", CFG_INT, "2", "decoder layers"},
@@ -45,6 +48,20 @@ const cfg_key train_schema[] = {
     {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
     {"model.checkpoint_layers", CFG_BOOL, "0", "gradient checkpointing: recompute each layer in backward (activation memory / layers)"},
     {"model.init", CFG_STRING, "", "initial weights: .safetensors file, sharded index .json or HF model directory (empty: random)"},
+    {"seg.token", CFG_INT, "-1", "anyref: the [SEG] token id (-1: the data file's seg_token_id attribute)"},
+    {"seg.lambda", CFG_FLOAT, "0.1", "anyref: refocusing weight (rephrase_weight; 0 disables refocusing)"},
+    {"sam.dim", CFG_INT, "256", "anyref: SAM prompt/mask-decoder width = image-embedding channels"},
+    {"sam.grid", CFG_INT, "64", "anyref: image-embedding grid side (64 for SAM at 1024 px)"},
+    {"sam.img_size", CFG_INT, "0", "anyref: SAM encoder input side (0: 16 * sam.grid)"},
+    {"sam.depth", CFG_INT, "2", "anyref: two-way transformer blocks"},
+    {"sam.heads", CFG_INT, "8", "anyref: mask-decoder attention heads"},
+    {"sam.mlp_dim", CFG_INT, "2048", "anyref: two-way transformer MLP width"},
+    {"sam.iou_hidden", CFG_INT, "256", "anyref: IoU-head hidden width"},
+    {"sam.trainable", CFG_STRING, "anyref", "anyref: trainable mask-decoder parts: anyref (mask tokens, upscaling, hypernetworks) | lisa (whole decoder) | none"},
+    {"sam.init", CFG_STRING, "", "anyref: SAM weights (.safetensors with prompt_encoder.* and mask_decoder.*; empty: random)"},
+    {"loss.ce_weight", CFG_FLOAT, "1.0", "anyref: weight of the token cross-entropy"},
+    {"loss.bce_weight", CFG_FLOAT, "2.0", "anyref: weight of the mask binary cross-entropy"},
+    {"loss.dice_weight", CFG_FLOAT, "0.5", "anyref: weight of the mask Dice loss"},
     {"lora.rank", CFG_INT, "0", "LoRA rank (0: no LoRA)"},
     {"lora.alpha", CFG_FLOAT, "16", "LoRA alpha (scale = alpha / rank)"},
     {"lora.dropout", CFG_FLOAT, "0.05", "dropout on the LoRA input"},
@@ -72,8 +89,9 @@ const cfg_key train_schema[] = {
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
-    {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5) | conversations (LLaVA JSON, tokenized into run.dir/data/ first)"},
-    {"data.train", CFG_STRING, "", "tokens: training file (HDF5: input_ids, labels[, attention_mask]); conversations: LLaVA JSON"},
+    {"train.min_val_giou", CFG_FLOAT, "0", "anyref: exit 1 if the final validation gIoU is below this"},
+    {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5) | conversations (LLaVA JSON, tokenized into run.dir/data/ first) | grounding (HDF5 with SAM image embeddings and masks, for model.kind = anyref)"},
+    {"data.train", CFG_STRING, "", "tokens/grounding: training file (HDF5: input_ids, labels[, attention_mask], ...); conversations: LLaVA JSON"},
     {"data.val", CFG_STRING, "", "validation file of the same kind (empty: no validation loss)"},
     {"data.tokenizer", CFG_STRING, "", "conversations: tokenizer.model or tokenizer.json"},
     {"data.template", CFG_STRING, "llava_v1", "conversations: llava_v1 | vicuna_v1_1"},
@@ -95,9 +113,10 @@ typedef struct {
     synth_task task;
     ar_rng rng;               /* synthetic: the stream of training samples */
     token_dataset *train, *val;
-    tds_cursor cur;           /* tokens: epoch, position in the epoch's order */
+    grounding_dataset *gtrain, *gval;
+    tds_cursor cur;           /* tokens, grounding: epoch, position in the epoch's order */
 } data_src;
-enum { DATA_SYNTH, DATA_TOKENS };
+enum { DATA_SYNTH, DATA_TOKENS, DATA_GROUNDING };
 
 /* LLaVA-format JSON -> <run_dir>/data/<name>.h5 (the HDF5 token format),
  * reused while newer than the JSON. *vocab gets the tokenizer's vocabulary
@@ -178,10 +197,24 @@ static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
         d->seq_len = tds_seq_len(d->train);
         return 0;
     }
-    return ar_errorf("config: data.kind = '%s' (expected synthetic, tokens or conversations)", kind);
+    if (!strcmp(kind, "grounding")) {
+        d->kind = DATA_GROUNDING;
+        const char *tp = cfg_str(cfg, "data.train"), *vp = cfg_str(cfg, "data.val");
+        const int C = (int)cfg_int(cfg, "sam.dim"), G = (int)cfg_int(cfg, "sam.grid");
+        if (strcmp(cfg_str(cfg, "model.kind"), "anyref") != 0)
+            return ar_errorf("config: data.kind = grounding trains the mask decoder: set model.kind = anyref");
+        if (!tp[0]) return ar_errorf("config: data.kind = grounding needs data.train (an HDF5 grounding file, data/grounding_dataset.h)");
+        if (model_vocab <= 0) return ar_errorf("config: data.kind = grounding needs model.vocab (the tokenizer's vocabulary size)");
+        if (!(d->gtrain = gds_open(tp, model_vocab, C, G, G))) return ar_error_prefix("data.train: ");
+        if (vp[0] && !(d->gval = gds_open(vp, model_vocab, C, G, G))) return ar_error_prefix("data.val: ");
+        d->vocab = model_vocab;
+        d->seq_len = gds_seq_len(d->gtrain);
+        return 0;
+    }
+    return ar_errorf("config: data.kind = '%s' (expected synthetic, tokens, conversations or grounding)", kind);
 }
 
-static void data_close(data_src *d) { tds_close(d->train); tds_close(d->val); }
+static void data_close(data_src *d) { tds_close(d->train); tds_close(d->val); gds_close(d->gtrain); gds_close(d->gval); }
 
 /* B sequences of T tokens into tokens/targets; -1 + ar_error. */
 static int data_next(data_src *d, int B, int T, int *tokens, int *targets) {
@@ -210,6 +243,15 @@ typedef struct {
     uint64_t seed;
     int *tok, *tgt;
     int skip_init;            /* export-peft: the adapter needs no base weights */
+    /* model.kind = anyref */
+    int is_anyref;
+    anyref_cfg ac;
+    anyref *ar;
+    int max_seg;
+    size_t chw, mask_cap;     /* floats per image embedding / per mask slot */
+    float *d_img, *d_mask;    /* backend: B embeddings, max_seg masks */
+    float *h_logits;          /* host: one mask's logits */
+    const float **img_ptr, **mask_ptr;
 } run_t;
 
 /* The resolved config as text (stored in every checkpoint). */
@@ -247,6 +289,95 @@ static double validate(run_t *r, int batches) {
     }
     llama_set_training(r->m, 1);
     return cnt ? sum / cnt : NAN;
+}
+
+/* ------------------------------------------------------------------------ */
+/* model.kind = anyref                                                      */
+/* ------------------------------------------------------------------------ */
+static int is_llama_name(const char *n) {
+    return !strncmp(n, "lm_head.", 8) || (!strncmp(n, "model.", 6) && strncmp(n, "model.text_hidden_fcs", 21) != 0);
+}
+
+/* The data batch's embeddings and masks into backend memory; fills in. */
+static void upload_batch(run_t *r, const gds_batch *gb, anyref_batch *in) {
+    for (int b = 0; b < r->B; b++) r->img_ptr[b] = NULL;
+    for (int b = 0; b < gb->B; b++) {
+        if (!gb->img[b]) continue;
+        k_upload(r->d_img + (size_t)b * r->chw, gb->img[b], r->chw * sizeof(float));
+        r->img_ptr[b] = r->d_img + (size_t)b * r->chw;
+    }
+    for (int k = 0; k < gb->n_masks; k++) {
+        const int b = gb->mask_sample[k];
+        const int h = gb->mask_hw[2 * b] > 0 ? gb->mask_hw[2 * b] : gb->orig_hw[2 * b];
+        const int w = gb->mask_hw[2 * b] > 0 ? gb->mask_hw[2 * b + 1] : gb->orig_hw[2 * b + 1];
+        k_upload(r->d_mask + (size_t)k * r->mask_cap, gb->masks[k], (size_t)h * w * sizeof(float));
+        r->mask_ptr[k] = r->d_mask + (size_t)k * r->mask_cap;
+    }
+    in->tokens = r->tok; in->targets = r->tgt;
+    in->image_emb = r->img_ptr; in->orig_hw = gb->orig_hw; in->mask_hw = gb->mask_hw;
+    in->gt_masks = gb->n_masks ? r->mask_ptr : NULL;
+}
+
+/* Validation of the AnyRef step over the validation file in file order (at
+ * most eval_batches batches, one pass, broken rows skipped): the mean CE per
+ * target, the mean BCE and Dice per mask, the total with the loss weights,
+ * and the mask metrics of SPEC 4 (logit > 0 against the ground truth):
+ * gIoU = mean per-mask IoU (empty vs empty = 1), cIoU = Σ I / Σ U.
+ * out: total, ce, bce, dice, giou, ciou (NaN without validation data). */
+static void validate_anyref(run_t *r, int batches, double out[6]) {
+    for (int i = 0; i < 6; i++) out[i] = NAN;
+    grounding_dataset *g = r->data.gval;
+    if (!g || batches <= 0) return;
+    anyref_set_training(r->ar, 0);
+    const int64_t rows = gds_rows(g);
+    int64_t next = 0;
+    double ce = 0, bce = 0, dice = 0, iou = 0, inter = 0, uni = 0;
+    long ce_n = 0, masks = 0;
+    for (int bi = 0; bi < batches && next < rows; bi++) {
+        int filled = 0;
+        while (filled < r->B && next < rows) {
+            int *tk = r->tok + (size_t)filled * r->T, *tg = r->tgt + (size_t)filled * r->T;
+            int rc = gds_read_row(g, next++, r->T, filled, tk, tg);
+            if (rc < 0) { log_warn("validation: %s", ar_error()); goto done; }
+            if (rc == 0) filled++;
+        }
+        if (!filled) break;
+        for (int b = filled; b < r->B; b++) {   /* a short last batch: padding rows without targets */
+            for (int t = 0; t < r->T; t++) { r->tok[(size_t)b * r->T + t] = 0; r->tgt[(size_t)b * r->T + t] = -100; }
+        }
+        gds_batch gb;
+        gds_finish_batch(g, filled, &gb);
+        anyref_batch in;
+        upload_batch(r, &gb, &in);
+        anyref_losses L;
+        float l = anyref_forward(r->ar, &in, 0, &L);
+        if (!isfinite(l)) { log_warn("validation: %s", isnan(l) ? ar_error() : "loss is not finite"); goto done; }
+        ce += (double)L.ce * L.ce_count; ce_n += L.ce_count;
+        for (int k = 0; k < L.n_seg; k++, masks++) {
+            int h, w;
+            const float *x = anyref_mask_logits(r->ar, k, &h, &w);
+            bce += anyref_mask_bce(r->ar)[k];
+            dice += anyref_mask_dice(r->ar)[k];
+            k_download(r->h_logits, x, (size_t)h * w * sizeof(float));
+            const float *y = gb.masks[k];
+            double in_k = 0, un_k = 0;
+            for (size_t p = 0; p < (size_t)h * w; p++) {
+                const int pr = r->h_logits[p] > 0.0f, gt = y[p] > 0.5f;
+                in_k += pr & gt; un_k += pr | gt;
+            }
+            iou += un_k > 0 ? in_k / un_k : 1.0;
+            inter += in_k; uni += un_k;
+        }
+    }
+    if (ce_n) out[1] = ce / ce_n;
+    if (masks) {
+        out[2] = bce / masks; out[3] = dice / masks; out[4] = iou / masks;
+        out[5] = uni > 0 ? inter / uni : 1.0;
+    }
+    out[0] = (ce_n ? r->ac.ce_w * out[1] : 0) + (masks ? r->ac.bce_w * out[2] + r->ac.dice_w * out[3] : 0);
+    if (!ce_n && !masks) out[0] = NAN;
+done:
+    anyref_set_training(r->ar, 1);
 }
 
 /* Greedy exact-match accuracy on fresh synthetic prompts (the demo's headline number). */
@@ -379,10 +510,14 @@ out:
     return rc;
 }
 
-/* Hides the two vocabulary tensors from the bulk load when they are resized. */
+/* Hides from the bulk load the two vocabulary tensors when they are resized,
+ * and (model.kind = anyref) everything that is not the LLaMA decoder. */
+typedef struct { int resize, llama_only; } hide_ctx;
 static int hide_vocab(void *ctx, const char *name, char *out, size_t cap) {
-    int hide = *(int *)ctx && (!strcmp(name, "model.embed_tokens.weight") || !strcmp(name, "lm_head.weight"));
-    snprintf(out, cap, "%s%s", hide ? "\x01resized\x01" : "", name);
+    const hide_ctx *h = ctx;
+    int hide = (h->resize && (!strcmp(name, "model.embed_tokens.weight") || !strcmp(name, "lm_head.weight"))) ||
+               (h->llama_only && !is_llama_name(name));
+    snprintf(out, cap, "%s%s", hide ? "\x01hidden\x01" : "", name);
     return 0;
 }
 
@@ -402,15 +537,19 @@ static int load_init(run_t *r, const char *path) {
         st_close(f);
     }
     ar_error_clear();
-    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING_TRAINABLE | ST_ALLOW_MISSING_FROZEN, hide_vocab, &resize, &rep))
+    hide_ctx hc = {.resize = resize, .llama_only = r->is_anyref};
+    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING_TRAINABLE | ST_ALLOW_MISSING_FROZEN, hide_vocab, &hc, &rep))
         return ar_error_prefix("model.init: ");
-    int lora = 0;
-    for (int i = 0; i < r->ps.n; i++) lora += strstr(r->ps.p[i].name, ".lora_") != NULL;
+    int lora = 0, other = 0;
+    for (int i = 0; i < r->ps.n; i++) {
+        lora += strstr(r->ps.p[i].name, ".lora_") != NULL;
+        other += hc.llama_only && !is_llama_name(r->ps.p[i].name);
+    }
     char line[2048];
     st_report_format(&rep, line, sizeof line);
-    if (rep.n_missing != lora + 2 * resize)
-        return ar_errorf("model.init: %s lacks %d tensors of the model besides its %d LoRA tensors (%s)",
-                         path, rep.n_missing - lora - 2 * resize, lora, line);
+    if (rep.n_missing != lora + other + 2 * resize)
+        return ar_errorf("model.init: %s lacks %d tensors of the LLaMA decoder besides its %d LoRA tensors (%s)",
+                         path, rep.n_missing - lora - other - 2 * resize, lora, line);
     if (resize) {
         int old = 0;
         if (load_resized_rows(path, &r->ps, "model.embed_tokens.weight", &old) ||
@@ -419,6 +558,78 @@ static int load_init(run_t *r, const char *path) {
         log_info("model.init: vocabulary resized from %d to %d tokens (new rows = mean of the old rows)", old, r->mc.vocab);
     }
     log_info("model.init %s: %s", path, line);
+    return 0;
+}
+
+static int is_sam_name(const char *n) { return !strncmp(n, "prompt_encoder.", 15) || !strncmp(n, "mask_decoder.", 13); }
+/* Hides everything but SAM's prompt encoder and mask decoder. */
+static int sam_only(void *ctx, const char *name, char *out, size_t cap) {
+    (void)ctx;
+    snprintf(out, cap, "%s%s", is_sam_name(name) ? "" : "\x01hidden\x01", name);
+    return 0;
+}
+
+/* SAM's prompt encoder and mask decoder from a safetensors file by the
+ * original names; every one of them must be there (the first absent one is
+ * named). */
+static int load_sam(run_t *r, const char *path) {
+    st_file *f = st_open(path);
+    if (!f) return ar_error_prefix("sam.init: ");
+    int sam = 0, absent = 0;
+    const char *first = NULL;
+    for (int i = 0; i < r->ps.n; i++) {
+        if (!is_sam_name(r->ps.p[i].name)) continue;
+        sam++;
+        if (st_find(f, r->ps.p[i].name) < 0 && !absent++) first = r->ps.p[i].name;
+    }
+    st_close(f);
+    if (absent)
+        return ar_errorf("sam.init: %s lacks %d of the model's %d prompt_encoder.* / mask_decoder.* tensors, e.g. '%s'",
+                         path, absent, sam, first);
+    st_report rep;
+    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING, sam_only, NULL, &rep)) return ar_error_prefix("sam.init: ");
+    log_info("sam.init %s: %d prompt-encoder and mask-decoder tensors loaded%s", path, rep.n_loaded,
+             rep.n_unexpected ? " (the file holds more tensors, ignored)" : "");
+    return 0;
+}
+
+/* model.kind = anyref: the step's config from the keys and the data. */
+static int anyref_setup(run_t *r, const ar_config *cfg) {
+    anyref_cfg *ac = &r->ac;
+    *ac = anyref_default_cfg();
+    ac->llm = r->mc;
+    grounding_dataset *gt = r->data.gtrain, *gv = r->data.gval;
+    int seg = (int)cfg_int(cfg, "seg.token");
+    if (seg < 0) seg = gds_seg_token(gt);
+    if (seg < 0) return ar_errorf("config: seg.token is -1 and %s has no seg_token_id attribute: set seg.token", cfg_str(cfg, "data.train"));
+    if (seg >= r->mc.vocab) return ar_errorf("config: seg.token = %d is outside the vocabulary (%d)", seg, r->mc.vocab);
+    ac->seg.seg_token = seg;
+    ac->seg.lambda = (float)cfg_float(cfg, "seg.lambda");
+    ac->dec.dim = (int)cfg_int(cfg, "sam.dim");
+    ac->dec.H = ac->dec.W = (int)cfg_int(cfg, "sam.grid");
+    ac->dec.depth = (int)cfg_int(cfg, "sam.depth");
+    ac->dec.heads = (int)cfg_int(cfg, "sam.heads");
+    ac->dec.mlp_dim = (int)cfg_int(cfg, "sam.mlp_dim");
+    ac->dec.iou_hidden = (int)cfg_int(cfg, "sam.iou_hidden");
+    ac->img_size = (int)cfg_int(cfg, "sam.img_size");
+    ac->dec_preset = cfg_str(cfg, "sam.trainable");
+    ac->ce_w = (float)cfg_float(cfg, "loss.ce_weight");
+    ac->bce_w = (float)cfg_float(cfg, "loss.bce_weight");
+    ac->dice_w = (float)cfg_float(cfg, "loss.dice_weight");
+    int h, w, k, vh = 0, vw = 0, vk = 0;
+    gds_limits(gt, &h, &w, &k);
+    if (gv) gds_limits(gv, &vh, &vw, &vk);
+    ac->max_orig_h = h > vh ? h : vh;
+    ac->max_orig_w = w > vw ? w : vw;
+    if (ac->max_orig_h < 1) ac->max_orig_h = 1;
+    if (ac->max_orig_w < 1) ac->max_orig_w = 1;
+    if (vk > k) k = vk;
+    r->max_seg = r->B * (k > 0 ? k : 1);
+    if (gds_configure(gt, seg, r->B, ac->max_orig_h, ac->max_orig_w) ||
+        (gv && gds_configure(gv, seg, r->B, ac->max_orig_h, ac->max_orig_w)))
+        return -1;
+    r->chw = (size_t)ac->dec.dim * ac->dec.H * ac->dec.W;
+    r->mask_cap = (size_t)ac->max_orig_h * ac->max_orig_w;
     return 0;
 }
 
@@ -474,12 +685,32 @@ static int setup(run_t *r, const ar_config *cfg) {
     if (!r->run_dir[0]) return ar_errorf("config: run.dir is empty");
     snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", r->run_dir);
 
+    const char *kind = cfg_str(cfg, "model.kind");
+    const int is_anyref = r->is_anyref = !strcmp(kind, "anyref");
+    if (!is_anyref && strcmp(kind, "llama") != 0) return ar_errorf("config: model.kind = '%s' (expected llama or anyref)", kind);
+    if (is_anyref && r->data.kind != DATA_GROUNDING)
+        return ar_errorf("config: model.kind = anyref needs masks and image embeddings: set data.kind = grounding");
+    if (is_anyref && anyref_setup(r, cfg)) return -1;
     params_init_empty(&r->ps);
-    if (llama_declare(mc, &r->ps) || params_alloc(&r->ps)) return -1;
+    if ((is_anyref ? anyref_declare(&r->ac, &r->ps) : llama_declare(mc, &r->ps)) || params_alloc(&r->ps)) return -1;
     params_randomize(&r->ps, rng_derive(r->seed, 1));
-    const char *init = cfg_str(cfg, "model.init");
+    const char *init = cfg_str(cfg, "model.init"), *sinit = is_anyref ? cfg_str(cfg, "sam.init") : "";
     if (init[0] && !r->skip_init && load_init(r, init)) return -1;
-    if (!(r->m = llama_create(mc, &r->ps, r->B, r->T))) return -1;
+    if (sinit[0] && !r->skip_init && load_sam(r, sinit)) return -1;
+    if (is_anyref) {
+        if (!(r->ar = anyref_create(&r->ac, &r->ps, r->B, r->T, r->max_seg))) return -1;
+        r->m = anyref_llama(r->ar);
+        r->d_img = k_malloc((size_t)r->B * r->chw * sizeof(float));
+        r->d_mask = k_malloc((size_t)r->max_seg * r->mask_cap * sizeof(float));
+        r->h_logits = malloc(r->mask_cap * sizeof(float));
+        r->img_ptr = calloc((size_t)r->B, sizeof(float *));
+        r->mask_ptr = calloc((size_t)r->max_seg, sizeof(float *));
+        if (!r->d_img || !r->d_mask || !r->h_logits || !r->img_ptr || !r->mask_ptr)
+            return ar_errorf("out of memory for the AnyRef batch buffers (%d samples, %d masks of up to %d x %d)", r->B,
+                             r->max_seg, r->ac.max_orig_h, r->ac.max_orig_w);
+    } else if (!(r->m = llama_create(mc, &r->ps, r->B, r->T))) {
+        return -1;
+    }
     r->tok = malloc(sizeof(int) * (size_t)r->B * r->T); r->tgt = malloc(sizeof(int) * (size_t)r->B * r->T);
     if (!r->tok || !r->tgt) return ar_errorf("out of memory");
     return 0;
@@ -550,7 +781,11 @@ static int find_checkpoint(run_t *r, char *path, size_t cap) {
 static void teardown(run_t *r) {
     free(r->tok); free(r->tgt);
     log_close(r->log);
-    llama_free(r->m);
+    if (r->ar) anyref_free(r->ar);
+    else llama_free(r->m);
+    if (r->d_img) k_free(r->d_img);
+    if (r->d_mask) k_free(r->d_mask);
+    free(r->h_logits); free(r->img_ptr); free(r->mask_ptr);
     params_free(&r->ps);
     data_close(&r->data);
     ckpt_state_free(&r->st);
@@ -626,20 +861,37 @@ int train_run(const ar_config *cfg) {
     const int eval_batches = (int)cfg_int(cfg, "train.eval_batches"), stop_after = (int)cfg_int(cfg, "train.stop_after");
     const double t0 = ar_now();
     const int64_t first = r.st.step;
-    double loss_ema = NAN, acc = NAN;
+    double loss_ema = NAN, acc = NAN, giou = NAN;
     ar_progress prog;
     progress_start(&prog, r.steps, "train");
     progress_update(&prog, (long)first, "");
     int64_t step = first;
     while (step < r.steps) {
-        double loss = 0;
+        double loss = 0, parts[3] = {0, 0, 0};   /* anyref: ce, bce, dice */
         params_zero_grad(&r.ps);
         for (int a = 0; a < r.accum; a++) {
-            if (data_next(&r.data, r.B, r.T, r.tok, r.tgt)) goto interrupted;
-            int count = 0;
-            float l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, rng_derive(r.seed, 1000000 + (uint64_t)step * r.accum + a), &count);
+            const uint64_t dseed = rng_derive(r.seed, 1000000 + (uint64_t)step * r.accum + a);
+            float l;
+            if (r.ar) {
+                gds_batch gb;
+                anyref_batch in;
+                anyref_losses L;
+                if (gds_next_batch(r.data.gtrain, &r.data.cur, r.T, r.tok, r.tgt, &gb)) goto interrupted;
+                upload_batch(&r, &gb, &in);
+                ar_error_clear();
+                l = anyref_forward(r.ar, &in, dseed, &L);
+                if (isnan(l) && ar_error()[0]) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
+                if (isfinite(l)) {
+                    anyref_backward(r.ar, 1.0f / r.accum);
+                    parts[0] += L.ce / r.accum; parts[1] += L.bce / r.accum; parts[2] += L.dice / r.accum;
+                }
+            } else {
+                if (data_next(&r.data, r.B, r.T, r.tok, r.tgt)) goto interrupted;
+                int count = 0;
+                l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, dseed, &count);
+                if (isfinite(l)) llama_backward(r.m, 1.0f / r.accum);
+            }
             if (!isfinite(l)) { ar_errorf("step %lld: loss is %g (diverged); lower train.lr", (long long)step + 1, l); goto interrupted; }
-            llama_backward(r.m, 1.0f / r.accum);
             loss += l / r.accum;
         }
         float lr = optim_lr_at(&r.oc, (int)step);
@@ -647,23 +899,41 @@ int train_run(const ar_config *cfg) {
         if (k_error()) { ar_errorf("step %lld: %s", (long long)step + 1, k_error()); goto interrupted; }
         step++;
         int last = step == r.steps;
-        double vloss = NAN;
+        double vloss = NAN, vm[6] = {NAN, NAN, NAN, NAN, NAN, NAN};
         acc = NAN;
         if ((eval_every > 0 && step % eval_every == 0) || last) {
-            vloss = validate(&r, eval_batches);
+            if (r.ar) {
+                validate_anyref(&r, eval_batches, vm);
+                vloss = vm[0];
+                giou = vm[4];
+            } else {
+                vloss = validate(&r, eval_batches);
+            }
             if (r.data.kind == DATA_SYNTH) acc = synth_accuracy(&r, (int)cfg_int(cfg, "data.eval_samples"));
         }
         double el = ar_now() - t0;
-        const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy"};
-        double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc};
-        if (log_metrics(r.log, (int)step, keys, vals, 7)) goto interrupted;
+        if (r.ar) {
+            const char *keys[] = {"loss", "ce", "bce", "dice", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "skipped",
+                                  "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou"};
+            double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el,
+                             el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5]};
+            if (log_metrics(r.log, (int)step, keys, vals, 15)) goto interrupted;
+        } else {
+            const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy"};
+            double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc};
+            if (log_metrics(r.log, (int)step, keys, vals, 7)) goto interrupted;
+        }
         loss_ema = isnan(loss_ema) ? loss : 0.9 * loss_ema + 0.1 * loss;
         char extra[160];
         int n = snprintf(extra, sizeof extra, "loss %.4f lr %.2e", loss_ema, lr);
         if (!isnan(vloss)) n += snprintf(extra + n, sizeof extra - n, " val %.4f", vloss);
         if (!isnan(acc)) snprintf(extra + n, sizeof extra - n, " acc %.3f", acc);
+        else if (!isnan(vm[4])) snprintf(extra + n, sizeof extra - n, " gIoU %.3f", vm[4]);
         progress_update(&prog, (long)step, extra);
-        if (!isnan(vloss)) {
+        if (r.ar && !isnan(vloss)) {
+            log_info("step %lld: val_loss %.4f (ce %.4f, bce %.4f, dice %.4f), gIoU %.3f, cIoU %.3f", (long long)step,
+                     vloss, vm[1], vm[2], vm[3], vm[4], vm[5]);
+        } else if (!isnan(vloss)) {
             if (isnan(acc)) log_info("step %lld: val_loss %.4f", (long long)step, vloss);
             else log_info("step %lld: val_loss %.4f, greedy exact-match accuracy %.3f", (long long)step, vloss, acc);
         }
@@ -687,6 +957,11 @@ int train_run(const ar_config *cfg) {
         double need = cfg_float(cfg, "train.min_accuracy");
         if (r.data.kind == DATA_SYNTH && need > 0 && !(acc >= need)) {
             ar_errorf("final accuracy %.3f is below train.min_accuracy %.3f", acc, need);
+            goto restore;
+        }
+        double need_iou = cfg_float(cfg, "train.min_val_giou");
+        if (r.ar && need_iou > 0 && !(giou >= need_iou)) {
+            ar_errorf("final validation gIoU %.3f is below train.min_val_giou %.3f", giou, need_iou);
             goto restore;
         }
     }

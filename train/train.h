@@ -2,7 +2,10 @@
  * (model/llama.h) with LoRA, AdamW (optim/), gradient accumulation, periodic
  * validation, a run directory (resolved config, metrics.jsonl, checkpoints)
  * and exact resume from the newest checkpoint. Data: the synthetic demo tasks
- * (data/synthetic.h) or pre-tokenized HDF5 files (data/token_dataset.h). */
+ * (data/synthetic.h) or pre-tokenized HDF5 files (data/token_dataset.h).
+ * With model.kind = anyref the step is model/anyref.h (LLaMA + [SEG] head +
+ * SAM mask decoder, CE + BCE + Dice) on grounding files
+ * (data/grounding_dataset.h), validated with gIoU / cIoU. */
 #ifndef ANYREF_TRAIN_H
 #define ANYREF_TRAIN_H
 #include "core/config.h"
