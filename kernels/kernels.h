@@ -240,6 +240,15 @@ void roi_align_backward(float *din, const float *dout, const float *boxes, int K
                         float spatial_scale, int sampling_ratio, int aligned);
 
 /* ------------------------------------------------------------------------ */
+/* ImageBind audio (model/imagebind_audio.c)                                */
+/* ------------------------------------------------------------------------ */
+/* Batched transpose of the last two dims: out[b, c, r] = in[b, r, c] for
+ * in[B, R, C] -> out[B, C, R] (e.g. a conv's [D, P] grid -> [P, D] tokens).
+ * backward: din[b, r, c] += dout[b, c, r]. */
+void transpose_forward(float *out, const float *in, int B, int R, int C);
+void transpose_backward(float *din, const float *dout, int B, int R, int C);
+
+/* ------------------------------------------------------------------------ */
 /* Refocusing (SPEC 2.5)                                                    */
 /* ------------------------------------------------------------------------ */
 /* For one [SEG] of one sample:

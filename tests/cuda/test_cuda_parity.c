@@ -709,6 +709,34 @@ static void test_refocus(void) {
     k_free(d_att); k_free(d_hid); k_free(d_g); k_free(d_dh); k_free(d_da); k_free(d_out);
 }
 
+/* ---- batched transpose (ImageBind audio stem) ------------------------------- */
+static void test_transpose_case(int B, int R, int C) {
+    const size_t n = (size_t)B * R * C;
+    float *x = rnd(n, 1.0f, 801), *g = rnd(n, 1.0f, 802), *dx0 = rnd(n, 1.0f, 803);
+    float *d_x = dev_up(x, n), *d_g = dev_up(g, n), *d_dx = dev_up(dx0, n), *d_out = k_malloc(n * sizeof(float));
+    double *out = dalloc(n), *rdx = dcopy(dx0, n);
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) {
+                out[((size_t)b * C + c) * R + r] = x[((size_t)b * R + r) * C + c];
+                rdx[((size_t)b * R + r) * C + c] += g[((size_t)b * C + c) * R + r];   /* g is [B, C, R] */
+            }
+    char name[80];
+    transpose_forward(d_out, d_x, B, R, C);
+    snprintf(name, sizeof name, "transpose_forward [%d,%d,%d]", B, R, C);
+    cmp(name, d_out, out, n, 0.0);
+    transpose_backward(d_dx, d_g, B, R, C);
+    snprintf(name, sizeof name, "transpose_backward [%d,%d,%d]", B, R, C);
+    cmp(name, d_dx, rdx, n, 1e-6);
+    free(x); free(g); free(dx0); free(out); free(rdx);
+    k_free(d_x); k_free(d_g); k_free(d_dx); k_free(d_out);
+}
+static void test_transpose(void) {
+    test_transpose_case(3, 768, 228);   /* imagebind_huge stem: [D, 12*19] per clip */
+    test_transpose_case(2, 37, 45);
+    test_transpose_case(1, 1, 70);
+}
+
 int main(void) {
     printf("# backend: %s\n", k_backend_name());
     void *probe = k_malloc(64);
@@ -725,6 +753,7 @@ int main(void) {
     test_roi_align();
     test_conv();
     test_refocus();
+    test_transpose();
     k_sync();
     return t_exit_code();
 }
