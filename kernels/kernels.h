@@ -249,6 +249,40 @@ void transpose_forward(float *out, const float *in, int B, int R, int C);
 void transpose_backward(float *din, const float *dout, int B, int R, int C);
 
 /* ------------------------------------------------------------------------ */
+/* SAM image encoder (model/sam_image_encoder.c): forward only, frozen      */
+/* ------------------------------------------------------------------------ */
+/* Non-overlapping p x p patches as rows: in[B,Cin,H,W] (H, W multiples of p)
+ * -> out[B*(H/p)*(W/p), Cin*p*p], row (b,gy,gx) = in[b, :, gy*p.., gx*p..]
+ * flattened as (ci,ky,kx). A Conv2d(kernel p, stride p) is then linear_forward
+ * with its weight [Cout,Cin,p,p] read as [Cout, Cin*p*p]; output rows are
+ * channels-last tokens [B, H/p, W/p, Cout]. */
+void sam_patchify_forward(float *out, const float *in, int B, int Cin, int H, int W, int p);
+/* Window partition (segment-anything window_partition): in[B,H,W,C] ->
+ * out[B*nh*nw, ws, ws, C], nh = ceil(H/ws), nw = ceil(W/ws), window (b,i,j)
+ * = rows i*ws.., columns j*ws..; cells beyond H or W get pad[C] (NULL: zeros). */
+void sam_window_partition_forward(float *out, const float *in, const float *pad,
+                                  int B, int H, int W, int C, int ws);
+/* Its inverse, dropping the padding: in[B*nh*nw, ws, ws, C] -> out[B,H,W,C]. */
+void sam_window_unpartition_forward(float *out, const float *in, int B, int H, int W, int C, int ws);
+/* get_rel_pos: out[qs,ks,D] = R[idx(i,j)], where R is rel_pos[L,D] linearly
+ * resized (align_corners=False) to M = 2*max(qs,ks)-1 rows when L != M, and
+ * idx(i,j) = trunc(i*max(ks/qs,1) - j*max(qs/ks,1) + (ks-1)*max(qs/ks,1))
+ * evaluated in float32 as PyTorch does. */
+void sam_rel_pos_forward(float *out, const float *rel_pos, int qs, int ks, int L, int D);
+/* SAM attention with decomposed relative positions, over B independent
+ * h x w grids (windows or whole images) of T = h*w tokens:
+ *   qkv[B,T,3,heads,hd] (the qkv Linear's output as is), out[B,T,heads*hd];
+ *   logit(t,s) = scale q_t·k_s + q_t·Rh[t_y,s_y] + q_t·Rw[t_x,s_x] (q unscaled),
+ *   Rh[h,h,hd], Rw[w,w,hd] from sam_rel_pos_forward (both NULL: no relative
+ *   positions); softmax over s; out = Σ_s p v_s. The T x T logits never
+ *   exist whole: scratch is sam_attention_scratch_floats() floats, passed with
+ *   its size (the kernel uses no more parallel slots than it holds). */
+size_t sam_attention_scratch_floats(int B, int h, int w, int heads);
+void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
+                           const float *Rh, const float *Rw, float scale,
+                           int B, int h, int w, int heads, int hd);
+
+/* ------------------------------------------------------------------------ */
 /* Refocusing (SPEC 2.5)                                                    */
 /* ------------------------------------------------------------------------ */
 /* For one [SEG] of one sample:

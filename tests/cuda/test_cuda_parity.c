@@ -737,6 +737,147 @@ static void test_transpose(void) {
     test_transpose_case(1, 1, 70);
 }
 
+/* ---- SAM image encoder primitives (forward only) --------------------------------------- */
+/* get_rel_pos in double (index arithmetic in float32, as PyTorch). */
+static void ref_rel_pos(double *out, const float *rel, int qs, int ks, int L, int D) {
+    const int M = 2 * (qs > ks ? qs : ks) - 1;
+    const float qr = (float)fmax((double)ks / qs, 1.0), kr = (float)fmax((double)qs / ks, 1.0);
+    const float off = (float)((ks - 1) * fmax((double)qs / ks, 1.0));
+    for (int i = 0; i < qs; i++)
+        for (int j = 0; j < ks; j++) {
+            const int m = (int)(((float)i * qr - (float)j * kr) + off);
+            for (int d = 0; d < D; d++) {
+                double v;
+                if (L == M) v = rel[(size_t)m * D + d];
+                else {
+                    double src = fmax((double)L / M * (m + 0.5) - 0.5, 0.0);
+                    int i0 = (int)src;
+                    if (i0 > L - 1) i0 = L - 1;
+                    const int i1 = i0 < L - 1 ? i0 + 1 : i0;
+                    const double l1 = src - i0;
+                    v = (1 - l1) * rel[(size_t)i0 * D + d] + l1 * rel[(size_t)i1 * D + d];
+                }
+                out[((size_t)i * ks + j) * D + d] = v;
+            }
+        }
+}
+
+static void test_sam_encoder(void) {
+    /* patchify and window (un)partition: pure data movement, must be exact */
+    {
+        const int B = 2, Cin = 3, p = 4, H = 8, W = 12, gh = H / p, gw = W / p, K = Cin * p * p;
+        const size_t n = (size_t)B * Cin * H * W;
+        float *x = rnd(n, 1.0f, 901);
+        double *ref = dalloc(n);
+        for (int b = 0; b < B; b++)
+            for (int gy = 0; gy < gh; gy++)
+                for (int gx = 0; gx < gw; gx++)
+                    for (int k = 0; k < K; k++)
+                        ref[(((size_t)b * gh + gy) * gw + gx) * K + k] =
+                            x[(((size_t)b * Cin + k / (p * p)) * H + gy * p + k / p % p) * W + gx * p + k % p];
+        float *dx = dev_up(x, n), *dy = k_malloc(n * sizeof(float));
+        sam_patchify_forward(dy, dx, B, Cin, H, W, p);
+        cmp("sam_patchify_forward", dy, ref, n, 0.0);
+        free(x); free(ref); k_free(dx); k_free(dy);
+    }
+    {
+        const int B = 2, H = 7, W = 5, C = 6, ws = 3, nh = 3, nw = 2;
+        const size_t nx = (size_t)B * H * W * C, nwin = (size_t)B * nh * nw * ws * ws * C;
+        float *x = rnd(nx, 1.0f, 902), *pad = rnd(C, 1.0f, 903);
+        double *ref = dalloc(nwin), *back = dalloc(nx);
+        for (size_t o = 0; o < nwin; o++) {
+            const int c = (int)(o % C), wx = (int)(o / C % ws), wy = (int)(o / C / ws % ws);
+            const size_t win = o / C / ws / ws;
+            const int j = (int)(win % nw), i = (int)(win / nw % nh), b = (int)(win / nw / nh);
+            const int y = i * ws + wy, xx = j * ws + wx;
+            ref[o] = y < H && xx < W ? x[(((size_t)b * H + y) * W + xx) * C + c] : pad[c];
+        }
+        for (size_t i = 0; i < nx; i++) back[i] = x[i];
+        float *dx = dev_up(x, nx), *dp = dev_up(pad, C), *dw = k_malloc(nwin * sizeof(float));
+        float *db = k_malloc(nx * sizeof(float));
+        sam_window_partition_forward(dw, dx, dp, B, H, W, C, ws);
+        cmp("sam_window_partition_forward (pad vector)", dw, ref, nwin, 0.0);
+        sam_window_unpartition_forward(db, dw, B, H, W, C, ws);
+        cmp("sam_window_unpartition_forward (round trip)", db, back, nx, 0.0);
+        sam_window_partition_forward(dw, dx, NULL, B, H, W, C, ws);
+        float *hw = host_down(dw, nwin);
+        size_t bad = 0;
+        for (size_t o = 0; o < nwin; o++) {
+            const int wx = (int)(o / C % ws), wy = (int)(o / C / ws % ws);
+            const size_t win = o / C / ws / ws;
+            const int j = (int)(win % nw), i = (int)(win / nw % nh);
+            if ((i * ws + wy >= H || j * ws + wx >= W) ? hw[o] != 0.0f : hw[o] != (float)ref[o]) bad++;
+        }
+        t_check(bad == 0, "sam_window_partition_forward (zero pad)", "%zu wrong of %zu", bad, nwin);
+        free(x); free(pad); free(ref); free(back); free(hw);
+        k_free(dx); k_free(dp); k_free(dw); k_free(db);
+    }
+    /* get_rel_pos: copies, q != k, resized tables */
+    static const int cases[][3] = {{3, 3, 5}, {3, 5, 9}, {5, 3, 9}, {4, 6, 7}, {7, 3, 4}, {6, 6, 20}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int qs = cases[c][0], ks = cases[c][1], L = cases[c][2], D = 5;
+        float *rel = rnd((size_t)L * D, 1.0f, 910 + c);
+        double *ref = dalloc((size_t)qs * ks * D);
+        ref_rel_pos(ref, rel, qs, ks, L, D);
+        float *dr = dev_up(rel, (size_t)L * D), *dout = k_malloc((size_t)qs * ks * D * sizeof(float));
+        sam_rel_pos_forward(dout, dr, qs, ks, L, D);
+        char name[96];
+        snprintf(name, sizeof name, "sam_rel_pos_forward (q %d, k %d, L %d)", qs, ks, L);
+        cmp(name, dout, ref, (size_t)qs * ks * D, 1e-6);
+        free(rel); free(ref); k_free(dr); k_free(dout);
+    }
+    /* attention with decomposed relative positions on 3 grids of 3 x 5 */
+    {
+        const int B = 3, h = 3, w = 5, heads = 2, hd = 8, T = h * w, C = heads * hd;
+        const float scale = 1.0f / sqrtf((float)hd);
+        const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+        float *qkv = rnd(nq, 1.0f, 920), *rh = rnd((size_t)h * h * hd, 0.7f, 921), *rw = rnd((size_t)w * w * hd, 0.7f, 922);
+        double *ref = dalloc(no), *ref0 = dalloc(no);
+        for (int b = 0; b < B; b++)
+            for (int hh = 0; hh < heads; hh++)
+                for (int t = 0; t < T; t++) {
+                    const float *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)hh * hd;
+                    double lg[2][64], mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0, 0};
+                    for (int s = 0; s < T; s++) {
+                        const float *k = qkv + ((size_t)b * T + s) * 3 * C + C + (size_t)hh * hd;
+                        double d = 0, bh = 0, bw = 0;
+                        for (int i = 0; i < hd; i++) {
+                            d += (double)q[i] * k[i];
+                            bh += (double)q[i] * rh[(((size_t)(t / w)) * h + s / w) * hd + i];
+                            bw += (double)q[i] * rw[(((size_t)(t % w)) * w + s % w) * hd + i];
+                        }
+                        lg[0][s] = d * scale + bh + bw;
+                        lg[1][s] = d * scale;
+                        for (int r = 0; r < 2; r++) mx[r] = fmax(mx[r], lg[r][s]);
+                    }
+                    for (int r = 0; r < 2; r++)
+                        for (int s = 0; s < T; s++) { lg[r][s] = exp(lg[r][s] - mx[r]); sum[r] += lg[r][s]; }
+                    for (int i = 0; i < hd; i++) {
+                        double o[2] = {0, 0};
+                        for (int s = 0; s < T; s++) {
+                            const double v = qkv[((size_t)b * T + s) * 3 * C + 2 * C + (size_t)hh * hd + i];
+                            for (int r = 0; r < 2; r++) o[r] += lg[r][s] / sum[r] * v;
+                        }
+                        ref[((size_t)b * T + t) * C + (size_t)hh * hd + i] = o[0];
+                        ref0[((size_t)b * T + t) * C + (size_t)hh * hd + i] = o[1];
+                    }
+                }
+        float *dq = dev_up(qkv, nq), *drh = dev_up(rh, (size_t)h * h * hd), *drw = dev_up(rw, (size_t)w * w * hd);
+        float *dout = k_malloc(no * sizeof(float));
+        const size_t ns = sam_attention_scratch_floats(B, h, w, heads), ns1 = sam_attention_scratch_floats(1, h, w, heads);
+        float *scr = k_malloc(ns * sizeof(float));
+        sam_attention_forward(dout, scr, ns, dq, drh, drw, scale, B, h, w, heads, hd);
+        cmp("sam_attention_forward (rel pos)", dout, ref, no, 2e-5);
+        sam_attention_forward(dout, scr, ns, dq, NULL, NULL, scale, B, h, w, heads, hd);
+        cmp("sam_attention_forward (no rel pos)", dout, ref0, no, 2e-5);
+        k_zero(dout, no * sizeof(float));
+        sam_attention_forward(dout, scr, ns1, dq, drh, drw, scale, B, h, w, heads, hd);
+        cmp("sam_attention_forward (one-grid scratch, chunked)", dout, ref, no, 2e-5);
+        free(qkv); free(rh); free(rw); free(ref); free(ref0);
+        k_free(dq); k_free(drh); k_free(drw); k_free(dout); k_free(scr);
+    }
+}
+
 int main(void) {
     printf("# backend: %s\n", k_backend_name());
     void *probe = k_malloc(64);
@@ -754,6 +895,7 @@ int main(void) {
     test_conv();
     test_refocus();
     test_transpose();
+    test_sam_encoder();
     k_sync();
     return t_exit_code();
 }

@@ -1,0 +1,71 @@
+/* model/sam_image_encoder.h — SAM's image encoder (SPEC 2.6, ImageEncoderViT of
+ * segment-anything), frozen: forward only, batched, through kernels.h only, so
+ * it runs on either backend.
+ *
+ *   image [B,3,S,S] (already normalised and padded, S = img_size)
+ *   -> patch_embed (Conv p x p, stride p) -> tokens [B,G,G,C], G = S/p, + pos_embed [1,G,G,C]
+ *   -> depth blocks: x += proj(attn(LN1(x))), x += lin2(GELU(lin1(LN2(x)))), LayerNorm eps 1e-6,
+ *      attention over ws x ws windows (zero padding after LN1, padded tokens take part)
+ *      or over the whole grid (global blocks), with decomposed relative positions
+ *   -> neck: Conv1x1 (no bias) -> LayerNorm2d -> Conv3x3 pad 1 (no bias) -> LayerNorm2d (eps 1e-6)
+ *   -> image embedding [B, out_chans, G, G].
+ *
+ * Parameter names are segment-anything's under a configurable prefix
+ * ("image_encoder." in SAM checkpoints, "model.visual_model.image_encoder." in
+ * LISA/AnyRef ones): patch_embed.proj.{weight,bias}, pos_embed [1,G,G,C],
+ * blocks.N.norm1/norm2.{weight,bias}, blocks.N.attn.qkv/proj.{weight,bias},
+ * blocks.N.attn.rel_pos_h/rel_pos_w [L, head_dim], blocks.N.mlp.lin1/lin2.
+ * {weight,bias}, neck.0.weight, neck.1.{weight,bias}, neck.2.weight,
+ * neck.3.{weight,bias}. All are frozen.
+ *
+ * Activations live in one arena sized at create time for max_batch images by a
+ * measuring pass; nothing is allocated per forward. Depends on kernels/,
+ * model/params, core/ (errors, arena). */
+#ifndef ANYREF_SAM_IMAGE_ENCODER_H
+#define ANYREF_SAM_IMAGE_ENCODER_H
+#include <stddef.h>
+#include "model/params.h"
+
+#define SAM_ENC_MAX_DEPTH 64
+
+typedef struct {
+    int img_size;        /* 1024 */
+    int patch;           /* 16 */
+    int in_chans;        /* 3 */
+    int dim;             /* embed_dim: 768 / 1024 / 1280 */
+    int depth;           /* 12 / 24 / 32 (<= SAM_ENC_MAX_DEPTH) */
+    int heads;           /* 12 / 16 / 16 */
+    int mlp_dim;         /* dim * mlp_ratio (4) */
+    int out_chans;       /* 256 */
+    int window;          /* 14 */
+    unsigned char global_attn[SAM_ENC_MAX_DEPTH]; /* 1: block attends over the whole grid */
+    /* Rows of the declared rel_pos_h/w tables, 0 = SAM's 2*size-1 (size = window
+     * for windowed blocks, the grid for global ones). Other lengths are resized
+     * linearly at run time, as get_rel_pos does. */
+    int rel_pos_len_window, rel_pos_len_global;
+    char prefix[64];     /* parameter-name prefix, e.g. "image_encoder." */
+} sam_encoder_cfg;
+
+/* SAM ViT-B / ViT-L / ViT-H (sam_vit_b/l/h_*.pth) with the given name prefix
+ * (NULL: "image_encoder."). */
+sam_encoder_cfg sam_encoder_vit_b(const char *prefix);
+sam_encoder_cfg sam_encoder_vit_l(const char *prefix);
+sam_encoder_cfg sam_encoder_vit_h(const char *prefix);
+
+typedef struct sam_image_encoder sam_image_encoder;
+
+/* Declares the (frozen) parameters. -1 + ar_error on bad sizes. */
+int  sam_encoder_declare(const sam_encoder_cfg *c, ar_params *ps);
+/* Binds to allocated parameters and sizes activations for up to max_batch images. */
+sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, int max_batch);
+void sam_encoder_free(sam_image_encoder *e);
+/* image [B, in_chans, img_size, img_size] (backend memory). Returns the image
+ * embeddings [B, out_chans, G, G], valid until the next call; NULL + ar_error
+ * when B is out of 1..max_batch. */
+float *sam_encoder_forward(sam_image_encoder *e, const float *image, int B);
+/* The patch embedding and the first n_blocks blocks only (0..depth), no neck:
+ * tokens [B, G, G, dim] (intermediate ViT features; the tests compare them
+ * block by block). Valid until the next call; NULL + ar_error on bad B or n_blocks. */
+float *sam_encoder_tokens(sam_image_encoder *e, const float *image, int B, int n_blocks);
+size_t sam_encoder_activation_bytes(const sam_image_encoder *e);
+#endif
