@@ -92,7 +92,9 @@ void sam_rel_pos_forward(float *out, const float *rel_pos, int qs, int ks, int L
     #pragma omp parallel for schedule(static) if ((long)qs * ks * D > 32768)
     for (int i = 0; i < qs; i++) {
         for (int j = 0; j < ks; j++) {
-            const float rc = ((float)i * qr - (float)j * kr) + off;
+            /* each product rounded to float32 on its own (no FMA contraction), as PyTorch's separate ops */
+            volatile float qi = (float)i * qr, kj = (float)j * kr;
+            const float rc = (qi - kj) + off;
             int m = (int)rc;
             m = m < 0 ? 0 : m >= M ? M - 1 : m;     /* never clamps for valid sizes */
             float *o = out + ((size_t)i * ks + j) * D;
