@@ -122,6 +122,12 @@ $(BUILD)/bench/bench_sam: bench/bench_sam.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
+# Forward time of the SAM image encoder at ViT-B/L/H size (run by hand:
+# build/bench/bench_sam_encoder --model=b --ceiling); not part of `make bench`.
+$(BUILD)/bench/bench_sam_encoder: bench/bench_sam_encoder.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
 bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam
 	@sh scripts/deps.sh python
 	@sh bench/run.sh $(BENCH_BIN) $(BUILD)/bench
@@ -137,6 +143,9 @@ fixtures:
 	/usr/bin/python3 tests/ref/make_safetensors_fixtures.py tests/fixtures/safetensors
 	/usr/bin/python3 tests/ref/make_conversation_fixtures.py tests/fixtures
 	/usr/bin/python3 tests/ref/sam_prompt_ref.py tests/fixtures/sam_prompt.h5
+	/usr/bin/python3 tests/ref/clip_ref.py tests/fixtures/clip.h5
+	/usr/bin/python3 tests/ref/imagebind_audio_ref.py tests/fixtures/imagebind_audio.h5
+	/usr/bin/python3 tests/ref/sam_image_encoder_ref.py tests/fixtures/sam_image_encoder.h5
 	/usr/bin/python3 tests/ref/sam_post_ref.py tests/fixtures/sam_post.h5
 	/usr/bin/python3 tests/ref/seg_head_ref.py tests/fixtures/seg_head.h5
 	/usr/bin/python3 tests/ref/anyref_step_ref.py tests/fixtures/anyref_step.h5

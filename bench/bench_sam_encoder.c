@@ -14,11 +14,8 @@
  *
  *   bench_sam_encoder [--model=b|l|h] [--batch=B] [--reps=N] [--warmup=N] [--ceiling]
  * Depends on model/sam_image_encoder.h, model/params.h, kernels/kernels.h,
- * bench/bench_util.h and core/ (rng, timer, error). Not yet in the Makefile:
- *   $(BUILD)/bench/bench_sam_encoder: bench/bench_sam_encoder.c $(LIB)
- *   	@mkdir -p $(dir $@)
- *   	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
- */
+ * bench/bench_util.h and core/ (rng, timer, error). Build: make
+ * build/bench/bench_sam_encoder (not run by `make bench`). */
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/timer.h"
