@@ -35,6 +35,10 @@ struct anyref {
     const float **img;
     int n, last_b, valid;
     double N;
+    /* splicing: the feature row of each position (-1: a token) */
+    int *h_fid, *d_fid;
+    int spliced;
+    float *dfeat;
 };
 
 anyref_cfg anyref_default_cfg(void) {
@@ -146,6 +150,9 @@ anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_
     m->first = host_calloc(B, sizeof(int), &fail);
     m->count = host_calloc(B, sizeof(int), &fail);
     m->img = host_calloc(B, sizeof(float *), &fail);
+    m->h_fid = host_calloc((size_t)B * T, sizeof(int), &fail);
+    m->d_fid = k_malloc((size_t)B * T * sizeof(int));
+    if (!m->d_fid) fail = 1;
     if (fail) {
         ar_errorf("anyref: out of memory for the step buffers");
         anyref_free(m);
@@ -162,7 +169,8 @@ void anyref_free(anyref *m) {
     float *dev[] = {m->pe, m->dense, m->logits, m->dlogits, m->dlow, m->scratch, m->dxf, m->datt};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) if (dev[i]) k_free(dev[i]);
     free(m->seg_b); free(m->h0); free(m->w0); free(m->hm); free(m->wm); free(m->off); free(m->bce); free(m->dice);
-    free(m->gt); free(m->first); free(m->count); free(m->img);
+    free(m->gt); free(m->first); free(m->count); free(m->img); free(m->h_fid);
+    if (m->d_fid) k_free(m->d_fid);
     free(m);
 }
 
@@ -187,7 +195,27 @@ float anyref_forward(anyref *m, const anyref_batch *in, uint64_t dropout_seed, a
     m->valid = 0;
     if (ensure_prompt(m)) return fail_nan(m);
     int ce_count = 0;
-    float ce = llama_forward(m->llm, tokens, targets, m->B, m->T, dropout_seed, &ce_count);
+    float ce;
+    m->spliced = 0;
+    m->dfeat = in->dfeat;
+    for (int i = 0; i < m->B * m->T; i++) {
+        m->h_fid[i] = tokens[i] < 0 ? -tokens[i] - 1 : -1;
+        if (tokens[i] >= 0) continue;
+        if (!in->feat || m->h_fid[i] >= in->n_feat) {
+            ar_errorf("anyref: sample %d position %d: feature row %d, but the batch has %d feature rows", i / m->T,
+                      i % m->T, m->h_fid[i], in->feat ? in->n_feat : 0);
+            return fail_nan(m);
+        }
+        m->spliced = 1;
+    }
+    if (m->spliced) {
+        llama_embed(m->llm, tokens);
+        k_upload(m->d_fid, m->h_fid, (size_t)m->B * m->T * sizeof(int));
+        embedding_forward(llama_embeds(m->llm), m->d_fid, in->feat, m->B * m->T, c->llm.dim);
+        ce = llama_forward_embeds(m->llm, targets, dropout_seed, &ce_count);
+    } else {
+        ce = llama_forward(m->llm, tokens, targets, m->B, m->T, dropout_seed, &ce_count);
+    }
     const float *att = c->seg.lambda != 0.0f ? llama_last_attention(m->llm) : NULL;
     int n = seg_head_forward(m->head, tokens, targets, llama_final_hidden(m->llm), att);
     if (n < 0) return fail_nan(m);
@@ -278,11 +306,18 @@ float anyref_forward(anyref *m, const anyref_batch *in, uint64_t dropout_seed, a
     return (float)total;
 }
 
+/* d input embeddings of the feature positions -> dfeat rows. */
+static void splice_backward(anyref *m) {
+    if (m->spliced && m->dfeat)
+        embedding_backward(m->dfeat, llama_embeds_grad(m->llm), m->d_fid, m->B * m->T, m->c.llm.dim);
+}
+
 void anyref_backward(anyref *m, float scale) {
     const anyref_cfg *c = &m->c;
     if (!m->valid) return;
     if (m->n == 0) {
         llama_backward_ex(m->llm, scale * c->ce_w, NULL, NULL);
+        splice_backward(m);
         return;
     }
     const int C = c->dec.dim;
@@ -322,6 +357,7 @@ void anyref_backward(anyref *m, float scale) {
     if (lam) k_zero(m->datt, (size_t)m->B * m->Hq * m->T * m->T * sizeof(float));
     seg_head_backward(m->head, dseg, m->dxf, lam ? m->datt : NULL);
     llama_backward_ex(m->llm, scale * c->ce_w, m->dxf, lam ? m->datt : NULL);
+    splice_backward(m);
 }
 
 const float *anyref_mask_logits(const anyref *m, int k, int *Hm, int *Wm) {

@@ -97,10 +97,20 @@ void    anyref_refresh_prompt(anyref *m);
  *   gt_masks[k]     [Hm*Wm] ground-truth mask (0/1 floats, backend) of the k-th
  *                   [SEG] of the batch, batch-major then by position (torch.where
  *                   order); may be NULL when the batch holds no [SEG]
- * image_emb and gt_masks must stay valid until anyref_backward (backward reads
- * them again). */
+ *   feat, n_feat    [n_feat, D] feature rows (backend; model/references.h):
+ *                   a token id -(r + 1) takes feat[r] as its input embedding
+ *                   instead of an embed_tokens row (images and references
+ *                   spliced into the sequence; their targets are -100). NULL
+ *                   when no token is negative.
+ *   dfeat           [n_feat, D] (backend) or NULL: anyref_backward ACCUMULATES
+ *                   d total / d feat there (then refs_backward).
+ * image_emb, gt_masks and feat must stay valid until anyref_backward
+ * (backward reads them again). */
 typedef struct {
     const int *tokens, *targets;
+    const float *feat;
+    int n_feat;
+    float *dfeat;
     const float *const *image_emb;
     const int *orig_hw;
     const int *mask_hw;

@@ -96,41 +96,12 @@ static double step_loss(void *u) {
     return 1.0 * L.ce + 2.0 * L.bce + 0.5 * L.dice;
 }
 
-/* Central differences at steps h, h/2 and h/4; a point passes on the estimate
- * nearest the analytic gradient. Why not one step: the loss runs through many
- * ReLUs (text_hidden_fcs, the decoder's MLPs, the hypernetwork MLP) whose
- * pre-activations move fast with the LLM weights, so for some coordinates a
- * kink lies within one step and that difference quotient measures the kink,
- * not the gradient; a smaller step avoids it (steps much below h/4 drown in
- * float32 rounding of the loss). A wrong gradient matches none of the three
- * quotients. Reported: max |num - g| over the points / max(|num|, |g|) (as
- * t_gradcheck), and how many points needed a smaller step. */
+/* Finite differences through tests/testlib's t_gradcheck_kinked: the loss
+ * runs through many ReLUs (text_hidden_fcs, the decoder's MLPs, the
+ * hypernetwork MLP) whose pre-activations move fast with the LLM weights. */
 static double fd_check(const char *name, step_ctx *s, float *x, const float *g, size_t n, float h,
                        double tol, size_t max_points) {
-    size_t pts = n < max_points ? n : max_points;
-    double scale = 0, maxdiff = 0, maxdiff_h = 0;
-    size_t worst = 0;
-    for (size_t k = 0; k < pts; k++) {
-        size_t i = pts == n ? k : (size_t)((double)k * (double)(n - 1) / (double)(pts - 1 ? pts - 1 : 1));
-        const float x0 = x[i];
-        double best = INFINITY, bestnum = 0;
-        for (int r = 0; r < 3; r++) {
-            const float e = h / (float)(1 << r);
-            x[i] = x0 + e; double lp = step_loss(s);
-            x[i] = x0 - e; double lm = step_loss(s);
-            x[i] = x0;
-            const double num = (lp - lm) / (double)((x0 + e) - (x0 - e)), diff = fabs(num - (double)g[i]);
-            if (diff < best) { best = diff; bestnum = num; }
-            if (r == 0) maxdiff_h = fmax(maxdiff_h, diff);
-        }
-        scale = fmax(scale, fmax(fabs(bestnum), fabs((double)g[i])));
-        if (best > maxdiff || isnan(best)) { maxdiff = isnan(best) ? INFINITY : best; worst = i; }
-    }
-    step_loss(s);
-    const double rel = maxdiff / (scale > 1e-12 ? scale : 1e-12);
-    t_check(rel <= tol && scale > 0, name, "fd max rel err %.2e (tol %.0e, %zu/%zu points, worst idx %zu, scale %.3g; "
-            "step h alone %.1e)", rel, tol, pts, n, worst, scale, maxdiff_h / (scale > 1e-12 ? scale : 1e-12));
-    return rel;
+    return t_gradcheck_kinked(name, step_loss, s, x, g, n, h, tol, max_points);
 }
 
 /* avs: the masks of sample 0 are 7x9 and those of sample 1 12x8 (not the

@@ -31,6 +31,14 @@ double t_max_rel_err_d(const float *a, const double *b, size_t n);
 typedef double (*t_loss_fn)(void *ctx);
 double t_gradcheck(const char *name, t_loss_fn loss, void *ctx, float *x, const float *g,
                    size_t n, float eps, double tol, size_t max_points);
+/* The same for losses that run through many ReLUs (whole-model steps): central
+ * differences at steps h, h/2 and h/4, a point passing on the quotient nearest
+ * the analytic gradient. A ReLU kink within one step makes that quotient
+ * measure the kink, not the gradient; a smaller step avoids it (much below
+ * h/4 float32 rounding of the loss dominates). A wrong gradient matches none
+ * of the three. Also prints the error of step h alone. */
+double t_gradcheck_kinked(const char *name, t_loss_fn loss, void *ctx, float *x, const float *g, size_t n,
+                          float h, double tol, size_t max_points);
 /* Σ out[i]*r[i] in double. */
 double t_dot(const float *out, const float *r, size_t n);
 #endif

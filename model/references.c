@@ -1,0 +1,238 @@
+/* model/references.c — images and references as LLM feature rows; see references.h. */
+#include "model/references.h"
+#include "kernels/kernels.h"
+#include "core/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct refs {
+    refs_cfg c;
+    clip_vit *clip;
+    mm_projector *proj;
+    imagebind_audio *audio;
+    int G, g, W, D, S, audio_out;
+    size_t max_rows;
+    float *x;               /* [(max_images + max_crops) * G, W]: the projector's input */
+    float *dp;              /* its output gradient */
+    float *q;               /* [4, G] crop pooling matrix */
+    float *feat, *dfeat;    /* [max_rows, D] */
+    float *emb;             /* [max_audio * 3, out]: ImageBind output */
+    /* the last forward */
+    refs_batch b;
+    refs_offsets o;
+    const float *p;         /* projected rows [(nI + nC) * G, D] */
+    const float *audio_in;  /* the audio embeddings the projector saw */
+    int valid;
+};
+
+int refs_declare(const refs_cfg *c, ar_params *ps) {
+    if (c->proj.in_dim != c->clip.width)
+        return ar_errorf("references: mm_projector in_dim %d differs from the CLIP width %d", c->proj.in_dim, c->clip.width);
+    if (c->use_audio && c->audio.llm_dim != c->proj.out_dim)
+        return ar_errorf("references: audio_projector width %d differs from the LLM width %d", c->audio.llm_dim,
+                         c->proj.out_dim);
+    if (clip_vit_declare(&c->clip, ps) || mm_projector_declare(&c->proj, ps)) return -1;
+    if (c->use_audio && imagebind_audio_declare(&c->audio, ps)) return -1;
+    return 0;
+}
+
+static float *dalloc(size_t n, int *fail) {
+    float *p = k_malloc((n ? n : 1) * sizeof(float));
+    if (!p) *fail = 1;
+    else k_zero(p, (n ? n : 1) * sizeof(float));
+    return p;
+}
+
+refs *refs_create(const refs_cfg *c, ar_params *ps) {
+    if (c->max_images < 0 || c->max_boxes < 0 || c->max_crops < 0 || c->max_audio < 0 ||
+        (c->max_boxes > 0 && c->max_images == 0) || (c->max_audio > 0 && !c->use_audio)) {
+        ar_errorf("references: maxima images %d, boxes %d, crops %d, audio %d: negative, boxes without images or "
+                  "audio without the audio branch", c->max_images, c->max_boxes, c->max_crops, c->max_audio);
+        return NULL;
+    }
+    refs *r = calloc(1, sizeof *r);
+    if (!r) { ar_errorf("references: out of memory"); return NULL; }
+    r->c = *c;
+    const int nclip = c->max_images > c->max_crops ? c->max_images : c->max_crops;
+    if (nclip > 0 && !(r->clip = clip_vit_create(&c->clip, ps, nclip))) goto fail;
+    r->g = c->clip.image_size / c->clip.patch;
+    r->G = r->g * r->g;
+    r->W = c->clip.width;
+    r->D = c->proj.out_dim;
+    r->S = c->clip.image_size;
+    if (c->max_crops > 0 && r->G % 4) {
+        ar_errorf("references: image-crop pooling needs the CLIP token count (%d) to be a multiple of 4", r->G);
+        goto fail;
+    }
+    const int prow = (c->max_images + c->max_crops) * r->G;
+    if (prow > 0 && !(r->proj = mm_projector_create(&c->proj, ps, prow))) goto fail;
+    if (c->use_audio && c->max_audio > 0 &&
+        !(r->audio = imagebind_audio_create(&c->audio, ps, c->max_audio * REFS_AUDIO_CLIPS)))
+        goto fail;
+    r->audio_out = c->audio.out_dim;
+    r->max_rows = (size_t)c->max_images * r->G + (size_t)REFS_BOX_ROWS * c->max_boxes +
+                  (size_t)REFS_CROP_ROWS * c->max_crops + (size_t)REFS_AUDIO_CLIPS * c->max_audio;
+    int fail = 0;
+    r->x = dalloc((size_t)prow * r->W, &fail);
+    r->dp = dalloc((size_t)prow * r->D, &fail);
+    r->q = dalloc((size_t)4 * r->G, &fail);
+    r->feat = dalloc(r->max_rows * r->D, &fail);
+    r->dfeat = dalloc(r->max_rows * r->D, &fail);
+    r->emb = dalloc((size_t)c->max_audio * REFS_AUDIO_CLIPS * (c->use_audio ? r->audio_out : 1), &fail);
+    if (fail) { ar_errorf("references: out of memory for the feature buffers"); goto fail; }
+    if (r->G % 4 == 0) {   /* token i = mean of rows [i G/4, (i+1) G/4) */
+        float *h = calloc((size_t)4 * r->G, sizeof(float));
+        if (!h) { ar_errorf("references: out of memory"); goto fail; }
+        const int per = r->G / 4;
+        for (int i = 0; i < 4; i++)
+            for (int j = i * per; j < (i + 1) * per; j++) h[(size_t)i * r->G + j] = 1.0f / per;
+        k_upload(r->q, h, (size_t)4 * r->G * sizeof(float));
+        free(h);
+    }
+    return r;
+fail:
+    refs_free(r);
+    return NULL;
+}
+
+void refs_free(refs *r) {
+    if (!r) return;
+    clip_vit_free(r->clip);
+    mm_projector_free(r->proj);
+    imagebind_audio_free(r->audio);
+    float *bufs[] = {r->x, r->dp, r->q, r->feat, r->dfeat, r->emb};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) k_free(bufs[i]);
+    free(r);
+}
+
+int refs_image_tokens(const refs *r) { return r->G; }
+
+refs_offsets refs_rows(const refs *r, const refs_batch *b) {
+    refs_offsets o;
+    o.image = 0;
+    o.box = b->n_images * r->G;
+    o.crop = o.box + REFS_BOX_ROWS * b->n_boxes;
+    o.audio = o.crop + REFS_CROP_ROWS * b->n_crops;
+    o.total = o.audio + REFS_AUDIO_CLIPS * b->n_audio;
+    return o;
+}
+
+/* CLIP output of n images into dst [n, G, W]: the precomputed one or a forward. */
+static int clip_rows(refs *r, float *dst, const float *pixels, const float *pre, int n, const char *what) {
+    const size_t sz = (size_t)n * r->G * r->W * sizeof(float);
+    if (pre) { k_copy(dst, pre, sz); return 0; }
+    if (!pixels) return ar_errorf("references: %d %s but neither pixels nor precomputed CLIP features", n, what);
+    const float *f = clip_vit_forward(r->clip, pixels, n);
+    if (!f) return -1;
+    k_copy(dst, f, sz);
+    return 0;
+}
+
+float *refs_forward(refs *r, const refs_batch *b) {
+    const refs_cfg *c = &r->c;
+    r->valid = 0;
+    if (b->n_images < 0 || b->n_images > c->max_images || b->n_boxes < 0 || b->n_boxes > c->max_boxes ||
+        b->n_crops < 0 || b->n_crops > c->max_crops || b->n_audio < 0 || b->n_audio > c->max_audio) {
+        ar_errorf("references: batch with %d images, %d boxes, %d crops, %d audio over the maxima %d, %d, %d, %d",
+                  b->n_images, b->n_boxes, b->n_crops, b->n_audio, c->max_images, c->max_boxes, c->max_crops,
+                  c->max_audio);
+        return NULL;
+    }
+    if (b->n_boxes && (!b->boxes || !b->n_images)) {
+        ar_errorf("references: %d boxes need their coordinates and at least one image", b->n_boxes);
+        return NULL;
+    }
+    const int nI = b->n_images, nC = b->n_crops, G = r->G, D = r->D;
+    const refs_offsets o = refs_rows(r, b);
+    if (nI && clip_rows(r, r->x, b->pixels, b->image_clip, nI, "images")) return NULL;
+    if (nC && clip_rows(r, r->x + (size_t)nI * G * r->W, b->crop_pixels, b->crop_clip, nC, "image-crop references"))
+        return NULL;
+    r->p = NULL;
+    if (nI + nC) {
+        if (!(r->p = mm_projector_forward(r->proj, r->x, (nI + nC) * G))) return NULL;
+        if (nI) k_copy(r->feat, r->p, (size_t)nI * G * D * sizeof(float));
+    }
+    if (b->n_boxes)
+        roi_align_forward(r->feat + (size_t)o.box * D, r->p, b->boxes, b->n_boxes, nI, r->g, r->g, D, 2, 2,
+                          (float)r->g / (float)r->S, 2, 1);
+    for (int k = 0; k < nC; k++)
+        matmul_forward(r->feat + (size_t)(o.crop + REFS_CROP_ROWS * k) * D, r->q, r->p + (size_t)(nI + k) * G * D,
+                       REFS_CROP_ROWS, D, G, 0, 0);
+    r->audio_in = NULL;
+    if (b->n_audio) {
+        const int n = b->n_audio * REFS_AUDIO_CLIPS;
+        if (b->audio_emb) {
+            r->audio_in = b->audio_emb;
+        } else {
+            if (!b->fbank) { ar_errorf("references: %d audio references but no fbank", b->n_audio); return NULL; }
+            if (imagebind_audio_encode(r->audio, b->fbank, n, r->emb, NULL)) return NULL;
+            r->audio_in = r->emb;
+        }
+        if (imagebind_audio_project(r->audio, r->audio_in, n, r->feat + (size_t)o.audio * D)) return NULL;
+    }
+    k_zero(r->dfeat, (size_t)(o.total ? o.total : 1) * D * sizeof(float));
+    r->b = *b;
+    r->o = o;
+    r->valid = 1;
+    return r->feat;
+}
+
+float *refs_dfeat(refs *r) { return r->dfeat; }
+
+void refs_backward(refs *r) {
+    if (!r->valid) return;
+    const refs_batch *b = &r->b;
+    const refs_offsets o = r->o;
+    const int nI = b->n_images, nC = b->n_crops, G = r->G, D = r->D;
+    if (nI + nC && r->c.proj.trainable) {
+        k_zero(r->dp, (size_t)(nI + nC) * G * D * sizeof(float));
+        if (nI) axpy(r->dp, r->dfeat, 1.0f, (size_t)nI * G * D);
+        if (b->n_boxes)
+            roi_align_backward(r->dp, r->dfeat + (size_t)o.box * D, b->boxes, b->n_boxes, nI, r->g, r->g, D, 2, 2,
+                               (float)r->g / (float)r->S, 2, 1);
+        for (int k = 0; k < nC; k++)
+            matmul_backward(NULL, r->dp + (size_t)(nI + k) * G * D, r->dfeat + (size_t)(o.crop + REFS_CROP_ROWS * k) * D,
+                            r->q, r->p + (size_t)(nI + k) * G * D, REFS_CROP_ROWS, D, G, 0, 0);
+        mm_projector_backward(r->proj, r->dp, NULL);
+    }
+    if (b->n_audio)
+        imagebind_audio_project_backward(r->audio, r->dfeat + (size_t)o.audio * D, r->audio_in,
+                                         b->n_audio * REFS_AUDIO_CLIPS, NULL);
+}
+
+int refs_splice(const int *ids, const int *labels, int n, const refs_markers *mk, int G, int image_row,
+                const refs_ref *rf, int n_refs, int T, int pad_id, int *out_ids, int *out_labels) {
+    int len = 0, used = 0, images = 0;
+#define PUT(id, lab) do { if (len < T) { out_ids[len] = (id); out_labels[len] = (lab); } len++; } while (0)
+    for (int i = 0; i < n; i++) {
+        if (ids[i] == mk->image) {
+            if (image_row < 0 || images++)
+                return ar_errorf("splice: position %d: %s", i,
+                                 image_row < 0 ? "an image token but the sample has no image" : "a second image token");
+            PUT(mk->im_start, -100);
+            for (int j = 0; j < G; j++) PUT(-(image_row + j) - 1, -100);
+            PUT(mk->im_end, -100);
+            continue;
+        }
+        if (ids[i] == mk->ref_start && i + 1 < n && ids[i + 1] == mk->ref_end) {
+            if (used >= n_refs)
+                return ar_errorf("splice: position %d: reference pair %d, but the sample has %d references", i,
+                                 used + 1, n_refs);
+            const refs_ref *f = &rf[used++];
+            const int rows = f->kind == REFS_AUDIO ? REFS_AUDIO_CLIPS : f->kind == REFS_BOX ? REFS_BOX_ROWS : REFS_CROP_ROWS;
+            if (f->kind < REFS_BOX || f->kind > REFS_AUDIO || f->row < 0)
+                return ar_errorf("splice: reference %d: kind %d / row %d invalid", used - 1, f->kind, f->row);
+            PUT(mk->ref_start, labels ? labels[i] : -100);
+            for (int j = 0; j < rows; j++) PUT(-(f->row + j) - 1, -100);
+            PUT(mk->ref_end, labels ? labels[i + 1] : -100);
+            i++;
+            continue;
+        }
+        PUT(ids[i], labels ? labels[i] : -100);
+    }
+#undef PUT
+    if (used != n_refs) return ar_errorf("splice: %d reference pairs in the text, %d references given", used, n_refs);
+    for (int t = len; t < T; t++) { out_ids[t] = pad_id; out_labels[t] = -100; }
+    return len;
+}
