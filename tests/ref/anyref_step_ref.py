@@ -73,9 +73,11 @@ GAUSS, NOMASK = SPR.GAUSS, SPR.NOMASK
 DEC_TRAIN = ("mask_tokens.", "output_upscaling.", "output_hypernetworks_mlps.")
 
 
-def llama_forward(P, tokens, targets, masks, c):
+def llama_forward(P, tokens, targets, masks, c, x0=None):
     """The decoder of llama_recipe_ref.forward, also returning the final hidden
-    states [B*T, D] (after model.norm) and the last layer's attention [B, H, T, T]."""
+    states [B*T, D] (after model.norm) and the last layer's attention [B, H, T, T].
+    x0 [B*T, D], if given, replaces the embedding lookup of tokens (spliced
+    feature rows, tests/ref/anyref_mm_ref.py)."""
     Bn, Tn, D, H, Hkv = c["B"], c["T"], c["dim"], c["heads"], c["kv_heads"]
     hd = D // H
     scaling = c["lora_alpha"] / c["lora_rank"]
@@ -87,7 +89,10 @@ def llama_forward(P, tokens, targets, masks, c):
         m = masks["%s.%d" % (LR.PROJ[i], l)].view(Bn, Tn, -1)
         return lora_linear(inp, P[pre + "weight"], P[pre + "lora_A.weight"], P[pre + "lora_B.weight"], m, scaling)
 
-    x = F.embedding(tokens.view(Bn, Tn), P["model.embed_tokens.weight"])
+    if x0 is None:
+        x = F.embedding(tokens.view(Bn, Tn), P["model.embed_tokens.weight"])
+    else:
+        x = x0.view(Bn, Tn, D)
     att = None
     for l in range(c["layers"]):
         pre = "model.layers.%d." % l
@@ -109,9 +114,12 @@ def llama_forward(P, tokens, targets, masks, c):
     return ce, xf.reshape(Bn * Tn, D), att
 
 
-def step(P, fcs, dec, tokens, targets, masks, img, gts, c, lam):
-    ce, xf, att = llama_forward(P, tokens, targets, masks, c)
-    rows, segs = SH.refocus_rows(tokens.view(B, T), targets.view(B, T), xf, att, lam)
+def step(P, fcs, dec, tokens, targets, masks, img, gts, c, lam, x0=None, hw=HW):
+    """One step on the batch of c["B"] x c["T"] (seg_head_ref's module sizes must
+    match); x0 as in llama_forward, hw the original (H0, W0) per sample."""
+    B = c["B"]
+    ce, xf, att = llama_forward(P, tokens, targets, masks, c, x0)
+    rows, segs = SH.refocus_rows(tokens.view(B, c["T"]), targets.view(B, c["T"]), xf, att, lam)
     emb = fcs(rows)                                                  # [n, C]
     pe = SPR.dense_pe(P[GAUSS], G, G)[None]
     dense = P[NOMASK].reshape(1, C, 1, 1).expand(1, C, G, G)
@@ -123,7 +131,7 @@ def step(P, fcs, dec, tokens, targets, masks, img, gts, c, lam):
             continue
         nb = len(ks)
         low, _ = dec(img[b:b + 1], pe, emb[ks].unsqueeze(1), dense)   # [nb, 1, 4G, 4G]
-        H0, W0 = HW[b]
+        H0, W0 = hw[b]
         x = SP.postprocess(low, SP.preprocess_shape(H0, W0, S_IMG), (H0, W0), S_IMG)[:, 0].reshape(nb, -1)
         y = torch.stack([gts[k] for k in ks])
         bce = F.binary_cross_entropy_with_logits(x, y, reduction="none").mean(1)
@@ -137,16 +145,10 @@ def step(P, fcs, dec, tokens, targets, masks, img, gts, c, lam):
     return ce, bce, dice, total
 
 
-def main(path):
-    c = {k: float(np.float32(v)) if isinstance(v, float) else v for k, v in LLM.items()}
-    rs = np.random.RandomState(20261126)
-    shapes = LR.param_shapes(c)
-    P = LR.make_params(c, rs)
-    trainable = {name for name, _, tr in shapes if tr}
-    # LoRA B from 0.1 to 0.5 std: visible LoRA gradients and a LoRA share in the hidden states
-    for name in P:
-        if "lora_B" in name:
-            P[name] = f32(0.5 * rs.standard_normal(tuple(P[name].shape)))
+def make_grounding(P, rs):
+    """text_hidden_fcs and the SAM mask decoder with this fixture's random weights,
+    drawn from rs; adds the two prompt-encoder tensors to P. Returns fcs, dec and
+    their {registry name: parameter} maps."""
     # text_hidden_fcs (Linear D->D, ReLU, Linear D->C, Dropout 0)
     fcs = torch.nn.Sequential(torch.nn.Linear(DM, DM), torch.nn.ReLU(), torch.nn.Linear(DM, C),
                               torch.nn.Dropout(0.0))
@@ -170,6 +172,20 @@ def main(path):
     P[NOMASK] = f32(0.5 * rs.standard_normal((1, C)))
     fcs_names = {FCS + k: v for k, v in fcs.named_parameters()}
     dec_names = {"mask_decoder." + k: v for k, v in dec.named_parameters()}
+    return fcs, dec, fcs_names, dec_names
+
+
+def main(path):
+    c = {k: float(np.float32(v)) if isinstance(v, float) else v for k, v in LLM.items()}
+    rs = np.random.RandomState(20261126)
+    shapes = LR.param_shapes(c)
+    P = LR.make_params(c, rs)
+    trainable = {name for name, _, tr in shapes if tr}
+    # LoRA B from 0.1 to 0.5 std: visible LoRA gradients and a LoRA share in the hidden states
+    for name in P:
+        if "lora_B" in name:
+            P[name] = f32(0.5 * rs.standard_normal(tuple(P[name].shape)))
+    fcs, dec, fcs_names, dec_names = make_grounding(P, rs)
     trainable |= set(fcs_names)
     trainable |= {k for k in dec_names if k[len("mask_decoder."):].startswith(DEC_TRAIN)}
 
