@@ -149,6 +149,7 @@ fixtures:
 	/usr/bin/python3 tests/ref/sam_post_ref.py tests/fixtures/sam_post.h5
 	/usr/bin/python3 tests/ref/seg_head_ref.py tests/fixtures/seg_head.h5
 	/usr/bin/python3 tests/ref/anyref_step_ref.py tests/fixtures/anyref_step.h5
+	/usr/bin/python3 tests/ref/anyref_mm_ref.py tests/fixtures/anyref_mm.h5
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

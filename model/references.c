@@ -215,17 +215,23 @@ int refs_splice(const int *ids, const int *labels, int n, const refs_markers *mk
             PUT(mk->im_end, -100);
             continue;
         }
-        if (ids[i] == mk->ref_start && i + 1 < n && ids[i + 1] == mk->ref_end) {
+        const int img_pair = ids[i] == mk->ref_start && i + 1 < n && ids[i + 1] == mk->ref_end;
+        const int aud_pair = ids[i] == mk->audio_start && i + 1 < n && ids[i + 1] == mk->audio_end;
+        if (img_pair || aud_pair) {
             if (used >= n_refs)
                 return ar_errorf("splice: position %d: reference pair %d, but the sample has %d references", i,
                                  used + 1, n_refs);
             const refs_ref *f = &rf[used++];
-            const int rows = f->kind == REFS_AUDIO ? REFS_AUDIO_CLIPS : f->kind == REFS_BOX ? REFS_BOX_ROWS : REFS_CROP_ROWS;
             if (f->kind < REFS_BOX || f->kind > REFS_AUDIO || f->row < 0)
                 return ar_errorf("splice: reference %d: kind %d / row %d invalid", used - 1, f->kind, f->row);
-            PUT(mk->ref_start, labels ? labels[i] : -100);
+            if ((f->kind == REFS_AUDIO && !aud_pair) || (f->kind != REFS_AUDIO && !img_pair))
+                return ar_errorf("splice: position %d: reference %d is %s but sits between %s markers", i, used - 1,
+                                 f->kind == REFS_AUDIO ? "audio" : f->kind == REFS_BOX ? "a box" : "an image crop",
+                                 aud_pair ? "audio" : "image-reference");
+            const int rows = f->kind == REFS_AUDIO ? REFS_AUDIO_CLIPS : f->kind == REFS_BOX ? REFS_BOX_ROWS : REFS_CROP_ROWS;
+            PUT(ids[i], labels ? labels[i] : -100);
             for (int j = 0; j < rows; j++) PUT(-(f->row + j) - 1, -100);
-            PUT(mk->ref_end, labels ? labels[i + 1] : -100);
+            PUT(ids[i + 1], labels ? labels[i + 1] : -100);
             i++;
             continue;
         }

@@ -31,14 +31,17 @@
  * rows go between them, as LLaVA's <im_start> <image> <im_end> and AnyRef's
  * reference start/end tokens:
  *   image:     an `image` token  ->  im_start, G feature tokens, im_end
- *   reference: ref_start ref_end (adjacent) -> ref_start, 4 or 3 feature
- *              tokens, ref_end, for the sample's references in order
- *              (box, crop: 4 rows; audio: 3 rows)
+ *   reference: ref_start ref_end (adjacent) -> ref_start, 4 feature tokens,
+ *              ref_end for a box or image-crop reference; audio_start
+ *              audio_end -> audio_start, 3 feature tokens, audio_end for an
+ *              audio reference (AnyRef's IMG_REF_* and AUDIO_REF_* tokens);
+ *              the sample's references are taken in order
  * A feature token is written as the id -(r + 1) for feature row r, with label
  * -100 (model/anyref.h reads such ids as rows of anyref_batch.feat).
  * The marker strings come from the tokenizer's added tokens; AnyRef's exact
  * strings (llava/constants.py) are not public, so the data pipeline picks
- * them (e.g. "<im_start>", "<im_end>", "<ref_start>", "<ref_end>").
+ * them (e.g. "<im_start>", "<im_end>", "<img_ref_start>", "<img_ref_end>",
+ * "<audio_ref_start>", "<audio_ref_end>").
  *
  * Memory: everything sized by refs_create for the maxima given; nothing per
  * call. Tensors are backend memory except where marked host. Errors: -1 /
@@ -97,7 +100,7 @@ float *refs_dfeat(refs *r);
 void   refs_backward(refs *r);
 
 /* Marker ids for refs_splice (host). */
-typedef struct { int image, im_start, im_end, ref_start, ref_end; } refs_markers;
+typedef struct { int image, im_start, im_end, ref_start, ref_end, audio_start, audio_end; } refs_markers;
 /* One reference of a sample, in the order its ref_start/ref_end pairs appear:
  * kind REFS_BOX / REFS_CROP / REFS_AUDIO and its feature row offset (from
  * refs_rows: o.box + 4 * box index, ...). */
@@ -106,8 +109,9 @@ typedef struct { int kind, row; } refs_ref;
 /* Expands ids/labels [n] (host; labels not shifted, -100 ignored) into
  * out_ids/out_labels [T], right-padded with pad_id / -100: every `image` token
  * becomes im_start + G feature tokens (rows image_row ..) + im_end (only one
- * image per sample), every adjacent ref_start ref_end pair takes the next of
- * refs[0..n_refs). Returns the spliced length before padding (> T: the sample
+ * image per sample), every adjacent ref_start ref_end / audio_start audio_end
+ * pair takes the next of refs[0..n_refs) (its kind must match the pair).
+ * Returns the spliced length before padding (> T: the sample
  * does not fit, and the output holds the first T positions), or -1 + ar_error
  * when the markers and the inputs disagree (an image token without
  * image_row >= 0, more or fewer reference pairs than n_refs). */

@@ -25,7 +25,7 @@
 
 #define PFX "refs "
 enum { V = 24, DM = 16, SEG = 15, C = 16, G2 = 4, B = 3, T = 40, MAXSEG = 4 };
-enum { PAD = 0, BOS = 1, EOS = 2, IMG = 16, IM_S = 17, IM_E = 18, REF_S = 19, REF_E = 20 };
+enum { PAD = 0, BOS = 1, EOS = 2, IMG = 16, IM_S = 17, IM_E = 18, REF_S = 19, REF_E = 20, AU_S = 21, AU_E = 23 };
 enum { CI = 32, CP = 8, CW = 24, GT = 16 };   /* CLIP image, patch, width; tokens (4 x 4) */
 
 static refs_cfg tiny_refs(void) {
@@ -63,15 +63,16 @@ static anyref_cfg tiny_anyref(float lambda) {
 
 /* ------------------------------------------------------------ splice */
 static void test_splice(void) {
-    const refs_markers mk = {.image = IMG, .im_start = IM_S, .im_end = IM_E, .ref_start = REF_S, .ref_end = REF_E};
-    const int ids[] = {BOS, 5, IMG, 6, REF_S, REF_E, 7, REF_S, REF_E, 8, 9, EOS};
+    const refs_markers mk = {.image = IMG, .im_start = IM_S, .im_end = IM_E, .ref_start = REF_S, .ref_end = REF_E,
+                             .audio_start = AU_S, .audio_end = AU_E};
+    const int ids[] = {BOS, 5, IMG, 6, REF_S, REF_E, 7, AU_S, AU_E, 8, 9, EOS};
     const int lab[] = {-100, -100, -100, -100, -100, -100, -100, -100, -100, 8, 9, EOS};
     const refs_ref rf[2] = {{REFS_BOX, 10}, {REFS_AUDIO, 30}};
     int out[40], ol[40];
     int n = refs_splice(ids, lab, 12, &mk, 4, 2, rf, 2, 40, PAD, out, ol);
-    /* BOS 5 IM_S f2..f5 IM_E 6 REF_S f10..f13 REF_E 7 REF_S f30..f32 REF_E 8 9 EOS */
+    /* BOS 5 IM_S f2..f5 IM_E 6 REF_S f10..f13 REF_E 7 AU_S f30..f32 AU_E 8 9 EOS */
     const int want[] = {BOS, 5, IM_S, -3, -4, -5, -6, IM_E, 6, REF_S, -11, -12, -13, -14, REF_E, 7,
-                        REF_S, -31, -32, -33, REF_E, 8, 9, EOS};
+                        AU_S, -31, -32, -33, AU_E, 8, 9, EOS};
     int ok = n == 24 && !memcmp(out, want, sizeof want) && out[24] == PAD && ol[24] == -100 && ol[21] == 8 &&
              ol[23] == EOS;
     for (int t = 0; t < 21; t++) ok &= ol[t] == -100;
@@ -82,10 +83,13 @@ static void test_splice(void) {
     char m2[200];
     snprintf(m2, sizeof m2, "%s", ar_error());
     int n3 = refs_splice(ids, lab, 12, &mk, 4, 2, rf, 2, 10, PAD, out, ol);
-    t_check(ok && e1 == -1 && e2 == -1 && strstr(m1, "no image") && strstr(m2, "has 1 references") && n3 == 24 &&
-            out[9] == REF_S, PFX "splice layout and errors",
-            "24 positions (image 4 rows, box 4, audio 3); no image: %s; too few references: %s; T 10 keeps the "
-            "first 10 of %d", m1, m2, n3);
+    const refs_ref swapped[2] = {{REFS_AUDIO, 30}, {REFS_BOX, 10}};
+    int e4 = refs_splice(ids, lab, 12, &mk, 4, 2, swapped, 2, 40, PAD, out, ol);
+    t_check(ok && e1 == -1 && e2 == -1 && e4 == -1 && strstr(m1, "no image") && strstr(m2, "has 1 references") &&
+            strstr(ar_error(), "between image-reference markers") && n3 == 24 && out[9] == REF_S,
+            PFX "splice layout and errors",
+            "24 positions (image 4 rows, box 4, audio 3); no image: %s; too few references: %s; audio between image "
+            "markers: %s; T 10 keeps the first 10 of %d", m1, m2, ar_error(), n3);
 }
 
 /* ------------------------------------------------------------ step */
@@ -157,10 +161,11 @@ static int setup(step *s, float lambda) {
     t_fill_normal(h, 3 * 32 * 40, 1.0f, 33);
     s->rb.n_audio = 1; s->rb.fbank = dev(s, h, 3 * 32 * 40);
     refs_offsets o = refs_rows(s->r, &s->rb);
-    const refs_markers mk = {.image = IMG, .im_start = IM_S, .im_end = IM_E, .ref_start = REF_S, .ref_end = REF_E};
+    const refs_markers mk = {.image = IMG, .im_start = IM_S, .im_end = IM_E, .ref_start = REF_S, .ref_end = REF_E,
+                             .audio_start = AU_S, .audio_end = AU_E};
     const int q0[] = {BOS, 3, IMG, 4, REF_S, REF_E, 5, 6, SEG, EOS};
     const int q1[] = {BOS, 3, IMG, 7, REF_S, REF_E, 8, SEG, 9, SEG, EOS};
-    const int q2[] = {BOS, 3, IMG, 10, REF_S, REF_E, 11, 12, 13, EOS};
+    const int q2[] = {BOS, 3, IMG, 10, AU_S, AU_E, 11, 12, 13, EOS};
     const int *qs[B] = {q0, q1, q2};
     const int ql[B] = {10, 11, 10}, ans[B] = {7, 6, 7};
     const refs_ref rf[B] = {{REFS_BOX, o.box}, {REFS_CROP, o.crop}, {REFS_AUDIO, o.audio}};
