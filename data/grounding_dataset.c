@@ -5,6 +5,7 @@
 #include "core/h5util.h"
 
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,18 @@ struct grounding_dataset {
     /* gds_configure */
     int seg, B, max_h, max_w;
     int T_cur;                                  /* sequence length of the read in progress */
+    /* images and references (gds_mm_info) */
+    gds_mm_info mm;
+    hid_t clip, crops, fbank;                   /* optional datasets, -1 if absent */
+    int *ref_kind, *ref_index;                  /* [N] */
+    float *ref_box;                             /* [4N] */
+    size_t clip_n, ref_n;                       /* floats per CLIP input, per reference input */
+    float *clip_buf, *ref_buf;                  /* [B, clip_n], [B, ref_n] */
+    int *slot_ref_kind, *slot_has_clip;
+    float *slot_box;
+    const float **clip_ptr, **ref_ptr;
+    gds_row_hook hook;
+    void *hook_ctx;
     float *img_buf, *mask_buf;                  /* [B, C*H*W], [B, lim_masks, max_h*max_w] */
     uint8_t *bytes;                             /* one mask's bytes */
     int *slot_row_masks;                        /* [B] masks of the row in each slot */
@@ -76,6 +89,98 @@ static int read_ints(grounding_dataset *g, const char *name, int cols, int wide,
     }
     H5Tclose(ty); H5Sclose(sp); H5Dclose(d);
     return rc;
+}
+
+/* Optional float dataset `name` whose shape after the first dimension is
+ * tail[nt] (a tail entry 0 = any, filled in); *rows = its first dimension.
+ * Absent: *d = -1, 0. */
+static int open_floats(grounding_dataset *g, const char *name, int nt, int *tail, int64_t *rows, hid_t *d) {
+    *d = -1;
+    if (H5Lexists(g->f, name, H5P_DEFAULT) <= 0) return 0;
+    *d = H5Dopen2(g->f, name, H5P_DEFAULT);
+    if (*d < 0) return fail(g, name, "cannot open", h5_detail());
+    hid_t sp = H5Dget_space(*d), ty = H5Dget_type(*d);
+    int nd = H5Sget_simple_extent_ndims(sp), ok = H5Tget_class(ty) == H5T_FLOAT && nd == nt + 1;
+    hsize_t dims[8] = {0};
+    if (nd >= 1 && nd <= 8) H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Tclose(ty); H5Sclose(sp);
+    for (int i = 0; ok && i < nt; i++) {
+        if (tail[i] == 0) tail[i] = (int)dims[i + 1];
+        ok = (int)dims[i + 1] == tail[i] && tail[i] > 0;
+    }
+    if (!ok || dims[0] < 1) {
+        char got[96], msg[320];
+        h5_shape_str(got, sizeof got, nd, dims);
+        snprintf(msg, sizeof msg, "has shape %s or a non-float type; expected float [rows >= 1, ...] with %d more "
+                 "dimensions (data/grounding_dataset.h)", got, nt);
+        return fail(g, name, msg, NULL);
+    }
+    *rows = (int64_t)dims[0];
+    return 0;
+}
+
+static int read_attr_int(grounding_dataset *g, const char *name, int *out) {
+    *out = -1;
+    if (H5Aexists(g->f, name) <= 0) return 0;
+    hid_t a = H5Aopen(g->f, name, H5P_DEFAULT), at = H5Aget_type(a);
+    long long v = -1;
+    int ok = H5Tget_class(at) == H5T_INTEGER && H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0 && v >= 0 && v <= 0x7fffffff;
+    H5Tclose(at); H5Aclose(a);
+    if (!ok) return fail(g, name, "attribute: expected a non-negative integer", NULL);
+    *out = (int)v;
+    return 0;
+}
+
+/* The optional image and reference datasets (gds_mm_info). */
+static int open_mm(grounding_dataset *g) {
+    gds_mm_info *mm = &g->mm;
+    int64_t rows;
+    int ct[3] = {3, 0, 0};
+    if (open_floats(g, "clip_pixels", 3, ct, &rows, &g->clip)) return -1;
+    if (g->clip >= 0) {
+        if (ct[1] != ct[2]) return fail(g, "clip_pixels", "expected square images [M, 3, S, S]", NULL);
+        if (rows != g->m) return fail(g, "clip_pixels", "must have one row per row of /image_embeddings", NULL);
+        mm->clip_S = ct[1];
+        g->clip_n = (size_t)3 * ct[1] * ct[1];
+    }
+    int pt[3] = {3, mm->clip_S, mm->clip_S};
+    if (open_floats(g, "crop_pixels", 3, pt, &mm->n_crops, &g->crops)) return -1;
+    if (g->crops >= 0 && !mm->clip_S) return fail(g, "crop_pixels", "needs /clip_pixels (the same CLIP input side)", NULL);
+    int ft[4] = {3, 1, 0, 0};
+    if (open_floats(g, "audio_fbank", 4, ft, &mm->n_audio, &g->fbank)) return -1;
+    if (g->fbank >= 0) { mm->fbank_h = ft[2]; mm->fbank_w = ft[3]; }
+    if (H5Lexists(g->f, "ref_kind", H5P_DEFAULT) > 0) {
+        mm->has_refs = 1;
+        if (read_ints(g, "ref_kind", 0, 0, 0, (void **)&g->ref_kind) ||
+            read_ints(g, "ref_index", 0, 0, 0, (void **)&g->ref_index))
+            return -1;
+        hid_t d = H5Dopen2(g->f, "ref_box", H5P_DEFAULT);
+        if (d < 0) return fail(g, "ref_box", "missing (required with /ref_kind)", NULL);
+        hid_t sp = H5Dget_space(d);
+        hsize_t dims[2] = {0, 0};
+        int nd = H5Sget_simple_extent_ndims(sp);
+        if (nd == 2) H5Sget_simple_extent_dims(sp, dims, NULL);
+        H5Sclose(sp);
+        g->ref_box = malloc((size_t)(g->n ? g->n : 1) * 4 * sizeof(float));
+        int ok = nd == 2 && (int64_t)dims[0] == g->n && dims[1] == 4 && g->ref_box &&
+                 H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, g->ref_box) >= 0;
+        H5Dclose(d);
+        if (!ok) return fail(g, "ref_box", "expected float [N, 4] (x1, y1, x2, y2)", NULL);
+    }
+    g->ref_n = g->clip_n;
+    if (g->fbank >= 0 && (size_t)3 * mm->fbank_h * mm->fbank_w > g->ref_n) g->ref_n = (size_t)3 * mm->fbank_h * mm->fbank_w;
+    if (read_attr_int(g, "image_token_id", &mm->image_token) || read_attr_int(g, "im_start_id", &mm->im_start) ||
+        read_attr_int(g, "im_end_id", &mm->im_end) || read_attr_int(g, "ref_start_id", &mm->ref_start) ||
+        read_attr_int(g, "ref_end_id", &mm->ref_end) || read_attr_int(g, "audio_start_id", &mm->audio_start) ||
+        read_attr_int(g, "audio_end_id", &mm->audio_end))
+        return -1;
+    if ((g->clip >= 0 || mm->has_refs) && (mm->image_token < 0 || mm->im_start < 0 || mm->im_end < 0))
+        return fail(g, "attributes", "image_token_id, im_start_id and im_end_id are required with /clip_pixels or "
+                    "references", NULL);
+    if (mm->has_refs && (mm->ref_start < 0 || mm->ref_end < 0 || (g->fbank >= 0 && (mm->audio_start < 0 || mm->audio_end < 0))))
+        return fail(g, "attributes", "ref_start_id and ref_end_id (and audio_start_id, audio_end_id with "
+                    "/audio_fbank) are required with /ref_kind", NULL);
+    return 0;
 }
 
 static int open_parts(grounding_dataset *g, int C, int H, int W) {
@@ -136,7 +241,7 @@ static int open_parts(grounding_dataset *g, int C, int H, int W) {
         if (!ok || v < 0 || v > 0x7fffffff) return fail(g, "attribute seg_token_id", "expected a non-negative integer", NULL);
         g->seg_attr = (int)v;
     }
-    return 0;
+    return open_mm(g);
 }
 
 static void row_mask_hw(const grounding_dataset *g, int64_t i, int *hm, int *wm) {
@@ -148,7 +253,7 @@ grounding_dataset *gds_open(const char *path, int vocab, int C, int H, int W) {
     grounding_dataset *g = calloc(1, sizeof *g);
     if (!g) { ar_errorf("out of memory"); return NULL; }
     snprintf(g->path, sizeof g->path, "%s", path);
-    g->f = g->emb = -1;
+    g->f = g->emb = g->clip = g->crops = g->fbank = -1;
     if (!(g->tds = tds_open(path, vocab))) { free(g); return NULL; }
     g->n = tds_rows(g->tds);
     g->T = tds_seq_len(g->tds);
@@ -175,6 +280,11 @@ grounding_dataset *gds_open(const char *path, int vocab, int C, int H, int W) {
 void gds_close(grounding_dataset *g) {
     if (!g) return;
     if (g->emb >= 0) H5Dclose(g->emb);
+    if (g->clip >= 0) H5Dclose(g->clip);
+    if (g->crops >= 0) H5Dclose(g->crops);
+    if (g->fbank >= 0) H5Dclose(g->fbank);
+    free(g->ref_kind); free(g->ref_index); free(g->ref_box); free(g->clip_buf); free(g->ref_buf);
+    free(g->slot_ref_kind); free(g->slot_has_clip); free(g->slot_box); free(g->clip_ptr); free(g->ref_ptr);
     if (g->f >= 0) H5Fclose(g->f);
     tds_close(g->tds);
     free(g->image_index); free(g->orig); free(g->msize); free(g->count); free(g->offset);
@@ -186,6 +296,8 @@ void gds_close(grounding_dataset *g) {
 int64_t gds_rows(const grounding_dataset *g) { return g->n; }
 int gds_seq_len(const grounding_dataset *g) { return g->T; }
 int gds_seg_token(const grounding_dataset *g) { return g->seg_attr; }
+void gds_mm(const grounding_dataset *g, gds_mm_info *out) { *out = g->mm; }
+void gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx) { g->hook = hook; g->hook_ctx = ctx; }
 void gds_limits(const grounding_dataset *g, int *max_h, int *max_w, int *max_masks) {
     if (max_h) *max_h = g->lim_h;
     if (max_w) *max_w = g->lim_w;
@@ -211,15 +323,84 @@ int gds_configure(grounding_dataset *g, int seg_token, int B, int max_h, int max
     g->orig_hw = calloc(2 * (size_t)B, sizeof(int));
     g->mask_hw = calloc(2 * (size_t)B, sizeof(int));
     g->mask_sample = calloc((size_t)B * pm, sizeof(int));
+    free(g->clip_buf); free(g->ref_buf); free(g->slot_ref_kind); free(g->slot_has_clip); free(g->slot_box);
+    free(g->clip_ptr); free(g->ref_ptr);
+    g->clip_buf = malloc((size_t)B * (g->clip_n ? g->clip_n : 1) * sizeof(float));
+    g->ref_buf = malloc((size_t)B * (g->ref_n ? g->ref_n : 1) * sizeof(float));
+    g->slot_ref_kind = calloc(B, sizeof(int));
+    g->slot_has_clip = calloc(B, sizeof(int));
+    g->slot_box = calloc((size_t)4 * B, sizeof(float));
+    g->clip_ptr = calloc(B, sizeof(float *));
+    g->ref_ptr = calloc(B, sizeof(float *));
     if (!g->img_buf || !g->mask_buf || !g->bytes || !g->slot_row_masks || !g->slot_has_img || !g->img || !g->masks ||
-        !g->orig_hw || !g->mask_hw || !g->mask_sample)
+        !g->orig_hw || !g->mask_hw || !g->mask_sample || !g->clip_buf || !g->ref_buf || !g->slot_ref_kind ||
+        !g->slot_has_clip || !g->slot_box || !g->clip_ptr || !g->ref_ptr)
         return ar_errorf("grounding dataset %s: out of memory for batch buffers (%d samples)", g->path, B);
     return 0;
 }
 
 /* Validates row i's extra fields against its tokens and loads its embedding
  * and masks into `slot`. 0 ok, 1 broken (ar_error), -1 I/O error. */
-static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok, int T) {
+/* One slab [1, ...] of row `row` of a float dataset into dst (n floats). */
+static int read_row_floats(grounding_dataset *g, hid_t d, const char *name, int64_t row, float *dst, size_t n) {
+    hid_t fs = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(fs);
+    hsize_t dims[8], start[8] = {0};
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    dims[0] = 1;
+    start[0] = (hsize_t)row;
+    hsize_t mn = (hsize_t)n;
+    hid_t ms = H5Screate_simple(1, &mn, NULL);
+    int rc = 0;
+    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL) < 0 ||
+        H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst) < 0)
+        rc = fail(g, name, "cannot read", h5_detail());
+    (void)nd;
+    H5Sclose(ms); H5Sclose(fs);
+    return rc;
+}
+
+/* The image and reference checks of row i (0 ok, 1 broken + ar_error). */
+static int check_mm(const grounding_dataset *g, int64_t i, const int *tok, int T, int idx) {
+    const gds_mm_info *mm = &g->mm;
+    int images = 0, pairs = 0, apairs = 0;
+    for (int t = 0; t < T; t++) {
+        if (mm->image_token >= 0 && tok[t] == mm->image_token) images++;
+        if (t + 1 < T && mm->ref_start >= 0 && tok[t] == mm->ref_start && tok[t + 1] == mm->ref_end) pairs++;
+        if (t + 1 < T && mm->audio_start >= 0 && tok[t] == mm->audio_start && tok[t + 1] == mm->audio_end) apairs++;
+    }
+    if (images > 1) { ar_errorf("%d image tokens (id %d); a sample has one image", images, mm->image_token); return 1; }
+    if (images && (g->clip < 0 || idx < 0)) {
+        ar_errorf("an image token (id %d) but %s", mm->image_token, g->clip < 0 ? "the file has no /clip_pixels" : "image_index = -1");
+        return 1;
+    }
+    const int kind = g->ref_kind ? g->ref_kind[i] : GDS_REF_NONE, ri = g->ref_index ? g->ref_index[i] : -1;
+    const int want_pairs = kind == GDS_REF_BOX || kind == GDS_REF_CROP, want_apairs = kind == GDS_REF_AUDIO;
+    if (kind < GDS_REF_NONE || kind > GDS_REF_AUDIO) { ar_errorf("ref_kind = %d (expected -1, 0 box, 1 crop, 2 audio)", kind); return 1; }
+    if (pairs != want_pairs || apairs != want_apairs) {
+        ar_errorf("%d image-reference and %d audio-reference marker pairs, but ref_kind = %d", pairs, apairs, kind);
+        return 1;
+    }
+    if (kind == GDS_REF_BOX) {
+        const float *b = g->ref_box + 4 * i;
+        if (!images) { ar_errorf("a box reference needs the sample's image token (the box is read on its CLIP grid)"); return 1; }
+        if (!(isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) && b[2] > b[0] && b[3] > b[1])) {
+            ar_errorf("ref_box (%g, %g, %g, %g) is not a finite box with x2 > x1, y2 > y1", b[0], b[1], b[2], b[3]);
+            return 1;
+        }
+    }
+    if (kind == GDS_REF_CROP && (g->crops < 0 || ri < 0 || ri >= mm->n_crops)) {
+        ar_errorf("ref_index = %d outside the %lld rows of /crop_pixels", ri, (long long)mm->n_crops);
+        return 1;
+    }
+    if (kind == GDS_REF_AUDIO && (g->fbank < 0 || ri < 0 || ri >= mm->n_audio)) {
+        ar_errorf("ref_index = %d outside the %lld rows of /audio_fbank", ri, (long long)mm->n_audio);
+        return 1;
+    }
+    return 0;
+}
+
+static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok, const int *tgt, int T) {
     int nseg = 0;
     for (int t = 0; t < T; t++) {
         if (tok[t] != g->seg) continue;
@@ -237,6 +418,12 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
     }
     if (idx < -1 || idx >= g->m) { ar_errorf("image_index = %d outside [-1, %lld)", idx, (long long)g->m); return 1; }
     if (idx < 0 && cnt > 0) { ar_errorf("image_index = -1 (no image) but %d mask%s", cnt, cnt == 1 ? "" : "s"); return 1; }
+    if (check_mm(g, i, tok, T, idx)) return 1;
+    const int kind = g->ref_kind ? g->ref_kind[i] : GDS_REF_NONE;
+    if (g->hook) {
+        int hr = g->hook(g->hook_ctx, i, tok, tgt, T, kind, cnt);
+        if (hr) return hr;
+    }
     if (cnt > 0) {
         if (h0 <= 0 || w0 <= 0 || hm <= 0 || wm <= 0) {
             ar_errorf("orig_size %d x %d / mask size %d x %d: sizes must be positive", h0, w0, hm, wm);
@@ -256,6 +443,9 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
     }
     g->slot_row_masks[slot] = cnt;
     g->slot_has_img[slot] = idx >= 0;
+    g->slot_ref_kind[slot] = kind;
+    g->slot_has_clip[slot] = g->clip >= 0 && idx >= 0;
+    if (kind == GDS_REF_BOX) memcpy(g->slot_box + 4 * slot, g->ref_box + 4 * i, 4 * sizeof(float));
     g->orig_hw[2 * slot] = h0; g->orig_hw[2 * slot + 1] = w0;
     const int avs = hm != h0 || wm != w0;
     g->mask_hw[2 * slot] = avs ? hm : 0; g->mask_hw[2 * slot + 1] = avs ? wm : 0;
@@ -271,6 +461,13 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
             rc = fail(g, "image_embeddings", "cannot read", h5_detail());
         H5Sclose(ms); H5Sclose(fs);
     }
+    if (!rc && g->slot_has_clip[slot])
+        rc = read_row_floats(g, g->clip, "clip_pixels", idx, g->clip_buf + (size_t)slot * g->clip_n, g->clip_n);
+    if (!rc && kind == GDS_REF_CROP)
+        rc = read_row_floats(g, g->crops, "crop_pixels", g->ref_index[i], g->ref_buf + (size_t)slot * g->ref_n, g->clip_n);
+    if (!rc && kind == GDS_REF_AUDIO)
+        rc = read_row_floats(g, g->fbank, "audio_fbank", g->ref_index[i], g->ref_buf + (size_t)slot * g->ref_n,
+                             (size_t)3 * g->mm.fbank_h * g->mm.fbank_w);
     if (!rc && cnt > 0) {
         hid_t md = H5Dopen2(g->f, "masks", H5P_DEFAULT);
         const size_t hw = (size_t)hm * wm, cap = (size_t)g->max_h * g->max_w;
@@ -293,8 +490,7 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
 
 static int check_cb(void *ctx, int64_t row, int slot, const int *tokens, const int *targets) {
     grounding_dataset *g = ctx;
-    (void)targets;
-    return load_extra(g, row, slot, tokens, g->T_cur);
+    return load_extra(g, row, slot, tokens, targets, g->T_cur);
 }
 
 void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out) {
@@ -315,6 +511,15 @@ void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out) {
     out->n_masks = k;
     out->masks = g->masks;
     out->mask_sample = g->mask_sample;
+    for (int b = 0; b < nslots; b++) {
+        g->clip_ptr[b] = g->slot_has_clip[b] ? g->clip_buf + (size_t)b * g->clip_n : NULL;
+        g->ref_ptr[b] = g->slot_ref_kind[b] == GDS_REF_CROP || g->slot_ref_kind[b] == GDS_REF_AUDIO
+                            ? g->ref_buf + (size_t)b * g->ref_n : NULL;
+    }
+    out->clip = g->clip_ptr;
+    out->ref_kind = g->slot_ref_kind;
+    out->ref_box = g->slot_box;
+    out->ref_data = g->ref_ptr;
 }
 
 int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, int *targets, gds_batch *out) {
@@ -330,9 +535,11 @@ int gds_read_row(grounding_dataset *g, int64_t i, int T, int slot, int *tokens, 
         return ar_errorf("grounding dataset %s: slot %d outside the configured batch of %d", g->path, slot, g->B);
     g->slot_row_masks[slot] = 0;
     g->slot_has_img[slot] = 0;
+    g->slot_has_clip[slot] = 0;
+    g->slot_ref_kind[slot] = GDS_REF_NONE;
     int rc = tds_read_row(g->tds, i, T, tokens, targets);
     if (rc) return rc;
-    rc = load_extra(g, i, slot, tokens, T);
+    rc = load_extra(g, i, slot, tokens, targets, T);
     if (rc == 1) ar_error_prefix("grounding dataset %s: row %lld: ", g->path, (long long)i);
     return rc;
 }
@@ -347,9 +554,48 @@ static int put(hid_t f, const char *name, hid_t ftype, hid_t mtype, int nd, cons
     return rc;
 }
 
+static int put_attr(hid_t f, const char *name, int v) {
+    if (v < 0) return 0;
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    long long x = v;
+    int rc = (a < 0 || H5Awrite(a, H5T_NATIVE_LLONG, &x) < 0) ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+static int put_mm(hid_t f, const gds_mm_data *mm, int64_t N, int64_t M) {
+    const hsize_t S = (hsize_t)mm->S;
+    if (mm->clip_pixels) {
+        hsize_t d[4] = {(hsize_t)M, 3, S, S};
+        if (put(f, "clip_pixels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, d, mm->clip_pixels)) return -1;
+    }
+    if (mm->ref_kind) {
+        hsize_t dn[2] = {(hsize_t)N, 4};
+        if (put(f, "ref_kind", H5T_STD_I32LE, H5T_NATIVE_INT, 1, dn, mm->ref_kind) ||
+            put(f, "ref_index", H5T_STD_I32LE, H5T_NATIVE_INT, 1, dn, mm->ref_index) ||
+            put(f, "ref_box", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dn, mm->ref_box))
+            return -1;
+    }
+    if (mm->crop_pixels && mm->n_crops > 0) {
+        hsize_t d[4] = {(hsize_t)mm->n_crops, 3, S, S};
+        if (put(f, "crop_pixels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, d, mm->crop_pixels)) return -1;
+    }
+    if (mm->fbank && mm->n_audio > 0) {
+        hsize_t d[5] = {(hsize_t)mm->n_audio, 3, 1, (hsize_t)mm->fbank_h, (hsize_t)mm->fbank_w};
+        if (put(f, "audio_fbank", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 5, d, mm->fbank)) return -1;
+    }
+    return put_attr(f, "image_token_id", mm->image_token) || put_attr(f, "im_start_id", mm->im_start) ||
+           put_attr(f, "im_end_id", mm->im_end) || put_attr(f, "ref_start_id", mm->ref_start) ||
+           put_attr(f, "ref_end_id", mm->ref_end) || put_attr(f, "audio_start_id", mm->audio_start) ||
+           put_attr(f, "audio_end_id", mm->audio_end) ? -1 : 0;
+}
+
 int gds_write(const char *path, const int *ids, const int *labels, int64_t N, int T, int vocab, int pad_id,
               int seg_token, const float *emb, int64_t M, int C, int H, int W, const int *image_index,
-              const int *orig_hw, const int *mask_hw, const int *mask_count, const uint8_t *masks) {
+              const int *orig_hw, const int *mask_hw, const int *mask_count, const uint8_t *masks,
+              const gds_mm_data *mm) {
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.part", path);
     if (tds_write(tmp, ids, labels, NULL, N, T, vocab, pad_id)) return -1;
@@ -375,14 +621,8 @@ int gds_write(const char *path, const int *ids, const int *labels, int64_t N, in
              put(f, "mask_count", H5T_STD_I32LE, H5T_NATIVE_INT, 1, dn, mask_count) ||
              put(f, "mask_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, dn, off) ||
              put(f, "masks", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &dk, masks) ? -1 : 0;
-        if (!rc && seg_token >= 0) {
-            hid_t sp = H5Screate(H5S_SCALAR);
-            hid_t a = H5Acreate2(f, "seg_token_id", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-            long long v = seg_token;
-            if (a < 0 || H5Awrite(a, H5T_NATIVE_LLONG, &v) < 0) rc = -1;
-            if (a >= 0) H5Aclose(a);
-            H5Sclose(sp);
-        }
+        if (!rc && put_attr(f, "seg_token_id", seg_token)) rc = -1;
+        if (!rc && mm && put_mm(f, mm, N, M)) rc = -1;
         if (H5Fclose(f) < 0) rc = -1;
     }
     if (rc) ar_errorf("grounding dataset %s: cannot write: %s", path, h5_detail());

@@ -28,13 +28,35 @@
  *                                 0 = background, anything else = object.
  *   root attribute  seg_token_id  optional integer: the [SEG] token id (the
  *                                 trainer's seg.token defaults to it).
+ * Images and references as LLM tokens (optional; model/references.h):
+ *   /clip_pixels    float [M, 3, S, S]  CLIP input of each image (normalised,
+ *                                 same rows as /image_embeddings). A sample whose
+ *                                 input_ids hold the image token gets the
+ *                                 image's CLIP tokens spliced there.
+ *   /ref_kind       int32 [N]     the sample's reference: -1 none (or a text
+ *                                 reference, which is just text), 0 box,
+ *                                 1 image crop, 2 audio; it is spliced at the
+ *                                 sample's (adjacent) ref_start ref_end pair.
+ *   /ref_index      int32 [N]     crop: row of /crop_pixels; audio: row of /audio_fbank
+ *   /ref_box        float [N, 4]  box: (x1, y1, x2, y2) in CLIP input pixels of
+ *                                 the sample's image
+ *   /crop_pixels    float [Mc, 3, S, S]   CLIP input of each image crop
+ *   /audio_fbank    float [Ma, 3, 1, H, W] normalised fbank of the 3 clips of each audio
+ *   root attributes image_token_id, im_start_id, im_end_id, ref_start_id,
+ *                   ref_end_id, audio_start_id, audio_end_id: the marker ids
+ *                   (required with the datasets that use them; box and crop
+ *                   references sit between ref_start ref_end, audio ones
+ *                   between audio_start audio_end, as model/references.h).
  *
  * A ROW IS BROKEN (skipped and counted like a broken token row, with the
  * reason in the warning) when its token part is broken, or: a [SEG] sits at
  * position 0 or the number of [SEG] tokens within the first T positions
  * differs from mask_count; image_index is outside [-1, M), or -1 with masks;
  * a size is not positive or exceeds the maximum given at open; its masks run
- * past the end of /masks or the offset is negative.
+ * past the end of /masks or the offset is negative; it holds an image token
+ * without CLIP pixels (or two), a number of ref_start ref_end pairs other than
+ * its references, a reference index out of range, a box that is empty or not
+ * finite; or the caller's row hook (gds_configure) refuses it.
  * Shapes are checked at open: a file whose datasets disagree with each other
  * or with the model's embedding size is refused with a message naming the
  * file and the dataset.
@@ -60,7 +82,30 @@ typedef struct {
     int n_masks;
     const float **masks;
     int *mask_sample;           /* [n_masks] the sample of each mask */
+    /* images and references (all NULL / -1 without them) */
+    const float **clip;         /* [B] CLIP pixels [3*S*S] of the sample's image, or NULL */
+    const int *ref_kind;        /* [B] -1, GDS_REF_BOX, _CROP, _AUDIO */
+    const float *ref_box;       /* [4B] */
+    const float **ref_data;     /* [B] crop pixels [3*S*S] or fbank [3*H*W] */
 } gds_batch;
+
+enum { GDS_REF_NONE = -1, GDS_REF_BOX = 0, GDS_REF_CROP = 1, GDS_REF_AUDIO = 2 };
+
+/* What the file holds besides tokens, masks and SAM embeddings. */
+typedef struct {
+    int clip_S;                 /* CLIP input side, 0 without /clip_pixels */
+    int64_t n_crops, n_audio;   /* rows of /crop_pixels, /audio_fbank */
+    int fbank_h, fbank_w;
+    int has_refs;               /* /ref_kind present */
+    int image_token, im_start, im_end, ref_start, ref_end, audio_start, audio_end;   /* -1 if absent */
+} gds_mm_info;
+void gds_mm(const grounding_dataset *g, gds_mm_info *out);
+
+/* A caller's extra check of a row, after the file's own (e.g. that it still
+ * holds all its [SEG]s after splicing to the model's length): 0 keep, 1 broken
+ * (ar_error says why), -1 error. */
+typedef int (*gds_row_hook)(void *ctx, int64_t row, const int *tokens, const int *targets, int T, int ref_kind,
+                            int n_masks);
 
 /* Opens path for a model with vocab tokens and C x H x W image embeddings.
  * NULL + ar_error. */
@@ -76,6 +121,8 @@ void    gds_limits(const grounding_dataset *g, int *max_h, int *max_w, int *max_
 /* Fixes what the reader accepts: the [SEG] id, the batch size, and the largest
  * size (rows above it are broken). Must precede reading. 0, or -1 + ar_error. */
 int     gds_configure(grounding_dataset *g, int seg_token, int B, int max_h, int max_w);
+/* Optional: a row hook (NULL: none). */
+void    gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx);
 
 /* The next B usable rows of the shuffled stream (token_dataset.h's order and
  * cursor) into tokens/targets [B*T] and *out. 0, or -1 + ar_error. */
@@ -86,11 +133,28 @@ int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, in
 int  gds_read_row(grounding_dataset *g, int64_t i, int T, int slot, int *tokens, int *targets);
 void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out);
 
+/* The optional image/reference part for gds_write (NULL pointers and ids < 0
+ * are left out). */
+typedef struct {
+    int S;                          /* CLIP input side */
+    const float *clip_pixels;       /* [M, 3, S, S] */
+    const int *ref_kind, *ref_index;/* [N] */
+    const float *ref_box;           /* [N, 4] */
+    int64_t n_crops;
+    const float *crop_pixels;       /* [n_crops, 3, S, S] */
+    int64_t n_audio;
+    int fbank_h, fbank_w;
+    const float *fbank;             /* [n_audio, 3, 1, fbank_h, fbank_w] */
+    int image_token, im_start, im_end, ref_start, ref_end, audio_start, audio_end;
+} gds_mm_data;
+
 /* Writes a file in this format (atomic, like tds_write). ids/labels [N*T];
  * emb [M*C*H*W]; image_index [N]; orig_hw [2N]; mask_hw [2N] or NULL;
  * mask_count [N]; masks: every mask's Hm*Wm bytes concatenated in row order.
- * seg_token < 0: no attribute. 0, or -1 + ar_error. */
+ * seg_token < 0: no attribute; mm: NULL or the image/reference part.
+ * 0, or -1 + ar_error. */
 int gds_write(const char *path, const int *ids, const int *labels, int64_t N, int T, int vocab, int pad_id,
               int seg_token, const float *emb, int64_t M, int C, int H, int W, const int *image_index,
-              const int *orig_hw, const int *mask_hw, const int *mask_count, const uint8_t *masks);
+              const int *orig_hw, const int *mask_hw, const int *mask_count, const uint8_t *masks,
+              const gds_mm_data *mm);
 #endif

@@ -19,23 +19,37 @@
  *   no mask      <s> describe c_i       | c_i c_i </s>              (25%)
  * Original sizes are uniform in [S/2, S] per side; one sample in four has its
  * masks at another size (uniform in [S/4, S/2] per side: the AVSBench variant).
- * T = 12 tokens, right-padded with <pad>. */
+ * T = 12 tokens, right-padded with <pad>.
+ *
+ * With clip_S > 0 the file also exercises images and references as tokens
+ * (data/grounding_dataset.h, model/references.h): random CLIP inputs [3, S, S]
+ * per image and, after the object words, <image> (id 7+K) in every prompt;
+ * markers im_start 8+K, im_end 9+K, ref_start 10+K, ref_end 11+K, audio_start
+ * 12+K, audio_end 13+K. One sample in four carries a box reference (random box
+ * on its image), one in eight an image-crop reference (random crop pixels) and,
+ * with fbank_h/w > 0, one in eight an audio reference (random fbank of 3
+ * clips), each as a marker pair before the answer. The references carry no
+ * information about the answer here: they test the machinery (splicing,
+ * encoders, projector gradients, the feature cache), not learning.
+ * T = 16 then. */
 #ifndef ANYREF_DATA_PLANTED_H
 #define ANYREF_DATA_PLANTED_H
 #include <stdint.h>
 
-enum { PLANTED_VOCAB_BASE = 7, PLANTED_SEG = 3, PLANTED_T = 12 };
+enum { PLANTED_VOCAB_BASE = 7, PLANTED_SEG = 3, PLANTED_T = 12, PLANTED_T_MM = 16, PLANTED_MARKERS = 7 };
 
 typedef struct {
     int C, G, K;          /* embedding channels and grid; object words (K <= C) */
     int64_t n;            /* samples (one image each) */
     uint64_t seed;
+    int clip_S;           /* > 0: CLIP inputs and references (above) */
+    int fbank_h, fbank_w; /* > 0 with clip_S: audio references too */
 } planted_cfg;
 
 /* Writes one file. 0, or -1 + ar_error. */
 int planted_write(const char *path, const planted_cfg *c);
 /* `anyref data planted --out DIR [--seed N] [--dim C] [--grid G] [--objects K]
- *  [--train N] [--val N]`: DIR/train.h5 and DIR/val.h5. argv[0] is "planted".
+ *  [--train N] [--val N] [--clip S] [--fbank HxW]`: DIR/train.h5 and DIR/val.h5. argv[0] is "planted".
  * Returns the exit status (0, 1 error, 2 usage). */
 int planted_main(int argc, char **argv);
 #endif

@@ -24,6 +24,7 @@
 #include "kernels/kernels.h"
 #include "model/llama.h"
 #include "model/anyref.h"
+#include "model/references.h"
 #include "optim/optim.h"
 #include <dirent.h>
 #include <errno.h>
@@ -59,6 +60,24 @@ const cfg_key train_schema[] = {
     {"sam.iou_hidden", CFG_INT, "256", "anyref: IoU-head hidden width"},
     {"sam.trainable", CFG_STRING, "anyref", "anyref: trainable mask-decoder parts: anyref (mask tokens, upscaling, hypernetworks) | lisa (whole decoder) | none"},
     {"sam.init", CFG_STRING, "", "anyref: SAM weights (.safetensors with prompt_encoder.* and mask_decoder.*; empty: random)"},
+    {"clip.image_size", CFG_INT, "0", "anyref: CLIP input side (0: no images or references as tokens; 224 for ViT-L/14)"},
+    {"clip.patch", CFG_INT, "14", "anyref: CLIP patch size"},
+    {"clip.width", CFG_INT, "1024", "anyref: CLIP width"},
+    {"clip.layers", CFG_INT, "24", "anyref: CLIP layers"},
+    {"clip.heads", CFG_INT, "16", "anyref: CLIP attention heads"},
+    {"clip.mlp_dim", CFG_INT, "4096", "anyref: CLIP MLP width"},
+    {"clip.select_layer", CFG_INT, "-2", "anyref: CLIP hidden state fed to the projector (LLaVA: -2)"},
+    {"clip.act", CFG_STRING, "quick_gelu", "anyref: CLIP activation: quick_gelu | gelu"},
+    {"clip.init", CFG_STRING, "", "anyref: CLIP and mm_projector weights (.safetensors: vision_model.*, model.mm_projector.*; empty: random)"},
+    {"projector.type", CFG_STRING, "linear", "anyref: mm_projector: linear | mlp2x_gelu"},
+    {"projector.trainable", CFG_BOOL, "0", "anyref: train the mm_projector (AnyRef: frozen)"},
+    {"audio.embed_dim", CFG_INT, "0", "anyref: ImageBind audio width (0: no audio references; 768 for imagebind_huge)"},
+    {"audio.depth", CFG_INT, "12", "anyref: ImageBind audio blocks"},
+    {"audio.heads", CFG_INT, "12", "anyref: ImageBind audio heads"},
+    {"audio.kernel", CFG_INT, "16", "anyref: ImageBind audio stem kernel"},
+    {"audio.stride", CFG_INT, "10", "anyref: ImageBind audio stem stride"},
+    {"audio.out_dim", CFG_INT, "1024", "anyref: ImageBind audio embedding size"},
+    {"audio.init", CFG_STRING, "", "anyref: ImageBind audio + audio_projector weights (.safetensors, official names; empty: random)"},
     {"loss.ce_weight", CFG_FLOAT, "1.0", "anyref: weight of the token cross-entropy"},
     {"loss.bce_weight", CFG_FLOAT, "2.0", "anyref: weight of the mask binary cross-entropy"},
     {"loss.dice_weight", CFG_FLOAT, "0.5", "anyref: weight of the mask Dice loss"},
@@ -252,6 +271,17 @@ typedef struct {
     float *d_img, *d_mask;    /* backend: B embeddings, max_seg masks */
     float *h_logits;          /* host: one mask's logits */
     const float **img_ptr, **mask_ptr;
+    /* images and references as tokens (clip.image_size > 0) */
+    refs_cfg rcfg;
+    refs *refs;
+    int use_refs;
+    int Tf;                   /* the data file's sequence length (r->T: after splicing) */
+    int *raw_tok, *raw_tgt;   /* [B*Tf] as read */
+    float *d_clip, *d_crop, *d_fbank, *d_boxes, *h_boxes;
+    size_t clip_n, fbank_n;
+    int *slot_img;
+    refs_markers mk;
+    int *sp_tok, *sp_lab, *lab;   /* host splice scratch [T], [T], [Tf] */
 } run_t;
 
 /* The resolved config as text (stored in every checkpoint). */
@@ -295,11 +325,80 @@ static double validate(run_t *r, int batches) {
 /* model.kind = anyref                                                      */
 /* ------------------------------------------------------------------------ */
 static int is_llama_name(const char *n) {
-    return !strncmp(n, "lm_head.", 8) || (!strncmp(n, "model.", 6) && strncmp(n, "model.text_hidden_fcs", 21) != 0);
+    return !strncmp(n, "lm_head.", 8) ||
+           (!strncmp(n, "model.", 6) && strncmp(n, "model.text_hidden_fcs", 21) != 0 &&
+            strncmp(n, "model.mm_projector.", 19) != 0 && strncmp(n, "model.audio_projector.", 22) != 0);
+}
+
+/* Sample b of the rows read at Tf (shifted targets) spliced into r->tok/tgt
+ * at T: labels[t] = targets[t-1], splice, shift back. */
+static int splice_sample(run_t *r, int b, int image_row, const refs_ref *rf, int n_refs) {
+    const int *tk = r->raw_tok + (size_t)b * r->Tf, *tg = r->raw_tgt + (size_t)b * r->Tf;
+    r->lab[0] = -100;
+    for (int t = 1; t < r->Tf; t++) r->lab[t] = tg[t - 1];
+    int n = refs_splice(tk, r->lab, r->Tf, &r->mk, refs_image_tokens(r->refs), image_row, rf, n_refs, r->T, 0,
+                        r->sp_tok, r->sp_lab);
+    if (n < 0) return -1;
+    int *ot = r->tok + (size_t)b * r->T, *og = r->tgt + (size_t)b * r->T;
+    for (int t = 0; t < r->T; t++) {
+        ot[t] = r->sp_tok[t];
+        og[t] = t + 1 < r->T ? r->sp_lab[t + 1] : -100;
+    }
+    return 0;
+}
+
+/* The batch's images and references into backend memory, the feature rows
+ * (model/references.h) and every sample spliced; sets in->feat. */
+static int prepare_refs(run_t *r, const gds_batch *gb, anyref_batch *in) {
+    int nI = 0, nB = 0, nC = 0, nA = 0;
+    for (int b = 0; b < gb->B; b++) {
+        r->slot_img[b] = -1;
+        if (gb->clip[b]) {
+            k_upload(r->d_clip + (size_t)nI * r->clip_n, gb->clip[b], r->clip_n * sizeof(float));
+            r->slot_img[b] = nI++;
+        }
+        const int k = gb->ref_kind[b];
+        if (k == GDS_REF_BOX) {
+            float *h = r->h_boxes + 5 * (size_t)nB++;
+            h[0] = (float)r->slot_img[b];
+            memcpy(h + 1, gb->ref_box + 4 * b, 4 * sizeof(float));
+        } else if (k == GDS_REF_CROP) {
+            k_upload(r->d_crop + (size_t)nC++ * r->clip_n, gb->ref_data[b], r->clip_n * sizeof(float));
+        } else if (k == GDS_REF_AUDIO) {
+            if (!r->rcfg.use_audio) return ar_errorf("an audio reference, but audio.embed_dim = 0 (no audio encoder)");
+            k_upload(r->d_fbank + (size_t)nA++ * r->fbank_n, gb->ref_data[b], r->fbank_n * sizeof(float));
+        }
+    }
+    if (nB) k_upload(r->d_boxes, r->h_boxes, (size_t)5 * nB * sizeof(float));
+    refs_batch rb = {.n_images = nI, .pixels = r->d_clip, .n_boxes = nB, .boxes = r->d_boxes, .n_crops = nC,
+                     .crop_pixels = r->d_crop, .n_audio = nA, .fbank = r->d_fbank};
+    const refs_offsets o = refs_rows(r->refs, &rb);
+    const int G = refs_image_tokens(r->refs);
+    int kb = 0, kc = 0, ka = 0;
+    for (int b = 0; b < r->B; b++) {
+        refs_ref rf = {REFS_BOX, 0};
+        int nref = 0;
+        if (b < gb->B) {
+            const int k = gb->ref_kind[b];
+            if (k == GDS_REF_BOX) { rf.kind = REFS_BOX; rf.row = o.box + REFS_BOX_ROWS * kb++; nref = 1; }
+            else if (k == GDS_REF_CROP) { rf.kind = REFS_CROP; rf.row = o.crop + REFS_CROP_ROWS * kc++; nref = 1; }
+            else if (k == GDS_REF_AUDIO) { rf.kind = REFS_AUDIO; rf.row = o.audio + REFS_AUDIO_CLIPS * ka++; nref = 1; }
+        }
+        const int img_row = b < gb->B && r->slot_img[b] >= 0 ? o.image + r->slot_img[b] * G : -1;
+        if (splice_sample(r, b, img_row, &rf, nref)) return ar_error_prefix("sample %d: ", b);
+    }
+    in->feat = NULL; in->n_feat = 0; in->dfeat = NULL;
+    if (o.total) {
+        if (!(in->feat = refs_forward(r->refs, &rb))) return -1;
+        in->n_feat = o.total;
+        in->dfeat = refs_dfeat(r->refs);
+    }
+    return 0;
 }
 
 /* The data batch's embeddings and masks into backend memory; fills in. */
-static void upload_batch(run_t *r, const gds_batch *gb, anyref_batch *in) {
+static int upload_batch(run_t *r, const gds_batch *gb, anyref_batch *in) {
+    memset(in, 0, sizeof *in);
     for (int b = 0; b < r->B; b++) r->img_ptr[b] = NULL;
     for (int b = 0; b < gb->B; b++) {
         if (!gb->img[b]) continue;
@@ -316,6 +415,31 @@ static void upload_batch(run_t *r, const gds_batch *gb, anyref_batch *in) {
     in->tokens = r->tok; in->targets = r->tgt;
     in->image_emb = r->img_ptr; in->orig_hw = gb->orig_hw; in->mask_hw = gb->mask_hw;
     in->gt_masks = gb->n_masks ? r->mask_ptr : NULL;
+    return r->refs ? prepare_refs(r, gb, in) : 0;
+}
+
+/* Row hook (gds_configure): with splicing, every [SEG] must still be within
+ * the model's T (train.seq_len) after the image and reference tokens. */
+static int splice_hook(void *ctx, int64_t row, const int *tokens, const int *targets, int T, int ref_kind, int n_masks) {
+    run_t *r = ctx;
+    (void)row; (void)targets;
+    const int G = refs_image_tokens(r->refs);
+    int len = 0, segs = 0;
+    for (int t = 0; t < T; t++) {
+        const int tk = tokens[t];
+        const int extra = tk == r->mk.image ? G + 1 :
+                          (t + 1 < T && ((tk == r->mk.ref_start && tokens[t + 1] == r->mk.ref_end) ||
+                                         (tk == r->mk.audio_start && tokens[t + 1] == r->mk.audio_end)))
+                              ? (ref_kind == GDS_REF_AUDIO ? REFS_AUDIO_CLIPS : REFS_BOX_ROWS) : 0;
+        len += 1 + extra;
+        if (tk == r->ac.seg.seg_token && len <= r->T) segs++;
+    }
+    if (segs != n_masks) {
+        ar_errorf("after splicing the image and reference tokens only %d of its %d [SEG]s lie within train.seq_len = %d",
+                  segs, n_masks, r->T);
+        return 1;
+    }
+    return 0;
 }
 
 /* Validation of the AnyRef step over the validation file in file order (at
@@ -336,19 +460,21 @@ static void validate_anyref(run_t *r, int batches, double out[6]) {
     for (int bi = 0; bi < batches && next < rows; bi++) {
         int filled = 0;
         while (filled < r->B && next < rows) {
-            int *tk = r->tok + (size_t)filled * r->T, *tg = r->tgt + (size_t)filled * r->T;
-            int rc = gds_read_row(g, next++, r->T, filled, tk, tg);
+            int *rt = r->refs ? r->raw_tok : r->tok, *rg = r->refs ? r->raw_tgt : r->tgt;
+            int *tk = rt + (size_t)filled * r->Tf, *tg = rg + (size_t)filled * r->Tf;
+            int rc = gds_read_row(g, next++, r->Tf, filled, tk, tg);
             if (rc < 0) { log_warn("validation: %s", ar_error()); goto done; }
             if (rc == 0) filled++;
         }
         if (!filled) break;
         for (int b = filled; b < r->B; b++) {   /* a short last batch: padding rows without targets */
-            for (int t = 0; t < r->T; t++) { r->tok[(size_t)b * r->T + t] = 0; r->tgt[(size_t)b * r->T + t] = -100; }
+            int *rt = r->refs ? r->raw_tok : r->tok, *rg = r->refs ? r->raw_tgt : r->tgt;
+            for (int t = 0; t < r->Tf; t++) { rt[(size_t)b * r->Tf + t] = 0; rg[(size_t)b * r->Tf + t] = -100; }
         }
         gds_batch gb;
         gds_finish_batch(g, filled, &gb);
         anyref_batch in;
-        upload_batch(r, &gb, &in);
+        if (upload_batch(r, &gb, &in)) { log_warn("validation: %s", ar_error()); goto done; }
         anyref_losses L;
         float l = anyref_forward(r->ar, &in, 0, &L);
         if (!isfinite(l)) { log_warn("validation: %s", isnan(l) ? ar_error() : "loss is not finite"); goto done; }
@@ -562,35 +688,93 @@ static int load_init(run_t *r, const char *path) {
 }
 
 static int is_sam_name(const char *n) { return !strncmp(n, "prompt_encoder.", 15) || !strncmp(n, "mask_decoder.", 13); }
-/* Hides everything but SAM's prompt encoder and mask decoder. */
-static int sam_only(void *ctx, const char *name, char *out, size_t cap) {
-    (void)ctx;
-    snprintf(out, cap, "%s%s", is_sam_name(name) ? "" : "\x01hidden\x01", name);
+static int is_clip_name(const char *n) { return !strncmp(n, "vision_model.", 13) || !strncmp(n, "model.mm_projector.", 19); }
+static int is_audio_name(const char *n) {
+    return !strncmp(n, "modality_", 9) || !strncmp(n, "model.audio_projector.", 22);
+}
+typedef int (*name_pred)(const char *name);
+/* Hides every registry tensor outside the branch (ctx: its name_pred). */
+static int branch_only(void *ctx, const char *name, char *out, size_t cap) {
+    name_pred in = *(name_pred *)ctx;
+    snprintf(out, cap, "%s%s", in(name) ? "" : "\x01hidden\x01", name);
     return 0;
 }
 
-/* SAM's prompt encoder and mask decoder from a safetensors file by the
- * original names; every one of them must be there (the first absent one is
- * named). */
-static int load_sam(run_t *r, const char *path) {
+/* One branch of the model (SAM's prompt encoder + mask decoder, CLIP +
+ * mm_projector, ImageBind audio + audio_projector) from a safetensors file by
+ * the original names; every tensor of the branch must be there (the first
+ * absent one is named). key names the config key in messages. */
+static int load_branch(run_t *r, const char *path, const char *key, name_pred in) {
     st_file *f = st_open(path);
-    if (!f) return ar_error_prefix("sam.init: ");
-    int sam = 0, absent = 0;
+    if (!f) return ar_error_prefix("%s: ", key);
+    int n = 0, absent = 0;
     const char *first = NULL;
     for (int i = 0; i < r->ps.n; i++) {
-        if (!is_sam_name(r->ps.p[i].name)) continue;
-        sam++;
+        if (!in(r->ps.p[i].name)) continue;
+        n++;
         if (st_find(f, r->ps.p[i].name) < 0 && !absent++) first = r->ps.p[i].name;
     }
     st_close(f);
     if (absent)
-        return ar_errorf("sam.init: %s lacks %d of the model's %d prompt_encoder.* / mask_decoder.* tensors, e.g. '%s'",
-                         path, absent, sam, first);
+        return ar_errorf("%s: %s lacks %d of the model's %d tensors of this part, e.g. '%s'", key, path, absent, n, first);
     st_report rep;
-    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING, sam_only, NULL, &rep)) return ar_error_prefix("sam.init: ");
-    log_info("sam.init %s: %d prompt-encoder and mask-decoder tensors loaded%s", path, rep.n_loaded,
+    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING, branch_only, &in, &rep)) return ar_error_prefix("%s: ", key);
+    log_info("%s %s: %d tensors loaded%s", key, path, rep.n_loaded,
              rep.n_unexpected ? " (the file holds more tensors, ignored)" : "");
     return 0;
+}
+
+/* Images and references as tokens (clip.image_size > 0): the encoders' config
+ * from the keys, checked against what the data holds. */
+static int refs_setup(run_t *r, const ar_config *cfg) {
+    gds_mm_info mm;
+    gds_mm(r->data.gtrain, &mm);
+    const int S = (int)cfg_int(cfg, "clip.image_size");
+    if (S <= 0) {
+        if (mm.clip_S > 0 || mm.has_refs)
+            log_warn("%s holds CLIP inputs or references, but clip.image_size = 0: they are ignored; samples with an "
+                     "image or reference token will be skipped", cfg_str(cfg, "data.train"));
+        return 0;
+    }
+    if (mm.clip_S != S)
+        return ar_errorf("config: clip.image_size = %d, but %s has %s", S, cfg_str(cfg, "data.train"),
+                         mm.clip_S ? "CLIP inputs of another size" : "no /clip_pixels");
+    refs_cfg *rc = &r->rcfg;
+    memset(rc, 0, sizeof *rc);
+    clip_vit_cfg c = {.image_size = S, .patch = (int)cfg_int(cfg, "clip.patch"), .channels = 3,
+                      .width = (int)cfg_int(cfg, "clip.width"), .layers = (int)cfg_int(cfg, "clip.layers"),
+                      .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
+                      .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer")};
+    const char *act = cfg_str(cfg, "clip.act");
+    if (!strcmp(act, "quick_gelu")) c.act = CLIP_ACT_QUICK_GELU;
+    else if (!strcmp(act, "gelu")) c.act = CLIP_ACT_GELU;
+    else return ar_errorf("config: clip.act = '%s' (expected quick_gelu or gelu)", act);
+    rc->clip = c;
+    if (mm_projector_type_from_name(cfg_str(cfg, "projector.type"), &rc->proj.type)) return ar_error_prefix("config: projector.type: ");
+    rc->proj.in_dim = c.width;
+    rc->proj.out_dim = r->mc.dim;
+    rc->proj.trainable = cfg_bool(cfg, "projector.trainable");
+    const int ad = (int)cfg_int(cfg, "audio.embed_dim");
+    if (ad > 0) {
+        if (mm.n_audio > 0 && (mm.fbank_h <= 0 || mm.fbank_w <= 0)) return ar_errorf("data: bad fbank size");
+        imagebind_audio_cfg a = imagebind_audio_huge(r->mc.dim);
+        a.embed_dim = ad; a.depth = (int)cfg_int(cfg, "audio.depth"); a.heads = (int)cfg_int(cfg, "audio.heads");
+        a.kernel = (int)cfg_int(cfg, "audio.kernel"); a.stride = (int)cfg_int(cfg, "audio.stride");
+        a.out_dim = (int)cfg_int(cfg, "audio.out_dim");
+        if (mm.n_audio > 0) { a.n_mels = mm.fbank_h; a.target_len = mm.fbank_w; }
+        rc->use_audio = 1;
+        rc->audio = a;
+        rc->max_audio = r->B;
+        r->fbank_n = (size_t)REFS_AUDIO_CLIPS * a.n_mels * a.target_len;
+    }
+    rc->max_images = rc->max_boxes = rc->max_crops = r->B;
+    r->clip_n = (size_t)3 * S * S;
+    r->mk = (refs_markers){.image = mm.image_token, .im_start = mm.im_start, .im_end = mm.im_end,
+                           .ref_start = mm.ref_start, .ref_end = mm.ref_end, .audio_start = mm.audio_start,
+                           .audio_end = mm.audio_end};
+    gds_set_hook(r->data.gtrain, splice_hook, r);
+    if (r->data.gval) gds_set_hook(r->data.gval, splice_hook, r);
+    return 1;   /* refs in use */
 }
 
 /* model.kind = anyref: the step's config from the keys and the data. */
@@ -630,6 +814,10 @@ static int anyref_setup(run_t *r, const ar_config *cfg) {
         return -1;
     r->chw = (size_t)ac->dec.dim * ac->dec.H * ac->dec.W;
     r->mask_cap = (size_t)ac->max_orig_h * ac->max_orig_w;
+    int u = refs_setup(r, cfg);
+    if (u < 0) return -1;
+    r->use_refs = u;
+    return 0;
     return 0;
 }
 
@@ -642,7 +830,15 @@ static int setup(run_t *r, const ar_config *cfg) {
     else if (mc->vocab < r->data.vocab)
         return ar_errorf("config: model.vocab = %d is smaller than the data's vocabulary (%d)", mc->vocab, r->data.vocab);
     r->T = (int)cfg_int(cfg, "train.seq_len");
-    if (r->T == 0) r->T = r->data.seq_len;
+    r->Tf = r->data.seq_len;
+    const int clip_side = (int)cfg_int(cfg, "clip.image_size"), clip_patch = (int)cfg_int(cfg, "clip.patch");
+    const int with_refs = r->data.kind == DATA_GROUNDING && clip_side > 0;
+    if (with_refs && (clip_patch <= 0 || clip_side % clip_patch))
+        return ar_errorf("config: clip.image_size = %d must be a multiple of clip.patch = %d", clip_side, clip_patch);
+    /* spliced length: the image's G CLIP tokens + its two markers replace one
+     * token; a reference adds at most 4 rows between its markers */
+    if (r->T == 0) r->T = r->data.seq_len + (with_refs ? (clip_side / clip_patch) * (clip_side / clip_patch) + 1 + 4 : 0);
+    if (!with_refs) r->Tf = r->T;
     if (r->data.kind == DATA_SYNTH && r->T != r->data.seq_len)
         return ar_errorf("config: train.seq_len = %d, but the synthetic task has sequences of %d tokens", r->T, r->data.seq_len);
     mc->dim = (int)cfg_int(cfg, "model.dim"); mc->layers = (int)cfg_int(cfg, "model.layers");
@@ -692,14 +888,37 @@ static int setup(run_t *r, const ar_config *cfg) {
         return ar_errorf("config: model.kind = anyref needs masks and image embeddings: set data.kind = grounding");
     if (is_anyref && anyref_setup(r, cfg)) return -1;
     params_init_empty(&r->ps);
-    if ((is_anyref ? anyref_declare(&r->ac, &r->ps) : llama_declare(mc, &r->ps)) || params_alloc(&r->ps)) return -1;
+    if ((is_anyref ? anyref_declare(&r->ac, &r->ps) : llama_declare(mc, &r->ps)) ||
+        (r->use_refs && refs_declare(&r->rcfg, &r->ps)) || params_alloc(&r->ps))
+        return -1;
     params_randomize(&r->ps, rng_derive(r->seed, 1));
     const char *init = cfg_str(cfg, "model.init"), *sinit = is_anyref ? cfg_str(cfg, "sam.init") : "";
     if (init[0] && !r->skip_init && load_init(r, init)) return -1;
-    if (sinit[0] && !r->skip_init && load_sam(r, sinit)) return -1;
+    if (sinit[0] && !r->skip_init && load_branch(r, sinit, "sam.init", is_sam_name)) return -1;
+    if (r->use_refs && !r->skip_init) {
+        const char *ci = cfg_str(cfg, "clip.init"), *ai = cfg_str(cfg, "audio.init");
+        if (ci[0] && load_branch(r, ci, "clip.init", is_clip_name)) return -1;
+        if (ai[0] && r->rcfg.use_audio && load_branch(r, ai, "audio.init", is_audio_name)) return -1;
+    }
     if (is_anyref) {
         if (!(r->ar = anyref_create(&r->ac, &r->ps, r->B, r->T, r->max_seg))) return -1;
         r->m = anyref_llama(r->ar);
+        if (r->use_refs) {
+            if (!(r->refs = refs_create(&r->rcfg, &r->ps))) return -1;
+            const size_t B = (size_t)r->B;
+            r->raw_tok = malloc(B * r->Tf * sizeof(int)); r->raw_tgt = malloc(B * r->Tf * sizeof(int));
+            r->sp_tok = malloc((size_t)r->T * sizeof(int)); r->sp_lab = malloc((size_t)r->T * sizeof(int));
+            r->lab = malloc((size_t)r->Tf * sizeof(int));
+            r->slot_img = malloc(B * sizeof(int));
+            r->h_boxes = malloc(B * 5 * sizeof(float));
+            r->d_clip = k_malloc(B * r->clip_n * sizeof(float));
+            r->d_crop = k_malloc(B * r->clip_n * sizeof(float));
+            r->d_boxes = k_malloc(B * 5 * sizeof(float));
+            r->d_fbank = k_malloc(B * (r->fbank_n ? r->fbank_n : 1) * sizeof(float));
+            if (!r->raw_tok || !r->raw_tgt || !r->sp_tok || !r->sp_lab || !r->lab || !r->slot_img || !r->h_boxes ||
+                !r->d_clip || !r->d_crop || !r->d_boxes || !r->d_fbank)
+                return ar_errorf("out of memory for the image and reference buffers");
+        }
         r->d_img = k_malloc((size_t)r->B * r->chw * sizeof(float));
         r->d_mask = k_malloc((size_t)r->max_seg * r->mask_cap * sizeof(float));
         r->h_logits = malloc(r->mask_cap * sizeof(float));
@@ -786,6 +1005,11 @@ static void teardown(run_t *r) {
     if (r->d_img) k_free(r->d_img);
     if (r->d_mask) k_free(r->d_mask);
     free(r->h_logits); free(r->img_ptr); free(r->mask_ptr);
+    refs_free(r->refs);
+    free(r->raw_tok); free(r->raw_tgt); free(r->sp_tok); free(r->sp_lab); free(r->lab); free(r->slot_img);
+    free(r->h_boxes);
+    float *dv[] = {r->d_clip, r->d_crop, r->d_boxes, r->d_fbank};
+    for (int i = 0; i < 4; i++) if (dv[i]) k_free(dv[i]);
     params_free(&r->ps);
     data_close(&r->data);
     ckpt_state_free(&r->st);
@@ -876,13 +1100,18 @@ int train_run(const ar_config *cfg) {
                 gds_batch gb;
                 anyref_batch in;
                 anyref_losses L;
-                if (gds_next_batch(r.data.gtrain, &r.data.cur, r.T, r.tok, r.tgt, &gb)) goto interrupted;
-                upload_batch(&r, &gb, &in);
+                if (gds_next_batch(r.data.gtrain, &r.data.cur, r.Tf, r.refs ? r.raw_tok : r.tok,
+                                   r.refs ? r.raw_tgt : r.tgt, &gb) ||
+                    upload_batch(&r, &gb, &in)) {
+                    ar_error_prefix("step %lld: ", (long long)step + 1);
+                    goto interrupted;
+                }
                 ar_error_clear();
                 l = anyref_forward(r.ar, &in, dseed, &L);
                 if (isnan(l) && ar_error()[0]) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
                 if (isfinite(l)) {
                     anyref_backward(r.ar, 1.0f / r.accum);
+                    if (r.refs) refs_backward(r.refs);
                     parts[0] += L.ce / r.accum; parts[1] += L.bce / r.accum; parts[2] += L.dice / r.accum;
                 }
             } else {
