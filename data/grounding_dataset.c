@@ -298,6 +298,8 @@ int gds_seq_len(const grounding_dataset *g) { return g->T; }
 int gds_seg_token(const grounding_dataset *g) { return g->seg_attr; }
 void gds_mm(const grounding_dataset *g, gds_mm_info *out) { *out = g->mm; }
 void gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx) { g->hook = hook; g->hook_ctx = ctx; }
+int64_t gds_images(const grounding_dataset *g) { return g->m; }
+
 void gds_limits(const grounding_dataset *g, int *max_h, int *max_w, int *max_masks) {
     if (max_h) *max_h = g->lim_h;
     if (max_w) *max_w = g->lim_w;
@@ -484,6 +486,20 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
         }
         if (md >= 0) H5Dclose(md);
     }
+    h5_quiet_end(&q);
+    return rc;
+}
+
+int gds_read_input(grounding_dataset *g, int which, int64_t row, float *out) {
+    hid_t d = which == GDS_IN_CLIP ? g->clip : which == GDS_IN_CROP ? g->crops : g->fbank;
+    const int64_t rows = which == GDS_IN_CLIP ? g->m : which == GDS_IN_CROP ? g->mm.n_crops : g->mm.n_audio;
+    const char *name = which == GDS_IN_CLIP ? "clip_pixels" : which == GDS_IN_CROP ? "crop_pixels" : "audio_fbank";
+    if (d < 0 || row < 0 || row >= rows)
+        return ar_errorf("grounding dataset %s: %s row %lld does not exist", g->path, name, (long long)row);
+    const size_t n = which == GDS_IN_FBANK ? (size_t)3 * g->mm.fbank_h * g->mm.fbank_w : g->clip_n;
+    h5_quiet q;
+    h5_quiet_begin(&q);
+    int rc = read_row_floats(g, d, name, row, out, n);
     h5_quiet_end(&q);
     return rc;
 }

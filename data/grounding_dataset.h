@@ -100,6 +100,13 @@ typedef struct {
     int image_token, im_start, im_end, ref_start, ref_end, audio_start, audio_end;   /* -1 if absent */
 } gds_mm_info;
 void gds_mm(const grounding_dataset *g, gds_mm_info *out);
+/* Rows of /image_embeddings (= rows of /clip_pixels). */
+int64_t gds_images(const grounding_dataset *g);
+/* One encoder input by its own row (the feature cache fills from these):
+ * GDS_IN_CLIP row of /clip_pixels, GDS_IN_CROP of /crop_pixels ([3*S*S]),
+ * GDS_IN_FBANK of /audio_fbank ([3*H*W]). 0, or -1 + ar_error. */
+enum { GDS_IN_CLIP, GDS_IN_CROP, GDS_IN_FBANK };
+int gds_read_input(grounding_dataset *g, int which, int64_t row, float *out);
 
 /* A caller's extra check of a row, after the file's own (e.g. that it still
  * holds all its [SEG]s after splicing to the model's length): 0 keep, 1 broken

@@ -107,6 +107,21 @@ void refs_free(refs *r) {
 }
 
 int refs_image_tokens(const refs *r) { return r->G; }
+int refs_clip_width(const refs *r) { return r->W; }
+int refs_audio_dim(const refs *r) { return r->c.use_audio ? r->audio_out : 0; }
+
+int refs_encode_images(refs *r, const float *pixels, int n, float *out) {
+    if (!r->clip) return ar_errorf("references: no CLIP tower (max_images and max_crops are 0)");
+    const float *f = clip_vit_forward(r->clip, pixels, n);
+    if (!f) return -1;
+    k_copy(out, f, (size_t)n * r->G * r->W * sizeof(float));
+    return 0;
+}
+
+int refs_encode_audio(refs *r, const float *fbank, int n, float *out) {
+    if (!r->audio) return ar_errorf("references: no audio encoder (use_audio 0 or max_audio 0)");
+    return imagebind_audio_encode(r->audio, fbank, n, out, NULL);
+}
 
 refs_offsets refs_rows(const refs *r, const refs_batch *b) {
     refs_offsets o;

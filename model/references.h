@@ -99,6 +99,15 @@ float *refs_dfeat(refs *r);
  * projectors' gradients (those that are trainable). */
 void   refs_backward(refs *r);
 
+/* The frozen encoders alone, for the feature cache: out[n, G, W] = CLIP of
+ * pixels[n, 3, S, S] (n <= max(max_images, max_crops)); out[n, out_dim] =
+ * ImageBind of fbank clips [n, 1, H, W] (n <= 3 max_audio). Backend memory.
+ * 0, or -1 + ar_error. refs_clip_width: W; refs_audio_dim: out_dim (0 without audio). */
+int refs_encode_images(refs *r, const float *pixels, int n, float *out);
+int refs_encode_audio(refs *r, const float *fbank, int n, float *out);
+int refs_clip_width(const refs *r);
+int refs_audio_dim(const refs *r);
+
 /* Marker ids for refs_splice (host). */
 typedef struct { int image, im_start, im_end, ref_start, ref_end, audio_start, audio_end; } refs_markers;
 /* One reference of a sample, in the order its ref_start/ref_end pairs appear:

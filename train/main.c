@@ -28,6 +28,8 @@ static void usage(FILE *f) {
         "                                               FILE is a SentencePiece tokenizer.model or an HF tokenizer.json\n"
         "  prepare --tokenizer FILE [--template llava_v1|vicuna_v1_1] [--seq-len T] [--add-special TEXT]...\n"
         "          [--no-strip] IN.json OUT.h5         LLaVA-format conversations -> the HDF5 token format\n"
+        "  cache <config.cfg> [section.key=value ...]   the frozen CLIP / ImageBind outputs of the config's data\n"
+        "                                               into the feature cache data.cache (training reads them)\n"
         "  data planted --out DIR [--seed N] [--dim C] [--grid G] [--objects K] [--train N] [--val N]\n"
         "                                               a synthetic referring-segmentation set (SAM image embeddings\n"
         "                                               + masks, data/planted.h) as DIR/train.h5 and DIR/val.h5\n"
@@ -70,13 +72,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
-    if (!strcmp(cmd, "train") || !strcmp(cmd, "config")) {
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "config") || !strcmp(cmd, "cache")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
         ar_config *c = load(argc - 2, argv + 2);
         if (!c) { log_error("%s", ar_error()); return 2; }
         int rc = 0;
         if (!strcmp(cmd, "config")) cfg_write(c, stdout);
-        else if (train_run(c)) { log_error("%s", ar_error()); rc = 1; }
+        else if ((!strcmp(cmd, "cache") ? train_cache(c) : train_run(c))) { log_error("%s", ar_error()); rc = 1; }
         cfg_free(c);
         return rc;
     }

@@ -18,6 +18,7 @@
 #include "core/timer.h"
 #include "data/synthetic.h"
 #include "data/grounding_dataset.h"
+#include "data/feature_cache.h"
 #include "data/token_dataset.h"
 #include "data/conversation.h"
 #include "data/tokenizer.h"
@@ -115,6 +116,7 @@ const cfg_key train_schema[] = {
     {"data.tokenizer", CFG_STRING, "", "conversations: tokenizer.model or tokenizer.json"},
     {"data.template", CFG_STRING, "llava_v1", "conversations: llava_v1 | vicuna_v1_1"},
     {"data.add_tokens", CFG_STRING, "", "conversations: added tokens, comma separated (e.g. [SEG]), whitespace around them stripped as transformers 4.31 did"},
+    {"data.cache", CFG_STRING, "", "grounding with clip.*: feature cache file for the frozen CLIP / ImageBind outputs (HDF5; empty: off; fill it ahead with `anyref cache`)"},
     {"data.task", CFG_STRING, "reverse", "synthetic: reverse | copy | sort"},
     {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
     {"data.base", CFG_INT, "10", "synthetic: distinct digit tokens"},
@@ -282,6 +284,11 @@ typedef struct {
     int *slot_img;
     refs_markers mk;
     int *sp_tok, *sp_lab, *lab;   /* host splice scratch [T], [T], [Tf] */
+    /* the feature cache (data.cache) */
+    fc_cache *fc;
+    fc_hash enc_clip, enc_audio;
+    float *d_img_feat, *d_crop_feat, *d_aud_feat, *d_scr_in, *d_scr_out, *h_feat;
+    int *miss;
 } run_t;
 
 /* The resolved config as text (stored in every checkpoint). */
@@ -347,14 +354,51 @@ static int splice_sample(run_t *r, int b, int image_row, const refs_ref *rf, int
     return 0;
 }
 
+/* The frozen encoder's outputs for n inputs through the feature cache:
+ * host_in[i] (hashed: the key) is also at d_in + i * per_in (backend);
+ * d_out [n, per_out] receives each output, from the cache when it holds it,
+ * else computed (only the misses, in one batch) and stored. audio: ImageBind
+ * on 3 clips per input, else CLIP. 0, or -1 + ar_error. */
+static int cached_encode(run_t *r, int audio, const float *const *host_in, int n, const float *d_in, float *d_out) {
+    const size_t per_in = audio ? r->fbank_n : r->clip_n;
+    const int G = refs_image_tokens(r->refs), W = refs_clip_width(r->refs), A = refs_audio_dim(r->refs);
+    const int shape[2] = {audio ? REFS_AUDIO_CLIPS : G, audio ? A : W};
+    const size_t per_out = (size_t)shape[0] * shape[1];
+    const fc_hash enc = audio ? r->enc_audio : r->enc_clip;
+    int nm = 0;
+    for (int i = 0; i < n; i++) {
+        fc_hash key = fc_key_of(host_in[i], per_in * sizeof(float));
+        int rc = fc_get(r->fc, enc, key, shape, 2, r->h_feat);
+        if (rc < 0) return -1;
+        if (rc == 1) k_upload(d_out + (size_t)i * per_out, r->h_feat, per_out * sizeof(float));
+        else r->miss[nm++] = i;
+    }
+    if (!nm) return 0;
+    for (int j = 0; j < nm; j++)
+        k_copy(r->d_scr_in + (size_t)j * per_in, d_in + (size_t)r->miss[j] * per_in, per_in * sizeof(float));
+    if (audio ? refs_encode_audio(r->refs, r->d_scr_in, nm * REFS_AUDIO_CLIPS, r->d_scr_out)
+              : refs_encode_images(r->refs, r->d_scr_in, nm, r->d_scr_out))
+        return -1;
+    for (int j = 0; j < nm; j++) {
+        const int i = r->miss[j];
+        k_copy(d_out + (size_t)i * per_out, r->d_scr_out + (size_t)j * per_out, per_out * sizeof(float));
+        k_download(r->h_feat, r->d_scr_out + (size_t)j * per_out, per_out * sizeof(float));
+        if (fc_put(r->fc, enc, fc_key_of(host_in[i], per_in * sizeof(float)), r->h_feat, shape, 2))
+            log_warn("feature cache: %s (continuing without storing this entry)", ar_error());
+    }
+    return 0;
+}
+
 /* The batch's images and references into backend memory, the feature rows
  * (model/references.h) and every sample spliced; sets in->feat. */
 static int prepare_refs(run_t *r, const gds_batch *gb, anyref_batch *in) {
     int nI = 0, nB = 0, nC = 0, nA = 0;
+    const float *hin_img[gb->B > 0 ? gb->B : 1], *hin_crop[gb->B > 0 ? gb->B : 1], *hin_aud[gb->B > 0 ? gb->B : 1];
     for (int b = 0; b < gb->B; b++) {
         r->slot_img[b] = -1;
         if (gb->clip[b]) {
             k_upload(r->d_clip + (size_t)nI * r->clip_n, gb->clip[b], r->clip_n * sizeof(float));
+            hin_img[nI] = gb->clip[b];
             r->slot_img[b] = nI++;
         }
         const int k = gb->ref_kind[b];
@@ -363,15 +407,26 @@ static int prepare_refs(run_t *r, const gds_batch *gb, anyref_batch *in) {
             h[0] = (float)r->slot_img[b];
             memcpy(h + 1, gb->ref_box + 4 * b, 4 * sizeof(float));
         } else if (k == GDS_REF_CROP) {
+            hin_crop[nC] = gb->ref_data[b];
             k_upload(r->d_crop + (size_t)nC++ * r->clip_n, gb->ref_data[b], r->clip_n * sizeof(float));
         } else if (k == GDS_REF_AUDIO) {
             if (!r->rcfg.use_audio) return ar_errorf("an audio reference, but audio.embed_dim = 0 (no audio encoder)");
+            hin_aud[nA] = gb->ref_data[b];
             k_upload(r->d_fbank + (size_t)nA++ * r->fbank_n, gb->ref_data[b], r->fbank_n * sizeof(float));
         }
     }
     if (nB) k_upload(r->d_boxes, r->h_boxes, (size_t)5 * nB * sizeof(float));
     refs_batch rb = {.n_images = nI, .pixels = r->d_clip, .n_boxes = nB, .boxes = r->d_boxes, .n_crops = nC,
                      .crop_pixels = r->d_crop, .n_audio = nA, .fbank = r->d_fbank};
+    if (r->fc) {   /* the frozen outputs through the feature cache */
+        if ((nI && cached_encode(r, 0, hin_img, nI, r->d_clip, r->d_img_feat)) ||
+            (nC && cached_encode(r, 0, hin_crop, nC, r->d_crop, r->d_crop_feat)) ||
+            (nA && cached_encode(r, 1, hin_aud, nA, r->d_fbank, r->d_aud_feat)))
+            return -1;
+        rb.image_clip = r->d_img_feat;
+        rb.crop_clip = r->d_crop_feat;
+        rb.audio_emb = nA ? r->d_aud_feat : NULL;
+    }
     const refs_offsets o = refs_rows(r->refs, &rb);
     const int G = refs_image_tokens(r->refs);
     int kb = 0, kc = 0, ka = 0;
@@ -935,6 +990,62 @@ static int setup(run_t *r, const ar_config *cfg) {
     return 0;
 }
 
+/* data.cache: opens (creating) the feature cache and declares the two frozen
+ * encoders by the hash of their config and weights, so a cache written with
+ * other weights or settings is never read. */
+static int open_cache(run_t *r) {
+    const char *path = cfg_str(r->cfg, "data.cache");
+    if (!path[0] || !r->refs) return 0;
+    const refs_cfg *rc = &r->rcfg;
+    char ctext[512];
+    snprintf(ctext, sizeof ctext, "clip_vit image_size=%d patch=%d width=%d layers=%d heads=%d mlp_dim=%d eps=%g "
+             "act=%d select_layer=%d keep_cls=%d", rc->clip.image_size, rc->clip.patch, rc->clip.width,
+             rc->clip.layers, rc->clip.heads, rc->clip.mlp_dim, (double)rc->clip.eps, (int)rc->clip.act,
+             rc->clip.select_layer, rc->clip.keep_cls);
+    if (ar_mkdir_parent(path) || !(r->fc = fc_open(path, FC_WRITE | FC_RECREATE)) ||
+        fc_encoder_id_params(&r->ps, "vision_model.", ctext, &r->enc_clip) ||
+        fc_add_encoder(r->fc, r->enc_clip, "clip_vit", ctext))
+        return ar_error_prefix("data.cache: ");
+    const int G = refs_image_tokens(r->refs), W = refs_clip_width(r->refs), A = refs_audio_dim(r->refs);
+    if (rc->use_audio) {
+        const imagebind_audio_cfg *a = &rc->audio;
+        snprintf(ctext, sizeof ctext, "imagebind_audio embed_dim=%d depth=%d heads=%d mlp_ratio=%d kernel=%d stride=%d "
+                 "n_mels=%d target_len=%d out_dim=%d logit_scale=%g", a->embed_dim, a->depth, a->heads, a->mlp_ratio,
+                 a->kernel, a->stride, a->n_mels, a->target_len, a->out_dim, (double)a->logit_scale);
+        if (fc_encoder_id_params(&r->ps, "modality_", ctext, &r->enc_audio) ||
+            fc_add_encoder(r->fc, r->enc_audio, "imagebind_audio", ctext))
+            return ar_error_prefix("data.cache: ");
+    }
+    const size_t B = (size_t)r->B, gw = (size_t)G * W, au = (size_t)REFS_AUDIO_CLIPS * (A ? A : 1);
+    const size_t in = r->clip_n > r->fbank_n ? r->clip_n : r->fbank_n, out = gw > au ? gw : au;
+    r->d_img_feat = k_malloc(B * gw * sizeof(float));
+    r->d_crop_feat = k_malloc(B * gw * sizeof(float));
+    r->d_aud_feat = k_malloc(B * au * sizeof(float));
+    r->d_scr_in = k_malloc(B * in * sizeof(float));
+    r->d_scr_out = k_malloc(B * out * sizeof(float));
+    r->h_feat = malloc(out * sizeof(float));
+    r->miss = malloc(B * sizeof(int));
+    if (!r->d_img_feat || !r->d_crop_feat || !r->d_aud_feat || !r->d_scr_in || !r->d_scr_out || !r->h_feat || !r->miss)
+        return ar_errorf("out of memory for the feature-cache buffers");
+    log_info("data.cache %s: CLIP %s%s", path, fc_hash_hex(r->enc_clip, ctext),
+             rc->use_audio ? " and ImageBind audio encoders declared" : " encoder declared");
+    return 0;
+}
+
+static void close_cache(run_t *r) {
+    if (r->fc) {
+        fc_stats st = fc_get_stats(r->fc);
+        log_info("data.cache %s: %lld hits, %lld misses (%lld stale, %lld corrupt), %lld entries written",
+                 fc_path(r->fc), (long long)st.hits, (long long)st.misses, (long long)st.stale, (long long)st.corrupt,
+                 (long long)st.puts);
+        if (fc_close(r->fc)) log_warn("%s", ar_error());
+        r->fc = NULL;
+    }
+    float *dv[] = {r->d_img_feat, r->d_crop_feat, r->d_aud_feat, r->d_scr_in, r->d_scr_out};
+    for (int i = 0; i < 5; i++) if (dv[i]) k_free(dv[i]);
+    free(r->h_feat); free(r->miss);
+}
+
 /* A fresh start replaces the previous run's checkpoints (every step_*.h5 and
  * leftover .tmp in <run_dir>/checkpoints, broken ones included). */
 static int remove_checkpoints(const char *run_dir) {
@@ -999,6 +1110,7 @@ static int find_checkpoint(run_t *r, char *path, size_t cap) {
 
 static void teardown(run_t *r) {
     free(r->tok); free(r->tgt);
+    close_cache(r);
     log_close(r->log);
     if (r->ar) anyref_free(r->ar);
     else llama_free(r->m);
@@ -1050,6 +1162,62 @@ out:
     return rc;
 }
 
+/* One input kind of one data file through the cache, B inputs at a time. */
+static int cache_fill(run_t *r, grounding_dataset *g, int which, int64_t rows, const char *what) {
+    const int audio = which == GDS_IN_FBANK;
+    const size_t per = audio ? r->fbank_n : r->clip_n;
+    float *host = malloc((size_t)r->B * per * sizeof(float));
+    const float **hp = malloc((size_t)r->B * sizeof(float *));
+    float *din = audio ? r->d_fbank : which == GDS_IN_CROP ? r->d_crop : r->d_clip;
+    float *dout = audio ? r->d_aud_feat : r->d_img_feat;
+    int rc = host && hp ? 0 : ar_errorf("out of memory");
+    ar_progress prog;
+    progress_start(&prog, rows, what);
+    for (int64_t i0 = 0; !rc && i0 < rows; i0 += r->B) {
+        const int n = rows - i0 < r->B ? (int)(rows - i0) : r->B;
+        for (int j = 0; j < n && !rc; j++) {
+            hp[j] = host + (size_t)j * per;
+            rc = gds_read_input(g, which, i0 + j, host + (size_t)j * per);
+        }
+        if (!rc) {
+            k_upload(din, host, (size_t)n * per * sizeof(float));
+            rc = cached_encode(r, audio, hp, n, din, dout);
+        }
+        progress_update(&prog, (long)(i0 + n), "");
+    }
+    progress_finish(&prog);
+    free(host); free(hp);
+    return rc;
+}
+
+int train_cache(const ar_config *cfg) {
+    run_t r;
+    memset(&r, 0, sizeof r);
+    int rc = -1;
+    if (setup(&r, cfg)) goto out;
+    if (!r.refs) { ar_errorf("anyref cache: nothing to cache: the config has no clip.image_size (model.kind = anyref, data.kind = grounding)"); goto out; }
+    if (!cfg_str(cfg, "data.cache")[0]) { ar_errorf("anyref cache: set data.cache (the cache file)"); goto out; }
+    if (open_cache(&r)) goto out;
+    grounding_dataset *files[2] = {r.data.gtrain, r.data.gval};
+    const char *names[2] = {"data.train", "data.val"};
+    for (int f = 0; f < 2; f++) {
+        if (!files[f]) continue;
+        gds_mm_info mm;
+        gds_mm(files[f], &mm);
+        char what[64];
+        snprintf(what, sizeof what, "%s images", names[f]);
+        if (cache_fill(&r, files[f], GDS_IN_CLIP, gds_images(files[f]), what)) goto out;
+        snprintf(what, sizeof what, "%s crops", names[f]);
+        if (mm.n_crops && cache_fill(&r, files[f], GDS_IN_CROP, mm.n_crops, what)) goto out;
+        snprintf(what, sizeof what, "%s audio", names[f]);
+        if (mm.n_audio && r.rcfg.use_audio && cache_fill(&r, files[f], GDS_IN_FBANK, mm.n_audio, what)) goto out;
+    }
+    rc = 0;
+out:
+    teardown(&r);
+    return rc;
+}
+
 int train_run(const ar_config *cfg) {
     run_t r;
     memset(&r, 0, sizeof r);
@@ -1065,7 +1233,7 @@ int train_run(const ar_config *cfg) {
         if (ckpt_state_set_config(&r.st, text)) { free(text); goto done; }
         free(text);
     }
-    if (!(r.log = log_open(r.metrics))) goto done;
+    if (!(r.log = log_open(r.metrics)) || open_cache(&r)) goto done;
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
              params_numel(&r.ps, 0), params_numel(&r.ps, 1));

@@ -14,6 +14,11 @@ extern const cfg_key train_schema[];
 extern const int train_schema_len;
 /* Runs the training described by cfg; 0 on success, -1 + ar_error. */
 int train_run(const ar_config *cfg);
+/* `anyref cache`: the frozen CLIP / ImageBind outputs of every image, crop and
+ * audio of data.train and data.val into the feature cache data.cache
+ * (data/feature_cache.h); entries already there (same inputs, same encoder
+ * weights and settings) are kept. Training with data.cache then reads them. */
+int train_cache(const ar_config *cfg);
 /* `anyref export-peft`: the checkpoint (train.resume = PATH, else the newest
  * in run.dir) as a PEFT adapter directory (checkpoints/peft.h). */
 int train_export_peft(const ar_config *cfg, const char *out_dir);
