@@ -25,7 +25,11 @@ struct grounding_dataset {
     int T_cur;                                  /* sequence length of the read in progress */
     /* images and references (gds_mm_info) */
     gds_mm_info mm;
-    hid_t clip, crops, fbank;                   /* optional datasets, -1 if absent */
+    hid_t clip, crops, fbank, sam;              /* optional datasets, -1 if absent */
+    size_t sam_n;                               /* floats per SAM input */
+    int use_sam;                                /* gds_use_sam_pixels */
+    float *sam_buf;                             /* [B, sam_n] */
+    const float **sam_ptr;
     int *ref_kind, *ref_index;                  /* [N] */
     float *ref_box;                             /* [4N] */
     size_t clip_n, ref_n;                       /* floats per CLIP input, per reference input */
@@ -183,6 +187,7 @@ static int open_mm(grounding_dataset *g) {
     return 0;
 }
 
+static int open_rest(grounding_dataset *g);
 static int open_parts(grounding_dataset *g, int C, int H, int W) {
     /* the token reader holds the same file open with a strong close degree;
      * HDF5 refuses a second open of one file with another degree */
@@ -194,8 +199,20 @@ static int open_parts(grounding_dataset *g, int C, int H, int W) {
     g->f = H5Fopen(g->path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (g->f < 0) return fail(g, "file", "cannot open", h5_detail());
-    /* /image_embeddings [M, C, H, W] */
-    if (H5Lexists(g->f, "image_embeddings", H5P_DEFAULT) <= 0) return fail(g, "image_embeddings", "missing", NULL);
+    /* /sam_pixels [M, 3, S, S] (optional), /image_embeddings [M, C, H, W] */
+    int st[3] = {3, 0, 0};
+    int64_t srows = 0;
+    if (open_floats(g, "sam_pixels", 3, st, &srows, &g->sam)) return -1;
+    if (g->sam >= 0) {
+        if (st[1] != st[2]) return fail(g, "sam_pixels", "expected square inputs [M, 3, S, S]", NULL);
+        g->mm.sam_S = st[1];
+        g->sam_n = (size_t)3 * st[1] * st[1];
+    }
+    if (H5Lexists(g->f, "image_embeddings", H5P_DEFAULT) <= 0) {
+        if (g->sam < 0) return fail(g, "image_embeddings", "missing (and no /sam_pixels for the SAM image encoder)", NULL);
+        g->m = srows;
+        return open_rest(g);
+    }
     g->emb = H5Dopen2(g->f, "image_embeddings", H5P_DEFAULT);
     if (g->emb < 0) return fail(g, "image_embeddings", "cannot open", h5_detail());
     hid_t sp = H5Dget_space(g->emb), ty = H5Dget_type(g->emb);
@@ -213,6 +230,15 @@ static int open_parts(grounding_dataset *g, int C, int H, int W) {
         return fail(g, "image_embeddings", msg, NULL);
     }
     g->m = (int64_t)d[0];
+    if (g->sam >= 0 && srows != g->m) return fail(g, "sam_pixels", "must have one row per row of /image_embeddings", NULL);
+    return open_rest(g);
+}
+
+/* Everything after the images: masks, per-row arrays, attributes, the
+ * optional image and reference part. */
+static int open_rest(grounding_dataset *g) {
+    hid_t sp, ty;
+    int nd;
     /* /masks [K] */
     if (H5Lexists(g->f, "masks", H5P_DEFAULT) <= 0) return fail(g, "masks", "missing", NULL);
     hid_t md = H5Dopen2(g->f, "masks", H5P_DEFAULT);
@@ -253,7 +279,7 @@ grounding_dataset *gds_open(const char *path, int vocab, int C, int H, int W) {
     grounding_dataset *g = calloc(1, sizeof *g);
     if (!g) { ar_errorf("out of memory"); return NULL; }
     snprintf(g->path, sizeof g->path, "%s", path);
-    g->f = g->emb = g->clip = g->crops = g->fbank = -1;
+    g->f = g->emb = g->clip = g->crops = g->fbank = g->sam = -1;
     if (!(g->tds = tds_open(path, vocab))) { free(g); return NULL; }
     g->n = tds_rows(g->tds);
     g->T = tds_seq_len(g->tds);
@@ -283,6 +309,8 @@ void gds_close(grounding_dataset *g) {
     if (g->clip >= 0) H5Dclose(g->clip);
     if (g->crops >= 0) H5Dclose(g->crops);
     if (g->fbank >= 0) H5Dclose(g->fbank);
+    if (g->sam >= 0) H5Dclose(g->sam);
+    free(g->sam_buf); free(g->sam_ptr);
     free(g->ref_kind); free(g->ref_index); free(g->ref_box); free(g->clip_buf); free(g->ref_buf);
     free(g->slot_ref_kind); free(g->slot_has_clip); free(g->slot_box); free(g->clip_ptr); free(g->ref_ptr);
     if (g->f >= 0) H5Fclose(g->f);
@@ -299,6 +327,14 @@ int gds_seg_token(const grounding_dataset *g) { return g->seg_attr; }
 void gds_mm(const grounding_dataset *g, gds_mm_info *out) { *out = g->mm; }
 void gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx) { g->hook = hook; g->hook_ctx = ctx; }
 int64_t gds_images(const grounding_dataset *g) { return g->m; }
+
+int gds_use_sam_pixels(grounding_dataset *g, int on) {
+    if (on && g->sam < 0) return ar_errorf("grounding dataset %s: no /sam_pixels for the SAM image encoder", g->path);
+    if (!on && g->emb < 0)
+        return ar_errorf("grounding dataset %s: no /image_embeddings: set the SAM image encoder (sam_encoder.model)", g->path);
+    g->use_sam = on;
+    return 0;
+}
 
 void gds_limits(const grounding_dataset *g, int *max_h, int *max_w, int *max_masks) {
     if (max_h) *max_h = g->lim_h;
@@ -333,6 +369,10 @@ int gds_configure(grounding_dataset *g, int seg_token, int B, int max_h, int max
     g->slot_has_clip = calloc(B, sizeof(int));
     g->slot_box = calloc((size_t)4 * B, sizeof(float));
     g->clip_ptr = calloc(B, sizeof(float *));
+    free(g->sam_buf); free(g->sam_ptr);
+    g->sam_buf = g->use_sam ? malloc((size_t)B * g->sam_n * sizeof(float)) : NULL;
+    g->sam_ptr = calloc(B, sizeof(float *));
+    if ((g->use_sam && !g->sam_buf) || !g->sam_ptr) return ar_errorf("grounding dataset %s: out of memory for SAM inputs", g->path);
     g->ref_ptr = calloc(B, sizeof(float *));
     if (!g->img_buf || !g->mask_buf || !g->bytes || !g->slot_row_masks || !g->slot_has_img || !g->img || !g->masks ||
         !g->orig_hw || !g->mask_hw || !g->mask_sample || !g->clip_buf || !g->ref_buf || !g->slot_ref_kind ||
@@ -454,7 +494,9 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
     h5_quiet q;
     h5_quiet_begin(&q);
     int rc = 0;
-    if (idx >= 0) {
+    if (idx >= 0 && g->use_sam) {
+        rc = read_row_floats(g, g->sam, "sam_pixels", idx, g->sam_buf + (size_t)slot * g->sam_n, g->sam_n);
+    } else if (idx >= 0) {
         const size_t chw = (size_t)g->C * g->H * g->W;
         hsize_t start[4] = {(hsize_t)idx, 0, 0, 0}, cnt4[4] = {1, (hsize_t)g->C, (hsize_t)g->H, (hsize_t)g->W};
         hid_t fs = H5Dget_space(g->emb), ms = H5Screate_simple(4, cnt4, NULL);
@@ -491,12 +533,15 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
 }
 
 int gds_read_input(grounding_dataset *g, int which, int64_t row, float *out) {
-    hid_t d = which == GDS_IN_CLIP ? g->clip : which == GDS_IN_CROP ? g->crops : g->fbank;
-    const int64_t rows = which == GDS_IN_CLIP ? g->m : which == GDS_IN_CROP ? g->mm.n_crops : g->mm.n_audio;
-    const char *name = which == GDS_IN_CLIP ? "clip_pixels" : which == GDS_IN_CROP ? "crop_pixels" : "audio_fbank";
+    hid_t d = which == GDS_IN_CLIP ? g->clip : which == GDS_IN_CROP ? g->crops : which == GDS_IN_SAM ? g->sam : g->fbank;
+    const int64_t rows = which == GDS_IN_CLIP || which == GDS_IN_SAM ? g->m
+                         : which == GDS_IN_CROP ? g->mm.n_crops : g->mm.n_audio;
+    const char *name = which == GDS_IN_CLIP ? "clip_pixels" : which == GDS_IN_CROP ? "crop_pixels"
+                       : which == GDS_IN_SAM ? "sam_pixels" : "audio_fbank";
     if (d < 0 || row < 0 || row >= rows)
         return ar_errorf("grounding dataset %s: %s row %lld does not exist", g->path, name, (long long)row);
-    const size_t n = which == GDS_IN_FBANK ? (size_t)3 * g->mm.fbank_h * g->mm.fbank_w : g->clip_n;
+    const size_t n = which == GDS_IN_FBANK ? (size_t)3 * g->mm.fbank_h * g->mm.fbank_w
+                     : which == GDS_IN_SAM ? g->sam_n : g->clip_n;
     h5_quiet q;
     h5_quiet_begin(&q);
     int rc = read_row_floats(g, d, name, row, out, n);
@@ -514,7 +559,8 @@ void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out) {
     const size_t cap = (size_t)g->max_h * g->max_w, chw = (size_t)g->C * g->H * g->W;
     int k = 0;
     for (int b = 0; b < nslots; b++) {
-        g->img[b] = g->slot_has_img[b] ? g->img_buf + (size_t)b * chw : NULL;
+        g->img[b] = g->slot_has_img[b] && !g->use_sam ? g->img_buf + (size_t)b * chw : NULL;
+        g->sam_ptr[b] = g->slot_has_img[b] && g->use_sam ? g->sam_buf + (size_t)b * g->sam_n : NULL;
         for (int j = 0; j < g->slot_row_masks[b]; j++, k++) {
             g->masks[k] = g->mask_buf + ((size_t)b * pm + j) * cap;
             g->mask_sample[k] = b;
@@ -533,6 +579,7 @@ void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out) {
                             ? g->ref_buf + (size_t)b * g->ref_n : NULL;
     }
     out->clip = g->clip_ptr;
+    out->sam_pixels = g->sam_ptr;
     out->ref_kind = g->slot_ref_kind;
     out->ref_box = g->slot_box;
     out->ref_data = g->ref_ptr;
@@ -583,6 +630,10 @@ static int put_attr(hid_t f, const char *name, int v) {
 
 static int put_mm(hid_t f, const gds_mm_data *mm, int64_t N, int64_t M) {
     const hsize_t S = (hsize_t)mm->S;
+    if (mm->sam_pixels) {
+        hsize_t d[4] = {(hsize_t)M, 3, (hsize_t)mm->sam_S, (hsize_t)mm->sam_S};
+        if (put(f, "sam_pixels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, d, mm->sam_pixels)) return -1;
+    }
     if (mm->clip_pixels) {
         hsize_t d[4] = {(hsize_t)M, 3, S, S};
         if (put(f, "clip_pixels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, d, mm->clip_pixels)) return -1;
@@ -630,7 +681,7 @@ int gds_write(const char *path, const int *ids, const int *labels, int64_t N, in
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f >= 0) {
         hsize_t de[4] = {(hsize_t)M, (hsize_t)C, (hsize_t)H, (hsize_t)W}, dn[2] = {(hsize_t)N, 2}, dk = (hsize_t)K;
-        rc = put(f, "image_embeddings", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, de, emb) ||
+        rc = (emb && put(f, "image_embeddings", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, de, emb)) ||
              put(f, "image_index", H5T_STD_I32LE, H5T_NATIVE_INT, 1, dn, image_index) ||
              put(f, "orig_size", H5T_STD_I32LE, H5T_NATIVE_INT, 2, dn, orig_hw) ||
              (mask_hw && put(f, "mask_size", H5T_STD_I32LE, H5T_NATIVE_INT, 2, dn, mask_hw)) ||

@@ -12,7 +12,12 @@
  *   /input_ids, /labels [N, T] int32, optional /attention_mask, attributes
  *                   vocab_size and pad_id: exactly as data/token_dataset.h.
  *   /image_embeddings  float [M, C, H, W]  SAM image embeddings (float32 or
- *                   float64 on disk; read as float32). M >= 1.
+ *                   float64 on disk; read as float32). M >= 1. Optional when
+ *                   /sam_pixels is present.
+ *   /sam_pixels     float [M, 3, S, S]  optional: the SAM image encoder's input
+ *                   (normalised, padded; model/sam_image_encoder.h); with
+ *                   gds_use_sam_pixels the reader returns these instead of
+ *                   the embeddings and the trainer runs the encoder.
  *   /image_index    int32 [N]     row of /image_embeddings of sample i, or -1
  *                                 (no image: allowed only without [SEG]).
  *   /orig_size      int32 [N, 2]  (H0, W0): the original image size, which
@@ -87,6 +92,7 @@ typedef struct {
     const int *ref_kind;        /* [B] -1, GDS_REF_BOX, _CROP, _AUDIO */
     const float *ref_box;       /* [4B] */
     const float **ref_data;     /* [B] crop pixels [3*S*S] or fbank [3*H*W] */
+    const float **sam_pixels;   /* [B] SAM inputs (gds_use_sam_pixels), else NULL */
 } gds_batch;
 
 enum { GDS_REF_NONE = -1, GDS_REF_BOX = 0, GDS_REF_CROP = 1, GDS_REF_AUDIO = 2 };
@@ -94,6 +100,7 @@ enum { GDS_REF_NONE = -1, GDS_REF_BOX = 0, GDS_REF_CROP = 1, GDS_REF_AUDIO = 2 }
 /* What the file holds besides tokens, masks and SAM embeddings. */
 typedef struct {
     int clip_S;                 /* CLIP input side, 0 without /clip_pixels */
+    int sam_S;                  /* SAM input side, 0 without /sam_pixels */
     int64_t n_crops, n_audio;   /* rows of /crop_pixels, /audio_fbank */
     int fbank_h, fbank_w;
     int has_refs;               /* /ref_kind present */
@@ -105,7 +112,7 @@ int64_t gds_images(const grounding_dataset *g);
 /* One encoder input by its own row (the feature cache fills from these):
  * GDS_IN_CLIP row of /clip_pixels, GDS_IN_CROP of /crop_pixels ([3*S*S]),
  * GDS_IN_FBANK of /audio_fbank ([3*H*W]). 0, or -1 + ar_error. */
-enum { GDS_IN_CLIP, GDS_IN_CROP, GDS_IN_FBANK };
+enum { GDS_IN_CLIP, GDS_IN_CROP, GDS_IN_FBANK, GDS_IN_SAM };
 int gds_read_input(grounding_dataset *g, int which, int64_t row, float *out);
 
 /* A caller's extra check of a row, after the file's own (e.g. that it still
@@ -128,6 +135,10 @@ void    gds_limits(const grounding_dataset *g, int *max_h, int *max_w, int *max_
 /* Fixes what the reader accepts: the [SEG] id, the batch size, and the largest
  * size (rows above it are broken). Must precede reading. 0, or -1 + ar_error. */
 int     gds_configure(grounding_dataset *g, int seg_token, int B, int max_h, int max_w);
+/* Read SAM inputs (/sam_pixels) instead of the stored embeddings: the batch's
+ * img[] are NULL and sam_pixels[] hold them. Before gds_configure. 0, or -1 +
+ * ar_error (no such dataset; or off without /image_embeddings). */
+int     gds_use_sam_pixels(grounding_dataset *g, int on);
 /* Optional: a row hook (NULL: none). */
 void    gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx);
 
@@ -143,6 +154,8 @@ void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out);
 /* The optional image/reference part for gds_write (NULL pointers and ids < 0
  * are left out). */
 typedef struct {
+    int sam_S;                      /* SAM input side (with sam_pixels) */
+    const float *sam_pixels;        /* [M, 3, sam_S, sam_S]; emb may then be NULL */
     int S;                          /* CLIP input side */
     const float *clip_pixels;       /* [M, 3, S, S] */
     const int *ref_kind, *ref_index;/* [N] */

@@ -58,10 +58,12 @@ int planted_write(const char *path, const planted_cfg *c) {
     float *fb = audio ? malloc((size_t)N * fn * sizeof(float)) : NULL;
     float *box = calloc((size_t)N * 4, sizeof(float));
     int *rkind = malloc((size_t)N * sizeof(int)), *rindex = malloc((size_t)N * sizeof(int));
+    const size_t sn = c->sam_pixels ? (size_t)3 * S * S : 0;
+    float *sam = sn ? malloc((size_t)N * sn * sizeof(float)) : NULL;
     int64_t ncrop = 0, naudio = 0;
     int rc = -1;
     if (!ids || !lab || !idx || !ohw || !mhw || !cnt || !emb || !masks || !box || !rkind || !rindex ||
-        (mmode && (!clip || !crops)) || (audio && !fb)) {
+        (mmode && (!clip || !crops)) || (audio && !fb) || (sn && !sam)) {
         ar_errorf("planted: out of memory");
         goto out;
     }
@@ -71,6 +73,7 @@ int planted_write(const char *path, const planted_cfg *c) {
     for (int64_t i = 0; i < N; i++) {
         float *e = emb + (size_t)i * chw;
         rng_fill_normal(&r, e, chw, 0.0f, 1.0f);
+        if (sam) rng_fill_normal(&r, sam + (size_t)i * sn, sn, 0.0f, 1.0f);
         idx[i] = (int)i;
         int H0 = S / 2 + (int)rng_below(&r, (uint64_t)(S - S / 2 + 1));
         int W0 = S / 2 + (int)rng_below(&r, (uint64_t)(S - S / 2 + 1));
@@ -131,15 +134,20 @@ int planted_write(const char *path, const planted_cfg *c) {
         }
     }
 #undef REFPAIR
-    gds_mm_data mm = {.S = c->clip_S, .clip_pixels = clip, .ref_kind = rkind, .ref_index = rindex, .ref_box = box,
+    gds_mm_data mm = {.sam_S = S, .sam_pixels = sam, .S = c->clip_S, .clip_pixels = clip, .ref_kind = rkind, .ref_index = rindex, .ref_box = box,
                       .n_crops = ncrop, .crop_pixels = crops, .n_audio = naudio, .fbank_h = c->fbank_h,
                       .fbank_w = c->fbank_w, .fbank = fb, .image_token = IMG, .im_start = IM_S, .im_end = IM_E,
                       .ref_start = REF_S, .ref_end = REF_E, .audio_start = audio ? AU_S : -1, .audio_end = audio ? AU_E : -1};
+    if (!mmode) {   /* only the SAM inputs: no reference datasets or markers */
+        gds_mm_data only = {.sam_S = S, .sam_pixels = sam, .image_token = -1, .im_start = -1, .im_end = -1,
+                            .ref_start = -1, .ref_end = -1, .audio_start = -1, .audio_end = -1};
+        mm = only;
+    }
     rc = gds_write(path, ids, lab, N, T, V, 0, PLANTED_SEG, emb, N, c->C, c->G, c->G, idx, ohw, mhw, cnt, masks,
-                   mmode ? &mm : NULL);
+                   mmode || sam ? &mm : NULL);
 out:
     free(ids); free(lab); free(idx); free(ohw); free(mhw); free(cnt); free(emb); free(masks);
-    free(clip); free(crops); free(fb); free(box); free(rkind); free(rindex);
+    free(clip); free(crops); free(fb); free(box); free(rkind); free(rindex); free(sam);
     return rc;
 }
 
@@ -155,13 +163,14 @@ static int parse_i64(const char *s, long long lo, long long hi, long long *v) {
 int planted_main(int argc, char **argv) {
     const char *out = NULL;
     long long seed = 1, dim = 32, grid = 8, objs = 4, ntrain = 512, nval = 64, clipS = 0;
-    int fh = 0, fw = 0;
+    int fh = 0, fw = 0, sam = 0;
     struct { const char *name; long long *v; long long lo, hi; } opt[] = {
         {"--seed", &seed, 0, LLONG_MAX}, {"--dim", &dim, 1, 4096}, {"--grid", &grid, 1, 256},
         {"--objects", &objs, 1, 4096}, {"--train", &ntrain, 1, 100000000}, {"--val", &nval, 0, 100000000},
         {"--clip", &clipS, 0, 4096}};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) { out = argv[++i]; continue; }
+        if (!strcmp(argv[i], "--sam")) { sam = 1; continue; }
         if (!strcmp(argv[i], "--fbank") && i + 1 < argc) {
             if (sscanf(argv[++i], "%dx%d", &fh, &fw) != 2 || fh < 1 || fw < 1 || fh > 4096 || fw > 4096) {
                 fprintf(stderr, "anyref data planted: --fbank needs HxW, e.g. 128x204\n");
@@ -182,7 +191,7 @@ int planted_main(int argc, char **argv) {
         if (!hit) {
             fprintf(stderr, "anyref data planted: unknown argument '%s'\n"
                             "usage: anyref data planted --out DIR [--seed N] [--dim C] [--grid G] [--objects K] "
-                            "[--train N] [--val N] [--clip S] [--fbank HxW]\n", argv[i]);
+                            "[--train N] [--val N] [--clip S] [--fbank HxW] [--sam]\n", argv[i]);
             return 2;
         }
     }
@@ -190,7 +199,7 @@ int planted_main(int argc, char **argv) {
     char p[4096];
     if ((fh || fw) && !clipS) { fprintf(stderr, "anyref data planted: --fbank needs --clip\n"); return 2; }
     planted_cfg c = {.C = (int)dim, .G = (int)grid, .K = (int)objs, .n = ntrain, .seed = (uint64_t)seed,
-                     .clip_S = (int)clipS, .fbank_h = fh, .fbank_w = fw};
+                     .clip_S = (int)clipS, .fbank_h = fh, .fbank_w = fw, .sam_pixels = sam};
     snprintf(p, sizeof p, "%s/train.h5", out);
     if (planted_write(p, &c)) { log_error("%s", ar_error()); return 1; }
     log_info("planted: %lld training samples (embeddings %lld x %lld x %lld, %lld objects) -> %s", ntrain, dim, grid,

@@ -44,12 +44,15 @@ typedef struct {
     uint64_t seed;
     int clip_S;           /* > 0: CLIP inputs and references (above) */
     int fbank_h, fbank_w; /* > 0 with clip_S: audio references too */
+    int sam_pixels;       /* 1: also random SAM encoder inputs [3, 16G, 16G] per image
+                             (/sam_pixels: exercises sam_encoder.*; the masks stay
+                             defined by the stored embeddings) */
 } planted_cfg;
 
 /* Writes one file. 0, or -1 + ar_error. */
 int planted_write(const char *path, const planted_cfg *c);
 /* `anyref data planted --out DIR [--seed N] [--dim C] [--grid G] [--objects K]
- *  [--train N] [--val N] [--clip S] [--fbank HxW]`: DIR/train.h5 and DIR/val.h5. argv[0] is "planted".
+ *  [--train N] [--val N] [--clip S] [--fbank HxW] [--sam]`: DIR/train.h5 and DIR/val.h5. argv[0] is "planted".
  * Returns the exit status (0, 1 error, 2 usage). */
 int planted_main(int argc, char **argv);
 #endif

@@ -26,6 +26,7 @@
 #include "model/llama.h"
 #include "model/anyref.h"
 #include "model/references.h"
+#include "model/sam_image_encoder.h"
 #include "optim/optim.h"
 #include <dirent.h>
 #include <errno.h>
@@ -61,6 +62,15 @@ const cfg_key train_schema[] = {
     {"sam.iou_hidden", CFG_INT, "256", "anyref: IoU-head hidden width"},
     {"sam.trainable", CFG_STRING, "anyref", "anyref: trainable mask-decoder parts: anyref (mask tokens, upscaling, hypernetworks) | lisa (whole decoder) | none"},
     {"sam.init", CFG_STRING, "", "anyref: SAM weights (.safetensors with prompt_encoder.* and mask_decoder.*; empty: random)"},
+    {"sam_encoder.model", CFG_STRING, "none", "anyref: run the SAM image encoder on the data's /sam_pixels: none (use /image_embeddings) | vit_b | vit_l | vit_h | custom"},
+    {"sam_encoder.img_size", CFG_INT, "1024", "anyref, custom: encoder input side"},
+    {"sam_encoder.patch", CFG_INT, "16", "anyref, custom: patch size (img_size / patch = sam.grid)"},
+    {"sam_encoder.dim", CFG_INT, "768", "anyref, custom: ViT width"},
+    {"sam_encoder.depth", CFG_INT, "12", "anyref, custom: ViT blocks"},
+    {"sam_encoder.heads", CFG_INT, "12", "anyref, custom: attention heads"},
+    {"sam_encoder.window", CFG_INT, "14", "anyref, custom: window size of the windowed blocks"},
+    {"sam_encoder.global", CFG_STRING, "2,5,8,11", "anyref, custom: blocks with global attention"},
+    {"sam_encoder.init", CFG_STRING, "", "anyref: SAM image-encoder weights (.safetensors, image_encoder.*; empty: random)"},
     {"clip.image_size", CFG_INT, "0", "anyref: CLIP input side (0: no images or references as tokens; 224 for ViT-L/14)"},
     {"clip.patch", CFG_INT, "14", "anyref: CLIP patch size"},
     {"clip.width", CFG_INT, "1024", "anyref: CLIP width"},
@@ -116,7 +126,7 @@ const cfg_key train_schema[] = {
     {"data.tokenizer", CFG_STRING, "", "conversations: tokenizer.model or tokenizer.json"},
     {"data.template", CFG_STRING, "llava_v1", "conversations: llava_v1 | vicuna_v1_1"},
     {"data.add_tokens", CFG_STRING, "", "conversations: added tokens, comma separated (e.g. [SEG]), whitespace around them stripped as transformers 4.31 did"},
-    {"data.cache", CFG_STRING, "", "grounding with clip.*: feature cache file for the frozen CLIP / ImageBind outputs (HDF5; empty: off; fill it ahead with `anyref cache`)"},
+    {"data.cache", CFG_STRING, "", "grounding with sam_encoder.* or clip.*: feature cache file for the frozen SAM / CLIP / ImageBind outputs (HDF5; empty: off; fill it ahead with `anyref cache`)"},
     {"data.task", CFG_STRING, "reverse", "synthetic: reverse | copy | sort"},
     {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
     {"data.base", CFG_INT, "10", "synthetic: distinct digit tokens"},
@@ -284,9 +294,15 @@ typedef struct {
     int *slot_img;
     refs_markers mk;
     int *sp_tok, *sp_lab, *lab;   /* host splice scratch [T], [T], [Tf] */
+    /* the SAM image encoder (sam_encoder.model) */
+    sam_encoder_cfg scfg;
+    sam_image_encoder *senc;
+    int use_senc;
+    size_t sam_n;
+    float *d_sam_in;
     /* the feature cache (data.cache) */
     fc_cache *fc;
-    fc_hash enc_clip, enc_audio;
+    fc_hash enc_clip, enc_audio, enc_sam;
     float *d_img_feat, *d_crop_feat, *d_aud_feat, *d_scr_in, *d_scr_out, *h_feat;
     int *miss;
 } run_t;
@@ -354,21 +370,50 @@ static int splice_sample(run_t *r, int b, int image_row, const refs_ref *rf, int
     return 0;
 }
 
-/* The frozen encoder's outputs for n inputs through the feature cache:
- * host_in[i] (hashed: the key) is also at d_in + i * per_in (backend);
- * d_out [n, per_out] receives each output, from the cache when it holds it,
- * else computed (only the misses, in one batch) and stored. audio: ImageBind
- * on 3 clips per input, else CLIP. 0, or -1 + ar_error. */
-static int cached_encode(run_t *r, int audio, const float *const *host_in, int n, const float *d_in, float *d_out) {
-    const size_t per_in = audio ? r->fbank_n : r->clip_n;
-    const int G = refs_image_tokens(r->refs), W = refs_clip_width(r->refs), A = refs_audio_dim(r->refs);
-    const int shape[2] = {audio ? REFS_AUDIO_CLIPS : G, audio ? A : W};
-    const size_t per_out = (size_t)shape[0] * shape[1];
-    const fc_hash enc = audio ? r->enc_audio : r->enc_clip;
+/* The frozen encoders the trainer runs (and caches). */
+enum { ENC_CLIP, ENC_AUDIO, ENC_SAM };
+
+/* Input and output sizes of encoder `e` per input; shape of one output. */
+static void enc_sizes(const run_t *r, int e, size_t *per_in, int *shape, int *ndim) {
+    if (e == ENC_SAM) {
+        *per_in = r->sam_n;
+        shape[0] = r->ac.dec.dim; shape[1] = r->ac.dec.H; shape[2] = r->ac.dec.W; *ndim = 3;
+    } else if (e == ENC_AUDIO) {
+        *per_in = r->fbank_n;
+        shape[0] = REFS_AUDIO_CLIPS; shape[1] = refs_audio_dim(r->refs); *ndim = 2;
+    } else {
+        *per_in = r->clip_n;
+        shape[0] = refs_image_tokens(r->refs); shape[1] = refs_clip_width(r->refs); *ndim = 2;
+    }
+}
+
+/* Runs encoder e on n inputs in[n, per_in] into out[n, per_out] (backend). */
+static int enc_run(run_t *r, int e, const float *in, int n, float *out, size_t per_out) {
+    if (e == ENC_AUDIO) return refs_encode_audio(r->refs, in, n * REFS_AUDIO_CLIPS, out);
+    if (e == ENC_CLIP) return refs_encode_images(r->refs, in, n, out);
+    const float *f = sam_encoder_forward(r->senc, in, n);
+    if (!f) return -1;
+    k_copy(out, f, (size_t)n * per_out * sizeof(float));
+    return 0;
+}
+
+/* The frozen encoder's outputs for n inputs, through the feature cache when
+ * data.cache is set: host_in[i] (hashed: the key) is also at d_in + i * per_in
+ * (backend); d_out [n, per_out] receives each output, from the cache when it
+ * holds it, else computed (only the misses, in one batch) and stored.
+ * 0, or -1 + ar_error. */
+static int cached_encode(run_t *r, int e, const float *const *host_in, int n, const float *d_in, float *d_out) {
+    size_t per_in;
+    int shape[3], ndim;
+    enc_sizes(r, e, &per_in, shape, &ndim);
+    size_t per_out = 1;
+    for (int i = 0; i < ndim; i++) per_out *= (size_t)shape[i];
+    if (!r->fc) return enc_run(r, e, d_in, n, d_out, per_out);
+    const fc_hash enc = e == ENC_AUDIO ? r->enc_audio : e == ENC_SAM ? r->enc_sam : r->enc_clip;
     int nm = 0;
     for (int i = 0; i < n; i++) {
         fc_hash key = fc_key_of(host_in[i], per_in * sizeof(float));
-        int rc = fc_get(r->fc, enc, key, shape, 2, r->h_feat);
+        int rc = fc_get(r->fc, enc, key, shape, ndim, r->h_feat);
         if (rc < 0) return -1;
         if (rc == 1) k_upload(d_out + (size_t)i * per_out, r->h_feat, per_out * sizeof(float));
         else r->miss[nm++] = i;
@@ -376,14 +421,12 @@ static int cached_encode(run_t *r, int audio, const float *const *host_in, int n
     if (!nm) return 0;
     for (int j = 0; j < nm; j++)
         k_copy(r->d_scr_in + (size_t)j * per_in, d_in + (size_t)r->miss[j] * per_in, per_in * sizeof(float));
-    if (audio ? refs_encode_audio(r->refs, r->d_scr_in, nm * REFS_AUDIO_CLIPS, r->d_scr_out)
-              : refs_encode_images(r->refs, r->d_scr_in, nm, r->d_scr_out))
-        return -1;
+    if (enc_run(r, e, r->d_scr_in, nm, r->d_scr_out, per_out)) return -1;
     for (int j = 0; j < nm; j++) {
         const int i = r->miss[j];
         k_copy(d_out + (size_t)i * per_out, r->d_scr_out + (size_t)j * per_out, per_out * sizeof(float));
         k_download(r->h_feat, r->d_scr_out + (size_t)j * per_out, per_out * sizeof(float));
-        if (fc_put(r->fc, enc, fc_key_of(host_in[i], per_in * sizeof(float)), r->h_feat, shape, 2))
+        if (fc_put(r->fc, enc, fc_key_of(host_in[i], per_in * sizeof(float)), r->h_feat, shape, ndim))
             log_warn("feature cache: %s (continuing without storing this entry)", ar_error());
     }
     return 0;
@@ -419,9 +462,9 @@ static int prepare_refs(run_t *r, const gds_batch *gb, anyref_batch *in) {
     refs_batch rb = {.n_images = nI, .pixels = r->d_clip, .n_boxes = nB, .boxes = r->d_boxes, .n_crops = nC,
                      .crop_pixels = r->d_crop, .n_audio = nA, .fbank = r->d_fbank};
     if (r->fc) {   /* the frozen outputs through the feature cache */
-        if ((nI && cached_encode(r, 0, hin_img, nI, r->d_clip, r->d_img_feat)) ||
-            (nC && cached_encode(r, 0, hin_crop, nC, r->d_crop, r->d_crop_feat)) ||
-            (nA && cached_encode(r, 1, hin_aud, nA, r->d_fbank, r->d_aud_feat)))
+        if ((nI && cached_encode(r, ENC_CLIP, hin_img, nI, r->d_clip, r->d_img_feat)) ||
+            (nC && cached_encode(r, ENC_CLIP, hin_crop, nC, r->d_crop, r->d_crop_feat)) ||
+            (nA && cached_encode(r, ENC_AUDIO, hin_aud, nA, r->d_fbank, r->d_aud_feat)))
             return -1;
         rb.image_clip = r->d_img_feat;
         rb.crop_clip = r->d_crop_feat;
@@ -455,6 +498,18 @@ static int prepare_refs(run_t *r, const gds_batch *gb, anyref_batch *in) {
 static int upload_batch(run_t *r, const gds_batch *gb, anyref_batch *in) {
     memset(in, 0, sizeof *in);
     for (int b = 0; b < r->B; b++) r->img_ptr[b] = NULL;
+    if (r->use_senc) {   /* SAM image embeddings by the encoder (through the cache) */
+        const float *hin[gb->B > 0 ? gb->B : 1];
+        int slot[gb->B > 0 ? gb->B : 1], n = 0;
+        for (int b = 0; b < gb->B; b++) {
+            if (!gb->sam_pixels[b]) continue;
+            k_upload(r->d_sam_in + (size_t)n * r->sam_n, gb->sam_pixels[b], r->sam_n * sizeof(float));
+            hin[n] = gb->sam_pixels[b];
+            slot[n++] = b;
+        }
+        if (n && cached_encode(r, ENC_SAM, hin, n, r->d_sam_in, r->d_img)) return -1;
+        for (int j = 0; j < n; j++) r->img_ptr[slot[j]] = r->d_img + (size_t)j * r->chw;
+    }
     for (int b = 0; b < gb->B; b++) {
         if (!gb->img[b]) continue;
         k_upload(r->d_img + (size_t)b * r->chw, gb->img[b], r->chw * sizeof(float));
@@ -743,6 +798,7 @@ static int load_init(run_t *r, const char *path) {
 }
 
 static int is_sam_name(const char *n) { return !strncmp(n, "prompt_encoder.", 15) || !strncmp(n, "mask_decoder.", 13); }
+static int is_sam_enc_name(const char *n) { return !strncmp(n, "image_encoder.", 14); }
 static int is_clip_name(const char *n) { return !strncmp(n, "vision_model.", 13) || !strncmp(n, "model.mm_projector.", 19); }
 static int is_audio_name(const char *n) {
     return !strncmp(n, "modality_", 9) || !strncmp(n, "model.audio_projector.", 22);
@@ -832,6 +888,51 @@ static int refs_setup(run_t *r, const ar_config *cfg) {
     return 1;   /* refs in use */
 }
 
+/* sam_encoder.model != none: the SAM image encoder computes the image
+ * embeddings from the data's /sam_pixels. */
+static int senc_setup(run_t *r, const ar_config *cfg) {
+    const char *m = cfg_str(cfg, "sam_encoder.model");
+    if (!strcmp(m, "none")) return 0;
+    sam_encoder_cfg *e = &r->scfg;
+    if (!strcmp(m, "vit_b")) *e = sam_encoder_vit_b(NULL);
+    else if (!strcmp(m, "vit_l")) *e = sam_encoder_vit_l(NULL);
+    else if (!strcmp(m, "vit_h")) *e = sam_encoder_vit_h(NULL);
+    else if (!strcmp(m, "custom")) {
+        *e = sam_encoder_vit_b(NULL);
+        e->img_size = (int)cfg_int(cfg, "sam_encoder.img_size"); e->patch = (int)cfg_int(cfg, "sam_encoder.patch");
+        e->dim = (int)cfg_int(cfg, "sam_encoder.dim"); e->depth = (int)cfg_int(cfg, "sam_encoder.depth");
+        e->heads = (int)cfg_int(cfg, "sam_encoder.heads"); e->window = (int)cfg_int(cfg, "sam_encoder.window");
+        e->mlp_dim = 4 * e->dim;
+        if (e->depth < 1 || e->depth > SAM_ENC_MAX_DEPTH)
+            return ar_errorf("config: sam_encoder.depth = %d (expected 1..%d)", e->depth, SAM_ENC_MAX_DEPTH);
+        memset(e->global_attn, 0, sizeof e->global_attn);
+        char list[256];
+        snprintf(list, sizeof list, "%s", cfg_str(cfg, "sam_encoder.global"));
+        for (char *sv = NULL, *tk = strtok_r(list, ", ", &sv); tk; tk = strtok_r(NULL, ", ", &sv)) {
+            char *end;
+            long b = strtol(tk, &end, 10);
+            if (*end || b < 0 || b >= e->depth)
+                return ar_errorf("config: sam_encoder.global: '%s' is not a block index in 0..%d", tk, e->depth - 1);
+            e->global_attn[b] = 1;
+        }
+    } else {
+        return ar_errorf("config: sam_encoder.model = '%s' (expected none, vit_b, vit_l, vit_h or custom)", m);
+    }
+    e->out_chans = r->ac.dec.dim;
+    if (e->patch <= 0 || e->img_size % e->patch || e->img_size / e->patch != r->ac.dec.H)
+        return ar_errorf("config: sam_encoder img_size %d / patch %d must give the sam.grid %d", e->img_size, e->patch,
+                         r->ac.dec.H);
+    gds_mm_info mm;
+    gds_mm(r->data.gtrain, &mm);
+    if (mm.sam_S != e->img_size)
+        return ar_errorf("config: sam_encoder.model = %s needs /sam_pixels of side %d in %s (it has %s)", m, e->img_size,
+                         cfg_str(cfg, "data.train"), mm.sam_S ? "another side" : "none");
+    if (gds_use_sam_pixels(r->data.gtrain, 1) || (r->data.gval && gds_use_sam_pixels(r->data.gval, 1))) return -1;
+    r->use_senc = 1;
+    r->sam_n = (size_t)3 * e->img_size * e->img_size;
+    return 0;
+}
+
 /* model.kind = anyref: the step's config from the keys and the data. */
 static int anyref_setup(run_t *r, const ar_config *cfg) {
     anyref_cfg *ac = &r->ac;
@@ -864,6 +965,7 @@ static int anyref_setup(run_t *r, const ar_config *cfg) {
     if (ac->max_orig_w < 1) ac->max_orig_w = 1;
     if (vk > k) k = vk;
     r->max_seg = r->B * (k > 0 ? k : 1);
+    if (senc_setup(r, cfg)) return -1;
     if (gds_configure(gt, seg, r->B, ac->max_orig_h, ac->max_orig_w) ||
         (gv && gds_configure(gv, seg, r->B, ac->max_orig_h, ac->max_orig_w)))
         return -1;
@@ -944,12 +1046,15 @@ static int setup(run_t *r, const ar_config *cfg) {
     if (is_anyref && anyref_setup(r, cfg)) return -1;
     params_init_empty(&r->ps);
     if ((is_anyref ? anyref_declare(&r->ac, &r->ps) : llama_declare(mc, &r->ps)) ||
-        (r->use_refs && refs_declare(&r->rcfg, &r->ps)) || params_alloc(&r->ps))
+        (r->use_refs && refs_declare(&r->rcfg, &r->ps)) || (r->use_senc && sam_encoder_declare(&r->scfg, &r->ps)) ||
+        params_alloc(&r->ps))
         return -1;
     params_randomize(&r->ps, rng_derive(r->seed, 1));
     const char *init = cfg_str(cfg, "model.init"), *sinit = is_anyref ? cfg_str(cfg, "sam.init") : "";
     if (init[0] && !r->skip_init && load_init(r, init)) return -1;
     if (sinit[0] && !r->skip_init && load_branch(r, sinit, "sam.init", is_sam_name)) return -1;
+    const char *sei = r->use_senc ? cfg_str(cfg, "sam_encoder.init") : "";
+    if (sei[0] && !r->skip_init && load_branch(r, sei, "sam_encoder.init", is_sam_enc_name)) return -1;
     if (r->use_refs && !r->skip_init) {
         const char *ci = cfg_str(cfg, "clip.init"), *ai = cfg_str(cfg, "audio.init");
         if (ci[0] && load_branch(r, ci, "clip.init", is_clip_name)) return -1;
@@ -958,6 +1063,9 @@ static int setup(run_t *r, const ar_config *cfg) {
     if (is_anyref) {
         if (!(r->ar = anyref_create(&r->ac, &r->ps, r->B, r->T, r->max_seg))) return -1;
         r->m = anyref_llama(r->ar);
+        if (r->use_senc && (!(r->senc = sam_encoder_create(&r->scfg, &r->ps, r->B)) ||
+                            !(r->d_sam_in = k_malloc((size_t)r->B * r->sam_n * sizeof(float)))))
+            return r->senc ? ar_errorf("out of memory for the SAM encoder inputs") : -1;
         if (r->use_refs) {
             if (!(r->refs = refs_create(&r->rcfg, &r->ps))) return -1;
             const size_t B = (size_t)r->B;
@@ -993,42 +1101,62 @@ static int setup(run_t *r, const ar_config *cfg) {
 /* data.cache: opens (creating) the feature cache and declares the two frozen
  * encoders by the hash of their config and weights, so a cache written with
  * other weights or settings is never read. */
+/* Declares encoder `name` in the cache by the hash of its tensors (registry
+ * names starting with prefix) and its settings text. */
+static int declare_encoder(run_t *r, const char *name, const char *prefix, const char *text, fc_hash *id) {
+    if (fc_encoder_id_params(&r->ps, prefix, text, id) || fc_add_encoder(r->fc, *id, name, text))
+        return ar_error_prefix("data.cache: ");
+    return 0;
+}
+
 static int open_cache(run_t *r) {
     const char *path = cfg_str(r->cfg, "data.cache");
-    if (!path[0] || !r->refs) return 0;
+    if (!path[0] || (!r->refs && !r->use_senc)) return 0;
     const refs_cfg *rc = &r->rcfg;
-    char ctext[512];
-    snprintf(ctext, sizeof ctext, "clip_vit image_size=%d patch=%d width=%d layers=%d heads=%d mlp_dim=%d eps=%g "
-             "act=%d select_layer=%d keep_cls=%d", rc->clip.image_size, rc->clip.patch, rc->clip.width,
-             rc->clip.layers, rc->clip.heads, rc->clip.mlp_dim, (double)rc->clip.eps, (int)rc->clip.act,
-             rc->clip.select_layer, rc->clip.keep_cls);
-    if (ar_mkdir_parent(path) || !(r->fc = fc_open(path, FC_WRITE | FC_RECREATE)) ||
-        fc_encoder_id_params(&r->ps, "vision_model.", ctext, &r->enc_clip) ||
-        fc_add_encoder(r->fc, r->enc_clip, "clip_vit", ctext))
-        return ar_error_prefix("data.cache: ");
-    const int G = refs_image_tokens(r->refs), W = refs_clip_width(r->refs), A = refs_audio_dim(r->refs);
-    if (rc->use_audio) {
-        const imagebind_audio_cfg *a = &rc->audio;
-        snprintf(ctext, sizeof ctext, "imagebind_audio embed_dim=%d depth=%d heads=%d mlp_ratio=%d kernel=%d stride=%d "
-                 "n_mels=%d target_len=%d out_dim=%d logit_scale=%g", a->embed_dim, a->depth, a->heads, a->mlp_ratio,
-                 a->kernel, a->stride, a->n_mels, a->target_len, a->out_dim, (double)a->logit_scale);
-        if (fc_encoder_id_params(&r->ps, "modality_", ctext, &r->enc_audio) ||
-            fc_add_encoder(r->fc, r->enc_audio, "imagebind_audio", ctext))
-            return ar_error_prefix("data.cache: ");
+    char t[512];
+    if (ar_mkdir_parent(path) || !(r->fc = fc_open(path, FC_WRITE | FC_RECREATE))) return ar_error_prefix("data.cache: ");
+    size_t in_max = r->sam_n, out_max = r->use_senc ? r->chw : 1;
+    if (r->use_senc) {
+        const sam_encoder_cfg *e = &r->scfg;
+        int n = snprintf(t, sizeof t, "sam_image_encoder img_size=%d patch=%d dim=%d depth=%d heads=%d mlp_dim=%d "
+                         "out_chans=%d window=%d global=", e->img_size, e->patch, e->dim, e->depth, e->heads,
+                         e->mlp_dim, e->out_chans, e->window);
+        for (int i = 0; i < e->depth && n < (int)sizeof t - 8; i++)
+            if (e->global_attn[i]) n += snprintf(t + n, sizeof t - n, "%d,", i);
+        if (declare_encoder(r, "sam_image_encoder", e->prefix, t, &r->enc_sam)) return -1;
     }
-    const size_t B = (size_t)r->B, gw = (size_t)G * W, au = (size_t)REFS_AUDIO_CLIPS * (A ? A : 1);
-    const size_t in = r->clip_n > r->fbank_n ? r->clip_n : r->fbank_n, out = gw > au ? gw : au;
-    r->d_img_feat = k_malloc(B * gw * sizeof(float));
-    r->d_crop_feat = k_malloc(B * gw * sizeof(float));
-    r->d_aud_feat = k_malloc(B * au * sizeof(float));
-    r->d_scr_in = k_malloc(B * in * sizeof(float));
-    r->d_scr_out = k_malloc(B * out * sizeof(float));
-    r->h_feat = malloc(out * sizeof(float));
-    r->miss = malloc(B * sizeof(int));
-    if (!r->d_img_feat || !r->d_crop_feat || !r->d_aud_feat || !r->d_scr_in || !r->d_scr_out || !r->h_feat || !r->miss)
+    if (r->refs) {
+        snprintf(t, sizeof t, "clip_vit image_size=%d patch=%d width=%d layers=%d heads=%d mlp_dim=%d eps=%g act=%d "
+                 "select_layer=%d keep_cls=%d", rc->clip.image_size, rc->clip.patch, rc->clip.width, rc->clip.layers,
+                 rc->clip.heads, rc->clip.mlp_dim, (double)rc->clip.eps, (int)rc->clip.act, rc->clip.select_layer,
+                 rc->clip.keep_cls);
+        if (declare_encoder(r, "clip_vit", "vision_model.", t, &r->enc_clip)) return -1;
+        if (rc->use_audio) {
+            const imagebind_audio_cfg *a = &rc->audio;
+            snprintf(t, sizeof t, "imagebind_audio embed_dim=%d depth=%d heads=%d mlp_ratio=%d kernel=%d stride=%d "
+                     "n_mels=%d target_len=%d out_dim=%d logit_scale=%g", a->embed_dim, a->depth, a->heads,
+                     a->mlp_ratio, a->kernel, a->stride, a->n_mels, a->target_len, a->out_dim, (double)a->logit_scale);
+            if (declare_encoder(r, "imagebind_audio", "modality_", t, &r->enc_audio)) return -1;
+        }
+        const int G = refs_image_tokens(r->refs), W = refs_clip_width(r->refs), A = refs_audio_dim(r->refs);
+        const size_t gw = (size_t)G * W, au = (size_t)REFS_AUDIO_CLIPS * (A ? A : 1);
+        r->d_img_feat = k_malloc((size_t)r->B * gw * sizeof(float));
+        r->d_crop_feat = k_malloc((size_t)r->B * gw * sizeof(float));
+        r->d_aud_feat = k_malloc((size_t)r->B * au * sizeof(float));
+        if (!r->d_img_feat || !r->d_crop_feat || !r->d_aud_feat) return ar_errorf("out of memory for the feature-cache buffers");
+        if (r->clip_n > in_max) in_max = r->clip_n;
+        if (r->fbank_n > in_max) in_max = r->fbank_n;
+        if (gw > out_max) out_max = gw;
+        if (au > out_max) out_max = au;
+    }
+    r->d_scr_in = k_malloc((size_t)r->B * in_max * sizeof(float));
+    r->d_scr_out = k_malloc((size_t)r->B * out_max * sizeof(float));
+    r->h_feat = malloc(out_max * sizeof(float));
+    r->miss = malloc((size_t)r->B * sizeof(int));
+    if (!r->d_scr_in || !r->d_scr_out || !r->h_feat || !r->miss)
         return ar_errorf("out of memory for the feature-cache buffers");
-    log_info("data.cache %s: CLIP %s%s", path, fc_hash_hex(r->enc_clip, ctext),
-             rc->use_audio ? " and ImageBind audio encoders declared" : " encoder declared");
+    log_info("data.cache %s: encoders declared:%s%s%s", path, r->use_senc ? " SAM image encoder" : "",
+             r->refs ? " CLIP" : "", rc->use_audio ? " ImageBind-audio" : "");
     return 0;
 }
 
@@ -1118,6 +1246,8 @@ static void teardown(run_t *r) {
     if (r->d_mask) k_free(r->d_mask);
     free(r->h_logits); free(r->img_ptr); free(r->mask_ptr);
     refs_free(r->refs);
+    sam_encoder_free(r->senc);
+    if (r->d_sam_in) k_free(r->d_sam_in);
     free(r->raw_tok); free(r->raw_tgt); free(r->sp_tok); free(r->sp_lab); free(r->lab); free(r->slot_img);
     free(r->h_boxes);
     float *dv[] = {r->d_clip, r->d_crop, r->d_boxes, r->d_fbank};
@@ -1164,12 +1294,12 @@ out:
 
 /* One input kind of one data file through the cache, B inputs at a time. */
 static int cache_fill(run_t *r, grounding_dataset *g, int which, int64_t rows, const char *what) {
-    const int audio = which == GDS_IN_FBANK;
-    const size_t per = audio ? r->fbank_n : r->clip_n;
+    const int e = which == GDS_IN_FBANK ? ENC_AUDIO : which == GDS_IN_SAM ? ENC_SAM : ENC_CLIP;
+    const size_t per = e == ENC_AUDIO ? r->fbank_n : e == ENC_SAM ? r->sam_n : r->clip_n;
     float *host = malloc((size_t)r->B * per * sizeof(float));
     const float **hp = malloc((size_t)r->B * sizeof(float *));
-    float *din = audio ? r->d_fbank : which == GDS_IN_CROP ? r->d_crop : r->d_clip;
-    float *dout = audio ? r->d_aud_feat : r->d_img_feat;
+    float *din = e == ENC_AUDIO ? r->d_fbank : e == ENC_SAM ? r->d_sam_in : which == GDS_IN_CROP ? r->d_crop : r->d_clip;
+    float *dout = e == ENC_AUDIO ? r->d_aud_feat : e == ENC_SAM ? r->d_img : r->d_img_feat;
     int rc = host && hp ? 0 : ar_errorf("out of memory");
     ar_progress prog;
     progress_start(&prog, rows, what);
@@ -1181,7 +1311,7 @@ static int cache_fill(run_t *r, grounding_dataset *g, int which, int64_t rows, c
         }
         if (!rc) {
             k_upload(din, host, (size_t)n * per * sizeof(float));
-            rc = cached_encode(r, audio, hp, n, din, dout);
+            rc = cached_encode(r, e, hp, n, din, dout);
         }
         progress_update(&prog, (long)(i0 + n), "");
     }
@@ -1195,7 +1325,11 @@ int train_cache(const ar_config *cfg) {
     memset(&r, 0, sizeof r);
     int rc = -1;
     if (setup(&r, cfg)) goto out;
-    if (!r.refs) { ar_errorf("anyref cache: nothing to cache: the config has no clip.image_size (model.kind = anyref, data.kind = grounding)"); goto out; }
+    if (!r.refs && !r.use_senc) {
+        ar_errorf("anyref cache: nothing to cache: the config runs no frozen encoder (sam_encoder.model, clip.image_size; "
+                  "model.kind = anyref, data.kind = grounding)");
+        goto out;
+    }
     if (!cfg_str(cfg, "data.cache")[0]) { ar_errorf("anyref cache: set data.cache (the cache file)"); goto out; }
     if (open_cache(&r)) goto out;
     grounding_dataset *files[2] = {r.data.gtrain, r.data.gval};
@@ -1205,12 +1339,14 @@ int train_cache(const ar_config *cfg) {
         gds_mm_info mm;
         gds_mm(files[f], &mm);
         char what[64];
-        snprintf(what, sizeof what, "%s images", names[f]);
-        if (cache_fill(&r, files[f], GDS_IN_CLIP, gds_images(files[f]), what)) goto out;
+        snprintf(what, sizeof what, "%s SAM images", names[f]);
+        if (r.use_senc && cache_fill(&r, files[f], GDS_IN_SAM, gds_images(files[f]), what)) goto out;
+        snprintf(what, sizeof what, "%s CLIP images", names[f]);
+        if (r.refs && cache_fill(&r, files[f], GDS_IN_CLIP, gds_images(files[f]), what)) goto out;
         snprintf(what, sizeof what, "%s crops", names[f]);
-        if (mm.n_crops && cache_fill(&r, files[f], GDS_IN_CROP, mm.n_crops, what)) goto out;
+        if (r.refs && mm.n_crops && cache_fill(&r, files[f], GDS_IN_CROP, mm.n_crops, what)) goto out;
         snprintf(what, sizeof what, "%s audio", names[f]);
-        if (mm.n_audio && r.rcfg.use_audio && cache_fill(&r, files[f], GDS_IN_FBANK, mm.n_audio, what)) goto out;
+        if (r.refs && mm.n_audio && r.rcfg.use_audio && cache_fill(&r, files[f], GDS_IN_FBANK, mm.n_audio, what)) goto out;
     }
     rc = 0;
 out:
