@@ -39,6 +39,7 @@ struct anyref {
     int *h_fid, *d_fid;
     int spliced;
     float *dfeat;
+    float *const *dimg;
 };
 
 anyref_cfg anyref_default_cfg(void) {
@@ -198,6 +199,7 @@ float anyref_forward(anyref *m, const anyref_batch *in, uint64_t dropout_seed, a
     float ce;
     m->spliced = 0;
     m->dfeat = in->dfeat;
+    m->dimg = in->dimage_emb;
     for (int i = 0; i < m->B * m->T; i++) {
         m->h_fid[i] = tokens[i] < 0 ? -tokens[i] - 1 : -1;
         if (tokens[i] >= 0) continue;
@@ -347,7 +349,7 @@ void anyref_backward(anyref *m, float scale) {
         sam_post_init(&sh, P, m->Hl, m->Wl, m->S, H0, W0, Hm, Wm);
         k_zero(m->dlow, (size_t)P * m->Hl * m->Wl * sizeof(float));
         sam_post_backward(&sh, m->dlow, m->scratch, dx);
-        sam_decoder_backward(m->dec, m->dlow, dseg + (size_t)k0 * C, NULL);
+        sam_decoder_backward(m->dec, m->dlow, dseg + (size_t)k0 * C, m->dimg ? m->dimg[b] : NULL);
     }
     /* The decoder's last run is now the first sample's: the next backward without
      * a forward would need the re-run order again. */

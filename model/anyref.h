@@ -104,6 +104,10 @@ void    anyref_refresh_prompt(anyref *m);
  *                   when no token is negative.
  *   dfeat           [n_feat, D] (backend) or NULL: anyref_backward ACCUMULATES
  *                   d total / d feat there (then refs_backward).
+ *   dimage_emb      [B] (host array of backend pointers [C, H, W]) or NULL:
+ *                   anyref_backward ACCUMULATES d total / d image_emb[b] into
+ *                   dimage_emb[b] (entries may be NULL) — for a trainable SAM
+ *                   image encoder.
  * image_emb, gt_masks and feat must stay valid until anyref_backward
  * (backward reads them again). */
 typedef struct {
@@ -111,6 +115,7 @@ typedef struct {
     const float *feat;
     int n_feat;
     float *dfeat;
+    float *const *dimage_emb;
     const float *const *image_emb;
     const int *orig_hw;
     const int *mask_hw;

@@ -80,11 +80,12 @@ typedef struct {
     int hw[2 * B];
     int mhw[2 * B];     /* loss-mask sizes (AVSBench variant) */
     int avs;            /* pass mhw as anyref_batch.mask_hw */
+    float *const *dimg; /* anyref_batch.dimage_emb */
 } step_ctx;
 
 static anyref_batch batch_of(const step_ctx *s, const float *const *gt) {
     anyref_batch bt = {.tokens = s->tok, .targets = s->tgt, .image_emb = s->img, .orig_hw = s->hw,
-                       .mask_hw = s->avs ? s->mhw : NULL, .gt_masks = gt};
+                       .mask_hw = s->avs ? s->mhw : NULL, .gt_masks = gt, .dimage_emb = s->dimg};
     return bt;
 }
 
@@ -209,6 +210,29 @@ static void test_gradients(float lambda, int avs, size_t points) {
         double e = fd_check(nm, &s, ps.w + p->off, g, p->numel, FD_H, 3e-2, points);
         if (e > worst) worst = e;
         checked++;
+    }
+    /* d total / d image embedding of samples 0 and 1 (a trainable SAM image
+     * encoder's input gradient); sample 2 has no [SEG]: exactly zero */
+    if (!avs) {
+        float *dimg[B];
+        for (int b = 0; b < B; b++) {
+            dimg[b] = k_malloc((size_t)C * G * G * sizeof(float));
+            k_zero(dimg[b], (size_t)C * G * G * sizeof(float));
+        }
+        s.dimg = dimg;
+        anyref_batch b2 = batch_of(&s, s.gt);
+        params_zero_grad(&ps);
+        anyref_forward(m, &b2, 42, &L);
+        anyref_backward(m, 1.0f);
+        s.dimg = NULL;
+        for (int b = 0; b < 2; b++) {
+            snprintf(nm, sizeof nm, PFX "lambda %g d image_emb[%d]", (double)lambda, b);
+            fd_check(nm, &s, (float *)s.img[b], dimg[b], (size_t)C * G * G, 2e-2f, 3e-2, 12);
+        }
+        double z = sumsq(dimg[2], (size_t)C * G * G);
+        snprintf(nm, sizeof nm, PFX "lambda %g d image_emb[2] (no [SEG])", (double)lambda);
+        t_check(z == 0.0, nm, "exactly zero: %g", z);
+        for (int b = 0; b < B; b++) k_free(dimg[b]);
     }
     snprintf(nm, sizeof nm, PFX "lambda %g%s hypernetwork MLPs 1..3", (double)lambda, var);
     t_check(dead_ok, nm, "exactly zero gradient (single-mask output)");
