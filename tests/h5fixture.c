@@ -201,3 +201,48 @@ void fx_check(const h5fixture *fx, const char *label, const char *ds, const floa
     }
     free(ref);
 }
+
+void fx_check_step(const h5fixture *fx, const char *grp, const ar_params *ps, const double got[4],
+                   double loss_tol, double grad_tol, int *n_trainable, int *n_zero, double *worst) {
+    char nm[200], ds[300];
+    double ref[4];
+    const int four[1] = {4};
+    snprintf(ds, sizeof ds, "%s/losses", grp);
+    if (fx_read(fx, ds, H5T_NATIVE_DOUBLE, ref, 1, four)) {
+        const char *lname[4] = {"ce", "bce", "dice", "total"};
+        for (int i = 0; i < 4; i++) {
+            double e = fabs(got[i] - ref[i]) / fabs(ref[i]);
+            snprintf(nm, sizeof nm, "%s%s %s", fx->prefix, grp, lname[i]);
+            t_check(e <= loss_tol, nm, "%.9f vs torch %.9f  rel err %.1e (tol %.0e)", got[i], ref[i], e, loss_tol);
+        }
+    }
+    *n_trainable = *n_zero = 0;
+    *worst = 0;
+    for (int i = 0; i < ps->n; i++) {
+        const ar_param *p = &ps->p[i];
+        if (!p->trainable) continue;
+        (*n_trainable)++;
+        snprintf(ds, sizeof ds, "%s/grads/%s", grp, p->name);
+        snprintf(nm, sizeof nm, "%s grad.%s", grp, p->name);
+        double *r = fx_alloc(fx, p->numel * sizeof(double));
+        if (fx_read(fx, ds, H5T_NATIVE_DOUBLE, r, p->ndim, p->shape)) {
+            float *h = fx_download(fx, ps->g + p->goff, p->numel);
+            int zr = 1;
+            for (size_t j = 0; j < p->numel; j++) zr &= r[j] == 0.0;
+            if (zr) {   /* e.g. the hypernetwork MLPs 1..3 of a single-mask decoder */
+                int zc = 1;
+                for (size_t j = 0; j < p->numel; j++) zc &= h[j] == 0.0f;
+                char full[400];
+                snprintf(full, sizeof full, "%s%s", fx->prefix, nm);
+                t_check(zc, full, "exactly zero gradient on both sides: C %s", zc ? "yes" : "NO");
+                (*n_zero)++;
+            } else {
+                double e = t_max_rel_err_d(h, r, p->numel);
+                if (e > *worst) *worst = e;
+                fx_report(fx, nm, h, r, p->numel, grad_tol);
+            }
+            free(h);
+        }
+        free(r);
+    }
+}

@@ -63,4 +63,12 @@ void  fx_report(const h5fixture *fx, const char *label, const float *h, const do
 /* Backend tensor dev (shape[ndim]) against float64 dataset ds, as fx_report. */
 void  fx_check(const h5fixture *fx, const char *label, const char *ds, const float *dev, int ndim,
                const int *shape, double tol);
+/* One training step's results against group grp of the fixture: grp/losses
+ * [4] (ce, bce, dice, total; got[4] in that order, rel err <= loss_tol each)
+ * and, for every trainable registry tensor, grp/grads/<name> (fx_report with
+ * grad_tol; a reference that is all zeros requires exactly zero on the C side
+ * too). Reports the counts of trainable and exactly-zero tensors and the worst
+ * gradient rel err. Labels "<prefix><grp> <what>". */
+void  fx_check_step(const h5fixture *fx, const char *grp, const ar_params *ps, const double got[4],
+                    double loss_tol, double grad_tol, int *n_trainable, int *n_zero, double *worst);
 #endif

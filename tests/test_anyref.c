@@ -31,6 +31,7 @@
 #include "optim/optim.h"
 #include "core/error.h"
 #include "tests/testlib.h"
+#include "tests/tiny_anyref.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -51,21 +52,7 @@
 #define FCS_SCALE 2.0f
 enum { V = 16, DM = 16, SEG = 15, C = 16, G = 4, B = 3, T = 8, MAXSEG = 4 };
 
-static anyref_cfg tiny_cfg(float lambda) {
-    anyref_cfg c = anyref_default_cfg();
-    llama_cfg l = {.vocab = V, .dim = DM, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 24,
-                   .max_seq = T, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
-                   .lora_alpha = 4.0f, .lora_dropout = 0.1f, .lora_targets = 0x7f,
-                   .train_embed = 1, .train_lm_head = 1};
-    c.llm = l;
-    c.seg.seg_token = SEG;
-    c.seg.lambda = lambda;
-    sam_decoder_cfg d = {.dim = C, .depth = 2, .heads = 2, .mlp_dim = 24, .downsample = 2,
-                         .num_mask_tokens = 4, .iou_hidden = 16, .H = G, .W = G, .n_sparse = 1};
-    c.dec = d;
-    c.max_orig_h = c.max_orig_w = 16;
-    return c;
-}
+static anyref_cfg tiny_cfg(float lambda) { return tiny_anyref_cfg(V, T, SEG, lambda, 0.1f); }
 
 /* targets[t] = tokens[t+1] from position a-1 on (the answer starts at a) */
 static void make_targets(const int *tok, int a, int len, int *tgt) {

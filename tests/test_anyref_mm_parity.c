@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "tests/h5fixture.h"
 #include "tests/testlib.h"
+#include "tests/tiny_anyref.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -37,21 +38,7 @@ enum { CI = 32, CP = 8, CW = 24, AH = 32, AW = 40 };
 
 static h5fixture FX;
 
-static anyref_cfg step_cfg(float lambda) {
-    anyref_cfg c = anyref_default_cfg();
-    llama_cfg l = {.vocab = V, .dim = DM, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 24,
-                   .max_seq = T, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
-                   .lora_alpha = 4.0f, .lora_dropout = 0.1f, .lora_targets = 0x7f,
-                   .train_embed = 1, .train_lm_head = 1};
-    c.llm = l;
-    c.seg.seg_token = SEG;
-    c.seg.lambda = lambda;
-    sam_decoder_cfg d = {.dim = C, .depth = 2, .heads = 2, .mlp_dim = 24, .downsample = 2,
-                         .num_mask_tokens = 4, .iou_hidden = 16, .H = G, .W = G, .n_sparse = 1};
-    c.dec = d;
-    c.max_orig_h = c.max_orig_w = 16;
-    return c;
-}
+static anyref_cfg step_cfg(float lambda) { return tiny_anyref_cfg(V, T, SEG, lambda, 0.1f); }
 
 static refs_cfg refs_config(void) {
     refs_cfg r;
@@ -172,49 +159,16 @@ static void run_case(const char *grp, float lambda, int check_feat) {
     k_sync();
     t_check(k_error() == NULL, PFX "backend", "%s", k_error() ? k_error() : "no backend error");
 
-    double ref[4];
-    const int four[1] = {4};
-    snprintf(ds, sizeof ds, "%s/losses", grp);
-    if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, ref, 1, four)) {
-        const char *lname[4] = {"ce", "bce", "dice", "total"};
-        const double got[4] = {L.ce, L.bce, L.dice, L.total};
-        for (int i = 0; i < 4; i++) {
-            double e = fabs(got[i] - ref[i]) / fabs(ref[i]);
-            snprintf(nm, sizeof nm, PFX "%s %s", grp, lname[i]);
-            t_check(e <= LOSS_TOL, nm, "%.9f vs torch %.9f  rel err %.1e (tol %.0e)", got[i], ref[i], e, LOSS_TOL);
-        }
-    }
-    int nt = 0, nproj = 0;
-    double worst = 0;
-    for (int i = 0; i < ps.n; i++) {
-        const ar_param *p = &ps.p[i];
-        if (!p->trainable) continue;
-        nt++;
-        nproj += strstr(p->name, "_projector.") != NULL;
-        snprintf(ds, sizeof ds, "%s/grads/%s", grp, p->name);
-        snprintf(nm, sizeof nm, "%s grad.%s", grp, p->name);
-        double *r = fx_alloc(&FX, p->numel * sizeof(double));
-        if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, r, p->ndim, p->shape)) {
-            float *h = fx_download(&FX, ps.g + p->goff, p->numel);
-            int allzero = 1;
-            for (size_t j = 0; j < p->numel; j++) allzero &= r[j] == 0.0;
-            if (allzero) {   /* hypernetwork MLPs 1..3: exactly zero on both sides */
-                int zc = 1;
-                for (size_t j = 0; j < p->numel; j++) zc &= h[j] == 0.0f;
-                char full[300];
-                snprintf(full, sizeof full, PFX "%s", nm);
-                t_check(zc, full, "exactly zero gradient on both sides");
-            } else {
-                worst = fmax(worst, t_max_rel_err_d(h, r, p->numel));
-                fx_report(&FX, nm, h, r, p->numel, GRAD_TOL);
-            }
-            free(h);
-        }
-        free(r);
-    }
+    const double got[4] = {L.ce, L.bce, L.dice, L.total};
+    int nt, nzero;
+    double worst;
+    fx_check_step(&FX, grp, &ps, got, LOSS_TOL, GRAD_TOL, &nt, &nzero, &worst);
+    int nproj = 0;
+    for (int i = 0; i < ps.n; i++) nproj += ps.p[i].trainable && strstr(ps.p[i].name, "_projector.") != NULL;
     snprintf(nm, sizeof nm, PFX "%s trainable set", grp);
-    t_check(nt == 71 && nproj == 6, nm, "%d trainable tensors (%d in the two projectors), worst gradient rel err %.1e",
-            nt, nproj, worst);
+    t_check(nt == 71 && nproj == 6 && nzero == 18, nm,
+            "%d trainable tensors (%d in the two projectors, %d exactly zero), worst gradient rel err %.1e", nt, nproj,
+            nzero, worst);
 done:
     for (int i = 0; i < nkeep; i++) k_free(keep[i]);
     refs_free(rf);

@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "tests/h5fixture.h"
 #include "tests/testlib.h"
+#include "tests/tiny_anyref.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -39,21 +40,7 @@ enum { V = 16, DM = 16, SEG = 15, C = 16, G = 4, B = 3, T = 8, N = B * T, MAXSEG
 
 static h5fixture FX;
 
-static anyref_cfg tiny_cfg(float lambda) {
-    anyref_cfg c = anyref_default_cfg();
-    llama_cfg l = {.vocab = V, .dim = DM, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 24,
-                   .max_seq = T, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
-                   .lora_alpha = 4.0f, .lora_dropout = 0.1f, .lora_targets = 0x7f,
-                   .train_embed = 1, .train_lm_head = 1};
-    c.llm = l;
-    c.seg.seg_token = SEG;
-    c.seg.lambda = lambda;
-    sam_decoder_cfg d = {.dim = C, .depth = 2, .heads = 2, .mlp_dim = 24, .downsample = 2,
-                         .num_mask_tokens = 4, .iou_hidden = 16, .H = G, .W = G, .n_sparse = 1};
-    c.dec = d;
-    c.max_orig_h = c.max_orig_w = 16;
-    return c;
-}
+static anyref_cfg tiny_cfg(float lambda) { return tiny_anyref_cfg(V, T, SEG, lambda, 0.1f); }
 
 static int check_config(const anyref_cfg *c) {
     const fx_int_attr iv[] = {
@@ -69,11 +56,6 @@ static int check_config(const anyref_cfg *c) {
         {"norm_eps", c->llm.norm_eps}, {"rope_theta", c->llm.rope_theta}, {"lora_alpha", c->llm.lora_alpha},
         {"lora_dropout", c->llm.lora_dropout}};
     return fx_check_config(&FX, iv, sizeof iv / sizeof *iv, fv, sizeof fv / sizeof *fv);
-}
-
-static int is_dead_hyper(const char *name) {
-    const char *h = strstr(name, "output_hypernetworks_mlps.");
-    return h && h[strlen("output_hypernetworks_mlps.")] != '0';
 }
 
 static void run_case(const char *grp, float lambda) {
@@ -144,52 +126,10 @@ static void run_case(const char *grp, float lambda) {
     t_check(L.n_seg == 3 && L.n_seg_samples == 2, nm, "%d [SEG]s in %d samples (1, 2 and 0 per sample)",
             L.n_seg, L.n_seg_samples);
 
-    double ref[4];
-    const int four[1] = {4};
-    snprintf(ds, sizeof ds, "%s/losses", grp);
-    if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, ref, 1, four)) {
-        const char *lname[4] = {"ce", "bce", "dice", "total"};
-        const double got[4] = {L.ce, L.bce, L.dice, L.total};
-        for (int i = 0; i < 4; i++) {
-            double e = fabs(got[i] - ref[i]) / fabs(ref[i]);
-            snprintf(nm, sizeof nm, PFX "%s %s", grp, lname[i]);
-            t_check(e <= LOSS_TOL, nm, "%.9f vs torch %.9f  rel err %.1e (tol %.0e)", got[i], ref[i], e, LOSS_TOL);
-        }
-    }
-
-    int nt = 0, nzero = 0;
-    double worst = 0;
-    for (int i = 0; i < ps.n; i++) {
-        const ar_param *p = &ps.p[i];
-        if (!p->trainable) continue;
-        nt++;
-        snprintf(ds, sizeof ds, "%s/grads/%s", grp, p->name);
-        snprintf(nm, sizeof nm, "%s grad.%s", grp, p->name);
-        if (is_dead_hyper(p->name)) {
-            double *r = fx_alloc(&FX, p->numel * sizeof(double));
-            if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, r, p->ndim, p->shape)) {
-                float *h = fx_download(&FX, ps.g + p->goff, p->numel);
-                int zc = 1, zr = 1;
-                for (size_t j = 0; j < p->numel; j++) { zc &= h[j] == 0.0f; zr &= r[j] == 0.0; }
-                char full[300];
-                snprintf(full, sizeof full, PFX "%s", nm);
-                t_check(zc && zr, full, "exactly zero gradient: C %s, torch %s", zc ? "yes" : "NO", zr ? "yes" : "NO");
-                nzero++;
-                free(h);
-            }
-            free(r);
-            continue;
-        }
-        double *r = fx_alloc(&FX, p->numel * sizeof(double));
-        if (fx_read(&FX, ds, H5T_NATIVE_DOUBLE, r, p->ndim, p->shape)) {
-            float *h = fx_download(&FX, ps.g + p->goff, p->numel);
-            double e = t_max_rel_err_d(h, r, p->numel);
-            if (e > worst) worst = e;
-            fx_report(&FX, nm, h, r, p->numel, GRAD_TOL);
-            free(h);
-        }
-        free(r);
-    }
+    const double got[4] = {L.ce, L.bce, L.dice, L.total};
+    int nt, nzero;
+    double worst;
+    fx_check_step(&FX, grp, &ps, got, LOSS_TOL, GRAD_TOL, &nt, &nzero, &worst);
     snprintf(nm, sizeof nm, PFX "%s trainable set", grp);
     t_check(nt == 2 * 7 * 2 + 2 + 4 + 1 + 6 + 24 && nzero == 18, nm,
             "%d trainable tensors (LoRA 28, embed, lm_head, fcs 4, decoder 31), %d exactly zero, "

@@ -162,40 +162,7 @@ static int run(const char *const *ov, int n) {
     return rc;
 }
 
-/* Value of "key": in the metrics line of `step` (NaN if absent). */
-static double metric(const char *dir, int step, const char *key) {
-    char p[512], line[8192], pre[64], k[64];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
-    snprintf(pre, sizeof pre, "{\"step\":%d,", step);
-    snprintf(k, sizeof k, "\"%s\":", key);
-    FILE *f = fopen(p, "r");
-    double v = NAN;
-    while (f && fgets(line, sizeof line, f)) {
-        if (strncmp(line, pre, strlen(pre))) continue;
-        char *s = strstr(line, k);
-        if (s && strncmp(s + strlen(k), "null", 4)) v = atof(s + strlen(k));
-    }
-    if (f) fclose(f);
-    return v;
-}
 
-/* every metrics line up to the timing fields */
-static char *metrics_core(const char *dir) {
-    char p[512], line[8192];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
-    FILE *f = fopen(p, "r");
-    if (!f) return NULL;
-    char *out = NULL;
-    size_t len = 0;
-    FILE *o = open_memstream(&out, &len);
-    while (fgets(line, sizeof line, f)) {
-        char *cut = strstr(line, ",\"tokens_per_s\"");
-        if (cut) *cut = 0;
-        fprintf(o, "%s\n", line);
-    }
-    fclose(f); fclose(o);
-    return out;
-}
 
 /* gIoU of the whole-image mask over the validation masks (the trivial baseline). */
 static double whole_image_giou(const char *path) {
@@ -236,9 +203,9 @@ static void test_training(void) {
     char vpath[450];
     snprintf(vpath, sizeof vpath, "%s/val.h5", data);
     const double base = whole_image_giou(vpath);
-    const double g0 = metric(dir, 100, "val_giou"), g1 = metric(dir, steps, "val_giou"), c1 = metric(dir, steps, "val_ciou");
-    const double b0 = metric(dir, 1, "bce"), b1 = metric(dir, steps, "bce"), d0 = metric(dir, 1, "dice"), d1 = metric(dir, steps, "dice");
-    const double ce1 = metric(dir, steps, "val_ce");
+    const double g0 = t_metric(dir, 100, "val_giou"), g1 = t_metric(dir, steps, "val_giou"), c1 = t_metric(dir, steps, "val_ciou");
+    const double b0 = t_metric(dir, 1, "bce"), b1 = t_metric(dir, steps, "bce"), d0 = t_metric(dir, 1, "dice"), d1 = t_metric(dir, steps, "dice");
+    const double ce1 = t_metric(dir, steps, "val_ce");
     t_check(rc == 0 && g1 > base + 0.2 && b1 < 0.8 * b0 && d1 < 0.8 * d0 && ce1 < 0.3 && isfinite(c1),
             "grounding training learns the referred object",
             "%d steps: val gIoU %.3f (step 100: %.3f; whole-image baseline %.3f), cIoU %.3f; train bce %.3f -> %.3f, "
@@ -255,11 +222,11 @@ static void test_training(void) {
     const char *o3[] = {tr, va, rb, "train.steps=12", "train.eval_every=6", "train.grad_accum=2", "train.min_val_giou=0",
                         "train.resume=auto"};
     int r1 = run(o1, 7), r2 = run(o2, 8), r3 = run(o3, 8);
-    char *ma = metrics_core(a), *mb = metrics_core(b);
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
     int lines = 0;
     for (char *s = ma; s && *s; s++) lines += *s == '\n';
     t_check(r1 == 0 && r2 == 0 && r3 == 0 && ma && mb && lines == 12 && !strcmp(ma, mb) && strstr(ma, "\"dice\":") &&
-            isfinite(metric(b, 12, "val_giou")) && metric(a, 12, "val_giou") == metric(b, 12, "val_giou"), "grounding resume: 6 + 6 steps == 12 steps, bitwise",
+            isfinite(t_metric(b, 12, "val_giou")) && t_metric(a, 12, "val_giou") == t_metric(b, 12, "val_giou"), "grounding resume: 6 + 6 steps == 12 steps, bitwise",
             "runs %d/%d/%d, %d metric lines, identical: %s", r1, r2, r3, lines, ma && mb && !strcmp(ma, mb) ? "yes" : "NO");
     free(ma); free(mb);
 }
@@ -298,7 +265,7 @@ static void test_sam_init(void) {
     int rc = w1 || w2 ? -1 : run(o1, 6);
     char dir[450];
     snprintf(dir, sizeof dir, "%s/saminit", g_tmp);
-    const double bce = metric(dir, 1, "bce");
+    const double bce = t_metric(dir, 1, "bce");
     const char *o2[] = {tr, "data.val=", rd, s2, "train.steps=1", "train.min_val_giou=0"};
     int rc2 = run(o2, 6);
     t_check(rc == 0 && fabs(bce - log(2.0)) < 1e-6 && rc2 == -1 && strstr(ar_error(), "sam.init") &&
@@ -331,9 +298,9 @@ static void test_references_run(void) {
 #undef MM_KEYS
     const int n1 = (int)(sizeof o1 / sizeof *o1);
     int r1 = run(o1, n1), r2 = run(o2, n1 + 1), r3 = run(o3, n1 + 1);
-    char *ma = metrics_core(a), *mb = metrics_core(b);
-    const double l1 = metric(a, 1, "loss"), l10 = metric(a, 10, "loss"), sk = metric(a, 10, "skipped");
-    const double vg = metric(a, 10, "val_giou");
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
+    const double l1 = t_metric(a, 1, "loss"), l10 = t_metric(a, 10, "loss"), sk = t_metric(a, 10, "skipped");
+    const double vg = t_metric(a, 10, "val_giou");
     char cfgp[450], line[256];
     snprintf(cfgp, sizeof cfgp, "%s/config.cfg", a);
     t_check(r1 == 0 && r2 == 0 && r3 == 0 && ma && mb && !strcmp(ma, mb) && isfinite(l1) && isfinite(l10) &&
@@ -378,8 +345,8 @@ static void test_references_run(void) {
     snprintf(d3, sizeof d3, "%s/c2", cdir); snprintf(d4, sizeof d4, "%s/n2", cdir);
     double e_same = 0, e_other = 0;
     for (int st = 1; st <= 6; st++) {
-        e_same = fmax(e_same, fabs(metric(d1, st, "loss") - metric(d2, st, "loss")) / metric(d2, st, "loss"));
-        e_other = fmax(e_other, fabs(metric(d3, st, "loss") - metric(d4, st, "loss")) / metric(d4, st, "loss"));
+        e_same = fmax(e_same, fabs(t_metric(d1, st, "loss") - t_metric(d2, st, "loss")) / t_metric(d2, st, "loss"));
+        e_other = fmax(e_other, fabs(t_metric(d3, st, "loss") - t_metric(d4, st, "loss")) / t_metric(d4, st, "loss"));
     }
     t_check(fill == 0 && q1 == 0 && q2 == 0 && q3 == 0 && q4 == 0 && e_same < 1e-4 && e_other < 1e-4,
             "grounding feature cache (anyref cache, training reads it, other weights miss)",
@@ -446,8 +413,8 @@ static void test_sam_encoder_run(void) {
     int q3 = run(o3, nf);
     double e1 = 0, e3 = 0;
     for (int st = 1; st <= 6; st++) {
-        e1 = fmax(e1, fabs(metric(d1, st, "loss") - metric(d2, st, "loss")) / metric(d2, st, "loss"));
-        e3 = fmax(e3, fabs(metric(d3, st, "loss") - metric(d2, st, "loss")) / metric(d2, st, "loss"));
+        e1 = fmax(e1, fabs(t_metric(d1, st, "loss") - t_metric(d2, st, "loss")) / t_metric(d2, st, "loss"));
+        e3 = fmax(e3, fabs(t_metric(d3, st, "loss") - t_metric(d2, st, "loss")) / t_metric(d2, st, "loss"));
     }
     /* the cache holds embeddings computed in `anyref cache`'s batches, so the
      * losses agree to float32 rounding, not bit for bit */

@@ -17,6 +17,7 @@
 #include "model/references.h"
 #include "core/error.h"
 #include "tests/testlib.h"
+#include "tests/tiny_anyref.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -45,21 +46,7 @@ static refs_cfg tiny_refs(void) {
     return r;
 }
 
-static anyref_cfg tiny_anyref(float lambda) {
-    anyref_cfg c = anyref_default_cfg();
-    llama_cfg l = {.vocab = V, .dim = DM, .layers = 2, .heads = 2, .kv_heads = 1, .mlp_hidden = 24,
-                   .max_seq = T, .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 2,
-                   .lora_alpha = 4.0f, .lora_dropout = 0.0f, .lora_targets = 0x7f,
-                   .train_embed = 1, .train_lm_head = 1};
-    c.llm = l;
-    c.seg.seg_token = SEG;
-    c.seg.lambda = lambda;
-    sam_decoder_cfg d = {.dim = C, .depth = 2, .heads = 2, .mlp_dim = 24, .downsample = 2,
-                         .num_mask_tokens = 4, .iou_hidden = 16, .H = G2, .W = G2, .n_sparse = 1};
-    c.dec = d;
-    c.max_orig_h = c.max_orig_w = 16;
-    return c;
-}
+static anyref_cfg tiny_anyref(float lambda) { return tiny_anyref_cfg(V, T, SEG, lambda, 0.0f); }
 
 /* ------------------------------------------------------------ splice */
 static void test_splice(void) {

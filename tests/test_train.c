@@ -34,23 +34,6 @@ static int run(const char *const *overrides, int n) {
     return rc;
 }
 
-/* "step,loss,lr,grad_norm" of every metrics line (the timing fields differ by nature). */
-static char *metrics_core(const char *dir) {
-    char p[512];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
-    FILE *f = fopen(p, "r");
-    if (!f) return NULL;
-    char *out = NULL; size_t len = 0;
-    FILE *o = open_memstream(&out, &len);
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        char *cut = strstr(line, ",\"tokens_per_s\"");
-        if (cut) *cut = 0;
-        fprintf(o, "%s\n", line);
-    }
-    fclose(f); fclose(o);
-    return out;
-}
 
 static void test_resume_bitwise(void) {
     char a[300], b[300], ra[320], rb[320];
@@ -69,7 +52,7 @@ static void test_resume_bitwise(void) {
     int have10 = stat(p10, &sb) == 0;
     int rc3 = run(o3, 10);
     int rc4 = run(o3, 10);   /* the run is complete: a rerun trains nothing and changes nothing */
-    char *ma = metrics_core(a), *mb = metrics_core(b);
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
     int lines = 0;
     for (char *s = ma; s && *s; s++) lines += *s == '\n';
     t_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0 && have10 && ma && mb && lines == 20 && strcmp(ma, mb) == 0,
@@ -85,7 +68,7 @@ static void test_learns_below_baseline(void) {
     snprintf(d, sizeof d, "%s/learn", g_tmp); snprintf(rd, sizeof rd, "run.dir=%s", d);
     const char *o[] = {rd, "train.steps=150", "train.eval_every=0", "train.min_accuracy=0"};
     int rc = run(o, 4);
-    char *m = metrics_core(d);
+    char *m = t_metrics_core(d);
     double first = 0, last = 0;
     int n = 0;
     for (char *s = m; s && (s = strstr(s, "\"loss\":")); s++, n++) {
@@ -125,7 +108,7 @@ static void test_token_data(void) {
     const char *o1[] = {"data.kind=tokens", a_tr, a_va, "model.vocab=13", "train.steps=120", "train.batch_size=16",
                         "train.eval_every=60", "train.eval_batches=4", "train.min_accuracy=0", a_d1};
     int rc1 = run(o1, 10);
-    char *m1 = metrics_core(d1);
+    char *m1 = t_metrics_core(d1);
     double first = 0, last = 0, val = 0;
     int n = 0;
     for (char *s = m1; s && (s = strstr(s, "\"loss\":")); s++, n++) { double v = atof(s + 7); if (!n) first = v; last = v; }
@@ -144,7 +127,7 @@ static void test_token_data(void) {
     const char *o4[] = {"data.kind=tokens", a_tr, a_va, "model.vocab=13", "train.steps=12", "train.batch_size=16",
                         "train.eval_every=0", "train.min_accuracy=0", a_d2, "train.resume=auto"};
     int r2 = run(o2, 10), r3 = run(o3, 10), r4 = run(o4, 10);
-    char *ma = metrics_core(d1), *mb = metrics_core(d2);
+    char *ma = t_metrics_core(d1), *mb = t_metrics_core(d2);
     t_check(!r2 && !r3 && !r4 && ma && mb && !strcmp(ma, mb), "train on HDF5 tokens: 7 + 5 resumed steps == 12 steps",
             "runs %d/%d/%d, identical: %s", r2, r3, r4, ma && mb && !strcmp(ma, mb) ? "yes" : "NO");
     free(m1); free(ma); free(mb);
@@ -233,7 +216,7 @@ static void test_conversations_learn(void) {
     const char *o[] = {"data.kind=tokens", ah5, av, ad, "train.steps=60", "train.batch_size=8", "train.lr=3e-3",
                        "train.eval_every=0", "train.min_accuracy=0", "train.threads=2"};
     int rc = run(o, 10);
-    char *m = metrics_core(d);
+    char *m = t_metrics_core(d);
     double last = 0; int n = 0;
     for (char *s = m; s && (s = strstr(s, "\"loss\":")); s++, n++) if (n >= 50) last += atof(s + 7) / 10;
     t_check(rc == 0 && n == 60 && total > 0 && last < 0.5 * H, "train on prepared conversations: loss << unigram entropy",
@@ -251,9 +234,9 @@ static void test_conversations_learn(void) {
     const char *o1b[] = {"data.kind=tokens", ah5, av, a_d2, "train.steps=3", "train.batch_size=8",
                          "train.eval_every=0", "train.min_accuracy=0", "train.threads=2", "train.resume=never"};
     int rc2 = run(o2, 11);
-    char *mdirect = metrics_core(d2);
+    char *mdirect = t_metrics_core(d2);
     int rc3 = run(o1b, 10);
-    char *mtok = metrics_core(d2);
+    char *mtok = t_metrics_core(d2);
     char prepared[400];
     snprintf(prepared, sizeof prepared, "%s/data/train.h5", d2);
     token_dataset *pd = tds_open(prepared, V);

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int g_failures;
 
@@ -126,4 +127,39 @@ double t_gradcheck_kinked(const char *name, t_loss_fn loss, void *ctx, float *x,
     t_check(rel <= tol && scale > 0, name, "fd max rel err %.2e (tol %.0e, %zu/%zu points, worst idx %zu, scale %.3g; "
             "step h alone %.1e)", rel, tol, pts, n, worst, scale, maxdiff_h / (scale > 1e-12 ? scale : 1e-12));
     return rel;
+}
+
+char *t_metrics_core(const char *dir) {
+    char p[1024], line[8192];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(p, "r");
+    if (!f) return NULL;
+    char *out = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&out, &len);
+    if (!o) { fclose(f); return NULL; }
+    while (fgets(line, sizeof line, f)) {
+        char *cut = strstr(line, ",\"tokens_per_s\"");
+        if (cut) *cut = 0;
+        fprintf(o, "%s\n", line);
+    }
+    fclose(f);
+    fclose(o);
+    return out;
+}
+
+double t_metric(const char *dir, int step, const char *key) {
+    char p[1024], line[8192], pre[64], k[128];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+    snprintf(pre, sizeof pre, "{\"step\":%d,", step);
+    snprintf(k, sizeof k, "\"%s\":", key);
+    FILE *f = fopen(p, "r");
+    double v = NAN;
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, pre, strlen(pre))) continue;
+        const char *s = strstr(line, k);
+        if (s && strncmp(s + strlen(k), "null", 4)) v = atof(s + strlen(k));
+    }
+    if (f) fclose(f);
+    return v;
 }

@@ -39,6 +39,12 @@ double t_gradcheck(const char *name, t_loss_fn loss, void *ctx, float *x, const 
  * of the three. Also prints the error of step h alone. */
 double t_gradcheck_kinked(const char *name, t_loss_fn loss, void *ctx, float *x, const float *g, size_t n,
                           float h, double tol, size_t max_points);
+/* A training run's <dir>/metrics.jsonl (train/train.c): every line cut
+ * before the timing fields ("tokens_per_s" on), which differ between runs by
+ * nature; NULL if unreadable (free it). */
+char  *t_metrics_core(const char *dir);
+/* The value of "key" in the line of `step`; NaN if absent or null. */
+double t_metric(const char *dir, int step, const char *key);
 /* Σ out[i]*r[i] in double. */
 double t_dot(const float *out, const float *r, size_t n);
 #endif
