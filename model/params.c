@@ -1,4 +1,6 @@
 /* model/params.c — see params.h. */
+#include <stdarg.h>
+#include <stdio.h>
 #include "model/params.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -98,4 +100,12 @@ void params_free(ar_params *ps) {
     k_free(ps->w); k_free(ps->g); k_free(ps->m); k_free(ps->v);
     free(ps->p);
     memset(ps, 0, sizeof *ps);
+}
+
+char *params_fmt_name(char *n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(n, AR_PARAM_NAME_LEN, fmt, ap);
+    va_end(ap);
+    return n;
 }

@@ -11,8 +11,15 @@
 
 typedef enum { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_KAIMING_UNIFORM } ar_init;
 
+/* Longest parameter name (with its NUL). */
+#define AR_PARAM_NAME_LEN 112
+
+/* printf into n[AR_PARAM_NAME_LEN] (truncating); returns n. For building
+ * checkpoint names like "blocks.%d.attn.qkv.weight". */
+char *params_fmt_name(char *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 typedef struct {
-    char name[112];
+    char name[AR_PARAM_NAME_LEN];
     int ndim, shape[4];
     size_t numel;
     int trainable;

@@ -18,16 +18,8 @@
 #define PFX "mask_decoder."
 
 /* Parameter names: the longest SAM name is ~75 characters, well inside
- * ar_param.name; vsnprintf bounds every write. */
-#define NAME_LEN 112
-static char *fmt_name(char *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *fmt_name(char *n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(n, NAME_LEN, fmt, ap);
-    va_end(ap);
-    return n;
-}
+ * ar_param.name; params_fmt_name bounds every write. */
+#define NAME_LEN AR_PARAM_NAME_LEN
 
 typedef struct { float *w, *b, *gw, *gb; int in, out; } lin_w;     /* nn.Linear */
 typedef struct { float *w, *b, *gw, *gb; } norm_w;                  /* LayerNorm(2d) */
@@ -118,17 +110,17 @@ static int decl(ar_params *ps, const char *preset, const char *name, int ndim, i
 
 static int decl_linear(ar_params *ps, const char *preset, const char *pre, int in, int out) {
     char n[NAME_LEN];
-    fmt_name(n, "%s.weight", pre);
+    params_fmt_name(n, "%s.weight", pre);
     if (decl(ps, preset, n, 2, out, in, 0, 0, INIT_KAIMING_UNIFORM, 0)) return -1;
-    fmt_name(n, "%s.bias", pre);
+    params_fmt_name(n, "%s.bias", pre);
     return decl(ps, preset, n, 1, out, 0, 0, 0, INIT_ZEROS, 0);
 }
 
 static int decl_norm(ar_params *ps, const char *preset, const char *pre, int d) {
     char n[NAME_LEN];
-    fmt_name(n, "%s.weight", pre);
+    params_fmt_name(n, "%s.weight", pre);
     if (decl(ps, preset, n, 1, d, 0, 0, 0, INIT_ONES, 0)) return -1;
-    fmt_name(n, "%s.bias", pre);
+    params_fmt_name(n, "%s.bias", pre);
     return decl(ps, preset, n, 1, d, 0, 0, 0, INIT_ZEROS, 0);
 }
 
@@ -136,17 +128,17 @@ static int decl_attn(ar_params *ps, const char *preset, const char *pre, int C, 
     static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
     char n[NAME_LEN];
     for (int i = 0; i < 3; i++) {
-        fmt_name(n, "%s.%s", pre, proj[i]);
+        params_fmt_name(n, "%s.%s", pre, proj[i]);
         if (decl_linear(ps, preset, n, C, ci)) return -1;
     }
-    fmt_name(n, "%s.out_proj", pre);
+    params_fmt_name(n, "%s.out_proj", pre);
     return decl_linear(ps, preset, n, ci, C);
 }
 
 static int decl_mlp3(ar_params *ps, const char *preset, const char *pre, int in, int hid, int out) {
     char n[NAME_LEN];
     for (int j = 0; j < 3; j++) {
-        fmt_name(n, "%s.layers.%d", pre, j);
+        params_fmt_name(n, "%s.layers.%d", pre, j);
         if (decl_linear(ps, preset, n, j ? hid : in, j == 2 ? out : hid)) return -1;
     }
     return 0;
@@ -173,7 +165,7 @@ int sam_decoder_declare(const sam_decoder_cfg *c, ar_params *ps, const char *pre
     const int C = c->dim, Ci = c->dim / c->downsample, NM = c->num_mask_tokens;
     char n[NAME_LEN];
     for (int l = 0; l < c->depth; l++) {
-#define SUB(s) (fmt_name(n, PFX "transformer.layers.%d." s, l), n)
+#define SUB(s) (params_fmt_name(n, PFX "transformer.layers.%d." s, l), n)
         if (decl_attn(ps, preset, SUB("self_attn"), C, C) || decl_norm(ps, preset, SUB("norm1"), C) ||
             decl_attn(ps, preset, SUB("cross_attn_token_to_image"), C, Ci) ||
             decl_norm(ps, preset, SUB("norm2"), C) ||
@@ -195,7 +187,7 @@ int sam_decoder_declare(const sam_decoder_cfg *c, ar_params *ps, const char *pre
         decl(ps, preset, PFX "output_upscaling.3.bias", 1, C / 8, 0, 0, 0, INIT_ZEROS, 0))
         return -1;
     for (int i = 0; i < NM; i++) {
-        fmt_name(n, PFX "output_hypernetworks_mlps.%d", i);
+        params_fmt_name(n, PFX "output_hypernetworks_mlps.%d", i);
         if (decl_mlp3(ps, preset, n, C, C, C / 8)) return -1;
     }
     return decl_mlp3(ps, preset, PFX "iou_prediction_head", C, c->iou_hidden, NM);
@@ -205,9 +197,9 @@ int sam_decoder_declare(const sam_decoder_cfg *c, ar_params *ps, const char *pre
 
 static int bind_pair(const ar_params *ps, const char *pre, float **w, float **b, float **gw, float **gb) {
     char n[NAME_LEN];
-    fmt_name(n, "%s.weight", pre);
+    params_fmt_name(n, "%s.weight", pre);
     *w = params_w(ps, n); *gw = params_g(ps, n);
-    fmt_name(n, "%s.bias", pre);
+    params_fmt_name(n, "%s.bias", pre);
     *b = params_w(ps, n); *gb = params_g(ps, n);
     if (*w && *b) return 0;
     return ar_errorf("sam_decoder: %s.weight/.bias not declared in the parameter registry", pre);
@@ -228,17 +220,17 @@ static int bind_attn(const ar_params *ps, const char *pre, attn_w *a, int C, int
     lin_w *pl[3] = {&a->q, &a->k, &a->v};
     static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
     for (int i = 0; i < 3; i++) {
-        fmt_name(n, "%s.%s", pre, proj[i]);
+        params_fmt_name(n, "%s.%s", pre, proj[i]);
         if (bind_linear(ps, n, pl[i], C, ci)) return -1;
     }
-    fmt_name(n, "%s.out_proj", pre);
+    params_fmt_name(n, "%s.out_proj", pre);
     return bind_linear(ps, n, &a->o, ci, C);
 }
 
 static int bind_mlp3(const ar_params *ps, const char *pre, mlp3_w *m, int in, int hid, int out) {
     char n[NAME_LEN];
     for (int j = 0; j < 3; j++) {
-        fmt_name(n, "%s.layers.%d", pre, j);
+        params_fmt_name(n, "%s.layers.%d", pre, j);
         if (bind_linear(ps, n, &m->l[j], j ? hid : in, j == 2 ? out : hid)) return -1;
     }
     return 0;
@@ -338,7 +330,7 @@ sam_decoder *sam_decoder_create(const sam_decoder_cfg *c, ar_params *ps, int max
     int bad = 0;
     for (int l = 0; l < c->depth && !bad; l++) {
         block_w *w = &d->bw[l];
-#define SUB(s) (fmt_name(n, PFX "transformer.layers.%d." s, l), n)
+#define SUB(s) (params_fmt_name(n, PFX "transformer.layers.%d." s, l), n)
         bad = bind_attn(ps, SUB("self_attn"), &w->sa, C, C) || bind_norm(ps, SUB("norm1"), &w->n1) ||
               bind_attn(ps, SUB("cross_attn_token_to_image"), &w->t2i, C, Ci) ||
               bind_norm(ps, SUB("norm2"), &w->n2) ||
