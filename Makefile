@@ -28,7 +28,7 @@ OPT     ?= -O3 -march=native -fno-trapping-math -fno-math-errno
 CFLAGS  += $(OPT) -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -g \
            -I. -I$(OBLAS_INC) -I$(HDF5_INC) -MMD -MP
 LDLIBS  += -L$(OBLAS_LIB) -Wl,-rpath,$(OBLAS_LIB) -lopenblas \
-           -L$(HDF5_LIB) -lhdf5 -lz -lm -fopenmp -lfftw3 -lsoxr
+           -L$(HDF5_LIB) -lhdf5 -lz -lm -fopenmp -lfftw3 -lsoxr -ljpeg -lpng16
 
 CORE_SRC  := $(wildcard core/*.c)
 KCPU_SRC  := $(wildcard kernels/cpu/*.c)
@@ -157,6 +157,7 @@ FUZZ_EXTRA_fuzz_config :=
 FUZZ_EXTRA_fuzz_tokenizer := data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
 FUZZ_EXTRA_fuzz_safetensors := checkpoints/safetensors.c model/params.c
 FUZZ_EXTRA_fuzz_wav := data/wav.c
+FUZZ_EXTRA_fuzz_image = data/image.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:
 FUZZ_CORE := $(filter-out core/h5util.c,$(CORE_SRC))   # parsers need no HDF5
