@@ -580,7 +580,7 @@ static pk_value *child(const pk_value *v, size_t i) { return v->type == PK_DICT 
 static int check_tree(pk_parser *P, pk_value *root) {
     struct { pk_value *v; size_t next; } st[PK_MAX_DEPTH + 2];
     int sp = 0;
-    if (!n_children(root) && root->type != PK_LIST && root->type != PK_TUPLE && root->type != PK_DICT) return 0;
+    if (root->type != PK_LIST && root->type != PK_TUPLE && root->type != PK_DICT) return 0;
     root->mark = 1;
     st[sp].v = root; st[sp].next = 0; sp++;
     while (sp) {

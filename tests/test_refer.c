@@ -396,7 +396,6 @@ static int compare_refs(const refer_set *s, const json_value *want, char *why, s
         snprintf(why, nwhy, "counts: %zu/%zu/%zu", s->n_total, s->n_refs, s->n_skipped);
         return 1;
     }
-    size_t si = 0;
     for (size_t i = 0; i < refs->n; i++) {
         const refer_ref *r = &s->refs[i];
         const json_value *w = &refs->items[i];
@@ -404,7 +403,6 @@ static int compare_refs(const refer_set *s, const json_value *want, char *why, s
         size_t idx = i;
         for (size_t k = 0; k < skipped->n; k++)
             if ((size_t)skipped->items[k].integer <= idx) idx++;
-        (void)si;
         int ok = r->index == idx && r->ref_id == json_get(w, "ref_id")->integer &&
                  r->ann_id == json_get(w, "ann_id")->integer && r->image_id == json_get(w, "image_id")->integer &&
                  r->category_id == json_get(w, "category_id")->integer && same_str(r->split, json_get(w, "split")) &&
