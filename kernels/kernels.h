@@ -249,7 +249,7 @@ void transpose_forward(float *out, const float *in, int B, int R, int C);
 void transpose_backward(float *din, const float *dout, int B, int R, int C);
 
 /* ------------------------------------------------------------------------ */
-/* SAM image encoder (model/sam_image_encoder.c): forward only, frozen      */
+/* SAM image encoder (model/sam_image_encoder.c)                            */
 /* ------------------------------------------------------------------------ */
 /* Non-overlapping p x p patches as rows: in[B,Cin,H,W] (H, W multiples of p)
  * -> out[B*(H/p)*(W/p), Cin*p*p], row (b,gy,gx) = in[b, :, gy*p.., gx*p..]
@@ -281,6 +281,25 @@ size_t sam_attention_scratch_floats(int B, int h, int w, int heads);
 void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                            const float *Rh, const float *Rw, float scale,
                            int B, int h, int w, int heads, int hd);
+
+/* Their backward (the optionally trainable encoder, sam_encoder_cfg.trainable);
+ * all accumulate, any gradient output may be NULL.
+ * window partition: din[B,H,W,C] += dout[B*nh*nw,ws,ws,C] at the real cells,
+ *   dpad[C] += Σ dout over the padded cells. */
+void sam_window_partition_backward(float *din, float *dpad, const float *dout,
+                                   int B, int H, int W, int C, int ws);
+/* unpartition: din[B*nh*nw,ws,ws,C] += dout[B,H,W,C] at the real cells (padding untouched). */
+void sam_window_unpartition_backward(float *din, const float *dout, int B, int H, int W, int C, int ws);
+/* get_rel_pos: drel_pos[L,D] += adjoint of the gather and linear resize of dout[qs,ks,D]. */
+void sam_rel_pos_backward(float *drel_pos, const float *dout, int qs, int ks, int L, int D);
+/* Attention: dqkv[B,T,3,heads,hd] += d(q,k,v) from dout[B,T,heads*hd] (dqkv not NULL);
+ * dRh[h,h,hd], dRw[w,w,hd] += the tables' gradients (Rh, Rw NULL: no relative
+ * positions). Probabilities are recomputed from qkv, Rh, Rw; scratch is
+ * sam_attention_backward_scratch_floats() floats, passed with its size. */
+size_t sam_attention_backward_scratch_floats(int B, int h, int w, int heads, int hd);
+void sam_attention_backward(float *dqkv, float *dRh, float *dRw, float *scratch, size_t scratch_floats,
+                            const float *dout, const float *qkv, const float *Rh, const float *Rw, float scale,
+                            int B, int h, int w, int heads, int hd);
 
 /* ------------------------------------------------------------------------ */
 /* Refocusing (SPEC 2.5)                                                    */

@@ -1,6 +1,8 @@
 /* model/sam_image_encoder.h — SAM's image encoder (SPEC 2.6, ImageEncoderViT of
- * segment-anything), frozen: forward only, batched, through kernels.h only, so
- * it runs on either backend.
+ * segment-anything), batched, through kernels.h only, so it runs on either
+ * backend. Frozen (forward only) by default; with cfg.trainable every tensor is
+ * trainable and sam_encoder_backward accumulates their gradients (for small
+ * models trained from scratch, issue 5 part 6).
  *
  *   image [B,3,S,S] (already normalised and padded, S = img_size)
  *   -> patch_embed (Conv p x p, stride p) -> tokens [B,G,G,C], G = S/p, + pos_embed [1,G,G,C]
@@ -16,10 +18,21 @@
  * blocks.N.norm1/norm2.{weight,bias}, blocks.N.attn.qkv/proj.{weight,bias},
  * blocks.N.attn.rel_pos_h/rel_pos_w [L, head_dim], blocks.N.mlp.lin1/lin2.
  * {weight,bias}, neck.0.weight, neck.1.{weight,bias}, neck.2.weight,
- * neck.3.{weight,bias}. All are frozen.
+ * neck.3.{weight,bias}. All are frozen, or all trainable (cfg.trainable).
  *
  * Activations live in one arena sized at create time for max_batch images by a
- * measuring pass; nothing is allocated per forward. Depends on kernels/,
+ * measuring pass; nothing is allocated per forward. Frozen, the blocks share
+ * one set of buffers. Trainable, the forward keeps per block what backward
+ * reads (no recomputation of whole blocks): the block input and the
+ * post-attention residual [B,N,C], both LayerNorms' mean/rstd, the qkv the
+ * attention read ([B*N,3C] global, [B*Np,3C] windowed), the attention output
+ * [B,N,C] and the MLP's pre-GELU [B,N,M], about (4 + 3 Np/N) C + M floats per
+ * token per block, plus the patches and the neck's intermediates; backward
+ * recomputes only LN outputs, GELU and the attention probabilities (in query
+ * blocks, never a whole T x T matrix on CPU). ViT-B at 1024 px keeps about
+ * 1.6 GB per image plus 0.25 GB of gradient buffers; the CUDA attention
+ * backward's scratch holds at least one grid's P and dP (1.6 GB for a ViT-B
+ * global block). Depends on kernels/,
  * model/params, core/ (errors, arena). */
 #ifndef ANYREF_SAM_IMAGE_ENCODER_H
 #define ANYREF_SAM_IMAGE_ENCODER_H
@@ -44,6 +57,7 @@ typedef struct {
      * linearly at run time, as get_rel_pos does. */
     int rel_pos_len_window, rel_pos_len_global;
     char prefix[64];     /* parameter-name prefix, e.g. "image_encoder." */
+    int trainable;       /* 0: frozen, forward only (default); 1: every tensor trainable, backward kept */
 } sam_encoder_cfg;
 
 /* SAM ViT-B / ViT-L / ViT-H (sam_vit_b/l/h_*.pth) with the given name prefix
@@ -54,9 +68,11 @@ sam_encoder_cfg sam_encoder_vit_h(const char *prefix);
 
 typedef struct sam_image_encoder sam_image_encoder;
 
-/* Declares the (frozen) parameters. -1 + ar_error on bad sizes. */
+/* Declares the parameters (frozen, or trainable when c->trainable). -1 + ar_error on bad sizes. */
 int  sam_encoder_declare(const sam_encoder_cfg *c, ar_params *ps);
-/* Binds to allocated parameters and sizes activations for up to max_batch images. */
+/* Binds to allocated parameters and sizes activations for up to max_batch
+ * images. With c->trainable, also binds every gradient (NULL + ar_error if a
+ * tensor was declared frozen) and sizes the backward's buffers. */
 sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, int max_batch);
 void sam_encoder_free(sam_image_encoder *e);
 /* image [B, in_chans, img_size, img_size] (backend memory). Returns the image
@@ -67,5 +83,13 @@ float *sam_encoder_forward(sam_image_encoder *e, const float *image, int B);
  * tokens [B, G, G, dim] (intermediate ViT features; the tests compare them
  * block by block). Valid until the next call; NULL + ar_error on bad B or n_blocks. */
 float *sam_encoder_tokens(sam_image_encoder *e, const float *image, int B, int n_blocks);
+/* Backward of the last sam_encoder_forward (trainable encoders only): dout is
+ * d(image embeddings) [B, out_chans, G, G] for that forward's B (backend
+ * memory, read only). ACCUMULATES into every parameter gradient in the
+ * registry (patch_embed, pos_embed, every block's norms, qkv, proj, rel_pos_h/w
+ * and MLP, the neck); no input gradient. Gradients are zeroed by the caller
+ * (params_zero_grad), so micro-batches accumulate. -1 + ar_error when the
+ * encoder is frozen or the last call was not a full forward. */
+int sam_encoder_backward(sam_image_encoder *e, const float *dout);
 size_t sam_encoder_activation_bytes(const sam_image_encoder *e);
 #endif

@@ -1,15 +1,18 @@
 /* kernels/cpu/sam_encoder.c — CPU backend of the SAM image encoder primitives
- * of kernels.h (forward only; the encoder is frozen): patchify (the patch
- * embedding's im2col), window partition with padding and its inverse,
- * get_rel_pos (with linear resizing of the table), and attention with
- * decomposed relative positions.
+ * of kernels.h: patchify (the patch embedding's im2col), window partition with
+ * padding and its inverse, get_rel_pos (with linear resizing of the table), and
+ * attention with decomposed relative positions; the backward of each but
+ * patchify (for the optionally trainable encoder; no input gradient is wanted).
  *
  * Attention works on query blocks of SQB rows of one (grid, head): logits for
  * the block [SQB, T] live in a per-thread slot of the caller's scratch, so a
  * 64x64 global-attention grid never materialises its 4096 x 4096 logits per
  * head. Q K^T and P V are strided sgemm calls straight on the qkv Linear's
  * output (row stride 3C); OpenMP OpenBLAS runs them single-threaded inside the
- * parallel region. Layouts and shapes are in kernels.h.
+ * parallel region. Its backward runs one job per (grid, head), recomputing
+ * each query block's probabilities (the forward's own code) so that no T x T
+ * matrix is kept; the relative tables' gradients go to per-thread
+ * accumulators summed at the end. Layouts and shapes are in kernels.h.
  * Depends on: kernels/kernels.h, kernels/cpu/vmath.h, OpenBLAS (cblas), OpenMP. */
 #include "kernels/kernels.h"
 #include "kernels/cpu/vmath.h"
@@ -75,41 +78,132 @@ void sam_window_unpartition_forward(float *out, const float *in, int B, int H, i
     }
 }
 
+void sam_window_partition_backward(float *din, float *dpad, const float *dout,
+                                   int B, int H, int W, int C, int ws) {
+    if (B <= 0 || H <= 0 || W <= 0 || C <= 0 || ws <= 0) return;
+    const int nh = (H + ws - 1) / ws, nw = (W + ws - 1) / ws;
+    if (din) {
+        const long rows = (long)B * H;
+        #pragma omp parallel for schedule(static) if (rows * W * C > 32768)
+        for (long r = 0; r < rows; r++) {
+            const int y = (int)(r % H), b = (int)(r / H);
+            float *o = din + (size_t)r * W * C;
+            for (int x = 0; x < W; x++, o += C) {
+                const size_t win = ((size_t)b * nh + y / ws) * nw + x / ws;
+                const float *g = dout + ((win * ws + y % ws) * ws + x % ws) * C;
+                #pragma omp simd
+                for (int c = 0; c < C; c++) o[c] += g[c];
+            }
+        }
+    }
+    if (dpad && (nh * ws > H || nw * ws > W)) {
+        /* parallel over channel blocks: each thread owns its dpad entries */
+        #pragma omp parallel for schedule(static) if ((long)B * nh * nw * ws * ws * C > 32768)
+        for (int c0 = 0; c0 < C; c0 += 16) {
+            const int c1 = c0 + 16 < C ? c0 + 16 : C;
+            double acc[16] = {0};
+            for (long win = 0; win < (long)B * nh * nw; win++) {
+                const int j = (int)(win % nw), i = (int)(win / nw % nh);
+                for (int wy = 0; wy < ws; wy++)
+                    for (int wx = 0; wx < ws; wx++) {
+                        if (i * ws + wy < H && j * ws + wx < W) continue;
+                        const float *g = dout + (((size_t)win * ws + wy) * ws + wx) * C;
+                        for (int c = c0; c < c1; c++) acc[c - c0] += g[c];
+                    }
+            }
+            for (int c = c0; c < c1; c++) dpad[c] += (float)acc[c - c0];
+        }
+    }
+}
+
+void sam_window_unpartition_backward(float *din, const float *dout, int B, int H, int W, int C, int ws) {
+    if (!din || B <= 0 || H <= 0 || W <= 0 || C <= 0 || ws <= 0) return;
+    const int nh = (H + ws - 1) / ws, nw = (W + ws - 1) / ws;
+    const long rows = (long)B * H;
+    #pragma omp parallel for schedule(static) if (rows * W * C > 32768)
+    for (long r = 0; r < rows; r++) {
+        const int y = (int)(r % H), b = (int)(r / H);
+        const float *g = dout + (size_t)r * W * C;
+        for (int x = 0; x < W; x++, g += C) {
+            const size_t win = ((size_t)b * nh + y / ws) * nw + x / ws;
+            float *o = din + ((win * ws + y % ws) * ws + x % ws) * C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) o[c] += g[c];
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Relative position table                                                  */
 /* ------------------------------------------------------------------------ */
 
-void sam_rel_pos_forward(float *out, const float *rel_pos, int qs, int ks, int L, int D) {
-    if (qs <= 0 || ks <= 0 || L <= 0 || D <= 0) return;
-    const int M = 2 * (qs > ks ? qs : ks) - 1;
+/* get_rel_pos's row geometry: qr, kr, off and M for qs x ks. */
+typedef struct { float qr, kr, off; int M, L; double scale; } relgeom;
+
+static relgeom rel_geom(int qs, int ks, int L) {
+    relgeom g;
+    g.M = 2 * (qs > ks ? qs : ks) - 1;
+    g.L = L;
     /* PyTorch: arange(q)[:,None] * max(k/q, 1.0) and the offset (k-1)*max(q/k, 1.0)
      * are float32 tensors (python scalars cast to float32), then .long() truncates. */
-    const float qr = (float)((double)ks / qs > 1.0 ? (double)ks / qs : 1.0);
-    const float kr = (float)((double)qs / ks > 1.0 ? (double)qs / ks : 1.0);
-    const float off = (float)((ks - 1) * ((double)qs / ks > 1.0 ? (double)qs / ks : 1.0));
+    g.qr = (float)((double)ks / qs > 1.0 ? (double)ks / qs : 1.0);
+    g.kr = (float)((double)qs / ks > 1.0 ? (double)qs / ks : 1.0);
+    g.off = (float)((ks - 1) * ((double)qs / ks > 1.0 ? (double)qs / ks : 1.0));
     /* F.interpolate(mode="linear", align_corners=False) from L to M samples. */
-    const double scale = (double)L / M;
+    g.scale = (double)L / g.M;
+    return g;
+}
+
+/* Output (i, j) = l0 * rel_pos[i0] + l1 * rel_pos[i1]. */
+static void rel_src(const relgeom *g, int i, int j, int *i0, int *i1, double *l0, double *l1) {
+    /* each product rounded to float32 on its own (no FMA contraction), as PyTorch's separate ops */
+    volatile float qi = (float)i * g->qr, kj = (float)j * g->kr;
+    const float rc = (qi - kj) + g->off;
+    int m = (int)rc;
+    m = m < 0 ? 0 : m >= g->M ? g->M - 1 : m;     /* never clamps for valid sizes */
+    if (g->L == g->M) { *i0 = *i1 = m; *l0 = 1.0; *l1 = 0.0; return; }
+    double src = g->scale * (m + 0.5) - 0.5;
+    if (src < 0) src = 0;
+    int a = (int)src;
+    if (a > g->L - 1) a = g->L - 1;
+    *i0 = a;
+    *i1 = a < g->L - 1 ? a + 1 : a;
+    *l1 = src - a;
+    *l0 = 1.0 - *l1;
+}
+
+void sam_rel_pos_forward(float *out, const float *rel_pos, int qs, int ks, int L, int D) {
+    if (qs <= 0 || ks <= 0 || L <= 0 || D <= 0) return;
+    const relgeom g = rel_geom(qs, ks, L);
     #pragma omp parallel for schedule(static) if ((long)qs * ks * D > 32768)
     for (int i = 0; i < qs; i++) {
         for (int j = 0; j < ks; j++) {
-            /* each product rounded to float32 on its own (no FMA contraction), as PyTorch's separate ops */
-            volatile float qi = (float)i * qr, kj = (float)j * kr;
-            const float rc = (qi - kj) + off;
-            int m = (int)rc;
-            m = m < 0 ? 0 : m >= M ? M - 1 : m;     /* never clamps for valid sizes */
+            int i0, i1;
+            double l0, l1;
+            rel_src(&g, i, j, &i0, &i1, &l0, &l1);
             float *o = out + ((size_t)i * ks + j) * D;
-            if (L == M) {
-                memcpy(o, rel_pos + (size_t)m * D, sizeof(float) * D);
-                continue;
-            }
-            double src = scale * (m + 0.5) - 0.5;
-            if (src < 0) src = 0;
-            int i0 = (int)src;
-            if (i0 > L - 1) i0 = L - 1;
-            const int i1 = i0 < L - 1 ? i0 + 1 : i0;
-            const double l1 = src - i0, l0 = 1.0 - l1;
             const float *a = rel_pos + (size_t)i0 * D, *b = rel_pos + (size_t)i1 * D;
+            if (L == g.M) { memcpy(o, a, sizeof(float) * D); continue; }
             for (int d = 0; d < D; d++) o[d] = (float)(l0 * a[d] + l1 * b[d]);
+        }
+    }
+}
+
+void sam_rel_pos_backward(float *drel_pos, const float *dout, int qs, int ks, int L, int D) {
+    if (!drel_pos || qs <= 0 || ks <= 0 || L <= 0 || D <= 0) return;
+    const relgeom g = rel_geom(qs, ks, L);
+    /* parallel over channels: each thread owns columns d of every row */
+    #pragma omp parallel for schedule(static) if ((long)qs * ks * D > 32768)
+    for (int d = 0; d < D; d++) {
+        for (int i = 0; i < qs; i++) {
+            for (int j = 0; j < ks; j++) {
+                int i0, i1;
+                double l0, l1;
+                rel_src(&g, i, j, &i0, &i1, &l0, &l1);
+                const float v = dout[((size_t)i * ks + j) * D + d];
+                drel_pos[(size_t)i0 * D + d] += (float)(l0 * v);
+                if (l1 != 0.0) drel_pos[(size_t)i1 * D + d] += (float)(l1 * v);
+            }
         }
     }
 }
@@ -130,6 +224,50 @@ size_t sam_attention_scratch_floats(int B, int h, int w, int heads) {
     return (size_t)(jobs < nt ? jobs : nt) * slot_floats(h, w);
 }
 
+/* Softmax rows of one query block: L[nq,T] = softmax(scale Q K^T + rel terms)
+ * for queries t0..t0+nq-1 of one (grid, head); relh[h], relw[w] are row scratch. */
+static void prob_block(float *L, float *relh, float *relw, const float *Q, const float *K, int ld,
+                       const float *Rh, const float *Rw, float scale, int t0, int nq, int h, int w, int hd) {
+    const int T = h * w;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, T, hd, scale, Q, ld, K, ld, 0.0f, L, T);
+    for (int r = 0; r < nq; r++) {
+        float *lr = L + (size_t)r * T;
+        if (Rh && Rw) {
+            const int t = t0 + r, ty = t / w, tx = t % w;
+            const float *q = Q + (size_t)r * ld;
+            for (int i = 0; i < h; i++) {
+                const float *e = Rh + ((size_t)ty * h + i) * hd;
+                float s = 0.0f;
+                #pragma omp simd reduction(+:s)
+                for (int c = 0; c < hd; c++) s += q[c] * e[c];
+                relh[i] = s;
+            }
+            for (int j = 0; j < w; j++) {
+                const float *e = Rw + ((size_t)tx * w + j) * hd;
+                float s = 0.0f;
+                #pragma omp simd reduction(+:s)
+                for (int c = 0; c < hd; c++) s += q[c] * e[c];
+                relw[j] = s;
+            }
+            for (int i = 0; i < h; i++) {
+                float *li = lr + (size_t)i * w;
+                const float a = relh[i];
+                #pragma omp simd
+                for (int j = 0; j < w; j++) li[j] += a + relw[j];
+            }
+        }
+        float mx = lr[0];
+        #pragma omp simd reduction(max:mx)
+        for (int s = 1; s < T; s++) mx = lr[s] > mx ? lr[s] : mx;
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int s = 0; s < T; s++) { lr[s] = vexpf(lr[s] - mx); sum += lr[s]; }
+        const float inv = 1.0f / sum;
+        #pragma omp simd
+        for (int s = 0; s < T; s++) lr[s] *= inv;
+    }
+}
+
 void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                            const float *Rh, const float *Rw, float scale,
                            int B, int h, int w, int heads, int hd) {
@@ -143,7 +281,7 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
     int nt = omp_get_max_threads();
     if (nt > slots) nt = (int)slots;
     if (nt > jobs) nt = (int)jobs;
-    const int rel = Rh && Rw;
+    const float *rh = Rh && Rw ? Rh : NULL, *rw = Rh && Rw ? Rw : NULL;
     #pragma omp parallel num_threads(nt)
     {
         float *L = scratch + (size_t)omp_get_thread_num() * per;
@@ -155,45 +293,122 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
             const int t0 = blk * SQB, nq = T - t0 < SQB ? T - t0 : SQB;
             const float *base = qkv + (size_t)b * T * ld + (size_t)hh * hd;
             const float *Q = base + (size_t)t0 * ld, *K = base + C, *V = base + 2 * C;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, T, hd, scale, Q, ld, K, ld, 0.0f, L, T);
-            for (int r = 0; r < nq; r++) {
-                float *lr = L + (size_t)r * T;
-                if (rel) {
-                    const int t = t0 + r, ty = t / w, tx = t % w;
-                    const float *q = Q + (size_t)r * ld;
-                    for (int i = 0; i < h; i++) {
-                        const float *e = Rh + ((size_t)ty * h + i) * hd;
-                        float s = 0.0f;
-                        #pragma omp simd reduction(+:s)
-                        for (int c = 0; c < hd; c++) s += q[c] * e[c];
-                        relh[i] = s;
-                    }
-                    for (int j = 0; j < w; j++) {
-                        const float *e = Rw + ((size_t)tx * w + j) * hd;
-                        float s = 0.0f;
-                        #pragma omp simd reduction(+:s)
-                        for (int c = 0; c < hd; c++) s += q[c] * e[c];
-                        relw[j] = s;
-                    }
-                    for (int i = 0; i < h; i++) {
-                        float *li = lr + (size_t)i * w;
-                        const float a = relh[i];
-                        #pragma omp simd
-                        for (int j = 0; j < w; j++) li[j] += a + relw[j];
-                    }
-                }
-                float mx = lr[0];
-                #pragma omp simd reduction(max:mx)
-                for (int s = 1; s < T; s++) mx = lr[s] > mx ? lr[s] : mx;
-                float sum = 0.0f;
-                #pragma omp simd reduction(+:sum)
-                for (int s = 0; s < T; s++) { lr[s] = vexpf(lr[s] - mx); sum += lr[s]; }
-                const float inv = 1.0f / sum;
-                #pragma omp simd
-                for (int s = 0; s < T; s++) lr[s] *= inv;
-            }
+            prob_block(L, relh, relw, Q, K, ld, rh, rw, scale, t0, nq, h, w, hd);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, T, 1.0f, L, T, V, ld, 0.0f,
                         out + ((size_t)b * T + t0) * C + (size_t)hh * hd, C);
         }
+    }
+}
+
+/* Backward slot: P and dP/dS [SQB, T], relh[h], relw[w], then (when the
+ * relative tables want gradients) this thread's dRh [h,h,hd] and dRw [w,w,hd]. */
+static size_t bslot_floats(int h, int w, int hd, int rel) {
+    return 2 * (size_t)SQB * h * w + (size_t)h + w + (rel ? ((size_t)h * h + (size_t)w * w) * hd : 0);
+}
+
+size_t sam_attention_backward_scratch_floats(int B, int h, int w, int heads, int hd) {
+    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return 0;
+    const long jobs = (long)B * heads;
+    const long nt = omp_get_max_threads();
+    return (size_t)(jobs < nt ? jobs : nt) * bslot_floats(h, w, hd, 1);
+}
+
+/* One job per (grid, head): it owns that head's dk, dv (and dq) columns of the
+ * grid, so query blocks run in order with no write conflicts; the probabilities
+ * are recomputed block by block exactly as the forward computes them. */
+void sam_attention_backward(float *dqkv, float *dRh, float *dRw, float *scratch, size_t scratch_floats,
+                            const float *dout, const float *qkv, const float *Rh, const float *Rw, float scale,
+                            int B, int h, int w, int heads, int hd) {
+    if (!dqkv || B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return;
+    const int T = h * w, C = heads * hd, ld = 3 * C;
+    const int rel = Rh && Rw, relg = rel && (dRh || dRw);
+    const long jobs = (long)B * heads;
+    const size_t per = bslot_floats(h, w, hd, relg);
+    long slots = (long)(scratch_floats / per);
+    if (slots < 1) return;                                  /* caller bug: scratch too small */
+    int nt = omp_get_max_threads();
+    if (nt > slots) nt = (int)slots;
+    if (nt > jobs) nt = (int)jobs;
+    const size_t nrh = (size_t)h * h * hd, nrw = (size_t)w * w * hd, acc0 = 2 * (size_t)SQB * T + h + w;
+    /* every slot's table accumulators start at 0, even a slot whose thread gets no job */
+    if (relg) for (int t = 0; t < nt; t++) memset(scratch + (size_t)t * per + acc0, 0, sizeof(float) * (nrh + nrw));
+    #pragma omp parallel num_threads(nt)
+    {
+        float *P = scratch + (size_t)omp_get_thread_num() * per;
+        float *dS = P + (size_t)SQB * T, *relh = dS + (size_t)SQB * T, *relw = relh + h;
+        float *aRh = relw + w, *aRw = aRh + nrh;
+        #pragma omp for schedule(dynamic)
+        for (long job = 0; job < jobs; job++) {
+            const int hh = (int)(job % heads);
+            const long b = job / heads;
+            const float *base = qkv + (size_t)b * T * ld + (size_t)hh * hd;
+            const float *K = base + C, *V = base + 2 * C;
+            float *dbase = dqkv + (size_t)b * T * ld + (size_t)hh * hd;
+            float *dK = dbase + C, *dV = dbase + 2 * C;
+            for (int t0 = 0; t0 < T; t0 += SQB) {
+                const int nq = T - t0 < SQB ? T - t0 : SQB;
+                const float *Q = base + (size_t)t0 * ld;
+                const float *dO = dout + ((size_t)b * T + t0) * C + (size_t)hh * hd;
+                float *dQ = dbase + (size_t)t0 * ld;
+                prob_block(P, relh, relw, Q, K, ld, rel ? Rh : NULL, rel ? Rw : NULL, scale, t0, nq, h, w, hd);
+                /* dP = dO V^T; dS = P (dP - rowsum(P dP)) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, T, hd, 1.0f, dO, C, V, ld, 0.0f, dS, T);
+                for (int r = 0; r < nq; r++) {
+                    const float *pr = P + (size_t)r * T;
+                    float *sr = dS + (size_t)r * T;
+                    float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
+                    for (int s = 0; s < T; s++) dot += pr[s] * sr[s];
+                    #pragma omp simd
+                    for (int s = 0; s < T; s++) sr[s] = pr[s] * (sr[s] - dot);
+                }
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, nq, 1.0f, P, T, dO, C, 1.0f, dV, ld);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, T, scale, dS, T, K, ld, 1.0f, dQ, ld);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, nq, scale, dS, T, Q, ld, 1.0f, dK, ld);
+                if (!rel) continue;
+                for (int r = 0; r < nq; r++) {
+                    const int t = t0 + r, ty = t / w, tx = t % w;
+                    const float *sr = dS + (size_t)r * T, *q = Q + (size_t)r * ld;
+                    float *dq = dQ + (size_t)r * ld;
+                    for (int j = 0; j < w; j++) relw[j] = 0.0f;
+                    for (int i = 0; i < h; i++) {     /* d(q.Rh[ty,i]) = Σ_j dS[i,j], d(q.Rw[tx,j]) = Σ_i dS[i,j] */
+                        const float *si = sr + (size_t)i * w;
+                        float a = 0.0f;
+                        #pragma omp simd reduction(+:a)
+                        for (int j = 0; j < w; j++) { a += si[j]; relw[j] += si[j]; }
+                        relh[i] = a;
+                    }
+                    for (int i = 0; i < h; i++) {
+                        const float g = relh[i], *e = Rh + ((size_t)ty * h + i) * hd;
+                        #pragma omp simd
+                        for (int c = 0; c < hd; c++) dq[c] += g * e[c];
+                        if (relg) {
+                            float *a = aRh + ((size_t)ty * h + i) * hd;
+                            #pragma omp simd
+                            for (int c = 0; c < hd; c++) a[c] += g * q[c];
+                        }
+                    }
+                    for (int j = 0; j < w; j++) {
+                        const float g = relw[j], *e = Rw + ((size_t)tx * w + j) * hd;
+                        #pragma omp simd
+                        for (int c = 0; c < hd; c++) dq[c] += g * e[c];
+                        if (relg) {
+                            float *a = aRw + ((size_t)tx * w + j) * hd;
+                            #pragma omp simd
+                            for (int c = 0; c < hd; c++) a[c] += g * q[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (!relg) return;
+    /* the threads' table gradients, summed in thread order (deterministic for a thread count) */
+    #pragma omp parallel for schedule(static) if ((nrh + nrw) * nt > 32768)
+    for (size_t k = 0; k < nrh + nrw; k++) {
+        float s = 0.0f;
+        for (int t = 0; t < nt; t++) s += scratch[(size_t)t * per + acc0 + k];
+        if (k < nrh) { if (dRh) dRh[k] += s; }
+        else if (dRw) dRw[k - nrh] += s;
     }
 }

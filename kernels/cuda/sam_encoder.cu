@@ -1,6 +1,7 @@
 /* kernels/cuda/sam_encoder.cu — CUDA backend of the SAM image encoder
- * primitives of kernels.h (forward only): patchify, window partition and
- * unpartition, get_rel_pos, and attention with decomposed relative positions.
+ * primitives of kernels.h: patchify, window partition and unpartition,
+ * get_rel_pos, and attention with decomposed relative positions, and the
+ * backward of all but patchify (the optionally trainable encoder).
  *
  * The data movement and get_rel_pos are one thread per output element.
  * Attention processes a chunk of nb grids (all heads) at a time, nb sized by
@@ -9,6 +10,10 @@
  * logits [nb, heads, T, T]; a kernel computes the rows' q·Rh and q·Rw terms
  * [nb, heads, T, h+w]; one warp per row adds them and takes the softmax in
  * place; P V is again one batched GEMM per head, written into out[B,T,C].
+ * Attention backward recomputes P the same way per chunk, then dP = dO V^T,
+ * dS = P (dP - Σ P dP) one warp per row, and dV, dQ, dK by batched GEMMs that
+ * accumulate into dqkv; the relative terms' row sums give dq (one thread per
+ * element) and the tables' gradients (one thread per table entry, no atomics).
  * Depends on: kernels/cuda/common.cuh (cuBLAS helpers, error recording). */
 #include "kernels/cuda/common.cuh"
 #include <math.h>
@@ -77,23 +82,93 @@ void sam_window_unpartition_forward(float *out, const float *in, int B, int H, i
     KC_LAUNCHED();
 }
 
+/* din[B,H,W,C] += dout at the real cells of the windows */
+__global__ static void partition_back_k(float *din, const float *dout, int B, int H, int W, int C, int ws,
+                                        int nh, int nw) {
+    KC_FOR(idx, (size_t)B * H * W * C) {
+        const int c = (int)(idx % C);
+        const size_t pix = idx / C;
+        const int x = (int)(pix % W), y = (int)(pix / W % H);
+        const size_t b = pix / ((size_t)W * H);
+        const size_t win = (b * nh + y / ws) * nw + x / ws;
+        din[idx] += dout[((win * ws + y % ws) * ws + x % ws) * C + c];
+    }
+}
+/* dpad[c] += Σ over the padded cells; one thread per channel (deterministic) */
+__global__ static void partition_pad_back_k(float *dpad, const float *dout, int B, int H, int W, int C, int ws,
+                                            int nh, int nw) {
+    KC_FOR(c, (size_t)C) {
+        double acc = 0.0;
+        for (size_t win = 0; win < (size_t)B * nh * nw; win++) {
+            const int j = (int)(win % nw), i = (int)(win / nw % nh);
+            for (int wy = 0; wy < ws; wy++)
+                for (int wx = 0; wx < ws; wx++)
+                    if (i * ws + wy >= H || j * ws + wx >= W)
+                        acc += dout[((win * ws + wy) * ws + wx) * C + c];
+        }
+        dpad[c] += (float)acc;
+    }
+}
+void sam_window_partition_backward(float *din, float *dpad, const float *dout,
+                                   int B, int H, int W, int C, int ws) {
+    if (B <= 0 || H <= 0 || W <= 0 || C <= 0 || ws <= 0) return;
+    const int nh = (H + ws - 1) / ws, nw = (W + ws - 1) / ws;
+    if (din) {
+        partition_back_k<<<kc_blocks((size_t)B * H * W * C), KC_BLOCK>>>(din, dout, B, H, W, C, ws, nh, nw);
+        KC_LAUNCHED();
+    }
+    if (dpad && (nh * ws > H || nw * ws > W)) {
+        partition_pad_back_k<<<kc_blocks((size_t)C), KC_BLOCK>>>(dpad, dout, B, H, W, C, ws, nh, nw);
+        KC_LAUNCHED();
+    }
+}
+
+/* din[window cell] += dout[B,H,W,C]: each real cell written by one thread */
+__global__ static void unpartition_back_k(float *din, const float *dout, int B, int H, int W, int C, int ws,
+                                          int nh, int nw) {
+    KC_FOR(idx, (size_t)B * H * W * C) {
+        const int c = (int)(idx % C);
+        const size_t pix = idx / C;
+        const int x = (int)(pix % W), y = (int)(pix / W % H);
+        const size_t b = pix / ((size_t)W * H);
+        const size_t win = (b * nh + y / ws) * nw + x / ws;
+        din[((win * ws + y % ws) * ws + x % ws) * C + c] += dout[idx];
+    }
+}
+void sam_window_unpartition_backward(float *din, const float *dout, int B, int H, int W, int C, int ws) {
+    if (!din || B <= 0 || H <= 0 || W <= 0 || C <= 0 || ws <= 0) return;
+    const int nh = (H + ws - 1) / ws, nw = (W + ws - 1) / ws;
+    unpartition_back_k<<<kc_blocks((size_t)B * H * W * C), KC_BLOCK>>>(din, dout, B, H, W, C, ws, nh, nw);
+    KC_LAUNCHED();
+}
+
 /* ---- get_rel_pos ----------------------------------------------------------- */
+/* Output (i, j) = l0 * rel_pos[i0] + l1 * rel_pos[i1] (see kernels/cpu/sam_encoder.c). */
+__device__ static void rel_src(int i, int j, int L, int M, float qr, float kr, float off, double scale,
+                               int *i0, int *i1, double *l1) {
+    const float rc = __fadd_rn(__fsub_rn(__fmul_rn((float)i, qr), __fmul_rn((float)j, kr)), off);
+    int m = (int)rc;
+    m = m < 0 ? 0 : m >= M ? M - 1 : m;
+    if (L == M) { *i0 = *i1 = m; *l1 = 0.0; return; }
+    double src = scale * (m + 0.5) - 0.5;
+    if (src < 0) src = 0;
+    int a = (int)src;
+    if (a > L - 1) a = L - 1;
+    *i0 = a;
+    *i1 = a < L - 1 ? a + 1 : a;
+    *l1 = src - a;
+}
+
 __global__ static void rel_pos_k(float *out, const float *rel_pos, int qs, int ks, int L, int D, int M,
                                  float qr, float kr, float off, double scale) {
     const size_t total = (size_t)qs * ks * D;
     KC_FOR(idx, total) {
         const int d = (int)(idx % D);
         const int j = (int)(idx / D % ks), i = (int)(idx / ((size_t)D * ks));
-        const float rc = __fadd_rn(__fsub_rn(__fmul_rn((float)i, qr), __fmul_rn((float)j, kr)), off);
-        int m = (int)rc;
-        m = m < 0 ? 0 : m >= M ? M - 1 : m;
-        if (L == M) { out[idx] = rel_pos[(size_t)m * D + d]; continue; }
-        double src = scale * (m + 0.5) - 0.5;
-        if (src < 0) src = 0;
-        int i0 = (int)src;
-        if (i0 > L - 1) i0 = L - 1;
-        const int i1 = i0 < L - 1 ? i0 + 1 : i0;
-        const double l1 = src - i0;
+        int i0, i1;
+        double l1;
+        rel_src(i, j, L, M, qr, kr, off, scale, &i0, &i1, &l1);
+        if (L == M) { out[idx] = rel_pos[(size_t)i0 * D + d]; continue; }
         out[idx] = (float)((1.0 - l1) * rel_pos[(size_t)i0 * D + d] + l1 * rel_pos[(size_t)i1 * D + d]);
     }
 }
@@ -104,6 +179,36 @@ void sam_rel_pos_forward(float *out, const float *rel_pos, int qs, int ks, int L
     const double rk = (double)qs / ks > 1.0 ? (double)qs / ks : 1.0;
     rel_pos_k<<<kc_blocks((size_t)qs * ks * D), KC_BLOCK>>>(out, rel_pos, qs, ks, L, D, M, (float)rq, (float)rk,
                                                            (float)((ks - 1) * rk), (double)L / M);
+    KC_LAUNCHED();
+}
+
+/* One thread per table entry (row l, channel d): gathers every (i, j) that reads
+ * row l (deterministic, no atomics; qs*ks*L*D steps in all, small tables). */
+__global__ static void rel_pos_back_k(float *drel, const float *dout, int qs, int ks, int L, int D, int M,
+                                      float qr, float kr, float off, double scale) {
+    KC_FOR(idx, (size_t)L * D) {
+        const int d = (int)(idx % D), l = (int)(idx / D);
+        double acc = 0.0;
+        for (int i = 0; i < qs; i++)
+            for (int j = 0; j < ks; j++) {
+                int i0, i1;
+                double l1;
+                rel_src(i, j, L, M, qr, kr, off, scale, &i0, &i1, &l1);
+                if (i0 != l && i1 != l) continue;
+                const double v = dout[((size_t)i * ks + j) * D + d];
+                if (i0 == l) acc += (1.0 - l1) * v;
+                if (i1 == l) acc += l1 * v;
+            }
+        drel[idx] += (float)acc;
+    }
+}
+void sam_rel_pos_backward(float *drel_pos, const float *dout, int qs, int ks, int L, int D) {
+    if (!drel_pos || qs <= 0 || ks <= 0 || L <= 0 || D <= 0) return;
+    const int M = 2 * (qs > ks ? qs : ks) - 1;
+    const double rq = (double)ks / qs > 1.0 ? (double)ks / qs : 1.0;
+    const double rk = (double)qs / ks > 1.0 ? (double)qs / ks : 1.0;
+    rel_pos_back_k<<<kc_blocks((size_t)L * D), KC_BLOCK>>>(drel_pos, dout, qs, ks, L, D, M, (float)rq, (float)rk,
+                                                          (float)((ks - 1) * rk), (double)L / M);
     KC_LAUNCHED();
 }
 
@@ -196,5 +301,145 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
             kc_gemm_batched(0, 0, T, hd, T, 1.0f, L + hh * TT, T, (long long)heads * TT,
                             base + 2 * C + (size_t)hh * hd, ld, (long long)T * ld,
                             0.0f, out + (size_t)b0 * T * C + (size_t)hh * hd, C, (long long)T * C, nb);
+    }
+}
+
+/* ---- attention backward ----------------------------------------------------- */
+/* One warp per row: dS = P (dP - Σ P dP), in place over dP. */
+__global__ static void softmax_back_rows_k(float *dP, const float *P, size_t rows, int T) {
+    const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return; /* uniform per warp */
+    const float *p = P + row * T;
+    float *g = dP + row * T;
+    float dot = 0.0f;
+    for (int s = lane; s < T; s += 32) dot += p[s] * g[s];
+    dot = kc_warp_sum(dot);
+    for (int s = lane; s < T; s += 32) g[s] = p[s] * (g[s] - dot);
+}
+
+/* drel[row, i] = Σ_j dS[row, i*w + j] (i < h), Σ_i dS[row, i*w + (i'-h)] (i' >= h). */
+__global__ static void rel_sums_k(float *drel, const float *dS, size_t rows, int h, int w) {
+    const int HW = h + w, T = h * w;
+    KC_FOR(idx, rows * HW) {
+        const int i = (int)(idx % HW);
+        const float *s = dS + (idx / HW) * T;
+        float a = 0.0f;
+        if (i < h) for (int j = 0; j < w; j++) a += s[i * w + j];
+        else for (int y = 0; y < h; y++) a += s[y * w + (i - h)];
+        drel[idx] = a;
+    }
+}
+
+/* dq[g, t, hh, c] += Σ_i drel[.., t, i] Rh[t_y, i, c] + Σ_j drel[.., t, h+j] Rw[t_x, j, c] */
+__global__ static void rel_dq_k(float *dqkv, const float *drel, const float *Rh, const float *Rw,
+                                long b0, int nb, int h, int w, int heads, int hd) {
+    const int T = h * w, HW = h + w, C = heads * hd;
+    KC_FOR(idx, (size_t)nb * T * heads * hd) {
+        const int c = (int)(idx % hd), hh = (int)(idx / hd % heads);
+        const int t = (int)(idx / ((size_t)hd * heads) % T);
+        const size_t g = idx / ((size_t)hd * heads * T);
+        const float *r = drel + ((g * heads + hh) * T + t) * HW;
+        const int ty = t / w, tx = t % w;
+        float a = 0.0f;
+        for (int i = 0; i < h; i++) a += r[i] * Rh[((size_t)ty * h + i) * hd + c];
+        for (int j = 0; j < w; j++) a += r[h + j] * Rw[((size_t)tx * w + j) * hd + c];
+        dqkv[((size_t)(b0 + g) * T + t) * 3 * C + (size_t)hh * hd + c] += a;
+    }
+}
+
+/* dRh[y, i, c] += Σ_{g, hh, x} drel[g, hh, (y,x), i] q[g, (y,x), hh, c] (axis 0), and
+ * dRw[x, j, c] += Σ_{g, hh, y} drel[g, hh, (y,x), h+j] q[...] (axis 1): one thread per entry. */
+__global__ static void rel_dtable_k(float *dR, const float *drel, const float *qkv, long b0, int nb,
+                                    int h, int w, int heads, int hd, int axis) {
+    const int T = h * w, HW = h + w, C = heads * hd;
+    const int n = axis ? w : h, other = axis ? h : w;
+    KC_FOR(idx, (size_t)n * n * hd) {
+        const int c = (int)(idx % hd), i = (int)(idx / hd % n), a = (int)(idx / ((size_t)hd * n));
+        float acc = 0.0f;
+        for (int g = 0; g < nb; g++)
+            for (int hh = 0; hh < heads; hh++)
+                for (int o = 0; o < other; o++) {
+                    const int t = axis ? o * w + a : a * w + o;
+                    acc += drel[(((size_t)g * heads + hh) * T + t) * HW + (axis ? h + i : i)] *
+                           qkv[((size_t)(b0 + g) * T + t) * 3 * C + (size_t)hh * hd + c];
+                }
+        dR[idx] += acc;
+    }
+}
+
+/* Grids per backward chunk: P, dP [nb, heads, T, T] and the row terms near 1 GiB. */
+static long att_back_chunk(int B, int h, int w, int heads) {
+    const size_t per = (size_t)heads * h * w * (2 * (size_t)h * w + h + w);
+    long nb = (long)(((size_t)1 << 28) / per);
+    if (nb < 1) nb = 1;
+    return nb < B ? nb : B;
+}
+
+size_t sam_attention_backward_scratch_floats(int B, int h, int w, int heads, int hd) {
+    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return 0;
+    return (size_t)att_back_chunk(B, h, w, heads) * heads * h * w * (2 * (size_t)h * w + h + w);
+}
+
+void sam_attention_backward(float *dqkv, float *dRh, float *dRw, float *scratch, size_t scratch_floats,
+                            const float *dout, const float *qkv, const float *Rh, const float *Rw, float scale,
+                            int B, int h, int w, int heads, int hd) {
+    if (!dqkv || B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return;
+    const int T = h * w, C = heads * hd, ld = 3 * C;
+    const size_t TT = (size_t)T * T, per = (size_t)heads * T * (2 * (size_t)T + h + w);
+    long nbmax = (long)(scratch_floats / per);
+    if (nbmax < 1) { kc_fail("sam_attention_backward", __FILE__, __LINE__, "scratch smaller than one grid"); return; }
+    const int rel = Rh && Rw;
+    for (long b0 = 0; b0 < B; b0 += nbmax) {
+        const int nb = (int)(B - b0 < nbmax ? B - b0 : nbmax);
+        float *P = scratch, *dP = P + (size_t)nb * heads * TT, *R = dP + (size_t)nb * heads * TT;
+        const float *base = qkv + (size_t)b0 * T * ld;
+        float *dbase = dqkv + (size_t)b0 * T * ld;
+        const float *dO = dout + (size_t)b0 * T * C;
+        /* the forward's probabilities, recomputed as it computes them */
+        for (int hh = 0; hh < heads; hh++)
+            kc_gemm_batched(0, 1, T, T, hd, scale, base + (size_t)hh * hd, ld, (long long)T * ld,
+                            base + C + (size_t)hh * hd, ld, (long long)T * ld,
+                            0.0f, P + hh * TT, T, (long long)heads * TT, nb);
+        if (rel) {
+            rel_terms_k<<<kc_blocks((size_t)nb * heads * T * (h + w)), KC_BLOCK>>>(R, qkv, Rh, Rw, b0, nb, h, w,
+                                                                                   heads, hd);
+            KC_LAUNCHED();
+        }
+        const size_t rows = (size_t)nb * heads * T;
+        const unsigned rblocks = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
+        rel_softmax_k<<<rblocks, KC_BLOCK>>>(P, rel ? R : NULL, rows, h, w);
+        KC_LAUNCHED();
+        for (int hh = 0; hh < heads; hh++) { /* dP = dO V^T;  dV += P^T dO */
+            kc_gemm_batched(0, 1, T, T, hd, 1.0f, dO + (size_t)hh * hd, C, (long long)T * C,
+                            base + 2 * C + (size_t)hh * hd, ld, (long long)T * ld,
+                            0.0f, dP + hh * TT, T, (long long)heads * TT, nb);
+            kc_gemm_batched(1, 0, T, hd, T, 1.0f, P + hh * TT, T, (long long)heads * TT,
+                            dO + (size_t)hh * hd, C, (long long)T * C,
+                            1.0f, dbase + 2 * C + (size_t)hh * hd, ld, (long long)T * ld, nb);
+        }
+        softmax_back_rows_k<<<rblocks, KC_BLOCK>>>(dP, P, rows, T);
+        KC_LAUNCHED();
+        for (int hh = 0; hh < heads; hh++) { /* dQ += scale dS K;  dK += scale dS^T Q */
+            kc_gemm_batched(0, 0, T, hd, T, scale, dP + hh * TT, T, (long long)heads * TT,
+                            base + C + (size_t)hh * hd, ld, (long long)T * ld,
+                            1.0f, dbase + (size_t)hh * hd, ld, (long long)T * ld, nb);
+            kc_gemm_batched(1, 0, T, hd, T, scale, dP + hh * TT, T, (long long)heads * TT,
+                            base + (size_t)hh * hd, ld, (long long)T * ld,
+                            1.0f, dbase + C + (size_t)hh * hd, ld, (long long)T * ld, nb);
+        }
+        if (!rel) continue;
+        rel_sums_k<<<kc_blocks(rows * (h + w)), KC_BLOCK>>>(R, dP, rows, h, w);
+        KC_LAUNCHED();
+        rel_dq_k<<<kc_blocks((size_t)nb * T * C), KC_BLOCK>>>(dqkv, R, Rh, Rw, b0, nb, h, w, heads, hd);
+        KC_LAUNCHED();
+        if (dRh) {
+            rel_dtable_k<<<kc_blocks((size_t)h * h * hd), KC_BLOCK>>>(dRh, R, qkv, b0, nb, h, w, heads, hd, 0);
+            KC_LAUNCHED();
+        }
+        if (dRw) {
+            rel_dtable_k<<<kc_blocks((size_t)w * w * hd), KC_BLOCK>>>(dRw, R, qkv, b0, nb, h, w, heads, hd, 1);
+            KC_LAUNCHED();
+        }
     }
 }

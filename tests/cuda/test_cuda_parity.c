@@ -878,6 +878,139 @@ static void test_sam_encoder(void) {
     }
 }
 
+/* The backward kernels of the trainable encoder: exact data movement, the
+ * adjoint of get_rel_pos, and attention's gradients from a double-precision
+ * backward written here (probabilities recomputed, dS = P (dP - Σ P dP)). */
+static void test_sam_encoder_backward(void) {
+    {
+        const int B = 2, H = 7, W = 5, C = 6, ws = 3, nh = 3, nw = 2;
+        const size_t nx = (size_t)B * H * W * C, nwin = (size_t)B * nh * nw * ws * ws * C;
+        float *gw = rnd(nwin, 1.0f, 930), *gx = rnd(nx, 1.0f, 931);
+        double *rx = dalloc(nx), *rw = dalloc(nwin), *rp = dalloc(C);
+        for (size_t o = 0; o < nwin; o++) {
+            const int c = (int)(o % C), wx = (int)(o / C % ws), wy = (int)(o / C / ws % ws);
+            const size_t win = o / C / ws / ws;
+            const int j = (int)(win % nw), i = (int)(win / nw % nh), b = (int)(win / nw / nh);
+            const int y = i * ws + wy, xx = j * ws + wx;
+            if (y < H && xx < W) {
+                const size_t xi = (((size_t)b * H + y) * W + xx) * C + c;
+                rx[xi] += gw[o];
+                rw[o] += gx[xi];
+            } else {
+                rp[c] += gw[o];
+            }
+        }
+        float *dgw = dev_up(gw, nwin), *dgx = dev_up(gx, nx);
+        float *dx = k_malloc(nx * sizeof(float)), *dw = k_malloc(nwin * sizeof(float)), *dp = k_malloc(C * sizeof(float));
+        k_zero(dx, nx * sizeof(float)); k_zero(dw, nwin * sizeof(float)); k_zero(dp, C * sizeof(float));
+        sam_window_partition_backward(dx, dp, dgw, B, H, W, C, ws);
+        cmp("sam_window_partition_backward (din)", dx, rx, nx, 0.0);
+        cmp("sam_window_partition_backward (dpad)", dp, rp, C, 1e-6);
+        sam_window_unpartition_backward(dw, dgx, B, H, W, C, ws);
+        cmp("sam_window_unpartition_backward", dw, rw, nwin, 0.0);
+        free(gw); free(gx); free(rx); free(rw); free(rp);
+        k_free(dgw); k_free(dgx); k_free(dx); k_free(dw); k_free(dp);
+    }
+    /* get_rel_pos's adjoint: each output reads rows i0, i1 with weights 1-l1, l1 */
+    static const int cases[][3] = {{3, 3, 5}, {3, 5, 9}, {5, 3, 9}, {4, 6, 7}, {7, 3, 4}, {6, 6, 20}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int qs = cases[c][0], ks = cases[c][1], L = cases[c][2], D = 5, M = 2 * (qs > ks ? qs : ks) - 1;
+        const float qr = (float)fmax((double)ks / qs, 1.0), kr = (float)fmax((double)qs / ks, 1.0);
+        const float off = (float)((ks - 1) * fmax((double)qs / ks, 1.0));
+        float *g = rnd((size_t)qs * ks * D, 1.0f, 940 + c);
+        double *ref = dalloc((size_t)L * D);
+        for (int i = 0; i < qs; i++)
+            for (int j = 0; j < ks; j++) {
+                const int m = (int)(((float)i * qr - (float)j * kr) + off);
+                for (int d = 0; d < D; d++) {
+                    const double v = g[((size_t)i * ks + j) * D + d];
+                    if (L == M) { ref[(size_t)m * D + d] += v; continue; }
+                    double src = fmax((double)L / M * (m + 0.5) - 0.5, 0.0);
+                    int i0 = (int)src;
+                    if (i0 > L - 1) i0 = L - 1;
+                    const int i1 = i0 < L - 1 ? i0 + 1 : i0;
+                    const double l1 = src - i0;
+                    ref[(size_t)i0 * D + d] += (1 - l1) * v;
+                    ref[(size_t)i1 * D + d] += l1 * v;
+                }
+            }
+        float *dg = dev_up(g, (size_t)qs * ks * D), *dr = k_malloc((size_t)L * D * sizeof(float));
+        k_zero(dr, (size_t)L * D * sizeof(float));
+        sam_rel_pos_backward(dr, dg, qs, ks, L, D);
+        char name[96];
+        snprintf(name, sizeof name, "sam_rel_pos_backward (q %d, k %d, L %d)", qs, ks, L);
+        cmp(name, dr, ref, (size_t)L * D, 1e-6);
+        free(g); free(ref); k_free(dg); k_free(dr);
+    }
+    /* attention backward on 3 grids of 3 x 5 */
+    for (int rel = 1; rel >= 0; rel--) {
+        const int B = 3, h = 3, w = 5, heads = 2, hd = 8, T = h * w, C = heads * hd;
+        const float scale = 1.0f / sqrtf((float)hd);
+        const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nh = (size_t)h * h * hd, nw = (size_t)w * w * hd;
+        float *qkv = rnd(nq, 1.0f, 950), *rh = rnd(nh, 0.7f, 951), *rw = rnd(nw, 0.7f, 952), *go = rnd(no, 1.0f, 953);
+        double *dq = dalloc(nq), *dh = dalloc(nh), *dw = dalloc(nw);
+        for (int b = 0; b < B; b++)
+            for (int hh = 0; hh < heads; hh++)
+                for (int t = 0; t < T; t++) {
+                    const size_t rq = ((size_t)b * T + t) * 3 * C + (size_t)hh * hd;
+                    const float *q = qkv + rq, *gt = go + ((size_t)b * T + t) * C + (size_t)hh * hd;
+                    double P[64], dP[64], mx = -INFINITY, sum = 0, dot = 0;
+                    for (int s = 0; s < T; s++) {
+                        const float *k = qkv + ((size_t)b * T + s) * 3 * C + C + (size_t)hh * hd;
+                        double d = 0, bias = 0;
+                        for (int i = 0; i < hd; i++) {
+                            d += (double)q[i] * k[i];
+                            if (rel) bias += (double)q[i] * (rh[((size_t)(t / w) * h + s / w) * hd + i] +
+                                                             (double)rw[((size_t)(t % w) * w + s % w) * hd + i]);
+                        }
+                        P[s] = d * scale + bias;
+                        mx = fmax(mx, P[s]);
+                    }
+                    for (int s = 0; s < T; s++) { P[s] = exp(P[s] - mx); sum += P[s]; }
+                    for (int s = 0; s < T; s++) {
+                        P[s] /= sum;
+                        const float *v = qkv + ((size_t)b * T + s) * 3 * C + 2 * C + (size_t)hh * hd;
+                        dP[s] = 0;
+                        for (int i = 0; i < hd; i++) dP[s] += (double)gt[i] * v[i];
+                        dot += P[s] * dP[s];
+                    }
+                    for (int s = 0; s < T; s++) {
+                        const double dS = P[s] * (dP[s] - dot);
+                        const size_t rs = ((size_t)b * T + s) * 3 * C + (size_t)hh * hd;
+                        const size_t eh = ((size_t)(t / w) * h + s / w) * hd, ew = ((size_t)(t % w) * w + s % w) * hd;
+                        for (int i = 0; i < hd; i++) {
+                            dq[rq + i] += dS * (scale * (double)qkv[rs + C + i] + (rel ? (double)rh[eh + i] + rw[ew + i] : 0));
+                            dq[rs + C + i] += dS * scale * q[i];
+                            dq[rs + 2 * C + i] += P[s] * gt[i];
+                            if (rel) { dh[eh + i] += dS * q[i]; dw[ew + i] += dS * q[i]; }
+                        }
+                    }
+                }
+        float *dqkv = dev_up(qkv, nq), *drh = dev_up(rh, nh), *drw = dev_up(rw, nw), *dgo = dev_up(go, no);
+        float *gq = k_malloc(nq * sizeof(float)), *gh = k_malloc(nh * sizeof(float)), *gw = k_malloc(nw * sizeof(float));
+        const size_t ns = sam_attention_backward_scratch_floats(B, h, w, heads, hd);
+        const size_t ns1 = sam_attention_backward_scratch_floats(1, h, w, heads, hd);
+        float *scr = k_malloc(ns * sizeof(float));
+        for (int small = 0; small < 2; small++) {
+            k_zero(gq, nq * sizeof(float)); k_zero(gh, nh * sizeof(float)); k_zero(gw, nw * sizeof(float));
+            sam_attention_backward(gq, gh, gw, scr, small ? ns1 : ns, dgo, dqkv, rel ? drh : NULL, rel ? drw : NULL,
+                                   scale, B, h, w, heads, hd);
+            char name[96];
+            snprintf(name, sizeof name, "sam_attention_backward dqkv (%s%s)", rel ? "rel pos" : "no rel pos",
+                     small ? ", one-grid scratch" : "");
+            cmp(name, gq, dq, nq, 2e-5);
+            if (rel) {
+                snprintf(name, sizeof name, "sam_attention_backward dRh%s", small ? " (one-grid scratch)" : "");
+                cmp(name, gh, dh, nh, 2e-5);
+                snprintf(name, sizeof name, "sam_attention_backward dRw%s", small ? " (one-grid scratch)" : "");
+                cmp(name, gw, dw, nw, 2e-5);
+            }
+        }
+        free(qkv); free(rh); free(rw); free(go); free(dq); free(dh); free(dw);
+        k_free(dqkv); k_free(drh); k_free(drw); k_free(dgo); k_free(gq); k_free(gh); k_free(gw); k_free(scr);
+    }
+}
+
 int main(void) {
     printf("# backend: %s\n", k_backend_name());
     void *probe = k_malloc(64);
@@ -896,6 +1029,7 @@ int main(void) {
     test_refocus();
     test_transpose();
     test_sam_encoder();
+    test_sam_encoder_backward();
     k_sync();
     return t_exit_code();
 }
