@@ -150,6 +150,10 @@ fixtures:
 	/usr/bin/python3 tests/ref/seg_head_ref.py tests/fixtures/seg_head.h5
 	/usr/bin/python3 tests/ref/anyref_step_ref.py tests/fixtures/anyref_step.h5
 	/usr/bin/python3 tests/ref/anyref_mm_ref.py tests/fixtures/anyref_mm.h5
+	/usr/bin/python3 tests/ref/audio_ref.py tests/fixtures/audio.h5
+	/usr/bin/python3 tests/ref/image_ref.py tests/fixtures
+	/usr/bin/python3 tests/ref/refer_ref.py tests/fixtures/refer
+	/usr/bin/python3 tests/ref/sam_image_encoder_grad_ref.py tests/fixtures/sam_image_encoder_grad.h5
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
