@@ -1,8 +1,9 @@
-/* model/clip_vit.h — the frozen CLIP vision tower (SPEC 2.3) and LLaVA's
- * mm_projector, the path image -> 256 LLM tokens (also the image and box
- * references of SPEC 2.8, which pool or RoIAlign the projected grid).
+/* model/clip_vit.h — the CLIP vision tower (SPEC 2.3; frozen, or optionally
+ * trainable) and LLaVA's mm_projector, the path image -> 256 LLM tokens (also
+ * the image and box references of SPEC 2.8, which pool or RoIAlign the
+ * projected grid).
  *
- * CLIP ViT (Hugging Face CLIPVisionModel semantics, forward only):
+ * CLIP ViT (Hugging Face CLIPVisionModel semantics; forward, and backward when trainable):
  *   pixels [N, 3, S, S] (already normalised, see clip_normalize_u8)
  *   patch embedding: Conv2d(3, W, kernel = stride = p, no bias) -> g x g grid,
  *     g = S/p, flattened row-major to g*g tokens; CLS token in front;
@@ -26,12 +27,27 @@
  *   <prefix>encoder.layers.{i}.layer_norm{1,2}.{weight,bias}, <prefix>encoder.layers.{i}.mlp.fc{1,2}.{weight,bias},
  *   <prefix>post_layernorm.{weight,bias}; prefix "vision_model." (HF CLIPVisionModel)
  *   by default, "model.vision_tower.vision_tower.vision_model." in LLaVA/LISA/AnyRef checkpoints.
- *   Every tensor is frozen.
- * Memory: one k_malloc'd block sized at create for max_images images; the
- * layers reuse the same buffers (the attention and the MLP share one region);
- * nothing is allocated per call. About (3W + max(4W, 2M)) T + H T^2 floats per
- * image, T = 1 + g*g (ViT-L: ~16 MB per image), plus a W x W identity and the
- * patch-embedding scratch.
+ *   Frozen by default (AnyRef, LLaVA). With clip_vit_cfg.trainable (SPEC issue 5:
+ *   small models trained from scratch) the tensors that reach the output are
+ *   trainable: the embeddings, pre_layrnorm and layers 0..n-1 for hidden_states[n];
+ *   the layers after the selected one and post_layernorm are never run and stay
+ *   frozen (no gradient memory, no weight decay on tensors nothing uses).
+ * Memory: one k_malloc'd block sized at create for max_images images; nothing
+ * is allocated per call. Frozen: the layers reuse the same buffers (the
+ * attention and the MLP share one region), about (3W + max(4W, 2M)) T + H T^2
+ * floats per image, T = 1 + g*g (ViT-L: ~16 MB per image), plus a W x W
+ * identity and the patch-embedding scratch. Trainable: every run layer keeps
+ * what backward reads (its input, the post-attention residual, q, k, v, the
+ * attention output and probabilities, the fc1 pre-activation, the two
+ * LayerNorms' statistics: (6W + M) T + H T^2 + 4T floats per image and layer;
+ * the LayerNorm outputs and the MLP activation are recomputed in backward),
+ * plus a copy of the pixels and the backward's work buffers ((7W + 3M) T + H T^2
+ * per image): ViT-L with select -2 about 360 MB per image.
+ * Image slots: the buffers hold max_images images; a forward fills slots
+ * first..first+N-1 (clip_vit_forward: from 0), and a trainable tower keeps each
+ * slot's activations until a later forward overwrites that slot, so two
+ * forwards into disjoint slots (images, then crops) can be followed by one
+ * backward over both (the tower treats every image independently).
  *
  * mm_projector (LLaVA build_vision_projector), on rows [n, W] -> [n, D]:
  *   MM_PROJ_LINEAR:     <prefix>mm_projector.{weight [D,W], bias [D]}  (LLaVA v1 / Lightning)
@@ -67,6 +83,8 @@ typedef struct {
                            (-1 = last layer, -2 = LLaVA's mm_vision_select_layer) */
     int keep_cls;       /* 0: 'patch' (drop CLS, LLaVA), 1: 'cls_patch' (keep it first) */
     const char *prefix; /* NULL = "vision_model." */
+    int trainable;      /* 0: frozen, forward only (LLaVA/AnyRef); 1: declare the tensors
+                           trainable, keep activations, allow clip_vit_backward */
 } clip_vit_cfg;
 
 /* openai/clip-vit-large-patch14 with LLaVA's selection (-2, patch) and HF prefix. */
@@ -74,10 +92,14 @@ clip_vit_cfg clip_vit_large_cfg(void);
 
 typedef struct clip_vit clip_vit;
 
-/* Declares every tower tensor (frozen; HF _init_weights initialisers).
+/* Declares every tower tensor (HF _init_weights initialisers): all frozen, or
+ * with c->trainable those the selected hidden state depends on trainable.
  * -1 + ar_error on bad sizes or a select_layer outside [-(L+1), L]. */
 int       clip_vit_declare(const clip_vit_cfg *c, ar_params *ps);
-/* Binds to allocated parameters and sizes the activations for up to max_images. */
+/* Binds to allocated parameters and sizes the activations for up to max_images
+ * (with c->trainable also the activations backward needs and its buffers; a
+ * tensor frozen in the registry then gets no gradient, backward still runs
+ * through it). */
 clip_vit *clip_vit_create(const clip_vit_cfg *c, ar_params *ps, int max_images);
 void      clip_vit_free(clip_vit *v);
 /* Tokens per image in the output: g*g, or 1 + g*g with keep_cls. */
@@ -85,9 +107,23 @@ int       clip_vit_tokens(const clip_vit *v);
 /* pixels [N, C, S, S] -> features [N, clip_vit_tokens(v), W], valid until the
  * next forward; NULL + ar_error when N is outside 1..max_images. */
 float    *clip_vit_forward(clip_vit *v, const float *pixels, int N);
+/* The same into image slots first..first+N-1 (first + N <= max_images); the
+ * returned features are that slot range of the tower's output buffer. */
+float    *clip_vit_forward_at(clip_vit *v, const float *pixels, int N, int first);
 /* hidden_states[select_layer] of the last forward with CLS: [N, 1 + g*g, W]. */
 const float *clip_vit_hidden(const clip_vit *v);
+/* The whole k_malloc'd block (activations, and with trainable the backward's). */
 size_t    clip_vit_activation_bytes(const clip_vit *v);
+/* Trainable towers only. dout [N, clip_vit_tokens(v), W] = d(features) of the
+ * images in slots first..first+N-1 (each filled by a forward since create):
+ * ACCUMULATES into the gradient of every trainable tower tensor (patch
+ * embedding, class and position embeddings, pre_layrnorm, each run layer's
+ * LayerNorms, q/k/v/out projections and fc1/fc2). No pixel gradient. The
+ * activations are kept, so a second backward adds the same gradients again.
+ * 0, or -1 + ar_error (a frozen tower, a slot range outside the tower, a slot
+ * no forward filled). clip_vit_backward: the images of the last forward. */
+int       clip_vit_backward(clip_vit *v, const float *dout);
+int       clip_vit_backward_at(clip_vit *v, const float *dout, int N, int first);
 
 /* CLIPImageProcessor's normalisation (SPEC 2.3), host memory: an S x S RGB
  * image, 8-bit interleaved rgb[S*S*3] (already resized/cropped to S x S by the
