@@ -144,6 +144,7 @@ fixtures:
 	/usr/bin/python3 tests/ref/make_conversation_fixtures.py tests/fixtures
 	/usr/bin/python3 tests/ref/sam_prompt_ref.py tests/fixtures/sam_prompt.h5
 	/usr/bin/python3 tests/ref/clip_ref.py tests/fixtures/clip.h5
+	/usr/bin/python3 tests/ref/clip_grad_ref.py tests/fixtures/clip_grad.h5
 	/usr/bin/python3 tests/ref/imagebind_audio_ref.py tests/fixtures/imagebind_audio.h5
 	/usr/bin/python3 tests/ref/sam_image_encoder_ref.py tests/fixtures/sam_image_encoder.h5
 	/usr/bin/python3 tests/ref/sam_post_ref.py tests/fixtures/sam_post.h5

@@ -15,6 +15,7 @@ struct refs {
     size_t max_rows;
     float *x;               /* [(max_images + max_crops) * G, W]: the projector's input */
     float *dp;              /* its output gradient */
+    float *dx;              /* d CLIP features (trainable tower) */
     float *q;               /* [4, G] crop pooling matrix */
     float *feat, *dfeat;    /* [max_rows, D] */
     float *emb;             /* [max_audio * 3, out]: ImageBind output */
@@ -54,7 +55,10 @@ refs *refs_create(const refs_cfg *c, ar_params *ps) {
     refs *r = calloc(1, sizeof *r);
     if (!r) { ar_errorf("references: out of memory"); return NULL; }
     r->c = *c;
-    const int nclip = c->max_images > c->max_crops ? c->max_images : c->max_crops;
+    /* a trainable tower keeps every image's activations in its own slot: the
+     * images in slots 0..nI-1, the crops after them */
+    const int nclip = c->clip.trainable ? c->max_images + c->max_crops
+                                        : c->max_images > c->max_crops ? c->max_images : c->max_crops;
     if (nclip > 0 && !(r->clip = clip_vit_create(&c->clip, ps, nclip))) goto fail;
     r->g = c->clip.image_size / c->clip.patch;
     r->G = r->g * r->g;
@@ -76,6 +80,7 @@ refs *refs_create(const refs_cfg *c, ar_params *ps) {
     int fail = 0;
     r->x = dalloc((size_t)prow * r->W, &fail);
     r->dp = dalloc((size_t)prow * r->D, &fail);
+    if (c->clip.trainable) r->dx = dalloc((size_t)prow * r->W, &fail);
     r->q = dalloc((size_t)4 * r->G, &fail);
     r->feat = dalloc(r->max_rows * r->D, &fail);
     r->dfeat = dalloc(r->max_rows * r->D, &fail);
@@ -101,7 +106,7 @@ void refs_free(refs *r) {
     clip_vit_free(r->clip);
     mm_projector_free(r->proj);
     imagebind_audio_free(r->audio);
-    float *bufs[] = {r->x, r->dp, r->q, r->feat, r->dfeat, r->emb};
+    float *bufs[] = {r->x, r->dp, r->dx, r->q, r->feat, r->dfeat, r->emb};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) k_free(bufs[i]);
     free(r);
 }
@@ -133,12 +138,16 @@ refs_offsets refs_rows(const refs *r, const refs_batch *b) {
     return o;
 }
 
-/* CLIP output of n images into dst [n, G, W]: the precomputed one or a forward. */
-static int clip_rows(refs *r, float *dst, const float *pixels, const float *pre, int n, const char *what) {
+/* CLIP output of n images into dst [n, G, W]: the precomputed one or a
+ * forward (into tower slots first.. when the tower is trainable). */
+static int clip_rows(refs *r, float *dst, const float *pixels, const float *pre, int n, int first, const char *what) {
     const size_t sz = (size_t)n * r->G * r->W * sizeof(float);
+    if (pre && r->c.clip.trainable)
+        return ar_errorf("references: precomputed CLIP features for %s, but the CLIP tower is trainable", what);
     if (pre) { k_copy(dst, pre, sz); return 0; }
     if (!pixels) return ar_errorf("references: %d %s but neither pixels nor precomputed CLIP features", n, what);
-    const float *f = clip_vit_forward(r->clip, pixels, n);
+    const float *f = r->c.clip.trainable ? clip_vit_forward_at(r->clip, pixels, n, first)
+                                         : clip_vit_forward(r->clip, pixels, n);
     if (!f) return -1;
     k_copy(dst, f, sz);
     return 0;
@@ -160,8 +169,8 @@ float *refs_forward(refs *r, const refs_batch *b) {
     }
     const int nI = b->n_images, nC = b->n_crops, G = r->G, D = r->D;
     const refs_offsets o = refs_rows(r, b);
-    if (nI && clip_rows(r, r->x, b->pixels, b->image_clip, nI, "images")) return NULL;
-    if (nC && clip_rows(r, r->x + (size_t)nI * G * r->W, b->crop_pixels, b->crop_clip, nC, "image-crop references"))
+    if (nI && clip_rows(r, r->x, b->pixels, b->image_clip, nI, 0, "images")) return NULL;
+    if (nC && clip_rows(r, r->x + (size_t)nI * G * r->W, b->crop_pixels, b->crop_clip, nC, nI, "image-crop references"))
         return NULL;
     r->p = NULL;
     if (nI + nC) {
@@ -195,12 +204,12 @@ float *refs_forward(refs *r, const refs_batch *b) {
 
 float *refs_dfeat(refs *r) { return r->dfeat; }
 
-void refs_backward(refs *r) {
-    if (!r->valid) return;
+int refs_backward(refs *r) {
+    if (!r->valid) return 0;
     const refs_batch *b = &r->b;
     const refs_offsets o = r->o;
     const int nI = b->n_images, nC = b->n_crops, G = r->G, D = r->D;
-    if (nI + nC && r->c.proj.trainable) {
+    if (nI + nC && (r->c.proj.trainable || r->c.clip.trainable)) {
         k_zero(r->dp, (size_t)(nI + nC) * G * D * sizeof(float));
         if (nI) axpy(r->dp, r->dfeat, 1.0f, (size_t)nI * G * D);
         if (b->n_boxes)
@@ -209,11 +218,15 @@ void refs_backward(refs *r) {
         for (int k = 0; k < nC; k++)
             matmul_backward(NULL, r->dp + (size_t)(nI + k) * G * D, r->dfeat + (size_t)(o.crop + REFS_CROP_ROWS * k) * D,
                             r->q, r->p + (size_t)(nI + k) * G * D, REFS_CROP_ROWS, D, G, 0, 0);
-        mm_projector_backward(r->proj, r->dp, NULL);
+        float *dx = r->c.clip.trainable ? r->dx : NULL;
+        if (dx) k_zero(dx, (size_t)(nI + nC) * G * r->W * sizeof(float));
+        mm_projector_backward(r->proj, r->dp, dx);          /* dx = d CLIP features [(nI+nC)*G, W] */
+        if (dx && clip_vit_backward_at(r->clip, dx, nI + nC, 0)) return -1;
     }
     if (b->n_audio)
         imagebind_audio_project_backward(r->audio, r->dfeat + (size_t)o.audio * D, r->audio_in,
                                          b->n_audio * REFS_AUDIO_CLIPS, NULL);
+    return 0;
 }
 
 int refs_splice(const int *ids, const int *labels, int n, const refs_markers *mk, int G, int image_row,

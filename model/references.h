@@ -20,9 +20,10 @@
  *           crop's grid in four horizontal strips of 4 grid rows.
  *   audio   3 rows each: audio_projector(ImageBind(fbank)) of its three
  *           2-second clips, in clip order.
- * The encoders are frozen and run forward only; gradients (refs_backward)
- * reach the mm_projector when it is trainable (images, boxes, crops) and the
- * audio_projector (AnyRef trains it).
+ * The encoders are frozen and run forward only unless clip.trainable (small
+ * models trained from scratch); gradients (refs_backward) reach the
+ * mm_projector when it is trainable (images, boxes, crops), the CLIP tower
+ * when it is, and the audio_projector (AnyRef trains it).
  *
  * Precomputed frozen outputs (the feature cache) may replace the encoders:
  * refs_batch.image_clip / crop_clip / audio_emb.
@@ -96,8 +97,10 @@ float *refs_forward(refs *r, const refs_batch *b);
  * refs_forward): pass it as anyref_batch.dfeat, then call refs_backward. */
 float *refs_dfeat(refs *r);
 /* Backward of the last forward from refs_dfeat(): accumulates into the
- * projectors' gradients (those that are trainable). */
-void   refs_backward(refs *r);
+ * projectors' gradients (those that are trainable) and, with clip.trainable,
+ * through the CLIP tower into its weights (images and crops each in their own
+ * tower slot). 0, or -1 + ar_error. */
+int    refs_backward(refs *r);
 
 /* The frozen encoders alone, for the feature cache: out[n, G, W] = CLIP of
  * pixels[n, 3, S, S] (n <= max(max_images, max_crops)); out[n, out_dim] =

@@ -15,6 +15,7 @@
 #include "kernels/kernels.h"
 #include "model/anyref.h"
 #include "model/references.h"
+#include "model/sam_image_encoder.h"
 #include "core/error.h"
 #include "tests/testlib.h"
 #include "tests/tiny_anyref.h"
@@ -84,6 +85,9 @@ typedef struct {
     ar_params ps;
     refs *r;
     anyref *m;
+    sam_image_encoder *enc;     /* trainable encoders: SAM embeddings from sam_px */
+    const float *sam_px;
+    float *dimg;                /* [B, C, G2, G2] */
     refs_batch rb;
     int tok[B * T], tgt[B * T], hw[2 * B];
     const float *img[B], *gt[MAXSEG];
@@ -102,14 +106,23 @@ static double run_step(step *s, int backward) {
     float *feat = refs_forward(s->r, &s->rb);
     if (!feat) return NAN;
     refs_offsets o = refs_rows(s->r, &s->rb);
+    const float *img[B];
+    float *dimg[B];
+    const size_t chw = (size_t)C * G2 * G2;
+    if (s->enc) {   /* a trainable SAM image encoder makes the embeddings */
+        const float *e = sam_encoder_forward(s->enc, s->sam_px, B);
+        if (!e) return NAN;
+        for (int b = 0; b < B; b++) { img[b] = e + b * chw; dimg[b] = s->dimg + b * chw; }
+        k_zero(s->dimg, B * chw * sizeof(float));
+    }
     anyref_batch in = {.tokens = s->tok, .targets = s->tgt, .feat = feat, .n_feat = o.total,
-                       .dfeat = backward ? refs_dfeat(s->r) : NULL, .image_emb = s->img, .orig_hw = s->hw,
-                       .gt_masks = s->gt};
+                       .dfeat = backward ? refs_dfeat(s->r) : NULL, .image_emb = s->enc ? img : s->img,
+                       .orig_hw = s->hw, .gt_masks = s->gt, .dimage_emb = s->enc && backward ? dimg : NULL};
     anyref_losses L;
     float tot = anyref_forward(s->m, &in, 7, &L);
     if (backward) {
         anyref_backward(s->m, 1.0f);
-        refs_backward(s->r);
+        if (refs_backward(s->r) || (s->enc && sam_encoder_backward(s->enc, s->dimg))) return NAN;
     }
     return tot;
 }
@@ -117,12 +130,30 @@ static double loss_cb(void *u) { return run_step(u, 0); }
 
 /* samples: 0 image 0 + box on image 0, one [SEG]; 1 image 1 + crop, two [SEG]s;
  * 2 image 2 + audio, text answer only */
-static int setup(step *s, float lambda) {
+/* The tiny SAM image encoder whose output is the step's image embedding:
+ * 64 px, patch 16 (4 x 4 = the decoder grid), width 16, 2 blocks (block 1
+ * global), window 3 (padding), 16 output channels. */
+static sam_encoder_cfg tiny_sam_encoder(void) {
+    sam_encoder_cfg e = sam_encoder_vit_b(NULL);
+    e.img_size = 64; e.patch = 16; e.dim = 16; e.depth = 2; e.heads = 2; e.mlp_dim = 64; e.out_chans = C;
+    e.window = 3;
+    memset(e.global_attn, 0, sizeof e.global_attn);
+    e.global_attn[1] = 1;
+    e.trainable = 1;
+    return e;
+}
+
+/* trainable: the CLIP tower and a SAM image encoder trained too (issue 5 part 6) */
+static int setup_ex(step *s, float lambda, int trainable) {
     memset(s, 0, sizeof *s);
     refs_cfg rc = tiny_refs();
+    rc.clip.trainable = trainable;
     anyref_cfg ac = tiny_anyref(lambda);
+    sam_encoder_cfg ec = tiny_sam_encoder();
     params_init_empty(&s->ps);
-    if (anyref_declare(&ac, &s->ps) || refs_declare(&rc, &s->ps) || params_alloc(&s->ps)) return -1;
+    if (anyref_declare(&ac, &s->ps) || refs_declare(&rc, &s->ps) || (trainable && sam_encoder_declare(&ec, &s->ps)) ||
+        params_alloc(&s->ps))
+        return -1;
     params_randomize(&s->ps, 21);
     for (int i = 0; i < s->ps.n; i++) {   /* visible gradients: LoRA B off zero, decoder biases random */
         const ar_param *p = &s->ps.p[i];
@@ -136,6 +167,15 @@ static int setup(step *s, float lambda) {
             for (size_t j = 0; j < p->numel; j++) w[j] *= 2.5f;
     }
     if (!(s->r = refs_create(&rc, &s->ps)) || !(s->m = anyref_create(&ac, &s->ps, B, T, MAXSEG))) return -1;
+    if (trainable) {
+        if (!(s->enc = sam_encoder_create(&ec, &s->ps, B))) return -1;
+        const size_t n = (size_t)B * 3 * 64 * 64;
+        float *px = t_alloc(n);
+        t_fill_normal(px, n, 1.0f, 41);
+        s->sam_px = dev(s, px, n);
+        free(px);
+        s->dimg = k_malloc((size_t)B * C * G2 * G2 * sizeof(float));
+    }
     anyref_set_training(s->m, 0);
     const size_t npix = (size_t)3 * CI * CI;
     float *h = t_alloc(3 * npix);
@@ -182,8 +222,12 @@ static int setup(step *s, float lambda) {
     return 0;
 }
 
+static int setup(step *s, float lambda) { return setup_ex(s, lambda, 0); }
+
 static void teardown(step *s) {
     for (int i = 0; i < s->nbuf; i++) k_free(s->bufs[i]);
+    sam_encoder_free(s->enc);
+    if (s->dimg) k_free(s->dimg);
     refs_free(s->r);
     anyref_free(s->m);
     params_free(&s->ps);
@@ -301,10 +345,36 @@ static void test_fd(float lambda) {
     teardown(&s);
 }
 
+/* Trainable encoders (small models from scratch): the whole step's gradient
+ * reaches the CLIP tower (through the projector, for image, box and crop rows)
+ * and the SAM image encoder (through the decoder's image-embedding gradient). */
+static void test_fd_trainable_encoders(void) {
+    step s;
+    char nm[200];
+    if (setup_ex(&s, 0.1f, 1)) { t_fail(PFX "trainable setup", "%s", ar_error()); teardown(&s); return; }
+    params_zero_grad(&s.ps);
+    double tot = run_step(&s, 1);
+    const char *names[] = {"vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.position_embedding.weight",
+                           "vision_model.encoder.layers.0.mlp.fc1.weight", "vision_model.pre_layrnorm.weight",
+                           "image_encoder.patch_embed.proj.weight", "image_encoder.blocks.0.attn.rel_pos_h",
+                           "image_encoder.blocks.1.mlp.lin2.weight", "image_encoder.neck.3.bias"};
+    int n = 0;
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        const ar_param *p = params_find(&s.ps, names[k]);
+        if (!p || !p->trainable) { t_fail(PFX "trainable encoders", "%s missing or frozen", names[k]); continue; }
+        snprintf(nm, sizeof nm, PFX "trainable grad %s", p->name);
+        t_gradcheck_kinked(nm, loss_cb, &s, s.ps.w + p->off, s.ps.g + p->goff, p->numel, 2e-3f, 3e-2, 8);
+        n++;
+    }
+    t_check(isfinite(tot) && n == 8, PFX "trainable encoders step", "total %.4f; %d CLIP and SAM encoder tensors checked", tot, n);
+    teardown(&s);
+}
+
 int main(void) {
     test_splice();
     test_rows();
     test_fd(0.1f);
     test_fd(0.0f);
+    test_fd_trainable_encoders();
     return t_exit_code();
 }

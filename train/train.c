@@ -70,6 +70,7 @@ const cfg_key train_schema[] = {
     {"sam_encoder.heads", CFG_INT, "12", "anyref, custom: attention heads"},
     {"sam_encoder.window", CFG_INT, "14", "anyref, custom: window size of the windowed blocks"},
     {"sam_encoder.global", CFG_STRING, "2,5,8,11", "anyref, custom: blocks with global attention"},
+    {"sam_encoder.trainable", CFG_BOOL, "0", "anyref: train the SAM image encoder too (full backward; for small models from scratch; no feature cache for it)"},
     {"sam_encoder.init", CFG_STRING, "", "anyref: SAM image-encoder weights (.safetensors, image_encoder.*; empty: random)"},
     {"clip.image_size", CFG_INT, "0", "anyref: CLIP input side (0: no images or references as tokens; 224 for ViT-L/14)"},
     {"clip.patch", CFG_INT, "14", "anyref: CLIP patch size"},
@@ -79,6 +80,7 @@ const cfg_key train_schema[] = {
     {"clip.mlp_dim", CFG_INT, "4096", "anyref: CLIP MLP width"},
     {"clip.select_layer", CFG_INT, "-2", "anyref: CLIP hidden state fed to the projector (LLaVA: -2)"},
     {"clip.act", CFG_STRING, "quick_gelu", "anyref: CLIP activation: quick_gelu | gelu"},
+    {"clip.trainable", CFG_BOOL, "0", "anyref: train the CLIP tower too (full backward; for small models from scratch; no feature cache for it)"},
     {"clip.init", CFG_STRING, "", "anyref: CLIP and mm_projector weights (.safetensors: vision_model.*, model.mm_projector.*; empty: random)"},
     {"projector.type", CFG_STRING, "linear", "anyref: mm_projector: linear | mlp2x_gelu"},
     {"projector.trainable", CFG_BOOL, "0", "anyref: train the mm_projector (AnyRef: frozen)"},
@@ -299,7 +301,9 @@ typedef struct {
     sam_image_encoder *senc;
     int use_senc;
     size_t sam_n;
-    float *d_sam_in;
+    float *d_sam_in, *d_dimg;   /* inputs; d image embeddings (trainable encoder) */
+    float **dimg_ptr;
+    int n_senc;                 /* images in the last encoder forward */
     /* the feature cache (data.cache) */
     fc_cache *fc;
     fc_hash enc_clip, enc_audio, enc_sam;
@@ -408,7 +412,8 @@ static int cached_encode(run_t *r, int e, const float *const *host_in, int n, co
     enc_sizes(r, e, &per_in, shape, &ndim);
     size_t per_out = 1;
     for (int i = 0; i < ndim; i++) per_out *= (size_t)shape[i];
-    if (!r->fc) return enc_run(r, e, d_in, n, d_out, per_out);
+    const int trainable = (e == ENC_SAM && r->scfg.trainable) || (e == ENC_CLIP && r->rcfg.clip.trainable);
+    if (!r->fc || trainable) return enc_run(r, e, d_in, n, d_out, per_out);
     const fc_hash enc = e == ENC_AUDIO ? r->enc_audio : e == ENC_SAM ? r->enc_sam : r->enc_clip;
     int nm = 0;
     for (int i = 0; i < n; i++) {
@@ -461,14 +466,16 @@ static int prepare_refs(run_t *r, const gds_batch *gb, anyref_batch *in) {
     if (nB) k_upload(r->d_boxes, r->h_boxes, (size_t)5 * nB * sizeof(float));
     refs_batch rb = {.n_images = nI, .pixels = r->d_clip, .n_boxes = nB, .boxes = r->d_boxes, .n_crops = nC,
                      .crop_pixels = r->d_crop, .n_audio = nA, .fbank = r->d_fbank};
-    if (r->fc) {   /* the frozen outputs through the feature cache */
+    if (r->fc && !r->rcfg.clip.trainable) {   /* the frozen CLIP outputs through the feature cache */
         if ((nI && cached_encode(r, ENC_CLIP, hin_img, nI, r->d_clip, r->d_img_feat)) ||
-            (nC && cached_encode(r, ENC_CLIP, hin_crop, nC, r->d_crop, r->d_crop_feat)) ||
-            (nA && cached_encode(r, ENC_AUDIO, hin_aud, nA, r->d_fbank, r->d_aud_feat)))
+            (nC && cached_encode(r, ENC_CLIP, hin_crop, nC, r->d_crop, r->d_crop_feat)))
             return -1;
         rb.image_clip = r->d_img_feat;
         rb.crop_clip = r->d_crop_feat;
-        rb.audio_emb = nA ? r->d_aud_feat : NULL;
+    }
+    if (r->fc && nA) {
+        if (cached_encode(r, ENC_AUDIO, hin_aud, nA, r->d_fbank, r->d_aud_feat)) return -1;
+        rb.audio_emb = r->d_aud_feat;
     }
     const refs_offsets o = refs_rows(r->refs, &rb);
     const int G = refs_image_tokens(r->refs);
@@ -508,7 +515,16 @@ static int upload_batch(run_t *r, const gds_batch *gb, anyref_batch *in) {
             slot[n++] = b;
         }
         if (n && cached_encode(r, ENC_SAM, hin, n, r->d_sam_in, r->d_img)) return -1;
-        for (int j = 0; j < n; j++) r->img_ptr[slot[j]] = r->d_img + (size_t)j * r->chw;
+        r->n_senc = n;
+        for (int b = 0; b < r->B; b++) if (r->dimg_ptr) r->dimg_ptr[b] = NULL;
+        for (int j = 0; j < n; j++) {
+            r->img_ptr[slot[j]] = r->d_img + (size_t)j * r->chw;
+            if (r->dimg_ptr) r->dimg_ptr[slot[j]] = r->d_dimg + (size_t)j * r->chw;
+        }
+        if (r->d_dimg && n) {   /* trainable encoder: anyref accumulates d embeddings here */
+            k_zero(r->d_dimg, (size_t)n * r->chw * sizeof(float));
+            in->dimage_emb = r->dimg_ptr;
+        }
     }
     for (int b = 0; b < gb->B; b++) {
         if (!gb->img[b]) continue;
@@ -855,7 +871,8 @@ static int refs_setup(run_t *r, const ar_config *cfg) {
     clip_vit_cfg c = {.image_size = S, .patch = (int)cfg_int(cfg, "clip.patch"), .channels = 3,
                       .width = (int)cfg_int(cfg, "clip.width"), .layers = (int)cfg_int(cfg, "clip.layers"),
                       .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
-                      .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer")};
+                      .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
+                      .trainable = cfg_bool(cfg, "clip.trainable")};
     const char *act = cfg_str(cfg, "clip.act");
     if (!strcmp(act, "quick_gelu")) c.act = CLIP_ACT_QUICK_GELU;
     else if (!strcmp(act, "gelu")) c.act = CLIP_ACT_GELU;
@@ -919,6 +936,7 @@ static int senc_setup(run_t *r, const ar_config *cfg) {
         return ar_errorf("config: sam_encoder.model = '%s' (expected none, vit_b, vit_l, vit_h or custom)", m);
     }
     e->out_chans = r->ac.dec.dim;
+    e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
     if (e->patch <= 0 || e->img_size % e->patch || e->img_size / e->patch != r->ac.dec.H)
         return ar_errorf("config: sam_encoder img_size %d / patch %d must give the sam.grid %d", e->img_size, e->patch,
                          r->ac.dec.H);
@@ -1066,6 +1084,10 @@ static int setup(run_t *r, const ar_config *cfg) {
         if (r->use_senc && (!(r->senc = sam_encoder_create(&r->scfg, &r->ps, r->B)) ||
                             !(r->d_sam_in = k_malloc((size_t)r->B * r->sam_n * sizeof(float)))))
             return r->senc ? ar_errorf("out of memory for the SAM encoder inputs") : -1;
+        if (r->use_senc && r->scfg.trainable &&
+            (!(r->d_dimg = k_malloc((size_t)r->B * r->chw * sizeof(float))) ||
+             !(r->dimg_ptr = calloc((size_t)r->B, sizeof(float *)))))
+            return ar_errorf("out of memory for the SAM encoder gradients");
         if (r->use_refs) {
             if (!(r->refs = refs_create(&r->rcfg, &r->ps))) return -1;
             const size_t B = (size_t)r->B;
@@ -1248,6 +1270,8 @@ static void teardown(run_t *r) {
     refs_free(r->refs);
     sam_encoder_free(r->senc);
     if (r->d_sam_in) k_free(r->d_sam_in);
+    if (r->d_dimg) k_free(r->d_dimg);
+    free(r->dimg_ptr);
     free(r->raw_tok); free(r->raw_tgt); free(r->sp_tok); free(r->sp_lab); free(r->lab); free(r->slot_img);
     free(r->h_boxes);
     float *dv[] = {r->d_clip, r->d_crop, r->d_boxes, r->d_fbank};
@@ -1415,7 +1439,11 @@ int train_run(const ar_config *cfg) {
                 if (isnan(l) && ar_error()[0]) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
                 if (isfinite(l)) {
                     anyref_backward(r.ar, 1.0f / r.accum);
-                    if (r.refs) refs_backward(r.refs);
+                    if ((r.refs && refs_backward(r.refs)) ||
+                        (in.dimage_emb && sam_encoder_backward(r.senc, r.d_dimg))) {
+                        ar_error_prefix("step %lld: ", (long long)step + 1);
+                        goto interrupted;
+                    }
                     parts[0] += L.ce / r.accum; parts[1] += L.bce / r.accum; parts[2] += L.dice / r.accum;
                 }
             } else {

@@ -337,7 +337,9 @@ void sam_attention_backward(float *dqkv, float *dRh, float *dRw, float *scratch,
         float *P = scratch + (size_t)omp_get_thread_num() * per;
         float *dS = P + (size_t)SQB * T, *relh = dS + (size_t)SQB * T, *relw = relh + h;
         float *aRh = relw + w, *aRw = aRh + nrh;
-        #pragma omp for schedule(dynamic)
+        /* static: each thread's set of jobs, and so its table partial sums, is
+         * fixed for a thread count — the gradients are bitwise repeatable */
+        #pragma omp for schedule(static)
         for (long job = 0; job < jobs; job++) {
             const int hh = (int)(job % heads);
             const long b = job / heads;
