@@ -156,6 +156,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_EXTRA_fuzz_config :=
 FUZZ_EXTRA_fuzz_tokenizer := data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
 FUZZ_EXTRA_fuzz_safetensors := checkpoints/safetensors.c model/params.c
+FUZZ_EXTRA_fuzz_coco := data/coco.c data/rle.c
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:
 FUZZ_CORE := $(filter-out core/h5util.c,$(CORE_SRC))   # parsers need no HDF5
