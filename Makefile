@@ -122,6 +122,11 @@ $(BUILD)/bench/bench_sam: bench/bench_sam.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
+# COCO instances.json load time (run by hand: build/bench/bench_coco_load FILE); not part of `make bench`.
+$(BUILD)/bench/bench_coco_load: bench/bench_coco_load.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
 # Forward time of the SAM image encoder at ViT-B/L/H size (run by hand:
 # build/bench/bench_sam_encoder --model=b --ceiling); not part of `make bench`.
 $(BUILD)/bench/bench_sam_encoder: bench/bench_sam_encoder.c $(LIB)
@@ -154,6 +159,7 @@ fixtures:
 	/usr/bin/python3 tests/ref/audio_ref.py tests/fixtures/audio.h5
 	/usr/bin/python3 tests/ref/image_ref.py tests/fixtures
 	/usr/bin/python3 tests/ref/refer_ref.py tests/fixtures/refer
+	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/coco_ref.py tests/fixtures    # needs pycocotools 2.0.7 (PyPI)
 	/usr/bin/python3 tests/ref/sam_image_encoder_grad_ref.py tests/fixtures/sam_image_encoder_grad.h5
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
@@ -164,6 +170,7 @@ FUZZ_EXTRA_fuzz_safetensors := checkpoints/safetensors.c model/params.c
 FUZZ_EXTRA_fuzz_wav := data/wav.c
 FUZZ_EXTRA_fuzz_image = data/image.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
 FUZZ_EXTRA_fuzz_pickle := data/pickle.c data/refer.c
+FUZZ_EXTRA_fuzz_coco := data/coco.c data/rle.c
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:
 FUZZ_CORE := $(filter-out core/h5util.c,$(CORE_SRC))   # parsers need no HDF5
