@@ -269,6 +269,11 @@ static int parse_cat(ctx *c, const json_value *v, coco_category *k) {
     return get_str(c, v, "supercategory", &k->supercategory, 0);
 }
 
+static int parse_image_v(ctx *c, const json_value *v, void *out) { return parse_image(c, v, out); }
+static int parse_cat_v(ctx *c, const json_value *v, void *out) { return parse_cat(c, v, out); }
+static int64_t image_id(const void *p) { return ((const coco_image *)p)->id; }
+static int64_t cat_id(const void *p) { return ((const coco_category *)p)->id; }
+
 /* ---- ids --------------------------------------------------------------------------- */
 
 static int cmp_id_idx(const void *x, const void *y) {
@@ -285,6 +290,50 @@ static size_t mark_dups(id_idx *ix, size_t n, unsigned char *keep) {
     for (size_t i = 1; i < n; i++)
         if (ix[i].id == ix[i - 1].id) keep[ix[i].idx] = 0, removed++;
     return removed;
+}
+
+static void *xcalloc(size_t n, size_t size) { return calloc(n ? n : 1, size); }
+
+/* One record list (images or categories): parse arr's items into items[]
+ * (esz bytes each; a bad record is described, counted in *nbad and skipped),
+ * then drop the later records of a repeated id (described and counted too)
+ * and build the sorted id index *ix. src/keep: scratch of arr->n entries.
+ * Returns the number kept, or -1 + ar_error (out of memory). */
+static long load_section(ctx *c, const json_value *arr, const char *name, const char *what, void *items, size_t esz,
+                         int (*parse)(ctx *, const json_value *, void *), int64_t (*id_of)(const void *),
+                         id_idx **ix, int64_t *nbad, size_t *src, unsigned char *keep) {
+    coco_store *st = c->st;
+    char *it = items;
+    size_t n = 0;
+    for (size_t i = 0; arr && i < arr->n; i++) {
+        size_t ch0 = st->n_chars;
+        snprintf(c->where, sizeof c->where, "%s[%zu]", name, i);
+        if (parse(c, &arr->items[i], it + n * esz) < 0) {
+            st->n_chars = ch0;
+            record_bad(c, nbad);
+        } else src[n++] = i;
+    }
+    *ix = xcalloc(n, sizeof **ix);
+    if (!*ix) return ar_errorf("%s: out of memory", c->origin), -1;
+    for (size_t i = 0; i < n; i++) (*ix)[i] = (id_idx){id_of(it + i * esz), i}, keep[i] = 1;
+    if (mark_dups(*ix, n, keep)) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!keep[i]) {
+                snprintf(c->where, sizeof c->where, "%s[%zu] (id %" PRId64 ")", name, src[i], id_of(it + i * esz));
+                why(c, "duplicate id (the first %s with it is kept)", what);
+                record_bad(c, nbad);
+                continue;
+            }
+            memmove(it + m * esz, it + i * esz, esz);
+            src[m] = src[i];
+            m++;
+        }
+        n = m;
+        for (size_t i = 0; i < n; i++) (*ix)[i] = (id_idx){id_of(it + i * esz), i};
+        qsort(*ix, n, sizeof **ix, cmp_id_idx);
+    }
+    return (long)n;
 }
 
 static const id_idx *find_id(const id_idx *ix, size_t n, int64_t id) {
@@ -348,7 +397,6 @@ void coco_free(coco_dataset *ds) {
     memset(ds, 0, sizeof *ds);
 }
 
-static void *xcalloc(size_t n, size_t size) { return calloc(n ? n : 1, size); }
 
 static int load_doc(const json_doc *doc, const char *origin, coco_dataset *ds) {
     const json_value *root = json_root(doc);
@@ -382,66 +430,17 @@ static int load_doc(const json_doc *doc, const char *origin, coco_dataset *ds) {
     ctx c = {.origin = origin, .ds = ds, .st = st};
     int rc = -1;
 
-    /* images */
-    size_t n = 0;
-    for (size_t i = 0; i < imgs->n; i++) {
-        size_t ch0 = st->n_chars;
-        snprintf(c.where, sizeof c.where, "images[%zu]", i);
-        if (parse_image(&c, &imgs->items[i], &ds->images[n]) < 0) {
-            st->n_chars = ch0;
-            record_bad(&c, &ds->n_bad_images);
-        } else src[n++] = i;
-    }
-    st->img_ix = xcalloc(n, sizeof *st->img_ix);
-    if (!st->img_ix) { ar_errorf("%s: out of memory", origin); goto done; }
-    for (size_t i = 0; i < n; i++) st->img_ix[i] = (id_idx){ds->images[i].id, i}, keep[i] = 1;
-    if (mark_dups(st->img_ix, n, keep)) {
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (!keep[i]) {
-                snprintf(c.where, sizeof c.where, "images[%zu] (id %" PRId64 ")", src[i], ds->images[i].id);
-                why(&c, "duplicate id (the first image with it is kept)");
-                record_bad(&c, &ds->n_bad_images);
-                continue;
-            }
-            ds->images[m] = ds->images[i], src[m] = src[i], m++;
-        }
-        n = m;
-        for (size_t i = 0; i < n; i++) st->img_ix[i] = (id_idx){ds->images[i].id, i};
-        qsort(st->img_ix, n, sizeof *st->img_ix, cmp_id_idx);
-    }
-    ds->n_images = n;
+    /* images, then categories: parse each record, drop duplicate ids */
+    long ni = load_section(&c, imgs, "images", "image", ds->images, sizeof *ds->images, parse_image_v, image_id,
+                           &st->img_ix, &ds->n_bad_images, src, keep);
+    if (ni < 0) goto done;
+    ds->n_images = (size_t)ni;
+    long nc = load_section(&c, cats, "categories", "category", ds->cats, sizeof *ds->cats, parse_cat_v, cat_id,
+                           &st->cat_ix, &ds->n_bad_cats, src, keep);
+    if (nc < 0) goto done;
+    ds->n_cats = (size_t)nc;
 
-    /* categories */
-    n = 0;
-    for (size_t i = 0; cats && i < cats->n; i++) {
-        size_t ch0 = st->n_chars;
-        snprintf(c.where, sizeof c.where, "categories[%zu]", i);
-        if (parse_cat(&c, &cats->items[i], &ds->cats[n]) < 0) {
-            st->n_chars = ch0;
-            record_bad(&c, &ds->n_bad_cats);
-        } else src[n++] = i;
-    }
-    st->cat_ix = xcalloc(n, sizeof *st->cat_ix);
-    if (!st->cat_ix) { ar_errorf("%s: out of memory", origin); goto done; }
-    for (size_t i = 0; i < n; i++) st->cat_ix[i] = (id_idx){ds->cats[i].id, i}, keep[i] = 1;
-    if (mark_dups(st->cat_ix, n, keep)) {
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (!keep[i]) {
-                snprintf(c.where, sizeof c.where, "categories[%zu] (id %" PRId64 ")", src[i], ds->cats[i].id);
-                why(&c, "duplicate id (the first category with it is kept)");
-                record_bad(&c, &ds->n_bad_cats);
-                continue;
-            }
-            ds->cats[m] = ds->cats[i], src[m] = src[i], m++;
-        }
-        n = m;
-        for (size_t i = 0; i < n; i++) st->cat_ix[i] = (id_idx){ds->cats[i].id, i};
-        qsort(st->cat_ix, n, sizeof *st->cat_ix, cmp_id_idx);
-    }
-    ds->n_cats = n;
-
+    size_t n;
     /* annotations: parse, join to images */
     n = 0;
     for (size_t i = 0; i < anns->n; i++) {
