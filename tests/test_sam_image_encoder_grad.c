@@ -240,19 +240,7 @@ static int read_cfg(const char *key, const char *prefix, sam_encoder_cfg *c, int
     return sam_fx_read_cfg(&FX, key, prefix, c, batch);
 }
 
-static int load_params(const char *key, ar_params *ps) {
-    int ok = 1;
-    for (int i = 0; i < ps->n; i++) {
-        const ar_param *p = &ps->p[i];
-        char ds[200];
-        snprintf(ds, sizeof ds, "%s_params/%s", key, p->name);
-        float *h = fx_alloc(&FX, p->numel * sizeof(float));
-        if (fx_read(&FX, ds, H5T_NATIVE_FLOAT, h, p->ndim, p->shape)) k_upload(ps->w + p->off, h, p->numel * sizeof(float));
-        else ok = 0;
-        free(h);
-    }
-    return ok;
-}
+static int load_params(const char *key, ar_params *ps) { return sam_fx_load_params(&FX, key, ps); }
 
 typedef struct {
     sam_image_encoder *e;
