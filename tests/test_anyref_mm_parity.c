@@ -40,22 +40,7 @@ static h5fixture FX;
 
 static anyref_cfg step_cfg(float lambda) { return tiny_anyref_cfg(V, T, SEG, lambda, 0.1f); }
 
-static refs_cfg refs_config(void) {
-    refs_cfg r;
-    memset(&r, 0, sizeof r);
-    clip_vit_cfg c = {.image_size = CI, .patch = CP, .channels = 3, .width = CW, .layers = 2, .heads = 4,
-                      .mlp_dim = 48, .eps = 1e-5f, .act = CLIP_ACT_QUICK_GELU, .select_layer = -2};
-    r.clip = c;
-    mm_projector_cfg p = {.type = MM_PROJ_MLP2X_GELU, .in_dim = CW, .out_dim = DM, .trainable = 1};
-    r.proj = p;
-    r.use_audio = 1;
-    imagebind_audio_cfg a = {.embed_dim = 32, .depth = 2, .heads = 4, .mlp_ratio = 4, .kernel = 8, .stride = 6,
-                             .n_mels = AH, .target_len = AW, .out_dim = 48, .logit_scale = 20.0f, .llm_dim = DM,
-                             .proj_trainable = 1};
-    r.audio = a;
-    r.max_images = 3; r.max_boxes = 1; r.max_crops = 1; r.max_audio = 1;
-    return r;
-}
+static refs_cfg refs_config(void) { return tiny_refs_cfg(3, 1, 1, 1); }
 
 static int check_config(void) {
     const fx_int_attr iv[] = {

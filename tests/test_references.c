@@ -30,22 +30,7 @@ enum { V = 24, DM = 16, SEG = 15, C = 16, G2 = 4, B = 3, T = 40, MAXSEG = 4 };
 enum { PAD = 0, BOS = 1, EOS = 2, IMG = 16, IM_S = 17, IM_E = 18, REF_S = 19, REF_E = 20, AU_S = 21, AU_E = 23 };
 enum { CI = 32, CP = 8, CW = 24, GT = 16 };   /* CLIP image, patch, width; tokens (4 x 4) */
 
-static refs_cfg tiny_refs(void) {
-    refs_cfg r;
-    memset(&r, 0, sizeof r);
-    clip_vit_cfg c = {.image_size = CI, .patch = CP, .channels = 3, .width = CW, .layers = 2, .heads = 4,
-                      .mlp_dim = 48, .eps = 1e-5f, .act = CLIP_ACT_QUICK_GELU, .select_layer = -2};
-    r.clip = c;
-    mm_projector_cfg p = {.type = MM_PROJ_MLP2X_GELU, .in_dim = CW, .out_dim = DM, .trainable = 1};
-    r.proj = p;
-    r.use_audio = 1;
-    imagebind_audio_cfg a = {.embed_dim = 32, .depth = 2, .heads = 4, .mlp_ratio = 4, .kernel = 8, .stride = 6,
-                             .n_mels = 32, .target_len = 40, .out_dim = 48, .logit_scale = 20.0f, .llm_dim = DM,
-                             .proj_trainable = 1};
-    r.audio = a;
-    r.max_images = 3; r.max_boxes = 2; r.max_crops = 2; r.max_audio = 1;
-    return r;
-}
+static refs_cfg tiny_refs(void) { return tiny_refs_cfg(3, 2, 2, 1); }
 
 static anyref_cfg tiny_anyref(float lambda) { return tiny_anyref_cfg(V, T, SEG, lambda, 0.0f); }
 
