@@ -1,0 +1,99 @@
+/* train/run.h — the state of one `anyref train` run, shared by train/train.c
+ * (the loop, data sources, checkpoints, the LLaMA path) and
+ * train/grounding.c (model.kind = anyref: the AnyRef step's batches, images
+ * and references as tokens, the image encoders, the feature cache). Private
+ * to train/. */
+#ifndef ANYREF_TRAIN_RUN_H
+#define ANYREF_TRAIN_RUN_H
+#include "checkpoints/checkpoint.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "data/feature_cache.h"
+#include "data/grounding_dataset.h"
+#include "data/synthetic.h"
+#include "data/token_dataset.h"
+#include "model/anyref.h"
+#include "model/llama.h"
+#include "model/references.h"
+#include "model/sam_image_encoder.h"
+#include "optim/optim.h"
+
+/* Data sources */
+typedef struct {
+    int kind;                 /* DATA_SYNTH or DATA_TOKENS */
+    int vocab, seq_len;       /* what the data needs: 0 = no constraint */
+    synth_task task;
+    ar_rng rng;               /* synthetic: the stream of training samples */
+    token_dataset *train, *val;
+    grounding_dataset *gtrain, *gval;
+    tds_cursor cur;           /* tokens, grounding: epoch, position in the epoch's order */
+} data_src;
+enum { DATA_SYNTH, DATA_TOKENS, DATA_GROUNDING };
+
+typedef struct {
+    const ar_config *cfg;
+    llama_cfg mc;
+    ar_optim_cfg oc;
+    ar_params ps;
+    llama *m;
+    data_src data;
+    ar_log *log;
+    ar_train_state st;
+    char run_dir[1024], metrics[1100];
+    int B, T, accum, steps;
+    uint64_t seed;
+    int *tok, *tgt;
+    int skip_init;            /* export-peft: the adapter needs no base weights */
+    /* model.kind = anyref */
+    int is_anyref;
+    anyref_cfg ac;
+    anyref *ar;
+    int max_seg;
+    size_t chw, mask_cap;     /* floats per image embedding / per mask slot */
+    float *d_img, *d_mask;    /* backend: B embeddings, max_seg masks */
+    float *h_logits;          /* host: one mask's logits */
+    const float **img_ptr, **mask_ptr;
+    /* images and references as tokens (clip.image_size > 0) */
+    refs_cfg rcfg;
+    refs *refs;
+    int use_refs;
+    int Tf;                   /* the data file's sequence length (r->T: after splicing) */
+    int *raw_tok, *raw_tgt;   /* [B*Tf] as read */
+    float *d_clip, *d_crop, *d_fbank, *d_boxes, *h_boxes;
+    size_t clip_n, fbank_n;
+    int *slot_img;
+    refs_markers mk;
+    int *sp_tok, *sp_lab, *lab;   /* host splice scratch [T], [T], [Tf] */
+    /* the SAM image encoder (sam_encoder.model) */
+    sam_encoder_cfg scfg;
+    sam_image_encoder *senc;
+    int use_senc;
+    size_t sam_n;
+    float *d_sam_in, *d_dimg;   /* inputs; d image embeddings (trainable encoder) */
+    float **dimg_ptr;
+    int n_senc;                 /* images in the last encoder forward */
+    /* the feature cache (data.cache) */
+    fc_cache *fc;
+    fc_hash enc_clip, enc_audio, enc_sam;
+    float *d_img_feat, *d_crop_feat, *d_aud_feat, *d_scr_in, *d_scr_out, *h_feat;
+    int *miss;
+} run_t;
+
+/* train/train.c */
+int  run_setup(run_t *r, const ar_config *cfg);   /* config -> model, data, buffers; -1 + ar_error */
+void run_teardown(run_t *r);
+
+/* train/grounding.c (model.kind = anyref) */
+int  grounding_setup(run_t *r, const ar_config *cfg);  /* the step's config from the keys and the data */
+int  grounding_declare(run_t *r);                      /* every tensor of the step and its encoders */
+int  grounding_load(run_t *r, const ar_config *cfg);   /* sam.init, sam_encoder.init, clip.init, audio.init */
+int  grounding_create(run_t *r);                       /* the step, encoders and batch buffers */
+void grounding_free(run_t *r);
+/* The data batch (tokens already in r->tok/tgt, or r->raw_* with splicing)
+ * into backend memory and the step's input *in. 0, or -1 + ar_error. */
+int  grounding_upload(run_t *r, const gds_batch *gb, anyref_batch *in);
+/* Validation: total, ce, bce, dice, gIoU, cIoU (NaN without validation data). */
+void grounding_validate(run_t *r, int batches, double out[6]);
+int  grounding_open_cache(run_t *r);                   /* data.cache, if set */
+#endif
