@@ -171,6 +171,7 @@ FUZZ_EXTRA_fuzz_wav := data/wav.c
 FUZZ_EXTRA_fuzz_image = data/image.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
 FUZZ_EXTRA_fuzz_pickle := data/pickle.c data/refer.c
 FUZZ_EXTRA_fuzz_coco := data/coco.c data/rle.c
+FUZZ_EXTRA_fuzz_jsonl = data/custom_jsonl.c data/rle.c data/image.c data/wav.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:
 FUZZ_CORE := $(filter-out core/h5util.c,$(CORE_SRC))   # parsers need no HDF5
