@@ -161,6 +161,8 @@ fixtures:
 	/usr/bin/python3 tests/ref/image_ref.py tests/fixtures
 	/usr/bin/python3 tests/ref/refer_ref.py tests/fixtures/refer
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/coco_ref.py tests/fixtures    # needs pycocotools 2.0.7 (PyPI)
+	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/refer_join_ref.py tests/fixtures/refer_join    # needs pycocotools 2.0.7 (PyPI)
+	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/custom_jsonl_ref.py tests/fixtures/custom     # needs pycocotools 2.0.7 (PyPI)
 	/usr/bin/python3 tests/ref/sam_image_encoder_grad_ref.py tests/fixtures/sam_image_encoder_grad.h5
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
@@ -173,6 +175,7 @@ FUZZ_EXTRA_fuzz_image = data/image.c $(shell $(CC) -print-file-name=libjpeg.so) 
 FUZZ_EXTRA_fuzz_pickle := data/pickle.c data/refer.c
 FUZZ_EXTRA_fuzz_coco := data/coco.c data/rle.c
 FUZZ_EXTRA_fuzz_csv := data/csv.c
+FUZZ_EXTRA_fuzz_jsonl = data/custom_jsonl.c data/rle.c data/image.c data/wav.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:
 FUZZ_CORE := $(filter-out core/h5util.c,$(CORE_SRC))   # parsers need no HDF5

@@ -700,3 +700,59 @@ int image_clip_preprocess(float *out, const ar_image *rgb, int S, int center_cro
     free(xi), free(yi), free(xl), free(yl), free(norm);
     return 0;
 }
+
+/* ---- size probe ------------------------------------------------------------------------------ */
+
+int image_probe_size(const char *path, int *h, int *w) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ar_errorf("%s: cannot open: %s", path, strerror(errno));
+    uint8_t b[24];
+    size_t n = fread(b, 1, sizeof b, f);
+    int rc = -1;
+    if (n == 24 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) {
+        if (memcmp(b + 12, "IHDR", 4) != 0) { rc = ar_errorf("%s: PNG without IHDR first", path); goto out; }
+        uint32_t pw = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
+        uint32_t ph = (uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23];
+        if (pw == 0 || ph == 0 || pw > IMAGE_MAX_SIDE || ph > IMAGE_MAX_SIDE) {
+            rc = ar_errorf("%s: PNG size %ux%u out of range", path, (unsigned)pw, (unsigned)ph);
+            goto out;
+        }
+        *h = (int)ph, *w = (int)pw, rc = 0;
+        goto out;
+    }
+    if (n >= 2 && b[0] == 0xFF && b[1] == 0xD8) {
+        if (fseek(f, 2, SEEK_SET) != 0) goto trunc;
+        for (int seg = 0; seg < 100000; seg++) {
+            int c = fgetc(f);
+            if (c == EOF) goto trunc;
+            if (c != 0xFF) { rc = ar_errorf("%s: JPEG: no marker where one was expected", path); goto out; }
+            int m;
+            do m = fgetc(f); while (m == 0xFF);
+            if (m == EOF) goto trunc;
+            if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;   /* no length */
+            if (m == 0xD9 || m == 0xDA) { rc = ar_errorf("%s: JPEG without a frame header", path); goto out; }
+            uint8_t l[2];
+            if (fread(l, 1, 2, f) != 2) goto trunc;
+            int len = l[0] << 8 | l[1];
+            if (len < 2) { rc = ar_errorf("%s: JPEG segment length %d", path, len); goto out; }
+            if ((m >= 0xC0 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+                uint8_t s[5];
+                if (len < 7 || fread(s, 1, 5, f) != 5) goto trunc;
+                int jh = s[1] << 8 | s[2], jw = s[3] << 8 | s[4];
+                if (jh == 0 || jw == 0) { rc = ar_errorf("%s: JPEG size %dx%d", path, jw, jh); goto out; }
+                *h = jh, *w = jw, rc = 0;
+                goto out;
+            }
+            if (fseek(f, len - 2, SEEK_CUR) != 0) goto trunc;
+        }
+        rc = ar_errorf("%s: JPEG: too many segments", path);
+        goto out;
+    }
+    rc = ar_errorf("%s: not a JPEG or PNG file", path);
+    goto out;
+trunc:
+    rc = ar_errorf("%s: JPEG cut short before its frame header", path);
+out:
+    fclose(f);
+    return rc;
+}

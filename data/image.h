@@ -132,4 +132,10 @@ void image_clip_shape(int h, int w, int S, int *oh, int *ow);
  * center_crop = 0: AnyRef's clip_resize_wo_crop. 0 or -1 + ar_error. */
 int image_clip_preprocess(float *out, const ar_image *rgb, int S, int center_crop);
 
+/* The size of a JPEG or PNG file from its header alone (PNG: IHDR; JPEG: the
+ * first SOFn marker, segments skipped by their lengths), without decoding:
+ * *h, *w. Cheap (a few reads); the file may still fail to decode. 0, or -1 +
+ * ar_error naming the file (unreadable, unknown format, no size found). */
+int image_probe_size(const char *path, int *h, int *w);
+
 #endif
