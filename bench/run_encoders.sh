@@ -7,8 +7,8 @@
 # OPENBLAS_CORETYPE; then what the feature cache saves in training: one epoch
 # of `anyref train` with SAM ViT-B computing the image embeddings, without the
 # cache, with a cold cache and with a warm one. Part of `make bench`, after
-# bench/run_sam.sh. About 4 minutes on 2 idle cores (most of it PyTorch's
-# SAM forwards).
+# bench/run_sam.sh. About 3-4 minutes on 2 idle cores (most of it the SAM
+# ViT-B forwards).
 #
 #  1. waits (up to BENCH_IDLE_WAIT s, default 60) for the CPUs to go idle;
 #  2. the C bench, one process per encoder and batch (the first one also
