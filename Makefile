@@ -127,17 +127,17 @@ $(BUILD)/bench/bench_coco_load: bench/bench_coco_load.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
-# Forward time of the SAM image encoder at ViT-B/L/H size (run by hand:
-# build/bench/bench_sam_encoder --model=b --ceiling); not part of `make bench`.
-$(BUILD)/bench/bench_sam_encoder: bench/bench_sam_encoder.c $(LIB)
+# Forward throughput of the SAM image encoder (ViT-B/L/H) and the CLIP ViT-L/14 tower.
+$(BUILD)/bench/bench_encoders: bench/bench_encoders.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam
+bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam $(BUILD)/bench/bench_encoders $(BIN)
 	@sh scripts/deps.sh python
 	@sh bench/run.sh $(BENCH_BIN) $(BUILD)/bench
 	@sh bench/run_llama.sh $(BUILD)/bench/bench_llama $(BUILD)/bench
 	@sh bench/run_sam.sh $(BUILD)/bench/bench_sam $(BUILD)/bench
+	@sh bench/run_encoders.sh $(BUILD)/bench/bench_encoders $(BIN) $(BUILD)/bench
 
 fixtures:
 	@sh scripts/deps.sh python

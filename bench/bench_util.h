@@ -1,4 +1,4 @@
-/* bench/bench_util.h — what bench_kernels.c, bench_llama.c and bench_sam.c share:
+/* bench/bench_util.h — what bench_kernels.c, bench_llama.c, bench_sam.c and bench_encoders.c share:
  * medians, peak RSS and the sgemm ceiling (the denominator of every "% of
  * ceiling" the benchmarks print). Header-only: each bench is one program. */
 #ifndef ANYREF_BENCH_UTIL_H
