@@ -485,6 +485,22 @@ static void test_trainable_encoders_run(void) {
     free(ma); free(mb);
 }
 
+/* `anyref cache` refuses when every encoder it could fill is trainable. */
+static void test_cache_trainable_refused(void) {
+    char tr[450], ck[470];
+    snprintf(tr, sizeof tr, "data.train=%s/planted_sam/train.h5", g_tmp);
+    snprintf(ck, sizeof ck, "data.cache=%s/never.h5", g_tmp);
+    const char *ov[] = {tr, "data.val=", ck, "sam_encoder.model=custom", "sam_encoder.img_size=128", "sam_encoder.patch=16",
+                        "sam_encoder.dim=32", "sam_encoder.depth=2", "sam_encoder.heads=2", "sam_encoder.window=3",
+                        "sam_encoder.global=1", "sam_encoder.trainable=1"};
+    ar_config *c = cfg_new(train_schema, train_schema_len);
+    int rc = cfg_load_file(c, "configs/grounding-tiny.cfg");
+    for (size_t i = 0; i < sizeof ov / sizeof *ov && !rc; i++) rc = cfg_override(c, ov[i]);
+    if (!rc) rc = train_cache(c);
+    cfg_free(c);
+    t_check(rc == -1 && strstr(ar_error(), "trainable"), "grounding cache refuses trainable encoders", "%s", ar_error());
+}
+
 static void test_config_errors(void) {
     const char *o1[] = {"data.kind=synthetic", "model.vocab=0"};
     int rc = run(o1, 2);
@@ -509,6 +525,7 @@ int main(void) {
     test_references_run();
     test_sam_encoder_run();
     test_trainable_encoders_run();
+    test_cache_trainable_refused();
     test_config_errors();
     char cmd[400];
     if (getenv("KEEP")) return t_exit_code();

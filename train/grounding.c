@@ -340,8 +340,8 @@ static int refs_setup(run_t *r, const ar_config *cfg) {
     const int S = (int)cfg_int(cfg, "clip.image_size");
     if (S <= 0) {
         if (mm.clip_S > 0 || mm.has_refs)
-            log_warn("%s holds CLIP inputs or references, but clip.image_size = 0: they are ignored; samples with an "
-                     "image or reference token will be skipped", cfg_str(cfg, "data.train"));
+            log_warn("%s holds CLIP inputs or references, but clip.image_size = 0: they are ignored, and the image "
+                     "and reference marker tokens reach the LLM as plain tokens", cfg_str(cfg, "data.train"));
         return 0;
     }
     if (mm.clip_S != S)
@@ -592,6 +592,13 @@ int train_cache(const ar_config *cfg) {
         goto out;
     }
     if (!cfg_str(cfg, "data.cache")[0]) { ar_errorf("anyref cache: set data.cache (the cache file)"); goto out; }
+    /* a trainable encoder's outputs change every step: never cached */
+    const int sam_c = r.use_senc && !r.scfg.trainable, clip_c = r.refs && !r.rcfg.clip.trainable;
+    const int audio_c = r.refs && r.rcfg.use_audio;
+    if (!sam_c && !clip_c && !audio_c) {
+        ar_errorf("anyref cache: nothing to cache: the image encoders are trainable (sam_encoder.trainable, clip.trainable)");
+        goto out;
+    }
     if (grounding_open_cache(&r)) goto out;
     grounding_dataset *files[2] = {r.data.gtrain, r.data.gval};
     const char *names[2] = {"data.train", "data.val"};
@@ -601,13 +608,13 @@ int train_cache(const ar_config *cfg) {
         gds_mm(files[f], &mm);
         char what[64];
         snprintf(what, sizeof what, "%s SAM images", names[f]);
-        if (r.use_senc && cache_fill(&r, files[f], GDS_IN_SAM, gds_images(files[f]), what)) goto out;
+        if (sam_c && cache_fill(&r, files[f], GDS_IN_SAM, gds_images(files[f]), what)) goto out;
         snprintf(what, sizeof what, "%s CLIP images", names[f]);
-        if (r.refs && cache_fill(&r, files[f], GDS_IN_CLIP, gds_images(files[f]), what)) goto out;
+        if (clip_c && cache_fill(&r, files[f], GDS_IN_CLIP, gds_images(files[f]), what)) goto out;
         snprintf(what, sizeof what, "%s crops", names[f]);
-        if (r.refs && mm.n_crops && cache_fill(&r, files[f], GDS_IN_CROP, mm.n_crops, what)) goto out;
+        if (clip_c && mm.n_crops && cache_fill(&r, files[f], GDS_IN_CROP, mm.n_crops, what)) goto out;
         snprintf(what, sizeof what, "%s audio", names[f]);
-        if (r.refs && mm.n_audio && r.rcfg.use_audio && cache_fill(&r, files[f], GDS_IN_FBANK, mm.n_audio, what)) goto out;
+        if (audio_c && mm.n_audio && cache_fill(&r, files[f], GDS_IN_FBANK, mm.n_audio, what)) goto out;
     }
     rc = 0;
 out:
