@@ -39,6 +39,11 @@
  *              the sample's references are taken in order
  * A feature token is written as the id -(r + 1) for feature row r, with label
  * -100 (model/anyref.h reads such ids as rows of anyref_batch.feat).
+ * With data/conversation.h, "<image>" is a placeholder (conv_encoder_add_placeholder:
+ * id -1, as LLaVA's tokenizer_image_token uses -200) and the markers are
+ * added tokens (conv_encoder_add_token); pass -1 as markers.image. The text
+ * holds "<image>" alone: the im_start/im_end pair is inserted here
+ * (tests/test_references.c walks one such conversation through).
  * The marker strings come from the tokenizer's added tokens; AnyRef's exact
  * strings (llava/constants.py) are not public, so the data pipeline picks
  * them (e.g. "<im_start>", "<im_end>", "<img_ref_start>", "<img_ref_end>",

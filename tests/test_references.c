@@ -16,6 +16,8 @@
 #include "model/anyref.h"
 #include "model/references.h"
 #include "model/sam_image_encoder.h"
+#include "data/conversation.h"
+#include "data/tokenizer.h"
 #include "core/error.h"
 #include "tests/testlib.h"
 #include "tests/tiny_anyref.h"
@@ -63,6 +65,70 @@ static void test_splice(void) {
             PFX "splice layout and errors",
             "24 positions (image 4 rows, box 4, audio 3); no image: %s; too few references: %s; audio between image "
             "markers: %s; T 10 keeps the first 10 of %d", m1, m2, ar_error(), n3);
+}
+
+/* From a conversation to the spliced sequence: the markers are the
+ * tokenizer's added tokens, "<image>" LLaVA's placeholder (conv_encoder's id
+ * -1, as tokenizer_image_token's -200), the labels preprocess_v1's. The
+ * spliced sequence keeps every token and label of the conversation in order,
+ * with the image's rows between <im_start>/<im_end> and the box's between
+ * the reference markers, all labelled -100. */
+static void test_splice_conversation(void) {
+    tokenizer *tok = tok_load("tests/fixtures/tok_bpe.model");
+    conv_encoder *e = tok ? conv_encoder_new(tok, "llava_v1", 256) : NULL;
+    const char *added[] = {"[SEG]", "<im_start>", "<im_end>", "<img_ref_start>", "<img_ref_end>"};
+    int ok = e && conv_encoder_add_placeholder(e, "<image>") == -1;
+    for (size_t i = 0; ok && i < sizeof added / sizeof *added; i++) ok = conv_encoder_add_token(e, added[i], 1) >= 0;
+    int mark[5];
+    for (size_t i = 0; ok && i < 5; i++) {
+        int *ids = NULL, n = 0;
+        ok = conv_encode(e, added[i], strlen(added[i]), 0, &ids, &n) == 0 && n == 1;
+        if (ok) mark[i] = ids[0];
+        free(ids);
+    }
+    if (!ok) {
+        t_fail(PFX "splice a conversation", "setup: %s", ar_error());
+        conv_encoder_free(e); tok_free(tok);
+        return;
+    }
+    const char *msgs[2] = {"<image>\nCan you segment the object <img_ref_start><img_ref_end> in this image?",
+                           "It is [SEG]."};
+    const size_t lens[2] = {strlen(msgs[0]), strlen(msgs[1])};
+    conv_sample cs;
+    if (conv_tokenize(e, msgs, lens, 2, &cs)) { t_fail(PFX "splice a conversation", "%s", ar_error()); return; }
+    const refs_markers mk = {.image = -1, .im_start = mark[1], .im_end = mark[2], .ref_start = mark[3],
+                             .ref_end = mark[4], .audio_start = -2, .audio_end = -2};
+    enum { G = 4, TT = 300 };
+    const refs_ref rf = {REFS_BOX, 10};
+    int out[TT], lab[TT];
+    int n = refs_splice(cs.ids, cs.labels, cs.n, &mk, G, 0, &rf, 1, TT, 0, out, lab);
+    /* walk both: every conversation token in order; features only where expected */
+    int i = 0, seg = 0, feat_img = 0, feat_box = 0, order = n == cs.n + (G + 1) + REFS_BOX_ROWS;
+    for (int t = 0; t < n && order; t++) {
+        if (out[t] < 0) {        /* the box's rows -(10+1) .. -(13+1), unlabelled */
+            order = lab[t] == -100 && out[t] == -(rf.row + feat_box) - 1;
+            feat_box++;
+            continue;
+        }
+        if (cs.ids[i] == -1) {   /* the placeholder became <im_start>, rows -1 .. -G, <im_end> */
+            order = out[t] == mark[1] && lab[t] == -100;
+            for (int j = 0; j < G && order; j++, feat_img++) order = out[t + 1 + j] == -j - 1 && lab[t + 1 + j] == -100;
+            t += G + 1;
+            order = order && out[t] == mark[2];
+            i++;
+            continue;
+        }
+        order = out[t] == cs.ids[i] && lab[t] == cs.labels[i];
+        seg += out[t] == mark[0] && lab[t] == mark[0];
+        i++;
+    }
+    t_check(order && i == cs.n && seg == 1 && feat_img == G && feat_box == REFS_BOX_ROWS && !cs.mismatch,
+            PFX "splice a conversation (LLaVA placeholder, added-token markers)",
+            "%d tokens -> %d: image rows between <im_start> %d / <im_end> %d, box rows between %d / %d, [SEG] %d "
+            "supervised once, every label carried over", cs.n, n, mark[1], mark[2], mark[3], mark[4], mark[0]);
+    conv_sample_free(&cs);
+    conv_encoder_free(e);
+    tok_free(tok);
 }
 
 /* ------------------------------------------------------------ step */
@@ -357,6 +423,7 @@ static void test_fd_trainable_encoders(void) {
 
 int main(void) {
     test_splice();
+    test_splice_conversation();
     test_rows();
     test_fd(0.1f);
     test_fd(0.0f);
