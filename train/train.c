@@ -134,6 +134,16 @@ const cfg_key train_schema[] = {
     {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
     {"data.base", CFG_INT, "10", "synthetic: distinct digit tokens"},
     {"data.eval_samples", CFG_INT, "256", "synthetic: fresh sequences for greedy exact-match accuracy"},
+    {"source.kind", CFG_STRING, "", "real data set read by `anyref data inspect` (and the training loader once issue 6 part 8 lands): refer (REFER refs + instances.json) | avsbench (S4 / MS3) | jsonl (your own JSON lines)"},
+    {"source.root", CFG_STRING, "", "refer: the directory holding <dataset>/refs(<split_by>).p and instances.json; avsbench: the directory holding s4_meta_data.csv / ms3_meta_data.csv"},
+    {"source.dataset", CFG_STRING, "refcoco", "refer: refcoco | refcoco+ | refcocog | refclef; avsbench: s4 | ms3"},
+    {"source.split_by", CFG_STRING, "", "refer: unc | umd | google | berkeley (empty: umd for refcocog, unc otherwise)"},
+    {"source.split", CFG_STRING, "", "refer: train | val | testA | testB | test ...; avsbench: train | val | test (empty: train); jsonl: keep only records of this split (empty: all)"},
+    {"source.images", CFG_STRING, "", "refer: image root (images/mscoco/images/train2014/..., images/saiapr_tc-12/...)"},
+    {"source.image_layout", CFG_STRING, "refer", "refer: refer (refer.py's data_root layout) | coco2017 (AnyRef: coco/train2017/<id>.jpg)"},
+    {"source.file", CFG_STRING, "", "jsonl: the .jsonl file (paths in it relative to its directory)"},
+    {"source.task", CFG_STRING, "seg", "refer: seg (text reference -> [SEG] answer) | caption (box reference -> the sentence as the answer)"},
+    {"source.seed", CFG_INT, "0", "seed of the sample builder's choices (sentence, answer template), per record"},
     {"run.dir", CFG_STRING, "runs/demo", "run directory: config.cfg, metrics.jsonl, checkpoints/"},
 };
 const int train_schema_len = (int)(sizeof train_schema / sizeof train_schema[0]);
