@@ -24,6 +24,7 @@ void sample_options_default(sample_options *o) {
     o->q_caption = "Can you provide a description of the region {ref} in this image?";
     o->a_seg = "{expr}[SEG].";
     o->a_seg_plain = "It is [SEG].";
+    o->a_avs_plain = "it is [SEG].";
     o->a_caption = "{expr}.";
 }
 
@@ -135,7 +136,7 @@ int sample_from_avs(const avs_set *s, size_t i, const sample_options *o, ar_samp
     marker(m, sizeof m, o->audio_ref_start, o->audio_ref_end);
     out->ref = SAMPLE_REF_AUDIO;
     const char *cls = s->subset == AVS_S4 && r->category ? avs_class_name(r->category) : NULL;
-    if (set_qa(out, o, o->q_audio, m, cls ? o->a_seg : o->a_seg_plain, cls)) goto fail;
+    if (set_qa(out, o, o->q_audio, m, cls ? o->a_seg : o->a_avs_plain, cls)) goto fail;
     ar_image mk = {0};
     if (avs_load_mask(r, k, &mk)) goto fail;
     uint64_t a = 0;

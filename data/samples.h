@@ -27,8 +27,8 @@
  *              q_caption, answer a_caption with {expr} = a sentence; no mask.
  *   AVSBench (sample_from_avs), sample i as avs_sample defines it (record,
  *     frame): audio reference, question q_audio; answer a_seg with {expr} =
- *     avs_class_name(category) for S4 (a_seg_plain for a category outside
- *     AnyRef's 23), a_seg_plain for MS3; the frame's mask (decoded:
+ *     avs_class_name(category) for S4 (a_avs_plain for a category outside
+ *     AnyRef's 23), a_avs_plain for MS3 (AnyRef's lower-case "it is [SEG]."); the frame's mask (decoded:
  *     avs_load_mask). Image = the frame, its size read from the file header.
  *   Custom JSON lines (sample_from_custom), record i:
  *     literal question/answer: kept as is (image_token + "\n" is put before
@@ -69,6 +69,7 @@ typedef struct {
     const char *audio_ref_start, *audio_ref_end;  /* "<audio_ref_start>", "<audio_ref_end>" */
     const char *q_seg, *q_audio, *q_caption;      /* TEMPLATES above */
     const char *a_seg, *a_seg_plain, *a_caption;
+    const char *a_avs_plain;   /* AVSBench without a class: "it is [SEG]." (AnyRef utils/avsbench.py) */
 } sample_options;
 
 #define SAMPLE_MAX_MASKS 4

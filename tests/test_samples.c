@@ -162,7 +162,7 @@ static void test_avs(void) {
             int k;
             avs_sample(a, i, &ri, &k);
             if (sample_from_avs(a, i, &o, &s)) { bad++; printf("  %s\n", ar_error()); continue; }
-            const char *want = set ? "It is [SEG]." : NULL;
+            const char *want = set ? "it is [SEG]." : NULL;
             char buf[128];
             if (!set) {
                 snprintf(buf, sizeof buf, "%s[SEG].", avs_class_name(a->records[ri].category));
@@ -183,7 +183,7 @@ static void test_avs(void) {
         }
     }
     t_check(bad == 0 && n4 == 5 && n3 == 5, "avs samples",
-            "S4 val %zu + MS3 train %zu samples: questions, answers (S4 \"<class>[SEG].\", MS3 \"It is [SEG].\"), "
+            "S4 val %zu + MS3 train %zu samples: questions, answers (S4 \"<class>[SEG].\", MS3 \"it is [SEG].\"), "
             "frame sizes, mask areas vs PIL's binarised masks: %d wrong", n4, n3, bad);
     avs_free(s4);
     avs_free(ms3);
