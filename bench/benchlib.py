@@ -34,3 +34,16 @@ def cpu_model():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def parse_meta_result(path):
+    """A C bench's output -> (meta from '# key=value' lines, the 'result k=v ...' line as a dict)."""
+    meta, result = {}, {}
+    for line in open(path):
+        line = line.rstrip("\n")
+        if line.startswith("# ") and "=" in line:
+            k, v = line[2:].split("=", 1)
+            meta[k] = v
+        elif line.startswith("result "):
+            result = dict(f.split("=", 1) for f in line.split()[1:])
+    return meta, result

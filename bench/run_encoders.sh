@@ -164,17 +164,7 @@ import benchlib  # noqa: E402
 raw, out = os.environ["BENCH_RAW"], os.environ["BENCH_OUT"]
 
 
-def parse(path):
-    """-> (meta from '# key=value', result dict)"""
-    meta, result = {}, {}
-    for line in open(path):
-        line = line.rstrip("\n")
-        if line.startswith("# ") and "=" in line:
-            k, v = line[2:].split("=", 1)
-            meta[k] = v
-        elif line.startswith("result "):
-            result = dict(f.split("=", 1) for f in line.split()[1:])
-    return meta, result
+parse = benchlib.parse_meta_result
 
 
 def cache_run(label):
