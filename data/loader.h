@@ -1,0 +1,188 @@
+/* data/loader.h — the live loader: real referring data sets (REFER joins,
+ * AVSBench, custom JSON lines; data/samples.h) turned into training tensors
+ * while the trainer runs, by a pool of decode threads with a bounded
+ * prefetch queue, several data sets mixed with sampling weights.
+ *
+ * WHAT ONE SAMPLE BECOMES (ldr_build, ldr_item)
+ *   text      the record's question and answer (data/samples.h, seeded per
+ *             stream position) through the conversation template
+ *             (data/conversation.h) into ids and Hugging Face labels, then
+ *             tokens[t] = ids[t] and targets[t] = labels[t + 1] (the next
+ *             token's label; -100 = no loss), padded to T with the encoder's
+ *             pad id / -100 and truncated to T. The image placeholder
+ *             (sample_options.image_token, "<image>") stays as conv_encoder's
+ *             placeholder id -1 (the trainer splices the CLIP tokens there,
+ *             model/references.h); without CLIP (clip_S = 0) it is dropped.
+ *             "[SEG]", <im_start>, <im_end> and the reference markers are the
+ *             tokenizer's added tokens (ldr_markers).
+ *   CLIP      clip[3, S, S]: image_clip_preprocess of the decoded image
+ *             (clip_crop = 1: CLIPImageProcessor; 0: AnyRef's
+ *             clip_resize_wo_crop). Absent when clip_S = 0.
+ *   SAM       sam[3, Ss, Ss]: image_sam_preprocess (ResizeLongestSide,
+ *             normalise, pad), only for a sample with a mask (a captioning
+ *             sample has none and needs no SAM input). Absent when sam_S = 0.
+ *   masks     at the original image size (orig_hw), row-major floats 0/1:
+ *             REFER: the annotation's RLE; AVSBench: the frame's mask
+ *             (avs_load_mask), whose size goes to mask_hw when it differs
+ *             from the frame's; custom: cj_record_mask.
+ *   reference box: the record's box (x0 y0 x1 y1, original pixels) mapped
+ *             into CLIP input pixels: x * S / W, y * S / H without the crop;
+ *             with the crop, scaled by the shortest-side resize and shifted
+ *             by the crop's offset, then clipped to [0, S] (a box left empty
+ *             by the crop breaks the sample).
+ *             crop: the crop image file through the CLIP preprocessing.
+ *             audio: the WAV's three ImageBind clips (data/fbank.h,
+ *             [3, 1, 128, 204]).
+ *
+ * A SAMPLE IS BROKEN (skipped: counted, and the first LDR_MAX_WARNINGS per
+ * loader reported with log_warn naming the data set, record and file) when a
+ * file is missing, truncated or undecodable (image, mask, crop, WAV), its
+ * image exceeds max_h x max_w, the text has no supervised label after
+ * truncation, or the number of [SEG] tokens within T differs from its
+ * masks.
+ *
+ * THE STREAM (training; ldr_next_batch)
+ *   Position p of the stream is epoch e = p / E, slot j = p % E, where E
+ *   (the epoch size) = epoch_samples, or the sum of the sources' sizes when
+ *   0. Source k gets n_k = E * w_k / sum(w) of an epoch's slots (largest
+ *   remainders rounded up), placed by a permutation seeded with (seed, e);
+ *   source k's r-th slot of epoch e is draw q = e * n_k + r of its own
+ *   stream, record perm_k(q / N_k)[q % N_k], a permutation of its N_k
+ *   records seeded with (seed, k, q / N_k). So weights decide the mix, every
+ *   source is visited in a fresh order each pass over it, and everything is
+ *   a pure function of (seed, p): the same seed and cursor give the same
+ *   batches, for any thread count, after a restart too.
+ *   The cursor is data/token_dataset.h's tds_cursor (epoch, position in the
+ *   epoch, skipped); a batch may span two epochs.
+ * THREADS
+ *   threads = 0 builds in the caller. threads >= 1 starts that many decode
+ *   threads at ldr_start; they build the positions after the consumer's,
+ *   at most `prefetch` samples ahead (a bounded queue of sample slots),
+ *   while the caller trains. deterministic = 1 (the default) hands samples
+ *   out in stream order, so the batches are exactly those of threads = 0;
+ *   deterministic = 0 hands out whichever prefetched sample is ready first
+ *   (a slow file does not stall the batch); the same samples are drawn,
+ *   only their order within the prefetch window varies, and a resumed run
+ *   may repeat up to `prefetch` samples.
+ * VALIDATION (ldr_build on the val loader in order: ldr_rows samples, the
+ *   sources concatenated, no shuffling, seeded with (seed, i)).
+ *
+ * Errors: -1 / NULL with ar_error; nothing exits. One consumer thread.
+ * Depends on data/samples.h, data/conversation.h, data/image.h, data/rle.h,
+ * data/fbank.h, data/wav.h, core/ and pthreads.
+ */
+#ifndef ANYREF_DATA_LOADER_H
+#define ANYREF_DATA_LOADER_H
+
+#include "data/samples.h"
+#include "data/token_dataset.h"
+
+#include <stdint.h>
+
+#define LDR_MAX_SOURCES 4
+#define LDR_MAX_WARNINGS 10
+
+typedef enum { LDR_REFER, LDR_AVS, LDR_JSONL } ldr_kind;
+
+/* One data set (the strings are copied at ldr_open). */
+typedef struct {
+    ldr_kind kind;
+    const char *root;          /* refer: the REFER root; avs: the AVSBench root */
+    const char *dataset;       /* refer: refcoco ...; avs: s4 | ms3 */
+    const char *split_by;      /* refer: "" = the set's default */
+    const char *split;         /* refer / avs: "" = train; jsonl: "" = every record */
+    const char *images;        /* refer: the image root */
+    int image_layout;          /* refer: refer_image_layout */
+    int caption;               /* refer: 1 = region captioning instead of segmentation */
+    const char *file;          /* jsonl */
+    double weight;             /* sampling weight (> 0) */
+} ldr_source;
+
+typedef struct {
+    int n_sources;
+    ldr_source src[LDR_MAX_SOURCES];
+    /* text */
+    const char *tokenizer;     /* tokenizer.model / tokenizer.json */
+    const char *template_name; /* "llava_v1" */
+    const char *add_tokens;    /* comma separated, besides [SEG] and the markers */
+    int T;                     /* tokens per sample */
+    sample_options so;         /* templates and marker strings (seed: ignored) */
+    /* tensors */
+    int clip_S, clip_crop;     /* CLIP input side (0: none); 1 = centre crop */
+    int sam_S;                 /* SAM input side (0: none) */
+    int max_h, max_w;          /* largest image accepted (0: IMAGE_MAX_SIDE) */
+    /* stream */
+    uint64_t seed;
+    int64_t epoch_samples;     /* 0: the sum of the sources' sizes */
+    int threads, prefetch, deterministic;
+    int shuffle;               /* 0: the validation order (concatenated, in order) */
+} ldr_cfg;
+
+/* Defaults: llava_v1, T 512, sample_options_default, no CLIP / SAM, 2
+ * threads, prefetch 8, deterministic, shuffled. */
+void ldr_cfg_default(ldr_cfg *c);
+
+/* The token ids of the markers (-1 when unused); image is the placeholder's -1. */
+typedef struct {
+    int seg, image, im_start, im_end, ref_start, ref_end, audio_start, audio_end;
+} ldr_markers;
+
+/* One built sample (buffers owned by the loader). */
+typedef struct {
+    int *tokens, *targets;     /* [T] */
+    float *clip;               /* [3 S S] or NULL */
+    float *sam;                /* [3 Ss Ss] or NULL (no mask, or sam_S = 0) */
+    int orig_hw[2], mask_hw[2];/* mask_hw (0, 0) = the original size */
+    int n_masks;
+    float *masks;              /* [n_masks, h, w] (h, w = mask_hw or orig_hw) */
+    int ref_kind;              /* GDS_REF_* of data/grounding_dataset.h (-1: none / text) */
+    float ref_box[4];          /* GDS_REF_BOX: CLIP input pixels */
+    float *ref_data;           /* GDS_REF_CROP: [3 S S]; GDS_REF_AUDIO: [3 128 204] */
+    int source;                /* index into cfg.src */
+    size_t record;             /* the source's sample index */
+    int64_t position;          /* stream position (training) or row (validation) */
+} ldr_item;
+
+typedef struct ldr ldr;
+
+/* Loads every source (their indexes; no image is decoded), the tokenizer and
+ * its added tokens. NULL + ar_error naming the source ("source2: ..."). */
+ldr *ldr_open(const ldr_cfg *cfg);
+void ldr_free(ldr *l);   /* stops the threads; NULL ok */
+
+int64_t ldr_rows(const ldr *l);           /* training: the epoch size; validation: the samples */
+int64_t ldr_source_size(const ldr *l, int k);
+const char *ldr_source_name(const ldr *l, int k);   /* "refcoco/train", "s4/train", "data.jsonl" */
+int ldr_vocab(const ldr *l);               /* the tokenizer's size with the added tokens */
+int ldr_pad_id(const ldr *l);
+void ldr_get_markers(const ldr *l, ldr_markers *out);
+int ldr_fbank_hw(int *h, int *w);          /* the audio input's (128, 204); returns 3 clips */
+/* The largest image side over every record (from the annotations or file
+ * headers; an unreadable header is skipped here and breaks its sample later):
+ * *h, *w; *masks = the most masks of one sample (1). */
+void ldr_limits(const ldr *l, int *h, int *w, int *masks);
+
+/* A caller's check of a built sample (the trainer: every [SEG] still within
+ * its length after splicing): 0 keep, 1 broken (ar_error says why). Called
+ * in the consumer's thread. */
+typedef int (*ldr_hook)(void *ctx, const ldr_item *it);
+void ldr_set_hook(ldr *l, ldr_hook hook, void *ctx);
+/* Sets the batch size and the size limit (after ldr_open, before reading;
+ * h, w <= 0 keep the config's) and starts the threads. 0, or -1 + ar_error. */
+int ldr_start(ldr *l, int B, int max_h, int max_w);
+
+/* The next B usable samples of the stream at *cur (advanced; broken samples
+ * counted in cur->skipped) into items[B] (valid until the next call).
+ * 0, or -1 + ar_error (a whole epoch without a usable sample, out of memory). */
+int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items);
+/* Sample i (validation order, or stream position i with shuffle) built in the
+ * caller into *it (valid until the next ldr_build on this slot; slot <
+ * B). 0, 1 broken (ar_error says why), -1 error. */
+int ldr_build_row(ldr *l, int64_t i, int slot, const ldr_item **it);
+
+/* Counters since ldr_open: samples built, broken, and the time the consumer
+ * waited for them (seconds). */
+typedef struct { int64_t built, broken; double wait_s; } ldr_stats;
+void ldr_get_stats(const ldr *l, ldr_stats *out);
+
+#endif
