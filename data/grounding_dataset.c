@@ -1,5 +1,6 @@
 /* data/grounding_dataset.c — see grounding_dataset.h. */
 #include "data/grounding_dataset.h"
+#include "data/grounding_live.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/h5util.h"
@@ -11,6 +12,7 @@
 #include <string.h>
 
 struct grounding_dataset {
+    gds_live *live;               /* gds_open_loader: everything goes there */
     char path[1024];
     token_dataset *tds;
     hid_t f, emb;                 /* file, /image_embeddings */
@@ -305,6 +307,7 @@ grounding_dataset *gds_open(const char *path, int vocab, int C, int H, int W) {
 
 void gds_close(grounding_dataset *g) {
     if (!g) return;
+    if (g->live) { gl_close(g->live); free(g); return; }
     if (g->emb >= 0) H5Dclose(g->emb);
     if (g->clip >= 0) H5Dclose(g->clip);
     if (g->crops >= 0) H5Dclose(g->crops);
@@ -321,14 +324,34 @@ void gds_close(grounding_dataset *g) {
     free(g);
 }
 
-int64_t gds_rows(const grounding_dataset *g) { return g->n; }
-int gds_seq_len(const grounding_dataset *g) { return g->T; }
-int gds_seg_token(const grounding_dataset *g) { return g->seg_attr; }
-void gds_mm(const grounding_dataset *g, gds_mm_info *out) { *out = g->mm; }
-void gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx) { g->hook = hook; g->hook_ctx = ctx; }
-int64_t gds_images(const grounding_dataset *g) { return g->m; }
+grounding_dataset *gds_open_loader(ldr *l, const char *name) {
+    grounding_dataset *g = calloc(1, sizeof *g);
+    if (!g || !(g->live = gl_new(l))) {
+        if (!g) { ldr_free(l); ar_errorf("out of memory"); }
+        free(g);
+        return NULL;
+    }
+    snprintf(g->path, sizeof g->path, "%s", name);
+    g->f = g->emb = g->clip = g->crops = g->fbank = g->sam = -1;
+    return g;
+}
+
+int64_t gds_rows(const grounding_dataset *g) { return g->live ? gl_rows(g->live) : g->n; }
+int gds_seq_len(const grounding_dataset *g) { return g->live ? gl_seq_len(g->live) : g->T; }
+int gds_seg_token(const grounding_dataset *g) { return g->live ? gl_seg_token(g->live) : g->seg_attr; }
+void gds_mm(const grounding_dataset *g, gds_mm_info *out) {
+    if (g->live) gl_mm(g->live, out);
+    else *out = g->mm;
+}
+void gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx) {
+    if (g->live) gl_set_hook(g->live, hook, ctx);
+    g->hook = hook;
+    g->hook_ctx = ctx;
+}
+int64_t gds_images(const grounding_dataset *g) { return g->live ? 0 : g->m; }
 
 int gds_use_sam_pixels(grounding_dataset *g, int on) {
+    if (g->live) return gl_use_sam_pixels(g->live, on);
     if (on && g->sam < 0) return ar_errorf("grounding dataset %s: no /sam_pixels for the SAM image encoder", g->path);
     if (!on && g->emb < 0)
         return ar_errorf("grounding dataset %s: no /image_embeddings: set the SAM image encoder (sam_encoder.model)", g->path);
@@ -337,12 +360,14 @@ int gds_use_sam_pixels(grounding_dataset *g, int on) {
 }
 
 void gds_limits(const grounding_dataset *g, int *max_h, int *max_w, int *max_masks) {
+    if (g->live) { gl_limits(g->live, max_h, max_w, max_masks); return; }
     if (max_h) *max_h = g->lim_h;
     if (max_w) *max_w = g->lim_w;
     if (max_masks) *max_masks = g->lim_masks;
 }
 
 int gds_configure(grounding_dataset *g, int seg_token, int B, int max_h, int max_w) {
+    if (g->live) return gl_configure(g->live, seg_token, B, max_h, max_w);
     if (seg_token < 0 || B < 1 || max_h < 1 || max_w < 1)
         return ar_errorf("grounding dataset %s: bad reader settings ([SEG] id %d, batch %d, max size %d x %d)", g->path,
                          seg_token, B, max_h, max_w);
@@ -533,6 +558,7 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
 }
 
 int gds_read_input(grounding_dataset *g, int which, int64_t row, float *out) {
+    if (g->live) return ar_errorf("%s: the live loader has no stored encoder inputs (the trainer fills the feature cache as it goes)", g->path);
     hid_t d = which == GDS_IN_CLIP ? g->clip : which == GDS_IN_CROP ? g->crops : which == GDS_IN_SAM ? g->sam : g->fbank;
     const int64_t rows = which == GDS_IN_CLIP || which == GDS_IN_SAM ? g->m
                          : which == GDS_IN_CROP ? g->mm.n_crops : g->mm.n_audio;
@@ -555,6 +581,7 @@ static int check_cb(void *ctx, int64_t row, int slot, const int *tokens, const i
 }
 
 void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out) {
+    if (g->live) { gl_finish_batch(g->live, nslots, out); return; }
     const int pm = g->lim_masks > 0 ? g->lim_masks : 1;
     const size_t cap = (size_t)g->max_h * g->max_w, chw = (size_t)g->C * g->H * g->W;
     int k = 0;
@@ -586,6 +613,7 @@ void gds_finish_batch(grounding_dataset *g, int nslots, gds_batch *out) {
 }
 
 int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, int *targets, gds_batch *out) {
+    if (g->live) return gl_next_batch(g->live, cur, T, tokens, targets, out);
     if (!g->B) return ar_errorf("grounding dataset %s: gds_configure was not called", g->path);
     g->T_cur = T;
     if (tds_next_batch_ex(g->tds, cur, g->B, T, tokens, targets, NULL, check_cb, g)) return -1;
@@ -594,6 +622,7 @@ int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, in
 }
 
 int gds_read_row(grounding_dataset *g, int64_t i, int T, int slot, int *tokens, int *targets) {
+    if (g->live) return gl_read_row(g->live, i, T, slot, tokens, targets);
     if (!g->B || slot < 0 || slot >= g->B)
         return ar_errorf("grounding dataset %s: slot %d outside the configured batch of %d", g->path, slot, g->B);
     g->slot_row_masks[slot] = 0;

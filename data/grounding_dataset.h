@@ -125,6 +125,15 @@ typedef int (*gds_row_hook)(void *ctx, int64_t row, const int *tokens, const int
  * NULL + ar_error. */
 grounding_dataset *gds_open(const char *path, int vocab, int C, int H, int W);
 void    gds_close(grounding_dataset *g);
+/* The same interface over the live loader (data/loader.h), which it takes
+ * over (freed by gds_close, or here on failure): images are decoded per
+ * sample, so there are no stored embeddings (gds_use_sam_pixels(1) is
+ * required before gds_configure) and no stored encoder inputs
+ * (gds_read_input, gds_images = 0); the [SEG] and marker ids are the
+ * tokenizer's; gds_configure starts the loader's threads; the rows are its
+ * epoch (ldr_rows). name is used in messages. NULL + ar_error. */
+typedef struct ldr ldr;
+grounding_dataset *gds_open_loader(ldr *l, const char *name);
 int64_t gds_rows(const grounding_dataset *g);
 int     gds_seq_len(const grounding_dataset *g);
 /* The seg_token_id attribute, or -1 without one. */

@@ -110,16 +110,20 @@ typedef struct {
     /* tensors */
     int clip_S, clip_crop;     /* CLIP input side (0: none); 1 = centre crop */
     int sam_S;                 /* SAM input side (0: none) */
+    int audio;                 /* 1: build audio references (the model has an audio
+                                  encoder); 0: their markers stay plain tokens */
     int max_h, max_w;          /* largest image accepted (0: IMAGE_MAX_SIDE) */
     /* stream */
     uint64_t seed;
     int64_t epoch_samples;     /* 0: the sum of the sources' sizes */
-    int threads, prefetch, deterministic;
+    int threads;               /* decode threads (0: build in the caller) */
+    int prefetch;              /* samples built ahead (0: two batches) */
+    int deterministic;
     int shuffle;               /* 0: the validation order (concatenated, in order) */
 } ldr_cfg;
 
-/* Defaults: llava_v1, T 512, sample_options_default, no CLIP / SAM, 2
- * threads, prefetch 8, deterministic, shuffled. */
+/* Defaults: llava_v1, T 512, sample_options_default, no CLIP / SAM /
+ * audio, 2 threads, prefetch two batches, deterministic, shuffled. */
 void ldr_cfg_default(ldr_cfg *c);
 
 /* The token ids of the markers (-1 when unused); image is the placeholder's -1. */
@@ -156,7 +160,10 @@ const char *ldr_source_name(const ldr *l, int k);   /* "refcoco/train", "s4/trai
 int ldr_vocab(const ldr *l);               /* the tokenizer's size with the added tokens */
 int ldr_pad_id(const ldr *l);
 void ldr_get_markers(const ldr *l, ldr_markers *out);
-int ldr_fbank_hw(int *h, int *w);          /* the audio input's (128, 204); returns 3 clips */
+int ldr_fbank_hw(int *h, int *w);
+int ldr_cfg_T(const ldr *l);               /* tokens per sample */
+void ldr_input_sides(const ldr *l, int *clip_S, int *sam_S);
+int ldr_has_audio(const ldr *l);           /* cfg.audio */          /* the audio input's (128, 204); returns 3 clips */
 /* The largest image side over every record (from the annotations or file
  * headers; an unreadable header is skipped here and breaks its sample later):
  * *h, *w; *masks = the most masks of one sample (1). */
@@ -176,8 +183,9 @@ int ldr_start(ldr *l, int B, int max_h, int max_w);
  * 0, or -1 + ar_error (a whole epoch without a usable sample, out of memory). */
 int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items);
 /* Sample i (validation order, or stream position i with shuffle) built in the
- * caller into *it (valid until the next ldr_build on this slot; slot <
- * B). 0, 1 broken (ar_error says why), -1 error. */
+ * caller into *it (its own B slots, apart from the stream's: valid until the
+ * next ldr_build_row on this slot; slot < B). Not counted in a cursor.
+ * 0, 1 broken (ar_error says why), -1 error. */
 int ldr_build_row(ldr *l, int64_t i, int slot, const ldr_item **it);
 
 /* Counters since ldr_open: samples built, broken, and the time the consumer
