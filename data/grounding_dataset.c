@@ -336,6 +336,8 @@ grounding_dataset *gds_open_loader(ldr *l, const char *name) {
     return g;
 }
 
+ldr *gds_loader(const grounding_dataset *g) { return g->live ? gl_loader(g->live) : NULL; }
+
 int64_t gds_rows(const grounding_dataset *g) { return g->live ? gl_rows(g->live) : g->n; }
 int gds_seq_len(const grounding_dataset *g) { return g->live ? gl_seq_len(g->live) : g->T; }
 int gds_seg_token(const grounding_dataset *g) { return g->live ? gl_seg_token(g->live) : g->seg_attr; }

@@ -134,6 +134,8 @@ void    gds_close(grounding_dataset *g);
  * epoch (ldr_rows). name is used in messages. NULL + ar_error. */
 typedef struct ldr ldr;
 grounding_dataset *gds_open_loader(ldr *l, const char *name);
+/* The loader behind a gds_open_loader handle, NULL for an HDF5 file. */
+ldr *gds_loader(const grounding_dataset *g);
 int64_t gds_rows(const grounding_dataset *g);
 int     gds_seq_len(const grounding_dataset *g);
 /* The seg_token_id attribute, or -1 without one. */

@@ -37,6 +37,7 @@ void gl_close(gds_live *g) {
     free(g);
 }
 
+ldr *gl_loader(const gds_live *g) { return g->l; }
 int64_t gl_rows(const gds_live *g) { return ldr_rows(g->l); }
 int gl_seq_len(const gds_live *g) { return ldr_cfg_T(g->l); }
 int gl_seg_token(const gds_live *g) {

@@ -19,6 +19,7 @@
 #include "core/timer.h"
 #include "data/synthetic.h"
 #include "data/grounding_dataset.h"
+#include "data/loader.h"
 #include "data/feature_cache.h"
 #include "data/token_dataset.h"
 #include "data/conversation.h"
@@ -38,6 +39,20 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The keys of one data set of data.kind = sources (source, source2..4). */
+#define SOURCE_KEYS(p, what) \
+    {p ".kind", CFG_STRING, "", what ": refer (REFER refs + instances.json) | avsbench (S4 / MS3) | jsonl (your own JSON lines)"}, \
+    {p ".root", CFG_STRING, "", "refer: the directory holding <dataset>/refs(<split_by>).p and instances.json; avsbench: the directory holding s4_meta_data.csv / ms3_meta_data.csv"}, \
+    {p ".dataset", CFG_STRING, "refcoco", "refer: refcoco | refcoco+ | refcocog | refclef; avsbench: s4 | ms3"}, \
+    {p ".split_by", CFG_STRING, "", "refer: unc | umd | google | berkeley (empty: umd for refcocog, unc otherwise)"}, \
+    {p ".split", CFG_STRING, "", "refer: train | val | testA | testB | test ...; avsbench: train | val | test (empty: train); jsonl: keep only records of this split (empty: all)"}, \
+    {p ".val_split", CFG_STRING, "", "data.kind = sources: the split validated on (e.g. val; empty: this set is not validated)"}, \
+    {p ".images", CFG_STRING, "", "refer: image root (images/mscoco/images/train2014/..., images/saiapr_tc-12/...)"}, \
+    {p ".image_layout", CFG_STRING, "refer", "refer: refer (refer.py's data_root layout) | coco2017 (AnyRef: coco/train2017/<id>.jpg)"}, \
+    {p ".file", CFG_STRING, "", "jsonl: the .jsonl file (paths in it relative to its directory)"}, \
+    {p ".task", CFG_STRING, "seg", "refer: seg (text reference -> [SEG] answer) | caption (box reference -> the sentence as the answer)"}, \
+    {p ".weight", CFG_FLOAT, "1", "data.kind = sources: sampling weight; each epoch gives this set weight / (sum of weights) of its samples"}
 
 const cfg_key train_schema[] = {
     {"model.kind", CFG_STRING, "llama", "llama (the decoder alone, CE) | anyref (decoder + [SEG] head + SAM mask decoder, CE + BCE + Dice)"},
@@ -123,27 +138,27 @@ const cfg_key train_schema[] = {
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
     {"train.min_val_giou", CFG_FLOAT, "0", "anyref: exit 1 if the final validation gIoU is below this"},
-    {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5) | conversations (LLaVA JSON, tokenized into run.dir/data/ first) | grounding (HDF5 with SAM image embeddings and masks, for model.kind = anyref)"},
+    {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5) | conversations (LLaVA JSON, tokenized into run.dir/data/ first) | grounding (HDF5 with SAM image embeddings and masks, for model.kind = anyref) | sources (real data sets read live: source.*, source2.* ..., for model.kind = anyref)"},
     {"data.train", CFG_STRING, "", "tokens/grounding: training file (HDF5: input_ids, labels[, attention_mask], ...); conversations: LLaVA JSON"},
     {"data.val", CFG_STRING, "", "validation file of the same kind (empty: no validation loss)"},
-    {"data.tokenizer", CFG_STRING, "", "conversations: tokenizer.model or tokenizer.json"},
-    {"data.template", CFG_STRING, "llava_v1", "conversations: llava_v1 | vicuna_v1_1"},
-    {"data.add_tokens", CFG_STRING, "", "conversations: added tokens, comma separated (e.g. [SEG]), whitespace around them stripped as transformers 4.31 did"},
+    {"data.tokenizer", CFG_STRING, "", "conversations, sources: tokenizer.model or tokenizer.json"},
+    {"data.template", CFG_STRING, "llava_v1", "conversations, sources: llava_v1 | vicuna_v1_1"},
+    {"data.add_tokens", CFG_STRING, "", "conversations, sources: added tokens, comma separated (e.g. [SEG]; sources add [SEG], <im_start>, <im_end> and the reference markers themselves), whitespace around them stripped as transformers 4.31 did"},
     {"data.cache", CFG_STRING, "", "grounding with sam_encoder.* or clip.*: feature cache file for the frozen SAM / CLIP / ImageBind outputs (HDF5; empty: off; fill it ahead with `anyref cache`)"},
+    {"data.workers", CFG_INT, "2", "sources: decode threads building samples while the model trains (0: in the training thread)"},
+    {"data.prefetch", CFG_INT, "0", "sources: samples built ahead of the step (0: two batches)"},
+    {"data.deterministic", CFG_BOOL, "1", "sources: hand samples out in stream order (the same batches for any data.workers, exact resume); 0: whichever is decoded first"},
+    {"data.epoch_samples", CFG_INT, "0", "sources: samples per epoch (0: every sample of every set once); the weights split it between the sets"},
+    {"data.clip_crop", CFG_BOOL, "0", "sources: CLIP input by CLIPImageProcessor's centre crop (1) or AnyRef's clip_resize_wo_crop (0)"},
     {"data.task", CFG_STRING, "reverse", "synthetic: reverse | copy | sort"},
     {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
     {"data.base", CFG_INT, "10", "synthetic: distinct digit tokens"},
     {"data.eval_samples", CFG_INT, "256", "synthetic: fresh sequences for greedy exact-match accuracy"},
-    {"source.kind", CFG_STRING, "", "real data set read by `anyref data inspect` (and the training loader once issue 6 part 8 lands): refer (REFER refs + instances.json) | avsbench (S4 / MS3) | jsonl (your own JSON lines)"},
-    {"source.root", CFG_STRING, "", "refer: the directory holding <dataset>/refs(<split_by>).p and instances.json; avsbench: the directory holding s4_meta_data.csv / ms3_meta_data.csv"},
-    {"source.dataset", CFG_STRING, "refcoco", "refer: refcoco | refcoco+ | refcocog | refclef; avsbench: s4 | ms3"},
-    {"source.split_by", CFG_STRING, "", "refer: unc | umd | google | berkeley (empty: umd for refcocog, unc otherwise)"},
-    {"source.split", CFG_STRING, "", "refer: train | val | testA | testB | test ...; avsbench: train | val | test (empty: train); jsonl: keep only records of this split (empty: all)"},
-    {"source.images", CFG_STRING, "", "refer: image root (images/mscoco/images/train2014/..., images/saiapr_tc-12/...)"},
-    {"source.image_layout", CFG_STRING, "refer", "refer: refer (refer.py's data_root layout) | coco2017 (AnyRef: coco/train2017/<id>.jpg)"},
-    {"source.file", CFG_STRING, "", "jsonl: the .jsonl file (paths in it relative to its directory)"},
-    {"source.task", CFG_STRING, "seg", "refer: seg (text reference -> [SEG] answer) | caption (box reference -> the sentence as the answer)"},
-    {"source.seed", CFG_INT, "0", "seed of the sample builder's choices (sentence, answer template), per record"},
+    SOURCE_KEYS("source", "real data set read by `anyref data inspect` and by data.kind = sources"),
+    {"source.seed", CFG_INT, "0", "`anyref data inspect`: seed of the sample builder's choices (sentence, answer template), per record (training: train.seed and the stream position)"},
+    SOURCE_KEYS("source2", "data.kind = sources: a second data set mixed in (empty: none)"),
+    SOURCE_KEYS("source3", "data.kind = sources: a third data set (empty: none)"),
+    SOURCE_KEYS("source4", "data.kind = sources: a fourth data set (empty: none)"),
     {"run.dir", CFG_STRING, "runs/demo", "run directory: config.cfg, metrics.jsonl, checkpoints/"},
 };
 const int train_schema_len = (int)(sizeof train_schema / sizeof train_schema[0]);
@@ -192,6 +207,78 @@ out:
     conv_encoder_free(e);
     tok_free(tok);
     return rc;
+}
+
+/* One data set of data.kind = sources from the keys of prefix p (source,
+ * source2, ...): *present = 0 when p.kind is empty (or, for validation,
+ * p.val_split is). */
+static int source_from_keys(const ar_config *cfg, const char *p, int val, ldr_source *s, int *present) {
+    char k[64];
+#define KEY(x) (snprintf(k, sizeof k, "%s." x, p), k)
+    memset(s, 0, sizeof *s);
+    *present = 0;
+    const char *kind = cfg_str(cfg, KEY("kind"));
+    if (!kind[0]) return 0;
+    if (!strcmp(kind, "refer")) s->kind = LDR_REFER;
+    else if (!strcmp(kind, "avsbench")) s->kind = LDR_AVS;
+    else if (!strcmp(kind, "jsonl")) s->kind = LDR_JSONL;
+    else return ar_errorf("config: %s.kind = '%s' (expected refer, avsbench or jsonl)", p, kind);
+    s->root = cfg_str(cfg, KEY("root"));
+    s->dataset = cfg_str(cfg, KEY("dataset"));
+    s->split_by = cfg_str(cfg, KEY("split_by"));
+    s->split = cfg_str(cfg, val ? KEY("val_split") : KEY("split"));
+    if (val && !s->split[0]) return 0;
+    s->images = cfg_str(cfg, KEY("images"));
+    s->file = cfg_str(cfg, KEY("file"));
+    s->weight = cfg_float(cfg, KEY("weight"));
+    const char *lay = cfg_str(cfg, KEY("image_layout")), *task = cfg_str(cfg, KEY("task"));
+    if (!strcmp(lay, "refer")) s->image_layout = REFER_IMAGES_REFER;
+    else if (!strcmp(lay, "coco2017")) s->image_layout = REFER_IMAGES_COCO2017;
+    else return ar_errorf("config: %s.image_layout = '%s' (expected refer or coco2017)", p, lay);
+    if (!strcmp(task, "caption")) s->caption = 1;
+    else if (strcmp(task, "seg")) return ar_errorf("config: %s.task = '%s' (expected seg or caption)", p, task);
+    if (s->kind != LDR_JSONL && !s->root[0]) return ar_errorf("config: %s.kind = %s needs %s.root", p, kind, p);
+    if (s->kind == LDR_JSONL && !s->file[0]) return ar_errorf("config: %s.kind = jsonl needs %s.file", p, p);
+    if (!(s->weight > 0)) return ar_errorf("config: %s.weight = %g (expected > 0)", p, s->weight);
+#undef KEY
+    *present = 1;
+    return 0;
+}
+
+/* data.kind = sources: the live loader's settings from the keys (val: the
+ * validation loader over the sets' val_split, in order, or n_sources = 0). */
+static int sources_config(const ar_config *cfg, int val, ldr_cfg *c) {
+    ldr_cfg_default(c);
+    const char *pre[] = {"source", "source2", "source3", "source4"};
+    for (int k = 0; k < LDR_MAX_SOURCES; k++) {
+        int present;
+        if (source_from_keys(cfg, pre[k], val, &c->src[c->n_sources], &present)) return -1;
+        c->n_sources += present;
+    }
+    if (!val && !c->n_sources) return ar_errorf("config: data.kind = sources needs source.kind (and source.root / source.file)");
+    c->tokenizer = cfg_str(cfg, "data.tokenizer");
+    if (!c->tokenizer[0]) return ar_errorf("config: data.kind = sources needs data.tokenizer");
+    c->template_name = cfg_str(cfg, "data.template");
+    c->add_tokens = cfg_str(cfg, "data.add_tokens");
+    c->T = (int)cfg_int(cfg, "train.seq_len");
+    if (c->T < 2) return ar_errorf("config: data.kind = sources needs train.seq_len (tokens per sample, image tokens included)");
+    c->clip_S = (int)cfg_int(cfg, "clip.image_size");
+    c->clip_crop = cfg_bool(cfg, "data.clip_crop");
+    const char *sm = cfg_str(cfg, "sam_encoder.model");
+    if (!strcmp(sm, "none"))
+        return ar_errorf("config: data.kind = sources decodes images, so the SAM image encoder must run: set sam_encoder.model");
+    c->sam_S = !strcmp(sm, "custom") ? (int)cfg_int(cfg, "sam_encoder.img_size") : 1024;
+    c->audio = cfg_int(cfg, "audio.embed_dim") > 0 && c->clip_S > 0;
+    const uint64_t seed = (uint64_t)cfg_int(cfg, "train.seed");
+    c->seed = rng_derive(seed, val ? 4 : 3);
+    c->epoch_samples = cfg_int(cfg, "data.epoch_samples");
+    c->threads = val ? 0 : (int)cfg_int(cfg, "data.workers");
+    c->prefetch = (int)cfg_int(cfg, "data.prefetch");
+    c->deterministic = cfg_bool(cfg, "data.deterministic");
+    c->shuffle = !val;
+    if (c->threads < 0 || c->prefetch < 0 || c->epoch_samples < 0)
+        return ar_errorf("config: data.workers, data.prefetch and data.epoch_samples must be >= 0");
+    return 0;
 }
 
 static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
@@ -245,7 +332,34 @@ static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
         d->seq_len = gds_seq_len(d->gtrain);
         return 0;
     }
-    return ar_errorf("config: data.kind = '%s' (expected synthetic, tokens, conversations or grounding)", kind);
+    if (!strcmp(kind, "sources")) {
+        d->kind = DATA_GROUNDING;
+        if (strcmp(cfg_str(cfg, "model.kind"), "anyref") != 0)
+            return ar_errorf("config: data.kind = sources trains the mask decoder: set model.kind = anyref");
+        ldr_cfg tc, vc;
+        if (sources_config(cfg, 0, &tc) || sources_config(cfg, 1, &vc)) return -1;
+        ldr *lt = ldr_open(&tc);
+        if (!lt || !(d->gtrain = gds_open_loader(lt, "data sources"))) return -1;
+        if (vc.n_sources) {
+            ldr *lv = ldr_open(&vc);
+            if (!lv) return ar_error_prefix("validation: ");
+            if (!(d->gval = gds_open_loader(lv, "validation sources"))) return -1;
+        }
+        const int vocab = ldr_vocab(lt);
+        if (model_vocab == 0) model_vocab = vocab;
+        else if (model_vocab < vocab)
+            return ar_errorf("config: model.vocab = %d is smaller than the tokenizer's %d (with [SEG], the markers and data.add_tokens)",
+                             model_vocab, vocab);
+        d->vocab = model_vocab;
+        d->seq_len = tc.T;
+        for (int k = 0; k < tc.n_sources; k++)
+            log_info("data: %s: %lld samples, weight %g", ldr_source_name(lt, k), (long long)ldr_source_size(lt, k),
+                     tc.src[k].weight);
+        log_info("data: an epoch is %lld samples; %d decode thread%s", (long long)ldr_rows(lt), tc.threads,
+                 tc.threads == 1 ? "" : "s");
+        return 0;
+    }
+    return ar_errorf("config: data.kind = '%s' (expected synthetic, tokens, conversations, grounding or sources)", kind);
 }
 
 static void data_close(data_src *d) { tds_close(d->train); tds_close(d->val); gds_close(d->gtrain); gds_close(d->gval); }
@@ -796,10 +910,13 @@ int train_run(const ar_config *cfg) {
         double el = ar_now() - t0;
         if (r.ar) {
             const char *keys[] = {"loss", "ce", "bce", "dice", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "skipped",
-                                  "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou"};
+                                  "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou", "data_wait_s"};
+            const ldr *ld = gds_loader(r.data.gtrain);
+            ldr_stats ls = {0, 0, NAN};
+            if (ld) ldr_get_stats(ld, &ls);
             double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el,
-                             el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5]};
-            if (log_metrics(r.log, (int)step, keys, vals, 15)) goto interrupted;
+                             el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], ls.wait_s};
+            if (log_metrics(r.log, (int)step, keys, vals, 16)) goto interrupted;
         } else {
             const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy"};
             double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc};
