@@ -156,6 +156,7 @@ static int write_file(const char *tmp, const ar_params *ps, const ar_train_state
     if (!rc) rc = write_attr(f, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->step);
     if (!rc) rc = write_attr(f, "epoch", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->epoch);
     if (!rc) rc = write_attr(f, "data_position", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->data_position);
+    if (!rc) rc = write_attr(f, "data_skipped", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->data_skipped);
     if (!rc) rc = write_attr(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &st->seed);
     if (!rc) rc = write_attr(f, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 4, st->rng.s);
     if (!rc) rc = write_string(f, "created", created, 0);
@@ -438,6 +439,9 @@ static int load_into_stage(hid_t f, const ar_params *ps, int require_moments, ar
     if (read_int_attr(f, "rng_state", 4, H5T_NATIVE_UINT64, rs) < 0) return -1;
     if (read_int_attr(f, "frozen_included", 1, H5T_NATIVE_INT32, &frozen_included) < 0) return -1;
     nst->step = i64[0]; nst->epoch = i64[1]; nst->data_position = i64[2];
+    nst->data_skipped = 0;   /* optional (checkpoints before it have none) */
+    if (H5Aexists(f, "data_skipped") > 0 && read_int_attr(f, "data_skipped", 1, H5T_NATIVE_INT64, &nst->data_skipped) < 0)
+        return -1;
     nst->seed = seed;
     memcpy(nst->rng.s, rs, sizeof rs);
     if (read_string(f, "config", 1, &nst->config_text) < 0) return -1;

@@ -13,6 +13,7 @@
  *     step            int64     optimiser steps completed (AdamW's next t is step+1)
  *     epoch           int64     epoch of the next sample
  *     data_position   int64     index of the next sample within that epoch's order
+ *     data_skipped    int64     broken samples skipped so far (optional: 0 when absent)
  *     seed            uint64    the run's seed
  *     rng_state       uint64[4] xoshiro256** state of the data-order RNG (core/rng.h)
  *     created         string    UTC time of the save, ISO 8601 ("2024-06-07T12:34:56Z")
@@ -67,6 +68,7 @@ typedef struct {
     int64_t  step;            /* optimiser steps completed */
     int64_t  epoch;           /* epoch of the next sample */
     int64_t  data_position;   /* next sample's index in this epoch's order */
+    int64_t  data_skipped;    /* broken samples skipped so far */
     uint64_t seed;            /* the run's seed */
     ar_rng   rng;             /* data-order RNG state */
     /* Resolved config text, NUL-terminated, malloc'd and owned by the struct:

@@ -501,6 +501,7 @@ static int save(run_t *r, int64_t step) {
     r->st.rng = r->data.rng;
     r->st.epoch = r->data.cur.epoch;
     r->st.data_position = r->data.cur.position;
+    r->st.data_skipped = r->data.cur.skipped;
     if (ckpt_path(r->run_dir, step, p, sizeof p) || ckpt_save(p, &r->ps, &r->st, 0)) return -1;
     prune_checkpoints(r->run_dir, step, (int)cfg_int(r->cfg, "train.save_every"), (int)cfg_int(r->cfg, "train.keep_checkpoints"));
     log_info("checkpoint %s", p);
@@ -752,6 +753,7 @@ static int start_or_resume(run_t *r) {
     r->data.rng = r->st.rng;
     r->data.cur.epoch = r->st.epoch;
     r->data.cur.position = r->st.data_position;
+    r->data.cur.skipped = r->st.data_skipped;
     if (metrics_truncate(r->metrics, r->st.step)) return -1;
     log_info("resumed from %s at step %lld", path, (long long)r->st.step);
     return 0;
