@@ -463,6 +463,7 @@ static int build(ldr *l, ar_fbank *fb, slot *s, int k, int64_t rec, uint64_t see
     source *src = &l->src[k];
     sample_options so = l->cfg.so;
     so.seed = seed;
+    so.no_mask_area = 1;   /* decoded once, below */
     ar_sample smp;
     int rc;
     const avs_record *avs = NULL;

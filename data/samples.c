@@ -137,13 +137,15 @@ int sample_from_avs(const avs_set *s, size_t i, const sample_options *o, ar_samp
     out->ref = SAMPLE_REF_AUDIO;
     const char *cls = s->subset == AVS_S4 && r->category ? avs_class_name(r->category) : NULL;
     if (set_qa(out, o, o->q_audio, m, cls ? o->a_seg : o->a_avs_plain, cls)) goto fail;
-    ar_image mk = {0};
-    if (avs_load_mask(r, k, &mk)) goto fail;
-    uint64_t a = 0;
-    for (size_t p = 0; p < (size_t)mk.h * mk.w; p++) a += mk.px[p] != 0;
-    image_free(&mk);
     out->n_masks = 1;
-    out->mask_area[0] = a;
+    if (!o->no_mask_area) {
+        ar_image mk = {0};
+        if (avs_load_mask(r, k, &mk)) goto fail;
+        uint64_t a = 0;
+        for (size_t p = 0; p < (size_t)mk.h * mk.w; p++) a += mk.px[p] != 0;
+        image_free(&mk);
+        out->mask_area[0] = a;
+    }
     return 0;
 fail:
     ar_sample_free(out);
@@ -191,11 +193,13 @@ int sample_from_custom(cj_dataset *ds, size_t i, const char *dataset, const samp
             goto fail;
     }
     if (r->mask != CJ_MASK_NONE) {
-        rle_mask rm = {0};
-        if (cj_record_mask(r, &rm)) goto fail;
         out->n_masks = 1;
-        out->mask_area[0] = rle_area(&rm);
-        rle_free(&rm);
+        if (!o->no_mask_area) {
+            rle_mask rm = {0};
+            if (cj_record_mask(r, &rm)) goto fail;
+            out->mask_area[0] = rle_area(&rm);
+            rle_free(&rm);
+        }
     }
     return 0;
 fail:

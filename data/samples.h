@@ -70,6 +70,8 @@ typedef struct {
     const char *q_seg, *q_audio, *q_caption;      /* TEMPLATES above */
     const char *a_seg, *a_seg_plain, *a_caption;
     const char *a_avs_plain;   /* AVSBench without a class: "it is [SEG]." (AnyRef utils/avsbench.py) */
+    int no_mask_area;          /* 1: leave mask_area 0 instead of decoding the masks (the
+                                  loader decodes them itself; n_masks is still set) */
 } sample_options;
 
 #define SAMPLE_MAX_MASKS 4
