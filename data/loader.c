@@ -479,7 +479,7 @@ static int build(ldr *l, ar_fbank *fb, slot *s, int k, int64_t rec, uint64_t see
         rc = sample_from_custom(&src->cj, src->idx[rec], src->name, &so, &smp);
         if (rc) ar_error_prefix("%s:%d: ", src->cj.path, cr->line);
     }
-    if (rc) return -1;
+    if (rc) return ar_error_prefix("%s sample %lld: ", src->name, (long long)rec);   /* name the set and record */
     ldr_item *it = &s->it;
     it->source = k;
     it->record = (size_t)rec;
