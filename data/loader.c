@@ -242,7 +242,7 @@ ldr *ldr_open(const ldr_cfg *cfg) {
         if (w > l->lim_w) l->lim_w = w;
     }
     if (!(l->tok = tok_load(l->tokpath))) { ar_error_prefix("data.tokenizer: "); goto fail; }
-    if (!(l->enc = conv_encoder_new(l->tok, l->tplname, 1 << 20))) { ar_error_prefix("data.template: "); goto fail; }
+    if (!(l->enc = conv_encoder_new(l->tok, l->tplname, cfg->T))) { ar_error_prefix("data.template: "); goto fail; }
     if (add_tokens(l)) goto fail;
     ar_audio_opts_imagebind(&l->aopt);
     /* the epoch: n_k by largest remainders */

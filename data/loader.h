@@ -9,7 +9,10 @@
  *             (data/conversation.h) into ids and Hugging Face labels, then
  *             tokens[t] = ids[t] and targets[t] = labels[t + 1] (the next
  *             token's label; -100 = no loss), padded to T with the encoder's
- *             pad id / -100 and truncated to T. The image placeholder
+ *             pad id / -100. The conversation is truncated to T as LLaVA
+ *             truncates to model_max_length (data/conversation.h: a
+ *             truncated sample whose counts then disagree keeps no label and
+ *             is broken below). The image placeholder
  *             (sample_options.image_token, "<image>") stays as conv_encoder's
  *             placeholder id -1 (the trainer splices the CLIP tokens there,
  *             model/references.h); without CLIP (clip_S = 0) it is dropped.
@@ -53,7 +56,8 @@
  *   a pure function of (seed, p): the same seed and cursor give the same
  *   batches, for any thread count, after a restart too.
  *   The cursor is data/token_dataset.h's tds_cursor (epoch, position in the
- *   epoch, skipped); a batch may span two epochs.
+ *   epoch, skipped; its seed field is not used: cfg.seed is); a batch may
+ *   span two epochs.
  * THREADS
  *   threads = 0 builds in the caller. threads >= 1 starts that many decode
  *   threads at ldr_start; they build the positions after the consumer's,
@@ -112,7 +116,9 @@ typedef struct {
     int sam_S;                 /* SAM input side (0: none) */
     int audio;                 /* 1: build audio references (the model has an audio
                                   encoder); 0: their markers stay plain tokens */
-    int max_h, max_w;          /* largest image accepted (0: IMAGE_MAX_SIDE) */
+    int max_h, max_w;          /* largest image accepted, which sizes the mask
+                                  buffers (0: the largest of the data, ldr_limits;
+                                  ldr_start's arguments override both) */
     /* stream */
     uint64_t seed;
     int64_t epoch_samples;     /* 0: the sum of the sources' sizes */
@@ -160,10 +166,10 @@ const char *ldr_source_name(const ldr *l, int k);   /* "refcoco/train", "s4/trai
 int ldr_vocab(const ldr *l);               /* the tokenizer's size with the added tokens */
 int ldr_pad_id(const ldr *l);
 void ldr_get_markers(const ldr *l, ldr_markers *out);
-int ldr_fbank_hw(int *h, int *w);
+int ldr_fbank_hw(int *h, int *w);         /* the audio input's (128, 204); returns 3 clips */
 int ldr_cfg_T(const ldr *l);               /* tokens per sample */
 void ldr_input_sides(const ldr *l, int *clip_S, int *sam_S);
-int ldr_has_audio(const ldr *l);           /* cfg.audio */          /* the audio input's (128, 204); returns 3 clips */
+int ldr_has_audio(const ldr *l);           /* cfg.audio */
 /* The largest image side over every record (from the annotations or file
  * headers; an unreadable header is skipped here and breaks its sample later):
  * *h, *w; *masks = the most masks of one sample (1). */

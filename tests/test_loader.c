@@ -190,14 +190,14 @@ static void oracle_free(oracle *o) {
     memset(o, 0, sizeof *o);
 }
 
-/* The encoder as data/loader.c builds it: the template with no truncation
- * of its own (max_len 2^20; the cut to T comes after), "<image>" as
+/* The encoder as data/loader.c builds it: the template truncating at T as
+ * LLaVA's model_max_length (a truncated sample then keeps no label), "<image>" as
  * placeholder -1, then cfg.add_tokens, then [SEG], <im_start>, <im_end> and
  * the four reference markers, in that order, each with strip = 1. */
 static int oracle_text(oracle *o, const ldr_cfg *c) {
     o->tok = tok_load(c->tokenizer);
     if (!o->tok) return -1;
-    o->enc = conv_encoder_new(o->tok, c->template_name, 1 << 20);
+    o->enc = conv_encoder_new(o->tok, c->template_name, c->T);
     if (!o->enc) return -1;
     if (conv_encoder_add_placeholder(o->enc, c->so.image_token) != -1) return -1;
     if (c->add_tokens && *c->add_tokens) return ar_errorf("test: add_tokens unsupported here");
