@@ -128,6 +128,7 @@ static int open_source(ldr *l, int k) {
         if (!s->rj) return -1;
         s->n = (int64_t)s->rj->n;
         snprintf(s->name, sizeof s->name, "%s/%s%s", s->rj->refs->name, s->rj->split, c->caption ? " (caption)" : "");
+        l->stats.bad_records += (int64_t)s->rj->n_skipped;
         if (s->rj->n_skipped)
             log_warn("%s: %zu refs of the split did not join with instances.json (skipped)", s->name, s->rj->n_skipped);
     } else if (c->kind == LDR_AVS) {
@@ -135,6 +136,7 @@ static int open_source(ldr *l, int k) {
         if (!s->avs) return -1;
         s->n = (int64_t)avs_num_samples(s->avs);
         snprintf(s->name, sizeof s->name, "%s/%s", s->avs->subset == AVS_S4 ? "s4" : "ms3", s->avs->split);
+        l->stats.bad_records += (int64_t)(s->avs->n_bad_rows + s->avs->n_skipped_lines);
         if (s->avs->n_bad_rows + s->avs->n_skipped_lines)
             log_warn("%s: %zu CSV rows skipped", s->name, s->avs->n_bad_rows + s->avs->n_skipped_lines);
     } else if (c->kind == LDR_JSONL) {
@@ -147,6 +149,7 @@ static int open_source(ldr *l, int k) {
             if (!split || !strcmp(s->cj.recs[i].split, split)) s->idx[s->n++] = i;
         const char *b = strrchr(c->file, '/');
         snprintf(s->name, sizeof s->name, "%s%s%s", b ? b + 1 : c->file, split ? "/" : "", split ? split : "");
+        l->stats.bad_records += (int64_t)s->cj.n_bad;
         if (s->cj.n_bad) log_warn("%s: %zu lines skipped (malformed records)", s->name, s->cj.n_bad);
     } else {
         return ar_errorf("unknown source kind %d", (int)c->kind);

@@ -194,9 +194,11 @@ int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items);
  * 0, 1 broken (ar_error says why), -1 error. */
 int ldr_build_row(ldr *l, int64_t i, int slot, const ldr_item **it);
 
-/* Counters since ldr_open: samples built, broken, and the time the consumer
- * waited for them (seconds). */
-typedef struct { int64_t built, broken; double wait_s; } ldr_stats;
+/* Counters since ldr_open: samples built, broken, the time the consumer
+ * waited for them (seconds), and the records the sources' loaders skipped
+ * at open (REFER refs that did not join, malformed AVSBench CSV rows,
+ * malformed JSON lines). */
+typedef struct { int64_t built, broken; double wait_s; int64_t bad_records; } ldr_stats;
 void ldr_get_stats(const ldr *l, ldr_stats *out);
 
 #endif

@@ -912,13 +912,15 @@ int train_run(const ar_config *cfg) {
         double el = ar_now() - t0;
         if (r.ar) {
             const char *keys[] = {"loss", "ce", "bce", "dice", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "skipped",
-                                  "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou", "data_wait_s"};
+                                  "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou", "data_wait_s",
+                                  "skipped_records"};
             const ldr *ld = gds_loader(r.data.gtrain);
-            ldr_stats ls = {0, 0, NAN};
+            ldr_stats ls = {0, 0, NAN, 0};
             if (ld) ldr_get_stats(ld, &ls);
             double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el,
-                             el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], ls.wait_s};
-            if (log_metrics(r.log, (int)step, keys, vals, 16)) goto interrupted;
+                             el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], ls.wait_s,
+                             ld ? (double)ls.bad_records : NAN};
+            if (log_metrics(r.log, (int)step, keys, vals, 17)) goto interrupted;
         } else {
             const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy"};
             double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc};
