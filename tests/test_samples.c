@@ -325,6 +325,19 @@ static void test_inspect(void) {
     t_check(ok2, "inspect --limit", "rc %d, %d lines (want 2, text references, tokens null)", rc, n_lines(out));
     free(out);
     free(err);
+    /* --source 2: the source2.* keys (source.* left as the refer set) */
+    char *argv2b[] = {"inspect", cfg, "source2.kind=jsonl", "source2.file=" FIX "/custom/data.jsonl", "source2.split=val",
+                      "--source", "2"};
+    rc = run_inspect(argv2b, 7, &out, &err);
+    t_check(rc == 0 && n_lines(out) == 1 && strstr(out, "\"dataset\":\"data\"") && !strstr(out, "refcoco"),
+            "inspect --source 2 reads source2.*", "rc %d, %d lines: %.200s", rc, n_lines(out), out ? out : "");
+    free(out);
+    free(err);
+    char *argv2c[] = {"inspect", cfg, "--source", "7"};
+    rc = run_inspect(argv2c, 4, &out, &err);
+    t_check(rc == 2 && strstr(err, "--source expects"), "inspect --source 7 refused", "rc %d: %s", rc, err ? err : "");
+    free(out);
+    free(err);
     char *argv3[] = {"inspect", cfg, "source.kind=jsonl", "source.file=" FIX "/custom/data.jsonl", "source.split=val"};
     rc = run_inspect(argv3, 5, &out, &err);
     json_doc *d = json_parse(out, strcspn(out, "\n"), "jsonl line");

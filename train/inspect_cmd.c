@@ -16,8 +16,9 @@
 #define INSPECT_MAX_LEN (1 << 24)   /* no truncation: the count is the whole sample */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: anyref data inspect CONFIG [section.key=value ...] [--limit N]\n"
-               "  prints one JSON line per sample of the config's source.* data set (see `anyref keys`)\n");
+    fprintf(f, "usage: anyref data inspect CONFIG [section.key=value ...] [--limit N] [--source 1..4]\n"
+               "  prints one JSON line per sample of the config's source.* data set (--source 2: source2.*, ...;\n"
+               "  see `anyref keys`)\n");
 }
 
 typedef struct {
@@ -70,9 +71,17 @@ static const char *base_name(const char *path, char *buf, size_t n) {
     return buf;
 }
 
+/* cfg_str of "<prefix>.<name>" (source.kind, source2.kind, ...). */
+static const char *kstr(const ar_config *cfg, const char *prefix, const char *name) {
+    char k[64];
+    snprintf(k, sizeof k, "%s.%s", prefix, name);
+    return cfg_str(cfg, k);
+}
+
 int inspect_run(int argc, char **argv, FILE *out, FILE *err) {
     long limit = -1;
-    const char *config = NULL;
+    const char *config = NULL, *prefix = "source";
+    static const char *const prefixes[] = {"source", "source2", "source3", "source4"};
     char **over = calloc((size_t)argc + 1, sizeof *over);
     int n_over = 0;
     if (!over) { fprintf(err, "anyref data inspect: out of memory\n"); return 1; }
@@ -87,6 +96,15 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *err) {
                 free(over);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--source") || !strncmp(argv[i], "--source=", 9)) {
+            const char *v = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
+            int k = v && v[0] >= '1' && v[0] <= '4' && !v[1] ? v[0] - '1' : -1;
+            if (k < 0) {
+                fprintf(err, "anyref data inspect: --source expects 1, 2, 3 or 4 (source.*, source2.* ...)\n");
+                free(over);
+                return 2;
+            }
+            prefix = prefixes[k];
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(out);
             free(over);
@@ -112,32 +130,32 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *err) {
     o.seed = (uint64_t)cfg_int(cfg, "source.seed");
     if (counter_open(&cnt, cfg, &o)) { fprintf(err, "anyref data inspect: %s\n", ar_error()); goto out; }
 
-    const char *kind = cfg_str(cfg, "source.kind"), *split = cfg_str(cfg, "source.split");
+    const char *kind = kstr(cfg, prefix, "kind"), *split = kstr(cfg, prefix, "split");
     size_t n = 0, skipped_records = 0;
     int caption = 0;
     char name[64] = "";
     if (!strcmp(kind, "refer")) {
-        const char *lay = cfg_str(cfg, "source.image_layout"), *task = cfg_str(cfg, "source.task");
+        const char *lay = kstr(cfg, prefix, "image_layout"), *task = kstr(cfg, prefix, "task");
         refer_image_layout layout;
         if (!strcmp(lay, "refer")) layout = REFER_IMAGES_REFER;
         else if (!strcmp(lay, "coco2017")) layout = REFER_IMAGES_COCO2017;
-        else { fprintf(err, "anyref data inspect: source.image_layout = '%s' (expected refer or coco2017)\n", lay); rc = 2; goto out; }
+        else { fprintf(err, "anyref data inspect: %s.image_layout = '%s' (expected refer or coco2017)\n", prefix, lay); rc = 2; goto out; }
         if (!strcmp(task, "caption")) caption = 1;
-        else if (strcmp(task, "seg")) { fprintf(err, "anyref data inspect: source.task = '%s' (expected seg or caption)\n", task); rc = 2; goto out; }
-        const char *sb = cfg_str(cfg, "source.split_by");
-        rj = refer_join_load(cfg_str(cfg, "source.root"), cfg_str(cfg, "source.dataset"), sb[0] ? sb : NULL,
-                             split[0] ? split : "train", cfg_str(cfg, "source.images"), layout);
+        else if (strcmp(task, "seg")) { fprintf(err, "anyref data inspect: %s.task = '%s' (expected seg or caption)\n", prefix, task); rc = 2; goto out; }
+        const char *sb = kstr(cfg, prefix, "split_by");
+        rj = refer_join_load(kstr(cfg, prefix, "root"), kstr(cfg, prefix, "dataset"), sb[0] ? sb : NULL,
+                             split[0] ? split : "train", kstr(cfg, prefix, "images"), layout);
         if (!rj) { fprintf(err, "anyref data inspect: %s\n", ar_error()); goto out; }
         n = rj->n;
         skipped_records = rj->n_skipped;
     } else if (!strcmp(kind, "avsbench")) {
-        avs = avs_load(cfg_str(cfg, "source.root"), cfg_str(cfg, "source.dataset"), split[0] ? split : "train", NULL);
+        avs = avs_load(kstr(cfg, prefix, "root"), kstr(cfg, prefix, "dataset"), split[0] ? split : "train", NULL);
         if (!avs) { fprintf(err, "anyref data inspect: %s\n", ar_error()); goto out; }
         n = avs_num_samples(avs);
         skipped_records = avs->n_bad_rows + avs->n_skipped_lines;
     } else if (!strcmp(kind, "jsonl")) {
-        const char *file = cfg_str(cfg, "source.file");
-        if (!file[0]) { fprintf(err, "anyref data inspect: source.kind = jsonl needs source.file\n"); rc = 2; goto out; }
+        const char *file = kstr(cfg, prefix, "file");
+        if (!file[0]) { fprintf(err, "anyref data inspect: %s.kind = jsonl needs %s.file\n", prefix, prefix); rc = 2; goto out; }
         cj_options copt = {.check_files = 1, .decode = 0};
         if (cj_load(file, &copt, &cj)) { fprintf(err, "anyref data inspect: %s\n", ar_error()); goto out; }
         have_cj = 1;
@@ -145,7 +163,7 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *err) {
         skipped_records = cj.n_bad;
         base_name(file, name, sizeof name);
     } else {
-        fprintf(err, "anyref data inspect: source.kind = '%s' (expected refer, avsbench or jsonl)\n", kind);
+        fprintf(err, "anyref data inspect: %s.kind = '%s' (expected refer, avsbench or jsonl)\n", prefix, kind);
         rc = 2;
         goto out;
     }
