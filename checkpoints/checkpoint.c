@@ -480,6 +480,25 @@ static int load_into_stage(hid_t f, const ar_params *ps, int require_moments, ar
     return 0;
 }
 
+char *ckpt_read_config(const char *path, int64_t *step) {
+    if (!path || !path[0]) { ar_errorf("checkpoint: empty path"); return NULL; }
+    char *text = NULL;
+    h5_quiet q;
+    h5_quiet_begin(&q);
+    hid_t f = open_checked(path);
+    int rc = f < 0 ? -1 : 0;
+    if (!rc && step) rc = read_int_attr(f, "step", 1, H5T_NATIVE_INT64, step) < 0 ? -1 : 0;
+    if (!rc) rc = read_string(f, "config", 1, &text) < 0 ? -1 : 0;
+    if (f >= 0) H5Fclose(f);
+    h5_quiet_end(&q);
+    if (rc) {
+        free(text);
+        ar_error_prefix("checkpoint %s: ", path);
+        return NULL;
+    }
+    return text;
+}
+
 int ckpt_load(const char *path, ar_params *ps, ar_train_state *st, int require_moments) {
     if (!path || !path[0]) return ar_errorf("checkpoint: empty path");
     if (!ps || !ps->w) return ar_errorf("checkpoint %s: the parameter registry is not allocated", path);

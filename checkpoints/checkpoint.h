@@ -104,6 +104,10 @@ int ckpt_save(const char *path, const ar_params *ps, const ar_train_state *st, i
  * before the first upload, so a failed load leaves ps and st unchanged.
  * 0, or -1 + ar_error. */
 int ckpt_load(const char *path, ar_params *ps, ar_train_state *st, int require_moments);
+/* The resolved config text the checkpoint was written with (malloc'd), and
+ * its step (may be NULL); nothing else is read. NULL + ar_error naming the
+ * file (not a checkpoint, incomplete, no config). */
+char *ckpt_read_config(const char *path, int64_t *step);
 
 /* out = "<run_dir>/checkpoints/step_%06lld.h5". 0, or -1 + ar_error (step < 0,
  * out too small). */

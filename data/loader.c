@@ -329,6 +329,7 @@ const char *ldr_source_name(const ldr *l, int k) { return k >= 0 && k < l->n_src
 int ldr_cfg_T(const ldr *l) { return l->cfg.T; }
 void ldr_input_sides(const ldr *l, int *clip_S, int *sam_S) { *clip_S = l->cfg.clip_S; *sam_S = l->cfg.sam_S; }
 int ldr_has_audio(const ldr *l) { return l->cfg.audio; }
+struct tokenizer *ldr_tokenizer(const ldr *l) { return l->tok; }
 int ldr_vocab(const ldr *l) { return l->vocab; }
 int ldr_pad_id(const ldr *l) { return l->pad; }
 void ldr_get_markers(const ldr *l, ldr_markers *out) { *out = l->mk; }

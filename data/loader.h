@@ -170,6 +170,8 @@ int ldr_fbank_hw(int *h, int *w);         /* the audio input's (128, 204); retur
 int ldr_cfg_T(const ldr *l);               /* tokens per sample */
 void ldr_input_sides(const ldr *l, int *clip_S, int *sam_S);
 int ldr_has_audio(const ldr *l);           /* cfg.audio */
+struct tokenizer;
+struct tokenizer *ldr_tokenizer(const ldr *l);   /* with the added tokens; owned by the loader */
 /* The largest image side over every record (from the annotations or file
  * headers; an unreadable header is skipped here and breaks its sample later):
  * *h, *w; *masks = the most masks of one sample (1). */

@@ -9,6 +9,7 @@
 #include "data/prepare_cmd.h"
 #include "data/planted.h"
 #include "train/inspect_cmd.h"
+#include "train/infer.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,9 @@ static void usage(FILE *f) {
         "  data inspect <config.cfg> [section.key=value ...] [--limit N]\n"
         "                                               one JSON line per sample of the config's source.* data set\n"
         "                                               (question, answer, reference, box, mask areas, tokens)\n"
+        "  infer --checkpoint CKPT|RUN_DIR --image FILE (--text T | --box x0,y0,x1,y1 | --ref-image FILE | --audio FILE)\n"
+        "        [--question Q] [--caption] [--out PREFIX] [--max-new N] [k=v ...]\n"
+        "                                               the generated answer; the mask as PREFIX_mask.png + _overlay.png\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -69,6 +73,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "tokenize")) return tokenize_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "infer")) return infer_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) {
         if (argc >= 3 && !strcmp(argv[2], "planted")) return planted_main(argc - 2, argv + 2);
