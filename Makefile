@@ -132,12 +132,18 @@ $(BUILD)/bench/bench_encoders: bench/bench_encoders.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam $(BUILD)/bench/bench_encoders $(BIN)
+# Samples/s of the RefCOCO sample pipeline through the live loader (data/loader.h).
+$(BUILD)/bench/bench_pipeline: bench/bench_pipeline.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
+bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam $(BUILD)/bench/bench_encoders $(BUILD)/bench/bench_pipeline $(BIN)
 	@sh scripts/deps.sh python
 	@sh bench/run.sh $(BENCH_BIN) $(BUILD)/bench
 	@sh bench/run_llama.sh $(BUILD)/bench/bench_llama $(BUILD)/bench
 	@sh bench/run_sam.sh $(BUILD)/bench/bench_sam $(BUILD)/bench
 	@sh bench/run_encoders.sh $(BUILD)/bench/bench_encoders $(BIN) $(BUILD)/bench
+	@sh bench/run_pipeline.sh $(BUILD)/bench/bench_pipeline $(BUILD)/bench
 
 fixtures:
 	@sh scripts/deps.sh python
