@@ -723,6 +723,7 @@ int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items) {
             if (++run > l->E) { ar_errorf("loader: every sample of an epoch is broken (last: %s)", s->err); return -1; }
         }
         l->batch[0] = NULL;
+        l->stats.wait_s += now_s() - t0;
         cur->epoch = p / l->E;
         cur->position = p % l->E;
         cur->skipped += broken;

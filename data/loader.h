@@ -187,7 +187,8 @@ void ldr_set_hook(ldr *l, ldr_hook hook, void *ctx);
 int ldr_start(ldr *l, int B, int max_h, int max_w);
 
 /* The next B usable samples of the stream at *cur (advanced; broken samples
- * counted in cur->skipped) into items[B] (valid until the next call).
+ * counted in cur->skipped): items is the caller's array of B pointers, set to
+ * the batch's samples (valid until the next call).
  * 0, or -1 + ar_error (a whole epoch without a usable sample, out of memory). */
 int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items);
 /* Sample i (validation order, or stream position i with shuffle) built in the
@@ -197,7 +198,8 @@ int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items);
 int ldr_build_row(ldr *l, int64_t i, int slot, const ldr_item **it);
 
 /* Counters since ldr_open: samples built, broken, the time the consumer
- * waited for them (seconds), and the records the sources' loaders skipped
+ * waited for them (seconds; with threads = 0 the time spent building them),
+ * and the records the sources' loaders skipped
  * at open (REFER refs that did not join, malformed AVSBench CSV rows,
  * malformed JSON lines). */
 typedef struct { int64_t built, broken; double wait_s; int64_t bad_records; } ldr_stats;
