@@ -336,6 +336,8 @@ grounding_dataset *gds_open_loader(ldr *l, const char *name) {
     return g;
 }
 
+const ldr_item *gds_live_item(const grounding_dataset *g, int b) { return g->live ? gl_item(g->live, b) : NULL; }
+
 ldr *gds_loader(const grounding_dataset *g) { return g->live ? gl_loader(g->live) : NULL; }
 
 int64_t gds_rows(const grounding_dataset *g) { return g->live ? gl_rows(g->live) : g->n; }

@@ -72,6 +72,7 @@
 #define ANYREF_DATA_GROUNDING_DATASET_H
 #include <stdint.h>
 #include "data/token_dataset.h"
+#include "data/loader.h"
 
 typedef struct grounding_dataset grounding_dataset;
 
@@ -132,10 +133,13 @@ void    gds_close(grounding_dataset *g);
  * (gds_read_input, gds_images = 0); the [SEG] and marker ids are the
  * tokenizer's; gds_configure starts the loader's threads; the rows are its
  * epoch (ldr_rows). name is used in messages. NULL + ar_error. */
-typedef struct ldr ldr;
 grounding_dataset *gds_open_loader(ldr *l, const char *name);
 /* The loader behind a gds_open_loader handle, NULL for an HDF5 file. */
 ldr *gds_loader(const grounding_dataset *g);
+/* A gds_open_loader handle: the loader's sample in batch slot b of the last
+ * gds_next_batch / gds_read_row (data/loader.h ldr_item: its image file,
+ * question, answer, reference); NULL for an HDF5 file or an empty slot. */
+const ldr_item *gds_live_item(const grounding_dataset *g, int b);
 int64_t gds_rows(const grounding_dataset *g);
 int     gds_seq_len(const grounding_dataset *g);
 /* The seg_token_id attribute, or -1 without one. */

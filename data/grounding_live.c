@@ -38,6 +38,7 @@ void gl_close(gds_live *g) {
 }
 
 ldr *gl_loader(const gds_live *g) { return g->l; }
+const ldr_item *gl_item(const gds_live *g, int b) { return b >= 0 && b < g->B && g->items ? g->items[b] : NULL; }
 int64_t gl_rows(const gds_live *g) { return ldr_rows(g->l); }
 int gl_seq_len(const gds_live *g) { return ldr_cfg_T(g->l); }
 int gl_seg_token(const gds_live *g) {

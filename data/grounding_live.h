@@ -12,6 +12,7 @@ typedef struct gds_live gds_live;
 gds_live *gl_new(ldr *l);   /* takes l over */
 void gl_close(gds_live *g);
 ldr *gl_loader(const gds_live *g);
+const ldr_item *gl_item(const gds_live *g, int b);
 int64_t gl_rows(const gds_live *g);
 int gl_seq_len(const gds_live *g);
 int gl_seg_token(const gds_live *g);

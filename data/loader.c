@@ -493,6 +493,12 @@ static int build(ldr *l, ar_fbank *fb, slot *s, int k, int64_t rec, uint64_t see
     it->clip = NULL;
     it->sam = NULL;
     it->ref_data = NULL;
+    snprintf(it->image, sizeof it->image, "%s", smp.image);
+    snprintf(it->ref_path, sizeof it->ref_path, "%s", cr && cr->ref_path ? cr->ref_path : avs ? avs->wav : "");
+    snprintf(it->question, sizeof it->question, "%s", smp.question);
+    snprintf(it->answer, sizeof it->answer, "%s", smp.answer);
+    it->ref = (int)smp.ref;
+    memcpy(it->box, smp.box, sizeof it->box);
     ar_image img = {0};
     int ok = -1;
     if (set_tokens(l, s, &smp)) goto out;

@@ -151,6 +151,12 @@ typedef struct {
     int source;                /* index into cfg.src */
     size_t record;             /* the source's sample index */
     int64_t position;          /* stream position (training) or row (validation) */
+    /* what the sample was built from (reports, evaluation grids; truncated to fit) */
+    char image[1024];          /* the image file */
+    char ref_path[1024];       /* the crop / audio reference file, or "" */
+    char question[512], answer[512];
+    int ref;                   /* sample_ref of data/samples.h */
+    double box[4];             /* the box reference in original pixels (x0 y0 x1 y1) */
 } ldr_item;
 
 typedef struct ldr ldr;

@@ -695,3 +695,10 @@ void grounding_free(run_t *r) {
     float *dv[] = {r->d_clip, r->d_crop, r->d_boxes, r->d_fbank};
     for (int i = 0; i < 4; i++) if (dv[i]) k_free(dv[i]);
 }
+
+int grounding_attach(run_t *r, grounding_dataset *g) {
+    if (r->use_senc && gds_use_sam_pixels(g, 1)) return -1;
+    if (gds_configure(g, r->ac.seg.seg_token, r->B, r->ac.max_orig_h, r->ac.max_orig_w)) return -1;
+    if (r->use_refs) gds_set_hook(g, splice_hook, r);
+    return 0;
+}

@@ -10,6 +10,7 @@
 #include "data/planted.h"
 #include "train/inspect_cmd.h"
 #include "train/infer.h"
+#include "train/evaluate.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -41,6 +42,9 @@ static void usage(FILE *f) {
         "  infer --checkpoint CKPT|RUN_DIR --image FILE (--text T | --box x0,y0,x1,y1 | --ref-image FILE | --audio FILE)\n"
         "        [--question Q] [--caption] [--out PREFIX] [--max-new N] [k=v ...]\n"
         "                                               the generated answer; the mask as PREFIX_mask.png + _overlay.png\n"
+        "  eval <config.cfg> [k=v ...] [--checkpoint CKPT] [--splits a,b] [--samples N] [--max-new N] [--json FILE]\n"
+        "                                               gIoU / cIoU per set, split and reference type beside the\n"
+        "                                               empty / whole-image baselines; caption exact match\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -74,6 +78,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "tokenize")) return tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "infer")) return infer_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return eval_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) {
         if (argc >= 3 && !strcmp(argv[2], "planted")) return planted_main(argc - 2, argv + 2);

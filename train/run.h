@@ -96,4 +96,13 @@ int  grounding_upload(run_t *r, const gds_batch *gb, anyref_batch *in);
 /* Validation: total, ce, bce, dice, gIoU, cIoU (NaN without validation data). */
 void grounding_validate(run_t *r, int batches, double out[6]);
 int  grounding_open_cache(run_t *r);                   /* data.cache, if set */
+/* Prepares another data set (evaluation) for this run's step: SAM inputs,
+ * the reader settings (the run's [SEG], batch and size limit) and the
+ * splicing check. 0, or -1 + ar_error. */
+int  grounding_attach(run_t *r, grounding_dataset *g);
+
+/* train/train.c: data.kind = sources — a loader over set k (0..3: source.*,
+ * source2.* ...) at `split`, in order (evaluation), attached to the run.
+ * NULL + ar_error; *present = 0 (and NULL) when set k is not configured. */
+grounding_dataset *run_open_eval_set(run_t *r, int k, const char *split, int *present);
 #endif

@@ -48,6 +48,7 @@
     {p ".split_by", CFG_STRING, "", "refer: unc | umd | google | berkeley (empty: umd for refcocog, unc otherwise)"}, \
     {p ".split", CFG_STRING, "", "refer: train | val | testA | testB | test ...; avsbench: train | val | test (empty: train); jsonl: keep only records of this split (empty: all)"}, \
     {p ".val_split", CFG_STRING, "", "data.kind = sources: the split validated on (e.g. val; empty: this set is not validated)"}, \
+    {p ".eval_splits", CFG_STRING, "", "anyref eval: the splits evaluated, comma separated (e.g. val,testA,testB; empty: val_split)"}, \
     {p ".images", CFG_STRING, "", "refer: image root (images/mscoco/images/train2014/..., images/saiapr_tc-12/...)"}, \
     {p ".image_layout", CFG_STRING, "refer", "refer: refer (refer.py's data_root layout) | coco2017 (AnyRef: coco/train2017/<id>.jpg)"}, \
     {p ".file", CFG_STRING, "", "jsonl: the .jsonl file (paths in it relative to its directory)"}, \
@@ -279,6 +280,27 @@ static int sources_config(const ar_config *cfg, int val, ldr_cfg *c) {
     if (c->threads < 0 || c->prefetch < 0 || c->epoch_samples < 0)
         return ar_errorf("config: data.workers, data.prefetch and data.epoch_samples must be >= 0");
     return 0;
+}
+
+grounding_dataset *run_open_eval_set(run_t *r, int k, const char *split, int *present) {
+    static const char *const pre[] = {"source", "source2", "source3", "source4"};
+    *present = 0;
+    if (k < 0 || k >= LDR_MAX_SOURCES) return NULL;
+    ldr_cfg c;
+    if (sources_config(r->cfg, 1, &c)) return NULL;   /* the shared settings (validation: in order, no threads) */
+    int here;
+    if (source_from_keys(r->cfg, pre[k], 0, &c.src[0], &here)) return NULL;
+    if (!here) return NULL;
+    *present = 1;
+    c.src[0].split = split;
+    c.n_sources = 1;
+    ldr *l = ldr_open(&c);
+    if (!l) { ar_error_prefix("%s: ", pre[k]); return NULL; }
+    char name[128];
+    snprintf(name, sizeof name, "%s (%s)", pre[k], split);
+    grounding_dataset *g = gds_open_loader(l, name);
+    if (g && grounding_attach(r, g)) { gds_close(g); return NULL; }
+    return g;
 }
 
 static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
