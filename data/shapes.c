@@ -432,16 +432,16 @@ static int shapes_expressions_fam(const shapes_scene *s, int k, char out[][SHAPE
             n++;                                                      \
         }                                                             \
     } while (0)
-    if (count_attr(s, t->cls, t->col, t->big) == 1) EMIT(FAM_ATTR, "the %s %s %s", sz, co, cl);
-    if (count_attr(s, t->cls, t->col, -1) == 1) EMIT(FAM_ATTR, "the %s %s", co, cl);
-    if (count_attr(s, t->cls, -1, t->big) == 1) EMIT(FAM_ATTR, "the %s %s", sz, cl);
-    if (count_attr(s, t->cls, -1, -1) == 1) EMIT(FAM_ATTR, "the %s", cl);
-    if (count_attr(s, -1, t->col, -1) == 1) EMIT(FAM_ATTR, "the %s shape", co);
-    if (count_attr(s, -1, t->col, t->big) == 1) EMIT(FAM_ATTR, "the %s %s shape", sz, co);
+    if (count_attr(s, t->cls, t->col, t->big) == 1) EMIT(FAM_ATTR, "%s %s %s", sz, co, cl);
+    if (count_attr(s, t->cls, t->col, -1) == 1) EMIT(FAM_ATTR, "%s %s", co, cl);
+    if (count_attr(s, t->cls, -1, t->big) == 1) EMIT(FAM_ATTR, "%s %s", sz, cl);
+    if (count_attr(s, t->cls, -1, -1) == 1) EMIT(FAM_ATTR, "%s", cl);
+    if (count_attr(s, -1, t->col, -1) == 1) EMIT(FAM_ATTR, "%s shape", co);
+    if (count_attr(s, -1, t->col, t->big) == 1) EMIT(FAM_ATTR, "%s %s shape", sz, co);
     for (int d = 0; d < 6; d++)
-        if (superlative(s, k, d, -1)) EMIT(FAM_SUPER, "the %s shape", k_super[d]);
+        if (superlative(s, k, d, -1)) EMIT(FAM_SUPER, "%s shape", k_super[d]);
     for (int d = 0; d < 6; d++)
-        if (superlative(s, k, d, t->cls)) EMIT(FAM_CLASS_SUPER, "the %s %s", k_super[d], cl);
+        if (superlative(s, k, d, t->cls)) EMIT(FAM_CLASS_SUPER, "%s %s", k_super[d], cl);
     for (int a = 0; a < s->n; a++) {
         const shapes_object *A = &s->obj[a];
         if (a == k || A->crowd || count_attr(s, A->cls, A->col, -1) != 1) continue;
@@ -450,7 +450,7 @@ static int shapes_expressions_fam(const shapes_scene *s, int k, char out[][SHAPE
             int rival = 0;
             for (int j = 0; j < s->n && !rival; j++)
                 if (j != k && j != a && s->obj[j].cls == t->cls && relation(&s->obj[j], A, rel, 0, m)) rival = 1;
-            if (!rival) EMIT(FAM_REL, "the %s %s the %s %s", cl, k_rel[rel], k_colour[A->col], k_class[A->cls]);
+            if (!rival) EMIT(FAM_REL, "%s %s the %s %s", cl, k_rel[rel], k_colour[A->col], k_class[A->cls]);
         }
     }
 #undef EMIT
@@ -935,7 +935,7 @@ static int emit_image(writer *wr, const shapes_cfg *c, world *W, int i) {
             const char *tok[16];
             int nt = 0;
             snprintf(raw, sizeof raw, "%s", sent);
-            raw[0] = (char)(raw[0] - 'a' + 'A');   /* "The large red circle" */
+            raw[0] = (char)(raw[0] - 'a' + 'A');   /* "Large red circle" */
             snprintf(words, sizeof words, "%s", sent);
             for (char *t = strtok(words, " "); t && nt < 16; t = strtok(NULL, " ")) tok[nt++] = t;
             sb_byte(b, '}');

@@ -30,15 +30,18 @@
  *            union of the dots. Crowds are never referred to, but count as
  *            (small) circles of their colour when expressions are checked.
  *   sentences for each non-crowd object every expression below that is true
- *            of it and of no other object of the image (crowds included):
- *              the {size} {colour} {class}   the {colour} {class}
- *              the {size} {class}            the {class}
- *              the {colour} shape            the {size} {colour} shape
- *              the smallest|largest|leftmost|rightmost|highest|lowest shape
- *              the smallest|largest|leftmost|rightmost|highest|lowest {class}
- *              the {class} left of|right of|above|below the {colour} {class}
+ *            of it and of no other object of the image (crowds included),
+ *            without a leading article (SPEC 2.4's question already says
+ *            "Can you segment the {ref} in this image?"; the answer
+ *            "{expr}[SEG]." reads "large red circle[SEG]."):
+ *              {size} {colour} {class}   {colour} {class}
+ *              {size} {class}            {class}
+ *              {colour} shape            {size} {colour} shape
+ *              smallest|largest|leftmost|rightmost|highest|lowest shape
+ *              smallest|largest|leftmost|rightmost|highest|lowest {class}
+ *              {class} left of|right of|above|below the {colour} {class}
  *            Superlatives need a margin over the runner-up (area ratio 1.6,
- *            or 0.12 m in position); a relation "X left of A" needs the
+ *            or 0.12 m in position); a relation "X left of the A" needs the
  *            anchor A to be the only {colour} {class}, the target's centre
  *            at least 0.1 m left of A's with |dx| >= |dy|, and no other
  *            object of the target's class with its centre left of A's at

@@ -102,16 +102,16 @@ static int denote(const shapes_scene *s, const char *sent) {
     const char *w[12];
     int n = 0;
     for (char *t = strtok(buf, " "); t && n < 12; t = strtok(NULL, " ")) w[n++] = t;
-    if (n < 2 || strcmp(w[0], "the")) return -1;
+    if (n < 1) return -1;
     int m = s->h < s->w ? s->h : s->w, set = 0;
     static const char *sup[6] = {"smallest", "largest", "leftmost", "rightmost", "highest", "lowest"};
     static const char *rel[4] = {"left", "right", "above", "below"};
     int d = -1;
     for (int q = 0; q < 6; q++)
-        if (!strcmp(w[1], sup[q])) d = q;
-    if (d >= 0 && n == 3) {
-        int cls = strcmp(w[2], "shape") ? word_index(w[2], shapes_class_name, SHAPES_CLASSES) : -1;
-        if (cls < 0 && strcmp(w[2], "shape")) return -1;
+        if (!strcmp(w[0], sup[q])) d = q;
+    if (d >= 0 && n == 2) {
+        int cls = strcmp(w[1], "shape") ? word_index(w[1], shapes_class_name, SHAPES_CLASSES) : -1;
+        if (cls < 0 && strcmp(w[1], "shape")) return -1;
         int best = -1;
         double bv = 0, second = INFINITY;
         for (int j = 0; j < s->n; j++) {
@@ -128,16 +128,16 @@ static int denote(const shapes_scene *s, const char *sent) {
         if (best < 0 || !(second - bv >= margin)) return 0;
         return 1 << best;
     }
-    /* the CLASS REL the COLOUR CLASS ("left of" / "right of" are two words) */
+    /* CLASS REL the COLOUR CLASS ("left of" / "right of" are two words) */
     int r = -1;
     for (int q = 0; q < 4; q++)
-        if (n >= 3 && !strcmp(w[2], rel[q])) r = q;
+        if (n >= 2 && !strcmp(w[1], rel[q])) r = q;
     if (r >= 0) {
-        int at = r < 2 ? 4 : 3;   /* skip "of" */
-        if (r < 2 && (n != 7 || strcmp(w[3], "of"))) return -1;
-        if (r >= 2 && n != 6) return -1;
+        int at = r < 2 ? 3 : 2;   /* skip "of" */
+        if (r < 2 && (n != 6 || strcmp(w[2], "of"))) return -1;
+        if (r >= 2 && n != 5) return -1;
         if (strcmp(w[at], "the")) return -1;
-        int cls = word_index(w[1], shapes_class_name, SHAPES_CLASSES);
+        int cls = word_index(w[0], shapes_class_name, SHAPES_CLASSES);
         int acol = word_index(w[at + 1], shapes_colour_name, SHAPES_COLOURS);
         int acls = word_index(w[at + 2], shapes_class_name, SHAPES_CLASSES);
         if (cls < 0 || acol < 0 || acls < 0) return -1;
@@ -155,8 +155,8 @@ static int denote(const shapes_scene *s, const char *sent) {
         }
         return set;
     }
-    /* the [size] [colour] CLASS|shape */
-    int big = -1, col = -1, cls = -1, i = 1;
+    /* [size] [colour] CLASS|shape */
+    int big = -1, col = -1, cls = -1, i = 0;
     if (i < n - 1 && (!strcmp(w[i], "small") || !strcmp(w[i], "large"))) big = !strcmp(w[i++], "large");
     if (i < n - 1 && (col = word_index(w[i], shapes_colour_name, SHAPES_COLOURS)) >= 0) i++;
     if (i != n - 1) return -1;
