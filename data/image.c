@@ -412,6 +412,150 @@ int image_write_png(const char *path, const uint8_t *px, int h, int w, int c) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* encoders into memory, and the atomic JPEG writer                          */
+/* ------------------------------------------------------------------------ */
+int image_encode_jpeg(const uint8_t *px, int h, int w, int c, int quality, uint8_t **out, size_t *len) {
+    if (!px || !out || !len) return ar_errorf("image_encode_jpeg: NULL argument");
+    *out = NULL;
+    *len = 0;
+    if (c != 1 && c != 3) return ar_errorf("image_encode_jpeg: %d channels (expected 1 or 3)", c);
+    if (quality < 1 || quality > 100) return ar_errorf("image_encode_jpeg: quality %d (expected 1..100)", quality);
+    if (check_size("image_encode_jpeg", w, h, IMAGE_MAX_PIXELS) < 0) return -1;
+    struct jpeg_compress_struct cinfo;
+    jerr_t err;
+    /* libjpeg's memory destination (re)allocates *b with malloc and keeps *b
+     * current, also when an error longjmps out: b lives in memory (its
+     * address is taken), so the handler frees what is there. */
+    unsigned char *b = NULL;
+    unsigned long size = 0;
+    memset(&cinfo, 0, sizeof cinfo);
+    cinfo.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = jpeg_fail;
+    err.pub.emit_message = jpeg_message;
+    err.msg[0] = 0;
+    if (setjmp(err.jb)) {
+        jpeg_destroy_compress(&cinfo);
+        free(*(unsigned char *volatile *)&b);
+        return ar_errorf("image_encode_jpeg: %s", err.msg[0] ? err.msg : "failed");
+    }
+    jpeg_create_compress(&cinfo);
+    jpeg_mem_dest(&cinfo, &b, &size);
+    cinfo.image_width = (JDIMENSION)w;
+    cinfo.image_height = (JDIMENSION)h;
+    cinfo.input_components = c;
+    cinfo.in_color_space = c == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, quality, TRUE);
+    jpeg_start_compress(&cinfo, TRUE);
+    while (cinfo.next_scanline < cinfo.image_height) {
+        JSAMPROW row = (JSAMPROW)(px + (size_t)cinfo.next_scanline * w * c);
+        jpeg_write_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    *out = (uint8_t *)b;
+    *len = (size_t)size;
+    return 0;
+}
+
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+    char msg[256];
+} png_sink;
+
+static void png_sink_write(png_structp png, png_bytep data, png_size_t n) {
+    png_sink *s = png_get_io_ptr(png);
+    if (s->len + n > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + n) cap *= 2;
+        uint8_t *nb = realloc(s->buf, cap);
+        if (!nb) png_error(png, "out of memory");
+        s->buf = nb;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+}
+static void png_sink_flush(png_structp png) { (void)png; }
+static void png_sink_fail(png_structp png, png_const_charp msg) {
+    png_sink *s = png_get_error_ptr(png);
+    snprintf(s->msg, sizeof s->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+int image_encode_png(const uint8_t *px, int h, int w, int c, uint8_t **out, size_t *len) {
+    if (!px || !out || !len) return ar_errorf("image_encode_png: NULL argument");
+    *out = NULL;
+    *len = 0;
+    if (c != 1 && c != 3) return ar_errorf("image_encode_png: %d channels (expected 1 or 3)", c);
+    if (check_size("image_encode_png", w, h, IMAGE_MAX_PIXELS) < 0) return -1;
+    png_sink *s = calloc(1, sizeof *s);
+    if (!s) return ar_errorf("image_encode_png: out of memory");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, s, png_sink_fail, png_quiet);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info) {
+        if (png) png_destroy_write_struct(&png, NULL);
+        free(s);
+        return ar_errorf("image_encode_png: out of memory");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        ar_errorf("image_encode_png: %s", s->msg[0] ? s->msg : "failed");
+        free(s->buf);
+        free(s);
+        return -1;
+    }
+    png_set_write_fn(png, s, png_sink_write, png_sink_flush);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, c == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(px + (size_t)y * w * c));
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    *out = s->buf;
+    *len = s->len;
+    free(s);
+    return 0;
+}
+
+int image_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality) {
+    if (!path || !px) return ar_errorf("image_write_jpeg: NULL argument");
+    uint8_t *buf;
+    size_t len;
+    if (image_encode_jpeg(px, h, w, c, quality, &buf, &len) < 0) return ar_error_prefix("%s: ", path);
+    if (ar_mkdir_parent(path) < 0) {
+        free(buf);
+        return -1;
+    }
+    size_t n = strlen(path) + 16;
+    char *tmp = malloc(n);
+    if (!tmp) {
+        free(buf);
+        return ar_errorf("%s: out of memory", path);
+    }
+    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        ar_errorf("%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        free(buf);
+        return -1;
+    }
+    const int bad = fwrite(buf, 1, len, f) != len || fflush(f) != 0 || ferror(f);
+    free(buf);
+    if (fclose(f) != 0 || bad) {
+        ar_errorf("%s: write error: %s", path, strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return -1;
+    }
+    int rc = ar_commit_file(tmp, path);
+    free(tmp);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Pillow's resampling (libImaging/Resample.c semantics, 8 bits per channel) */
 /* ------------------------------------------------------------------------ */
 #define PRECISION_BITS (32 - 8 - 2)

@@ -73,6 +73,9 @@
  *     align_corners=False) — no antialias — on the float32 values. (Not a
  *     one-step resize of the whole image; the bicubic pass comes first.)
  *
+ * WRITING: image_write_png / image_write_jpeg (atomic: a temporary file made
+ * the real one when complete), image_encode_png / image_encode_jpeg (memory).
+ *
  * Depends on core/error.h, libjpeg-turbo (-ljpeg) and libpng (-lpng16).
  */
 #ifndef ANYREF_DATA_IMAGE_H
@@ -109,6 +112,16 @@ void image_free(ar_image *im);
 /* Writes an 8-bit PNG of px[h, w, c] (c = 1 grey, 3 RGB) to path, through a
  * temporary file made the real one only when complete. 0, or -1 + ar_error. */
 int image_write_png(const char *path, const uint8_t *px, int h, int w, int c);
+/* The same for a baseline JPEG (libjpeg-turbo's defaults: 4:2:0 chroma
+ * subsampling for RGB, islow DCT, optimised Huffman tables off) of the given
+ * quality (1..100), through a temporary file. 0, or -1 + ar_error. */
+int image_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality);
+/* The encoded file bytes in memory (*out malloc'd, *len bytes; the caller
+ * frees), for writers that manage their own files (data/shapes.c writes
+ * hundreds and does not fsync each). Same encodings as the writers above.
+ * 0, or -1 + ar_error. */
+int image_encode_jpeg(const uint8_t *px, int h, int w, int c, int quality, uint8_t **out, size_t *len);
+int image_encode_png(const uint8_t *px, int h, int w, int c, uint8_t **out, size_t *len);
 
 /* Pillow's resample filters, numbered as PIL numbers them. */
 typedef enum { IMAGE_BILINEAR = 2, IMAGE_BICUBIC = 3 } image_filter;

@@ -8,6 +8,7 @@
 #include "data/tokenize_cmd.h"
 #include "data/prepare_cmd.h"
 #include "data/planted.h"
+#include "data/shapes.h"
 #include "train/inspect_cmd.h"
 #include "train/infer.h"
 #include "train/evaluate.h"
@@ -36,6 +37,9 @@ static void usage(FILE *f) {
         "  data planted --out DIR [--seed N] [--dim C] [--grid G] [--objects K] [--train N] [--val N]\n"
         "                                               a synthetic referring-segmentation set (SAM image embeddings\n"
         "                                               + masks, data/planted.h) as DIR/train.h5 and DIR/val.h5\n"
+        "  data shapes --out DIR [--seed N] [--size tiny|small|medium] [--images N] [--videos N]\n"
+        "                                               the synthetic shapes world in the real formats (COCO, REFER\n"
+        "                                               pickle, AVSBench S4, JSON lines, tokenizer.json; data/shapes.h)\n"
         "  data inspect <config.cfg> [section.key=value ...] [--limit N]\n"
         "                                               one JSON line per sample of the config's source.* data set\n"
         "                                               (question, answer, reference, box, mask areas, tokens)\n"
@@ -82,8 +86,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) {
         if (argc >= 3 && !strcmp(argv[2], "planted")) return planted_main(argc - 2, argv + 2);
+        if (argc >= 3 && !strcmp(argv[2], "shapes")) return shapes_main(argc - 2, argv + 2);
         if (argc >= 3 && !strcmp(argv[2], "inspect")) return inspect_main(argc - 2, argv + 2);
-        fprintf(stderr, "anyref data: expected planted or inspect\n");
+        fprintf(stderr, "anyref data: expected planted, shapes or inspect\n");
         return 2;
     }
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
