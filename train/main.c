@@ -9,6 +9,7 @@
 #include "data/prepare_cmd.h"
 #include "data/planted.h"
 #include "train/inspect_cmd.h"
+#include "train/report.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,8 @@ static void usage(FILE *f) {
         "  data inspect <config.cfg> [section.key=value ...] [--limit N]\n"
         "                                               one JSON line per sample of the config's source.* data set\n"
         "                                               (question, answer, reference, box, mask areas, tokens)\n"
+        "  plot RUN_DIR [--out FILE]                    the loss curves of RUN_DIR/metrics.jsonl as a PNG\n"
+        "                                               (default RUN_DIR/loss.png)\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -76,6 +79,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "anyref data: expected planted or inspect\n");
         return 2;
     }
+    if (!strcmp(cmd, "plot")) return report_plot_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config") || !strcmp(cmd, "cache")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
