@@ -12,6 +12,7 @@
 #include "train/inspect_cmd.h"
 #include "train/infer.h"
 #include "train/evaluate.h"
+#include "train/report.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -49,6 +50,8 @@ static void usage(FILE *f) {
         "  eval <config.cfg> [k=v ...] [--checkpoint CKPT] [--splits a,b] [--samples N] [--max-new N] [--json FILE]\n"
         "                                               gIoU / cIoU per set, split and reference type beside the\n"
         "                                               empty / whole-image baselines; caption exact match\n"
+        "  plot RUN_DIR [--out FILE]                    the loss curves of RUN_DIR/metrics.jsonl as a PNG\n"
+        "                                               (default RUN_DIR/loss.png)\n"
         "  keys                                         list every config key with its type, default and help\n"
         "  version                                      print the version and the compute backend\n"
         "\n"
@@ -91,6 +94,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "anyref data: expected planted, shapes or inspect\n");
         return 2;
     }
+    if (!strcmp(cmd, "plot")) return report_plot_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config") || !strcmp(cmd, "cache")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
