@@ -104,8 +104,9 @@ $(TEST_LIB): $(BUILD)/tests/%.o: tests/%.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# $(FUZZ_SMOKE_BIN): the fuzz smoke binaries (defined, and made prerequisites, with the fuzz rules below)
 test: $(TEST_BIN) $(BIN)
-	@sh tests/run.sh $(TEST_BIN)
+	@sh tests/run.sh $(TEST_BIN) $(FUZZ_SMOKE_BIN)
 
 demo: $(BIN)
 	$(BIN) train configs/demo.cfg
@@ -188,6 +189,28 @@ FUZZ_CORE := $(filter-out core/h5util.c,$(CORE_SRC))   # parsers need no HDF5
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_CORE) $$(FUZZ_EXTRA_$$*)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. $^ -o $@ -lm
+
+# Fuzz smoke for `make test` (no clang needed): tests/fuzz/driver.c's main()
+# mutates committed fixtures for a few seconds per target (FUZZ_SMOKE_SECONDS)
+# and calls the same LLVMFuzzerTestOneInput; gcc builds the target and its
+# FUZZ_CORE / FUZZ_EXTRA_fuzz_<target> sources with ASan + UBSan (objects in
+# $(BUILD)/fuzz-smoke/, shared by the targets) into $(BUILD)/tests/test_fuzz_<target>.
+ifneq ($(CUDA),1)
+FUZZ_SMOKE_BIN := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/test_fuzz_%,$(FUZZ_SRC))
+test: $(FUZZ_SMOKE_BIN)
+endif
+FUZZ_SMOKE_CFLAGS := -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=all \
+                     -fno-omit-frame-pointer -I. -MMD -MP
+FUZZ_SMOKE_OBJ = $(patsubst %.c,$(BUILD)/fuzz-smoke/%.o,$(filter %.c,$(1)))
+# the libraries FUZZ_EXTRA names by path (.../libjpeg.so), as -l flags: found at link time, after the deps step
+FUZZ_SMOKE_LIBS = $(patsubst lib%.so,-l%,$(notdir $(filter-out %.c,$(1))))
+.PRECIOUS: $(BUILD)/fuzz-smoke/%.o
+$(BUILD)/fuzz-smoke/%.o: %.c | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(FUZZ_SMOKE_CFLAGS) -c $< -o $@
+$(BUILD)/tests/test_fuzz_%: $$(call FUZZ_SMOKE_OBJ,tests/fuzz/driver.c tests/fuzz/fuzz_$$*.c $(FUZZ_CORE) $$(FUZZ_EXTRA_fuzz_$$*))
+	@mkdir -p $(dir $@)
+	$(CC) -fsanitize=address,undefined $^ -o $@ $(call FUZZ_SMOKE_LIBS,$(FUZZ_EXTRA_fuzz_$*)) -lm
 
 clean:
 	rm -rf $(BUILD)

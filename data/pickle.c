@@ -740,7 +740,8 @@ static int run(pk_parser *P) {
         case '}': if (push(P, new_node(P, PK_DICT)) < 0) return -1; break;
         case 'l': case 't': /* LIST / TUPLE from the items above the mark */
             if (pop_mark(P, &start) < 0) return -1;
-            v = make_seq(P, P->op == 'l' ? PK_LIST : PK_TUPLE, P->stack + start, P->sn - start);
+            /* NULL, not P->stack + 0, when nothing is above the mark: "(l" on a stack never grown has no array */
+            v = make_seq(P, P->op == 'l' ? PK_LIST : PK_TUPLE, P->sn > start ? P->stack + start : NULL, P->sn - start);
             P->sn = start;
             if (push(P, v) < 0) return -1;
             break;

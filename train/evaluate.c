@@ -1,6 +1,8 @@
 /* train/evaluate.c — see evaluate.h. */
 #include "train/evaluate.h"
 #include "train/train.h"
+#include "train/report.h"
+#include "data/image.h"
 
 #include "checkpoints/checkpoint.h"
 #include "core/error.h"
@@ -145,16 +147,49 @@ done:
     return rc;
 }
 
+/* ------------------------------------------------------------------ examples */
+
+typedef struct {
+    report_grid *grid;
+    int per_set, taken;
+} examples;
+
+/* One evaluated sample into the grid: the image with its reference (box
+ * outline, crop thumbnail, the question's text), the predicted and the
+ * ground-truth mask, the generated answer. */
+static int add_example(void *ctx, const eval_example *ex) {
+    examples *e = ctx;
+    if (!e->grid || e->taken >= e->per_set || !ex->item) return 0;
+    const ldr_item *it = ex->item;
+    ar_image im = {0}, crop = {0};
+    if (image_load(&im, it->image, IMAGE_RGB)) return 0;   /* decoded once already: should not fail */
+    if (it->ref == SAMPLE_REF_IMAGE && it->ref_path[0] && image_load(&crop, it->ref_path, IMAGE_RGB)) memset(&crop, 0, sizeof crop);
+    const int masks = ex->pred && ex->h == im.h && ex->w == im.w;
+    float box[4];
+    for (int i = 0; i < 4; i++) box[i] = (float)it->box[i];
+    const char *q = strchr(it->question, '\n');
+    char ref[600];
+    snprintf(ref, sizeof ref, "%s", q ? q + 1 : it->question);
+    int rc = report_grid_add(e->grid, im.px, im.h, im.w, ref, it->ref == SAMPLE_REF_BOX ? box : NULL,
+                             crop.px, crop.h, crop.w, masks ? ex->pred : NULL, masks ? ex->gt : NULL, ex->generated,
+                             masks ? ex->iou : NAN);
+    image_free(&im);
+    image_free(&crop);
+    e->taken++;
+    return rc;
+}
+
 /* ------------------------------------------------------------------ command */
 
 static void usage(FILE *f) {
     fprintf(f, "usage: anyref eval CONFIG [section.key=value ...] [--checkpoint CKPT] [--splits a,b,...]\n"
-               "                  [--samples N] [--max-new N] [--json FILE]\n"
+               "                  [--samples N] [--max-new N] [--json FILE] [--examples N] [--grid FILE]\n"
                "  evaluates the run's newest checkpoint (or CKPT) on every configured set (source.* ... source4.*)\n"
                "  at each split of --splits (default: each set's source.eval_splits, else its val_split):\n"
                "  gIoU / cIoU per reference type beside the empty-mask and whole-image baselines, and the exact\n"
                "  match of generated region captions; a Markdown table on stdout, JSON in FILE\n"
-               "  (default run.dir/eval.json).\n");
+               "  (default run.dir/eval.json). --examples N: the first N samples of each set and split drawn into\n"
+               "  a PNG grid (default run.dir/examples.png): image and reference, prediction, ground truth, answer.\n");
 }
 
 static double ratio(double a, double b) { return b > 0 ? a / b : NAN; }
@@ -188,7 +223,8 @@ static void json_cell(FILE *f, const eval_cell *c) {
 }
 
 int eval_main(int argc, char **argv) {
-    const char *config = NULL, *ckopt = NULL, *splits = NULL, *json = NULL;
+    const char *config = NULL, *ckopt = NULL, *splits = NULL, *json = NULL, *gridpath = NULL;
+    int n_examples = 0;
     long samples = 0;
     int max_new = 32, n_over = 0;
     const char **over = calloc((size_t)argc + 8, sizeof *over);
@@ -196,16 +232,18 @@ int eval_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if ((!strcmp(a, "--checkpoint") || !strcmp(a, "--splits") || !strcmp(a, "--samples") || !strcmp(a, "--max-new") ||
-             !strcmp(a, "--json")) && i + 1 < argc) {
+             !strcmp(a, "--json") || !strcmp(a, "--examples") || !strcmp(a, "--grid")) && i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(a, "--checkpoint")) ckopt = v;
             else if (!strcmp(a, "--splits")) splits = v;
             else if (!strcmp(a, "--json")) json = v;
+            else if (!strcmp(a, "--grid")) gridpath = v;
             else {
                 char *end;
                 long n = strtol(v, &end, 10);
                 if (*end || n < 0) { fprintf(stderr, "anyref eval: %s expects a count >= 0\n", a); free(over); return 2; }
                 if (!strcmp(a, "--samples")) samples = n;
+                else if (!strcmp(a, "--examples")) n_examples = (int)n;
                 else max_new = (int)n;
             }
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -227,6 +265,8 @@ int eval_main(int argc, char **argv) {
     run_t r;
     memset(&r, 0, sizeof r);
     FILE *jf = NULL;
+    examples ex = {.grid = n_examples > 0 ? report_grid_new(4, 160) : NULL, .per_set = n_examples};
+    if (n_examples > 0 && !ex.grid) goto out;
     if (!cfg || cfg_load_file(cfg, config)) goto out;
     for (int i = 0; i < n_over; i++)
         if (cfg_override(cfg, over[i])) { ar_error_prefix("%s: ", over[i]); goto out; }
@@ -267,7 +307,8 @@ int eval_main(int argc, char **argv) {
             grounding_dataset *g = run_open_eval_set(&r, k, sp, &present);
             if (!g) { if (present) goto out; continue; }
             eval_result e;
-            int er = eval_set(&r, g, samples, max_new, &e, NULL, NULL);
+            ex.taken = 0;
+            int er = eval_set(&r, g, samples, max_new, &e, ex.grid ? add_example : NULL, &ex);
             const char *name = ldr_source_name(gds_loader(g), 0);
             char set[96];
             snprintf(set, sizeof set, "%s", name);
@@ -290,12 +331,20 @@ int eval_main(int argc, char **argv) {
     jf = NULL;
     if (!n_sets) { ar_errorf("no set to evaluate: give --splits or set source.eval_splits / source.val_split"); goto out; }
     printf("\n(gIoU: mean IoU per mask; cIoU: total intersection / total union; baselines: the empty mask and the whole image)\n%s\n", jpath);
+    if (ex.grid) {
+        char gp[PATH_MAX];
+        if (gridpath) snprintf(gp, sizeof gp, "%s", gridpath);
+        else snprintf(gp, sizeof gp, "%s/examples.png", r.run_dir);
+        if (report_grid_save(ex.grid, gp)) goto out;
+        printf("%s (%d examples)\n", gp, report_grid_count(ex.grid));
+    }
     rc = 0;
 out:
     if (jf) fclose(jf);
     if (rc) fprintf(stderr, "anyref eval: %s\n", ar_error());
     run_teardown(&r);
     cfg_free(cfg);
+    report_grid_free(ex.grid);
     free(over);
     return rc;
 }
