@@ -1,7 +1,7 @@
 # anyref — build, test, demo, bench.
 #   make            build/anyref and build/libanyref.a (CPU backend: OpenBLAS + OpenMP)
 #   make test       build and run every test (gradient checks, PyTorch parity, runtime)
-#   make demo       build and run the embedded demo (configs/demo.cfg)
+#   make demo       build and run the embedded demo (scripts/demo.sh: the shapes world, train, eval, plots)
 #   make bench      GEMM ceiling + kernel forward/backward throughput vs PyTorch
 #   make deps       install missing Debian packages (apt-get), then nothing else
 #   make fixtures   regenerate tests/fixtures/*.h5 with PyTorch (/usr/bin/python3)
@@ -109,7 +109,7 @@ test: $(TEST_BIN) $(BIN)
 	@sh tests/run.sh $(TEST_BIN) $(FUZZ_SMOKE_BIN)
 
 demo: $(BIN)
-	$(BIN) train configs/demo.cfg
+	@sh scripts/demo.sh $(BIN)
 
 $(BENCH_BIN): bench/bench_kernels.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -418,6 +418,11 @@ static int senc_setup(run_t *r, const ar_config *cfg) {
     }
     e->out_chans = r->ac.dec.dim;
     e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
+    /* the post-processing's S is the encoder's input side */
+    if (r->ac.img_size == 0) r->ac.img_size = e->img_size;
+    else if (r->ac.img_size != e->img_size)
+        return ar_errorf("config: sam.img_size = %d, but the SAM image encoder takes %d x %d inputs (leave sam.img_size = 0)",
+                         r->ac.img_size, e->img_size, e->img_size);
     if (e->patch <= 0 || e->img_size % e->patch || e->img_size / e->patch != r->ac.dec.H)
         return ar_errorf("config: sam_encoder img_size %d / patch %d must give the sam.grid %d", e->img_size, e->patch,
                          r->ac.dec.H);
