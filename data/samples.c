@@ -24,6 +24,7 @@ void sample_options_default(sample_options *o) {
     o->q_caption = "Can you provide a description of the region {ref} in this image?";
     o->a_seg = "{expr}[SEG].";
     o->a_seg_plain = "It is [SEG].";
+    o->plain_p = 0.5;
     o->a_avs_plain = "it is [SEG].";
     o->a_caption = "{expr}.";
 }
@@ -69,6 +70,18 @@ static char *dupstr(const char *s) {
     return d;
 }
 
+/* Whether a segmentation answer is the plain one: a fair coin at p = 0.5 (the
+ * default: one draw of rng_below(g, 2), as before the option existed), else
+ * a uniform draw against p (the coin is drawn either way, so the streams of
+ * the later choices do not depend on p). */
+static int draw_plain(ar_rng *g, double p) {
+    const int coin = rng_below(g, 2) == 1;
+    if (p == 0.5) return coin;
+    if (p <= 0) return 0;
+    if (p >= 1) return 1;
+    return (double)(rng_u64(g) >> 11) * 0x1.0p-53 < p;
+}
+
 /* question = image_token + "\n" + q_tpl(ref); answer = a_tpl(expr). */
 static int set_qa(ar_sample *s, const sample_options *o, const char *q_tpl, const char *ref, const char *a_tpl,
                   const char *expr) {
@@ -111,7 +124,7 @@ int sample_from_refer(const refer_join *j, size_t i, int caption, const sample_o
         out->box[3] = r->bbox[1] + r->bbox[3];
         if (set_qa(out, o, o->q_caption, m, o->a_caption, sent)) goto fail;
     } else {
-        int plain = rng_below(&g, 2) == 1;
+        int plain = draw_plain(&g, o->plain_p);
         out->ref = SAMPLE_REF_TEXT;
         if (set_qa(out, o, o->q_seg, sent, plain ? o->a_seg_plain : o->a_seg, sent)) goto fail;
         out->n_masks = 1;
@@ -187,7 +200,7 @@ int sample_from_custom(cj_dataset *ds, size_t i, const char *dataset, const samp
         if (set_qa(out, o, o->q_caption, ref, o->a_caption, r->expression)) goto fail;
     } else {
         const char *expr = r->expression ? r->expression : r->ref == CJ_REF_TEXT ? r->text : NULL;
-        int plain = rng_below(&g, 2) == 1 || !expr;
+        int plain = draw_plain(&g, o->plain_p) || !expr;
         if (set_qa(out, o, r->ref == CJ_REF_AUDIO ? o->q_audio : o->q_seg, ref, plain ? o->a_seg_plain : o->a_seg,
                    expr))
             goto fail;

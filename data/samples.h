@@ -40,7 +40,8 @@
  *     "caption": q_caption with {ref} = the text or the marker, answer
  *              a_caption with {expr} = the expression.
  *     Its mask, when it has one (cj_record_mask), for every kind.
- * CHOICES: which sentence and which of a_seg / a_seg_plain are drawn from an
+ * CHOICES: which sentence and which of a_seg / a_seg_plain (probability
+ *   plain_p of the plain one) are drawn from an
  *   ar_rng seeded with rng_derive(seed, i) (i = the record index, or the
  *   AVSBench sample index): the same seed gives the same samples.
  *
@@ -70,6 +71,8 @@ typedef struct {
     const char *q_seg, *q_audio, *q_caption;      /* TEMPLATES above */
     const char *a_seg, *a_seg_plain, *a_caption;
     const char *a_avs_plain;   /* AVSBench without a class: "it is [SEG]." (AnyRef utils/avsbench.py) */
+    double plain_p;            /* probability of a_seg_plain where a_seg could be used
+                                  (default 0.5: LISA's and AnyRef's coin) */
     int no_mask_area;          /* 1: leave mask_area 0 instead of decoding the masks (the
                                   loader decodes them itself; n_masks is still set) */
 } sample_options;

@@ -138,6 +138,34 @@ static void test_refer(void) {
     refer_join_free(j);
 }
 
+/* sample_options.plain_p: 0 never gives "It is [SEG].", 1 always does; the
+ * sentence drawn is the same whatever p (the coin is drawn either way). */
+static void test_plain_p(void) {
+    refer_join *j = refer_join_load(FIX "/refer_join/root", "refcoco", NULL, "train", FIX "/refer_join/images",
+                                    REFER_IMAGES_REFER);
+    if (!j) { t_fail("samples plain_p", "%s", ar_error()); return; }
+    int plain0 = 0, plain1 = 0, same_q = 0, n = 0;
+    for (size_t i = 0; i < j->n; i++, n++) {
+        sample_options o;
+        ar_sample a, b, c;
+        sample_options_default(&o);
+        o.seed = 7;
+        o.plain_p = 0.0;
+        if (sample_from_refer(j, i, 0, &o, &a)) break;
+        o.plain_p = 1.0;
+        if (sample_from_refer(j, i, 0, &o, &b)) { ar_sample_free(&a); break; }
+        o.plain_p = 0.5;
+        if (sample_from_refer(j, i, 0, &o, &c)) { ar_sample_free(&a); ar_sample_free(&b); break; }
+        plain0 += !strcmp(a.answer, o.a_seg_plain);
+        plain1 += !strcmp(b.answer, o.a_seg_plain);
+        same_q += !strcmp(a.question, b.question) && !strcmp(a.question, c.question);
+        ar_sample_free(&a); ar_sample_free(&b); ar_sample_free(&c);
+    }
+    t_check(n == (int)j->n && n > 0 && plain0 == 0 && plain1 == n && same_q == n, "samples plain_p 0 / 1",
+            "%d records: plain answers %d at p = 0, %d at p = 1; the same question at every p: %d", n, plain0, plain1, same_q);
+    refer_join_free(j);
+}
+
 static void test_avs(void) {
     h5fixture fx;
     if (fx_open(&fx, FIX "/avsbench/expected.h5", "samples ")) {
@@ -359,6 +387,7 @@ static void test_inspect(void) {
 
 int main(void) {
     test_refer();
+    test_plain_p();
     test_avs();
     test_custom();
     test_inspect();

@@ -128,6 +128,7 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *err) {
     sample_options o;
     sample_options_default(&o);
     o.seed = (uint64_t)cfg_int(cfg, "source.seed");
+    o.plain_p = cfg_float(cfg, "data.plain_answers");
     if (counter_open(&cnt, cfg, &o)) { fprintf(err, "anyref data inspect: %s\n", ar_error()); goto out; }
 
     const char *kind = kstr(cfg, prefix, "kind"), *split = kstr(cfg, prefix, "split");

@@ -150,6 +150,7 @@ const cfg_key train_schema[] = {
     {"data.prefetch", CFG_INT, "0", "sources: samples built ahead of the step (0: two batches)"},
     {"data.deterministic", CFG_BOOL, "1", "sources: hand samples out in stream order (the same batches for any data.workers, exact resume); 0: whichever is decoded first"},
     {"data.epoch_samples", CFG_INT, "0", "sources: samples per epoch (0: every sample of every set once); the weights split it between the sets"},
+    {"data.plain_answers", CFG_FLOAT, "0.5", "sources, data inspect: probability of the plain answer \"It is [SEG].\" instead of \"{expression}[SEG].\" for segmentation samples (LISA / AnyRef: 0.5; small models trained from scratch learn references far better with 0)"},
     {"data.clip_crop", CFG_BOOL, "0", "sources: CLIP input by CLIPImageProcessor's centre crop (1) or AnyRef's clip_resize_wo_crop (0)"},
     {"data.task", CFG_STRING, "reverse", "synthetic: reverse | copy | sort"},
     {"data.digits", CFG_INT, "6", "synthetic: digits per prompt"},
@@ -265,6 +266,9 @@ static int sources_config(const ar_config *cfg, int val, ldr_cfg *c) {
     if (c->T < 2) return ar_errorf("config: data.kind = sources needs train.seq_len (tokens per sample, image tokens included)");
     c->clip_S = (int)cfg_int(cfg, "clip.image_size");
     c->clip_crop = cfg_bool(cfg, "data.clip_crop");
+    c->so.plain_p = cfg_float(cfg, "data.plain_answers");
+    if (!(c->so.plain_p >= 0 && c->so.plain_p <= 1))
+        return ar_errorf("config: data.plain_answers = %g (expected a probability in [0, 1])", c->so.plain_p);
     const char *sm = cfg_str(cfg, "sam_encoder.model");
     if (!strcmp(sm, "none"))
         return ar_errorf("config: data.kind = sources decodes images, so the SAM image encoder must run: set sam_encoder.model");
