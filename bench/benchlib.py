@@ -36,14 +36,24 @@ def cpu_model():
     return "unknown"
 
 
-def parse_meta_result(path):
-    """A C bench's output -> (meta from '# key=value' lines, the 'result k=v ...' line as a dict)."""
-    meta, result = {}, {}
+def parse_bench_output(path):
+    """A C bench's output -> (meta from '# key=value' lines, every 'result k=v ...' line as a dict,
+    every 'stage name=... ms=... samples=...' line as name -> (ms, samples))."""
+    meta, res, st = {}, [], {}
     for line in open(path):
         line = line.rstrip("\n")
         if line.startswith("# ") and "=" in line:
             k, v = line[2:].split("=", 1)
             meta[k] = v
         elif line.startswith("result "):
-            result = dict(f.split("=", 1) for f in line.split()[1:])
-    return meta, result
+            res.append(dict(f.split("=", 1) for f in line.split()[1:]))
+        elif line.startswith("stage "):
+            d = dict(f.split("=", 1) for f in line.split()[1:])
+            st[d["name"]] = (float(d["ms"]), int(d["samples"]))
+    return meta, res, st
+
+
+def parse_meta_result(path):
+    """A C bench's output -> (meta from '# key=value' lines, the last 'result k=v ...' line as a dict)."""
+    meta, res, _ = parse_bench_output(path)
+    return meta, res[-1] if res else {}

@@ -94,19 +94,7 @@ raw, out = os.environ["BENCH_RAW"], os.environ["BENCH_OUT"]
 
 
 def results(path):
-    """'# key=value' meta, every 'result ...' line as a dict, every 'stage ...' line as name -> ms."""
-    meta, res, st = {}, [], {}
-    for line in open(path):
-        line = line.rstrip("\n")
-        if line.startswith("# ") and "=" in line:
-            k, v = line[2:].split("=", 1)
-            meta[k] = v
-        elif line.startswith("result "):
-            res.append(dict(f.split("=", 1) for f in line.split()[1:]))
-        elif line.startswith("stage "):
-            d = dict(f.split("=", 1) for f in line.split()[1:])
-            st[d["name"]] = (float(d["ms"]), int(d["samples"]))
-    return meta, res, st
+    return benchlib.parse_bench_output(path)
 
 
 w0, w1, others_frac = benchlib.run_load()

@@ -361,55 +361,6 @@ int image_load(ar_image *out, const char *path, image_mode mode) {
 /* ------------------------------------------------------------------------ */
 /* PNG writer                                                               */
 /* ------------------------------------------------------------------------ */
-int image_write_png(const char *path, const uint8_t *px, int h, int w, int c) {
-    if (!path || !px) return ar_errorf("image_write_png: NULL argument");
-    if (c != 1 && c != 3) return ar_errorf("%s: image_write_png: %d channels (expected 1 or 3)", path, c);
-    if (check_size(path, w, h, IMAGE_MAX_PIXELS) < 0) return -1;
-    if (ar_mkdir_parent(path) < 0) return -1;
-    size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
-    if (!tmp) return ar_errorf("%s: out of memory", path);
-    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
-    FILE *volatile f = fopen(tmp, "wb");
-    if (!f) {
-        ar_errorf("%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    png_src msg = {0};
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &msg, png_fail, png_quiet);
-    png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (!png || !info) {
-        if (png) png_destroy_write_struct(&png, NULL);
-        fclose(f);
-        remove(tmp);
-        free(tmp);
-        return ar_errorf("%s: PNG: out of memory", path);
-    }
-    if (setjmp(png_jmpbuf(png))) {
-        png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
-        free(tmp);
-        return ar_errorf("%s: writing PNG: %s", path, msg.msg[0] ? msg.msg : "failed");
-    }
-    png_init_io(png, f);
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, c == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
-                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(px + (size_t)y * w * c));
-    png_write_end(png, info);
-    png_destroy_write_struct(&png, &info);
-    const int bad = fflush(f) != 0 || ferror(f);
-    if (fclose(f) != 0 || bad) {
-        remove(tmp);
-        free(tmp);
-        return ar_errorf("%s: write error: %s", path, strerror(errno));
-    }
-    int rc = ar_commit_file(tmp, path);
-    free(tmp);
-    return rc;
-}
 
 /* ------------------------------------------------------------------------ */
 /* encoders into memory, and the atomic JPEG writer                          */
@@ -519,11 +470,9 @@ int image_encode_png(const uint8_t *px, int h, int w, int c, uint8_t **out, size
     return 0;
 }
 
-int image_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality) {
-    if (!path || !px) return ar_errorf("image_write_jpeg: NULL argument");
-    uint8_t *buf;
-    size_t len;
-    if (image_encode_jpeg(px, h, w, c, quality, &buf, &len) < 0) return ar_error_prefix("%s: ", path);
+/* buf[len] (freed here) into path through "<path>.tmp<pid>", renamed over
+ * path once complete (ar_commit_file). 0, or -1 + ar_error naming the file. */
+static int write_atomic(const char *path, uint8_t *buf, size_t len) {
     if (ar_mkdir_parent(path) < 0) {
         free(buf);
         return -1;
@@ -553,6 +502,24 @@ int image_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, i
     int rc = ar_commit_file(tmp, path);
     free(tmp);
     return rc;
+}
+
+int image_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality) {
+    if (!path || !px) return ar_errorf("image_write_jpeg: NULL argument");
+    uint8_t *buf;
+    size_t len;
+    if (image_encode_jpeg(px, h, w, c, quality, &buf, &len) < 0) return ar_error_prefix("%s: ", path);
+    return write_atomic(path, buf, len);
+}
+
+int image_write_png(const char *path, const uint8_t *px, int h, int w, int c) {
+    if (!path || !px) return ar_errorf("image_write_png: NULL argument");
+    if (c != 1 && c != 3) return ar_errorf("%s: image_write_png: %d channels (expected 1 or 3)", path, c);
+    if (check_size(path, w, h, IMAGE_MAX_PIXELS) < 0) return -1;
+    uint8_t *buf;
+    size_t len;
+    if (image_encode_png(px, h, w, c, &buf, &len) < 0) return ar_error_prefix("%s: ", path);
+    return write_atomic(path, buf, len);
 }
 
 /* ------------------------------------------------------------------------ */
