@@ -2,8 +2,8 @@
  * referring data set (REFER join, AVSBench, custom JSON lines) turned into
  * the question and answer of SPEC 2.4, the reference kind and box, the image
  * file and size, and the area of each ground-truth mask. `anyref data
- * inspect` (train/inspect_cmd.h) prints these; the training loader (issue 6
- * part 8) builds its tokens from the same strings.
+ * inspect` (train/inspect_cmd.h) prints these; the live loader (data/loader.h)
+ * builds its training tensors from the same samples.
  *
  * TEMPLATES (sample_options, defaults from sample_options_default; "{ref}"
  * and "{expr}" are replaced by the reference text and the expression):
