@@ -33,7 +33,7 @@ LDLIBS  += -L$(OBLAS_LIB) -Wl,-rpath,$(OBLAS_LIB) -lopenblas \
 CORE_SRC  := $(wildcard core/*.c)
 KCPU_SRC  := $(wildcard kernels/cpu/*.c)
 KSHARED   := $(wildcard kernels/*.c)   # backend-neutral composites
-LIB_SRC   := $(CORE_SRC) $(wildcard data/*.c) $(wildcard checkpoints/*.c) $(wildcard model/*.c) $(wildcard optim/*.c) $(filter-out train/main.c,$(wildcard train/*.c))
+LIB_SRC   := $(CORE_SRC) $(wildcard data/*.c) $(wildcard checkpoints/*.c) $(wildcard model/*.c) $(wildcard optim/*.c) $(filter-out train/main.c,$(wildcard train/*.c)) $(wildcard eval/*.c)
 
 ifeq ($(CUDA),1)
   NVCC      ?= /usr/local/cuda/bin/nvcc

@@ -19,9 +19,9 @@
 #include "data/image.h"
 #include "data/shapes.h"
 #include "tests/testlib.h"
-#include "train/evaluate.h"
-#include "train/infer.h"
-#include "train/report.h"
+#include "eval/evaluate.h"
+#include "eval/infer.h"
+#include "eval/report.h"
 #include "train/train.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
 /* tests/test_report.c — the raster (data/draw.c) and the run pictures
- * (train/report.c):
+ * (eval/report.c):
  *   - the font: every printable ASCII glyph 33..126 has ink, space has none,
  *     no two glyphs are the same, only , _ g j p q y reach below the
  *     baseline, other bytes draw as '?', UTF-8 counts code points;
@@ -18,14 +18,14 @@
  *   - the examples grid: PNG size = the documented formula, the overlay,
  *     outline and box colours in their tiles, argument errors;
  *   - `anyref plot` (report_plot_main): RUN_DIR/loss.png, --out, errors.
- * Depends on data/draw.h, data/image.h, train/report.h, core/error.h,
+ * Depends on data/draw.h, data/image.h, eval/report.h, core/error.h,
  * tests/testlib.h.
  */
 #include "core/error.h"
 #include "data/draw.h"
 #include "data/image.h"
 #include "tests/testlib.h"
-#include "train/report.h"
+#include "eval/report.h"
 
 #include <math.h>
 #include <stdio.h>

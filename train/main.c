@@ -10,9 +10,9 @@
 #include "data/planted.h"
 #include "data/shapes.h"
 #include "train/inspect_cmd.h"
-#include "train/infer.h"
-#include "train/evaluate.h"
-#include "train/report.h"
+#include "eval/infer.h"
+#include "eval/evaluate.h"
+#include "eval/report.h"
 #include <stdio.h>
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* train/evaluate.h — evaluation of a trained AnyRef run on referring data
+/* eval/evaluate.h — evaluation of a trained AnyRef run on referring data
  * (data.kind = sources): `anyref eval`, and the per-set pass it is built on.
  *
  * PER SET (eval_set): every sample of one data set and split in order,

@@ -1,6 +1,6 @@
-/* train/report.c — the loss plot, the examples grid and `anyref plot`
+/* eval/report.c — the loss plot, the examples grid and `anyref plot`
  * (see report.h). Depends on data/draw.h, core/json.h, core/error.h. */
-#include "train/report.h"
+#include "eval/report.h"
 
 #include "core/error.h"
 #include "core/json.h"

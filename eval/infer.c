@@ -1,4 +1,4 @@
-/* train/infer.c — `anyref infer`: one image and one reference through a
+/* eval/infer.c — `anyref infer`: one image and one reference through a
  * trained AnyRef checkpoint; prints the generated answer and writes the mask
  * of its first [SEG] as a PNG and as an overlay on the image.
  *
@@ -12,7 +12,7 @@
  * (anyref_generate); the mask is the post-processed logits > 0 of the
  * generated answer's first [SEG] (tokens after it do not change it: the
  * decoder is causal). */
-#include "train/infer.h"
+#include "eval/infer.h"
 #include "train/run.h"
 #include "train/train.h"
 

@@ -1,7 +1,7 @@
-/* train/evaluate.c — see evaluate.h. */
-#include "train/evaluate.h"
+/* eval/evaluate.c — see evaluate.h. */
+#include "eval/evaluate.h"
 #include "train/train.h"
-#include "train/report.h"
+#include "eval/report.h"
 #include "data/image.h"
 
 #include "checkpoints/checkpoint.h"

@@ -1,4 +1,4 @@
-/* train/report.h — the pictures a run leaves in its directory: the loss
+/* eval/report.h — the pictures a run leaves in its directory: the loss
  * curves of metrics.jsonl, and a grid of validation examples (image,
  * reference, predicted and ground-truth masks, generated text); and the
  * `anyref plot` command.
