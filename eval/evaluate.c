@@ -3,6 +3,8 @@
 #include "train/train.h"
 #include "eval/report.h"
 #include "data/image.h"
+#include "data/rle.h"
+#include "core/json.h"
 
 #include "checkpoints/checkpoint.h"
 #include "core/error.h"
@@ -152,13 +154,55 @@ done:
 typedef struct {
     report_grid *grid;
     int per_set, taken;
+    FILE *results;              /* results.jsonl, or NULL */
+    const char *set, *split;
 } examples;
+
+/* One JSON line per evaluated sample: where it came from, the reference, the
+ * generated answer, the IoU and the predicted mask as a COCO compressed RLE
+ * ({"size": [h, w], "counts": ...}: what pycocotools' mask.encode gives for
+ * the h x w mask), so other tools can re-score it. */
+static int write_result(examples *e, const eval_example *ex) {
+    const ldr_item *it = ex->item;
+    FILE *f = e->results;
+    fprintf(f, "{\"set\":");
+    json_write_string(f, e->set, strlen(e->set));
+    fprintf(f, ",\"split\":");
+    json_write_string(f, e->split, strlen(e->split));
+    fprintf(f, ",\"record\":%zu,\"image\":", it ? it->record : (size_t)0);
+    const char *img = it ? it->image : "";
+    json_write_string(f, img, strlen(img));
+    fprintf(f, ",\"reference\":\"%s\",\"question\":", k_ref_names[ref_index(it)]);
+    const char *q = it ? it->question : "";
+    json_write_string(f, q, strlen(q));
+    fprintf(f, ",\"answer\":");
+    const char *a = it ? it->answer : "";
+    json_write_string(f, a, strlen(a));
+    fprintf(f, ",\"generated\":");
+    json_write_string(f, ex->generated, strlen(ex->generated));
+    if (ex->exact >= 0) fprintf(f, ",\"exact\":%s", ex->exact ? "true" : "false");
+    if (ex->pred) {
+        rle_mask r = {0};
+        if (rle_encode_hw(&r, ex->pred, (uint32_t)ex->h, (uint32_t)ex->w)) return -1;
+        size_t n = 0;
+        char *str = rle_to_string(&r, &n);
+        rle_free(&r);
+        if (!str) return -1;
+        fprintf(f, ",\"iou\":%.6f,\"mask\":{\"size\":[%d,%d],\"counts\":", ex->iou, ex->h, ex->w);
+        json_write_string(f, str, n);
+        fputc('}', f);
+        free(str);
+    }
+    fputs("}\n", f);
+    return ferror(f) ? ar_errorf("write error in the results file") : 0;
+}
 
 /* One evaluated sample into the grid: the image with its reference (box
  * outline, crop thumbnail, the question's text), the predicted and the
  * ground-truth mask, the generated answer. */
 static int add_example(void *ctx, const eval_example *ex) {
     examples *e = ctx;
+    if (e->results && write_result(e, ex)) return -1;
     if (!e->grid || e->taken >= e->per_set || !ex->item) return 0;
     const ldr_item *it = ex->item;
     ar_image im = {0}, crop = {0};
@@ -183,13 +227,15 @@ static int add_example(void *ctx, const eval_example *ex) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: anyref eval CONFIG [section.key=value ...] [--checkpoint CKPT] [--splits a,b,...]\n"
-               "                  [--samples N] [--max-new N] [--json FILE] [--examples N] [--grid FILE]\n"
+               "                  [--samples N] [--max-new N] [--json FILE] [--examples N] [--grid FILE] [--results FILE]\n"
                "  evaluates the run's newest checkpoint (or CKPT) on every configured set (source.* ... source4.*)\n"
                "  at each split of --splits (default: each set's source.eval_splits, else its val_split):\n"
                "  gIoU / cIoU per reference type beside the empty-mask and whole-image baselines, and the exact\n"
                "  match of generated region captions; a Markdown table on stdout, JSON in FILE\n"
                "  (default run.dir/eval.json). --examples N: the first N samples of each set and split drawn into\n"
-               "  a PNG grid (default run.dir/examples.png): image and reference, prediction, ground truth, answer.\n");
+               "  a PNG grid (default run.dir/examples.png): image and reference, prediction, ground truth, answer.\n"
+               "  Every sample also goes to --results FILE (default run.dir/results.jsonl): set, split, record,\n"
+               "  image, reference, question, answer, generated text, IoU, the mask as COCO compressed RLE.\n");
 }
 
 static double ratio(double a, double b) { return b > 0 ? a / b : NAN; }
@@ -223,7 +269,7 @@ static void json_cell(FILE *f, const eval_cell *c) {
 }
 
 int eval_main(int argc, char **argv) {
-    const char *config = NULL, *ckopt = NULL, *splits = NULL, *json = NULL, *gridpath = NULL;
+    const char *config = NULL, *ckopt = NULL, *splits = NULL, *json = NULL, *gridpath = NULL, *respath = NULL;
     int n_examples = 0;
     long samples = 0;
     int max_new = 32, n_over = 0;
@@ -232,12 +278,14 @@ int eval_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if ((!strcmp(a, "--checkpoint") || !strcmp(a, "--splits") || !strcmp(a, "--samples") || !strcmp(a, "--max-new") ||
-             !strcmp(a, "--json") || !strcmp(a, "--examples") || !strcmp(a, "--grid")) && i + 1 < argc) {
+             !strcmp(a, "--json") || !strcmp(a, "--examples") || !strcmp(a, "--grid") || !strcmp(a, "--results")) &&
+            i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(a, "--checkpoint")) ckopt = v;
             else if (!strcmp(a, "--splits")) splits = v;
             else if (!strcmp(a, "--json")) json = v;
             else if (!strcmp(a, "--grid")) gridpath = v;
+            else if (!strcmp(a, "--results")) respath = v;
             else {
                 char *end;
                 long n = strtol(v, &end, 10);
@@ -289,6 +337,10 @@ int eval_main(int argc, char **argv) {
     if (json) snprintf(jpath, sizeof jpath, "%s", json);
     else snprintf(jpath, sizeof jpath, "%s/eval.json", r.run_dir);
     if (!(jf = fopen(jpath, "w"))) { ar_errorf("cannot write %s: %s", jpath, strerror(errno)); goto out; }
+    char rpath[PATH_MAX];
+    if (respath) snprintf(rpath, sizeof rpath, "%s", respath);
+    else snprintf(rpath, sizeof rpath, "%s/results.jsonl", r.run_dir);
+    if (!(ex.results = fopen(rpath, "w"))) { ar_errorf("cannot write %s: %s", rpath, strerror(errno)); goto out; }
     fprintf(jf, "{\"checkpoint\":\"%s\",\"step\":%ld,\"sets\":[", ck, step);
     printf("anyref eval: %s (step %ld)\n\n", ck, step);
     printf("| set | split | reference | masks / samples | gIoU | cIoU | empty gIoU | empty cIoU | whole gIoU | whole cIoU | caption exact |\n");
@@ -307,13 +359,15 @@ int eval_main(int argc, char **argv) {
             grounding_dataset *g = run_open_eval_set(&r, k, sp, &present);
             if (!g) { if (present) goto out; continue; }
             eval_result e;
-            ex.taken = 0;
-            int er = eval_set(&r, g, samples, max_new, &e, ex.grid ? add_example : NULL, &ex);
             const char *name = ldr_source_name(gds_loader(g), 0);
             char set[96];
             snprintf(set, sizeof set, "%s", name);
             char *slash = strchr(set, '/');
             if (slash) *slash = 0;
+            ex.taken = 0;
+            ex.set = set;
+            ex.split = sp;
+            int er = eval_set(&r, g, samples, max_new, &e, add_example, &ex);
             gds_close(g);
             if (er) goto out;
             print_rows(stdout, set, sp, &e);
@@ -330,7 +384,9 @@ int eval_main(int argc, char **argv) {
     if (fclose(jf)) { jf = NULL; ar_errorf("cannot write %s", jpath); goto out; }
     jf = NULL;
     if (!n_sets) { ar_errorf("no set to evaluate: give --splits or set source.eval_splits / source.val_split"); goto out; }
-    printf("\n(gIoU: mean IoU per mask; cIoU: total intersection / total union; baselines: the empty mask and the whole image)\n%s\n", jpath);
+    if (fclose(ex.results)) { ex.results = NULL; ar_errorf("cannot write %s", rpath); goto out; }
+    ex.results = NULL;
+    printf("\n(gIoU: mean IoU per mask; cIoU: total intersection / total union; baselines: the empty mask and the whole image)\n%s\n%s (one line per sample: generated answer, IoU, mask as COCO RLE)\n", jpath, rpath);
     if (ex.grid) {
         char gp[PATH_MAX];
         if (gridpath) snprintf(gp, sizeof gp, "%s", gridpath);
@@ -341,6 +397,7 @@ int eval_main(int argc, char **argv) {
     rc = 0;
 out:
     if (jf) fclose(jf);
+    if (ex.results) fclose(ex.results);
     if (rc) fprintf(stderr, "anyref eval: %s\n", ar_error());
     run_teardown(&r);
     cfg_free(cfg);

@@ -7,7 +7,8 @@
  *    whole-image baseline by a wide margin: at least 0.12 above it and three
  *    times it (measured 2026-11-26 after 2000 steps: gIoU 0.250, cIoU 0.296
  *    against 0.049 / 0.052; the empty mask scores 0).
- * 2. anyref eval writes eval.json and the examples grid; anyref plot the loss
+ * 2. anyref eval writes eval.json, results.jsonl (every sample, its mask as a
+ *    COCO RLE that decodes) and the examples grid; anyref plot the loss
  *    PNG; anyref infer prints an answer and, when the answer holds [SEG],
  *    writes the mask and overlay PNGs at the image's size.
  * 3. The mask depends on the reference: on one image "largest shape" and
@@ -17,6 +18,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "data/image.h"
+#include "data/rle.h"
 #include "data/shapes.h"
 #include "tests/testlib.h"
 #include "eval/evaluate.h"
@@ -112,6 +114,33 @@ int main(void) {
             "demo: text references beat the whole-image baseline by a wide margin",
             "REFER val, %g masks after %s steps: gIoU %.3f (whole image %.3f), cIoU %.3f (whole image %.3f)", masks, steps,
             g, wg, ci, wc);
+    /* results.jsonl: one line per sample, masks as COCO RLE that decode */
+    {
+        char rp[400], line[8192];
+        snprintf(rp, sizeof rp, "%s/results.jsonl", run);
+        FILE *rf = fopen(rp, "r");
+        long lines = 0, masks_ok = 0, masks_bad = 0;
+        while (rf && fgets(line, sizeof line, rf)) {
+            lines++;
+            json_doc *ld = json_parse(line, strlen(line), rp);
+            const json_value *mk = ld ? json_get(json_root(ld), "mask") : NULL;
+            const json_value *sz = mk ? json_get(mk, "size") : NULL, *cn = mk ? json_get(mk, "counts") : NULL;
+            if (sz && cn && sz->n == 2) {
+                rle_mask rm = {0};
+                const uint32_t h = (uint32_t)sz->items[0].number, w = (uint32_t)sz->items[1].number;
+                uint8_t *px = malloc((size_t)h * w);
+                int okr = px && rle_from_string(&rm, cn->str, cn->len, h, w) == 0 && rle_decode_hw(&rm, px) == 0;
+                masks_ok += okr;
+                masks_bad += !okr;
+                rle_free(&rm);
+                free(px);
+            }
+            json_free(ld);
+        }
+        if (rf) fclose(rf);
+        t_check(lines == (long)masks && masks_ok == lines && masks_bad == 0, "demo: anyref eval results.jsonl",
+                "%ld lines for %g masks, %ld RLE masks decode, %ld do not", lines, masks, masks_ok, masks_bad);
+    }
     ar_image im = {0};
     int gok = image_load(&im, grid, IMAGE_RGB) == 0 && im.w > 0;
     t_check(gok, "demo: anyref eval --examples writes the grid", "%s: %dx%d", grid, im.w, im.h);
