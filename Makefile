@@ -165,6 +165,7 @@ fixtures:
 	/usr/bin/python3 tests/ref/anyref_mm_ref.py tests/fixtures/anyref_mm.h5
 	/usr/bin/python3 tests/ref/audio_ref.py tests/fixtures/audio.h5
 	/usr/bin/python3 tests/ref/avs_ref.py tests/fixtures/avsbench
+	/usr/bin/python3 tests/ref/avs_metrics_ref.py tests/fixtures/avs_metrics.h5
 	/usr/bin/python3 tests/ref/image_ref.py tests/fixtures
 	/usr/bin/python3 tests/ref/refer_ref.py tests/fixtures/refer
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/coco_ref.py tests/fixtures    # needs pycocotools 2.0.7 (PyPI)
