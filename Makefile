@@ -169,6 +169,7 @@ fixtures:
 	/usr/bin/python3 tests/ref/image_ref.py tests/fixtures
 	/usr/bin/python3 tests/ref/refer_ref.py tests/fixtures/refer
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/coco_ref.py tests/fixtures    # needs pycocotools 2.0.7 (PyPI)
+	$${CAPM_PYTHON:-/usr/bin/python3} tests/ref/caption_metrics_ref.py tests/fixtures/caption_metrics.json    # needs pycocoevalcap (PyPI) in a venv and java
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/refer_join_ref.py tests/fixtures/refer_join    # needs pycocotools 2.0.7 (PyPI)
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/custom_jsonl_ref.py tests/fixtures/custom     # needs pycocotools 2.0.7 (PyPI)
 	/usr/bin/python3 tests/ref/sam_image_encoder_grad_ref.py tests/fixtures/sam_image_encoder_grad.h5
