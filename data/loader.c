@@ -83,7 +83,6 @@ struct ldr {
     /* slots and threads */
     int nslots, prefetch, n_alloc;   /* ring slots; + B row slots = n_alloc */
     slot *slots;
-    const ldr_item **batch;
     worker *wk;
     int n_wk;
     ar_fbank *fb_main;
@@ -302,7 +301,6 @@ void ldr_free(ldr *l) {
         free(s->ref_buf); free(s->u8);
     }
     free(l->slots);
-    free(l->batch);
     free(l->taken);
     ar_fbank_free(l->fb_main);
     for (int k = 0; k < l->n_src; k++) {
@@ -593,7 +591,7 @@ static int alloc_slots(ldr *l) {
     l->ref_n = l->clip_n > AVS_AUDIO_FLOATS ? l->clip_n : AVS_AUDIO_FLOATS;
     if (!l->cfg.audio && !l->clip_n) l->ref_n = 0;
     const int total = l->nslots + l->B;   /* the ring, then ldr_build_row's B slots */
-    if (!(l->slots = calloc((size_t)total, sizeof *l->slots)) || !(l->batch = calloc((size_t)l->B, sizeof *l->batch)) ||
+    if (!(l->slots = calloc((size_t)total, sizeof *l->slots)) ||
         !(l->taken = calloc((size_t)l->nslots, 1)))
         return ar_errorf("out of memory");
     l->n_alloc = total;
@@ -728,7 +726,6 @@ int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items) {
             broken++;
             if (++run > l->E) { ar_errorf("loader: every sample of an epoch is broken (last: %s)", s->err); return -1; }
         }
-        l->batch[0] = NULL;
         l->stats.wait_s += now_s() - t0;
         cur->epoch = p / l->E;
         cur->position = p % l->E;

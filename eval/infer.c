@@ -96,7 +96,7 @@ static int parse(int argc, char **argv, infer_args *a, FILE *err) {
 }
 
 static int write_str(FILE *f, const char *key, const char *v) {
-    fprintf(f, "%s\"%s\": ", key[0] == 'i' && !strcmp(key, "image") ? "" : ", ", key);
+    fprintf(f, "%s\"%s\": ", !strcmp(key, "image") ? "" : ", ", key);   /* "image" comes first */
     return json_write_string(f, v, strlen(v));
 }
 
