@@ -27,7 +27,7 @@ HDF5_LIB  = /usr/lib/x86_64-linux-gnu/hdf5/serial
 OPT     ?= -O3 -march=native -fno-trapping-math -fno-math-errno
 CFLAGS  += $(OPT) -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -g \
            -I. -I$(OBLAS_INC) -I$(HDF5_INC) -MMD -MP
-LDLIBS  += -L$(OBLAS_LIB) -Wl,-rpath,$(OBLAS_LIB) -lopenblas \
+LDLIBS  += -L$(OBLAS_LIB) -Wl,-rpath,$(OBLAS_LIB) -lopenblas -lstemmer \
            -L$(HDF5_LIB) -lhdf5 -lz -lm -fopenmp -lfftw3 -lsoxr -ljpeg -lpng16
 
 CORE_SRC  := $(wildcard core/*.c)
