@@ -49,6 +49,10 @@
  *    table was built from; synsets are kept apart per part of speech here,
  *    so the jar's rare accidental matches between a noun and a verb or
  *    adjective synset with the same offset do not occur;
+ *  - without WordNet, words that both the stem and the synonym module
+ *    would propose get only the stem proposal, which can then be fixed
+ *    (e.g. "dogs" vs "dog" 0.6 here, 0 in the jar, whose beam drops a lone
+ *    non-exact match with two proposals: its truncated weight counts 0);
  *  - libstemmer's Snowball English may differ from the jar's 2010 Java
  *    Snowball on rare words; -norm's nonbreaking-prefix list is not used
  *    (only the lowercase-next-word rule), Unicode quotes/dashes are not
