@@ -6,7 +6,7 @@
 # go idle, runs the bench, prints a Markdown table and writes
 # <outdir>/bench_generate.md (raw output in <outdir>/raw/generate.txt).
 # BENCH_GEN_ARGS (e.g. "--only=demo --uncached-steps=2") goes to the binary.
-# About 1.5 minutes on 2 idle cores.
+# About 2 minutes on 2 cores (measured with other work running).
 set -eu
 if [ $# -ne 2 ]; then
   echo "usage: $0 <bench_generate_binary> <outdir>" >&2
