@@ -2,6 +2,7 @@
 #include "model/anyref.h"
 #include "model/sam_prompt.h"
 #include "model/sam_post.h"
+#include "model/generate.h"
 #include "kernels/kernels.h"
 #include "core/error.h"
 
@@ -374,51 +375,12 @@ const int *anyref_seg_sample(const anyref *m) { return m->seg_b; }
 llama *anyref_llama(anyref *m) { return m->llm; }
 void anyref_set_training(anyref *m, int training) { llama_set_training(m->llm, training); }
 
+void anyref_forget_forward(anyref *m) { m->valid = 0; }
+
 int anyref_generate(anyref *m, int *tokens, int *len, int max_new, int stop_id, int pad, const float *feat,
                     int n_feat) {
-    const int B = m->B, T = m->T, V = m->c.llm.vocab, D = m->c.llm.dim;
-    float *row = malloc((size_t)V * sizeof(float));
-    int *done = calloc((size_t)B, sizeof(int));
-    if (!row || !done) { free(row); free(done); return ar_errorf("out of memory"); }
-    int rc = 0;
-    for (int b = 0; b < B; b++) {
-        done[b] = len[b] <= 0 || len[b] >= T;
-        for (int t = len[b] > 0 ? len[b] : 0; t < T; t++) tokens[(size_t)b * T + t] = pad;
-    }
-    for (int step = 0; step < max_new; step++) {
-        int active = 0;
-        for (int b = 0; b < B; b++) active += !done[b];
-        if (!active) break;
-        int spliced = 0;
-        for (int i = 0; i < B * T; i++) {
-            m->h_fid[i] = tokens[i] < 0 ? -tokens[i] - 1 : -1;
-            if (tokens[i] >= 0) continue;
-            if (!feat || m->h_fid[i] >= n_feat) {
-                rc = ar_errorf("anyref_generate: sample %d position %d: feature row %d, but %d feature rows", i / T,
-                               i % T, m->h_fid[i], feat ? n_feat : 0);
-                goto out;
-            }
-            spliced = 1;
-        }
-        llama_embed(m->llm, tokens);
-        if (spliced) {
-            k_upload(m->d_fid, m->h_fid, (size_t)B * T * sizeof(int));
-            embedding_forward(llama_embeds(m->llm), m->d_fid, feat, B * T, D);
-        }
-        llama_forward_embeds(m->llm, NULL, 0, NULL);
-        const float *lg = llama_logits(m->llm);
-        for (int b = 0; b < B; b++) {
-            if (done[b]) continue;
-            k_download(row, lg + ((size_t)b * T + len[b] - 1) * V, (size_t)V * sizeof(float));
-            int best = 0;
-            for (int v = 1; v < V; v++) if (row[v] > row[best]) best = v;
-            tokens[(size_t)b * T + len[b]++] = best;
-            if (best == stop_id || len[b] >= T) done[b] = 1;
-        }
-    }
-out:
-    m->valid = 0;   /* the activations are not a training forward's */
-    free(row);
-    free(done);
-    return rc;
+    gen_cfg g = gen_default_cfg();
+    g.max_new = max_new;
+    if (stop_id >= 0) { g.stop[0] = stop_id; g.n_stop = 1; }
+    return anyref_generate_ex(m, &g, tokens, len, pad, feat, n_feat);
 }

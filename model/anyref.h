@@ -139,18 +139,21 @@ const float *anyref_mask_bce(const anyref *m);
 const float *anyref_mask_dice(const anyref *m);
 /* The sample of [SEG] k (host [n_seg]). */
 const int   *anyref_seg_sample(const anyref *m);
-/* Greedy decoding (no sampling), one token per full forward of the B x T
- * decoder (no KV cache: cost grows with T; fine for the small models and
- * short answers this is used for). Row b of tokens [B*T] (host) holds a prompt
- * of len[b] tokens (feature rows as negative ids, as in anyref_batch, with
- * feat [n_feat, D] backend); each step appends the argmax of the next-token
- * logits to every row not yet finished, until a row emits stop_id (kept),
+/* Greedy decoding: model/generate.h anyref_generate_ex with GEN_GREEDY, the
+ * KV cache, max_new new tokens and the one stop id stop_id (none when
+ * negative). Row b of tokens [B*T] (host) holds a prompt of len[b] tokens
+ * (feature rows as negative ids, as in anyref_batch, with feat [n_feat, D]
+ * backend); each step appends the argmax of the next-token logits (lowest id
+ * on ties) to every row not yet finished, until a row emits stop_id (kept),
  * reaches T, or max_new tokens were added; a row with len[b] <= 0 is skipped.
- * Positions after a row's end hold pad. Evaluation mode (no dropout) is the
- * caller's choice (anyref_set_training). On return len[b] is the new length.
- * 0, or -1 + ar_error (bad feature row). */
+ * Positions after a row's end hold pad. Runs in evaluation mode (no LoRA
+ * dropout; the previous mode is restored). On return len[b] is the new
+ * length. 0, or -1 + ar_error (bad feature row). */
 int          anyref_generate(anyref *m, int *tokens, int *len, int max_new, int stop_id, int pad,
                              const float *feat, int n_feat);
+/* Marks the last forward as no training forward (anyref_backward then does
+ * nothing until the next anyref_forward): after other uses of the decoder. */
+void         anyref_forget_forward(anyref *m);
 llama       *anyref_llama(anyref *m);
 void         anyref_set_training(anyref *m, int training);   /* LoRA dropout on/off */
 #endif

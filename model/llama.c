@@ -57,6 +57,17 @@ struct llama {
     int dropped;                   /* the last forward applied dropout */
     float scale_lora;
     ar_arena arena;
+    /* feature splicing (llama_embed_feat): device [N] feature row per position, host copy */
+    int *fid, *h_fid;
+    /* incremental decoding (llama_cache_enable): per layer K and V caches
+     * [(B+1), T, KVd] (row B a spare for permutations), post-RoPE keys; and the
+     * one-token-per-row step buffers, all in cache_arena */
+    int cache_on;
+    float **kc, **vc;
+    float *s_x, *s_xn, *s_rstd, *s_q, *s_k, *s_v, *s_qr, *s_ao, *s_xm, *s_g, *s_u, *s_h, *s_lu, *s_att, *s_logits;
+    int *s_tok, *s_fid, *s_pos, *s_klen;         /* device [B] */
+    int *hs_tok, *hs_fid, *hs_pos, *hs_klen;     /* host [B] */
+    ar_arena cache_arena;
 };
 
 int llama_parse_lora_targets(const char *list, unsigned *mask) {
@@ -193,8 +204,10 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
     m->tokens = k_malloc((size_t)m->N * sizeof(int));
     m->targets = k_malloc((size_t)m->N * sizeof(int));
     m->pos = k_malloc((size_t)m->N * sizeof(int));
+    m->fid = k_malloc((size_t)m->N * sizeof(int));
+    m->h_fid = malloc((size_t)m->N * sizeof(int));
     int *pos = malloc((size_t)m->N * sizeof(int));
-    if (!m->lw || !m->la || !m->tokens || !m->targets || !m->pos || !pos) {
+    if (!m->lw || !m->la || !m->tokens || !m->targets || !m->pos || !m->fid || !m->h_fid || !pos) {
         free(pos); llama_free(m); ar_errorf("llama: out of memory"); return NULL;
     }
     for (int i = 0; i < m->N; i++) pos[i] = i % T;
@@ -240,7 +253,12 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
 void llama_free(llama *m) {
     if (!m) return;
     arena_free(&m->arena);
+    arena_free(&m->cache_arena);
+    free(m->kc); free(m->vc);
+    free(m->hs_tok); free(m->hs_fid); free(m->hs_pos); free(m->hs_klen);
     free(m->lw); free(m->la); k_free(m->tokens); k_free(m->targets); k_free(m->pos);
+    if (m->fid) k_free(m->fid);
+    free(m->h_fid);
     free(m);
 }
 
@@ -249,6 +267,10 @@ const float *llama_embeds_grad(const llama *m) { return m->dx; }
 float *llama_embeds(llama *m) { return m->la[0].x; }
 size_t llama_activation_bytes(const llama *m) { return m->arena.cap; }
 void llama_set_training(llama *m, int training) { m->training = training != 0; }
+int llama_training(const llama *m) { return m->training; }
+const llama_cfg *llama_config(const llama *m) { return &m->c; }
+int llama_batch(const llama *m) { return m->B; }
+int llama_seq(const llama *m) { return m->T; }
 
 /* Dropout stream of projection i of layer l: rng_derive(seed, 7 l + i). */
 static uint64_t proj_seed(uint64_t seed, int l, int i) { return rng_derive(seed, (uint64_t)LLAMA_NPROJ * l + i); }
@@ -272,6 +294,32 @@ void llama_embed(llama *m, const int *tokens) {
     embedding_forward(m->la[0].x, m->tokens, m->embed, m->N, m->c.dim);
 }
 
+/* Host ids -> device feature-row ids (-1: a token row); 1 when any row is a feature. */
+static int feature_ids(const int *tokens, int n, int n_feat, const float *feat, int *h_fid, int T,
+                       const char *who) {
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        h_fid[i] = tokens[i] < 0 ? -tokens[i] - 1 : -1;
+        if (tokens[i] >= 0) continue;
+        if (!feat || h_fid[i] >= n_feat)
+            return ar_errorf("%s: sample %d position %d: feature row %d, but %d feature rows", who, i / T, i % T,
+                             h_fid[i], feat ? n_feat : 0);
+        any = 1;
+    }
+    return any;
+}
+
+int llama_embed_feat(llama *m, const int *tokens, const float *feat, int n_feat) {
+    int any = feature_ids(tokens, m->N, n_feat, feat, m->h_fid, m->T, "llama_embed_feat");
+    if (any < 0) return -1;
+    llama_embed(m, tokens);
+    if (any) {
+        k_upload(m->fid, m->h_fid, (size_t)m->N * sizeof(int));
+        embedding_forward(m->la[0].x, m->fid, feat, m->N, m->c.dim);
+    }
+    return 0;
+}
+
 /* One decoder layer: la[l].x -> the next layer's input (or x_final). */
 static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
     const llama_cfg *c = &m->c;
@@ -283,6 +331,10 @@ static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
     proj_forward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], s->v, s->xn1, proj_seed(dropout_seed, l, LLAMA_V));
     rope_forward(s->qr, s->q, m->pos, c->rope_theta, N, c->heads, hd);
     rope_forward(s->kr, s->k, m->pos, c->rope_theta, N, c->kv_heads, hd);
+    if (m->cache_on && !m->training) {   /* prefill: the cache layout is [B,T,KVd] */
+        k_copy(m->kc[l], s->kr, (size_t)N * m->kvd * sizeof(float));
+        k_copy(m->vc[l], s->v, (size_t)N * m->kvd * sizeof(float));
+    }
     attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
                       m->B, m->T, m->T, c->heads, c->kv_heads, hd);
     proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O));
@@ -367,3 +419,137 @@ void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, 
     }
     if (m->g_embed) embedding_backward(m->g_embed, m->dx, m->tokens, N, D);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Incremental decoding: KV cache and one token per row                     */
+/* ------------------------------------------------------------------------ */
+static void plan_cache(llama *m, ar_arena *a) {
+    const llama_cfg *c = &m->c;
+    const size_t B = m->B, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, V = c->vocab;
+    const size_t R = c->lora_rank > 0 ? (size_t)c->lora_rank : 1;
+    const size_t rows = (B + 1) * (size_t)m->T * kvd;
+    for (int l = 0; l < c->layers; l++) { m->kc[l] = arena_floats(a, rows); m->vc[l] = arena_floats(a, rows); }
+    m->s_x = arena_floats(a, B * D); m->s_xn = arena_floats(a, B * D); m->s_rstd = arena_floats(a, B);
+    m->s_q = arena_floats(a, B * D); m->s_k = arena_floats(a, B * kvd); m->s_v = arena_floats(a, B * kvd);
+    m->s_qr = arena_floats(a, B * D); m->s_ao = arena_floats(a, B * D); m->s_xm = arena_floats(a, B * D);
+    m->s_g = arena_floats(a, B * F); m->s_u = arena_floats(a, B * F); m->s_h = arena_floats(a, B * F);
+    m->s_lu = arena_floats(a, B * R);
+    m->s_att = arena_floats(a, B * (size_t)c->heads * m->T);
+    m->s_logits = arena_floats(a, B * V);
+    m->s_tok = arena_alloc(a, B * sizeof(int)); m->s_fid = arena_alloc(a, B * sizeof(int));
+    m->s_pos = arena_alloc(a, B * sizeof(int)); m->s_klen = arena_alloc(a, B * sizeof(int));
+}
+
+int llama_cache_enable(llama *m) {
+    if (m->cache_on) return 0;
+    const int L = m->c.layers, B = m->B;
+    m->kc = calloc((size_t)L, sizeof *m->kc);
+    m->vc = calloc((size_t)L, sizeof *m->vc);
+    m->hs_tok = malloc((size_t)B * sizeof(int)); m->hs_fid = malloc((size_t)B * sizeof(int));
+    m->hs_pos = malloc((size_t)B * sizeof(int)); m->hs_klen = malloc((size_t)B * sizeof(int));
+    if (!m->kc || !m->vc || !m->hs_tok || !m->hs_fid || !m->hs_pos || !m->hs_klen) {
+        llama_cache_disable(m);
+        return ar_errorf("llama: out of host memory for the KV cache");
+    }
+    ar_arena meas;
+    arena_init_measure(&meas);
+    plan_cache(m, &meas);
+    if (arena_init(&m->cache_arena, meas.high)) { llama_cache_disable(m); return -1; }
+    plan_cache(m, &m->cache_arena);
+    k_zero(m->cache_arena.base, m->cache_arena.cap);   /* idle rows compute on zeros, never garbage */
+    m->cache_on = 1;
+    return 0;
+}
+
+void llama_cache_disable(llama *m) {
+    arena_free(&m->cache_arena);
+    free(m->kc); free(m->vc);
+    free(m->hs_tok); free(m->hs_fid); free(m->hs_pos); free(m->hs_klen);
+    m->kc = m->vc = NULL;
+    m->hs_tok = m->hs_fid = m->hs_pos = m->hs_klen = NULL;
+    m->cache_on = 0;
+}
+
+int llama_cache_enabled(const llama *m) { return m->cache_on; }
+
+void llama_cache_prefill(llama *m) { (void)m; /* the forward filled the cache (see llama.h) */ }
+
+void llama_cache_copy_row(llama *m, int dst_row, int src_row, int len) {
+    if (!m->cache_on || dst_row == src_row || len <= 0) return;
+    const size_t row = (size_t)m->T * m->kvd, n = (size_t)len * m->kvd * sizeof(float);
+    for (int l = 0; l < m->c.layers; l++) {
+        k_copy(m->kc[l] + (size_t)dst_row * row, m->kc[l] + (size_t)src_row * row, n);
+        k_copy(m->vc[l] + (size_t)dst_row * row, m->vc[l] + (size_t)src_row * row, n);
+    }
+}
+
+/* A projection of the B step rows (no dropout). */
+static void step_proj(llama *m, const proj_w *p, float *out, const float *in) {
+    if (!p->A) { linear_forward(out, in, p->w, NULL, m->B, p->in, p->out); return; }
+    lora_forward(out, NULL, m->s_lu, in, NULL, p->w, NULL, p->A, p->B, m->scale_lora, m->B, p->in, p->out,
+                 m->c.lora_rank);
+}
+
+int llama_step(llama *m, const int *tokens, const int *pos, const float *feat, int n_feat) {
+    const llama_cfg *c = &m->c;
+    const int B = m->B, T = m->T, D = c->dim, F = c->mlp_hidden, hd = m->hd, kvd = m->kvd;
+    if (!m->cache_on) return ar_errorf("llama_step: the KV cache is not enabled (llama_cache_enable)");
+    int any_feat = 0;
+    for (int b = 0; b < B; b++) {
+        if (pos[b] >= T) return ar_errorf("llama_step: row %d position %d beyond the sequence length %d", b, pos[b], T);
+        if (pos[b] < 0) {   /* idle row: embeds nothing new (keeps finite values), sees no key */
+            m->hs_tok[b] = -1; m->hs_fid[b] = -1; m->hs_pos[b] = 0; m->hs_klen[b] = 0;
+            continue;
+        }
+        const int t = tokens[b];
+        if (t >= c->vocab) return ar_errorf("llama_step: row %d token %d outside the vocabulary of %d", b, t, c->vocab);
+        m->hs_tok[b] = t;
+        m->hs_fid[b] = t < 0 ? -t - 1 : -1;
+        if (t < 0 && (!feat || -t - 1 >= n_feat))
+            return ar_errorf("llama_step: row %d: feature row %d, but %d feature rows", b, -t - 1, feat ? n_feat : 0);
+        any_feat |= t < 0;
+        m->hs_pos[b] = pos[b];
+        m->hs_klen[b] = pos[b] + 1;
+    }
+    k_upload(m->s_tok, m->hs_tok, (size_t)B * sizeof(int));
+    k_upload(m->s_pos, m->hs_pos, (size_t)B * sizeof(int));
+    k_upload(m->s_klen, m->hs_klen, (size_t)B * sizeof(int));
+    embedding_forward(m->s_x, m->s_tok, m->embed, B, D);
+    if (any_feat) {
+        k_upload(m->s_fid, m->hs_fid, (size_t)B * sizeof(int));
+        embedding_forward(m->s_x, m->s_fid, feat, B, D);
+    }
+    const size_t bd = (size_t)B * D, row = (size_t)T * kvd;
+    for (int l = 0; l < c->layers; l++) {
+        const layer_w *w = &m->lw[l];
+        rmsnorm_forward(m->s_xn, m->s_rstd, m->s_x, w->attn_norm, c->norm_eps, B, D);
+        step_proj(m, &w->p[LLAMA_Q], m->s_q, m->s_xn);
+        step_proj(m, &w->p[LLAMA_K], m->s_k, m->s_xn);
+        step_proj(m, &w->p[LLAMA_V], m->s_v, m->s_xn);
+        rope_forward(m->s_qr, m->s_q, m->s_pos, c->rope_theta, B, c->heads, hd);
+        /* post-RoPE key (into s_k's place: the pre-RoPE key is not needed) and value
+         * of each live row into the cache at its position */
+        rope_forward(m->s_ao, m->s_k, m->s_pos, c->rope_theta, B, c->kv_heads, hd);
+        for (int b = 0; b < B; b++) {
+            if (pos[b] < 0) continue;
+            const size_t at = (size_t)b * row + (size_t)pos[b] * kvd;
+            k_copy(m->kc[l] + at, m->s_ao + (size_t)b * kvd, (size_t)kvd * sizeof(float));
+            k_copy(m->vc[l] + at, m->s_v + (size_t)b * kvd, (size_t)kvd * sizeof(float));
+        }
+        attention_forward(m->s_ao, m->s_att, m->s_qr, m->kc[l], m->vc[l], m->s_klen, 0, 1.0f / sqrtf((float)hd),
+                          B, 1, T, c->heads, c->kv_heads, hd);
+        step_proj(m, &w->p[LLAMA_O], m->s_xm, m->s_ao);
+        add_forward(m->s_xm, m->s_xm, m->s_x, bd);
+        rmsnorm_forward(m->s_xn, m->s_rstd, m->s_xm, w->mlp_norm, c->norm_eps, B, D);
+        step_proj(m, &w->p[LLAMA_GATE], m->s_g, m->s_xn);
+        step_proj(m, &w->p[LLAMA_UP], m->s_u, m->s_xn);
+        swiglu_forward(m->s_h, m->s_g, m->s_u, (size_t)B * F);
+        step_proj(m, &w->p[LLAMA_DOWN], m->s_x, m->s_h);
+        add_forward(m->s_x, m->s_x, m->s_xm, bd);
+    }
+    rmsnorm_forward(m->s_xn, m->s_rstd, m->s_x, m->norm, c->norm_eps, B, D);
+    linear_forward(m->s_logits, m->s_xn, m->lm_head, NULL, B, D, c->vocab);
+    return 0;
+}
+
+const float *llama_step_logits(const llama *m) { return m->s_logits; }

@@ -74,4 +74,36 @@ const float *llama_logits(const llama *m);      /* [B*T, vocab] of the last forw
 size_t  llama_activation_bytes(const llama *m);
 /* Training mode (the default) applies LoRA dropout; evaluation mode (0) does not. */
 void    llama_set_training(llama *m, int training);
+int     llama_training(const llama *m);
+const llama_cfg *llama_config(const llama *m);
+int     llama_batch(const llama *m);            /* B of llama_create */
+int     llama_seq(const llama *m);              /* T of llama_create */
+/* llama_embed, then rows with a negative id -(r + 1) take feat[r] ([n_feat, dim],
+ * backend) as their input embedding. -1 + ar_error on a row beyond n_feat. */
+int     llama_embed_feat(llama *m, const int *tokens, const float *feat, int n_feat);
+
+/* Incremental decoding (model/generate.c). llama_cache_enable allocates, once,
+ * a K and a V cache per layer, [(B+1), T, KVd] each (post-RoPE keys; row B is
+ * a spare for permuting rows), and the step buffers (B rows of every
+ * activation); llama_cache_disable frees them (llama_free does too). While the
+ * cache is enabled, every full forward in evaluation mode (llama_set_training
+ * 0) also writes each layer's post-RoPE keys and values of all B x T positions
+ * into rows 0..B-1 of the cache: that forward is the prefill.
+ * llama_cache_prefill is kept for callers that name the step; it has nothing
+ * left to do.
+ * llama_step runs one token per row: tokens[b] (host; a negative id -(r + 1)
+ * takes feat[r] as its embedding) at position pos[b] (host; pos[b] < 0 leaves
+ * row b idle), writes that position's key and value into the cache and attends
+ * over cache positions 0..pos[b]; no dropout. Then llama_step_logits() holds
+ * the next-token logits [B, vocab] (backend; idle rows meaningless).
+ * -1 + ar_error (cache off, a position >= T, a bad id or feature row).
+ * llama_cache_copy_row copies cache positions 0..len-1 of src_row to dst_row
+ * (rows 0..B; B is the spare) — beam search reordering. */
+int     llama_cache_enable(llama *m);
+void    llama_cache_disable(llama *m);
+int     llama_cache_enabled(const llama *m);
+void    llama_cache_prefill(llama *m);
+int     llama_step(llama *m, const int *tokens, const int *pos, const float *feat, int n_feat);
+const float *llama_step_logits(const llama *m);
+void    llama_cache_copy_row(llama *m, int dst_row, int src_row, int len);
 #endif
