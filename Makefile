@@ -138,13 +138,20 @@ $(BUILD)/bench/bench_pipeline: bench/bench_pipeline.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
-bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam $(BUILD)/bench/bench_encoders $(BUILD)/bench/bench_pipeline $(BIN)
+bench: $(BENCH_BIN) $(BUILD)/bench/bench_llama $(BUILD)/bench/bench_sam $(BUILD)/bench/bench_encoders $(BUILD)/bench/bench_pipeline $(BUILD)/bench/bench_generate $(BIN)
 	@sh scripts/deps.sh python
 	@sh bench/run.sh $(BENCH_BIN) $(BUILD)/bench
 	@sh bench/run_llama.sh $(BUILD)/bench/bench_llama $(BUILD)/bench
 	@sh bench/run_sam.sh $(BUILD)/bench/bench_sam $(BUILD)/bench
 	@sh bench/run_encoders.sh $(BUILD)/bench/bench_encoders $(BIN) $(BUILD)/bench
 	@sh bench/run_pipeline.sh $(BUILD)/bench/bench_pipeline $(BUILD)/bench
+	@sh bench/run_generate.sh $(BUILD)/bench/bench_generate $(BUILD)/bench
+	@sh bench/run_eval.sh $(BIN) $(BUILD)/bench
+
+# Tokens/s of greedy generation: KV cache against recomputing the prefix.
+$(BUILD)/bench/bench_generate: bench/bench_generate.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
 fixtures:
 	@sh scripts/deps.sh python
@@ -170,6 +177,8 @@ fixtures:
 	/usr/bin/python3 tests/ref/refer_ref.py tests/fixtures/refer
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/coco_ref.py tests/fixtures    # needs pycocotools 2.0.7 (PyPI)
 	$${CAPM_PYTHON:-/usr/bin/python3} tests/ref/caption_metrics_ref.py tests/fixtures/caption_metrics.json    # needs pycocoevalcap (PyPI) in a venv and java
+	$${CAPM_PYTHON:-/usr/bin/python3} tests/ref/meteor_ref.py tests/fixtures/meteor.json    # needs pycocoevalcap (PyPI) in a venv and java
+	/usr/bin/python3 tests/ref/refseg_metrics_ref.py tests/fixtures/refseg_metrics.h5
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/refer_join_ref.py tests/fixtures/refer_join    # needs pycocotools 2.0.7 (PyPI)
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/custom_jsonl_ref.py tests/fixtures/custom     # needs pycocotools 2.0.7 (PyPI)
 	/usr/bin/python3 tests/ref/sam_image_encoder_grad_ref.py tests/fixtures/sam_image_encoder_grad.h5

@@ -32,6 +32,7 @@ typedef struct {
     cj_dataset cj;
     int have_cj;
     size_t *idx;           /* jsonl: the records of the split */
+    int64_t *sent_off;     /* refer with every_sentence: [refs + 1] first sample of each ref */
     int64_t n;             /* samples */
     int64_t n_epoch;       /* n_k: slots per epoch */
     int32_t *perm[2];      /* cached permutations of its own stream */
@@ -126,6 +127,13 @@ static int open_source(ldr *l, int k) {
                                 split ? split : "train", c->images, (refer_image_layout)c->image_layout);
         if (!s->rj) return -1;
         s->n = (int64_t)s->rj->n;
+        if (c->every_sentence && !c->caption) {
+            if (!(s->sent_off = malloc((s->rj->n + 1) * sizeof *s->sent_off))) return ar_errorf("out of memory");
+            s->sent_off[0] = 0;
+            for (size_t i = 0; i < s->rj->n; i++)
+                s->sent_off[i + 1] = s->sent_off[i] + (s->rj->recs[i].n_sentences > 0 ? s->rj->recs[i].n_sentences : 1);
+            s->n = s->sent_off[s->rj->n];
+        }
         snprintf(s->name, sizeof s->name, "%s/%s%s", s->rj->refs->name, s->rj->split, c->caption ? " (caption)" : "");
         l->stats.bad_records += (int64_t)s->rj->n_skipped;
         if (s->rj->n_skipped)
@@ -308,7 +316,7 @@ void ldr_free(ldr *l) {
         refer_join_free(s->rj);
         avs_free(s->avs);
         if (s->have_cj) cj_free(&s->cj);
-        free(s->idx); free(s->perm[0]); free(s->perm[1]);
+        free(s->idx); free(s->sent_off); free(s->perm[0]); free(s->perm[1]);
     }
     for (int k = 0; k < LDR_MAX_SOURCES; k++) for (int j = 0; j < 6; j++) free(l->strs[k][j]);
     free(l->tokpath); free(l->tplname); free(l->addtok);
@@ -324,6 +332,36 @@ void ldr_free(ldr *l) {
 int64_t ldr_rows(const ldr *l) { return l->E; }
 int64_t ldr_source_size(const ldr *l, int k) { return k >= 0 && k < l->n_src ? l->src[k].n : 0; }
 const char *ldr_source_name(const ldr *l, int k) { return k >= 0 && k < l->n_src ? l->src[k].name : ""; }
+
+int ldr_group_texts(const ldr *l, int k, int64_t g, const char **out, int max) {
+    if (k < 0 || k >= l->n_src || g < 0) return 0;
+    const source *s = &l->src[k];
+    int n = 0;
+    if (s->rj) {
+        if ((size_t)g >= s->rj->n) return 0;
+        const refer_record *r = &s->rj->recs[g];
+        for (int i = 0; i < r->n_sentences && n < max; i++) out[n++] = r->sentences[i].sent;
+    } else if (s->have_cj) {
+        if (g >= s->n) return 0;
+        const cj_record *r = &s->cj.recs[s->idx[g]];
+        const char *t = r->answer ? r->answer : r->expression;
+        if (t && max > 0) out[n++] = t;
+    }
+    return n;
+}
+
+/* Sample rec of a refer source -> (ref, sentence): sentence -1 = seeded. */
+static size_t ref_of_sample(const source *s, int64_t rec, int *sent) {
+    *sent = -1;
+    if (!s->sent_off) return (size_t)rec;
+    size_t lo = 0, hi = s->rj->n;   /* the last ref with sent_off <= rec */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (s->sent_off[mid] <= rec) lo = mid; else hi = mid;
+    }
+    *sent = s->rj->recs[lo].n_sentences > 0 ? (int)(rec - s->sent_off[lo]) : -1;
+    return lo;
+}
 int ldr_cfg_T(const ldr *l) { return l->cfg.T; }
 void ldr_input_sides(const ldr *l, int *clip_S, int *sam_S) { *clip_S = l->cfg.clip_S; *sam_S = l->cfg.sam_S; }
 int ldr_has_audio(const ldr *l) { return l->cfg.audio; }
@@ -470,8 +508,12 @@ static int build(ldr *l, ar_fbank *fb, slot *s, int k, int64_t rec, uint64_t see
     int rc;
     const avs_record *avs = NULL;
     cj_record *cr = NULL;
-    int frame = 0;
-    if (src->rj) rc = sample_from_refer(src->rj, (size_t)rec, src->caption, &so, &smp);
+    int frame = 0, sent = -1;
+    size_t ref = 0;
+    if (src->rj) {
+        ref = ref_of_sample(src, rec, &sent);
+        rc = sample_from_refer_sentence(src->rj, ref, sent, src->caption, &so, &smp);
+    }
     else if (src->avs) {
         rc = sample_from_avs(src->avs, (size_t)rec, &so, &smp);
         size_t ri;
@@ -485,6 +527,9 @@ static int build(ldr *l, ar_fbank *fb, slot *s, int k, int64_t rec, uint64_t see
     ldr_item *it = &s->it;
     it->source = k;
     it->record = (size_t)rec;
+    it->group = src->rj ? (int64_t)ref : avs ? (int64_t)(avs - src->avs->records) : rec;
+    it->part = src->rj ? (sent > 0 ? sent : 0) : frame;
+    it->image_id = src->rj ? src->rj->recs[ref].image_id : -1;
     it->ref_kind = GDS_REF_NONE;
     it->mask_hw[0] = it->mask_hw[1] = 0;
     it->n_masks = 0;
@@ -528,7 +573,7 @@ static int build(ldr *l, ar_fbank *fb, slot *s, int k, int64_t rec, uint64_t see
     /* masks at the original size */
     if (smp.n_masks > 0) {
         if (src->rj) {
-            if (set_mask_from_rle(s, &src->rj->recs[rec].mask, H, W)) { ar_error_prefix("%s: ", smp.image); goto out; }
+            if (set_mask_from_rle(s, &src->rj->recs[ref].mask, H, W)) { ar_error_prefix("%s: ", smp.image); goto out; }
         } else if (avs) {
             ar_image m = {0};
             if (avs_load_mask(avs, frame, &m)) goto out;

@@ -100,6 +100,10 @@ typedef struct {
     int caption;               /* refer: 1 = region captioning instead of segmentation */
     const char *file;          /* jsonl */
     double weight;             /* sampling weight (> 0) */
+    int every_sentence;        /* refer segmentation, evaluation: one sample per
+                                  (ref, sentence) pair, sentences in order, as
+                                  LISA's validation counts them (0: one sample
+                                  per ref, a seeded sentence) */
 } ldr_source;
 
 typedef struct {
@@ -157,6 +161,12 @@ typedef struct {
     char question[512], answer[512];
     int ref;                   /* sample_ref of data/samples.h */
     double box[4];             /* the box reference in original pixels (x0 y0 x1 y1) */
+    /* grouping, for evaluation: group = the ref (refer), the video (AVSBench:
+       its record; part = the frame 0..4) or the record (jsonl); part = the
+       sentence with every_sentence, else 0. image_id: the COCO image id
+       (refer), else -1. */
+    int64_t group, image_id;
+    int part;
 } ldr_item;
 
 typedef struct ldr ldr;
@@ -169,6 +179,11 @@ void ldr_free(ldr *l);   /* stops the threads; NULL ok */
 int64_t ldr_rows(const ldr *l);           /* training: the epoch size; validation: the samples */
 int64_t ldr_source_size(const ldr *l, int k);
 const char *ldr_source_name(const ldr *l, int k);   /* "refcoco/train", "s4/train", "data.jsonl" */
+/* The reference texts of group g of source k (ldr_item.group), for caption
+ * metrics: every sentence of the ref (refer), the record's answer (jsonl);
+ * up to max pointers into the loader's memory go to out. Returns how many
+ * (0 for AVSBench or a bad index). */
+int ldr_group_texts(const ldr *l, int k, int64_t g, const char **out, int max);
 int ldr_vocab(const ldr *l);               /* the tokenizer's size with the added tokens */
 int ldr_pad_id(const ldr *l);
 void ldr_get_markers(const ldr *l, ldr_markers *out);

@@ -105,14 +105,25 @@ static int start(ar_sample *out, const char *dataset, const char *split, const c
 }
 
 int sample_from_refer(const refer_join *j, size_t i, int caption, const sample_options *o, ar_sample *out) {
+    return sample_from_refer_sentence(j, i, -1, caption, o, out);
+}
+
+int sample_from_refer_sentence(const refer_join *j, size_t i, int sent_i, int caption, const sample_options *o,
+                               ar_sample *out) {
     if (!j || i >= j->n) { memset(out, 0, sizeof *out); return ar_errorf("sample_from_refer: record %zu out of range", i); }
     const refer_record *r = &j->recs[i];
+    if (sent_i >= r->n_sentences) {
+        memset(out, 0, sizeof *out);
+        return ar_errorf("sample_from_refer: ref %lld has %d sentences, not %d", (long long)r->ref_id, r->n_sentences, sent_i + 1);
+    }
     if (start(out, j->refs->name, j->split, r->image_path, i)) goto fail;
     out->height = (int)r->height;
     out->width = (int)r->width;
     ar_rng g;
     rng_seed(&g, rng_derive(o->seed, i));
-    const char *sent = r->n_sentences > 0 ? r->sentences[rng_below(&g, (uint64_t)r->n_sentences)].sent : "";
+    const char *sent = r->n_sentences <= 0 ? ""
+                       : sent_i >= 0 ? r->sentences[sent_i].sent
+                                     : r->sentences[rng_below(&g, (uint64_t)r->n_sentences)].sent;
     if (caption) {
         char m[256];
         marker(m, sizeof m, o->image_ref_start, o->image_ref_end);

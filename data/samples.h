@@ -100,6 +100,10 @@ void ar_sample_free(ar_sample *s);   /* frees and zeroes; NULL ok */
 
 /* Record i of j (caption = 0: segmentation, 1: region captioning). */
 int sample_from_refer(const refer_join *j, size_t i, int caption, const sample_options *o, ar_sample *out);
+/* The same with sentence `sent` of the ref (0..n_sentences-1) instead of a
+ * seeded one (-1: seeded, = sample_from_refer). */
+int sample_from_refer_sentence(const refer_join *j, size_t i, int sent, int caption, const sample_options *o,
+                               ar_sample *out);
 /* Sample i (< avs_num_samples(s)). */
 int sample_from_avs(const avs_set *s, size_t i, const sample_options *o, ar_sample *out);
 /* Record i of ds (its mask and image size may be filled in on the record);

@@ -8,11 +8,12 @@
  * prompt, the tokenizer's added tokens, the CLIP/SAM preprocessing and the
  * reference inputs are exactly training's. The record's answer and (empty)
  * mask only give the loader a complete sample: the answer is cut off at the
- * prompt, which ends with "ASSISTANT:", and generated greedily
- * (anyref_generate); the mask is the post-processed logits > 0 of the
+ * prompt, which ends with "ASSISTANT:", and generated (model/generate.h,
+ * greedy unless the decoding flags of `anyref eval` say otherwise); the mask is the post-processed logits > 0 of the
  * generated answer's first [SEG] (tokens after it do not change it: the
  * decoder is causal). */
 #include "eval/infer.h"
+#include "eval/evaluate.h"
 #include "train/run.h"
 #include "train/train.h"
 
@@ -37,26 +38,31 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: anyref infer --checkpoint CKPT|RUN_DIR --image FILE\n"
             "                    (--text \"...\" | --box x0,y0,x1,y1 | --ref-image FILE | --audio FILE)\n"
-            "                    [--question \"...\"] [--caption] [--out PREFIX] [--max-new N] [section.key=value ...]\n"
+            "                    [--question \"...\"] [--caption] [--out PREFIX] [decoding] [section.key=value ...]\n"
             "  prints the generated answer; writes PREFIX_mask.png (0/255, the image's size) and\n"
             "  PREFIX_overlay.png (default PREFIX: the image's name without extension, in the current directory).\n"
             "  --caption asks for a description of the box / image region instead of a mask; --question replaces\n"
             "  the template question (put the reference in it yourself). Overrides change the checkpoint's config\n"
-            "  (e.g. model.init=... when the base weights moved).\n");
+            "  (e.g. model.init=... when the base weights moved). At most 64 new tokens unless --max-new says.\n");
+    fputs(eval_gen_usage, f);
 }
 
 typedef struct {
     const char *ckpt, *image, *text, *box, *ref_image, *audio, *question, *out;
-    int caption, max_new;
+    int caption;
+    gen_cfg gen;
+    const char *stop;
     const char *over[64];
     int n_over;
 } infer_args;
 
 static int parse(int argc, char **argv, infer_args *a, FILE *err) {
     memset(a, 0, sizeof *a);
-    a->max_new = 64;
+    a->gen = gen_default_cfg();
+    a->gen.max_new = 64;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
+        int g;
         const char **dst = !strcmp(k, "--checkpoint") ? &a->ckpt : !strcmp(k, "--image") ? &a->image
                            : !strcmp(k, "--text") ? &a->text : !strcmp(k, "--box") ? &a->box
                            : !strcmp(k, "--ref-image") ? &a->ref_image : !strcmp(k, "--audio") ? &a->audio
@@ -66,11 +72,8 @@ static int parse(int argc, char **argv, infer_args *a, FILE *err) {
             *dst = argv[++i];
         } else if (!strcmp(k, "--caption")) {
             a->caption = 1;
-        } else if (!strcmp(k, "--max-new")) {
-            char *end;
-            long v = i + 1 < argc ? strtol(argv[++i], &end, 10) : -1;
-            if (v < 1 || v > 4096 || *end) { fprintf(err, "anyref infer: --max-new expects 1..4096\n"); return 2; }
-            a->max_new = (int)v;
+        } else if ((g = eval_parse_gen_flag(argc, argv, &i, &a->gen, &a->stop)) != 0) {
+            if (g < 0) { fprintf(err, "anyref infer: %s\n", ar_error()); return 2; }
         } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             usage(stdout);
             return 1;
@@ -219,7 +222,9 @@ static int run_infer(const infer_args *a) {
     ldr_markers mk;
     ldr_get_markers(ld, &mk);
     const int start = len;
-    if (anyref_generate(r.ar, r.tok, &len, a->max_new, tok_eos(tok), ldr_pad_id(ld), in.feat, in.n_feat)) goto out;
+    gen_cfg gc = a->gen;
+    if (eval_resolve_stops(&gc, a->stop, tok)) goto out;
+    if (anyref_generate_ex(r.ar, &gc, r.tok, &len, ldr_pad_id(ld), in.feat, in.n_feat)) goto out;
     /* the answer's text */
     int first_seg = -1, ne = 0;
     int *ans = malloc(sizeof(int) * (size_t)(len - start + 1));

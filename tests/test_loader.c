@@ -1210,12 +1210,58 @@ static int make_fixtures(void) {
     return 0;
 }
 
+/* Evaluation order with every_sentence: one sample per (ref, sentence), in
+ * order; group = the ref, part = the sentence, image_id the ref's, the
+ * question carrying that sentence; ldr_group_texts gives every sentence of
+ * the ref. A caption source is not expanded. */
+static void test_every_sentence(void) {
+    ldr_cfg c;
+    base_cfg(&c);
+    c.shuffle = 0;
+    c.n_sources = 1;
+    c.src[0] = src_refer("refcoco", g_img_ok, 0, 1);
+    c.src[0].every_sentence = 1;
+    refer_join *j = refer_join_load(c.src[0].root, "refcoco", NULL, "train", g_img_ok, REFER_IMAGES_REFER);
+    ldr *l = j ? open_started(&c, 1, 0, 0) : NULL;
+    if (!j || !l) { t_fail("every_sentence", "open: %s", ar_error()); refer_join_free(j); ldr_free(l); return; }
+    int64_t want = 0;
+    for (size_t r = 0; r < j->n; r++) want += j->recs[r].n_sentences > 0 ? j->recs[r].n_sentences : 1;
+    int bad = 0, texts_bad = 0;
+    char why[300] = "";
+    int64_t i = 0;
+    for (size_t r = 0; r < j->n && !bad; r++)
+        for (int k = 0; k < (j->recs[r].n_sentences > 0 ? j->recs[r].n_sentences : 1) && !bad; k++, i++) {
+            const ldr_item *it = NULL;
+            if (ldr_build_row(l, i, 0, &it) != 0 || !it) { snprintf(why, sizeof why, "row %lld: %s", (long long)i, ar_error()); bad = 1; break; }
+            const char *sent = j->recs[r].n_sentences > 0 ? j->recs[r].sentences[k].sent : "";
+            if (it->group != (int64_t)r || it->part != k || it->image_id != j->recs[r].image_id || !strstr(it->question, sent)) {
+                snprintf(why, sizeof why, "row %lld: group %lld part %d image %lld, question \"%.80s\" (expected ref %zu sentence %d \"%.60s\")",
+                         (long long)i, (long long)it->group, it->part, (long long)it->image_id, it->question, r, k, sent);
+                bad = 1;
+            }
+            const char *t[64];
+            int nt = ldr_group_texts(l, 0, it->group, t, 64);
+            texts_bad += nt != j->recs[r].n_sentences || (nt > k && strcmp(t[k], sent));
+        }
+    t_check(!bad && ldr_rows(l) == want && i == want && texts_bad == 0, "every_sentence: one sample per (ref, sentence)",
+            "%lld rows for %zu refs (expected %lld), group texts wrong %d%s%s", (long long)ldr_rows(l), j->n, (long long)want,
+            texts_bad, why[0] ? "; " : "", why);
+    ldr_free(l);
+    c.src[0].caption = 1;   /* captions are scored per ref: not expanded */
+    l = ldr_open(&c);
+    t_check(l && ldr_rows(l) == (int64_t)j->n, "every_sentence: caption sources stay one sample per ref", "%lld rows, %zu refs",
+            l ? (long long)ldr_rows(l) : -1LL, j->n);
+    ldr_free(l);
+    refer_join_free(j);
+}
+
 int main(void) {
     if (make_fixtures()) { t_fail("fixtures", "temporary tree %s: %s", g_tmp, ar_error()); return t_exit_code(); }
     test_fields(0, CLIP_S, SAM_S, TT);
     test_fields(1, CLIP_S, SAM_S, TT);
     test_fields(0, 0, 0, 250);   /* text only: nothing decoded, the placeholder dropped; T cuts some [SEG] off */
     test_options();
+    test_every_sentence();
     test_stream();
     test_epochs_single();
     weighted_case(3, 1, 12, 9, 3);

@@ -103,6 +103,8 @@ int  grounding_attach(run_t *r, grounding_dataset *g);
 
 /* train/train.c: data.kind = sources — a loader over set k (0..3: source.*,
  * source2.* ...) at `split`, in order (evaluation), attached to the run.
+ * every_sentence: a refer segmentation set gives one sample per (ref,
+ * sentence), as LISA's validation counts (ldr_source.every_sentence).
  * NULL + ar_error; *present = 0 (and NULL) when set k is not configured. */
-grounding_dataset *run_open_eval_set(run_t *r, int k, const char *split, int *present);
+grounding_dataset *run_open_eval_set(run_t *r, int k, const char *split, int every_sentence, int *present);
 #endif

@@ -286,7 +286,7 @@ static int sources_config(const ar_config *cfg, int val, ldr_cfg *c) {
     return 0;
 }
 
-grounding_dataset *run_open_eval_set(run_t *r, int k, const char *split, int *present) {
+grounding_dataset *run_open_eval_set(run_t *r, int k, const char *split, int every_sentence, int *present) {
     static const char *const pre[] = {"source", "source2", "source3", "source4"};
     *present = 0;
     if (k < 0 || k >= LDR_MAX_SOURCES) return NULL;
@@ -297,6 +297,7 @@ grounding_dataset *run_open_eval_set(run_t *r, int k, const char *split, int *pr
     if (!here) return NULL;
     *present = 1;
     c.src[0].split = split;
+    c.src[0].every_sentence = every_sentence;
     c.n_sources = 1;
     ldr *l = ldr_open(&c);
     if (!l) { ar_error_prefix("%s: ", pre[k]); return NULL; }
