@@ -55,6 +55,22 @@ static double num(const json_value *o, const char *k) {
     return v && v->type == JSON_NUMBER ? v->number : NAN;
 }
 
+/* The JSON file at path (NULL when missing or malformed); *text holds its
+ * bytes until the caller frees it, after json_free. */
+static json_doc *load_json(const char *path, char **text) {
+    *text = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    size_t len = 0;
+    fseek(f, 0, SEEK_END);
+    len = (size_t)ftell(f);
+    rewind(f);
+    *text = malloc(len + 1);
+    if (*text && fread(*text, 1, len, f) != len) len = 0;
+    fclose(f);
+    return *text && len ? json_parse(*text, len, path) : NULL;
+}
+
 int main(void) {
     setenv("ANYREF_PROGRESS", "off", 1);
     snprintf(g_tmp, sizeof g_tmp, "/tmp/anyref_test_demo_XXXXXX");
@@ -103,17 +119,7 @@ int main(void) {
     eargv[ea++] = "4";
     rc = eval_main(ea, eargv);
     char *text = NULL;
-    FILE *f = fopen(json, "r");
-    size_t len = 0;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        len = (size_t)ftell(f);
-        rewind(f);
-        text = malloc(len + 1);
-        if (text && fread(text, 1, len, f) != len) len = 0;
-        fclose(f);
-    }
-    json_doc *d = text && len ? json_parse(text, len, json) : NULL;
+    json_doc *d = load_json(json, &text);
     const json_value *val = find_set(d ? json_get(json_root(d), "sets") : NULL, "refcoco", "val");
     const json_value *tx = val ? json_get(val, "text") : NULL;
     const double g = num(tx, "giou"), ci = num(tx, "ciou"), wg = num(tx, "whole_giou"), wc = num(tx, "whole_ciou");
@@ -172,18 +178,8 @@ int main(void) {
         av[na++] = "--json"; av[na++] = sj;
         fflush(stdout);
         int ar = eval_main(na, av);
-        FILE *sf = fopen(sj, "r");
         char *st = NULL;
-        size_t sl = 0;
-        if (sf) {
-            fseek(sf, 0, SEEK_END);
-            sl = (size_t)ftell(sf);
-            rewind(sf);
-            st = malloc(sl + 1);
-            if (st && fread(st, 1, sl, sf) != sl) sl = 0;
-            fclose(sf);
-        }
-        json_doc *sd = st && sl ? json_parse(st, sl, sj) : NULL;
+        json_doc *sd = load_json(sj, &st);
         const json_value *sets = sd ? json_get(json_root(sd), "sets") : NULL;
         int avs_ok = 0, avs_n = 0, cap_ok = 0;
         char why[400] = "";
