@@ -182,12 +182,14 @@ fixtures:
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/refer_join_ref.py tests/fixtures/refer_join    # needs pycocotools 2.0.7 (PyPI)
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/custom_jsonl_ref.py tests/fixtures/custom     # needs pycocotools 2.0.7 (PyPI)
 	/usr/bin/python3 tests/ref/sam_image_encoder_grad_ref.py tests/fixtures/sam_image_encoder_grad.h5
+	/usr/bin/python3 tests/ref/torch_ckpt_ref.py tests/fixtures/torch_ckpt
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_EXTRA_fuzz_config :=
 FUZZ_EXTRA_fuzz_tokenizer := data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
-FUZZ_EXTRA_fuzz_safetensors := checkpoints/safetensors.c model/params.c
+FUZZ_EXTRA_fuzz_safetensors = checkpoints/safetensors.c model/params.c checkpoints/torch_ckpt.c data/pickle.c $(shell $(CC) -print-file-name=libz.so)
+FUZZ_EXTRA_fuzz_torch_ckpt = checkpoints/torch_ckpt.c data/pickle.c $(shell $(CC) -print-file-name=libz.so)
 FUZZ_EXTRA_fuzz_wav := data/wav.c
 FUZZ_EXTRA_fuzz_image = data/image.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
 FUZZ_EXTRA_fuzz_pickle := data/pickle.c data/refer.c

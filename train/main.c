@@ -10,6 +10,7 @@
 #include "data/planted.h"
 #include "data/shapes.h"
 #include "train/inspect_cmd.h"
+#include "checkpoints/inspect_cmd.h"
 #include "eval/infer.h"
 #include "eval/evaluate.h"
 #include "eval/report.h"
@@ -50,6 +51,9 @@ static void usage(FILE *f) {
         "  eval <config.cfg> [k=v ...] [--checkpoint CKPT] [--splits a,b] [--samples N] [--max-new N] [--json FILE]\n"
         "                                               gIoU / cIoU per set, split and reference type beside the\n"
         "                                               empty / whole-image baselines; caption exact match\n"
+        "  inspect FILE...                              every tensor of a .safetensors / PyTorch .pth/.bin checkpoint,\n"
+        "                                               sharded index, model directory or HDF5 checkpoint, sorted:\n"
+        "                                               name, dtype, shape, sum (float64)\n"
         "  plot RUN_DIR [--out FILE]                    the loss curves of RUN_DIR/metrics.jsonl as a PNG\n"
         "                                               (default RUN_DIR/loss.png)\n"
         "  keys                                         list every config key with its type, default and help\n"
@@ -94,6 +98,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "anyref data: expected planted, shapes or inspect\n");
         return 2;
     }
+    if (!strcmp(cmd, "inspect")) return ckpt_inspect_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return report_plot_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config") || !strcmp(cmd, "cache")) {

@@ -67,7 +67,7 @@ const cfg_key train_schema[] = {
     {"model.norm_eps", CFG_FLOAT, "1e-6", "RMSNorm epsilon"},
     {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
     {"model.checkpoint_layers", CFG_BOOL, "0", "gradient checkpointing: recompute each layer in backward (activation memory / layers)"},
-    {"model.init", CFG_STRING, "", "initial weights: .safetensors file, sharded index .json or HF model directory (empty: random)"},
+    {"model.init", CFG_STRING, "", "initial weights: .safetensors or PyTorch .bin/.pth file, sharded index .json or HF model directory (empty: random)"},
     {"seg.token", CFG_INT, "-1", "anyref: the [SEG] token id (-1: the data file's seg_token_id attribute)"},
     {"seg.lambda", CFG_FLOAT, "0.1", "anyref: refocusing weight (rephrase_weight; 0 disables refocusing)"},
     {"sam.dim", CFG_INT, "256", "anyref: SAM prompt/mask-decoder width = image-embedding channels"},
@@ -541,8 +541,16 @@ static int shard_of(const char *path, const char *name, char *out, size_t cap) {
     char idx[1200];
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", path);
-        if (stat(idx, &sb) != 0) { snprintf(out, cap, "%s/model.safetensors", path); return 0; }
+        /* the order of st_load_params: safetensors index, file, then PyTorch's */
+        static const char *const cand[] = {"model.safetensors.index.json", "model.safetensors",
+                                           "pytorch_model.bin.index.json", "pytorch_model.bin"};
+        int k = 0;
+        for (; k < 3; k++) {
+            snprintf(idx, sizeof idx, "%s/%s", path, cand[k]);
+            if (stat(idx, &sb) == 0) break;
+        }
+        if (k == 3) snprintf(idx, sizeof idx, "%s/%s", path, cand[3]);
+        if (k == 1 || k == 3) { snprintf(out, cap, "%s", idx); return 0; }
         path = idx;
     }
     size_t n = strlen(path);
