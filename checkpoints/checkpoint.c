@@ -442,6 +442,13 @@ static int load_into_stage(hid_t f, const ar_params *ps, int require_moments, ar
     nst->data_skipped = 0;   /* optional (checkpoints before it have none) */
     if (H5Aexists(f, "data_skipped") > 0 && read_int_attr(f, "data_skipped", 1, H5T_NATIVE_INT64, &nst->data_skipped) < 0)
         return -1;
+    /* counters index the data order (data/loader.c, data/token_dataset.c): never negative */
+    const int64_t cnt[4] = {nst->step, nst->epoch, nst->data_position, nst->data_skipped};
+    const char *cnt_names[4] = {"step", "epoch", "data_position", "data_skipped"};
+    for (int k = 0; k < 4; k++)
+        if (cnt[k] < 0) return ar_errorf("attribute '%s' is %" PRId64 ", expected >= 0", cnt_names[k], cnt[k]);
+    if (!(rs[0] | rs[1] | rs[2] | rs[3]))
+        return ar_errorf("attribute 'rng_state' is all zero (not a xoshiro256** state)");
     nst->seed = seed;
     memcpy(nst->rng.s, rs, sizeof rs);
     if (read_string(f, "config", 1, &nst->config_text) < 0) return -1;
