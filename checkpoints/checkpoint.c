@@ -490,6 +490,13 @@ static int read_state(hid_t f, ar_train_state *nst, int32_t *frozen_included) {
     nst->data_skipped = 0;   /* optional (checkpoints before it have none) */
     if (H5Aexists(f, "data_skipped") > 0 && read_int_attr(f, "data_skipped", 1, H5T_NATIVE_INT64, &nst->data_skipped) < 0)
         return -1;
+    /* counters index the data order (data/loader.c, data/token_dataset.c): never negative */
+    const int64_t cnt[4] = {nst->step, nst->epoch, nst->data_position, nst->data_skipped};
+    const char *cnt_names[4] = {"step", "epoch", "data_position", "data_skipped"};
+    for (int k = 0; k < 4; k++)
+        if (cnt[k] < 0) return ar_errorf("attribute '%s' is %" PRId64 ", expected >= 0", cnt_names[k], cnt[k]);
+    if (!(rs[0] | rs[1] | rs[2] | rs[3]))
+        return ar_errorf("attribute 'rng_state' is all zero (not a xoshiro256** state)");
     nst->seed = seed;
     memcpy(nst->rng.s, rs, sizeof rs);
     return 0;
