@@ -842,8 +842,14 @@ int ckpt_verify(const char *path) {
     return 0;
 }
 
-int ckpt_latest(const char *run_dir, char *out, size_t cap) {
+/* The run's checkpoints newest first: the first one accept() takes (0) is
+ * copied to out and 0 returned; one it refuses (-1) is warned with `why`
+ * and counted in *refused; 1 when none is taken; -1 + ar_error. */
+typedef int (*ckpt_accept_fn)(void *ctx, const char *path);
+static int walk_latest(const char *run_dir, ckpt_accept_fn accept, void *ctx, const char *why, char *out, size_t cap,
+                       int *refused) {
     char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    if (refused) *refused = 0;
     if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
         return ar_errorf("checkpoints of run '%s': path too long", run_dir);
     ckpt_entry *e;
@@ -856,36 +862,12 @@ int ckpt_latest(const char *run_dir, char *out, size_t cap) {
             rc = ar_errorf("checkpoints: path '%s/%s' too long", dir, e[i].name);
             break;
         }
-        if (ckpt_verify(path) < 0) {
-            log_warn("%s; skipping it", ar_error());
-            continue;
-        }
-        if (strlen(path) >= cap) rc = ar_errorf("checkpoint %s: path longer than the %zu-byte buffer", path, cap);
-        else { strcpy(out, path); rc = 0; }
-    }
-    free_list(e, n);
-    return rc;
-}
-
-int ckpt_load_latest(const char *run_dir, ar_params *ps, ar_train_state *st, int require_moments, char *out,
-                     size_t cap, int *refused) {
-    char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
-    if (refused) *refused = 0;
-    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
-        return ar_errorf("checkpoints of run '%s': path too long", run_dir);
-    ckpt_entry *e;
-    size_t n;
-    int rc = list_checkpoints(dir, &e, &n);
-    if (rc) return rc;
-    rc = 1;
-    for (size_t i = 0; rc == 1 && i < n; i++) {
-        if (snprintf(path, sizeof path, "%s/%s", dir, e[i].name) >= (int)sizeof path ||
-            strlen(path) >= cap) {
-            rc = ar_errorf("checkpoints: path '%s/%s' too long", dir, e[i].name);
+        if (strlen(path) >= cap) {
+            rc = ar_errorf("checkpoint %s: path longer than the %zu-byte buffer", path, cap);
             break;
         }
-        if (ckpt_load(path, ps, st, require_moments) < 0) {
-            log_warn("%s; refused, falling back to the previous checkpoint", ar_error());
+        if (accept(ctx, path) < 0) {
+            log_warn("%s; %s", ar_error(), why);
             if (refused) (*refused)++;
             continue;
         }
@@ -894,6 +876,32 @@ int ckpt_load_latest(const char *run_dir, ar_params *ps, ar_train_state *st, int
     }
     free_list(e, n);
     return rc;
+}
+
+static int accept_verified(void *ctx, const char *path) {
+    (void)ctx;
+    return ckpt_verify(path);
+}
+
+int ckpt_latest(const char *run_dir, char *out, size_t cap) {
+    return walk_latest(run_dir, accept_verified, NULL, "skipping it", out, cap, NULL);
+}
+
+typedef struct {
+    ar_params *ps;
+    ar_train_state *st;
+    int require_moments;
+} load_ctx;
+
+static int accept_loaded(void *ctx, const char *path) {
+    load_ctx *c = ctx;
+    return ckpt_load(path, c->ps, c->st, c->require_moments);
+}
+
+int ckpt_load_latest(const char *run_dir, ar_params *ps, ar_train_state *st, int require_moments, char *out,
+                     size_t cap, int *refused) {
+    load_ctx c = {ps, st, require_moments};
+    return walk_latest(run_dir, accept_loaded, &c, "refused, falling back to the previous checkpoint", out, cap, refused);
 }
 
 int ckpt_prune(const char *run_dir, int64_t newest, int keep) {
