@@ -69,9 +69,16 @@ BIN     := $(BUILD)/anyref
 DEPS_OK := $(BUILD)/.deps-ok
 
 ifeq ($(CUDA),1)
-# On the GPU: the CUDA-vs-double-reference test and the PyTorch parity test
-# (both move data through k_upload/k_download); the other tests poke host memory.
-TEST_BIN  := $(BUILD)/tests/test_cuda_parity $(BUILD)/tests/test_parity
+# On the GPU: every test that reaches the model's memory only through
+# k_upload/k_download (the CUDA-vs-double-reference test, the PyTorch parity
+# tests of every kernel, module and the whole AnyRef step, training, resume,
+# faults and the demo). The others (finite-difference checks and tests that
+# poke weights in host memory) are CPU-only; they run in the plain `make test`.
+CUDA_TESTS := cuda_parity parity anyref_parity anyref_mm_parity llama_parity llama_recipe_parity \
+              sam_decoder_parity clip_grad sam_image_encoder sam_image_encoder_grad generate checkpoint \
+              train grounding train_sources faults demo
+TEST_BIN  := $(patsubst %,$(BUILD)/tests/test_%,$(CUDA_TESTS))
+export ANYREF_BIN := $(BUILD)/anyref
 else
 TEST_BIN  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 endif

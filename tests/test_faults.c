@@ -44,7 +44,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BIN "build/anyref"
+/* the binary under test: build/anyref, or $ANYREF_BIN (make CUDA=1 test points it at build/cuda/anyref) */
+static const char *bin_path(void) {
+    const char *b = getenv("ANYREF_BIN");
+    return b && *b ? b : "build/anyref";
+}
+#define BIN bin_path()
 
 static char g_dir[256];
 

@@ -22,6 +22,7 @@
 #include "data/grounding_dataset.h"
 #include "data/planted.h"
 #include "tests/testlib.h"
+#include "kernels/kernels.h"
 #include "train/train.h"
 #include "checkpoints/safetensors.h"
 #include "model/params.h"
@@ -255,7 +256,7 @@ static void test_sam_init(void) {
     }
     params_randomize(&ps, 77);
     for (int i = 0; i < ps.n; i++)
-        if (!strncmp(ps.p[i].name, "mask_decoder.", 13)) memset(ps.w + ps.p[i].off, 0, ps.p[i].numel * sizeof(float));
+        if (!strncmp(ps.p[i].name, "mask_decoder.", 13)) k_zero(ps.w + ps.p[i].off, ps.p[i].numel * sizeof(float));
     int w1 = st_save(f1, &ps, NULL, NULL, NULL, NULL, 0);
     ps.n--;   /* the last declared tensor left out */
     int w2 = st_save(f2, &ps, NULL, NULL, NULL, NULL, 0);

@@ -130,16 +130,18 @@ void embedding_forward(float *out, const int *ids, const float *table, int N, in
     KC_LAUNCHED();
 }
 
-/* Repeated ids scatter into the same row: atomics. */
+/* Repeated ids scatter into the same row. Deterministic (the same bits on every
+ * run, so a resumed run matches an uninterrupted one): one thread per column d
+ * walks the N ids in order, so no two threads ever touch the same element. */
 __global__ static void embedding_backward_kernel(float *dtable, const float *dout, const int *ids, int N, int D) {
-    size_t total = (size_t)N * D;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t n = i / D, d = i % D;
-        if (ids[n] >= 0) atomicAdd(dtable + (size_t)ids[n] * D + d, dout[i]);
-    }
+    for (int d = blockIdx.x * blockDim.x + threadIdx.x; d < D; d += gridDim.x * blockDim.x)
+        for (int n = 0; n < N; n++) {
+            const int id = ids[n];
+            if (id >= 0) dtable[(size_t)id * D + d] += dout[(size_t)n * D + d];
+        }
 }
 void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int D) {
     if (!dtable || N <= 0 || D <= 0) return;
-    embedding_backward_kernel<<<kc_blocks((size_t)N * D), KC_BLOCK>>>(dtable, dout, ids, N, D);
+    embedding_backward_kernel<<<kc_blocks((size_t)D), KC_BLOCK>>>(dtable, dout, ids, N, D);
     KC_LAUNCHED();
 }

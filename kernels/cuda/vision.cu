@@ -1,7 +1,9 @@
 /* kernels/cuda/vision.cu — bilinear resize, ConvTranspose2d 2x2/2, Conv2d
  * (im2col + cuBLAS, 1x1/stride-1 convolutions skip im2col) and RoIAlign
- * (torchvision semantics, channels-last). Scatters into input gradients use
- * atomics (resize, RoIAlign); col2im gathers, so conv2d's din has no atomics. */
+ * (torchvision semantics, channels-last). No atomics anywhere: the resize
+ * backward gathers (each input pixel sums the outputs that read it), RoIAlign's
+ * backward gives each channel one thread that walks every box in order, col2im
+ * gathers; so every gradient has the same bits on every run. */
 #include "kernels/cuda/common.cuh"
 #include <math.h>
 
@@ -39,19 +41,40 @@ __global__ static void resize_fwd_k(float *out, const float *in, int C, int Hin,
                    ly.l1 * (lx.l0 * p[(size_t)ly.i1 * Win + lx.i0] + lx.l1 * p[(size_t)ly.i1 * Win + lx.i1]);
     }
 }
+/* The outputs that read input index i lie where src(o) = scale (o + 0.5) - 0.5
+ * falls in [i - 1, i + 1) (plus the clamped borders); the range is widened by
+ * one on each side and every candidate's weight recomputed exactly, so an
+ * extra candidate adds zero. */
+static __device__ __forceinline__ void out_range(int i, int in_size, int out_size, float scale, int *lo, int *hi) {
+    int a = (int)floorf(((float)i - 0.5f) / scale - 0.5f) - 1, b = (int)ceilf(((float)i + 1.5f) / scale - 0.5f) + 1;
+    if (i == 0) a = 0;
+    if (i == in_size - 1) b = out_size - 1;
+    *lo = a < 0 ? 0 : a;
+    *hi = b > out_size - 1 ? out_size - 1 : b;
+}
+static __device__ __forceinline__ float tap_weight(const Lerp &l, int i) {
+    return (l.i0 == i ? l.l0 : 0.0f) + (l.i1 == i ? l.l1 : 0.0f);
+}
 __global__ static void resize_bwd_k(float *din, const float *dout, int C, int Hin, int Win, int Hout, int Wout,
                                     float sy, float sx) {
-    const size_t total = (size_t)C * Hout * Wout;
+    const size_t total = (size_t)C * Hin * Win;
     KC_FOR(idx, total) {
-        const int ox = (int)(idx % Wout), oy = (int)((idx / Wout) % Hout);
-        const size_t c = idx / ((size_t)Hout * Wout);
-        const Lerp ly = lerp_index(oy, Hin, sy), lx = lerp_index(ox, Win, sx);
-        float *p = din + c * Hin * Win;
-        const float g = dout[idx];
-        atomicAdd(p + (size_t)ly.i0 * Win + lx.i0, ly.l0 * lx.l0 * g);
-        atomicAdd(p + (size_t)ly.i0 * Win + lx.i1, ly.l0 * lx.l1 * g);
-        atomicAdd(p + (size_t)ly.i1 * Win + lx.i0, ly.l1 * lx.l0 * g);
-        atomicAdd(p + (size_t)ly.i1 * Win + lx.i1, ly.l1 * lx.l1 * g);
+        const int ix = (int)(idx % Win), iy = (int)((idx / Win) % Hin);
+        const size_t c = idx / ((size_t)Hin * Win);
+        int oy0, oy1, ox0, ox1;
+        out_range(iy, Hin, Hout, sy, &oy0, &oy1);
+        out_range(ix, Win, Wout, sx, &ox0, &ox1);
+        const float *g = dout + c * Hout * Wout;
+        float acc = 0.0f;
+        for (int oy = oy0; oy <= oy1; oy++) {
+            const float wy = tap_weight(lerp_index(oy, Hin, sy), iy);
+            if (wy == 0.0f) continue;
+            for (int ox = ox0; ox <= ox1; ox++) {
+                const float wx = tap_weight(lerp_index(ox, Win, sx), ix);
+                if (wx != 0.0f) acc += wy * wx * g[(size_t)oy * Wout + ox];
+            }
+        }
+        din[idx] += acc;
     }
 }
 void resize_bilinear_forward(float *out, const float *in, int C, int Hin, int Win, int Hout, int Wout) {
@@ -62,7 +85,7 @@ void resize_bilinear_forward(float *out, const float *in, int C, int Hin, int Wi
 }
 void resize_bilinear_backward(float *din, const float *dout, int C, int Hin, int Win, int Hout, int Wout) {
     if (!din || C <= 0 || Hin <= 0 || Win <= 0 || Hout <= 0 || Wout <= 0) return;
-    resize_bwd_k<<<kc_blocks((size_t)C * Hout * Wout), KC_BLOCK>>>(din, dout, C, Hin, Win, Hout, Wout,
+    resize_bwd_k<<<kc_blocks((size_t)C * Hin * Win), KC_BLOCK>>>(din, dout, C, Hin, Win, Hout, Wout,
                                                                    (float)Hin / (float)Hout, (float)Win / (float)Wout);
     KC_LAUNCHED();
 }
@@ -320,28 +343,29 @@ __global__ static void roi_align_fwd_k(float *out, const float *in, const float 
 __global__ static void roi_align_bwd_k(float *din, const float *dout, const float *boxes, int K,
                                        int B, int H, int W, int C, int PH, int PW,
                                        float spatial_scale, int sampling_ratio, int aligned) {
-    const size_t total = (size_t)K * PH * PW * C;
-    KC_FOR(idx, total) {
-        const int c = (int)(idx % C);
-        const size_t cell = idx / C;
-        const int pw = (int)(cell % PW), ph = (int)((cell / PW) % PH);
-        const size_t k = cell / ((size_t)PW * PH);
-        const RoiGeom g = roi_geom(boxes + k * 5, spatial_scale, sampling_ratio, aligned, PH, PW);
-        if (g.b < 0 || g.b >= B) continue;
-        const float gv = dout[idx] / g.count;
-        float *img = din + (size_t)g.b * H * W * C + c;
-        for (int iy = 0; iy < g.grid_h; iy++) {
-            const float y = g.start_h + ph * g.bin_h + ((float)iy + 0.5f) * g.bin_h / (float)g.grid_h;
-            for (int ix = 0; ix < g.grid_w; ix++) {
-                const float x = g.start_w + pw * g.bin_w + ((float)ix + 0.5f) * g.bin_w / (float)g.grid_w;
-                int y0, y1, x0, x1;
-                float w1, w2, w3, w4;
-                if (!roi_bilinear(y, x, H, W, &y0, &y1, &x0, &x1, &w1, &w2, &w3, &w4)) continue;
-                atomicAdd(img + ((size_t)y0 * W + x0) * C, w1 * gv);
-                atomicAdd(img + ((size_t)y0 * W + x1) * C, w2 * gv);
-                atomicAdd(img + ((size_t)y1 * W + x0) * C, w3 * gv);
-                atomicAdd(img + ((size_t)y1 * W + x1) * C, w4 * gv);
-            }
+    KC_FOR(cc, (size_t)C) {
+        const int c = (int)cc;
+        for (int k = 0; k < K; k++) {
+            const RoiGeom g = roi_geom(boxes + (size_t)k * 5, spatial_scale, sampling_ratio, aligned, PH, PW);
+            if (g.b < 0 || g.b >= B) continue;
+            float *img = din + (size_t)g.b * H * W * C + c;
+            for (int ph = 0; ph < PH; ph++)
+                for (int pw = 0; pw < PW; pw++) {
+                    const float gv = dout[(((size_t)k * PH + ph) * PW + pw) * C + c] / g.count;
+                    for (int iy = 0; iy < g.grid_h; iy++) {
+                        const float y = g.start_h + ph * g.bin_h + ((float)iy + 0.5f) * g.bin_h / (float)g.grid_h;
+                        for (int ix = 0; ix < g.grid_w; ix++) {
+                            const float x = g.start_w + pw * g.bin_w + ((float)ix + 0.5f) * g.bin_w / (float)g.grid_w;
+                            int y0, y1, x0, x1;
+                            float w1, w2, w3, w4;
+                            if (!roi_bilinear(y, x, H, W, &y0, &y1, &x0, &x1, &w1, &w2, &w3, &w4)) continue;
+                            img[((size_t)y0 * W + x0) * C] += w1 * gv;
+                            img[((size_t)y0 * W + x1) * C] += w2 * gv;
+                            img[((size_t)y1 * W + x0) * C] += w3 * gv;
+                            img[((size_t)y1 * W + x1) * C] += w4 * gv;
+                        }
+                    }
+                }
         }
     }
 }
@@ -357,7 +381,7 @@ void roi_align_backward(float *din, const float *dout, const float *boxes, int K
                         int B, int H, int W, int C, int PH, int PW,
                         float spatial_scale, int sampling_ratio, int aligned) {
     if (!din || K <= 0 || C <= 0 || PH <= 0 || PW <= 0 || H <= 0 || W <= 0) return;
-    roi_align_bwd_k<<<kc_blocks((size_t)K * PH * PW * C), KC_BLOCK>>>(din, dout, boxes, K, B, H, W, C, PH, PW,
+    roi_align_bwd_k<<<kc_blocks((size_t)C), KC_BLOCK>>>(din, dout, boxes, K, B, H, W, C, PH, PW,
                                                                      spatial_scale, sampling_ratio, aligned);
     KC_LAUNCHED();
 }

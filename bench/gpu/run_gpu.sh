@@ -1,0 +1,47 @@
+#!/bin/bash
+# bench/gpu/run_gpu.sh [BUILD_DIR] — the CUDA backend's checks and the LLaMA
+# LoRA step benchmark on an NVIDIA GPU (issue 10). Run from the repository root
+# after `make CUDA=1` (BUILD_DIR defaults to build/cuda; the binaries may also
+# be built on another machine and copied, as the 2026-11-26 logs beside this
+# were: CUDA 13.0, gcc 12, -march=x86-64-v3, run on an H200).
+#  1. every device-capable test (the Makefile's CUDA_TESTS; `make CUDA=1 test`
+#     runs the same list), one line per test with its counts and seconds;
+#  2. bench_llama (bench/bench_llama.c) at the LLaMA-7B layer shape — dim 4096,
+#     32 heads, MLP 11008, vocab 32000, LoRA r 8 on q/v, trainable embed and
+#     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 8),
+#     in plain fp32 and with ANYREF_TF32=1;
+#  3. the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
+#     in bf16, fp32 and fp32 with TF32, if python3 there has them.
+# Writes $OUT_DIR (default build/cuda/gpu) tests.log and bench_llama.log and
+# prints the result lines.
+set -u
+cd "$(dirname "$0")/../.."
+b=${1:-build/cuda}
+out=${OUT_DIR:-$b/gpu}
+mkdir -p "$out"
+: > "$out/tests.log"; : > "$out/bench_llama.log"
+export ANYREF_PROGRESS=off ANYREF_BIN=$b/anyref
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+tests=$(sed -n '/^CUDA_TESTS :=/,/^TEST_BIN/p' Makefile | tr -d '\\' | sed 's/CUDA_TESTS :=//; /TEST_BIN/d')
+for t in $tests; do
+  s=$(date +%s.%N)
+  "$b/tests/test_$t" > /tmp/anyref_gpu_$t.log 2>&1; rc=$?
+  e=$(date +%s.%N)
+  { echo "=== test_$t rc=$rc"; cat /tmp/anyref_gpu_$t.log; } >> "$out/tests.log"
+  printf "%-28s rc=%-3s ok=%-5s FAIL=%-4s %6.1fs\n" "test_$t" $rc "$(grep -c '^ok' /tmp/anyref_gpu_$t.log)" \
+         "$(grep -c '^FAIL' /tmp/anyref_gpu_$t.log)" "$(awk "BEGIN{print $e-$s}")"
+  rm -f /tmp/anyref_gpu_$t.log
+done
+L=${BENCH_GPU_LAYERS:-8}
+shape="--layers=$L --dim=4096 --heads=32 --kv-heads=32 --mlp=11008 --vocab=32000 --batch=6 --seq=400 --rank=8"
+{ echo "### c fp32"; "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2
+  echo "### c tf32"; ANYREF_TF32=1 "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
+if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
+  hs=$(echo "$shape --steps=5 --warmup=2" | sed 's/=/ /g')
+  for mode in "bf16" "fp32" "fp32 --tf32"; do
+    { echo "### hf $mode"; python3 bench/bench_llama_hf.py $hs --dtype $mode; } >> "$out/bench_llama.log" 2>&1
+  done
+else
+  echo "python3 lacks torch/transformers/peft: PyTorch side skipped" | tee -a "$out/bench_llama.log"
+fi
+grep -E '^###|^result|gflop_step_exec' "$out/bench_llama.log"
