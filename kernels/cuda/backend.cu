@@ -3,6 +3,7 @@
 #include "kernels/cuda/common.cuh"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The first failure is kept (later ones are usually its consequences) and
  * reported through k_error(); library code never stops the process. */
@@ -16,8 +17,15 @@ void kc_fail(const char *what, const char *file, int line, const char *msg) {
 const char *k_error(void) { return g_has_err ? g_err : NULL; }
 
 static cublasHandle_t g_cublas;
+/* fp32 GEMMs run in plain fp32 unless ANYREF_TF32=1 is set in the environment:
+ * then cuBLAS may use the tensor cores' TF32 mode (10-bit mantissa inputs,
+ * fp32 accumulation; relative error near 3e-4 instead of ~1e-6). */
 cublasHandle_t kc_cublas(void) {
-    if (!g_cublas) KC_CUBLAS(cublasCreate(&g_cublas));
+    if (!g_cublas) {
+        KC_CUBLAS(cublasCreate(&g_cublas));
+        const char *tf32 = getenv("ANYREF_TF32");
+        if (g_cublas && tf32 && !strcmp(tf32, "1")) KC_CUBLAS(cublasSetMathMode(g_cublas, CUBLAS_TF32_TENSOR_OP_MATH));
+    }
     return g_cublas;
 }
 
