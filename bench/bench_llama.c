@@ -200,6 +200,9 @@ int main(int argc, char **argv) {
     c.lora_alpha = 2.0f * (float)c.lora_rank;   /* scale alpha/r = 2, as bench_llama_torch.py */
     rng_seed(&g_rng, 42);
     printf("# c.backend=%s\n", k_backend_name());
+    printf("# c.gemm_mode=%s\n", k_gemm_mode());
+    size_t mem_free0 = 0, mem_total = 0;
+    const int have_mem = k_mem_info(&mem_free0, &mem_total) == 0;
     printf("# c.threads=%d\n", k_num_threads());
     printf("# c.openblas_config=%s\n", openblas_get_config());
     printf("# c.openblas_corename=%s\n", openblas_get_corename());
@@ -272,6 +275,13 @@ int main(int argc, char **argv) {
     double sum = 0, best = t_step[warmup];
     for (int s = warmup; s < total; s++) { sum += t_step[s]; if (t_step[s] < best) best = t_step[s]; }
     double tps = N / step_s;
+    size_t mem_free1 = 0;
+    /* CUDA: everything is allocated up front, so device memory in use after the
+     * steps (model, activations, cuBLAS and kernel workspaces) is the peak */
+    if (have_mem && !strcmp(k_backend_name(), "cuda") && k_mem_info(&mem_free1, NULL) == 0)
+        printf("# c.device_mem_used_gib=%.2f (of %.1f; %.2f in use before the model)\n",
+               (double)(mem_total - mem_free1) / 1073741824.0, (double)mem_total / 1073741824.0,
+               (double)(mem_total - mem_free0) / 1073741824.0);
     double exec_gf = exec_flops / step_s * 1e-9, six_gf = fc.six_n / step_s * 1e-9;
     printf("result side=c tokens_per_s=%.1f tokens_per_s_mean=%.1f tokens_per_s_best=%.1f step_ms=%.1f "
            "step_ms_best=%.1f fwd_ms=%.1f bwd_ms=%.1f opt_ms=%.1f "

@@ -53,6 +53,21 @@ int   k_num_threads(void);
  * the training loop checks this once per step; the CPU backend never fails. */
 const char *k_error(void);
 void  k_set_num_threads(int n);
+/* The arithmetic of every GEMM (matmul, linear, LoRA, convolutions, the
+ * attention products); storage stays fp32 either way:
+ *   "fp32"  plain fp32 (the default, and the only mode of the CPU backend);
+ *   "tf32"  CUDA: inputs rounded to TF32 inside cuBLAS on the tensor cores,
+ *           fp32 accumulation (relative error ~3e-4; 5x faster on an H200).
+ * No bf16 / fp16 mode: with fp32 operands cuBLAS 13.0 ran its
+ * COMPUTE_32F_FAST_16BF / _16F requests with the TF32 kernels (the same bits
+ * as "tf32" on an H200), so real bf16 GEMMs need bf16 operands (not yet).
+ * Returns 0, or -1 when the backend lacks the mode (nothing changes). The
+ * CUDA backend starts in the mode named by $ANYREF_GEMM, else fp32. */
+int   k_set_gemm_mode(const char *mode);
+const char *k_gemm_mode(void);
+/* Bytes free and in all on the backend's memory (CUDA: the device; CPU: the
+ * machine's RAM as sysconf reports it). 0 on success. */
+int   k_mem_info(size_t *free_bytes, size_t *total_bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Dense algebra                                                            */

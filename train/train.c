@@ -134,7 +134,8 @@ const cfg_key train_schema[] = {
     {"train.grad_clip", CFG_FLOAT, "1.0", "global gradient-norm clip (0: off)"},
     {"train.seed", CFG_INT, "1337", "seed for weights, data order and dropout"},
     {"train.threads", CFG_INT, "0", "CPU threads (0: all)"},
-    {"train.deterministic", CFG_BOOL, "0", "require bitwise-repeatable results (CPU backend only)"},
+    {"train.deterministic", CFG_BOOL, "0", "require bitwise-repeatable results (both backends give them: no atomics, fixed reduction orders)"},
+    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32 or tf32 (CUDA only: fp32 storage, inputs rounded to TF32 inside cuBLAS, fp32 accumulation); empty: $ANYREF_GEMM, else fp32"},
     {"train.eval_every", CFG_INT, "100", "steps between validations (0: at the end only)"},
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
@@ -717,8 +718,10 @@ int run_setup(run_t *r, const ar_config *cfg) {
     oc->weight_decay = (float)cfg_float(cfg, "train.weight_decay"); oc->grad_clip = (float)cfg_float(cfg, "train.grad_clip");
     oc->warmup_steps = (int)cfg_int(cfg, "train.warmup_steps"); oc->total_steps = r->steps;
     if ((oc->schedule = optim_parse_schedule(cfg_str(cfg, "train.schedule"))) < 0) return ar_error_prefix("config: train.schedule: ");
-    if (cfg_bool(cfg, "train.deterministic") && strcmp(k_backend_name(), "cpu") != 0)
-        return ar_errorf("config: train.deterministic = 1 is only guaranteed on the CPU backend (this build uses %s)", k_backend_name());
+    const char *gemm = cfg_str(cfg, "train.gemm");
+    if (gemm[0] && k_set_gemm_mode(gemm))
+        return ar_errorf("config: train.gemm = '%s': the %s backend has %s", gemm, k_backend_name(),
+                         strcmp(k_backend_name(), "cpu") ? "fp32 and tf32 (bf16 GEMMs need bf16 operands: not implemented)" : "fp32 only (tf32 needs make CUDA=1)");
     int threads = (int)cfg_int(cfg, "train.threads");
     if (threads > 0) k_set_num_threads(threads);
     r->seed = (uint64_t)cfg_int(cfg, "train.seed");
@@ -980,8 +983,8 @@ int train_run(const ar_config *cfg) {
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
              params_numel(&r.ps, 0), params_numel(&r.ps, 1));
-    log_info("backend %s, %d threads, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
-             k_backend_name(), k_num_threads(), llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
+    log_info("backend %s, %d threads, GEMMs %s, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
+             k_backend_name(), k_num_threads(), k_gemm_mode(), llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
              (long long)r.st.step + 1, r.steps, r.run_dir);
 
     if (r.st.step >= r.steps) {

@@ -9,7 +9,7 @@
 #  2. bench_llama (bench/bench_llama.c) at the LLaMA-7B layer shape — dim 4096,
 #     32 heads, MLP 11008, vocab 32000, LoRA r 8 on q/v, trainable embed and
 #     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 8),
-#     in plain fp32 and with ANYREF_TF32=1;
+#     with its GEMMs in fp32 and tf32 (ANYREF_GEMM, kernels.h k_set_gemm_mode);
 #  3. the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
 #     in bf16, fp32 and fp32 with TF32, if python3 there has them.
 # Writes $OUT_DIR (default build/cuda/gpu) tests.log and bench_llama.log and
@@ -34,8 +34,9 @@ for t in $tests; do
 done
 L=${BENCH_GPU_LAYERS:-8}
 shape="--layers=$L --dim=4096 --heads=32 --kv-heads=32 --mlp=11008 --vocab=32000 --batch=6 --seq=400 --rank=8"
-{ echo "### c fp32"; "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2
-  echo "### c tf32"; ANYREF_TF32=1 "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
+for mode in fp32 tf32; do
+  { echo "### c $mode"; ANYREF_GEMM=$mode "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
+done
 if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
   hs=$(echo "$shape --steps=5 --warmup=2" | sed 's/=/ /g')
   for mode in "bf16" "fp32" "fp32 --tf32"; do
@@ -44,4 +45,4 @@ if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
 else
   echo "python3 lacks torch/transformers/peft: PyTorch side skipped" | tee -a "$out/bench_llama.log"
 fi
-grep -E '^###|^result|gflop_step_exec' "$out/bench_llama.log"
+grep -E '^###|^result|gflop_step_exec|device_mem_used' "$out/bench_llama.log"

@@ -17,15 +17,45 @@ void kc_fail(const char *what, const char *file, int line, const char *msg) {
 const char *k_error(void) { return g_has_err ? g_err : NULL; }
 
 static cublasHandle_t g_cublas;
-/* fp32 GEMMs run in plain fp32 unless ANYREF_TF32=1 is set in the environment:
- * then cuBLAS may use the tensor cores' TF32 mode (10-bit mantissa inputs,
- * fp32 accumulation; relative error near 3e-4 instead of ~1e-6). */
+/* The GEMM mode (kernels.h k_set_gemm_mode): fp32 uses cublasSgemm; tf32
+ * cublasGemmEx with fp32 storage and COMPUTE_32F_FAST_TF32 (inputs rounded
+ * inside cuBLAS, fp32 accumulation). */
+static const char *g_gemm_mode = "fp32";
+static cublasComputeType_t g_compute = CUBLAS_COMPUTE_32F;
+static int g_gemm_init;
+int k_set_gemm_mode(const char *mode) {
+    static const struct { const char *name; cublasComputeType_t t; } modes[] = {
+        {"fp32", CUBLAS_COMPUTE_32F}, {"tf32", CUBLAS_COMPUTE_32F_FAST_TF32}};
+    g_gemm_init = 1;
+    for (size_t i = 0; mode && i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcmp(mode, modes[i].name)) {
+            g_gemm_mode = modes[i].name;
+            g_compute = modes[i].t;
+            return 0;
+        }
+    return -1;
+}
+static void gemm_mode_init(void) {
+    if (g_gemm_init) return;
+    g_gemm_init = 1;
+    const char *m = getenv("ANYREF_GEMM");
+    if (m && *m && k_set_gemm_mode(m))
+        fprintf(stderr, "warning: ANYREF_GEMM=%s is not fp32 or tf32; GEMMs stay fp32\n", m);
+}
+const char *k_gemm_mode(void) {
+    gemm_mode_init();
+    return g_gemm_mode;
+}
+int k_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    size_t f = 0, t = 0;
+    if (cudaMemGetInfo(&f, &t) != cudaSuccess) return -1;
+    if (free_bytes) *free_bytes = f;
+    if (total_bytes) *total_bytes = t;
+    return 0;
+}
+
 cublasHandle_t kc_cublas(void) {
-    if (!g_cublas) {
-        KC_CUBLAS(cublasCreate(&g_cublas));
-        const char *tf32 = getenv("ANYREF_TF32");
-        if (g_cublas && tf32 && !strcmp(tf32, "1")) KC_CUBLAS(cublasSetMathMode(g_cublas, CUBLAS_TF32_TENSOR_OP_MATH));
-    }
+    if (!g_cublas) KC_CUBLAS(cublasCreate(&g_cublas));
     return g_cublas;
 }
 
@@ -107,8 +137,14 @@ void kc_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, i
         }
         return;
     }
-    KC_CUBLAS(cublasSgemm(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                          N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+    gemm_mode_init();
+    if (g_compute == CUBLAS_COMPUTE_32F)
+        KC_CUBLAS(cublasSgemm(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+    else
+        KC_CUBLAS(cublasGemmEx(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                               N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
+                               g_compute, CUBLAS_GEMM_DEFAULT));
 }
 
 void kc_gemm_batched(int ta, int tb, int M, int N, int K, float alpha,
@@ -119,9 +155,16 @@ void kc_gemm_batched(int ta, int tb, int M, int N, int K, float alpha,
         for (int i = 0; i < batch; i++) kc_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C + i * sC, ldc);
         return;
     }
-    KC_CUBLAS(cublasSgemmStridedBatched(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                        ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
-                                        B, ldb, sB, A, lda, sA, &beta, C, ldc, sC, batch));
+    gemm_mode_init();
+    if (g_compute == CUBLAS_COMPUTE_32F)
+        KC_CUBLAS(cublasSgemmStridedBatched(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                            ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                                            B, ldb, sB, A, lda, sA, &beta, C, ldc, sC, batch));
+    else
+        KC_CUBLAS(cublasGemmStridedBatchedEx(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                             ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                                             B, CUDA_R_32F, ldb, sB, A, CUDA_R_32F, lda, sA, &beta,
+                                             C, CUDA_R_32F, ldc, sC, batch, g_compute, CUBLAS_GEMM_DEFAULT));
 }
 
 /* ---- column / channel sums ------------------------------------------------ */

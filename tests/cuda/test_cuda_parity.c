@@ -15,6 +15,8 @@
  * checks the references themselves. Prints ok/FAIL lines (tests/testlib.h);
  * exits 1 on any failure. */
 #include "kernels/kernels.h"
+#include "model/llama.h"
+#include "model/params.h"
 #include "tests/testlib.h"
 #include <math.h>
 #include <stdio.h>
@@ -1011,6 +1013,102 @@ static void test_sam_encoder_backward(void) {
     }
 }
 
+/* ---- GEMM modes (k_set_gemm_mode) ------------------------------------------------
+ * Norm-wise relative error ||x - ref|| / ||ref|| of (1) one 192x256x320 product
+ * against the double reference and (2) a whole LLaMA training step (dim 256,
+ * 4 layers, GQA, LoRA r 8 on all projections, trainable embed / lm_head,
+ * B 2 x T 64, vocab 1000): the loss and the whole gradient vector against the
+ * same step in fp32 mode. Tolerances: what TF32's 10 mantissa bits allow with
+ * margin (H200, 2026-11-26: product 2.95e-4, loss 2.1e-6, gradients 9.6e-4).
+ * bf16 / fp16 are refused (kernels.h says why). The CPU backend has fp32 only:
+ * tf32 is refused there too. */
+static double rel_norm(const float *x, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) return INFINITY;
+        const double d = (double)x[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static float llama_step_grads(ar_params *ps, llama *m, const int *tok, const int *tgt, int B, int T, float *g) {
+    params_zero_grad(ps);
+    int count = 0;
+    const float loss = llama_forward(m, tok, tgt, B, T, 77, &count);
+    llama_backward(m, 1.0f);
+    k_download(g, ps->g, ps->ng * sizeof(float));
+    return loss;
+}
+static void test_gemm_modes(void) {
+    static const char *modes[] = {"tf32"};
+    static const double tol_gemm[] = {3e-3}, tol_loss[] = {1e-3}, tol_grad[] = {1e-2};
+    const int nmodes = (int)(sizeof modes / sizeof modes[0]);
+    t_check(k_set_gemm_mode("fp32") == 0 && !strcmp(k_gemm_mode(), "fp32"), "gemm mode fp32", "set: %s", k_gemm_mode());
+    t_check(k_set_gemm_mode("fp8") == -1 && k_set_gemm_mode("bf16") == -1 && k_set_gemm_mode("fp16") == -1 &&
+            !strcmp(k_gemm_mode(), "fp32"), "gemm modes unknown refused", "fp8, bf16, fp16 -> -1, mode stays %s", k_gemm_mode());
+    if (k_set_gemm_mode("tf32") != 0) {
+        t_check(1, "gemm mode tf32", "skipped: the %s backend has fp32 only", k_backend_name());
+        return;
+    }
+    k_set_gemm_mode("fp32");
+    /* (1) one product */
+    const int M = 192, N = 256, K = 320;
+    float *A = rnd((size_t)M * K, 1.0f, 901), *Bm = rnd((size_t)K * N, 1.0f, 902);
+    double *ref = dalloc((size_t)M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++) acc += (double)A[(size_t)i * K + k] * Bm[(size_t)k * N + j];
+            ref[(size_t)i * N + j] = acc;
+        }
+    float *dA = dev_up(A, (size_t)M * K), *dB = dev_up(Bm, (size_t)K * N), *dC = k_malloc((size_t)M * N * sizeof(float));
+    float *hC = t_alloc((size_t)M * N);
+    /* (2) a LLaMA step */
+    llama_cfg c = {.vocab = 1000, .dim = 256, .layers = 4, .heads = 8, .kv_heads = 4, .mlp_hidden = 688, .max_seq = 64,
+                   .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 8, .lora_alpha = 16.0f, .lora_dropout = 0.05f,
+                   .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1};
+    const int Bs = 2, T = 64;
+    ar_params ps;
+    params_init_empty(&ps);
+    llama *m = NULL;
+    if (llama_declare(&c, &ps) || params_alloc(&ps) || (params_randomize(&ps, 4242), !(m = llama_create(&c, &ps, Bs, T)))) {
+        t_fail("gemm modes llama setup", "could not build the model");
+        return;
+    }
+    int tok[2 * 64], tgt[2 * 64];
+    for (int i = 0; i < Bs * T; i++) { tok[i] = (i * 7919 + 13) % c.vocab; tgt[i] = i % 5 == 0 ? -100 : (i * 104729 + 7) % c.vocab; }
+    float *g32 = t_alloc(ps.ng), *g = t_alloc(ps.ng);
+    const float loss32 = llama_step_grads(&ps, m, tok, tgt, Bs, T, g32);
+    matmul_forward(dC, dA, dB, M, N, K, 0, 0);
+    k_download(hC, dC, (size_t)M * N * sizeof(float));
+    double e32 = 0, n32 = 0;
+    for (size_t i = 0; i < (size_t)M * N; i++) { e32 += ((double)hC[i] - ref[i]) * ((double)hC[i] - ref[i]); n32 += ref[i] * ref[i]; }
+    t_check(sqrt(e32 / n32) < 1e-6, "gemm mode fp32 product", "rel norm err %.2e (tol 1e-06)", sqrt(e32 / n32));
+    for (int mi = 0; mi < nmodes; mi++) {
+        char name[80];
+        k_set_gemm_mode(modes[mi]);
+        matmul_forward(dC, dA, dB, M, N, K, 0, 0);
+        k_download(hC, dC, (size_t)M * N * sizeof(float));
+        double e = 0, nr = 0;
+        for (size_t i = 0; i < (size_t)M * N; i++) { e += ((double)hC[i] - ref[i]) * ((double)hC[i] - ref[i]); nr += ref[i] * ref[i]; }
+        e = sqrt(e / nr);
+        snprintf(name, sizeof name, "gemm mode %s product", modes[mi]);
+        t_check(e <= tol_gemm[mi] && e > 1e-6, name, "rel norm err %.2e vs double (tol %.0e; above fp32's 1e-6, so the mode took effect)", e, tol_gemm[mi]);
+        const float loss = llama_step_grads(&ps, m, tok, tgt, Bs, T, g);
+        const double el = fabs((double)loss - loss32) / fabs((double)loss32), eg = rel_norm(g, g32, ps.ng);
+        snprintf(name, sizeof name, "gemm mode %s llama step", modes[mi]);
+        t_check(el <= tol_loss[mi] && eg <= tol_grad[mi] && !k_error(), name,
+                "loss %.6f vs fp32 %.6f (rel %.2e, tol %.0e); %zu gradients rel norm err %.2e (tol %.0e)%s%s", loss, loss32,
+                el, tol_loss[mi], ps.ng, eg, tol_grad[mi], k_error() ? ": " : "", k_error() ? k_error() : "");
+    }
+    k_set_gemm_mode("fp32");
+    free(A); free(Bm); free(ref); free(hC); free(g32); free(g);
+    k_free(dA); k_free(dB); k_free(dC);
+    llama_free(m);
+    params_free(&ps);
+}
+
 int main(void) {
     printf("# backend: %s\n", k_backend_name());
     void *probe = k_malloc(64);
@@ -1030,6 +1128,7 @@ int main(void) {
     test_transpose();
     test_sam_encoder();
     test_sam_encoder_backward();
+    test_gemm_modes();
     k_sync();
     return t_exit_code();
 }
