@@ -159,6 +159,7 @@ fixtures:
 	/usr/bin/python3 tests/ref/llama_ref.py tests/fixtures/llama.h5
 	/usr/bin/python3 tests/ref/llama_recipe_ref.py tests/fixtures/llama_recipe.h5
 	/usr/bin/python3 tests/ref/sam_decoder_ref.py tests/fixtures/sam_decoder.h5
+	/usr/bin/python3 tests/ref/names_ref.py tests/fixtures/names_anyref_keys.txt
 	/usr/bin/python3 tests/ref/make_safetensors_fixtures.py tests/fixtures/safetensors
 	/usr/bin/python3 tests/ref/make_conversation_fixtures.py tests/fixtures
 	/usr/bin/python3 tests/ref/sam_prompt_ref.py tests/fixtures/sam_prompt.h5
