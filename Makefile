@@ -7,10 +7,26 @@
 #   make fixtures   regenerate tests/fixtures/*.h5 with PyTorch (/usr/bin/python3)
 #   make CUDA=1     compile kernels/cuda/ with nvcc instead of kernels/cpu/, link cuBLAS (into build/cuda/)
 #   make fuzz       build the libFuzzer targets (clang)
+#   make test SANITIZE=1   the whole suite built with ASan + UBSan into build-san/
+#   make check      make test, then make test SANITIZE=1 (what CI runs)
+#   make fuzz-long  libFuzzer run of every target (FUZZ_LONG_SECONDS each), corpus in tests/fuzz/corpus/
 .DEFAULT_GOAL := all
 .SUFFIXES:
 
 CC      ?= gcc
+# SANITIZE=1: every object, the library and the tests built with AddressSanitizer
+# + UndefinedBehaviorSanitizer (UB aborts the test) into their own tree.
+ifeq ($(SANITIZE),1)
+  # the plain build's OPT: vectorised -O3 loops keep ASan's cost down
+  BUILD ?= build-san
+  CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  LDLIBS += -fsanitize=address,undefined
+  # allocator_may_return_null: tests check that impossible sizes come back as NULL + an error
+  export ASAN_OPTIONS ?= detect_leaks=1:allocator_may_return_null=1:detect_stack_use_after_return=0
+  export LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+  export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+  export DEMO_TEST_STEPS ?= 300
+endif
 # CUDA objects go to their own tree so CPU and CUDA builds never mix objects.
 ifeq ($(CUDA),1)
   BUILD ?= build/cuda
@@ -63,7 +79,7 @@ endif
 TEST_LIB  := $(BUILD)/tests/testlib.o $(BUILD)/tests/h5fixture.o
 BENCH_BIN := $(BUILD)/bench/bench_kernels
 
-.PHONY: all test demo bench deps fixtures clean fuzz
+.PHONY: all test demo bench deps fixtures clean fuzz check fuzz-long
 all: $(BIN) $(LIB)
 ifeq ($(CUDA),1)
 all: $(TEST_BIN)    # proves the CUDA objects link into a complete program
@@ -107,6 +123,11 @@ $(TEST_LIB): $(BUILD)/tests/%.o: tests/%.c | $(DEPS_OK)
 # $(FUZZ_SMOKE_BIN): the fuzz smoke binaries (defined, and made prerequisites, with the fuzz rules below)
 test: $(TEST_BIN) $(BIN)
 	@sh tests/run.sh $(TEST_BIN) $(FUZZ_SMOKE_BIN)
+
+# What CI runs (.ci/run): the plain suite, then the whole suite again under ASan + UBSan.
+check:
+	$(MAKE) test
+	$(MAKE) test SANITIZE=1
 
 demo: $(BIN)
 	@sh scripts/demo.sh $(BIN)
@@ -183,36 +204,43 @@ fixtures:
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/refer_join_ref.py tests/fixtures/refer_join    # needs pycocotools 2.0.7 (PyPI)
 	$${COCO_PYTHON:-/usr/bin/python3} tests/ref/custom_jsonl_ref.py tests/fixtures/custom     # needs pycocotools 2.0.7 (PyPI)
 	/usr/bin/python3 tests/ref/sam_image_encoder_grad_ref.py tests/fixtures/sam_image_encoder_grad.h5
+	/usr/bin/python3 tests/ref/torch_ckpt_ref.py tests/fixtures/torch_ckpt
 
 # Each fuzz target links core/ plus the parser sources it names in FUZZ_EXTRA_<target>.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_EXTRA_fuzz_config :=
 FUZZ_EXTRA_fuzz_tokenizer := data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
-FUZZ_EXTRA_fuzz_safetensors := checkpoints/safetensors.c model/params.c
+FUZZ_EXTRA_fuzz_safetensors = checkpoints/safetensors.c model/params.c checkpoints/torch_ckpt.c data/pickle.c $(shell $(CC) -print-file-name=libz.so)
+FUZZ_EXTRA_fuzz_torch_ckpt = checkpoints/torch_ckpt.c data/pickle.c $(shell $(CC) -print-file-name=libz.so)
 FUZZ_EXTRA_fuzz_wav := data/wav.c
 FUZZ_EXTRA_fuzz_image = data/image.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
 FUZZ_EXTRA_fuzz_pickle := data/pickle.c data/refer.c
 FUZZ_EXTRA_fuzz_coco := data/coco.c data/rle.c
 FUZZ_EXTRA_fuzz_csv := data/csv.c
 FUZZ_EXTRA_fuzz_jsonl = data/custom_jsonl.c data/rle.c data/image.c data/wav.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
+FUZZ_EXTRA_fuzz_checkpoint := core/h5util.c checkpoints/checkpoint.c model/params.c $(HDF5_LIB)/libhdf5.so
+FUZZ_EXTRA_fuzz_conversation := data/conversation.c data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:
 FUZZ_CORE := $(filter-out core/h5util.c,$(CORE_SRC))   # parsers need no HDF5
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_CORE) $$(FUZZ_EXTRA_$$*)
 	@mkdir -p $(dir $@)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. $^ -o $@ -lm
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$(HDF5_INC) $^ -o $@ -Wl,-rpath,$(HDF5_LIB) -lm
 
 # Fuzz smoke for `make test` (no clang needed): tests/fuzz/driver.c's main()
 # mutates committed fixtures for a few seconds per target (FUZZ_SMOKE_SECONDS)
 # and calls the same LLVMFuzzerTestOneInput; gcc builds the target and its
 # FUZZ_CORE / FUZZ_EXTRA_fuzz_<target> sources with ASan + UBSan (objects in
 # $(BUILD)/fuzz-smoke/, shared by the targets) into $(BUILD)/tests/test_fuzz_<target>.
+# (not under SANITIZE=1: the plain `make test` already runs them with ASan + UBSan)
 ifneq ($(CUDA),1)
+ifneq ($(SANITIZE),1)
 FUZZ_SMOKE_BIN := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/test_fuzz_%,$(FUZZ_SRC))
 test: $(FUZZ_SMOKE_BIN)
 endif
+endif
 FUZZ_SMOKE_CFLAGS := -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=all \
-                     -fno-omit-frame-pointer -I. -MMD -MP
+                     -fno-omit-frame-pointer -I. -I$(HDF5_INC) -MMD -MP
 FUZZ_SMOKE_OBJ = $(patsubst %.c,$(BUILD)/fuzz-smoke/%.o,$(filter %.c,$(1)))
 # the libraries FUZZ_EXTRA names by path (.../libjpeg.so), as -l flags: found at link time, after the deps step
 FUZZ_SMOKE_LIBS = $(patsubst lib%.so,-l%,$(notdir $(filter-out %.c,$(1))))
@@ -222,7 +250,13 @@ $(BUILD)/fuzz-smoke/%.o: %.c | $(DEPS_OK)
 	$(CC) $(FUZZ_SMOKE_CFLAGS) -c $< -o $@
 $(BUILD)/tests/test_fuzz_%: $$(call FUZZ_SMOKE_OBJ,tests/fuzz/driver.c tests/fuzz/fuzz_$$*.c $(FUZZ_CORE) $$(FUZZ_EXTRA_fuzz_$$*))
 	@mkdir -p $(dir $@)
-	$(CC) -fsanitize=address,undefined $^ -o $@ $(call FUZZ_SMOKE_LIBS,$(FUZZ_EXTRA_fuzz_$*)) -lm
+	$(CC) -fsanitize=address,undefined $^ -o $@ -L$(HDF5_LIB) -Wl,-rpath,$(HDF5_LIB) $(call FUZZ_SMOKE_LIBS,$(FUZZ_EXTRA_fuzz_$*)) -lm
+
+# The long libFuzzer run (clang): FUZZ_LONG_SECONDS (default 240) per target,
+# 2 at a time; the minimised corpus goes to tests/fuzz/corpus/<target>/ (commit
+# it), crashes are reported (tests/fuzz/long.sh).
+fuzz-long: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC)) $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/test_fuzz_%,$(FUZZ_SRC))
+	@sh tests/fuzz/long.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

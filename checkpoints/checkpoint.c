@@ -2,6 +2,9 @@
  * guarantees. Every HDF5 call runs with the library's own error printing
  * switched off (and restored afterwards); messages are built here, with the
  * innermost HDF5 error description appended where it helps. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memfd_create */
+#endif
 #include "core/h5util.h"
 #include "core/fs.h"
 #include "checkpoints/checkpoint.h"
@@ -12,6 +15,9 @@
 
 #include <hdf5.h>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +59,22 @@ static const char *bad_name(const char *name) {
     if (strcmp(name, ".") == 0) return "is '.', HDF5's name for the current group";
     if (strchr(name, '/')) return "contains '/', HDF5's path separator";
     return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checksums                                                                */
+/* ------------------------------------------------------------------------ */
+/* XXH3-64 of the state's numbers as 11 little-endian 64-bit words: step,
+ * epoch, data_position, data_skipped, seed, rng_state[0..3], frozen_included
+ * and the format version (see checkpoint.h). */
+static uint64_t state_checksum(const ar_train_state *st, int32_t frozen_included) {
+    uint64_t w[11] = {(uint64_t)st->step, (uint64_t)st->epoch, (uint64_t)st->data_position,
+                      (uint64_t)st->data_skipped, st->seed, st->rng.s[0], st->rng.s[1], st->rng.s[2], st->rng.s[3],
+                      (uint64_t)(int64_t)frozen_included, (uint64_t)CKPT_VERSION};
+    unsigned char b[sizeof w];
+    for (int i = 0; i < 11; i++)
+        for (int k = 0; k < 8; k++) b[8 * i + k] = (unsigned char)(w[i] >> (8 * k));
+    return XXH3_64bits(b, sizeof b);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -109,6 +132,13 @@ static int write_tensor(hid_t g, const char *gname, const ar_param *p, const flo
     hid_t d = sp < 0 ? -1 : H5Dcreate2(g, p->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host);
     if (rc < 0) ar_errorf("cannot write tensor '%s' to /%s: %s", p->name, gname, h5_detail());
+    if (rc >= 0) {
+        uint64_t sum = XXH3_64bits(host, p->numel * sizeof(float));
+        if (write_attr(d, CKPT_CHECKSUM_ATTR, H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &sum) < 0) {
+            ar_error_prefix("tensor '%s' in /%s: ", p->name, gname);
+            rc = -1;
+        }
+    }
     if (d >= 0) H5Dclose(d);
     if (sp >= 0) H5Sclose(sp);
     return rc < 0 ? -1 : 0;
@@ -128,6 +158,53 @@ static int write_group(hid_t f, const char *gname, const ar_params *ps, int whic
     }
     H5Gclose(g);
     return rc;
+}
+
+/* After a failed write (ENOSPC, EIO, EFBIG) HDF5 keeps a file open when
+ * H5Fclose cannot flush it, and tries again at exit, where it crashes. The
+ * half-written .tmp is removed anyway, so its descriptor is pointed at an
+ * anonymous in-memory file (memfd; sparse, so only the few metadata blocks
+ * HDF5 still writes take memory): the remaining writes and the final
+ * ftruncate succeed there and the close completes. */
+static int vfd_of(hid_t f) {
+    void *h = NULL;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &h) < 0 || !h) { H5Eclear2(H5E_DEFAULT); return -1; }
+    return *(int *)h;
+}
+static void discard_writes(int fd) {
+    int nul = fd < 0 ? -1 : memfd_create("anyref-discarded-checkpoint", 0);
+    if (nul < 0) return;
+    dup2(nul, fd);
+    close(nul);
+}
+
+/* Before HDF5 sees the file: creates tmp, writes and syncs a block and
+ * reserves `bytes` (the tensors' size, a lower bound of the file's) with
+ * posix_fallocate, so that a full disk or an unwritable target fails here,
+ * cleanly: HDF5 cannot always recover from a failed create or close (it keeps
+ * the half-open file and trips over it at exit). Filesystems without
+ * fallocate skip the reservation. 0, or -1 + ar_error (tmp removed). */
+static int reserve(const char *tmp, size_t bytes) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return ar_errorf("cannot create '%s': %s", tmp, strerror(errno));
+    char block[4096];
+    memset(block, 0, sizeof block);
+    int err = 0;
+    const char *what = "write";
+    if (write(fd, block, sizeof block) != (ssize_t)sizeof block) err = errno ? errno : EIO;
+    else if (fsync(fd) != 0) { err = errno; what = "sync"; }
+    else {
+        int e = posix_fallocate(fd, 0, (off_t)bytes);
+        if (e && e != EOPNOTSUPP && e != EINVAL && e != ENODEV && e != ESPIPE) { err = e; what = "reserve"; }
+    }
+    if (close(fd) != 0 && !err) { err = errno; what = "close"; }
+    if (err) {
+        unlink(tmp);
+        if (!strcmp(what, "reserve"))
+            return ar_errorf("cannot reserve %.1f MiB for '%s': %s", bytes / 1048576.0, tmp, strerror(err));
+        return ar_errorf("cannot %s '%s': %s", what, tmp, strerror(err));
+    }
+    return 0;
 }
 
 /* Writes the whole file at tmp (flushed and closed). */
@@ -162,12 +239,27 @@ static int write_file(const char *tmp, const ar_params *ps, const ar_train_state
     if (!rc) rc = write_string(f, "created", created, 0);
     if (!rc) rc = write_attr(f, "frozen_included", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &frozen);
     if (!rc) rc = write_string(f, "config", st->config_text ? st->config_text : "", 1);
+    if (!rc) {
+        const char *ct = st->config_text ? st->config_text : "";
+        uint64_t csum = XXH3_64bits(ct, strlen(ct)), ssum = state_checksum(st, frozen);
+        hid_t d = H5Dopen2(f, "config", H5P_DEFAULT);
+        rc = d < 0 ? ar_errorf("cannot reopen dataset 'config': %s", h5_detail())
+                   : write_attr(d, CKPT_CHECKSUM_ATTR, H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &csum);
+        if (d >= 0) H5Dclose(d);
+        if (!rc) rc = write_attr(f, "state_checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &ssum);
+        if (!rc) rc = write_string(f, "checksums", CKPT_CHECKSUM_ALGO, 0);
+    }
     if (!rc) rc = write_group(f, "weights", ps, 0, include_frozen, host);
     if (!rc) rc = write_group(f, "adam_m", ps, 1, include_frozen, host);
     if (!rc) rc = write_group(f, "adam_v", ps, 2, include_frozen, host);
     if (!rc) rc = write_attr(f, "complete", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &complete);
     if (!rc && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = ar_errorf("cannot flush '%s': %s", tmp, h5_detail());
-    if (H5Fclose(f) < 0 && !rc) rc = ar_errorf("cannot close '%s': %s", tmp, h5_detail());
+    int fd = vfd_of(f);
+    if (rc) discard_writes(fd);
+    if (H5Fclose(f) < 0) {
+        if (!rc) rc = ar_errorf("cannot close '%s': %s", tmp, h5_detail());
+        discard_writes(fd);   /* the id is dead, the file object is not: see discard_writes */
+    }
     return rc;
 }
 
@@ -184,10 +276,11 @@ int ckpt_save(const char *path, const ar_params *ps, const ar_train_state *st, i
     else if (slash == path) snprintf(dir, sizeof dir, "/");
     else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
 
-    size_t maxn = 1;
+    size_t maxn = 1, bytes = 0;
     for (int i = 0; i < ps->n; i++) {
         const ar_param *p = &ps->p[i];
         if (!p->trainable && !include_frozen) continue;
+        bytes += p->numel * sizeof(float) * (p->trainable ? 3 : 1);
         const char *why = bad_name(p->name);
         if (why) return ar_errorf("checkpoint %s: tensor name '%s' %s; it cannot be saved", path, p->name, why);
         if (p->numel > maxn) maxn = p->numel;
@@ -197,10 +290,13 @@ int ckpt_save(const char *path, const ar_params *ps, const ar_train_state *st, i
     float *host = malloc(maxn * sizeof(float));
     if (!host) return ar_errorf("checkpoint %s: out of memory for a %.1f MiB staging buffer", path,
                                 maxn * 4.0 / 1048576);
-    h5_quiet q;
-    h5_quiet_begin(&q);
-    int rc = write_file(tmp, ps, st, include_frozen, host);
-    h5_quiet_end(&q);
+    int rc = reserve(tmp, bytes);
+    if (!rc) {
+        h5_quiet q;
+        h5_quiet_begin(&q);
+        rc = write_file(tmp, ps, st, include_frozen, host);
+        h5_quiet_end(&q);
+    }
     free(host);
     if (!rc) rc = ar_fsync_path(tmp, 0);
     if (!rc && rename(tmp, path) != 0)
@@ -338,6 +434,74 @@ static hid_t open_checked(const char *path) {
     return f;
 }
 
+/* The file's checksum scheme: 1 when it has one (every tensor, /config and
+ * the state must then carry theirs), 0 for a file written before checksums,
+ * -1 + ar_error for an unknown scheme. */
+static int checksum_scheme(hid_t f) {
+    if (H5Aexists(f, "checksums") <= 0) return 0;
+    char *algo = NULL;
+    if (read_string(f, "checksums", 0, &algo) < 0) return -1;
+    int ok = strcmp(algo, CKPT_CHECKSUM_ALGO) == 0;
+    if (!ok) ar_errorf("attribute 'checksums' is '%s'; this build knows '%s' only", algo, CKPT_CHECKSUM_ALGO);
+    free(algo);
+    return ok ? 1 : -1;
+}
+
+/* Compares the stored checksum of dataset d (what = "tensor 'x' in /weights")
+ * with the checksum of the n bytes read from it. */
+static int verify_checksum(hid_t d, const char *what, const void *data, size_t n) {
+    uint64_t want = 0;
+    if (read_int_attr(d, CKPT_CHECKSUM_ATTR, 1, H5T_NATIVE_UINT64, &want) < 0)
+        return ar_error_prefix("%s: ", what);
+    uint64_t have = XXH3_64bits(data, n);
+    if (have != want)
+        return ar_errorf("%s is corrupt: checksum %016llx, the file says %016llx", what, (unsigned long long)have,
+                         (unsigned long long)want);
+    return 0;
+}
+
+/* The config text's and the state's checksums (files with checksums). */
+static int verify_config_state(hid_t f, const char *config, const ar_train_state *st, int32_t frozen_included) {
+    hid_t d = H5Dopen2(f, "config", H5P_DEFAULT);
+    if (d < 0) return ar_errorf("dataset 'config' unreadable: %s", h5_detail());
+    int rc = verify_checksum(d, "the config text (/config)", config, strlen(config));
+    H5Dclose(d);
+    if (rc) return -1;
+    uint64_t want = 0;
+    if (read_int_attr(f, "state_checksum", 1, H5T_NATIVE_UINT64, &want) < 0) return -1;
+    uint64_t have = state_checksum(st, frozen_included);
+    if (have != want)
+        return ar_errorf("the training state (step, epoch, data position, seed, RNG) is corrupt: checksum %016llx, "
+                         "attribute 'state_checksum' says %016llx", (unsigned long long)have, (unsigned long long)want);
+    return 0;
+}
+
+/* Reads the state attributes (not the config) of an open checkpoint. */
+static int read_state(hid_t f, ar_train_state *nst, int32_t *frozen_included) {
+    int64_t i64[3];
+    uint64_t seed, rs[4];
+    const char *names[3] = {"step", "epoch", "data_position"};
+    for (int k = 0; k < 3; k++)
+        if (read_int_attr(f, names[k], 1, H5T_NATIVE_INT64, &i64[k]) < 0) return -1;
+    if (read_int_attr(f, "seed", 1, H5T_NATIVE_UINT64, &seed) < 0) return -1;
+    if (read_int_attr(f, "rng_state", 4, H5T_NATIVE_UINT64, rs) < 0) return -1;
+    if (read_int_attr(f, "frozen_included", 1, H5T_NATIVE_INT32, frozen_included) < 0) return -1;
+    nst->step = i64[0]; nst->epoch = i64[1]; nst->data_position = i64[2];
+    nst->data_skipped = 0;   /* optional (checkpoints before it have none) */
+    if (H5Aexists(f, "data_skipped") > 0 && read_int_attr(f, "data_skipped", 1, H5T_NATIVE_INT64, &nst->data_skipped) < 0)
+        return -1;
+    /* counters index the data order (data/loader.c, data/token_dataset.c): never negative */
+    const int64_t cnt[4] = {nst->step, nst->epoch, nst->data_position, nst->data_skipped};
+    const char *cnt_names[4] = {"step", "epoch", "data_position", "data_skipped"};
+    for (int k = 0; k < 4; k++)
+        if (cnt[k] < 0) return ar_errorf("attribute '%s' is %" PRId64 ", expected >= 0", cnt_names[k], cnt[k]);
+    if (!(rs[0] | rs[1] | rs[2] | rs[3]))
+        return ar_errorf("attribute 'rng_state' is all zero (not a xoshiro256** state)");
+    nst->seed = seed;
+    memcpy(nst->rng.s, rs, sizeof rs);
+    return 0;
+}
+
 typedef struct {
     const ar_param *p;
     int grp;             /* 0 weights, 1 adam_m, 2 adam_v */
@@ -429,22 +593,11 @@ static int plan_group(hid_t g, int grp, const ar_params *ps, int frozen_included
  * uploads stage per items and takes *nst. */
 static int load_into_stage(hid_t f, const ar_params *ps, int require_moments, ar_train_state *nst,
                            load_item *items, int *nitems, float **stage) {
-    int64_t i64[3];
-    uint64_t seed, rs[4];
     int32_t frozen_included;
-    const char *names[3] = {"step", "epoch", "data_position"};
-    for (int k = 0; k < 3; k++)
-        if (read_int_attr(f, names[k], 1, H5T_NATIVE_INT64, &i64[k]) < 0) return -1;
-    if (read_int_attr(f, "seed", 1, H5T_NATIVE_UINT64, &seed) < 0) return -1;
-    if (read_int_attr(f, "rng_state", 4, H5T_NATIVE_UINT64, rs) < 0) return -1;
-    if (read_int_attr(f, "frozen_included", 1, H5T_NATIVE_INT32, &frozen_included) < 0) return -1;
-    nst->step = i64[0]; nst->epoch = i64[1]; nst->data_position = i64[2];
-    nst->data_skipped = 0;   /* optional (checkpoints before it have none) */
-    if (H5Aexists(f, "data_skipped") > 0 && read_int_attr(f, "data_skipped", 1, H5T_NATIVE_INT64, &nst->data_skipped) < 0)
-        return -1;
-    nst->seed = seed;
-    memcpy(nst->rng.s, rs, sizeof rs);
+    if (read_state(f, nst, &frozen_included) < 0) return -1;
     if (read_string(f, "config", 1, &nst->config_text) < 0) return -1;
+    int sums = checksum_scheme(f);
+    if (sums < 0 || (sums && verify_config_state(f, nst->config_text, nst, frozen_included) < 0)) return -1;
 
     int has[3];
     for (int k = 0; k < 3; k++) has[k] = H5Lexists(f, k_groups[k], H5P_DEFAULT) > 0;
@@ -472,7 +625,13 @@ static int load_into_stage(hid_t f, const ar_params *ps, int require_moments, ar
         hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
         hid_t d = g < 0 ? -1 : H5Dopen2(g, it->p->name, H5P_DEFAULT);
         herr_t r = d < 0 ? -1 : H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *stage + it->stage_off);
-        if (r < 0) ar_errorf("cannot read tensor '%s' from /%s: %s", it->p->name, gname, h5_detail());
+        if (r < 0) ar_errorf("cannot read tensor '%s' from /%s (truncated or corrupt file?): %s", it->p->name, gname,
+                             h5_detail());
+        if (r >= 0 && sums) {
+            char what[sizeof it->p->name + 32];
+            snprintf(what, sizeof what, "tensor '%s' in /%s", it->p->name, gname);
+            if (verify_checksum(d, what, *stage + it->stage_off, it->p->numel * sizeof(float)) < 0) r = -1;
+        }
         if (d >= 0) H5Dclose(d);
         if (g >= 0) H5Gclose(g);
         if (r < 0) return -1;
@@ -489,6 +648,14 @@ char *ckpt_read_config(const char *path, int64_t *step) {
     int rc = f < 0 ? -1 : 0;
     if (!rc && step) rc = read_int_attr(f, "step", 1, H5T_NATIVE_INT64, step) < 0 ? -1 : 0;
     if (!rc) rc = read_string(f, "config", 1, &text) < 0 ? -1 : 0;
+    if (!rc) {
+        ar_train_state st;
+        int32_t frozen = 0;
+        memset(&st, 0, sizeof st);
+        int sums = checksum_scheme(f);
+        rc = sums < 0 || (sums && (read_state(f, &st, &frozen) < 0 || verify_config_state(f, text, &st, frozen) < 0))
+                 ? -1 : 0;
+    }
     if (f >= 0) H5Fclose(f);
     h5_quiet_end(&q);
     if (rc) {
@@ -563,10 +730,10 @@ static int64_t parse_name(const char *s) {
     return nd > 0 && strcmp(s, ".h5") == 0 ? v : -1;
 }
 
-int ckpt_latest(const char *run_dir, char *out, size_t cap) {
-    char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
-    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
-        return ar_errorf("checkpoints of run '%s': path too long", run_dir);
+/* The step_<digits>.h5 files of <run_dir>/checkpoints, newest first, in *out
+ * (names malloc'd). 0, 1 when the directory does not exist, -1 + ar_error. */
+static int list_checkpoints(const char *dir, ckpt_entry **out, size_t *nout) {
+    *out = NULL; *nout = 0;
     DIR *d = opendir(dir);
     if (!d) {
         if (errno == ENOENT) return 1;
@@ -574,7 +741,7 @@ int ckpt_latest(const char *run_dir, char *out, size_t cap) {
     }
     ckpt_entry *e = NULL;
     size_t n = 0, ecap = 0;
-    int rc = 1;
+    int rc = 0;
     for (struct dirent *de; (de = readdir(d));) {
         int64_t step = parse_name(de->d_name);
         if (step < 0) continue;
@@ -588,25 +755,185 @@ int ckpt_latest(const char *run_dir, char *out, size_t cap) {
         e[n++].step = step;
     }
     closedir(d);
-    if (rc == 1 && n > 1) qsort(e, n, sizeof *e, entry_cmp_desc);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) free(e[i].name);
+        free(e);
+        return -1;
+    }
+    if (n > 1) qsort(e, n, sizeof *e, entry_cmp_desc);
+    *out = e; *nout = n;
+    return 0;
+}
+
+static void free_list(ckpt_entry *e, size_t n) {
+    for (size_t i = 0; i < n; i++) free(e[i].name);
+    free(e);
+}
+
+/* Reads every dataset of group gname and checks its checksum. */
+static int verify_group(hid_t f, const char *gname, float **buf, size_t *bufcap) {
+    if (H5Lexists(f, gname, H5P_DEFAULT) <= 0) {
+        if (!strcmp(gname, "weights")) return ar_errorf("group /weights missing");
+        return 0;
+    }
+    hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
+    if (g < 0) return ar_errorf("'/%s' is not a group: %s", gname, h5_detail());
+    H5G_info_t info;
+    int rc = H5Gget_info(g, &info) < 0 ? ar_errorf("group /%s unreadable: %s", gname, h5_detail()) : 0;
+    for (hsize_t i = 0; !rc && i < info.nlinks; i++) {
+        char name[AR_PARAM_NAME_LEN + 1], what[AR_PARAM_NAME_LEN + 48];
+        ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+        if (len < 0 || (size_t)len >= sizeof name) {
+            rc = ar_errorf("group /%s: entry %llu has an unreadable or too long name", gname, (unsigned long long)i);
+            break;
+        }
+        snprintf(what, sizeof what, "tensor '%s' in /%s", name, gname);
+        hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+        hid_t t = d < 0 ? -1 : H5Dget_type(d), sp = d < 0 ? -1 : H5Dget_space(d);
+        hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+        if (d < 0 || t < 0 || np < 0) {
+            rc = ar_errorf("%s unreadable: %s", what, h5_detail());
+        } else if (H5Tget_class(t) != H5T_FLOAT || H5Tget_size(t) != 4) {
+            rc = ar_errorf("%s is not float32", what);
+        } else {
+            size_t n = (size_t)np;
+            if (n > *bufcap) {
+                float *nb = realloc(*buf, n * sizeof(float));
+                if (!nb) rc = ar_errorf("out of memory reading %s", what);
+                else { *buf = nb; *bufcap = n; }
+            }
+            if (!rc && n && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *buf) < 0)
+                rc = ar_errorf("cannot read %s (truncated or corrupt file?): %s", what, h5_detail());
+            if (!rc) rc = verify_checksum(d, what, *buf, n * sizeof(float));
+        }
+        if (sp >= 0) H5Sclose(sp);
+        if (t >= 0) H5Tclose(t);
+        if (d >= 0) H5Dclose(d);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
+int ckpt_verify(const char *path) {
+    if (!path || !path[0]) return ar_errorf("checkpoint: empty path");
+    h5_quiet q;
+    h5_quiet_begin(&q);
+    hid_t f = open_checked(path);
+    int rc = f < 0 ? -1 : 0;
+    char *config = NULL;
+    float *buf = NULL;
+    size_t cap = 0;
+    if (!rc) {
+        ar_train_state st;
+        int32_t frozen = 0;
+        memset(&st, 0, sizeof st);
+        int sums = checksum_scheme(f);
+        if (sums < 0 || read_state(f, &st, &frozen) < 0 || read_string(f, "config", 1, &config) < 0) rc = -1;
+        else if (sums == 0) rc = 0;   /* written before checksums: nothing more to verify */
+        else if (verify_config_state(f, config, &st, frozen) < 0) rc = -1;
+        else
+            for (int k = 0; k < 3 && !rc; k++) rc = verify_group(f, k_groups[k], &buf, &cap);
+    }
+    if (f >= 0) H5Fclose(f);
+    h5_quiet_end(&q);
+    free(config);
+    free(buf);
+    if (rc) return ar_error_prefix("checkpoint %s: ", path);
+    return 0;
+}
+
+/* The run's checkpoints newest first: the first one accept() takes (0) is
+ * copied to out and 0 returned; one it refuses (-1) is warned with `why`
+ * and counted in *refused; 1 when none is taken; -1 + ar_error. */
+typedef int (*ckpt_accept_fn)(void *ctx, const char *path);
+static int walk_latest(const char *run_dir, ckpt_accept_fn accept, void *ctx, const char *why, char *out, size_t cap,
+                       int *refused) {
+    char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    if (refused) *refused = 0;
+    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
+        return ar_errorf("checkpoints of run '%s': path too long", run_dir);
+    ckpt_entry *e;
+    size_t n;
+    int rc = list_checkpoints(dir, &e, &n);
+    if (rc) return rc;
+    rc = 1;
     for (size_t i = 0; rc == 1 && i < n; i++) {
         if (snprintf(path, sizeof path, "%s/%s", dir, e[i].name) >= (int)sizeof path) {
             rc = ar_errorf("checkpoints: path '%s/%s' too long", dir, e[i].name);
             break;
         }
-        h5_quiet q;
-        h5_quiet_begin(&q);
-        hid_t f = open_checked(path);
-        if (f >= 0) H5Fclose(f);
-        h5_quiet_end(&q);
-        if (f < 0) {
-            log_warn("checkpoint %s: %s; skipping it", path, ar_error());
+        if (strlen(path) >= cap) {
+            rc = ar_errorf("checkpoint %s: path longer than the %zu-byte buffer", path, cap);
+            break;
+        }
+        if (accept(ctx, path) < 0) {
+            log_warn("%s; %s", ar_error(), why);
+            if (refused) (*refused)++;
             continue;
         }
-        if (strlen(path) >= cap) rc = ar_errorf("checkpoint %s: path longer than the %zu-byte buffer", path, cap);
-        else { strcpy(out, path); rc = 0; }
+        strcpy(out, path);
+        rc = 0;
     }
-    for (size_t i = 0; i < n; i++) free(e[i].name);
-    free(e);
+    free_list(e, n);
     return rc;
+}
+
+static int accept_verified(void *ctx, const char *path) {
+    (void)ctx;
+    return ckpt_verify(path);
+}
+
+int ckpt_latest(const char *run_dir, char *out, size_t cap) {
+    return walk_latest(run_dir, accept_verified, NULL, "skipping it", out, cap, NULL);
+}
+
+typedef struct {
+    ar_params *ps;
+    ar_train_state *st;
+    int require_moments;
+} load_ctx;
+
+static int accept_loaded(void *ctx, const char *path) {
+    load_ctx *c = ctx;
+    return ckpt_load(path, c->ps, c->st, c->require_moments);
+}
+
+int ckpt_load_latest(const char *run_dir, ar_params *ps, ar_train_state *st, int require_moments, char *out,
+                     size_t cap, int *refused) {
+    load_ctx c = {ps, st, require_moments};
+    return walk_latest(run_dir, accept_loaded, &c, "refused, falling back to the previous checkpoint", out, cap, refused);
+}
+
+int ckpt_prune(const char *run_dir, int64_t newest, int keep) {
+    char dir[CKPT_PATH_MAX], path[CKPT_PATH_MAX];
+    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
+        return ar_errorf("checkpoints of run '%s': path too long", run_dir);
+    /* leftovers of killed saves: step_<digits>.h5.tmp */
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : ar_errorf("checkpoints: cannot read directory '%s': %s", dir, strerror(errno));
+    int removed = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".tmp") != 0) continue;
+        char base[NAME_MAX + 1];
+        snprintf(base, sizeof base, "%.*s", (int)(len - 4), de->d_name);
+        if (parse_name(base) < 0) continue;
+        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) < (int)sizeof path && unlink(path) == 0) removed++;
+    }
+    closedir(d);
+    if (keep <= 0) return removed;
+    ckpt_entry *e;
+    size_t n;
+    int rc = list_checkpoints(dir, &e, &n);
+    if (rc) return rc < 0 ? -1 : removed;
+    int kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].step > newest) continue;   /* a newer run's files (e.g. refused ones): not ours to judge */
+        if (kept < keep) { kept++; continue; }
+        if (snprintf(path, sizeof path, "%s/%s", dir, e[i].name) >= (int)sizeof path) continue;
+        if (unlink(path) == 0) removed++;
+        else if (errno != ENOENT) rc = ar_errorf("checkpoints: cannot remove '%s': %s", path, strerror(errno));
+    }
+    free_list(e, n);
+    return rc < 0 ? -1 : removed;
 }

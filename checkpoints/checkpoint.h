@@ -18,11 +18,20 @@
  *     rng_state       uint64[4] xoshiro256** state of the data-order RNG (core/rng.h)
  *     created         string    UTC time of the save, ISO 8601 ("2024-06-07T12:34:56Z")
  *     frozen_included int32     1: every tensor is in /weights; 0: trainable ones only
+ *     checksums       string    "xxh3-64": every tensor and /config carry an 'xxh3_64'
+ *                               attribute (absent in files written before checksums,
+ *                               which load unverified)
+ *     state_checksum  uint64    XXH3-64 of 11 little-endian 64-bit words: step, epoch,
+ *                               data_position, data_skipped, seed, rng_state[0..3],
+ *                               frozen_included, version
  *     complete        int32     1, written last: marks a save that finished
- *   /config                     string dataset (scalar): the resolved config text
+ *   /config                     string dataset (scalar): the resolved config text;
+ *                               attribute xxh3_64 (uint64): XXH3-64 of its UTF-8 bytes
  *   /weights/<name>             float32, the tensor's shape (C order, as in PyTorch)
  *   /adam_m/<name>              float32, AdamW first moment, trainable tensors only
  *   /adam_v/<name>              float32, AdamW second moment, trainable tensors only
+ *     every tensor: attribute xxh3_64 (uint64), XXH3-64 (seed 0) of its float32
+ *     little-endian bytes in C order (Python: xxhash.xxh3_64_intdigest(a.tobytes()))
  *
  * Strings are variable-length UTF-8 (h5py reads them as str); the reader also
  * accepts fixed-length strings. Datasets are stored little-endian, contiguous,
@@ -37,7 +46,11 @@
  *     f = h5py.File("step_000100.h5"); f.attrs["step"]; f["config"][()].decode()
  *     w = f["weights"]["model.layers.0.self_attn.q_proj.lora_A.weight"][()]
  *
- * ATOMICITY. ckpt_save writes "<path>.tmp" in the same directory, flushes and
+ * ATOMICITY. ckpt_save first creates "<path>.tmp", writes and fsyncs a block
+ * and reserves the tensors' size (posix_fallocate), so a full disk or an
+ * unwritable directory fails before HDF5 touches the file; should a write
+ * still fail inside HDF5, the descriptor is moved to an anonymous memory file
+ * so that HDF5 can close cleanly. It then writes "<path>.tmp", flushes and
  * closes it, fsyncs the file, renames it over <path> and fsyncs the
  * directory. A save killed at any point leaves <path> as it was (the
  * previous checkpoint, or nothing) plus at most a stale .tmp, which the next
@@ -63,6 +76,8 @@
 
 #define CKPT_FORMAT "anyref-checkpoint"
 #define CKPT_VERSION 1
+#define CKPT_CHECKSUM_ALGO "xxh3-64"
+#define CKPT_CHECKSUM_ATTR "xxh3_64"
 
 typedef struct {
     int64_t  step;            /* optimiser steps completed */
@@ -96,7 +111,9 @@ int ckpt_save(const char *path, const ar_params *ps, const ar_train_state *st, i
  * model); a trainable tensor missing from /weights (a frozen one only when the
  * file says frozen_included = 1; otherwise frozen tensors missing from the
  * file keep their current values); a dtype other than float32; a shape
- * mismatch; moments for a tensor the model has frozen. Moments: when the file
+ * mismatch; moments for a tensor the model has frozen; a tensor, the config
+ * text or the state whose checksum does not match (the message names the
+ * tensor: "tensor 'x' in /weights is corrupt: checksum ..."). Moments: when the file
  * has /adam_m and /adam_v they must cover every trainable tensor and are
  * loaded; when it has neither, require_moments = 1 is an error and
  * require_moments = 0 leaves ps->m / ps->v as they are.
@@ -113,12 +130,32 @@ char *ckpt_read_config(const char *path, int64_t *step);
  * out too small). */
 int ckpt_path(const char *run_dir, int64_t step, char *out, size_t cap);
 
-/* Finds the newest complete checkpoint in <run_dir>/checkpoints: among the
- * files named exactly step_<digits>.h5 (so "*.tmp" leftovers never match),
- * the highest step whose file opens as HDF5 with format "anyref-checkpoint"
- * and complete = 1; a newer file that fails this is skipped with a warning
- * (log_warn). Writes its path to out. 0 found, 1 none (also when the
- * directory does not exist), -1 + ar_error (directory unreadable, out too small). */
+/* Reads the whole file and checks it without a registry: format, version,
+ * complete, and the checksum of the state, the config text and every tensor
+ * of /weights, /adam_m and /adam_v. 0, or -1 + ar_error naming the file and
+ * the tensor. A file without checksums (older) passes after the header checks. */
+int ckpt_verify(const char *path);
+
+/* Finds the newest checkpoint in <run_dir>/checkpoints that verifies: among
+ * the files named exactly step_<digits>.h5 (so "*.tmp" leftovers never
+ * match), the highest step whose file passes ckpt_verify; a newer file that
+ * fails is skipped with a warning (log_warn) naming it and the reason. Writes
+ * its path to out. 0 found, 1 none (also when the directory does not exist),
+ * -1 + ar_error (directory unreadable, out too small). */
 int ckpt_latest(const char *run_dir, char *out, size_t cap);
+
+/* Resume: ckpt_load of the newest step_<digits>.h5 of <run_dir>/checkpoints
+ * that loads (all of ckpt_load's checks, checksums included), falling back to
+ * older ones; each refused file is reported with log_warn (file, tensor,
+ * reason) and counted in *refused (may be NULL). Its path goes to out.
+ * 0 loaded, 1 none loadable (or none at all), -1 + ar_error. */
+int ckpt_load_latest(const char *run_dir, ar_params *ps, ar_train_state *st, int require_moments, char *out,
+                     size_t cap, int *refused);
+
+/* After a save of step `newest`: removes the leftovers of killed saves
+ * (step_<digits>.h5.tmp) and, when keep > 0, every step_<digits>.h5 with a
+ * step <= newest beyond the `keep` newest of them (files of later steps are
+ * left alone). The number of files removed, or -1 + ar_error. */
+int ckpt_prune(const char *run_dir, int64_t newest, int keep);
 
 #endif

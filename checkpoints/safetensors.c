@@ -9,6 +9,7 @@
  * Writer: builds the header in memory exactly as serde_json does in the
  * official library, then streams the tensors through one host buffer. */
 #include "checkpoints/safetensors.h"
+#include "checkpoints/torch_ckpt.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
@@ -67,6 +68,7 @@ typedef struct {
     int ndim;
     const int64_t *shape;      /* in f->dims */
     uint64_t numel, begin, end;
+    const uint8_t *ptr;        /* the bytes: f->data + begin, or a torch tensor's */
 } st_tensor;
 
 struct st_file {
@@ -79,6 +81,7 @@ struct st_file {
     char *strings;
     const char **meta_k, **meta_v; int n_meta;
     int *meta_by_key;
+    tc_file *tc;                               /* a torch.save zip served through this interface */
 };
 
 /* "[10, 4]"; truncated with "...]" if it does not fit. */
@@ -370,6 +373,7 @@ static int st_parse(st_file *f) {
                   "the last tensor", o, pos, f->data_size);
         goto done;
     }
+    for (int i = 0; i < f->n; i++) f->t[i].ptr = f->data + f->t[i].begin;
     rc = 0;
 done:
     free(order);
@@ -377,8 +381,39 @@ done:
     return rc;
 }
 
+/* A PyTorch zip checkpoint (checkpoints/torch_ckpt.h): its tensors as entries of f. */
+static int st_parse_torch(st_file *f) {
+    f->tc = tc_open_memory(f->bytes, f->size, f->origin);
+    if (!f->tc) return -1;
+    int n = tc_count(f->tc);
+    f->t = calloc(n ? (size_t)n : 1, sizeof *f->t);
+    f->by_name = malloc((n ? (size_t)n : 1) * sizeof *f->by_name);
+    if (!f->t || !f->by_name) return ar_errorf("%s: out of memory", f->origin);
+    for (int i = 0; i < n; i++) {
+        const tc_tensor *x = tc_get(f->tc, i);
+        st_tensor *t = &f->t[i];
+        t->name = x->name; t->dtype = (st_dtype)x->dtype; t->ndim = x->ndim; t->shape = x->shape;
+        t->numel = x->numel; t->begin = 0; t->end = x->nbytes; t->ptr = x->data;
+        f->by_name[i] = i;
+    }
+    f->n = n;
+    g_sort_file = f;
+    qsort(f->by_name, (size_t)f->n, sizeof *f->by_name, cmp_tensor_name);
+    for (int i = 1; i < f->n; i++)
+        if (strcmp(f->t[f->by_name[i]].name, f->t[f->by_name[i - 1]].name) == 0)
+            return ar_errorf("%s: two tensors are both named '%s'", f->origin, f->t[f->by_name[i]].name);
+    return 0;
+}
+
+/* safetensors, or (PK... / the legacy magic) a PyTorch checkpoint. */
+static int st_parse_any(st_file *f) {
+    if (tc_is_zip(f->bytes, f->size) || tc_is_legacy(f->bytes, f->size)) return st_parse_torch(f);
+    return st_parse(f);
+}
+
 void st_close(st_file *f) {
     if (!f) return;
+    tc_close(f->tc);
     if (f->mapped) munmap(f->bytes, f->size);
     else free(f->bytes);
     free(f->origin); free(f->t); free(f->by_name); free(f->dims); free(f->strings);
@@ -403,7 +438,7 @@ st_file *st_open_memory(const void *data, size_t size, const char *origin) {
     if (!f->bytes) { ar_errorf("%s: out of memory copying %zu bytes", f->origin, size); st_close(f); return NULL; }
     if (size) memcpy(f->bytes, data, size);
     f->size = size;
-    if (st_parse(f) != 0) { st_close(f); return NULL; }
+    if (st_parse_any(f) != 0) { st_close(f); return NULL; }
     return f;
 }
 
@@ -437,7 +472,7 @@ st_file *st_open(const char *path) {
         }
     }
     close(fd);
-    if (st_parse(f) != 0) { st_close(f); return NULL; }
+    if (st_parse_any(f) != 0) { st_close(f); return NULL; }
     return f;
 fail:
     close(fd);
@@ -464,7 +499,7 @@ const int64_t *st_shape(const st_file *f, int i, int *ndim) {
 const void *st_data(const st_file *f, int i, size_t *nbytes) {
     if (!valid(f, i)) return NULL;
     if (nbytes) *nbytes = (size_t)(f->t[i].end - f->t[i].begin);
-    return f->data + f->t[i].begin;
+    return f->t[i].ptr;
 }
 
 int st_find(const st_file *f, const char *name) {
@@ -526,7 +561,7 @@ int st_read_f32(const st_file *f, int i, float *dst, size_t numel) {
     if (numel != t->numel)
         return ar_errorf("%s: tensor '%s' has %" PRIu64 " elements, the caller expected %zu",
                          f->origin, t->name, t->numel, numel);
-    const uint8_t *src = f->data + t->begin;
+    const uint8_t *src = t->ptr;
     if (t->dtype == ST_F32) {
         if (numel) memcpy(dst, src, numel * 4);
     } else if (t->dtype == ST_F16) {
@@ -692,12 +727,17 @@ static int ld_open(ld_source *s, const char *path) {
         while (dl > 1 && path[dl - 1] == '/') dl--;
         char *idx = path_join(path, dl, "model.safetensors.index.json");
         char *one = path_join(path, dl, "model.safetensors");
+        char *tidx = path_join(path, dl, "pytorch_model.bin.index.json");
+        char *tone = path_join(path, dl, "pytorch_model.bin");
         int rc;
-        if (!idx || !one) rc = -1;
+        if (!idx || !one || !tidx || !tone) rc = -1;
         else if (is_file(idx)) { s->origin = idx; idx = NULL; rc = ld_open_index(s, s->origin); }
         else if (is_file(one)) { s->origin = one; one = NULL; rc = ld_open_file(s, s->origin); }
-        else rc = ar_errorf("%s: directory holds neither model.safetensors.index.json nor model.safetensors", path);
-        free(idx); free(one);
+        else if (is_file(tidx)) { s->origin = tidx; tidx = NULL; rc = ld_open_index(s, s->origin); }
+        else if (is_file(tone)) { s->origin = tone; tone = NULL; rc = ld_open_file(s, s->origin); }
+        else rc = ar_errorf("%s: directory holds none of model.safetensors.index.json, model.safetensors, "
+                            "pytorch_model.bin.index.json, pytorch_model.bin", path);
+        free(idx); free(one); free(tidx); free(tone);
         return rc;
     }
     s->origin = strdup(path);

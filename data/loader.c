@@ -756,6 +756,10 @@ static int hook_ok(ldr *l, slot *s) {
 
 int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items) {
     if (!l->started) return ar_errorf("loader: ldr_start was not called");
+    /* the cursor may come from a checkpoint: p0 must not overflow or go negative */
+    if (l->E <= 0 || cur->epoch < 0 || cur->position < 0 || cur->epoch >= (INT64_MAX - cur->position) / l->E - 1)
+        return ar_errorf("loader: bad data cursor (epoch %lld, position %lld)", (long long)cur->epoch,
+                         (long long)cur->position);
     const int64_t p0 = cur->epoch * l->E + cur->position;
     int64_t broken = 0, run = 0;
     int b = 0;

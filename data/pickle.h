@@ -3,7 +3,8 @@
  *
  * Written for the REFER annotation files (refs(unc).p, refs(umd).p, ...),
  * which Python 2 pickled with protocol 2 (or 0), and for what Python 3 writes
- * for the same data at protocols 0–5.
+ * for the same data at protocols 0–5; a permissive mode (below) reads the
+ * data.pkl of PyTorch checkpoints for checkpoints/torch_ckpt.c.
  *
  *     pk_doc *d = pk_load_file("refcoco/refs(unc).p");
  *     if (!d) return ar_error_prefix("loading refs: ");
@@ -51,6 +52,23 @@
  * (as pickle.load does). Errors: NULL + ar_error()
  * "<name>: <what> at offset N" naming the opcode.
  *
+ * PERMISSIVE MODE (pk_parse_ex with a pk_options; written for the data.pkl
+ * of torch.save, checkpoints/torch_ckpt.h): still nothing is executed or
+ * looked up; the calls a pickle asks for are recorded as nodes.
+ *   GLOBAL / STACK_GLOBAL  a PK_GLOBAL node, s = "module.name", accepted only
+ *                          when "module.name" is in options->globals; any
+ *                          other is refused: "<name>: GLOBAL at offset N:
+ *                          global 'posix.system' is not allowed (...)"
+ *   REDUCE                 callable (a PK_GLOBAL) and args (a tuple) become a
+ *                          PK_CALL node, items = {callable, args}, n = 2;
+ *                          `collections.OrderedDict` called with () becomes an
+ *                          empty PK_DICT (later SETITEMS fill it)
+ *   BUILD                  on a PK_DICT or PK_CALL: the state is dropped
+ *                          (e.g. a state_dict's _metadata attribute)
+ *   BINPERSID / PERSID     (options->persistent_ids) a PK_PERSID node,
+ *                          items[0] = the id (PERSID: a str), n = 1
+ * Everything else stays refused as above.
+ *
  * The tree is a DAG: a memoized value fetched twice (GET) is shared, so a
  * walker that visits every path may see a node more than once (pk_count
  * visits each node once). Everything lives until pk_free().
@@ -66,7 +84,8 @@
 #define PK_MAX_NODES (1u << 26)     /* values created (each costs ~64 bytes) */
 #define PK_MAX_FILE  ((size_t)1 << 32)   /* pk_load_file refuses larger files */
 
-typedef enum { PK_NONE, PK_BOOL, PK_INT, PK_FLOAT, PK_STR, PK_BYTES, PK_LIST, PK_TUPLE, PK_DICT } pk_type;
+typedef enum { PK_NONE, PK_BOOL, PK_INT, PK_FLOAT, PK_STR, PK_BYTES, PK_LIST, PK_TUPLE, PK_DICT,
+               PK_GLOBAL, PK_CALL, PK_PERSID } pk_type;
 
 typedef struct pk_value pk_value;
 struct pk_value {
@@ -92,6 +111,12 @@ typedef struct pk_doc pk_doc;
 
 /* Parses one pickle from data[0, len); name is used in messages (the file name). */
 pk_doc *pk_parse(const void *data, size_t len, const char *name);
+/* Permissive mode (see above); opt NULL is pk_parse. */
+typedef struct {
+    const char *const *globals;   /* NULL-terminated list of "module.name" that GLOBAL may name */
+    int persistent_ids;           /* nonzero: PERSID / BINPERSID make PK_PERSID nodes */
+} pk_options;
+pk_doc *pk_parse_ex(const void *data, size_t len, const char *name, const pk_options *opt);
 /* Reads and parses a whole file (up to PK_MAX_FILE bytes). */
 pk_doc *pk_load_file(const char *path);
 void    pk_free(pk_doc *d);                 /* NULL is fine */

@@ -90,6 +90,9 @@ static void canon(buf *b, const pk_value *v) {
         }
         b_put(b, "}", 1);
         break;
+    case PK_GLOBAL: case PK_CALL: case PK_PERSID:   /* only in pk_parse_ex's permissive mode */
+        b_put(b, "?", 1);
+        break;
     }
 }
 

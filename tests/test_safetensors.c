@@ -520,7 +520,8 @@ static void test_bad_index(void) {
 
     snprintf(q, sizeof q, "%s/empty", g_tmp);
     mkdir(q, 0777);
-    snprintf(want, sizeof want, "%s: directory holds neither model.safetensors.index.json nor model.safetensors", q);
+    snprintf(want, sizeof want, "%s: directory holds none of model.safetensors.index.json, model.safetensors, "
+             "pytorch_model.bin.index.json, pytorch_model.bin", q);
     expect_err(st_load_params(q, &ps, 0, &rep) != 0, "load_empty_dir", want);
     params_free(&ps);
 }

@@ -279,9 +279,10 @@ static void check_presets(void) {
     const ar_param *rg = params_find(&ps, "image_encoder.blocks.2.attn.rel_pos_h");
     const ar_param *rw = params_find(&ps, "image_encoder.blocks.3.attn.rel_pos_w");
     ok = ok && nb == 89670912 && rg && rg->shape[0] == 127 && rg->shape[1] == 64 && rw && rw->shape[0] == 27;
+    const int rg_rows = rg ? rg->shape[0] : -1, rw_rows = rw ? rw->shape[0] : -1;   /* rg, rw die with ps */
     params_free(&ps);
     t_check(ok, PFX "vit_b.declare", "%zu floats (SAM ViT-B encoder: 89670912), global rel_pos %d rows, window %d",
-            nb, rg ? rg->shape[0] : -1, rw ? rw->shape[0] : -1);
+            nb, rg_rows, rw_rows);
     params_init_empty(&ps);
     ok = !sam_encoder_declare(&l, &ps) && params_find(&ps, "model.visual_model.image_encoder.blocks.23.attn.rel_pos_h");
     const size_t nl = params_numel(&ps, 0);

@@ -11,11 +11,13 @@
 #include "data/shapes.h"
 #include "train/inspect_cmd.h"
 #include "train/export_cmd.h"
+#include "checkpoints/inspect_cmd.h"
 #include "eval/infer.h"
 #include "eval/evaluate.h"
 #include "eval/report.h"
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define ANYREF_VERSION "0.1.0"
 
@@ -25,6 +27,8 @@ static void usage(FILE *f) {
         "\n"
         "commands:\n"
         "  train <config.cfg> [section.key=value ...]   train as the config says (overrides after it)\n"
+        "  train <run_dir> [section.key=value ...]      resume that run: its config.cfg, train.resume = auto (the newest\n"
+        "                                               checkpoint that verifies); SIGINT/SIGTERM save and print this command\n"
         "  config <config.cfg> [section.key=value ...]  print the fully resolved config\n"
         "  export-peft <config.cfg> <dir> [k=v ...]     the run's newest checkpoint as a PEFT adapter\n"
         "                                               (adapter_model.safetensors + adapter_config.json)\n"
@@ -54,6 +58,9 @@ static void usage(FILE *f) {
         "  eval <config.cfg> [k=v ...] [--checkpoint CKPT] [--splits a,b] [--samples N] [--max-new N] [--json FILE]\n"
         "                                               gIoU / cIoU per set, split and reference type beside the\n"
         "                                               empty / whole-image baselines; caption exact match\n"
+        "  inspect FILE...                              every tensor of a .safetensors / PyTorch .pth/.bin checkpoint,\n"
+        "                                               sharded index, model directory or HDF5 checkpoint, sorted:\n"
+        "                                               name, dtype, shape, sum (float64)\n"
         "  plot RUN_DIR [--out FILE]                    the loss curves of RUN_DIR/metrics.jsonl as a PNG\n"
         "                                               (default RUN_DIR/loss.png)\n"
         "  keys                                         list every config key with its type, default and help\n"
@@ -66,7 +73,17 @@ static void usage(FILE *f) {
 static ar_config *load(int argc, char **argv) {
     ar_config *c = cfg_new(train_schema, train_schema_len);
     if (!c) return NULL;
-    if (cfg_load_file(c, argv[0])) { cfg_free(c); return NULL; }
+    struct stat sb;
+    if (stat(argv[0], &sb) == 0 && S_ISDIR(sb.st_mode)) {   /* a run directory: its config, resumed */
+        char path[4200], kv[4300];
+        snprintf(path, sizeof path, "%s/config.cfg", argv[0]);
+        snprintf(kv, sizeof kv, "run.dir=%s", argv[0]);
+        if (cfg_load_file(c, path) || cfg_override(c, kv) || cfg_override(c, "train.resume=auto")) {
+            ar_error_prefix("run directory %s: ", argv[0]);
+            cfg_free(c);
+            return NULL;
+        }
+    } else if (cfg_load_file(c, argv[0])) { cfg_free(c); return NULL; }
     for (int i = 1; i < argc; i++) {
         if (cfg_override(c, argv[i])) {
             ar_error_prefix("command line argument %d: ", i + 2);
@@ -83,6 +100,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    train_program = argv[0];
     if (!strcmp(cmd, "version")) {
         printf("anyref %s (backend %s, %d threads)\n", ANYREF_VERSION, k_backend_name(), k_num_threads());
         return 0;
@@ -99,6 +117,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "anyref data: expected planted, shapes or inspect\n");
         return 2;
     }
+    if (!strcmp(cmd, "inspect")) return ckpt_inspect_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return report_plot_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
     if (!strcmp(cmd, "train") || !strcmp(cmd, "config") || !strcmp(cmd, "cache")) {

@@ -38,8 +38,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+const char *train_program = "anyref";
 
 /* The keys of one data set of data.kind = sources (source, source2..4). */
 #define SOURCE_KEYS(p, what) \
@@ -68,7 +72,7 @@ const cfg_key train_schema[] = {
     {"model.norm_eps", CFG_FLOAT, "1e-6", "RMSNorm epsilon"},
     {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
     {"model.checkpoint_layers", CFG_BOOL, "0", "gradient checkpointing: recompute each layer in backward (activation memory / layers)"},
-    {"model.init", CFG_STRING, "", "initial weights: .safetensors file, sharded index .json or HF model directory (empty: random)"},
+    {"model.init", CFG_STRING, "", "initial weights: .safetensors or PyTorch .bin/.pth file, sharded index .json or HF model directory (empty: random)"},
     {"model.strict_load", CFG_BOOL, "0", "model.init / sam.init / clip.init / ...: any tensor of the file the model lacks (other than the ones checkpoints/names.h documents unused), or a partly present LoRA, is an error naming them"},
     {"seg.token", CFG_INT, "-1", "anyref: the [SEG] token id (-1: the data file's seg_token_id attribute)"},
     {"seg.lambda", CFG_FLOAT, "0.1", "anyref: refocusing weight (rephrase_weight; 0 disables refocusing)"},
@@ -136,7 +140,9 @@ const cfg_key train_schema[] = {
     {"train.eval_every", CFG_INT, "100", "steps between validations (0: at the end only)"},
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
-    {"train.keep_checkpoints", CFG_INT, "3", "checkpoints kept in the run directory (0: all)"},
+    {"train.keep_checkpoints", CFG_INT, "3", "checkpoints kept in the run directory (0: all); the newest that verifies is resumed from"},
+    {"train.max_bad_steps", CFG_INT, "5", "a step with a NaN/Inf loss or gradient is skipped (no update, logged as bad_steps); this many in a row stop the run (0: never stop)"},
+    {"test.poison_grad_steps", CFG_STRING, "", "TEST HOOK (fault injection, leave empty): comma-separated 1-based steps whose first trainable gradient is set to NaN after backward"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
@@ -404,7 +410,12 @@ static int data_next(data_src *d, int B, int T, int *tokens, int *targets) {
 /* The run                                                                  */
 /* ------------------------------------------------------------------------ */
 static volatile sig_atomic_t g_interrupted;
-static void on_sigint(int sig) { (void)sig; g_interrupted = 1; }
+/* SIGINT / SIGTERM: finish the step, save, stop. A second one ends the process
+ * at once (the default action), e.g. a Ctrl-C pressed twice. */
+static void on_sigint(int sig) {
+    if (g_interrupted) { signal(sig, SIG_DFL); raise(sig); return; }
+    g_interrupted = sig;
+}
 
 
 /* The resolved config as text (stored in every checkpoint). */
@@ -501,22 +512,13 @@ static int metrics_truncate(const char *path, int64_t step) {
     char *line = NULL; size_t cap = 0; ssize_t n;
     while ((n = getline(&line, &cap, f)) > 0) {
         long long s;
+        if (line[n - 1] != '\n') continue;   /* a line cut off by a kill */
         if (sscanf(line, "{\"step\":%lld", &s) == 1 && s > step) continue;
         fwrite(line, 1, (size_t)n, o);
     }
     free(line); fclose(f);
     if (fclose(o) || rename(tmp, path)) return ar_errorf("cannot rewrite %s: %s", path, strerror(errno));
     return 0;
-}
-
-/* Removes checkpoints beyond the newest `keep` (keep <= 0: keep all). */
-static void prune_checkpoints(const char *run_dir, int64_t newest, int every, int keep) {
-    if (keep <= 0 || every <= 0) return;
-    for (int64_t s = newest - (int64_t)every * keep; s > 0; s -= every) {
-        char p[1200];
-        if (ckpt_path(run_dir, s, p, sizeof p)) return;
-        if (unlink(p) != 0 && errno == ENOENT) break;
-    }
 }
 
 static int save(run_t *r, int64_t step) {
@@ -526,8 +528,17 @@ static int save(run_t *r, int64_t step) {
     r->st.epoch = r->data.cur.epoch;
     r->st.data_position = r->data.cur.position;
     r->st.data_skipped = r->data.cur.skipped;
-    if (ckpt_path(r->run_dir, step, p, sizeof p) || ckpt_save(p, &r->ps, &r->st, 0)) return -1;
-    prune_checkpoints(r->run_dir, step, (int)cfg_int(r->cfg, "train.save_every"), (int)cfg_int(r->cfg, "train.keep_checkpoints"));
+    if (ckpt_path(r->run_dir, step, p, sizeof p)) return -1;
+    if (ckpt_save(p, &r->ps, &r->st, 0)) {
+        char why[1024], prev[1200];
+        snprintf(why, sizeof why, "%s", ar_error());
+        for (char *c = why; *c; c++) if (*c == '\n') *c = ' ';   /* HDF5's details hold a ctime() line */
+        int have = ckpt_latest(r->run_dir, prev, sizeof prev) == 0;
+        return ar_errorf("step %lld: %s; no checkpoint replaced (the newest good one: %s)", (long long)step, why,
+                         have ? prev : "none");
+    }
+    if (ckpt_prune(r->run_dir, step, (int)cfg_int(r->cfg, "train.keep_checkpoints")) < 0)
+        log_warn("%s", ar_error());
     log_info("checkpoint %s", p);
     return 0;
 }
@@ -538,8 +549,16 @@ static int shard_of(const char *path, const char *name, char *out, size_t cap) {
     char idx[1200];
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", path);
-        if (stat(idx, &sb) != 0) { snprintf(out, cap, "%s/model.safetensors", path); return 0; }
+        /* the order of st_load_params: safetensors index, file, then PyTorch's */
+        static const char *const cand[] = {"model.safetensors.index.json", "model.safetensors",
+                                           "pytorch_model.bin.index.json", "pytorch_model.bin"};
+        int k = 0;
+        for (; k < 3; k++) {
+            snprintf(idx, sizeof idx, "%s/%s", path, cand[k]);
+            if (stat(idx, &sb) == 0) break;
+        }
+        if (k == 3) snprintf(idx, sizeof idx, "%s/%s", path, cand[3]);
+        if (k == 1 || k == 3) { snprintf(out, cap, "%s", idx); return 0; }
         path = idx;
     }
     size_t n = strlen(path);
@@ -745,10 +764,16 @@ static int remove_checkpoints(const char *run_dir) {
 static int start_or_resume(run_t *r) {
     const char *how = cfg_str(r->cfg, "train.resume");
     char path[1200] = "";
-    if (!strcmp(how, "auto")) {
-        int rc = ckpt_latest(r->run_dir, path, sizeof path);
+    int loaded = 0, refused = 0;
+    if (!strcmp(how, "auto")) {   /* the newest checkpoint that loads, older ones if newer are refused */
+        int rc = ckpt_load_latest(r->run_dir, &r->ps, &r->st, 1, path, sizeof path, &refused);
         if (rc < 0) return -1;
+        if (rc == 1 && refused)
+            return ar_errorf("none of the %d checkpoint(s) in %s/checkpoints loads (see the warnings above); "
+                             "move them away or set train.resume = never to start afresh",
+                             refused, r->run_dir);
         if (rc == 1) path[0] = 0;
+        loaded = rc == 0;
     } else if (strcmp(how, "never") != 0) {
         snprintf(path, sizeof path, "%s", how);
     }
@@ -763,7 +788,7 @@ static int start_or_resume(run_t *r) {
         fclose(f);
         return 0;
     }
-    if (ckpt_load(path, &r->ps, &r->st, 1)) return -1;
+    if (!loaded && ckpt_load(path, &r->ps, &r->st, 1)) return -1;
     if (r->st.seed != r->seed)
         return ar_errorf("%s was written by a run with train.seed = %llu, this config has %llu", path,
                          (unsigned long long)r->st.seed, (unsigned long long)r->seed);
@@ -772,8 +797,105 @@ static int start_or_resume(run_t *r) {
     r->data.cur.position = r->st.data_position;
     r->data.cur.skipped = r->st.data_skipped;
     if (metrics_truncate(r->metrics, r->st.step)) return -1;
-    log_info("resumed from %s at step %lld", path, (long long)r->st.step);
+    if (refused)
+        log_info("resumed from %s at step %lld, the newest checkpoint that verifies (%d newer one(s) refused)", path,
+                 (long long)r->st.step, refused);
+    else
+        log_info("resumed from %s at step %lld", path, (long long)r->st.step);
     return 0;
+}
+
+/* Before any step: the run directory takes a file (create, write, fsync,
+ * delete a probe in <run_dir>/checkpoints) and has room for a checkpoint
+ * (statvfs against the size of one: an error below one, a warning below the
+ * most that exist at once: keep_checkpoints + 1, or every save of the run
+ * when keep_checkpoints = 0). */
+static int preflight(run_t *r) {
+    char dir[1200], probe[1300];
+    snprintf(dir, sizeof dir, "%s/checkpoints/", r->run_dir);
+    if (ar_mkdir_parent(dir)) return ar_error_prefix("run directory %s is not usable: ", r->run_dir);
+    dir[strlen(dir) - 1] = 0;
+    snprintf(probe, sizeof probe, "%s/.write_probe.%ld", dir, (long)getpid());
+    char block[4096];
+    memset(block, 0xA5, sizeof block);
+    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const char *what = "create";
+    int err = 0;
+    if (fd < 0) err = errno;
+    else if (write(fd, block, sizeof block) != (ssize_t)sizeof block) { err = errno ? errno : EIO; what = "write"; }
+    else if (fsync(fd) != 0) { err = errno; what = "fsync"; }
+    if (fd >= 0 && close(fd) != 0 && !err) { err = errno; what = "close"; }
+    if (fd >= 0 && unlink(probe) != 0 && !err) { err = errno; what = "delete"; }
+    if (err)
+        return ar_errorf("run directory %s is not writable: cannot %s the probe file %s: %s", r->run_dir, what, probe,
+                         strerror(err));
+    /* a checkpoint: trainable weights + two AdamW moments, float32, plus HDF5 metadata */
+    double need = 12.0 * (double)params_numel(&r->ps, 1) + 64.0 * 1024 * (1 + r->ps.n / 64.0);
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0) {
+        log_warn("cannot check the free space of %s: %s", dir, strerror(errno));
+        return 0;
+    }
+    double avail = (double)vs.f_bavail * (double)vs.f_frsize;
+    int keep = (int)cfg_int(r->cfg, "train.keep_checkpoints");
+    if (avail < need)
+        return ar_errorf("not enough space in %s: a checkpoint needs about %.1f MiB, %.1f MiB free", dir,
+                         need / 1048576, avail / 1048576);
+    /* at most keep + 1 at once (the new one before the oldest goes); keep = 0: every save of the run */
+    int every = (int)cfg_int(r->cfg, "train.save_every");
+    int saves = every > 0 ? r->steps / every + 1 : 1;
+    int want = keep > 0 && keep + 1 < saves ? keep + 1 : saves;
+    if (avail < need * want)
+        log_warn("little space in %s: %.1f MiB free, room for %d checkpoint(s) of about %.1f MiB; this run may "
+                 "need %d at once (train.keep_checkpoints = %d, train.save_every = %d)", dir, avail / 1048576,
+                 (int)(avail / need), need / 1048576, want, keep, every);
+    return 0;
+}
+
+/* The steps of the test hook test.poison_grad_steps; 1 when step (1-based) is one. */
+static int poisoned(const ar_config *cfg, int64_t step) {
+    const char *s = cfg_str(cfg, "test.poison_grad_steps");
+    while (s && *s) {
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        if (end == s) break;
+        if (v == step) return 1;
+        s = end;
+        while (*s == ',' || *s == ' ') s++;
+    }
+    return 0;
+}
+
+/* Writes text into path through a .tmp and a rename (a kill leaves the old file or the new one). */
+static int write_atomic(const char *path, const char *text) {
+    char tmp[1300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return ar_errorf("cannot write %s: %s", tmp, strerror(errno));
+    int bad = fputs(text, f) < 0;
+    if (fclose(f) != 0 || bad) { unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
+    return ar_commit_file(tmp, path);
+}
+
+/* The resume command for a shell: program, "train", the run directory (quoted where needed). */
+static void resume_command(const run_t *r, char *out, size_t cap) {
+    char q[2200];
+    size_t n = 0;
+    int plain = 1;
+    for (const char *c = r->run_dir; *c; c++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./+,:=", *c)) plain = 0;
+    if (plain) {
+        snprintf(q, sizeof q, "%s", r->run_dir);
+    } else {
+        q[n++] = '\'';
+        for (const char *c = r->run_dir; *c && n + 5 < sizeof q; c++) {
+            if (*c == '\'') { memcpy(q + n, "'\\''", 4); n += 4; }
+            else q[n++] = *c;
+        }
+        q[n++] = '\'';
+        q[n] = 0;
+    }
+    snprintf(out, cap, "%s train %s", train_program, q);
 }
 
 /* The checkpoint export/merge read: train.resume = PATH, else the newest in run.dir. */
@@ -836,15 +958,12 @@ int train_run(const ar_config *cfg) {
     run_t r;
     memset(&r, 0, sizeof r);
     int rc = -1;
-    if (run_setup(&r, cfg) || start_or_resume(&r)) goto done;
+    if (run_setup(&r, cfg) || preflight(&r) || start_or_resume(&r)) goto done;
     {
         char cfgpath[1100];
         snprintf(cfgpath, sizeof cfgpath, "%s/config.cfg", r.run_dir);
         char *text = config_text(cfg);
-        FILE *f = text ? fopen(cfgpath, "w") : NULL;
-        if (!f) { free(text); if (text) ar_errorf("cannot write %s: %s", cfgpath, strerror(errno)); goto done; }
-        fputs(text, f); fclose(f);
-        if (ckpt_state_set_config(&r.st, text)) { free(text); goto done; }
+        if (!text || write_atomic(cfgpath, text) || ckpt_state_set_config(&r.st, text)) { free(text); goto done; }
         free(text);
     }
     if (!(r.log = log_open(r.metrics)) || grounding_open_cache(&r)) goto done;
@@ -863,6 +982,10 @@ int train_run(const ar_config *cfg) {
     }
     g_interrupted = 0;
     void (*old_handler)(int) = signal(SIGINT, on_sigint);
+    void (*old_term)(int) = signal(SIGTERM, on_sigint);
+    const int max_bad = (int)cfg_int(cfg, "train.max_bad_steps");
+    int bad_run = 0;           /* consecutive bad steps so far */
+    int64_t first_bad = 0;     /* the first step of that run */
     const int eval_every = (int)cfg_int(cfg, "train.eval_every"), save_every = (int)cfg_int(cfg, "train.save_every");
     const int eval_batches = (int)cfg_int(cfg, "train.eval_batches"), stop_after = (int)cfg_int(cfg, "train.stop_after");
     const double t0 = ar_now();
@@ -906,11 +1029,25 @@ int train_run(const ar_config *cfg) {
                 l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, dseed, &count);
                 if (isfinite(l)) llama_backward(r.m, 1.0f / r.accum);
             }
-            if (!isfinite(l)) { ar_errorf("step %lld: loss is %g (diverged); lower train.lr", (long long)step + 1, l); goto interrupted; }
-            loss += l / r.accum;
+            loss += l / r.accum;   /* a NaN/Inf micro-batch makes the step bad (below) */
+        }
+        if (poisoned(cfg, step + 1) && r.ps.ng) {   /* TEST HOOK test.poison_grad_steps */
+            const float qnan = NAN;
+            k_upload(r.ps.g, &qnan, sizeof qnan);
         }
         float lr = optim_lr_at(&r.oc, (int)step);
-        double gnorm = optim_step(&r.ps, &r.oc, (int)step + 1, lr);
+        double gnorm = isfinite(loss) ? optim_grad_norm(&r.ps) : NAN;
+        const int bad = !isfinite(loss) || !isfinite(gnorm);
+        if (bad) {   /* skip: no update, gradients dropped */
+            params_zero_grad(&r.ps);
+            if (!bad_run) first_bad = step + 1;
+            bad_run++;
+            log_warn("step %lld: %s is %g; step skipped (no update), %d bad step(s) in a row", (long long)step + 1,
+                     !isfinite(loss) ? "the loss" : "the gradient norm", !isfinite(loss) ? loss : gnorm, bad_run);
+        } else {
+            bad_run = 0;
+            gnorm = optim_step(&r.ps, &r.oc, (int)step + 1, lr);
+        }
         if (k_error()) { ar_errorf("step %lld: %s", (long long)step + 1, k_error()); goto interrupted; }
         step++;
         int last = step == r.steps;
@@ -930,20 +1067,30 @@ int train_run(const ar_config *cfg) {
         if (r.ar) {
             const char *keys[] = {"loss", "ce", "bce", "dice", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "skipped",
                                   "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou", "data_wait_s",
-                                  "skipped_records"};
+                                  "skipped_records", "bad_steps"};
             const ldr *ld = gds_loader(r.data.gtrain);
             ldr_stats ls = {0, 0, NAN, 0};
             if (ld) ldr_get_stats(ld, &ls);
             double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el,
                              el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], ls.wait_s,
-                             ld ? (double)ls.bad_records : NAN};
-            if (log_metrics(r.log, (int)step, keys, vals, 17)) goto interrupted;
+                             ld ? (double)ls.bad_records : NAN, (double)bad_run};
+            if (log_metrics(r.log, (int)step, keys, vals, 18)) goto interrupted;
         } else {
-            const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy"};
-            double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc};
-            if (log_metrics(r.log, (int)step, keys, vals, 7)) goto interrupted;
+            const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy", "bad_steps"};
+            double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc,
+                             (double)bad_run};
+            if (log_metrics(r.log, (int)step, keys, vals, 8)) goto interrupted;
         }
-        loss_ema = isnan(loss_ema) ? loss : 0.9 * loss_ema + 0.1 * loss;
+        if (max_bad > 0 && bad_run >= max_bad) {
+            char prev[1200];
+            int have = ckpt_latest(r.run_dir, prev, sizeof prev) == 0;
+            ar_errorf("steps %lld..%lld: %d bad steps in a row (NaN/Inf loss or gradients; train.max_bad_steps = %d): "
+                      "stopping. The weights are not saved; the newest checkpoint from before the problem is %s. "
+                      "Lower train.lr or check the data, then resume",
+                      (long long)first_bad, (long long)step, bad_run, max_bad, have ? prev : "none (no checkpoint yet)");
+            goto interrupted;
+        }
+        if (isfinite(loss)) loss_ema = isnan(loss_ema) ? loss : 0.9 * loss_ema + 0.1 * loss;
         char extra[160];
         int n = snprintf(extra, sizeof extra, "loss %.4f lr %.2e", loss_ema, lr);
         if (!isnan(vloss)) n += snprintf(extra + n, sizeof extra - n, " val %.4f", vloss);
@@ -958,13 +1105,24 @@ int train_run(const ar_config *cfg) {
             else log_info("step %lld: val_loss %.4f, greedy exact-match accuracy %.3f", (long long)step, vloss, acc);
         }
         int stop = g_interrupted || (stop_after > 0 && step - first >= stop_after);
-        if ((save_every > 0 && step % save_every == 0) || last || stop) {
+        /* no checkpoint inside a run of bad steps: the newest stays one from before it */
+        if (((save_every > 0 && step % save_every == 0) || last || stop) && !bad_run) {
             if (save(&r, step)) goto interrupted;
         }
+        if (last && bad_run)
+            log_warn("the run ends in %d bad step(s): no final checkpoint written (the newest is from before them)",
+                     bad_run);
         if (stop && !last) {
             progress_finish(&prog);
-            log_info("%s after step %lld; continue with the same command (train.resume = auto)",
-                     g_interrupted ? "interrupted" : "stopped (train.stop_after)", (long long)step);
+            char cmd[2400], prev[1200];
+            resume_command(&r, cmd, sizeof cmd);
+            if (bad_run && ckpt_latest(r.run_dir, prev, sizeof prev) == 0)
+                log_info("%s after step %lld, in a run of bad steps: not saved, %s is the newest checkpoint",
+                         g_interrupted ? "interrupted" : "stopped", (long long)step, prev);
+            else
+                log_info("%s after step %lld (checkpoint saved)", g_interrupted == SIGTERM ? "terminated (SIGTERM)"
+                         : g_interrupted ? "interrupted (SIGINT)" : "stopped (train.stop_after)", (long long)step);
+            log_info("resume with: %s", cmd);
             rc = 0;
             goto restore;
         }
@@ -991,6 +1149,7 @@ interrupted:
     progress_finish(&prog);
 restore:
     signal(SIGINT, old_handler);
+    signal(SIGTERM, old_term);
 done:
     run_teardown(&r);
     return rc;

@@ -12,8 +12,17 @@
 
 extern const cfg_key train_schema[];
 extern const int train_schema_len;
-/* Runs the training described by cfg; 0 on success, -1 + ar_error. */
+/* Runs the training described by cfg; 0 on success, -1 + ar_error.
+ * SIGINT / SIGTERM: the current step finishes, a checkpoint is written and
+ * train_run returns 0 after printing the command that resumes (a second
+ * signal ends the process at once). NaN/Inf loss or gradients skip the step
+ * (no update, logged as bad_steps); train.max_bad_steps in a row stop the run
+ * with an error, no checkpoint of that state written. Before the first step
+ * the run directory is probed (create, write, fsync, delete a file) and its
+ * free space compared with a checkpoint's size. */
 int train_run(const ar_config *cfg);
+/* The program name printed in the resume command ("anyref" unless main sets argv[0]). */
+extern const char *train_program;
 /* `anyref cache`: the frozen CLIP / ImageBind outputs of every image, crop and
  * audio of data.train and data.val into the feature cache data.cache
  * (data/feature_cache.h); entries already there (same inputs, same encoder

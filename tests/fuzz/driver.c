@@ -9,7 +9,9 @@
  * committed fixtures listed for it in SEEDS below (files or glob patterns,
  * optionally split into lines, with a leading selector byte for targets whose
  * first byte picks a mode), the files under tests/fuzz/seeds/<target>/
- * (regression inputs), and a few generic inputs. Each seed runs once as is;
+ * (regression inputs: crash reproducers), the corpus of the last long
+ * libFuzzer run under tests/fuzz/corpus/<target>/ (`make fuzz-long`), and a
+ * few generic inputs. Each seed runs once as is;
  * then mutants run until the time budget is spent: stacked bit flips,
  * overwrites with interesting bytes / 16- and 32-bit values, text tokens,
  * truncations, inserted and deleted runs, and splices of two seeds, drawn
@@ -31,8 +33,9 @@
  * (default 20) seconds one input may take, FUZZ_CRASH_DIR
  * (default build/fuzz-crashes), FUZZ_SMOKE_VERBOSE=1 keeps the parsers'
  * warnings (by default stdio's stderr is pointed at /dev/null while inputs
- * run; the sanitizers' reports write to fd 2 and still show). Runs from the
- * repository root.
+ * run; the sanitizers' reports write to fd 2 and still show),
+ * FUZZ_DUMP_SEEDS=DIR writes every seed to DIR and exits (the starting
+ * corpus of `make fuzz-long`). Runs from the repository root.
  * Depends on: the target's LLVMFuzzerTestOneInput (and LLVMFuzzerInitialize
  * if it has one), libasan/libubsan's interface functions, POSIX glob.
  */
@@ -96,6 +99,7 @@ static const seed_spec SEEDS[] = {
     {"coco", 0, 0, WHOLE, "tests/fixtures/coco_instances.json"},
     {"coco", 0, 0, WHOLE, "tests/fixtures/refer_join/root/*/instances.json"},
     {"config", -1, 0, WHOLE, "configs/*.cfg"},
+    {"conversation", -1, 0, WHOLE, "tests/fixtures/conversations.json"},
     {"config", -1, 0, LINES, "configs/sources-tiny.cfg"},
     {"safetensors", 1, 0, WHOLE, "tests/fixtures/safetensors/*.safetensors"},
     {"safetensors", 1, 0, WHOLE, "tests/fixtures/safetensors/sharded/*.safetensors"},
@@ -289,14 +293,17 @@ static void load_seeds(void) {
     }
     for (size_t i = 0; i < sizeof INLINE / sizeof INLINE[0]; i++)
         if (!strcmp(INLINE[i].target, g_target)) add_seed((const uint8_t *)INLINE[i].data, INLINE[i].len, -1, "inline seed");
-    /* regression inputs committed for this target */
-    char pat[256];
-    snprintf(pat, sizeof pat, "tests/fuzz/seeds/%s/*", g_target);
-    glob_t g;
-    if (glob(pat, 0, NULL, &g) == 0) {
-        for (size_t k = 0; k < g.gl_pathc; k++)
-            if (is_regular(g.gl_pathv[k])) add_file(g.gl_pathv[k], -1, 0, WHOLE);
-        globfree(&g);
+    /* regression inputs committed for this target, then the corpus of the last long run (make fuzz-long) */
+    static const char *const dirs[] = {"tests/fuzz/seeds", "tests/fuzz/corpus"};
+    for (size_t d = 0; d < 2; d++) {
+        char pat[256];
+        snprintf(pat, sizeof pat, "%s/%s/*", dirs[d], g_target);
+        glob_t g;
+        if (glob(pat, 0, NULL, &g) == 0) {
+            for (size_t k = 0; k < g.gl_pathc; k++)
+                if (is_regular(g.gl_pathv[k])) add_file(g.gl_pathv[k], -1, 0, WHOLE);
+            globfree(&g);
+        }
     }
     /* generic inputs every target gets (also the only ones mutated for a target with no entry above) */
     g_nmutable = g_nseeds ? g_nseeds : 8;
@@ -469,6 +476,18 @@ int main(int argc, char **argv) {
     g_rng ^= fnv64((const uint8_t *)g_target, strlen(g_target));   /* each target its own stream */
 
     load_seeds();
+    if ((e = getenv("FUZZ_DUMP_SEEDS")) && *e) {   /* write the seeds to a directory (make fuzz-long) and stop */
+        mkdir(e, 0777);
+        for (size_t i = 0; i < g_nseeds; i++) {
+            char path[600];
+            snprintf(path, sizeof path, "%s/seed-%016llx", e, (unsigned long long)fnv64(g_seeds[i].p, g_seeds[i].n));
+            FILE *f = fopen(path, "wb");
+            if (!f || fwrite(g_seeds[i].p, 1, g_seeds[i].n, f) != g_seeds[i].n) { perror(path); return 2; }
+            fclose(f);
+        }
+        printf("fuzz %s: %zu seeds written to %s\n", g_target, g_nseeds, e);
+        return 0;
+    }
     /* mute the parsers' warnings (hundreds of thousands of them): they go through
      * stdio's stderr, the sanitizers' reports write to fd 2 directly */
     if (!((e = getenv("FUZZ_SMOKE_VERBOSE")) && *e == '1')) {
