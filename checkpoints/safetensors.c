@@ -860,6 +860,14 @@ int st_load_params(const char *path, ar_params *ps, int flags, st_report *rep) {
     return st_load_params_ex(path, ps, flags, NULL, NULL, rep);
 }
 
+int st_list_names(const char *path, void (*fn)(void *ctx, const char *name), void *ctx) {
+    ld_source src;
+    if (ld_open(&src, path) != 0) { ld_free(&src); return -1; }
+    for (int k = 0; k < src.n; k++) fn(ctx, src.e[k].name);
+    ld_free(&src);
+    return 0;
+}
+
 void st_report_format(const st_report *rep, char *buf, size_t cap) {
     if (!cap) return;
     size_t at = 0;

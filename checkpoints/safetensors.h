@@ -140,6 +140,10 @@ int st_load_params(const char *path, ar_params *ps, int flags, st_report *rep);
 /* The same with a registry-name -> checkpoint-name mapping (NULL = identity). */
 int st_load_params_ex(const char *path, ar_params *ps, int flags, st_rename_fn rename_fn,
                       void *ctx, st_report *rep);
+/* Calls fn(ctx, name) for every tensor name of the checkpoint at `path`,
+ * resolved as st_load_params_ex resolves it (file, index, directory); the
+ * names are valid during the call only. 0, or -1 + ar_error. */
+int st_list_names(const char *path, void (*fn)(void *ctx, const char *name), void *ctx);
 /* One line, e.g. "loaded 290, missing 64 (64 trainable): 'a', ...; unexpected 0". */
 void st_report_format(const st_report *rep, char *buf, size_t cap);
 

@@ -398,7 +398,13 @@ static void test_fd(float lambda) {
 
 /* Trainable encoders (small models from scratch): the whole step's gradient
  * reaches the CLIP tower (through the projector, for image, box and crop rows)
- * and the SAM image encoder (through the decoder's image-embedding gradient). */
+ * and the SAM image encoder (through the decoder's image-embedding gradient).
+ * Steps h, h/2, h/4 (the best kept), h = 2e-3, except CLIP fc1: its gradient
+ * is small (scale 4e-3) against the float32 loss's rounding, so at 2e-3 the
+ * difference quotient's noise was 1-5% and the check passed or failed with
+ * the build's summation order (the sanitizer build failed it); h = 8e-3
+ * there (the patch embedding, behind the crops' bilinear kinks, needs the
+ * small steps). */
 static void test_fd_trainable_encoders(void) {
     step s;
     char nm[200];
@@ -414,7 +420,8 @@ static void test_fd_trainable_encoders(void) {
         const ar_param *p = params_find(&s.ps, names[k]);
         if (!p || !p->trainable) { t_fail(PFX "trainable encoders", "%s missing or frozen", names[k]); continue; }
         snprintf(nm, sizeof nm, PFX "trainable grad %s", p->name);
-        t_gradcheck_kinked(nm, loss_cb, &s, s.ps.w + p->off, s.ps.g + p->goff, p->numel, 2e-3f, 3e-2, 8);
+        const float h = strstr(p->name, "mlp.fc1") ? 8e-3f : 2e-3f;
+        t_gradcheck_kinked(nm, loss_cb, &s, s.ps.w + p->off, s.ps.g + p->goff, p->numel, h, 3e-2, 8);
         n++;
     }
     t_check(isfinite(tot) && n == 8, PFX "trainable encoders step", "total %.4f; %d CLIP and SAM encoder tensors checked", tot, n);

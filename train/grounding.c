@@ -289,46 +289,28 @@ done:
     anyref_set_training(r->ar, 1);
 }
 
-static int is_sam_name(const char *n) { return !strncmp(n, "prompt_encoder.", 15) || !strncmp(n, "mask_decoder.", 13); }
-
-static int is_sam_enc_name(const char *n) { return !strncmp(n, "image_encoder.", 14); }
-
-static int is_clip_name(const char *n) { return !strncmp(n, "vision_model.", 13) || !strncmp(n, "model.mm_projector.", 19); }
-
-static int is_audio_name(const char *n) {
-    return !strncmp(n, "modality_", 9) || !strncmp(n, "model.audio_projector.", 22);
-}
-
-typedef int (*name_pred)(const char *name);
-
-/* Hides every registry tensor outside the branch (ctx: its name_pred). */
-static int branch_only(void *ctx, const char *name, char *out, size_t cap) {
-    name_pred in = *(name_pred *)ctx;
-    snprintf(out, cap, "%s%s", in(name) ? "" : "\x01hidden\x01", name);
-    return 0;
-}
-
-/* One branch of the model (SAM's prompt encoder + mask decoder, CLIP +
- * mm_projector, ImageBind audio + audio_projector) from a safetensors file by
- * the original names; every tensor of the branch must be there (the first
- * absent one is named). key names the config key in messages. */
-static int load_branch(run_t *r, const char *path, const char *key, name_pred in) {
-    st_file *f = st_open(path);
-    if (!f) return ar_error_prefix("%s: ", key);
-    int n = 0, absent = 0;
-    const char *first = NULL;
-    for (int i = 0; i < r->ps.n; i++) {
-        if (!in(r->ps.p[i].name)) continue;
-        n++;
-        if (st_find(f, r->ps.p[i].name) < 0 && !absent++) first = r->ps.p[i].name;
+/* One branch of the model (SAM's prompt encoder + mask decoder, its image
+ * encoder, CLIP + mm_projector, ImageBind audio + audio_projector) from a
+ * checkpoint through the name table (checkpoints/names.h: the component's own
+ * published names, or AnyRef's / PEFT's); every tensor of the branch must be
+ * there (the first absent one is named). key names the config key in messages. */
+static int load_branch(run_t *r, const char *path, const char *key, unsigned comps) {
+    nm_load_opts o = {.components = comps, .layout = NM_LAYOUT_AUTO, .strict = cfg_bool(r->cfg, "model.strict_load")};
+    nm_report rep;
+    if (nm_load(path, &r->ps, &o, &rep)) {
+        int missing = 0, declared = 0;
+        const char *first = NULL;
+        for (int c = 0; c < NM_NCOMP; c++) {
+            declared += rep.c[c].declared;
+            if (rep.c[c].missing && !first) first = rep.c[c].missing_names[0];
+            missing += rep.c[c].missing;
+        }
+        if (missing && !o.strict)
+            return ar_errorf("%s: %s lacks %d of the model's %d tensors of this part, e.g. '%s'", key, path, missing,
+                             declared, first);
+        return ar_error_prefix("%s: ", key);
     }
-    st_close(f);
-    if (absent)
-        return ar_errorf("%s: %s lacks %d of the model's %d tensors of this part, e.g. '%s'", key, path, absent, n, first);
-    st_report rep;
-    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING, branch_only, &in, &rep)) return ar_error_prefix("%s: ", key);
-    log_info("%s %s: %d tensors loaded%s", key, path, rep.n_loaded,
-             rep.n_unexpected ? " (the file holds more tensors, ignored)" : "");
+    train_log_names_report(key, path, &rep);
     return 0;
 }
 
@@ -636,13 +618,13 @@ int grounding_declare(run_t *r) {
 
 int grounding_load(run_t *r, const ar_config *cfg) {
     const char *si = cfg_str(cfg, "sam.init");
-    if (si[0] && load_branch(r, si, "sam.init", is_sam_name)) return -1;
+    if (si[0] && load_branch(r, si, "sam.init", NM_BIT(NM_SAM_PROMPT) | NM_BIT(NM_SAM_DECODER))) return -1;
     const char *sei = r->use_senc ? cfg_str(cfg, "sam_encoder.init") : "";
-    if (sei[0] && load_branch(r, sei, "sam_encoder.init", is_sam_enc_name)) return -1;
+    if (sei[0] && load_branch(r, sei, "sam_encoder.init", NM_BIT(NM_SAM_ENCODER))) return -1;
     if (r->use_refs) {
         const char *ci = cfg_str(cfg, "clip.init"), *ai = cfg_str(cfg, "audio.init");
-        if (ci[0] && load_branch(r, ci, "clip.init", is_clip_name)) return -1;
-        if (ai[0] && r->rcfg.use_audio && load_branch(r, ai, "audio.init", is_audio_name)) return -1;
+        if (ci[0] && load_branch(r, ci, "clip.init", NM_BIT(NM_CLIP) | NM_BIT(NM_MM_PROJECTOR))) return -1;
+        if (ai[0] && r->rcfg.use_audio && load_branch(r, ai, "audio.init", NM_BIT(NM_AUDIO) | NM_BIT(NM_AUDIO_PROJECTOR))) return -1;
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include "data/planted.h"
 #include "data/shapes.h"
 #include "train/inspect_cmd.h"
+#include "train/export_cmd.h"
 #include "checkpoints/inspect_cmd.h"
 #include "eval/infer.h"
 #include "eval/evaluate.h"
@@ -32,6 +33,9 @@ static void usage(FILE *f) {
         "  export-peft <config.cfg> <dir> [k=v ...]     the run's newest checkpoint as a PEFT adapter\n"
         "                                               (adapter_model.safetensors + adapter_config.json)\n"
         "  merge <config.cfg> <out.safetensors> [k=v ...]  model.init + the run's LoRA merged into full weights\n"
+        "  export RUN_DIR|CKPT --out DIR [--merged] [--shard-mb N] [k=v ...]\n"
+        "                                               PEFT adapter + trained non-LoRA modules (and --merged: the\n"
+        "                                               full merged model) with the official AnyRef names\n"
         "  tokenize --tokenizer FILE [--add-bos] [--add-eos] [--special TEXT]... [--decode] TEXT...\n"
         "                                               ids of each text on one line (--decode: ids -> text);\n"
         "                                               FILE is a SentencePiece tokenizer.model or an HF tokenizer.json\n"
@@ -104,6 +108,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "infer")) return infer_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return eval_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export")) return export_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) {
         if (argc >= 3 && !strcmp(argv[2], "planted")) return planted_main(argc - 2, argv + 2);

@@ -6,6 +6,7 @@
 #ifndef ANYREF_TRAIN_RUN_H
 #define ANYREF_TRAIN_RUN_H
 #include "checkpoints/checkpoint.h"
+#include "checkpoints/names.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -83,6 +84,8 @@ typedef struct {
 /* train/train.c */
 int  run_setup(run_t *r, const ar_config *cfg);   /* config -> model, data, buffers; -1 + ar_error */
 void run_teardown(run_t *r);
+/* Logs a name-table load report (checkpoints/names.h), one line per component. */
+void train_log_names_report(const char *key, const char *path, const nm_report *rep);
 
 /* train/grounding.c (model.kind = anyref) */
 int  grounding_setup(run_t *r, const ar_config *cfg);  /* the step's config from the keys and the data */

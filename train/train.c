@@ -10,6 +10,7 @@
 #include "train/run.h"
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/peft.h"
+#include "checkpoints/names.h"
 #include "checkpoints/safetensors.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -72,6 +73,7 @@ const cfg_key train_schema[] = {
     {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
     {"model.checkpoint_layers", CFG_BOOL, "0", "gradient checkpointing: recompute each layer in backward (activation memory / layers)"},
     {"model.init", CFG_STRING, "", "initial weights: .safetensors or PyTorch .bin/.pth file, sharded index .json or HF model directory (empty: random)"},
+    {"model.strict_load", CFG_BOOL, "0", "model.init / sam.init / clip.init / ...: any tensor of the file the model lacks (other than the ones checkpoints/names.h documents unused), or a partly present LoRA, is an error naming them"},
     {"seg.token", CFG_INT, "-1", "anyref: the [SEG] token id (-1: the data file's seg_token_id attribute)"},
     {"seg.lambda", CFG_FLOAT, "0.1", "anyref: refocusing weight (rephrase_weight; 0 disables refocusing)"},
     {"sam.dim", CFG_INT, "256", "anyref: SAM prompt/mask-decoder width = image-embedding channels"},
@@ -457,11 +459,6 @@ static double validate(run_t *r, int batches) {
 /* ------------------------------------------------------------------------ */
 /* model.kind = anyref                                                      */
 /* ------------------------------------------------------------------------ */
-static int is_llama_name(const char *n) {
-    return !strncmp(n, "lm_head.", 8) ||
-           (!strncmp(n, "model.", 6) && strncmp(n, "model.text_hidden_fcs", 21) != 0 &&
-            strncmp(n, "model.mm_projector.", 19) != 0 && strncmp(n, "model.audio_projector.", 22) != 0);
-}
 
 
 
@@ -579,10 +576,10 @@ static int shard_of(const char *path, const char *name, char *out, size_t cap) {
 
 /* Vocabulary resize (SPEC 2.1: added tokens such as [SEG]): rows [0, old) of
  * `name` come from the checkpoint, rows [old, V) are the mean of those rows. */
-static int load_resized_rows(const char *path, ar_params *ps, const char *name, int *old_rows) {
-    const ar_param *p = params_find(ps, name);
-    char file[1200];
-    if (!p || shard_of(path, name, file, sizeof file)) return -1;
+static int load_resized_rows(const char *path, ar_params *ps, const char *ours, int layout, int *old_rows) {
+    const ar_param *p = params_find(ps, ours);
+    char file[1200], name[512];
+    if (!p || nm_to_official(ours, layout, name, sizeof name) || shard_of(path, name, file, sizeof file)) return -1;
     st_file *f = st_open(file);
     if (!f) return -1;
     int i = st_find(f, name), nd = 0;
@@ -611,61 +608,54 @@ out:
     return rc;
 }
 
-/* Hides from the bulk load the two vocabulary tensors when they are resized,
- * and (model.kind = anyref) everything that is not the LLaMA decoder. */
-typedef struct { int resize, llama_only; } hide_ctx;
-static int hide_vocab(void *ctx, const char *name, char *out, size_t cap) {
-    const hide_ctx *h = ctx;
-    int hide = (h->resize && (!strcmp(name, "model.embed_tokens.weight") || !strcmp(name, "lm_head.weight"))) ||
-               (h->llama_only && !is_llama_name(name));
-    snprintf(out, cap, "%s%s", hide ? "\x01hidden\x01" : "", name);
-    return 0;
+/* Logs a load report (checkpoints/names.h), one line per component. */
+void train_log_names_report(const char *key, const char *path, const nm_report *rep) {
+    char buf[8192];
+    nm_report_format(rep, buf, sizeof buf);
+    for (char *line = buf, *nl; line && *line; line = nl) {
+        if ((nl = strchr(line, '\n'))) *nl++ = 0;
+        log_info("%s %s: %s", key, path, line);
+    }
 }
 
-/* Base weights from a Hugging Face checkpoint. Only LoRA tensors may be absent
- * (they start as A ~ Kaiming, B = 0, so step 0 is the base model); a larger
- * model.vocab than the checkpoint's adds rows initialised to the mean row. */
+/* Base weights from a Hugging Face / LLaVA / AnyRef checkpoint through the
+ * name table (checkpoints/names.h): the LLaMA decoder (model.kind = anyref:
+ * only it; the other parts come from sam.init, clip.init, ...). LoRA tensors
+ * may be absent (they start as A ~ Kaiming, B = 0, so step 0 is the base
+ * model); a larger model.vocab than the checkpoint's adds rows initialised to
+ * the mean row. model.strict_load: any unexpected tensor, or a partial LoRA,
+ * is an error. */
 static int load_init(run_t *r, const char *path) {
-    st_report rep;
-    int resize = 0;
-    /* probe the embedding's row count */
-    char file[1200];
-    if (shard_of(path, "model.embed_tokens.weight", file, sizeof file) == 0) {
+    int resize = 0, vocab_layout = NM_LAYOUT_NATIVE;
+    /* probe the embedding's row count, under each layout's name */
+    for (int l = 0; l < NM_NLAYOUTS; l++) {
+        char file[1200], name[512];
+        if (nm_to_official("model.embed_tokens.weight", l, name, sizeof name) || shard_of(path, name, file, sizeof file))
+            continue;
         st_file *f = st_open(file);
-        int i = f ? st_find(f, "model.embed_tokens.weight") : -1, nd = 0;
+        int i = f ? st_find(f, name) : -1, nd = 0;
         const int64_t *sh = i >= 0 ? st_shape(f, i, &nd) : NULL;
-        if (sh && nd == 2 && sh[0] < r->mc.vocab) resize = 1;
+        if (sh && nd == 2 && sh[0] < r->mc.vocab) { resize = 1; vocab_layout = l; }
         st_close(f);
+        if (i >= 0) break;
     }
     ar_error_clear();
-    hide_ctx hc = {.resize = resize, .llama_only = r->is_anyref};
-    if (st_load_params_ex(path, &r->ps, ST_ALLOW_MISSING_TRAINABLE | ST_ALLOW_MISSING_FROZEN, hide_vocab, &hc, &rep))
-        return ar_error_prefix("model.init: ");
-    int lora = 0, other = 0;
-    for (int i = 0; i < r->ps.n; i++) {
-        lora += strstr(r->ps.p[i].name, ".lora_") != NULL;
-        other += hc.llama_only && !is_llama_name(r->ps.p[i].name);
-    }
-    char line[2048];
-    st_report_format(&rep, line, sizeof line);
-    if (rep.n_missing != lora + other + 2 * resize)
-        return ar_errorf("model.init: %s lacks %d tensors of the LLaMA decoder besides its %d LoRA tensors (%s)",
-                         path, rep.n_missing - lora - other - 2 * resize, lora, line);
+    static const char *const vocab[] = {"model.embed_tokens.weight", "lm_head.weight"};
+    nm_load_opts o = {.components = NM_BIT(NM_LLAMA) | NM_BIT(NM_LORA), .layout = NM_LAYOUT_AUTO,
+                      .allow_missing = NM_BIT(NM_LORA), .strict = cfg_bool(r->cfg, "model.strict_load"),
+                      .skip = vocab, .n_skip = resize ? 2 : 0};
+    nm_report rep;
+    if (nm_load(path, &r->ps, &o, &rep)) return ar_error_prefix("model.init: ");
     if (resize) {
         int old = 0;
-        if (load_resized_rows(path, &r->ps, "model.embed_tokens.weight", &old) ||
-            load_resized_rows(path, &r->ps, "lm_head.weight", &old))
+        if (load_resized_rows(path, &r->ps, "model.embed_tokens.weight", vocab_layout, &old) ||
+            load_resized_rows(path, &r->ps, "lm_head.weight", vocab_layout, &old))
             return ar_error_prefix("model.init: ");
         log_info("model.init: vocabulary resized from %d to %d tokens (new rows = mean of the old rows)", old, r->mc.vocab);
     }
-    log_info("model.init %s: %s", path, line);
+    train_log_names_report("model.init", path, &rep);
     return 0;
 }
-
-
-
-
-
 
 int run_setup(run_t *r, const ar_config *cfg) {
     r->cfg = cfg;
