@@ -75,7 +75,7 @@ static void note(plan_shape *s, const char *fmt, ...) {
  * <im_end>, the two reference and two audio markers: data/loader.c add_tokens). */
 #define PLAN_LOADER_ADDED 7
 static int loader_vocab(const ar_config *cfg, plan_shape *s) {
-    int added = PLAN_LOADER_ADDED;
+    int added = strcmp(cfg_str(cfg, "data.kind"), "sources") ? 0 : PLAN_LOADER_ADDED;   /* conversations: add_tokens only */
     char list[4096];
     snprintf(list, sizeof list, "%s", cfg_str(cfg, "data.add_tokens"));
     for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
@@ -89,7 +89,7 @@ static int loader_vocab(const ar_config *cfg, plan_shape *s) {
         tok_free(tok);
         return v;
     }
-    note(s, "model.vocab = 0 and data.tokenizer (%s) unreadable: vocab assumed 32000 (LLaMA) + %d added tokens",
+    note(s, "model.vocab = 0 and data.tokenizer (%s) unreadable: vocabulary assumed 32000 (LLaMA) + %d added tokens",
          tp[0] ? tp : "unset", added);
     return 32000 + added;
 }
