@@ -38,6 +38,7 @@ struct anyref {
     double N;
     /* splicing: the feature row of each position (-1: a token) */
     int *h_fid, *d_fid;
+    size_t step_bytes;          /* the device buffers above (anyref_memory) */
     int spliced;
     float *dfeat;
     float *const *dimg;
@@ -94,6 +95,51 @@ static float *dev_alloc(size_t nfloats, int *fail) {
     return p;
 }
 
+/* The step's own device buffers (floats each): the dense PE and dense
+ * embedding [C,H,W]; loss-size logits of every [SEG] and their gradient; the
+ * low-res mask gradient [max_seg, 4H, 4W]; the sam_post scratch; d final
+ * hidden [B*T, D]; d last-layer attention [B, heads, T, T]. */
+enum { AB_PE, AB_DENSE, AB_LOGITS, AB_DLOGITS, AB_DLOW, AB_SCRATCH, AB_DXF, AB_DATT, AB_N };
+static void step_sizes(const anyref_cfg *c, int B, int T, int max_seg, size_t n[AB_N]) {
+    const size_t chw = (size_t)c->dec.dim * c->dec.H * c->dec.W, S = c->img_size > 0 ? c->img_size : 16 * c->dec.H;
+    const size_t P = (size_t)max_seg, orig = (size_t)c->max_orig_h * c->max_orig_w;
+    n[AB_PE] = n[AB_DENSE] = chw;
+    n[AB_LOGITS] = n[AB_DLOGITS] = P * orig;
+    n[AB_DLOW] = P * (4 * (size_t)c->dec.H) * (4 * (size_t)c->dec.W);
+    /* worst case over the sizes (sam_post.c): big [P,S,S], crop [P,rh,rw] with
+     * rh, rw <= S, and the original-size stage [P,H0,W0] of the AVSBench variant */
+    n[AB_SCRATCH] = P * (2 * S * S + orig);
+    n[AB_DXF] = (size_t)B * T * c->llm.dim;
+    n[AB_DATT] = (size_t)B * c->llm.heads * T * T;
+}
+
+/* Bytes of one dev_alloc / k_malloc'd int buffer of n elements. */
+static size_t dev_bytes(size_t n, size_t elem) { return (n ? n : 1) * elem; }
+
+int anyref_plan(const anyref_cfg *c, int B, int T, int max_seg, anyref_mem *out) {
+    seg_head_cfg s;
+    memset(out, 0, sizeof *out);
+    if (B <= 0 || T <= 0 || max_seg <= 0) return ar_errorf("anyref: batch %d x %d, max_seg %d must be positive", B, T, max_seg);
+    if (fix_seg_cfg(c, &s)) return -1;
+    out->llm = llama_plan_activation_bytes(&c->llm, B, T);
+    out->seg_head = seg_head_plan_bytes(&s, max_seg);
+    out->decoder = sam_decoder_plan_bytes(&c->dec, max_seg);
+    size_t n[AB_N];
+    step_sizes(c, B, T, max_seg, n);
+    for (int i = 0; i < AB_N; i++) out->step += dev_bytes(n[i], sizeof(float));
+    out->step += dev_bytes((size_t)B * T, sizeof(int));   /* d_fid */
+    if (!out->llm || !out->decoder) return ar_errorf("anyref: bad decoder or mask-decoder sizes");
+    return 0;
+}
+
+void anyref_memory(const anyref *m, anyref_mem *out) {
+    memset(out, 0, sizeof *out);
+    out->llm = llama_activation_bytes(m->llm);
+    out->seg_head = seg_head_block_bytes(m->head);
+    out->decoder = sam_decoder_activation_bytes(m->dec);
+    out->step = m->step_bytes;
+}
+
 anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_seg) {
     seg_head_cfg s;
     if (B <= 0 || T <= 0 || max_seg <= 0) {
@@ -127,19 +173,12 @@ anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_
     }
 
     int fail = 0;
-    const size_t chw = (size_t)c->dec.dim * c->dec.H * c->dec.W;
-    m->pe = dev_alloc(chw, &fail);
-    m->dense = dev_alloc(chw, &fail);
-    m->logits_cap = (size_t)max_seg * c->max_orig_h * c->max_orig_w;
-    m->logits = dev_alloc(m->logits_cap, &fail);
-    m->dlogits = dev_alloc(m->logits_cap, &fail);
-    m->dlow = dev_alloc((size_t)max_seg * m->Hl * m->Wl, &fail);
-    /* worst case over the sizes (sam_post.c): big [P,S,S], crop [P,rh,rw] with
-     * rh, rw <= S, and the original-size stage [P,H0,W0] of the AVSBench variant */
-    m->scratch_cap = (size_t)max_seg * (2 * (size_t)m->S * m->S + (size_t)c->max_orig_h * c->max_orig_w);
-    m->scratch = dev_alloc(m->scratch_cap, &fail);
-    m->dxf = dev_alloc((size_t)B * T * c->llm.dim, &fail);
-    m->datt = dev_alloc((size_t)B * m->Hq * T * T, &fail);
+    size_t n[AB_N];
+    step_sizes(c, B, T, max_seg, n);
+    float **dst[AB_N] = {&m->pe, &m->dense, &m->logits, &m->dlogits, &m->dlow, &m->scratch, &m->dxf, &m->datt};
+    for (int i = 0; i < AB_N; i++) *dst[i] = dev_alloc(n[i], &fail);
+    m->logits_cap = n[AB_LOGITS];
+    m->scratch_cap = n[AB_SCRATCH];
     m->seg_b = host_calloc(max_seg, sizeof(int), &fail);
     m->h0 = host_calloc(max_seg, sizeof(int), &fail);
     m->w0 = host_calloc(max_seg, sizeof(int), &fail);
@@ -155,6 +194,8 @@ anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_
     m->h_fid = host_calloc((size_t)B * T, sizeof(int), &fail);
     m->d_fid = k_malloc((size_t)B * T * sizeof(int));
     if (!m->d_fid) fail = 1;
+    for (int i = 0; i < AB_N; i++) m->step_bytes += dev_bytes(n[i], sizeof(float));
+    m->step_bytes += dev_bytes((size_t)B * T, sizeof(int));
     if (fail) {
         ar_errorf("anyref: out of memory for the step buffers");
         anyref_free(m);

@@ -78,6 +78,15 @@ int     anyref_declare(const anyref_cfg *c, ar_params *ps);
  * max_seg [SEG]s per batch. NULL + ar_error. */
 anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_seg);
 void    anyref_free(anyref *m);
+/* Device memory of the step's activations, by part (bytes): the decoder's
+ * arena, the [SEG] head's block, the mask decoder's arena and the step's own
+ * buffers (dense prompt tensors, mask logits and their gradients, sam_post
+ * scratch, d hidden, d attention). anyref_plan computes it from the config
+ * without allocating (the same sizing code as anyref_create; `anyref plan`);
+ * anyref_memory reads it off a created step. */
+typedef struct { size_t llm, seg_head, decoder, step; } anyref_mem;
+int     anyref_plan(const anyref_cfg *c, int B, int T, int max_seg, anyref_mem *out);
+void    anyref_memory(const anyref *m, anyref_mem *out);
 /* The dense prompt tensors are constants of the frozen prompt-encoder weights,
  * computed at the first forward; call this after loading new weights into them. */
 void    anyref_refresh_prompt(anyref *m);

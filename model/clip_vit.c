@@ -302,12 +302,8 @@ static float *final_hidden(const clip_vit *v, int first) {
     return v->c.trainable ? v->hs + ((size_t)v->n_run * NTm + o) * W : v->x + o * W;
 }
 
-clip_vit *clip_vit_create(const clip_vit_cfg *c, ar_params *ps, int max_images) {
-    int n_run;
-    if (vit_check(c, &n_run)) return NULL;
-    if (max_images <= 0) { ar_errorf("clip_vit: max_images %d must be positive", max_images); return NULL; }
-    clip_vit *v = calloc(1, sizeof *v);
-    if (!v) { ar_errorf("clip_vit: out of host memory"); return NULL; }
+/* The sizes vit_layout reads, from the config alone (create and plan). */
+static void vit_sizes(clip_vit *v, const clip_vit_cfg *c, int max_images, int n_run) {
     v->c = *c;
     v->c.trainable = c->trainable != 0;
     v->max_images = max_images;
@@ -316,6 +312,24 @@ clip_vit *clip_vit_create(const clip_vit_cfg *c, ar_params *ps, int max_images) 
     v->G = v->g * v->g;
     v->T = 1 + v->G;
     v->P = c->keep_cls ? v->T : v->G;
+}
+
+size_t clip_vit_plan_bytes(const clip_vit_cfg *c, int max_images) {
+    int n_run = 0;
+    if (max_images <= 0 || vit_check(c, &n_run)) return 0;
+    clip_vit v;
+    memset(&v, 0, sizeof v);
+    vit_sizes(&v, c, max_images, n_run);
+    return vit_layout(&v, NULL) * sizeof(float);
+}
+
+clip_vit *clip_vit_create(const clip_vit_cfg *c, ar_params *ps, int max_images) {
+    int n_run;
+    if (vit_check(c, &n_run)) return NULL;
+    if (max_images <= 0) { ar_errorf("clip_vit: max_images %d must be positive", max_images); return NULL; }
+    clip_vit *v = calloc(1, sizeof *v);
+    if (!v) { ar_errorf("clip_vit: out of host memory"); return NULL; }
+    vit_sizes(v, c, max_images, n_run);
     const size_t W = (size_t)c->width, M = (size_t)c->mlp_dim, p = (size_t)c->patch, T = (size_t)v->T;
     v->L = calloc(n_run ? (size_t)n_run : 1, sizeof *v->L);
     v->done = calloc((size_t)max_images, 1);
@@ -592,6 +606,12 @@ static int pbind(const mm_projector_cfg *c, ar_params *ps, const char *tail, siz
     return 0;
 }
 
+/* out (and a1, ga, dga, da1 for mlp2x_gelu), max_rows x out_dim each. */
+size_t mm_projector_plan_bytes(const mm_projector_cfg *c, int max_rows) {
+    const size_t nbuf = c->type == MM_PROJ_LINEAR ? 1 : 5;
+    return nbuf * (size_t)(max_rows > 0 ? max_rows : 0) * (size_t)c->out_dim * sizeof(float);
+}
+
 mm_projector *mm_projector_create(const mm_projector_cfg *c, ar_params *ps, int max_rows) {
     if (proj_check(c)) return NULL;
     if (max_rows <= 0) { ar_errorf("mm_projector: max_rows %d must be positive", max_rows); return NULL; }
@@ -607,8 +627,7 @@ mm_projector *mm_projector_create(const mm_projector_cfg *c, ar_params *ps, int 
         bad = pbind(c, ps, "0.weight", D * Wi, &p->w0, &p->gw0) || pbind(c, ps, "0.bias", D, &p->b0, &p->gb0) ||
               pbind(c, ps, "2.weight", D * D, &p->w2, &p->gw2) || pbind(c, ps, "2.bias", D, &p->b2, &p->gb2);
     if (bad) { mm_projector_free(p); return NULL; }
-    const size_t nbuf = c->type == MM_PROJ_LINEAR ? 1 : 5;
-    p->block = k_malloc(nbuf * R * D * sizeof(float));
+    p->block = k_malloc(mm_projector_plan_bytes(c, max_rows));
     if (!p->block) {
         ar_errorf("mm_projector: out of memory for %d rows of width %zu", max_rows, D);
         mm_projector_free(p);
@@ -623,6 +642,8 @@ mm_projector *mm_projector_create(const mm_projector_cfg *c, ar_params *ps, int 
     }
     return p;
 }
+
+size_t mm_projector_block_bytes(const mm_projector *p) { return mm_projector_plan_bytes(&p->c, p->max_rows); }
 
 void mm_projector_free(mm_projector *p) {
     if (!p) return;

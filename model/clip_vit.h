@@ -114,6 +114,9 @@ float    *clip_vit_forward_at(clip_vit *v, const float *pixels, int N, int first
 const float *clip_vit_hidden(const clip_vit *v);
 /* The whole k_malloc'd block (activations, and with trainable the backward's). */
 size_t    clip_vit_activation_bytes(const clip_vit *v);
+/* What clip_vit_create(c, ., max_images) will k_malloc, without allocating
+ * (the same layout code; `anyref plan`). 0 on a bad config. */
+size_t    clip_vit_plan_bytes(const clip_vit_cfg *c, int max_images);
 /* Trainable towers only. dout [N, clip_vit_tokens(v), W] = d(features) of the
  * images in slots first..first+N-1 (each filled by a forward since create):
  * ACCUMULATES into the gradient of every trainable tower tensor (patch
@@ -154,6 +157,9 @@ typedef struct mm_projector mm_projector;
 int           mm_projector_declare(const mm_projector_cfg *c, ar_params *ps);
 /* Binds to allocated parameters; activations for up to max_rows rows per forward. */
 mm_projector *mm_projector_create(const mm_projector_cfg *c, ar_params *ps, int max_rows);
+/* The block mm_projector_create(c, ., max_rows) k_mallocs (`anyref plan`). */
+size_t        mm_projector_plan_bytes(const mm_projector_cfg *c, int max_rows);
+size_t        mm_projector_block_bytes(const mm_projector *p);   /* of a created projector */
 void          mm_projector_free(mm_projector *p);
 /* in [n, in_dim] -> [n, out_dim], valid until the next forward. `in` is kept
  * for backward: leave it unchanged until then. NULL + ar_error when n is

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define STEM_LN_EPS 1e-5f   /* nn.LayerNorm(normalized_shape=D) in the stem */
 #define LN_EPS 1e-6f        /* SimpleTransformer's _LAYER_NORM and the head LayerNorm */
@@ -146,6 +147,36 @@ static int bind(ar_params *ps, const char *name, size_t numel, const float **w, 
     return 0;
 }
 
+/* The activation pieces of imagebind_audio_create (floats each, in block
+ * order): conv, scratch, x, h, q, ao, k, v, att, f1, f2, mean, rstd, cls_x,
+ * cls_n, head, nscale. Shared with imagebind_audio_plan_bytes. */
+#define IB_NBUF 17
+static int ib_sizes(const imagebind_audio_cfg *c, int max_clips, size_t sizes[IB_NBUF]) {
+    int GH = 0, GW = 0, T = 0;
+    if (imagebind_audio_grid(c, &GH, &GW, &T)) return -1;
+    const size_t D = (size_t)c->embed_dim, F = (size_t)c->mlp_ratio * c->embed_dim, O = (size_t)c->out_dim;
+    const size_t N = (size_t)max_clips, L = (size_t)GH * GW, Tn = (size_t)T, S = (size_t)T + 1, H = (size_t)c->heads;
+    const size_t nscr = conv2d_scratch_floats(1, c->n_mels, c->target_len, c->kernel, c->kernel, c->stride,
+                                              c->stride, 0, 0);
+    const size_t v[IB_NBUF] = {
+        N * D * L, nscr,                                   /* conv, scratch */
+        N * Tn * D, N * Tn * D, N * Tn * D, N * Tn * D,    /* x, h, q, ao */
+        N * S * D, N * S * D,                              /* k, v */
+        N * H * Tn * S,                                    /* att */
+        N * Tn * F, N * Tn * F,                            /* f1, f2 */
+        N * Tn, N * Tn,                                    /* mean, rstd */
+        N * D, N * D, N * O, O};                           /* cls_x, cls_n, head, nscale */
+    memcpy(sizes, v, sizeof v);
+    return 0;
+}
+
+size_t imagebind_audio_plan_bytes(const imagebind_audio_cfg *c, int max_clips) {
+    size_t sizes[IB_NBUF], total = 0;
+    if (max_clips <= 0 || ib_sizes(c, max_clips, sizes)) return 0;
+    for (int i = 0; i < IB_NBUF; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    return total * sizeof(float);
+}
+
 imagebind_audio *imagebind_audio_create(const imagebind_audio_cfg *c, ar_params *ps, int max_clips) {
     int GH, GW, T;
     if (imagebind_audio_grid(c, &GH, &GW, &T)) return NULL;
@@ -192,20 +223,11 @@ imagebind_audio *imagebind_audio_create(const imagebind_audio_cfg *c, ar_params 
     }
     if (rc) { imagebind_audio_free(m); return NULL; }
 
-    const size_t N = (size_t)max_clips, L = (size_t)m->L, Tn = (size_t)T, S = (size_t)m->S;
-    const size_t nscr = conv2d_scratch_floats(1, c->n_mels, c->target_len, c->kernel, c->kernel, c->stride,
-                                              c->stride, 0, 0);
-    const size_t sizes[] = {
-        N * D * L, nscr,                                   /* conv, scratch */
-        N * Tn * D, N * Tn * D, N * Tn * D, N * Tn * D,    /* x, h, q, ao */
-        N * S * D, N * S * D,                              /* k, v */
-        N * (size_t)m->H * Tn * S,                         /* att */
-        N * Tn * F, N * Tn * F,                            /* f1, f2 */
-        N * Tn, N * Tn,                                    /* mean, rstd */
-        N * D, N * D, N * O, O};                           /* cls_x, cls_n, head, nscale */
-    float **ptrs[] = {&m->conv, &m->scratch, &m->x, &m->h, &m->q, &m->ao, &m->k, &m->v, &m->att,
-                      &m->f1, &m->f2, &m->mean, &m->rstd, &m->cls_x, &m->cls_n, &m->head, &m->nscale};
-    const int nb = (int)(sizeof sizes / sizeof *sizes);
+    float **ptrs[IB_NBUF] = {&m->conv, &m->scratch, &m->x, &m->h, &m->q, &m->ao, &m->k, &m->v, &m->att,
+                             &m->f1, &m->f2, &m->mean, &m->rstd, &m->cls_x, &m->cls_n, &m->head, &m->nscale};
+    size_t sizes[IB_NBUF];
+    ib_sizes(c, max_clips, sizes);
+    const int nb = IB_NBUF;
     size_t total = 0;
     for (int i = 0; i < nb; i++) total += (sizes[i] + 15) & ~(size_t)15;   /* 64-byte aligned pieces */
     m->block = k_malloc(total * sizeof(float));
@@ -225,6 +247,8 @@ imagebind_audio *imagebind_audio_create(const imagebind_audio_cfg *c, ar_params 
     free(host);
     return m;
 }
+
+size_t imagebind_audio_activation_bytes(const imagebind_audio *m) { return imagebind_audio_plan_bytes(&m->c, m->max_clips); }
 
 void imagebind_audio_free(imagebind_audio *m) {
     if (!m) return;

@@ -85,6 +85,10 @@ typedef struct imagebind_audio imagebind_audio;
 int imagebind_audio_declare(const imagebind_audio_cfg *c, ar_params *ps);
 /* Binds to the allocated parameters, for at most max_clips clips. NULL + ar_error. */
 imagebind_audio *imagebind_audio_create(const imagebind_audio_cfg *c, ar_params *ps, int max_clips);
+/* The activation block imagebind_audio_create(c, ., max_clips) k_mallocs,
+ * without allocating (the same sizing code; `anyref plan`). 0 on a bad config. */
+size_t imagebind_audio_plan_bytes(const imagebind_audio_cfg *c, int max_clips);
+size_t imagebind_audio_activation_bytes(const imagebind_audio *m);   /* of a created encoder */
 void imagebind_audio_free(imagebind_audio *m);
 
 /* Optional copies of intermediate tensors (tests, debugging); any may be NULL. */

@@ -173,8 +173,10 @@ static void plan(llama *m, ar_arena *a) {
         s->xn2 = arena_floats(a, N * D); s->rstd2 = arena_floats(a, N);
         s->g = arena_floats(a, N * F); s->u = arena_floats(a, N * F); s->h = arena_floats(a, N * F);
         for (int i = 0; i < LLAMA_NPROJ; i++) {
-            if (!m->lw[l].p[i].A) continue;
-            size_t in = (size_t)m->lw[l].p[i].in;
+            if (!(lora_mask(c) & (1u << i))) continue;   /* llama_declare's LoRA set */
+            int in_i, out_i;
+            proj_dims(c, i, &in_i, &out_i);
+            size_t in = (size_t)in_i;
             s->pa[i].u = arena_floats(a, N * (size_t)c->lora_rank);
             if (c->lora_dropout > 0) {
                 s->pa[i].xd = arena_floats(a, N * in);
@@ -190,6 +192,21 @@ static void plan(llama *m, ar_arena *a) {
     m->dg = arena_floats(a, N * F); m->du = arena_floats(a, N * F); m->dh = arena_floats(a, N * F);
     m->scratch = arena_floats(a, attention_scratch_floats(m->B, m->T, m->T, c->heads));
     m->dlogits = arena_floats(a, N * V);
+}
+
+/* The arena bytes of llama_create(c, ps, B, T), without allocating: plan()
+ * on a measuring arena over a model shell with only the sizes set. */
+size_t llama_plan_activation_bytes(const llama_cfg *c, int B, int T) {
+    if (B <= 0 || T <= 0 || c->layers <= 0 || c->heads <= 0) return 0;
+    llama m;
+    memset(&m, 0, sizeof m);
+    m.c = *c; m.B = B; m.T = T; m.N = B * T; m.hd = c->dim / c->heads; m.kvd = c->kv_heads * m.hd;
+    if (!(m.la = calloc((size_t)c->layers, sizeof *m.la))) return 0;
+    ar_arena meas;
+    arena_init_measure(&meas);
+    plan(&m, &meas);
+    free(m.la);
+    return meas.used;
 }
 
 llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
@@ -242,10 +259,7 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
     m->norm = params_w(ps, "model.norm.weight"); m->g_norm = params_g(ps, "model.norm.weight");
     m->lm_head = params_w(ps, "lm_head.weight"); m->g_lm_head = params_g(ps, "lm_head.weight");
     if (!m->embed || !m->norm || !m->lm_head) { llama_free(m); ar_errorf("llama: embeddings, final norm or lm_head not declared"); return NULL; }
-    ar_arena meas;
-    arena_init_measure(&meas);
-    plan(m, &meas);
-    if (arena_init(&m->arena, meas.used)) { llama_free(m); return NULL; }
+    if (arena_init(&m->arena, llama_plan_activation_bytes(c, B, T))) { llama_free(m); return NULL; }
     plan(m, &m->arena);
     return m;
 }

@@ -72,6 +72,9 @@ const float *llama_last_attention(const llama *m);
 void    llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra);
 const float *llama_logits(const llama *m);      /* [B*T, vocab] of the last forward */
 size_t  llama_activation_bytes(const llama *m);
+/* What llama_create(c, ., B, T) will take for its activation arena, without
+ * allocating anything (the same layout code; `anyref plan`). 0 on bad sizes. */
+size_t  llama_plan_activation_bytes(const llama_cfg *c, int B, int T);
 /* Training mode (the default) applies LoRA dropout; evaluation mode (0) does not. */
 void    llama_set_training(llama *m, int training);
 int     llama_training(const llama *m);

@@ -45,6 +45,56 @@ static float *dalloc(size_t n, int *fail) {
     return p;
 }
 
+/* refs_create's sizes: CLIP slots, projected rows, and its own feature
+ * buffers (floats each; dx only with a trainable tower). */
+enum { RB_X, RB_DP, RB_DX, RB_Q, RB_FEAT, RB_DFEAT, RB_EMB, RB_N };
+static void rb_sizes(const refs_cfg *c, int *nclip, int *prow, size_t n[RB_N]) {
+    /* a trainable tower keeps every image's activations in its own slot: the
+     * images in slots 0..nI-1, the crops after them */
+    *nclip = c->clip.trainable ? c->max_images + c->max_crops
+                               : c->max_images > c->max_crops ? c->max_images : c->max_crops;
+    const size_t G = c->clip.patch > 0 ? (size_t)(c->clip.image_size / c->clip.patch) * (c->clip.image_size / c->clip.patch) : 0;
+    const size_t W = (size_t)c->clip.width, D = (size_t)c->proj.out_dim;
+    *prow = (c->max_images + c->max_crops) * (int)G;
+    const size_t max_rows = (size_t)c->max_images * G + (size_t)REFS_BOX_ROWS * c->max_boxes +
+                            (size_t)REFS_CROP_ROWS * c->max_crops + (size_t)REFS_AUDIO_CLIPS * c->max_audio;
+    n[RB_X] = (size_t)*prow * W;
+    n[RB_DP] = (size_t)*prow * D;
+    n[RB_DX] = c->clip.trainable ? (size_t)*prow * W : 0;
+    n[RB_Q] = 4 * G;
+    n[RB_FEAT] = n[RB_DFEAT] = max_rows * D;
+    n[RB_EMB] = (size_t)c->max_audio * REFS_AUDIO_CLIPS * (c->use_audio ? (size_t)c->audio.out_dim : 1);
+}
+
+static size_t rb_bytes(const refs_cfg *c, const size_t n[RB_N]) {
+    size_t b = 0;
+    for (int i = 0; i < RB_N; i++)
+        if (i != RB_DX || c->clip.trainable) b += (n[i] ? n[i] : 1) * sizeof(float);
+    return b;
+}
+
+void refs_plan(const refs_cfg *c, refs_mem *out) {
+    int nclip, prow;
+    size_t n[RB_N];
+    memset(out, 0, sizeof *out);
+    rb_sizes(c, &nclip, &prow, n);
+    if (nclip > 0) out->clip = clip_vit_plan_bytes(&c->clip, nclip);
+    if (prow > 0) out->projector = mm_projector_plan_bytes(&c->proj, prow);
+    if (c->use_audio && c->max_audio > 0) out->audio = imagebind_audio_plan_bytes(&c->audio, c->max_audio * REFS_AUDIO_CLIPS);
+    out->buffers = rb_bytes(c, n);
+}
+
+void refs_memory(const refs *r, refs_mem *out) {
+    int nclip, prow;
+    size_t n[RB_N];
+    memset(out, 0, sizeof *out);
+    rb_sizes(&r->c, &nclip, &prow, n);
+    if (r->clip) out->clip = clip_vit_activation_bytes(r->clip);
+    if (r->proj) out->projector = mm_projector_block_bytes(r->proj);
+    if (r->audio) out->audio = imagebind_audio_activation_bytes(r->audio);
+    out->buffers = rb_bytes(&r->c, n);
+}
+
 refs *refs_create(const refs_cfg *c, ar_params *ps) {
     if (c->max_images < 0 || c->max_boxes < 0 || c->max_crops < 0 || c->max_audio < 0 ||
         (c->max_boxes > 0 && c->max_images == 0) || (c->max_audio > 0 && !c->use_audio)) {
@@ -57,8 +107,9 @@ refs *refs_create(const refs_cfg *c, ar_params *ps) {
     r->c = *c;
     /* a trainable tower keeps every image's activations in its own slot: the
      * images in slots 0..nI-1, the crops after them */
-    const int nclip = c->clip.trainable ? c->max_images + c->max_crops
-                                        : c->max_images > c->max_crops ? c->max_images : c->max_crops;
+    int nclip, prow;
+    size_t n[RB_N];
+    rb_sizes(c, &nclip, &prow, n);
     if (nclip > 0 && !(r->clip = clip_vit_create(&c->clip, ps, nclip))) goto fail;
     r->g = c->clip.image_size / c->clip.patch;
     r->G = r->g * r->g;
@@ -69,7 +120,6 @@ refs *refs_create(const refs_cfg *c, ar_params *ps) {
         ar_errorf("references: image-crop pooling needs the CLIP token count (%d) to be a multiple of 4", r->G);
         goto fail;
     }
-    const int prow = (c->max_images + c->max_crops) * r->G;
     if (prow > 0 && !(r->proj = mm_projector_create(&c->proj, ps, prow))) goto fail;
     if (c->use_audio && c->max_audio > 0 &&
         !(r->audio = imagebind_audio_create(&c->audio, ps, c->max_audio * REFS_AUDIO_CLIPS)))
@@ -78,13 +128,9 @@ refs *refs_create(const refs_cfg *c, ar_params *ps) {
     r->max_rows = (size_t)c->max_images * r->G + (size_t)REFS_BOX_ROWS * c->max_boxes +
                   (size_t)REFS_CROP_ROWS * c->max_crops + (size_t)REFS_AUDIO_CLIPS * c->max_audio;
     int fail = 0;
-    r->x = dalloc((size_t)prow * r->W, &fail);
-    r->dp = dalloc((size_t)prow * r->D, &fail);
-    if (c->clip.trainable) r->dx = dalloc((size_t)prow * r->W, &fail);
-    r->q = dalloc((size_t)4 * r->G, &fail);
-    r->feat = dalloc(r->max_rows * r->D, &fail);
-    r->dfeat = dalloc(r->max_rows * r->D, &fail);
-    r->emb = dalloc((size_t)c->max_audio * REFS_AUDIO_CLIPS * (c->use_audio ? r->audio_out : 1), &fail);
+    float **dst[RB_N] = {&r->x, &r->dp, &r->dx, &r->q, &r->feat, &r->dfeat, &r->emb};
+    for (int i = 0; i < RB_N; i++)
+        if (i != RB_DX || c->clip.trainable) *dst[i] = dalloc(n[i], &fail);
     if (fail) { ar_errorf("references: out of memory for the feature buffers"); goto fail; }
     if (r->G % 4 == 0) {   /* token i = mean of rows [i G/4, (i+1) G/4) */
         float *h = calloc((size_t)4 * r->G, sizeof(float));

@@ -90,6 +90,13 @@ typedef struct refs refs;
 
 int   refs_declare(const refs_cfg *c, ar_params *ps);
 refs *refs_create(const refs_cfg *c, ar_params *ps);
+/* Device memory of refs_create(c) by part (bytes): the CLIP tower's block,
+ * the mm_projector's block, the ImageBind audio block and the feature
+ * buffers. refs_plan computes it without allocating (the same sizing code;
+ * `anyref plan`); refs_memory reads it off a created object. */
+typedef struct { size_t clip, projector, audio, buffers; } refs_mem;
+void  refs_plan(const refs_cfg *c, refs_mem *out);
+void  refs_memory(const refs *r, refs_mem *out);
 void  refs_free(refs *r);
 int   refs_image_tokens(const refs *r);              /* G */
 refs_offsets refs_rows(const refs *r, const refs_batch *b);

@@ -314,14 +314,36 @@ static void plan(sam_decoder *d, ar_arena *a) {
     d->dhyper = arena_floats(a, (size_t)P * d->C8);
 }
 
+/* The sizes plan() reads, from the config alone (create and plan_bytes). */
+static void dec_sizes(sam_decoder *d, const sam_decoder_cfg *c, int max_prompts) {
+    d->c = *c; d->maxP = max_prompts;
+    d->C = c->dim; d->Ci = c->dim / c->downsample; d->C4 = c->dim / 4; d->C8 = c->dim / 8;
+    d->N = c->H * c->W; d->U = 16 * d->N; d->Nt = 1 + c->num_mask_tokens + c->n_sparse;
+}
+
+size_t sam_decoder_plan_bytes(const sam_decoder_cfg *c, int max_prompts) {
+    if (max_prompts <= 0 || check_cfg(c)) return 0;
+    sam_decoder d;
+    memset(&d, 0, sizeof d);
+    dec_sizes(&d, c, max_prompts);
+    d.ba = calloc((size_t)c->depth, sizeof *d.ba);
+    size_t need = 0;
+    if (d.ba) {
+        ar_arena meas;
+        arena_init_measure(&meas);
+        plan(&d, &meas);
+        need = meas.high;
+    }
+    free(d.ba);
+    return need;
+}
+
 sam_decoder *sam_decoder_create(const sam_decoder_cfg *c, ar_params *ps, int max_prompts) {
     if (check_cfg(c)) return NULL;
     if (max_prompts <= 0) { ar_errorf("sam_decoder: max_prompts %d", max_prompts); return NULL; }
     sam_decoder *d = calloc(1, sizeof *d);
     if (!d) { ar_errorf("sam_decoder: out of memory"); return NULL; }
-    d->c = *c; d->maxP = max_prompts;
-    d->C = c->dim; d->Ci = c->dim / c->downsample; d->C4 = c->dim / 4; d->C8 = c->dim / 8;
-    d->N = c->H * c->W; d->U = 16 * d->N; d->Nt = 1 + c->num_mask_tokens + c->n_sparse;
+    dec_sizes(d, c, max_prompts);
     d->bw = calloc((size_t)c->depth, sizeof *d->bw);
     d->ba = calloc((size_t)c->depth, sizeof *d->ba);
     if (!d->bw || !d->ba) { sam_decoder_free(d); ar_errorf("sam_decoder: out of memory"); return NULL; }
@@ -355,10 +377,7 @@ sam_decoder *sam_decoder_create(const sam_decoder_cfg *c, ar_params *ps, int max
         ar_errorf("sam_decoder: iou_token/mask_tokens not declared in the parameter registry");
         return NULL;
     }
-    ar_arena meas;
-    arena_init_measure(&meas);
-    plan(d, &meas);
-    if (arena_init(&d->arena, meas.high)) { sam_decoder_free(d); return NULL; }
+    if (arena_init(&d->arena, sam_decoder_plan_bytes(c, max_prompts))) { sam_decoder_free(d); return NULL; }
     plan(d, &d->arena);
     float *eye = calloc((size_t)C * C, sizeof(float));
     if (!eye) { sam_decoder_free(d); ar_errorf("sam_decoder: out of memory"); return NULL; }

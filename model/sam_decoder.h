@@ -60,4 +60,7 @@ const float *sam_decoder_iou(const sam_decoder *d);
  * (either may be NULL: not wanted). */
 void         sam_decoder_backward(sam_decoder *d, const float *dmasks, float *dsparse, float *dimage);
 size_t       sam_decoder_activation_bytes(const sam_decoder *d);
+/* What sam_decoder_create(c, ., max_prompts) will take for its arena, without
+ * allocating (the same layout code; `anyref plan`). 0 on a bad config. */
+size_t       sam_decoder_plan_bytes(const sam_decoder_cfg *c, int max_prompts);
 #endif

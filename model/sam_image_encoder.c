@@ -293,16 +293,40 @@ static void plan(sam_image_encoder *e, ar_arena *a) {
     g->dn2 = arena_floats(a, B * OC * N);
 }
 
-sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, int max_batch) {
-    if (check_cfg(c)) return NULL;
-    if (max_batch <= 0) { ar_errorf("sam_image_encoder: max_batch %d", max_batch); return NULL; }
-    sam_image_encoder *e = calloc(1, sizeof *e);
-    if (!e) { ar_errorf("sam_image_encoder: out of memory"); return NULL; }
+/* The sizes plan() reads, from the config alone (create and plan_bytes). */
+static void enc_sizes(sam_image_encoder *e, const sam_encoder_cfg *c, int max_batch) {
     e->c = *c; e->maxB = max_batch; e->tr = c->trainable != 0;
     e->G = c->img_size / c->patch; e->N = e->G * e->G; e->C = c->dim; e->hd = c->dim / c->heads;
     e->M = c->mlp_dim; e->OC = c->out_chans; e->ws = c->window;
     const int nside = (e->G + e->ws - 1) / e->ws;
     e->nW = nside * nside; e->Np = e->nW * e->ws * e->ws;
+}
+
+size_t sam_encoder_plan_bytes(const sam_encoder_cfg *c, int max_batch) {
+    if (max_batch <= 0 || check_cfg(c)) return 0;
+    sam_image_encoder e;
+    memset(&e, 0, sizeof e);
+    enc_sizes(&e, c, max_batch);
+    e.act = calloc((size_t)c->depth, sizeof *e.act);
+    e.xs = calloc((size_t)c->depth + 1, sizeof *e.xs);
+    size_t need = 0;
+    if (e.act && e.xs) {
+        ar_arena meas;
+        arena_init_measure(&meas);
+        plan(&e, &meas);
+        need = meas.high;
+    }
+    free(e.act);
+    free(e.xs);
+    return need;
+}
+
+sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, int max_batch) {
+    if (check_cfg(c)) return NULL;
+    if (max_batch <= 0) { ar_errorf("sam_image_encoder: max_batch %d", max_batch); return NULL; }
+    sam_image_encoder *e = calloc(1, sizeof *e);
+    if (!e) { ar_errorf("sam_image_encoder: out of memory"); return NULL; }
+    enc_sizes(e, c, max_batch);
     e->bw = calloc((size_t)c->depth, sizeof *e->bw);
     e->bg = calloc((size_t)c->depth, sizeof *e->bg);
     e->act = calloc((size_t)c->depth, sizeof *e->act);
@@ -374,10 +398,7 @@ sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, i
         e->gneck3b = bind_g(ps, c, "neck.3.bias", &bad);
     }
     if (bad) { sam_encoder_free(e); return NULL; }
-    ar_arena meas;
-    arena_init_measure(&meas);
-    plan(e, &meas);
-    if (arena_init(&e->arena, meas.high)) { sam_encoder_free(e); return NULL; }
+    if (arena_init(&e->arena, sam_encoder_plan_bytes(c, max_batch))) { sam_encoder_free(e); return NULL; }
     plan(e, &e->arena);
     return e;
 }

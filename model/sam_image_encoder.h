@@ -92,4 +92,7 @@ float *sam_encoder_tokens(sam_image_encoder *e, const float *image, int B, int n
  * encoder is frozen or the last call was not a full forward. */
 int sam_encoder_backward(sam_image_encoder *e, const float *dout);
 size_t sam_encoder_activation_bytes(const sam_image_encoder *e);
+/* What sam_encoder_create(c, ., max_batch) will take for its arena, without
+ * allocating (the same layout code; `anyref plan`). 0 on a bad config. */
+size_t sam_encoder_plan_bytes(const sam_encoder_cfg *c, int max_batch);
 #endif

@@ -56,6 +56,12 @@ static int bind(const seg_head_cfg *c, ar_params *ps, const char *tail, size_t n
     return 0;
 }
 
+/* h, a1, r, dh, da1, dr [max_seg, dim]; out, dout [max_seg, out_dim]. */
+size_t seg_head_plan_bytes(const seg_head_cfg *c, int max_seg) {
+    const size_t D = (size_t)c->dim, O = (size_t)c->out_dim, M = (size_t)(max_seg > 0 ? max_seg : 0);
+    return (6 * M * D + 2 * M * O) * sizeof(float);
+}
+
 seg_head *seg_head_create(const seg_head_cfg *c, ar_params *ps, int B, int T, int Hq, int max_seg) {
     if (B <= 0 || T <= 0 || Hq <= 0 || max_seg <= 0 || c->dim <= 0 || c->out_dim <= 0) {
         ar_errorf("seg_head: batch %dx%d, %d heads, max_seg %d, dim %d, out_dim %d must be positive", B, T, Hq,
@@ -72,7 +78,7 @@ seg_head *seg_head_create(const seg_head_cfg *c, ar_params *ps, int B, int T, in
         free(h);
         return NULL;
     }
-    h->block = k_malloc((6 * M * D + 2 * M * O) * sizeof(float));
+    h->block = k_malloc(seg_head_plan_bytes(c, max_seg));
     h->seg_b = malloc(3 * M * sizeof(int));
     if (!h->block || !h->seg_b) {
         ar_errorf("seg_head: out of memory for %d [SEG]s of width %zu", max_seg, D);
@@ -92,6 +98,8 @@ seg_head *seg_head_create(const seg_head_cfg *c, ar_params *ps, int B, int T, in
     h->seg_s = h->seg_p + M;
     return h;
 }
+
+size_t seg_head_block_bytes(const seg_head *h) { return seg_head_plan_bytes(&h->c, h->max_seg); }
 
 void seg_head_free(seg_head *h) {
     if (!h) return;

@@ -56,6 +56,9 @@ int       seg_head_declare(const seg_head_cfg *c, ar_params *ps);
 /* Binds to allocated parameters, for batches of B x T tokens, Hq attention heads
  * and at most max_seg [SEG]s per batch. NULL + ar_error. */
 seg_head *seg_head_create(const seg_head_cfg *c, ar_params *ps, int B, int T, int Hq, int max_seg);
+/* The block seg_head_create(c, ..., max_seg) k_mallocs (`anyref plan`). */
+size_t    seg_head_plan_bytes(const seg_head_cfg *c, int max_seg);
+size_t    seg_head_block_bytes(const seg_head *h);   /* of a created head */
 void      seg_head_free(seg_head *h);
 
 /* Step 1 and 2 alone (host): fills seg_b/seg_p/seg_s (each max entries) and returns

@@ -632,11 +632,15 @@ int grounding_load(run_t *r, const ar_config *cfg) {
 int grounding_create(run_t *r) {
     if (!(r->ar = anyref_create(&r->ac, &r->ps, r->B, r->T, r->max_seg))) return -1;
     r->m = anyref_llama(r->ar);
+    plan_shape shape;
+    size_t nb[PB_N];   /* the batch buffers' sizes: the table `anyref plan` counts */
+    plan_shape_from_run(r, &shape);
+    plan_batch_floats(&shape, nb);
     if (r->use_senc && (!(r->senc = sam_encoder_create(&r->scfg, &r->ps, r->B)) ||
-                        !(r->d_sam_in = k_malloc((size_t)r->B * r->sam_n * sizeof(float)))))
+                        !(r->d_sam_in = k_malloc(nb[PB_SAM_IN] * sizeof(float)))))
         return r->senc ? ar_errorf("out of memory for the SAM encoder inputs") : -1;
     if (r->use_senc && r->scfg.trainable &&
-        (!(r->d_dimg = k_malloc((size_t)r->B * r->chw * sizeof(float))) ||
+        (!(r->d_dimg = k_malloc(nb[PB_DIMG] * sizeof(float))) ||
          !(r->dimg_ptr = calloc((size_t)r->B, sizeof(float *)))))
         return ar_errorf("out of memory for the SAM encoder gradients");
     if (r->use_refs) {
@@ -647,16 +651,16 @@ int grounding_create(run_t *r) {
         r->lab = malloc((size_t)r->Tf * sizeof(int));
         r->slot_img = malloc(B * sizeof(int));
         r->h_boxes = malloc(B * 5 * sizeof(float));
-        r->d_clip = k_malloc(B * r->clip_n * sizeof(float));
-        r->d_crop = k_malloc(B * r->clip_n * sizeof(float));
-        r->d_boxes = k_malloc(B * 5 * sizeof(float));
-        r->d_fbank = k_malloc(B * (r->fbank_n ? r->fbank_n : 1) * sizeof(float));
+        r->d_clip = k_malloc(nb[PB_CLIP] * sizeof(float));
+        r->d_crop = k_malloc(nb[PB_CROP] * sizeof(float));
+        r->d_boxes = k_malloc(nb[PB_BOXES] * sizeof(float));
+        r->d_fbank = k_malloc(nb[PB_FBANK] * sizeof(float));
         if (!r->raw_tok || !r->raw_tgt || !r->sp_tok || !r->sp_lab || !r->lab || !r->slot_img || !r->h_boxes ||
             !r->d_clip || !r->d_crop || !r->d_boxes || !r->d_fbank)
             return ar_errorf("out of memory for the image and reference buffers");
     }
-    r->d_img = k_malloc((size_t)r->B * r->chw * sizeof(float));
-    r->d_mask = k_malloc((size_t)r->max_seg * r->mask_cap * sizeof(float));
+    r->d_img = k_malloc(nb[PB_IMG] * sizeof(float));
+    r->d_mask = k_malloc(nb[PB_MASK] * sizeof(float));
     r->h_logits = malloc(r->mask_cap * sizeof(float));
     r->img_ptr = calloc((size_t)r->B, sizeof(float *));
     r->mask_ptr = calloc((size_t)r->max_seg, sizeof(float *));

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "kernels/kernels.h"
 #include "train/train.h"
+#include "train/plan.h"
 #include "data/tokenize_cmd.h"
 #include "data/prepare_cmd.h"
 #include "data/planted.h"
@@ -30,6 +31,8 @@ static void usage(FILE *f) {
         "  train <run_dir> [section.key=value ...]      resume that run: its config.cfg, train.resume = auto (the newest\n"
         "                                               checkpoint that verifies); SIGINT/SIGTERM save and print this command\n"
         "  config <config.cfg> [section.key=value ...]  print the fully resolved config\n"
+        "  plan <config.cfg> [section.key=value ...]    the run's memory plan (weights, gradients + AdamW, activations,\n"
+        "                                               workspace, total) without allocating the model or reading data\n"
         "  export-peft <config.cfg> <dir> [k=v ...]     the run's newest checkpoint as a PEFT adapter\n"
         "                                               (adapter_model.safetensors + adapter_config.json)\n"
         "  merge <config.cfg> <out.safetensors> [k=v ...]  model.init + the run's LoRA merged into full weights\n"
@@ -120,12 +123,13 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return ckpt_inspect_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return report_plot_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) { cfg_print_help(train_schema, train_schema_len, stdout); return 0; }
-    if (!strcmp(cmd, "train") || !strcmp(cmd, "config") || !strcmp(cmd, "cache")) {
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "config") || !strcmp(cmd, "cache") || !strcmp(cmd, "plan")) {
         if (argc < 3) { fprintf(stderr, "anyref %s: missing config file\n", cmd); usage(stderr); return 2; }
         ar_config *c = load(argc - 2, argv + 2);
         if (!c) { log_error("%s", ar_error()); return 2; }
         int rc = 0;
         if (!strcmp(cmd, "config")) cfg_write(c, stdout);
+        else if (!strcmp(cmd, "plan")) { if (plan_main_cfg(c, stdout)) { log_error("%s", ar_error()); rc = 1; } }
         else if ((!strcmp(cmd, "cache") ? train_cache(c) : train_run(c))) { log_error("%s", ar_error()); rc = 1; }
         cfg_free(c);
         return rc;

@@ -19,6 +19,7 @@
 #include "model/references.h"
 #include "model/sam_image_encoder.h"
 #include "optim/optim.h"
+#include "train/plan.h"
 
 /* Data sources */
 typedef struct {
@@ -80,6 +81,11 @@ typedef struct {
     float *d_img_feat, *d_crop_feat, *d_aud_feat, *d_scr_in, *d_scr_out, *h_feat;
     int *miss;
 } run_t;
+
+/* train/plan.c: the plan shape of a set-up run (exactly what it allocates). */
+int  plan_shape_from_run(const run_t *r, plan_shape *s);
+/* logs the run's memory plan, one block of lines */
+void plan_log_run(const run_t *r);
 
 /* train/train.c */
 int  run_setup(run_t *r, const ar_config *cfg);   /* config -> model, data, buffers; -1 + ar_error */

@@ -976,6 +976,7 @@ int train_run(const ar_config *cfg) {
     log_info("backend %s, %d threads, GEMMs %s, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
              k_backend_name(), k_num_threads(), k_gemm_mode(), llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
              (long long)r.st.step + 1, r.steps, r.run_dir);
+    plan_log_run(&r);
 
     if (r.st.step >= r.steps) {
         log_info("%s is already complete at step %lld (train.steps = %d); nothing to train — raise train.steps to continue",

@@ -1,0 +1,323 @@
+/* train/plan.c — the memory plan of a training run (train/plan.h): weights
+ * by component from the run's own *_declare calls into a registry that is
+ * never allocated, gradients and AdamW state, activations from the modules'
+ * *_plan_bytes (the sizing code their create functions call), the batch
+ * buffers from plan_batch_floats (the table grounding_create allocates from).
+ * Depends on train/run.h, model/, core/config, core/error. */
+#include "train/plan.h"
+#include "train/run.h"
+#include "core/error.h"
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "model/clip_vit.h"
+#include "model/imagebind_audio.h"
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const plan_component_name[PC_N] = {
+    "LLM (LLaMA + LoRA)", "CLIP vision tower", "mm_projector", "SAM image encoder",
+    "SAM prompt enc. + mask decoder", "[SEG] head (text_hidden_fcs)", "ImageBind audio", "audio_projector", "other"};
+
+static int component_of(const char *n) {
+    if (strstr(n, "text_hidden_fcs")) return PC_SEG_HEAD;
+    if (strstr(n, "audio_projector")) return PC_AUDIO_PROJ;
+    if (!strncmp(n, "model.mm_projector.", 19)) return PC_PROJ;
+    if (!strncmp(n, "model.", 6) || !strncmp(n, "lm_head.", 8)) return PC_LLM;
+    if (!strncmp(n, "vision_model.", 13)) return PC_CLIP;
+    if (!strncmp(n, "image_encoder.", 14)) return PC_SAM_ENC;
+    if (!strncmp(n, "mask_decoder.", 13) || !strncmp(n, "prompt_encoder.", 15)) return PC_SAM_DEC;
+    if (!strncmp(n, "modality_", 9)) return PC_AUDIO;
+    return PC_OTHER;
+}
+
+void plan_batch_floats(const plan_shape *s, size_t n[PB_N]) {
+    memset(n, 0, PB_N * sizeof n[0]);
+    if (!s->is_anyref) return;
+    const size_t B = (size_t)s->B, chw = (size_t)s->ac.dec.dim * s->ac.dec.H * s->ac.dec.W;
+    n[PB_IMG] = B * chw;
+    n[PB_MASK] = (size_t)s->max_seg * s->ac.max_orig_h * s->ac.max_orig_w;
+    if (s->use_senc) {
+        n[PB_SAM_IN] = B * s->sam_n;
+        if (s->senc.trainable) n[PB_DIMG] = B * chw;
+    }
+    if (s->use_refs) {
+        n[PB_CLIP] = n[PB_CROP] = B * s->clip_n;
+        n[PB_BOXES] = B * 5;
+        n[PB_FBANK] = B * (s->fbank_n ? s->fbank_n : 1);
+    }
+}
+
+int plan_shape_from_run(const run_t *r, plan_shape *s) {
+    memset(s, 0, sizeof *s);
+    s->is_anyref = r->is_anyref;
+    s->llm = r->mc;
+    s->ac = r->ac;
+    s->B = r->B; s->T = r->T; s->max_seg = r->is_anyref ? r->max_seg : 0;
+    s->use_refs = r->use_refs; s->refs = r->rcfg; s->clip_n = r->clip_n; s->fbank_n = r->fbank_n;
+    s->use_senc = r->use_senc; s->senc = r->scfg; s->sam_n = r->sam_n;
+    return 0;
+}
+
+static void note(plan_shape *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(plan_shape *s, const char *fmt, ...) {
+    size_t u = strlen(s->notes);
+    if (u + 2 >= sizeof s->notes) return;
+    if (u) { s->notes[u++] = ';'; s->notes[u++] = ' '; s->notes[u] = 0; }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->notes + u, sizeof s->notes - u, fmt, ap);
+    va_end(ap);
+}
+
+/* The loader's vocabulary without opening the data: the tokenizer's size, the
+ * data.add_tokens and the loader's own added tokens ([SEG], <im_start>,
+ * <im_end>, the two reference and two audio markers: data/loader.c add_tokens). */
+#define PLAN_LOADER_ADDED 7
+static int loader_vocab(const ar_config *cfg, plan_shape *s) {
+    int added = strcmp(cfg_str(cfg, "data.kind"), "sources") ? 0 : PLAN_LOADER_ADDED;   /* conversations: add_tokens only */
+    char list[4096];
+    snprintf(list, sizeof list, "%s", cfg_str(cfg, "data.add_tokens"));
+    for (char *sv = NULL, *t = strtok_r(list, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
+        while (*t == ' ' || *t == '\t') t++;
+        if (*t) added++;
+    }
+    const char *tp = cfg_str(cfg, "data.tokenizer");
+    tokenizer *tok = tp[0] ? tok_load(tp) : NULL;
+    if (tok) {
+        int v = tok_vocab_size(tok) + added;
+        tok_free(tok);
+        return v;
+    }
+    note(s, "model.vocab = 0 and data.tokenizer (%s) unreadable: vocabulary assumed 32000 (LLaMA) + %d added tokens",
+         tp[0] ? tp : "unset", added);
+    return 32000 + added;
+}
+
+int plan_shape_from_config(const ar_config *cfg, plan_shape *s) {
+    memset(s, 0, sizeof *s);
+    llama_cfg *mc = &s->llm;
+    const char *kind = cfg_str(cfg, "model.kind");
+    s->is_anyref = !strcmp(kind, "anyref");
+    if (!s->is_anyref && strcmp(kind, "llama") != 0) return ar_errorf("config: model.kind = '%s' (expected llama or anyref)", kind);
+    mc->vocab = (int)cfg_int(cfg, "model.vocab");
+    if (mc->vocab <= 0) {
+        if (!strcmp(cfg_str(cfg, "data.kind"), "synthetic")) {
+            synth_task t;
+            if (synth_init(&t, cfg_str(cfg, "data.task"), (int)cfg_int(cfg, "data.digits"), (int)cfg_int(cfg, "data.base")))
+                return ar_error_prefix("config: ");
+            mc->vocab = t.vocab;
+            if (cfg_int(cfg, "train.seq_len") == 0) s->T = t.T;
+        } else {
+            mc->vocab = loader_vocab(cfg, s);
+        }
+    }
+    if (!s->T) s->T = (int)cfg_int(cfg, "train.seq_len");
+    if (s->T <= 0) return ar_errorf("anyref plan: train.seq_len = 0 (the data decides it): set train.seq_len");
+    mc->dim = (int)cfg_int(cfg, "model.dim"); mc->layers = (int)cfg_int(cfg, "model.layers");
+    mc->heads = (int)cfg_int(cfg, "model.heads"); mc->kv_heads = (int)cfg_int(cfg, "model.kv_heads");
+    if (mc->kv_heads == 0) mc->kv_heads = mc->heads;
+    mc->mlp_hidden = (int)cfg_int(cfg, "model.mlp_hidden");
+    mc->max_seq = (int)cfg_int(cfg, "model.max_seq");
+    if (mc->max_seq == 0) mc->max_seq = s->T;
+    mc->norm_eps = (float)cfg_float(cfg, "model.norm_eps"); mc->rope_theta = (float)cfg_float(cfg, "model.rope_theta");
+    mc->checkpoint_layers = cfg_bool(cfg, "model.checkpoint_layers");
+    mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
+    mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
+    if (mc->lora_rank > 0 && llama_parse_lora_targets(cfg_str(cfg, "lora.targets"), &mc->lora_targets))
+        return ar_error_prefix("config: lora.targets: ");
+    const char *tr = cfg_str(cfg, "train.trainable");
+    if (!strcmp(tr, "full")) mc->train_base = 1;
+    else if (!strcmp(tr, "lora")) mc->train_base = 0;
+    else if (!strcmp(tr, "lora+embed")) { mc->train_base = 0; mc->train_embed = mc->train_lm_head = 1; }
+    else return ar_errorf("config: train.trainable = '%s' (expected full, lora or lora+embed)", tr);
+    s->B = (int)cfg_int(cfg, "train.batch_size");
+    if (s->B < 1) return ar_errorf("config: train.batch_size = %d", s->B);
+    if (!s->is_anyref) return 0;
+
+    anyref_cfg *ac = &s->ac;
+    *ac = anyref_default_cfg();
+    ac->llm = *mc;
+    ac->seg.seg_token = (int)cfg_int(cfg, "seg.token");
+    if (ac->seg.seg_token < 0) ac->seg.seg_token = mc->vocab - 1;   /* any id: sizes only */
+    ac->seg.lambda = (float)cfg_float(cfg, "seg.lambda");
+    ac->dec.dim = (int)cfg_int(cfg, "sam.dim");
+    ac->dec.H = ac->dec.W = (int)cfg_int(cfg, "sam.grid");
+    ac->dec.depth = (int)cfg_int(cfg, "sam.depth");
+    ac->dec.heads = (int)cfg_int(cfg, "sam.heads");
+    ac->dec.mlp_dim = (int)cfg_int(cfg, "sam.mlp_dim");
+    ac->dec.iou_hidden = (int)cfg_int(cfg, "sam.iou_hidden");
+    ac->img_size = (int)cfg_int(cfg, "sam.img_size");
+    ac->dec_preset = cfg_str(cfg, "sam.trainable");
+    /* the data's largest image and masks per sample: not known without it */
+    ac->max_orig_h = ac->max_orig_w = 1024;
+    note(s, "images and masks up to %d x %d (the data decides)", ac->max_orig_h, ac->max_orig_w);
+    s->max_seg = s->B;   /* the loader: one mask per sample (ldr_limits) */
+
+    const char *m = cfg_str(cfg, "sam_encoder.model");
+    if (strcmp(m, "none") != 0) {
+        sam_encoder_cfg *e = &s->senc;
+        if (!strcmp(m, "vit_b")) *e = sam_encoder_vit_b(NULL);
+        else if (!strcmp(m, "vit_l")) *e = sam_encoder_vit_l(NULL);
+        else if (!strcmp(m, "vit_h")) *e = sam_encoder_vit_h(NULL);
+        else if (!strcmp(m, "custom")) {
+            *e = sam_encoder_vit_b(NULL);
+            e->img_size = (int)cfg_int(cfg, "sam_encoder.img_size"); e->patch = (int)cfg_int(cfg, "sam_encoder.patch");
+            e->dim = (int)cfg_int(cfg, "sam_encoder.dim"); e->depth = (int)cfg_int(cfg, "sam_encoder.depth");
+            e->heads = (int)cfg_int(cfg, "sam_encoder.heads"); e->window = (int)cfg_int(cfg, "sam_encoder.window");
+            e->mlp_dim = 4 * e->dim;
+            if (e->depth < 1 || e->depth > SAM_ENC_MAX_DEPTH)
+                return ar_errorf("config: sam_encoder.depth = %d (expected 1..%d)", e->depth, SAM_ENC_MAX_DEPTH);
+            memset(e->global_attn, 0, sizeof e->global_attn);
+            char list[256];
+            snprintf(list, sizeof list, "%s", cfg_str(cfg, "sam_encoder.global"));
+            for (char *sv = NULL, *tk = strtok_r(list, ", ", &sv); tk; tk = strtok_r(NULL, ", ", &sv)) {
+                int b = atoi(tk);
+                if (b < 0 || b >= e->depth) return ar_errorf("config: sam_encoder.global: '%s' is not a block index", tk);
+                e->global_attn[b] = 1;
+            }
+        } else {
+            return ar_errorf("config: sam_encoder.model = '%s' (expected none, vit_b, vit_l, vit_h or custom)", m);
+        }
+        e->out_chans = ac->dec.dim;
+        e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
+        if (ac->img_size == 0) ac->img_size = e->img_size;
+        s->use_senc = 1;
+        s->sam_n = (size_t)3 * e->img_size * e->img_size;
+    }
+    const int S = (int)cfg_int(cfg, "clip.image_size");
+    if (S > 0) {
+        refs_cfg *rc = &s->refs;
+        clip_vit_cfg c = {.image_size = S, .patch = (int)cfg_int(cfg, "clip.patch"), .channels = 3,
+                          .width = (int)cfg_int(cfg, "clip.width"), .layers = (int)cfg_int(cfg, "clip.layers"),
+                          .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
+                          .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
+                          .trainable = cfg_bool(cfg, "clip.trainable")};
+        c.act = !strcmp(cfg_str(cfg, "clip.act"), "gelu") ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
+        rc->clip = c;
+        if (mm_projector_type_from_name(cfg_str(cfg, "projector.type"), &rc->proj.type)) return ar_error_prefix("config: projector.type: ");
+        rc->proj.in_dim = c.width;
+        rc->proj.out_dim = mc->dim;
+        rc->proj.trainable = cfg_bool(cfg, "projector.trainable");
+        const int ad = (int)cfg_int(cfg, "audio.embed_dim");
+        if (ad > 0) {
+            imagebind_audio_cfg a = imagebind_audio_huge(mc->dim);
+            a.embed_dim = ad; a.depth = (int)cfg_int(cfg, "audio.depth"); a.heads = (int)cfg_int(cfg, "audio.heads");
+            a.kernel = (int)cfg_int(cfg, "audio.kernel"); a.stride = (int)cfg_int(cfg, "audio.stride");
+            a.out_dim = (int)cfg_int(cfg, "audio.out_dim");
+            int fh, fw;
+            ldr_fbank_hw(&fh, &fw);
+            a.n_mels = fh; a.target_len = fw;
+            rc->use_audio = 1;
+            rc->audio = a;
+            rc->max_audio = s->B;
+            s->fbank_n = (size_t)REFS_AUDIO_CLIPS * a.n_mels * a.target_len;
+        }
+        rc->max_images = rc->max_boxes = rc->max_crops = s->B;
+        s->clip_n = (size_t)3 * S * S;
+        s->use_refs = 1;
+    }
+    return 0;
+}
+
+int plan_compute(const plan_shape *s, mem_plan *p) {
+    memset(p, 0, sizeof *p);
+    ar_params ps;
+    params_init_empty(&ps);
+    int rc = s->is_anyref ? anyref_declare(&s->ac, &ps) : llama_declare(&s->llm, &ps);
+    if (!rc && s->is_anyref && s->use_refs) rc = refs_declare(&s->refs, &ps);
+    if (!rc && s->is_anyref && s->use_senc) rc = sam_encoder_declare(&s->senc, &ps);
+    if (rc) { params_free(&ps); return -1; }
+    for (int i = 0; i < ps.n; i++) {
+        const ar_param *q = &ps.p[i];
+        const size_t padded = (q->numel + 15) & ~(size_t)15;   /* the registry's 64-byte layout */
+        if (q->trainable) p->trainable[component_of(q->name)] += padded;
+        else p->frozen[component_of(q->name)] += padded;
+    }
+    p->nw = ps.nw; p->ng = ps.ng;
+    params_free(&ps);
+    p->weights_bytes = p->nw * sizeof(float);
+    p->grads_bytes = p->ng * sizeof(float);
+    p->adam_bytes = 2 * p->ng * sizeof(float);
+
+    const size_t ntok = (size_t)s->B * s->T;
+    p->workspace = 4 * ntok * sizeof(int);   /* llama_create: tokens, targets, pos, fid */
+    if (s->is_anyref) {
+        anyref_mem am;
+        if (anyref_plan(&s->ac, s->B, s->T, s->max_seg, &am)) return -1;
+        p->act_llm = am.llm; p->act_seg_head = am.seg_head; p->act_decoder = am.decoder; p->act_step = am.step;
+        if (s->use_refs) {
+            refs_mem rm;
+            refs_plan(&s->refs, &rm);
+            p->act_clip = rm.clip; p->act_proj = rm.projector; p->act_audio = rm.audio; p->act_refs = rm.buffers;
+        }
+        if (s->use_senc && !(p->act_sam_enc = sam_encoder_plan_bytes(&s->senc, s->B)))
+            return ar_errorf("anyref plan: bad SAM image encoder sizes");
+        size_t n[PB_N];
+        plan_batch_floats(s, n);
+        for (int i = 0; i < PB_N; i++) p->workspace += n[i] * sizeof(float);
+    } else {
+        if (!(p->act_llm = llama_plan_activation_bytes(&s->llm, s->B, s->T))) return ar_errorf("anyref plan: bad decoder sizes");
+    }
+    p->act_bytes = p->act_llm + p->act_seg_head + p->act_decoder + p->act_step + p->act_clip + p->act_proj +
+                   p->act_audio + p->act_refs + p->act_sam_enc;
+    p->total = p->weights_bytes + p->grads_bytes + p->adam_bytes + p->act_bytes + p->workspace;
+    return 0;
+}
+
+/* "  12.345 GiB" or "  123.45 MiB" (10 columns + unit). */
+static const char *sz(char *buf, size_t b) {
+    if (b >= ((size_t)1 << 30)) snprintf(buf, 24, "%9.3f GiB", (double)b / 1073741824.0);
+    else snprintf(buf, 24, "%9.2f MiB", (double)b / 1048576.0);
+    return buf;
+}
+
+void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in) {
+    char x[24], y[24];
+    if (!in) in = "";
+    fprintf(f, "%smemory plan (float32; MiB/GiB = 2^20/2^30 bytes): batch %d x %d tokens%s\n", in, s->B, s->T,
+            s->is_anyref ? ", AnyRef step" : "");
+    fprintf(f, "%s  weights     %s  (%zu floats)\n", in, sz(x, p->weights_bytes), p->nw);
+    for (int c = 0; c < PC_N; c++) {
+        if (!p->frozen[c] && !p->trainable[c]) continue;
+        fprintf(f, "%s    %-31s frozen %s  trainable %s\n", in, plan_component_name[c],
+                sz(x, p->frozen[c] * sizeof(float)), sz(y, p->trainable[c] * sizeof(float)));
+    }
+    fprintf(f, "%s  gradients   %s  AdamW m+v %s  (%zu trainable floats)\n", in, sz(x, p->grads_bytes),
+            sz(y, p->adam_bytes), p->ng);
+    fprintf(f, "%s  activations %s\n", in, sz(x, p->act_bytes));
+    const struct { const char *n; size_t b; } a[] = {
+        {"LLM decoder arena", p->act_llm},       {"[SEG] head", p->act_seg_head},
+        {"SAM mask decoder arena", p->act_decoder}, {"step buffers (mask logits, d attn)", p->act_step},
+        {"SAM image encoder arena", p->act_sam_enc}, {"CLIP vision tower", p->act_clip},
+        {"mm_projector", p->act_proj},           {"ImageBind audio", p->act_audio},
+        {"reference feature buffers", p->act_refs}};
+    for (size_t i = 0; i < sizeof a / sizeof a[0]; i++)
+        if (a[i].b) fprintf(f, "%s    %-38s %s\n", in, a[i].n, sz(x, a[i].b));
+    fprintf(f, "%s  workspace   %s  (batch inputs, token buffers)\n", in, sz(x, p->workspace));
+    fprintf(f, "%s  total       %s  (%zu bytes)\n", in, sz(x, p->total), p->total);
+    if (s->notes[0]) fprintf(f, "%s  assumed: %s\n", in, s->notes);
+}
+
+int plan_main_cfg(const ar_config *cfg, FILE *f) {
+    plan_shape s;
+    mem_plan p;
+    if (plan_shape_from_config(cfg, &s) || plan_compute(&s, &p)) return -1;
+    plan_print(&s, &p, f, "");
+    return 0;
+}
+
+void plan_log_run(const run_t *r) {
+    plan_shape s;
+    mem_plan p;
+    plan_shape_from_run(r, &s);
+    if (plan_compute(&s, &p)) { log_warn("memory plan: %s", ar_error()); return; }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return;
+    plan_print(&s, &p, f, "");
+    fclose(f);
+    for (char *sv = NULL, *line = strtok_r(buf, "\n", &sv); line; line = strtok_r(NULL, "\n", &sv)) log_info("%s", line);
+    free(buf);
+}
