@@ -368,12 +368,12 @@ static int refs_setup(run_t *r, const ar_config *cfg) {
     return 1;   /* refs in use */
 }
 
-/* sam_encoder.model != none: the SAM image encoder computes the image
- * embeddings from the data's /sam_pixels. */
-static int senc_setup(run_t *r, const ar_config *cfg) {
+/* sam_encoder.model and, for custom, its size keys -> *e; *present = 0 for
+ * "none". Shared by the set-up below and the memory plan (train/plan.c). */
+int grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *present) {
     const char *m = cfg_str(cfg, "sam_encoder.model");
+    *present = 0;
     if (!strcmp(m, "none")) return 0;
-    sam_encoder_cfg *e = &r->scfg;
     if (!strcmp(m, "vit_b")) *e = sam_encoder_vit_b(NULL);
     else if (!strcmp(m, "vit_l")) *e = sam_encoder_vit_l(NULL);
     else if (!strcmp(m, "vit_h")) *e = sam_encoder_vit_h(NULL);
@@ -398,8 +398,19 @@ static int senc_setup(run_t *r, const ar_config *cfg) {
     } else {
         return ar_errorf("config: sam_encoder.model = '%s' (expected none, vit_b, vit_l, vit_h or custom)", m);
     }
-    e->out_chans = r->ac.dec.dim;
     e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
+    *present = 1;
+    return 0;
+}
+
+/* sam_encoder.model != none: the SAM image encoder computes the image
+ * embeddings from the data's /sam_pixels. */
+static int senc_setup(run_t *r, const ar_config *cfg) {
+    sam_encoder_cfg *e = &r->scfg;
+    int present = 0;
+    if (grounding_sam_encoder_cfg(cfg, e, &present)) return -1;
+    if (!present) return 0;
+    e->out_chans = r->ac.dec.dim;
     /* the post-processing's S is the encoder's input side */
     if (r->ac.img_size == 0) r->ac.img_size = e->img_size;
     else if (r->ac.img_size != e->img_size)
@@ -411,7 +422,7 @@ static int senc_setup(run_t *r, const ar_config *cfg) {
     gds_mm_info mm;
     gds_mm(r->data.gtrain, &mm);
     if (mm.sam_S != e->img_size)
-        return ar_errorf("config: sam_encoder.model = %s needs /sam_pixels of side %d in %s (it has %s)", m, e->img_size,
+        return ar_errorf("config: sam_encoder.model = %s needs /sam_pixels of side %d in %s (it has %s)", cfg_str(cfg, "sam_encoder.model"), e->img_size,
                          cfg_str(cfg, "data.train"), mm.sam_S ? "another side" : "none");
     if (gds_use_sam_pixels(r->data.gtrain, 1) || (r->data.gval && gds_use_sam_pixels(r->data.gval, 1))) return -1;
     r->use_senc = 1;

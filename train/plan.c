@@ -114,23 +114,7 @@ int plan_shape_from_config(const ar_config *cfg, plan_shape *s) {
     }
     if (!s->T) s->T = (int)cfg_int(cfg, "train.seq_len");
     if (s->T <= 0) return ar_errorf("anyref plan: train.seq_len = 0 (the data decides it): set train.seq_len");
-    mc->dim = (int)cfg_int(cfg, "model.dim"); mc->layers = (int)cfg_int(cfg, "model.layers");
-    mc->heads = (int)cfg_int(cfg, "model.heads"); mc->kv_heads = (int)cfg_int(cfg, "model.kv_heads");
-    if (mc->kv_heads == 0) mc->kv_heads = mc->heads;
-    mc->mlp_hidden = (int)cfg_int(cfg, "model.mlp_hidden");
-    mc->max_seq = (int)cfg_int(cfg, "model.max_seq");
-    if (mc->max_seq == 0) mc->max_seq = s->T;
-    mc->norm_eps = (float)cfg_float(cfg, "model.norm_eps"); mc->rope_theta = (float)cfg_float(cfg, "model.rope_theta");
-    mc->checkpoint_layers = cfg_bool(cfg, "model.checkpoint_layers");
-    mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
-    mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
-    if (mc->lora_rank > 0 && llama_parse_lora_targets(cfg_str(cfg, "lora.targets"), &mc->lora_targets))
-        return ar_error_prefix("config: lora.targets: ");
-    const char *tr = cfg_str(cfg, "train.trainable");
-    if (!strcmp(tr, "full")) mc->train_base = 1;
-    else if (!strcmp(tr, "lora")) mc->train_base = 0;
-    else if (!strcmp(tr, "lora+embed")) { mc->train_base = 0; mc->train_embed = mc->train_lm_head = 1; }
-    else return ar_errorf("config: train.trainable = '%s' (expected full, lora or lora+embed)", tr);
+    if (train_llama_cfg(cfg, mc, s->T)) return -1;
     s->B = (int)cfg_int(cfg, "train.batch_size");
     if (s->B < 1) return ar_errorf("config: train.batch_size = %d", s->B);
     if (!s->is_anyref) return 0;
@@ -154,33 +138,11 @@ int plan_shape_from_config(const ar_config *cfg, plan_shape *s) {
     note(s, "images and masks up to %d x %d (the data decides)", ac->max_orig_h, ac->max_orig_w);
     s->max_seg = s->B;   /* the loader: one mask per sample (ldr_limits) */
 
-    const char *m = cfg_str(cfg, "sam_encoder.model");
-    if (strcmp(m, "none") != 0) {
+    int senc_present = 0;
+    if (grounding_sam_encoder_cfg(cfg, &s->senc, &senc_present)) return -1;
+    if (senc_present) {
         sam_encoder_cfg *e = &s->senc;
-        if (!strcmp(m, "vit_b")) *e = sam_encoder_vit_b(NULL);
-        else if (!strcmp(m, "vit_l")) *e = sam_encoder_vit_l(NULL);
-        else if (!strcmp(m, "vit_h")) *e = sam_encoder_vit_h(NULL);
-        else if (!strcmp(m, "custom")) {
-            *e = sam_encoder_vit_b(NULL);
-            e->img_size = (int)cfg_int(cfg, "sam_encoder.img_size"); e->patch = (int)cfg_int(cfg, "sam_encoder.patch");
-            e->dim = (int)cfg_int(cfg, "sam_encoder.dim"); e->depth = (int)cfg_int(cfg, "sam_encoder.depth");
-            e->heads = (int)cfg_int(cfg, "sam_encoder.heads"); e->window = (int)cfg_int(cfg, "sam_encoder.window");
-            e->mlp_dim = 4 * e->dim;
-            if (e->depth < 1 || e->depth > SAM_ENC_MAX_DEPTH)
-                return ar_errorf("config: sam_encoder.depth = %d (expected 1..%d)", e->depth, SAM_ENC_MAX_DEPTH);
-            memset(e->global_attn, 0, sizeof e->global_attn);
-            char list[256];
-            snprintf(list, sizeof list, "%s", cfg_str(cfg, "sam_encoder.global"));
-            for (char *sv = NULL, *tk = strtok_r(list, ", ", &sv); tk; tk = strtok_r(NULL, ", ", &sv)) {
-                int b = atoi(tk);
-                if (b < 0 || b >= e->depth) return ar_errorf("config: sam_encoder.global: '%s' is not a block index", tk);
-                e->global_attn[b] = 1;
-            }
-        } else {
-            return ar_errorf("config: sam_encoder.model = '%s' (expected none, vit_b, vit_l, vit_h or custom)", m);
-        }
         e->out_chans = ac->dec.dim;
-        e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
         if (ac->img_size == 0) ac->img_size = e->img_size;
         s->use_senc = 1;
         s->sam_n = (size_t)3 * e->img_size * e->img_size;

@@ -95,6 +95,10 @@ void train_log_names_report(const char *key, const char *path, const nm_report *
 
 /* train/grounding.c (model.kind = anyref) */
 int  grounding_setup(run_t *r, const ar_config *cfg);  /* the step's config from the keys and the data */
+/* sam_encoder.* -> *e (trainable included, out_chans not); *present = 0 for model none */
+int  grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *present);
+/* model.*, lora.*, train.trainable -> *mc (vocab and T are the caller's; max_seq 0 becomes T) */
+int  train_llama_cfg(const ar_config *cfg, llama_cfg *mc, int T);
 int  grounding_declare(run_t *r);                      /* every tensor of the step and its encoders */
 int  grounding_load(run_t *r, const ar_config *cfg);   /* sam.init, sam_encoder.init, clip.init, audio.init */
 int  grounding_create(run_t *r);                       /* the step, encoders and batch buffers */

@@ -657,6 +657,32 @@ static int load_init(run_t *r, const char *path) {
     return 0;
 }
 
+/* model.*, lora.* and train.trainable -> *mc: shared by the run's set-up and
+ * the memory plan (train/plan.c), so both size the same decoder. */
+int train_llama_cfg(const ar_config *cfg, llama_cfg *mc, int T) {
+    mc->dim = (int)cfg_int(cfg, "model.dim"); mc->layers = (int)cfg_int(cfg, "model.layers");
+    mc->heads = (int)cfg_int(cfg, "model.heads"); mc->kv_heads = (int)cfg_int(cfg, "model.kv_heads");
+    if (mc->kv_heads == 0) mc->kv_heads = mc->heads;
+    mc->mlp_hidden = (int)cfg_int(cfg, "model.mlp_hidden");
+    mc->max_seq = (int)cfg_int(cfg, "model.max_seq");
+    if (mc->max_seq == 0) mc->max_seq = T;
+    mc->norm_eps = (float)cfg_float(cfg, "model.norm_eps"); mc->rope_theta = (float)cfg_float(cfg, "model.rope_theta");
+    mc->checkpoint_layers = cfg_bool(cfg, "model.checkpoint_layers");
+    mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
+    mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
+    if (mc->lora_dropout < 0 || mc->lora_dropout >= 1) return ar_errorf("config: lora.dropout = %g (expected [0,1))", mc->lora_dropout);
+    if (mc->lora_rank > 0 && llama_parse_lora_targets(cfg_str(cfg, "lora.targets"), &mc->lora_targets))
+        return ar_error_prefix("config: lora.targets: ");
+    const char *tr = cfg_str(cfg, "train.trainable");
+    if (!strcmp(tr, "full")) mc->train_base = 1;
+    else if (!strcmp(tr, "lora")) mc->train_base = 0;
+    else if (!strcmp(tr, "lora+embed")) { mc->train_base = 0; mc->train_embed = mc->train_lm_head = 1; }
+    else return ar_errorf("config: train.trainable = '%s' (expected full, lora or lora+embed)", tr);
+    if (!mc->train_base && mc->lora_rank <= 0)
+        return ar_errorf("config: train.trainable = %s needs lora.rank > 0", tr);
+    return 0;
+}
+
 int run_setup(run_t *r, const ar_config *cfg) {
     r->cfg = cfg;
     llama_cfg *mc = &r->mc;
@@ -677,26 +703,7 @@ int run_setup(run_t *r, const ar_config *cfg) {
     if (!with_refs) r->Tf = r->T;
     if (r->data.kind == DATA_SYNTH && r->T != r->data.seq_len)
         return ar_errorf("config: train.seq_len = %d, but the synthetic task has sequences of %d tokens", r->T, r->data.seq_len);
-    mc->dim = (int)cfg_int(cfg, "model.dim"); mc->layers = (int)cfg_int(cfg, "model.layers");
-    mc->heads = (int)cfg_int(cfg, "model.heads"); mc->kv_heads = (int)cfg_int(cfg, "model.kv_heads");
-    if (mc->kv_heads == 0) mc->kv_heads = mc->heads;
-    mc->mlp_hidden = (int)cfg_int(cfg, "model.mlp_hidden");
-    mc->max_seq = (int)cfg_int(cfg, "model.max_seq");
-    if (mc->max_seq == 0) mc->max_seq = r->T;
-    mc->norm_eps = (float)cfg_float(cfg, "model.norm_eps"); mc->rope_theta = (float)cfg_float(cfg, "model.rope_theta");
-    mc->checkpoint_layers = cfg_bool(cfg, "model.checkpoint_layers");
-    mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
-    mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
-    if (mc->lora_dropout < 0 || mc->lora_dropout >= 1) return ar_errorf("config: lora.dropout = %g (expected [0,1))", mc->lora_dropout);
-    if (mc->lora_rank > 0 && llama_parse_lora_targets(cfg_str(cfg, "lora.targets"), &mc->lora_targets))
-        return ar_error_prefix("config: lora.targets: ");
-    const char *tr = cfg_str(cfg, "train.trainable");
-    if (!strcmp(tr, "full")) mc->train_base = 1;
-    else if (!strcmp(tr, "lora")) mc->train_base = 0;
-    else if (!strcmp(tr, "lora+embed")) { mc->train_base = 0; mc->train_embed = mc->train_lm_head = 1; }
-    else return ar_errorf("config: train.trainable = '%s' (expected full, lora or lora+embed)", tr);
-    if (!mc->train_base && mc->lora_rank <= 0)
-        return ar_errorf("config: train.trainable = %s needs lora.rank > 0", tr);
+    if (train_llama_cfg(cfg, mc, r->T)) return -1;
 
     r->steps = (int)cfg_int(cfg, "train.steps"); r->B = (int)cfg_int(cfg, "train.batch_size");
     r->accum = (int)cfg_int(cfg, "train.grad_accum");
