@@ -100,7 +100,8 @@ struct dist_reducer {
     size_t n, bucket;
     int nb, next;     /* buckets; buckets started from the end (nb-1 down to nb-next) */
     double wait_s;
-    long rounds;
+    long rounds, early, started;   /* buckets started before dist_reducer_wait / in all */
+    int in_wait;
 #ifdef ANYREF_MPI
     MPI_Request *req;
 #endif
@@ -141,6 +142,8 @@ int dist_reducer_ready(dist_reducer *d, size_t from) {
         int err = MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &d->req[b]);
         if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Iallreduce");
         d->next++;
+        d->started++;
+        d->early += !d->in_wait;
     }
     if (d->next) {   /* let the library move the ones in flight along */
         int flag;
@@ -154,7 +157,10 @@ int dist_reducer_ready(dist_reducer *d, size_t from) {
 
 int dist_reducer_wait(dist_reducer *d) {
     if (!d || g_size <= 1) return 0;
-    if (dist_reducer_ready(d, 0)) return -1;
+    d->in_wait = 1;
+    int rc = dist_reducer_ready(d, 0);
+    d->in_wait = 0;
+    if (rc) return -1;
     const double t0 = ar_now();
 #ifdef ANYREF_MPI
     int err = MPI_Waitall(d->nb, d->req, MPI_STATUSES_IGNORE);
@@ -166,7 +172,9 @@ int dist_reducer_wait(dist_reducer *d) {
     return 0;
 }
 
-void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes) {
+void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started) {
+    if (early) *early = d ? d->early : 0;
+    if (started) *started = d ? d->started : 0;
     if (wait_s) *wait_s = d ? d->wait_s : 0;
     if (rounds) *rounds = d ? d->rounds : 0;
     if (bytes) *bytes = d ? d->n * sizeof(float) : 0;

@@ -52,6 +52,8 @@ int  dist_reducer_ready(dist_reducer *d, size_t from);
  * then begin (buckets are started afresh). 0, or -1 + ar_error. */
 int  dist_reducer_wait(dist_reducer *d);
 /* Totals over the reducer's life: seconds spent inside dist_reducer_wait
- * (communication not hidden behind computation), rounds, bytes per round. */
-void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes);
+ * (communication not hidden behind computation), rounds, bytes per round,
+ * buckets started by dist_reducer_ready before the wait, buckets started.
+ * Any pointer may be NULL. */
+void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started);
 #endif

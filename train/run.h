@@ -83,6 +83,8 @@ typedef struct {
     int rank, nranks;
     struct dist_reducer *red;   /* the gradient block's all-reduce (nranks > 1) */
     float *h_grad;              /* host copy of the gradients when the backend is not the CPU's */
+    size_t *ready_off;          /* [layers+1]: gradients from here on are final after that part's backward */
+    int hook_live, hook_err;    /* the llama gradient hook starts buckets (last micro-batch only) */
 } run_t;
 
 /* train/train.c */

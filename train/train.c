@@ -157,6 +157,7 @@ const cfg_key train_schema[] = {
     {"train.max_bad_steps", CFG_INT, "5", "a step with a NaN/Inf loss or gradient is skipped (no update, logged as bad_steps); this many in a row stop the run (0: never stop)"},
     {"test.poison_grad_steps", CFG_STRING, "", "TEST HOOK (fault injection, leave empty): comma-separated 1-based steps whose first trainable gradient is set to NaN after backward"},
     {"dist.bucket_mb", CFG_FLOAT, "16", "MPI (make MPI=1, several ranks): MiB of gradients per non-blocking all-reduce bucket"},
+    {"dist.overlap", CFG_BOOL, "1", "MPI, model.kind = llama on the CPU backend: start each bucket's all-reduce during the step's last backward, as soon as its gradients are final (0: all after backward)"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
@@ -928,7 +929,7 @@ static int find_checkpoint(run_t *r, char *path, size_t cap) {
 
 void run_teardown(run_t *r) {
     free(r->tok); free(r->tgt);
-    dist_reducer_free(r->red); free(r->h_grad);
+    dist_reducer_free(r->red); free(r->h_grad); free(r->ready_off);
     log_close(r->log);
     if (r->is_anyref) grounding_free(r);
     else llama_free(r->m);
@@ -991,16 +992,50 @@ static int skip_micro(run_t *r, int n, int64_t step) {
     return 0;
 }
 
+/* The llama gradient hook (last micro-batch of a step): the part just
+ * finished and everything after it in the gradient block are final, so the
+ * buckets lying there start their all-reduce while backward goes on. */
+static void grad_ready(void *ctx, int layer) {
+    run_t *r = ctx;
+    if (!r->hook_live || layer < 0 || r->hook_err) return;
+    if (dist_reducer_ready(r->red, r->ready_off[layer])) r->hook_err = 1;
+}
+
+/* Data parallel: the gradient block's reducer; with the CPU backend and
+ * model.kind = llama (dist.overlap) the buckets start during backward. */
+static int setup_reducer(run_t *r) {
+    if (r->nranks <= 1 || !r->ps.ng) return 0;
+    const int host = !strcmp(k_backend_name(), "cpu");
+    if (!host && !(r->h_grad = malloc(sizeof(float) * r->ps.ng))) return ar_errorf("out of memory");
+    size_t bucket = (size_t)(cfg_float(r->cfg, "dist.bucket_mb") * 1048576.0 / sizeof(float));
+    if (!(r->red = dist_reducer_new(host ? r->ps.g : r->h_grad, r->ps.ng, bucket ? bucket : 1))) return -1;
+    if (!host || r->ar || !r->m || !cfg_bool(r->cfg, "dist.overlap")) return 0;
+    /* the block is in declaration order (embed, layers 0.., norm, lm_head) and
+     * backward finishes it from the end: after layer l everything from layer
+     * l's first trainable tensor on is final */
+    const int L = r->mc.layers;
+    if (!(r->ready_off = malloc(sizeof(size_t) * (size_t)(L + 1)))) return ar_errorf("out of memory");
+    for (int l = 0; l <= L; l++) r->ready_off[l] = r->ps.ng;
+    for (int i = 0; i < r->ps.n; i++) {
+        const ar_param *p = &r->ps.p[i];
+        if (!p->trainable) continue;
+        int l = -1;
+        if (!strncmp(p->name, "model.layers.", 13)) l = atoi(p->name + 13);
+        else if (!strcmp(p->name, "model.norm.weight") || !strcmp(p->name, "lm_head.weight")) l = L;
+        if (l >= 0 && l <= L && p->goff < r->ready_off[l]) r->ready_off[l] = p->goff;
+    }
+    for (int l = L - 1; l >= 0; l--)
+        if (r->ready_off[l + 1] < r->ready_off[l]) r->ready_off[l] = r->ready_off[l + 1];
+    llama_set_grad_hook(r->m, grad_ready, r);
+    return 0;
+}
+
 /* Data parallel: sums the gradient block over the ranks (the CPU backend's
  * block in place; another backend's through a host copy). */
 static int reduce_grads(run_t *r) {
     if (r->nranks <= 1 || !r->ps.ng) return 0;
     const int host = !strcmp(k_backend_name(), "cpu");
-    if (!r->red) {
-        if (!host && !(r->h_grad = malloc(sizeof(float) * r->ps.ng))) return ar_errorf("out of memory");
-        size_t bucket = (size_t)(cfg_float(r->cfg, "dist.bucket_mb") * 1048576.0 / sizeof(float));
-        if (!(r->red = dist_reducer_new(host ? r->ps.g : r->h_grad, r->ps.ng, bucket ? bucket : 1))) return -1;
-    }
+    if (r->hook_err) { r->hook_err = 0; return -1; }
     if (!host) k_download(r->h_grad, r->ps.g, sizeof(float) * r->ps.ng);
     if (dist_reducer_wait(r->red)) return -1;
     if (!host) k_upload(r->ps.g, r->h_grad, sizeof(float) * r->ps.ng);
@@ -1013,7 +1048,7 @@ int train_run(const ar_config *cfg) {
     int rc = -1;
     if (run_setup(&r, cfg) || preflight(&r) || start_or_resume(&r)) goto done;
     /* every rank has its start (a rank that failed ends them all: train/main.c) */
-    if (dist_barrier()) goto done;
+    if (dist_barrier() || setup_reducer(&r)) goto done;
     if (r.rank == 0) {
         char cfgpath[1100];
         snprintf(cfgpath, sizeof cfgpath, "%s/config.cfg", r.run_dir);
@@ -1089,7 +1124,9 @@ int train_run(const ar_config *cfg) {
                 if (data_next(&r.data, r.B, r.T, r.tok, r.tgt)) goto interrupted;
                 int count = 0;
                 l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, dseed, &count);
+                r.hook_live = a == r.accum - 1;   /* the step's last backward: gradients become final */
                 if (isfinite(l)) llama_backward(r.m, 1.0f / micro);
+                r.hook_live = 0;
             }
             loss += l / micro;   /* a NaN/Inf micro-batch makes the step bad (below) */
         }
@@ -1198,6 +1235,13 @@ int train_run(const ar_config *cfg) {
         }
     }
     progress_finish(&prog);
+    if (r.red && r.rank == 0) {
+        double w; long rounds, early, started; size_t bytes;
+        dist_reducer_stats(r.red, &w, &rounds, &bytes, &early, &started);
+        log_info("gradient all-reduce: %ld steps of %.2f MiB over %d ranks, buckets of %g MiB: %ld of %ld started "
+                 "during backward; %.3f s waited after backward (%.2f ms per step)", rounds, bytes / 1048576.0,
+                 r.nranks, cfg_float(cfg, "dist.bucket_mb"), early, started, w, rounds ? 1e3 * w / rounds : 0.0);
+    }
     {
         double el = ar_now() - t0;
         log_info("done: steps %lld..%d in %.1f s (%.0f tokens/s), final loss %.4f",
