@@ -155,6 +155,11 @@ mpi-bin: | $(DEPS_OK)
 	@$(MAKE) --no-print-directory MPI=1 SANITIZE= BUILD=build/mpi build/mpi/anyref
 test: mpi-bin
 $(BUILD)/tests/test_mpi: | mpi-bin
+# Step time of the demo model on 1 and 2 ranks, bytes all-reduced, communication hidden (bench/run_mpi.sh).
+.PHONY: bench-mpi
+bench: bench-mpi
+bench-mpi: mpi-bin
+	@sh bench/run_mpi.sh build/mpi/anyref $(BUILD)/bench
 endif
 endif
 
