@@ -11,7 +11,8 @@
  *   - a 2-rank run stopped at step 8 and resumed on 1 rank (grad_accum 2)
  *     continues the same curve to step 16;
  *   - one rank given a checkpoint path that does not exist: mpirun and every
- *     rank end non-zero within seconds, with that rank's message.
+ *     rank end non-zero within seconds, with that rank's message;
+ *   - SIGTERM to mpirun: both ranks stop after the same step, rank 0 saves it.
  * Environment for a container with loopback only: OMPI_MCA_btl=self,vader
  * (shared memory), out-of-band TCP on lo, running as root allowed — each set
  * only where the caller has not set it. $ANYREF_MPI_BIN overrides the binary.
@@ -23,6 +24,7 @@
 #include "core/error.h"
 #include "tests/testlib.h"
 #include <hdf5.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +251,43 @@ static void bad_rank(void) {
     free(out);
 }
 
+/* SIGTERM to mpirun (which forwards it to the ranks) mid-run: the ranks agree
+ * on the step to stop after (the signal is summed with the step's losses),
+ * rank 0 saves it, everyone exits. */
+static void sigterm(void) {
+    char d[400], log[500], cmd[4096];
+    snprintf(d, sizeof d, "%s/term", g_tmp);
+    snprintf(log, sizeof log, "%s/term.log", g_tmp);
+    snprintf(cmd, sizeof cmd, "exec %s -np 2 %s train configs/demo.cfg %s train.steps=100000 run.dir=%s > %s 2>&1",
+             MPIRUN, g_bin, COMMON, d, log);
+    pid_t pid = fork();
+    if (pid == 0) { execl("/bin/sh", "sh", "-c", cmd, (char *)NULL); _exit(127); }
+    /* wait for 20 logged steps (at most 30 s) */
+    double t0 = ar_now();
+    while (ar_now() - t0 < 30 && isnan(t_metric(d, 20, "loss"))) usleep(20000);
+    kill(pid, SIGTERM);
+    int st = 0;
+    double t1 = ar_now();
+    while (waitpid(pid, &st, WNOHANG) == 0 && ar_now() - t1 < 30) usleep(20000);
+    int hung = ar_now() - t1 >= 30;
+    if (hung) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
+    char *out = slurp(log);
+    long long n0 = -1, steps = 0;
+    const char *m = out ? strstr(out, "terminated (SIGTERM) after step ") : NULL;
+    if (m) n0 = atoll(m + 32);
+    char *mc = t_metrics_core(d);
+    for (char *c = mc; c && *c; c++) steps += *c == '\n';
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/checkpoints/step_%06lld.h5", d, n0);
+    struct stat sb;
+    int saved = n0 > 0 && stat(ck, &sb) == 0;
+    t_check(!hung && n0 >= 20 && saved && steps == n0, "mpi.sigterm_both_ranks_stop_and_save",
+            "SIGTERM to mpirun after >= 20 steps: ended in %.1f s%s, stopped after step %lld, checkpoint of that step "
+            "written by rank 0: %s, %lld metric lines", ar_now() - t1, hung ? " (HUNG: killed)" : "", n0,
+            saved ? "yes" : "NO", steps);
+    free(out); free(mc);
+}
+
 /* An HDF5 token file of the copy task, 60 rows: 16 steps x 16 rows cross 4 epochs. */
 static int write_tokens(char *path, size_t cap) {
     synth_task t;
@@ -311,6 +350,7 @@ int main(void) {
     }
     resume_other_count();
     bad_rank();
+    sigterm();
     char rm[400];
     snprintf(rm, sizeof rm, "rm -rf %s", g_tmp);
     if (t_exit_code() == 0 && system(rm) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

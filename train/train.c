@@ -1219,6 +1219,11 @@ int train_run(const ar_config *cfg) {
         if (last && bad_run)
             log_warn("the run ends in %d bad step(s): no final checkpoint written (the newest is from before them)",
                      bad_run);
+        if (stop && !last && r.rank != 0) {   /* rank 0 says it (and saved) */
+            progress_finish(&prog);
+            rc = 0;
+            goto restore;
+        }
         if (stop && !last) {
             progress_finish(&prog);
             char cmd[2400], prev[1200];
