@@ -6,11 +6,15 @@
 #include "core/timer.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #ifdef ANYREF_MPI
 #include <mpi.h>
 #endif
 
 static int g_rank = 0, g_size = 1, g_inited = 0, g_mpi = 0;   /* g_mpi: MPI_Init was called */
+static double g_timeout = 0;   /* seconds a collective may wait (0: forever) */
+
+void dist_set_timeout(double seconds) { g_timeout = seconds > 0 ? seconds : 0; }
 
 int dist_mpi_built(void) {
 #ifdef ANYREF_MPI
@@ -26,6 +30,32 @@ static int mpi_fail(int err, const char *what) {
     int len = 0;
     if (MPI_Error_string(err, s, &len) != MPI_SUCCESS) snprintf(s, sizeof s, "error %d", err);
     return ar_errorf("%s: %s", what, s);
+}
+#endif
+
+#ifdef ANYREF_MPI
+/* Waits for n requests; with a time-out, by polling (MPI_Testall, then short
+ * sleeps once a millisecond has passed) so a stalled rank becomes an error. */
+static int wait_reqs(int n, MPI_Request *req, const char *what) {
+    int err;
+    if (g_timeout <= 0) {
+        if ((err = MPI_Waitall(n, req, MPI_STATUSES_IGNORE)) != MPI_SUCCESS) return mpi_fail(err, what);
+        return 0;
+    }
+    const double t0 = ar_now();
+    for (;;) {
+        int flag = 0;
+        if ((err = MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE)) != MPI_SUCCESS) return mpi_fail(err, what);
+        if (flag) return 0;
+        const double el = ar_now() - t0;
+        if (el > g_timeout)
+            return ar_errorf("%s: not every rank answered within %g s (dist.timeout_s): a rank is stalled or gone",
+                             what, g_timeout);
+        if (el > 1e-3) {
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 #endif
 
@@ -64,8 +94,10 @@ int dist_size(void) { return g_size; }
 int dist_sum(double *v, int n) {
 #ifdef ANYREF_MPI
     if (g_size > 1) {
-        int err = MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Allreduce");
+        MPI_Request q;
+        int err = MPI_Iallreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &q);
+        if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Iallreduce (losses)");
+        return wait_reqs(1, &q, "all-reduce of the losses");
     }
 #else
     (void)v; (void)n;
@@ -76,8 +108,10 @@ int dist_sum(double *v, int n) {
 int dist_barrier(void) {
 #ifdef ANYREF_MPI
     if (g_size > 1) {
-        int err = MPI_Barrier(MPI_COMM_WORLD);
-        if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Barrier");
+        MPI_Request q;
+        int err = MPI_Ibarrier(MPI_COMM_WORLD, &q);
+        if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Ibarrier");
+        return wait_reqs(1, &q, "barrier");
     }
 #endif
     return 0;
@@ -125,7 +159,10 @@ dist_reducer *dist_reducer_new(float *buf, size_t n, size_t bucket) {
 void dist_reducer_free(dist_reducer *d) {
     if (!d) return;
 #ifdef ANYREF_MPI
-    if (d->next) MPI_Waitall(d->nb, d->req, MPI_STATUSES_IGNORE);
+    /* buckets still in flight: a round that failed (a time-out), and the
+     * process is about to end every rank (dist_abort); waiting could hang and
+     * MPI may still write into the requests, so they are left alone */
+    if (d->next) { free(d); return; }
     free(d->req);
 #endif
     free(d);
@@ -163,8 +200,7 @@ int dist_reducer_wait(dist_reducer *d) {
     if (rc) return -1;
     const double t0 = ar_now();
 #ifdef ANYREF_MPI
-    int err = MPI_Waitall(d->nb, d->req, MPI_STATUSES_IGNORE);
-    if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Waitall (gradient all-reduce)");
+    if (wait_reqs(d->nb, d->req, "gradient all-reduce")) return -1;
 #endif
     d->wait_s += ar_now() - t0;
     d->rounds++;

@@ -15,7 +15,8 @@
  *     start), dist_reducer_wait starts the rest and waits for all;
  *   - dist_sum: blocking sums of a few doubles (losses, counts, flags);
  *   - dist_barrier, dist_abort (ends every rank with this rank's message:
- *     the command line's answer to an error on one rank, instead of a hang).
+ *     the command line's answer to an error on one rank, instead of a hang);
+ *   - dist_set_timeout: collectives that wait too long become errors.
  * Depends on core/error.h; MPI only with ANYREF_MPI. Thread use: call from the
  * training thread only (MPI_THREAD_FUNNELED). */
 #ifndef ANYREF_CORE_DIST_H
@@ -32,6 +33,10 @@ int  dist_rank(void);                 /* 0 .. dist_size()-1 (0 without MPI) */
 int  dist_size(void);                 /* 1 without MPI */
 int  dist_mpi_built(void);            /* 1 when built with MPI=1 */
 
+/* Collectives (dist_sum, dist_barrier, dist_reducer_wait) that wait longer
+ * than this many seconds fail with an error naming the time-out, instead of
+ * hanging on a stalled rank (0: wait forever, the default). */
+void dist_set_timeout(double seconds);
 /* Sums v[n] over the ranks in place (blocking). 0, or -1 + ar_error. */
 int  dist_sum(double *v, int n);
 int  dist_barrier(void);

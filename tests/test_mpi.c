@@ -12,6 +12,8 @@
  *     continues the same curve to step 16;
  *   - one rank given a checkpoint path that does not exist: mpirun and every
  *     rank end non-zero within seconds, with that rank's message;
+ *   - a rank that stops answering: the others' collective times out
+ *     (dist.timeout_s) and every rank ends with the time-out message;
  *   - SIGTERM to mpirun: both ranks stop after the same step, rank 0 saves it.
  * Environment for a container with loopback only: OMPI_MCA_btl=self,vader
  * (shared memory), out-of-band TCP on lo, running as root allowed — each set
@@ -251,6 +253,26 @@ static void bad_rank(void) {
     free(out);
 }
 
+/* Rank 1 stops answering before step 3's all-reduce (test.stall_rank): rank
+ * 0's all-reduce times out after dist.timeout_s = 2 and its error ends both. */
+static void stalled_rank(void) {
+    char d[400], cmd[4096], log[500];
+    snprintf(d, sizeof d, "%s/stall", g_tmp);
+    snprintf(log, sizeof log, "%s/stall.log", g_tmp);
+    snprintf(cmd, sizeof cmd, "timeout 60 %s -np 2 %s train configs/demo.cfg %s train.steps=100000 run.dir=%s "
+             "dist.timeout_s=2 test.stall_rank=1,3", MPIRUN, g_bin, COMMON, d);
+    double t0 = ar_now();
+    int rc = sh(cmd, log);
+    double el = ar_now() - t0;
+    char *out = slurp(log);
+    int named = out && strstr(out, "rank 0 of 2 failed: step 3: ") && strstr(out, "within 2 s (dist.timeout_s)");
+    t_check(rc != 0 && rc != 124 && el < 30 && named, "mpi.stalled_rank_times_out",
+            "rank 1 silent from step 3, dist.timeout_s = 2: mpirun exit %d after %.1f s (limit 30 s), rank 0's "
+            "time-out message: %s", rc, el, named ? "yes" : "NO");
+    if (!named && out) printf("     mpirun output: %.1500s\n", out);
+    free(out);
+}
+
 /* SIGTERM to mpirun (which forwards it to the ranks) mid-run: the ranks agree
  * on the step to stop after (the signal is summed with the step's losses),
  * rank 0 saves it, everyone exits. */
@@ -350,6 +372,7 @@ int main(void) {
     }
     resume_other_count();
     bad_rank();
+    stalled_rank();
     sigterm();
     char rm[400];
     snprintf(rm, sizeof rm, "rm -rf %s", g_tmp);

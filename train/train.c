@@ -157,6 +157,8 @@ const cfg_key train_schema[] = {
     {"train.max_bad_steps", CFG_INT, "5", "a step with a NaN/Inf loss or gradient is skipped (no update, logged as bad_steps); this many in a row stop the run (0: never stop)"},
     {"test.poison_grad_steps", CFG_STRING, "", "TEST HOOK (fault injection, leave empty): comma-separated 1-based steps whose first trainable gradient is set to NaN after backward"},
     {"dist.bucket_mb", CFG_FLOAT, "16", "MPI (make MPI=1, several ranks): MiB of gradients per non-blocking all-reduce bucket"},
+    {"dist.timeout_s", CFG_FLOAT, "1800", "MPI, several ranks: a collective (gradient or loss all-reduce, barrier) waiting longer than this fails the rank, which then ends every rank (0: wait forever)"},
+    {"test.stall_rank", CFG_STRING, "", "TEST HOOK (leave empty): RANK,STEP — that rank stops answering (sleeps until signalled) before that 1-based step's all-reduce"},
     {"dist.overlap", CFG_BOOL, "1", "MPI, model.kind = llama on the CPU backend: start each bucket's all-reduce during the step's last backward, as soon as its gradients are final (0: all after backward)"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
@@ -349,8 +351,14 @@ static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
         if (!tj[0] || !cfg_str(cfg, "data.tokenizer")[0])
             return ar_errorf("config: data.kind = conversations needs data.train (LLaVA JSON) and data.tokenizer");
         if (T < 2) return ar_errorf("config: data.kind = conversations needs train.seq_len (the token length of a sample)");
-        if (prepare_conversations(cfg, tj, rd, "train", T, tbuf, sizeof tbuf, &vocab)) return -1;
-        if (vj[0] && prepare_conversations(cfg, vj, rd, "val", T, vbuf, sizeof vbuf, &vocab)) return -1;
+        /* several ranks: rank 0 tokenizes, the others then find the files up to date */
+        for (int pass = 0; pass < 2; pass++) {
+            if ((pass == 0) == (dist_rank() == 0)) {
+                if (prepare_conversations(cfg, tj, rd, "train", T, tbuf, sizeof tbuf, &vocab)) return -1;
+                if (vj[0] && prepare_conversations(cfg, vj, rd, "val", T, vbuf, sizeof vbuf, &vocab)) return -1;
+            }
+            if (pass == 0 && dist_barrier()) return -1;
+        }
         if (model_vocab == 0) model_vocab = vocab;
         else if (model_vocab < vocab)
             return ar_errorf("config: model.vocab = %d is smaller than the tokenizer's %d (with data.add_tokens)", model_vocab, vocab);
@@ -886,6 +894,13 @@ static int poisoned(const ar_config *cfg, int64_t step) {
     return 0;
 }
 
+/* The test hook test.stall_rank = "RANK,STEP": 1 when this is that rank and step. */
+static int stalled(const ar_config *cfg, int rank, int64_t step) {
+    int rk, st;
+    const char *s = cfg_str(cfg, "test.stall_rank");
+    return s[0] && sscanf(s, "%d,%d", &rk, &st) == 2 && rk == rank && st == step;
+}
+
 /* Writes text into path through a .tmp and a rename (a kill leaves the old file or the new one). */
 static int write_atomic(const char *path, const char *text) {
     char tmp[1300];
@@ -1046,7 +1061,9 @@ int train_run(const ar_config *cfg) {
     run_t r;
     memset(&r, 0, sizeof r);
     int rc = -1;
-    if (run_setup(&r, cfg) || preflight(&r) || start_or_resume(&r)) goto done;
+    if (run_setup(&r, cfg)) goto done;
+    dist_set_timeout(cfg_float(cfg, "dist.timeout_s"));
+    if (preflight(&r) || start_or_resume(&r)) goto done;
     /* every rank has its start (a rank that failed ends them all: train/main.c) */
     if (dist_barrier() || setup_reducer(&r)) goto done;
     if (r.rank == 0) {
@@ -1131,6 +1148,8 @@ int train_run(const ar_config *cfg) {
             loss += l / micro;   /* a NaN/Inf micro-batch makes the step bad (below) */
         }
         if (skip_micro(&r, (R - 1 - r.rank) * r.accum, step)) goto interrupted;   /* higher ranks' share */
+        if (stalled(cfg, r.rank, step + 1))   /* TEST HOOK test.stall_rank */
+            for (int t = 0; t < 3600 && !g_interrupted; t++) sleep(1);
         int any_signal = g_interrupted != 0;
         if (R > 1) {   /* the global step: gradients and losses summed over the ranks */
             double v[5] = {loss, parts[0], parts[1], parts[2], any_signal};
