@@ -1104,6 +1104,7 @@ int train_run(const ar_config *cfg) {
     double loss_ema = NAN, acc = NAN, giou = NAN;
     ar_progress prog;
     progress_start(&prog, r.steps, "train");
+    if (r.rank != 0) prog.mode = AR_PROGRESS_OFF;   /* one progress line per run: rank 0's */
     progress_update(&prog, (long)first, "");
     int64_t step = first;
     while (step < r.steps) {
