@@ -5,6 +5,7 @@
 #   make bench      GEMM ceiling + kernel forward/backward throughput vs PyTorch
 #   make deps       install missing Debian packages (apt-get), then nothing else
 #   make fixtures   regenerate tests/fixtures/*.h5 with PyTorch (/usr/bin/python3)
+#   make MPI=1      data-parallel build against OpenMPI (core/dist.c with MPI; into build/mpi/)
 #   make CUDA=1     compile kernels/cuda/ with nvcc instead of kernels/cpu/, link cuBLAS (into build/cuda/)
 #   make fuzz       build the libFuzzer targets (clang)
 #   make test SANITIZE=1   the whole suite built with ASan + UBSan into build-san/
@@ -35,6 +36,8 @@ endif
 # CUDA objects go to their own tree so CPU and CUDA builds never mix objects.
 ifeq ($(CUDA),1)
   BUILD ?= build/cuda
+else ifeq ($(MPI),1)
+  BUILD ?= build/mpi
 else
   BUILD ?= build
 endif
@@ -55,6 +58,12 @@ CORE_SRC  := $(wildcard core/*.c)
 KCPU_SRC  := $(wildcard kernels/cpu/*.c)
 KSHARED   := $(wildcard kernels/*.c)   # backend-neutral composites
 LIB_SRC   := $(CORE_SRC) $(wildcard data/*.c) $(wildcard checkpoints/*.c) $(wildcard model/*.c) $(wildcard optim/*.c) $(filter-out train/main.c,$(wildcard train/*.c)) $(wildcard eval/*.c)
+
+# MPI=1: core/dist.c talks to OpenMPI (mpicc's flags, gcc stays the compiler).
+ifeq ($(MPI),1)
+  CFLAGS += -DANYREF_MPI=1 $(shell mpicc --showme:compile 2>/dev/null)
+  LDLIBS += $(shell mpicc --showme:link 2>/dev/null)
+endif
 
 ifeq ($(CUDA),1)
   NVCC      ?= /usr/local/cuda/bin/nvcc
@@ -135,6 +144,24 @@ $(TEST_LIB): $(BUILD)/tests/%.o: tests/%.c | $(DEPS_OK)
 # $(FUZZ_SMOKE_BIN): the fuzz smoke binaries (defined, and made prerequisites, with the fuzz rules below)
 test: $(TEST_BIN) $(BIN)
 	@sh tests/run.sh $(TEST_BIN) $(FUZZ_SMOKE_BIN)
+
+# The MPI variant of the program that tests/test_mpi.c launches with mpirun
+# (always the plain, unsanitised build: OpenMPI's own allocations are not ours
+# to check). Built by a sub-make so that its objects live in build/mpi/.
+ifneq ($(CUDA),1)
+ifneq ($(MPI),1)
+.PHONY: mpi-bin
+mpi-bin: | $(DEPS_OK)
+	@$(MAKE) --no-print-directory MPI=1 SANITIZE= BUILD=build/mpi build/mpi/anyref
+test: mpi-bin
+$(BUILD)/tests/test_mpi: | mpi-bin
+# Step time of the demo model on 1 and 2 ranks, bytes all-reduced, communication hidden (bench/run_mpi.sh).
+.PHONY: bench-mpi
+bench: bench-mpi
+bench-mpi: mpi-bin
+	@sh bench/run_mpi.sh build/mpi/anyref $(BUILD)/bench
+endif
+endif
 
 # What CI runs (.ci/run): the plain suite, then the whole suite again under ASan + UBSan.
 check:

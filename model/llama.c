@@ -54,6 +54,8 @@ struct llama {
     int count;
     uint64_t seed;                 /* dropout seed of the last forward */
     int training;                  /* 0: no dropout (evaluation) */
+    void (*grad_hook)(void *ctx, int layer);   /* llama_set_grad_hook */
+    void *grad_ctx;
     int dropped;                   /* the last forward applied dropout */
     float scale_lora;
     ar_arena arena;
@@ -389,6 +391,8 @@ const float *llama_last_attention(const llama *m) { return m->la[m->c.layers - 1
 
 void llama_backward(llama *m, float loss_weight) { llama_backward_ex(m, loss_weight, NULL, NULL); }
 
+void llama_set_grad_hook(llama *m, void (*fn)(void *ctx, int layer), void *ctx) { m->grad_hook = fn; m->grad_ctx = ctx; }
+
 void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra) {
     const llama_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, V = c->vocab;
@@ -400,6 +404,7 @@ void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, 
     if (dhidden_extra) axpy(m->dxn, dhidden_extra, 1.0f, nd);
     k_zero(m->dx, nd * sizeof(float));
     rmsnorm_backward(m->dx, m->g_norm, m->dxn, m->x_final, m->norm, m->rstdf, N, D);
+    if (m->grad_hook) m->grad_hook(m->grad_ctx, c->layers);
     /* m->dx now holds dL/d(residual stream); each layer's branches add into it. */
     for (int l = c->layers - 1; l >= 0; l--) {
         layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
@@ -430,8 +435,10 @@ void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, 
         proj_backward(m, &w->p[LLAMA_K], &s->pa[LLAMA_K], m->dxn, m->dk, s->xn1);
         proj_backward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], m->dxn, m->dv, s->xn1);
         rmsnorm_backward(m->dx, w->g_attn_norm, m->dxn, s->x, w->attn_norm, s->rstd1, N, D);
+        if (m->grad_hook) m->grad_hook(m->grad_ctx, l);
     }
     if (m->g_embed) embedding_backward(m->g_embed, m->dx, m->tokens, N, D);
+    if (m->grad_hook) m->grad_hook(m->grad_ctx, -1);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -61,6 +61,12 @@ float   llama_forward(llama *m, const int *tokens, const int *targets, int B, in
  * loss_weight is the gradient of the objective with respect to the returned loss. */
 void    llama_backward(llama *m, float loss_weight);
 const float *llama_embeds_grad(const llama *m); /* [B*T, dim] after llama_backward */
+/* Gradient-ready hook (data-parallel all-reduce overlapped with backward):
+ * during llama_backward, fn(ctx, layers) once lm_head's and the final norm's
+ * gradients are complete, fn(ctx, l) once layer l's are (l = layers-1 .. 0),
+ * fn(ctx, -1) after the embedding's. The backend's work queued before a call
+ * may still be running (synchronise before reading). fn NULL: none. */
+void    llama_set_grad_hook(llama *m, void (*fn)(void *ctx, int layer), void *ctx);
 /* For heads on top of the decoder (the [SEG] path, SPEC 2.5), after a forward:
  * the final hidden states (output of the final RMSNorm, HF hidden_states[-1])
  * and the last layer's attention probabilities [B, heads, T, T]. */

@@ -1,6 +1,7 @@
 /* train/main.c — the `anyref` command line. The only place that decides to stop
  * the process: library code returns errors (core/error.h) and this prints them. */
 #include "core/config.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
@@ -130,7 +131,14 @@ int main(int argc, char **argv) {
         int rc = 0;
         if (!strcmp(cmd, "config")) cfg_write(c, stdout);
         else if (!strcmp(cmd, "plan")) { if (plan_main_cfg(c, stdout)) { log_error("%s", ar_error()); rc = 1; } }
-        else if ((!strcmp(cmd, "cache") ? train_cache(c) : train_run(c))) { log_error("%s", ar_error()); rc = 1; }
+        else if (!strcmp(cmd, "cache")) { if (train_cache(c)) { log_error("%s", ar_error()); rc = 1; } }
+        else {
+            /* data parallel (make MPI=1 under mpirun / srun): a rank that fails
+             * ends every rank with its message instead of leaving them waiting */
+            if (dist_init(&argc, &argv)) { log_error("%s", ar_error()); cfg_free(c); return 1; }
+            if (train_run(c)) { log_error("%s", ar_error()); rc = 1; dist_abort(ar_error()); }
+            dist_finalize();
+        }
         cfg_free(c);
         return rc;
     }

@@ -80,6 +80,12 @@ typedef struct {
     fc_hash enc_clip, enc_audio, enc_sam;
     float *d_img_feat, *d_crop_feat, *d_aud_feat, *d_scr_in, *d_scr_out, *h_feat;
     int *miss;
+    /* data parallel (core/dist.h): this process is rank `rank` of `nranks` */
+    int rank, nranks;
+    struct dist_reducer *red;   /* the gradient block's all-reduce (nranks > 1) */
+    float *h_grad;              /* host copy of the gradients when the backend is not the CPU's */
+    size_t *ready_off;          /* [layers+1]: gradients from here on are final after that part's backward */
+    int hook_live, hook_err;    /* the llama gradient hook starts buckets (last micro-batch only) */
 } run_t;
 
 /* train/plan.c: the plan shape of a set-up run (exactly what it allocates). */

@@ -5,13 +5,25 @@
  * Everything that decides a step's numbers — the data order, the dropout
  * masks (rng_derive(seed, step)), AdamW's t — derives from the seed and the
  * step, and the CPU kernels are bitwise deterministic, so a resumed run
- * reproduces the uninterrupted one exactly. */
+ * reproduces the uninterrupted one exactly.
+ *
+ * Data parallel (core/dist.h, `make MPI=1`, launched by mpirun / srun): a step
+ * is nranks x grad_accum micro-batches; rank k runs the global micro-batches
+ * k*accum .. k*accum+accum-1 of the step (it reads the whole step's stream
+ * and keeps its own share, so the cursor at every step boundary is the
+ * single-process one and a checkpoint resumes on any number of ranks), the
+ * dropout seed is a function of the global micro-batch index, each rank's
+ * backward is scaled 1/(nranks*accum) and the gradient block is summed over
+ * the ranks (bucketed MPI_Iallreduce) before the norm and the update: the
+ * same step as one process with nranks*accum micro-batches. Rank 0 alone
+ * writes config.cfg, metrics.jsonl and checkpoints. */
 #include "train/train.h"
 #include "train/run.h"
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/peft.h"
 #include "checkpoints/names.h"
 #include "checkpoints/safetensors.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
@@ -144,6 +156,10 @@ const cfg_key train_schema[] = {
     {"train.keep_checkpoints", CFG_INT, "3", "checkpoints kept in the run directory (0: all); the newest that verifies is resumed from"},
     {"train.max_bad_steps", CFG_INT, "5", "a step with a NaN/Inf loss or gradient is skipped (no update, logged as bad_steps); this many in a row stop the run (0: never stop)"},
     {"test.poison_grad_steps", CFG_STRING, "", "TEST HOOK (fault injection, leave empty): comma-separated 1-based steps whose first trainable gradient is set to NaN after backward"},
+    {"dist.bucket_mb", CFG_FLOAT, "16", "MPI (make MPI=1, several ranks): MiB of gradients per non-blocking all-reduce bucket"},
+    {"dist.timeout_s", CFG_FLOAT, "1800", "MPI, several ranks: a collective (gradient or loss all-reduce, barrier) waiting longer than this fails the rank, which then ends every rank (0: wait forever)"},
+    {"test.stall_rank", CFG_STRING, "", "TEST HOOK (leave empty): RANK,STEP — that rank stops answering (sleeps until signalled) before that 1-based step's all-reduce"},
+    {"dist.overlap", CFG_BOOL, "1", "MPI, model.kind = llama on the CPU backend: start each bucket's all-reduce during the step's last backward, as soon as its gradients are final (0: all after backward)"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
@@ -335,8 +351,14 @@ static int data_open(data_src *d, const ar_config *cfg, int model_vocab) {
         if (!tj[0] || !cfg_str(cfg, "data.tokenizer")[0])
             return ar_errorf("config: data.kind = conversations needs data.train (LLaVA JSON) and data.tokenizer");
         if (T < 2) return ar_errorf("config: data.kind = conversations needs train.seq_len (the token length of a sample)");
-        if (prepare_conversations(cfg, tj, rd, "train", T, tbuf, sizeof tbuf, &vocab)) return -1;
-        if (vj[0] && prepare_conversations(cfg, vj, rd, "val", T, vbuf, sizeof vbuf, &vocab)) return -1;
+        /* several ranks: rank 0 tokenizes, the others then find the files up to date */
+        for (int pass = 0; pass < 2; pass++) {
+            if ((pass == 0) == (dist_rank() == 0)) {
+                if (prepare_conversations(cfg, tj, rd, "train", T, tbuf, sizeof tbuf, &vocab)) return -1;
+                if (vj[0] && prepare_conversations(cfg, vj, rd, "val", T, vbuf, sizeof vbuf, &vocab)) return -1;
+            }
+            if (pass == 0 && dist_barrier()) return -1;
+        }
         if (model_vocab == 0) model_vocab = vocab;
         else if (model_vocab < vocab)
             return ar_errorf("config: model.vocab = %d is smaller than the tokenizer's %d (with data.add_tokens)", model_vocab, vocab);
@@ -722,6 +744,7 @@ int run_setup(run_t *r, const ar_config *cfg) {
     int threads = (int)cfg_int(cfg, "train.threads");
     if (threads > 0) k_set_num_threads(threads);
     r->seed = (uint64_t)cfg_int(cfg, "train.seed");
+    r->rank = dist_rank(); r->nranks = dist_size();
     snprintf(r->run_dir, sizeof r->run_dir, "%s", cfg_str(cfg, "run.dir"));
     if (!r->run_dir[0]) return ar_errorf("config: run.dir is empty");
     snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", r->run_dir);
@@ -791,6 +814,7 @@ static int start_or_resume(run_t *r) {
     r->data.cur.seed = rng_derive(r->seed, 2);
     if (!path[0]) {   /* fresh: replace what a previous run left here */
         r->st.step = 0; r->st.seed = r->seed;
+        if (r->rank != 0) return 0;   /* rank 0 alone owns the run directory */
         if (remove_checkpoints(r->run_dir)) return -1;
         if (ar_mkdir_parent(r->metrics)) return -1;
         FILE *f = fopen(r->metrics, "w");
@@ -806,7 +830,7 @@ static int start_or_resume(run_t *r) {
     r->data.cur.epoch = r->st.epoch;
     r->data.cur.position = r->st.data_position;
     r->data.cur.skipped = r->st.data_skipped;
-    if (metrics_truncate(r->metrics, r->st.step)) return -1;
+    if (r->rank == 0 && metrics_truncate(r->metrics, r->st.step)) return -1;
     if (refused)
         log_info("resumed from %s at step %lld, the newest checkpoint that verifies (%d newer one(s) refused)", path,
                  (long long)r->st.step, refused);
@@ -822,6 +846,7 @@ static int start_or_resume(run_t *r) {
  * when keep_checkpoints = 0). */
 static int preflight(run_t *r) {
     char dir[1200], probe[1300];
+    if (r->rank != 0) return 0;   /* rank 0 alone writes the run directory */
     snprintf(dir, sizeof dir, "%s/checkpoints/", r->run_dir);
     if (ar_mkdir_parent(dir)) return ar_error_prefix("run directory %s is not usable: ", r->run_dir);
     dir[strlen(dir) - 1] = 0;
@@ -876,6 +901,13 @@ static int poisoned(const ar_config *cfg, int64_t step) {
     return 0;
 }
 
+/* The test hook test.stall_rank = "RANK,STEP": 1 when this is that rank and step. */
+static int stalled(const ar_config *cfg, int rank, int64_t step) {
+    int rk, st;
+    const char *s = cfg_str(cfg, "test.stall_rank");
+    return s[0] && sscanf(s, "%d,%d", &rk, &st) == 2 && rk == rank && st == step;
+}
+
 /* Writes text into path through a .tmp and a rename (a kill leaves the old file or the new one). */
 static int write_atomic(const char *path, const char *text) {
     char tmp[1300];
@@ -919,6 +951,7 @@ static int find_checkpoint(run_t *r, char *path, size_t cap) {
 
 void run_teardown(run_t *r) {
     free(r->tok); free(r->tgt);
+    dist_reducer_free(r->red); free(r->h_grad); free(r->ready_off);
     log_close(r->log);
     if (r->is_anyref) grounding_free(r);
     else llama_free(r->m);
@@ -964,19 +997,94 @@ out:
 
 
 
+/* Data parallel: reads n micro-batches of the training stream that other ranks
+ * train on (the cursor and the synthetic stream then stand where one process
+ * reading them all would). 0, or -1 + ar_error. */
+static int skip_micro(run_t *r, int n, int64_t step) {
+    for (int i = 0; i < n; i++) {
+        if (r->ar) {
+            gds_batch gb;
+            if (gds_next_batch(r->data.gtrain, &r->data.cur, r->Tf, r->refs ? r->raw_tok : r->tok,
+                               r->refs ? r->raw_tgt : r->tgt, &gb))
+                return ar_error_prefix("step %lld: ", (long long)step + 1);
+        } else if (data_next(&r->data, r->B, r->T, r->tok, r->tgt)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The llama gradient hook (last micro-batch of a step): the part just
+ * finished and everything after it in the gradient block are final, so the
+ * buckets lying there start their all-reduce while backward goes on. */
+static void grad_ready(void *ctx, int layer) {
+    run_t *r = ctx;
+    if (!r->hook_live || layer < 0 || r->hook_err) return;
+    if (dist_reducer_ready(r->red, r->ready_off[layer])) r->hook_err = 1;
+}
+
+/* Data parallel: the gradient block's reducer; with the CPU backend and
+ * model.kind = llama (dist.overlap) the buckets start during backward. */
+static int setup_reducer(run_t *r) {
+    if (r->nranks <= 1 || !r->ps.ng) return 0;
+    const int host = !strcmp(k_backend_name(), "cpu");
+    if (!host && !(r->h_grad = malloc(sizeof(float) * r->ps.ng))) return ar_errorf("out of memory");
+    size_t bucket = (size_t)(cfg_float(r->cfg, "dist.bucket_mb") * 1048576.0 / sizeof(float));
+    if (!(r->red = dist_reducer_new(host ? r->ps.g : r->h_grad, r->ps.ng, bucket ? bucket : 1))) return -1;
+    if (!host || r->ar || !r->m || !cfg_bool(r->cfg, "dist.overlap")) return 0;
+    /* the block is in declaration order (embed, layers 0.., norm, lm_head) and
+     * backward finishes it from the end: after layer l everything from layer
+     * l's first trainable tensor on is final */
+    const int L = r->mc.layers;
+    if (!(r->ready_off = malloc(sizeof(size_t) * (size_t)(L + 1)))) return ar_errorf("out of memory");
+    for (int l = 0; l <= L; l++) r->ready_off[l] = r->ps.ng;
+    for (int i = 0; i < r->ps.n; i++) {
+        const ar_param *p = &r->ps.p[i];
+        if (!p->trainable) continue;
+        int l = -1;
+        if (!strncmp(p->name, "model.layers.", 13)) l = atoi(p->name + 13);
+        else if (!strcmp(p->name, "model.norm.weight") || !strcmp(p->name, "lm_head.weight")) l = L;
+        if (l >= 0 && l <= L && p->goff < r->ready_off[l]) r->ready_off[l] = p->goff;
+    }
+    for (int l = L - 1; l >= 0; l--)
+        if (r->ready_off[l + 1] < r->ready_off[l]) r->ready_off[l] = r->ready_off[l + 1];
+    llama_set_grad_hook(r->m, grad_ready, r);
+    return 0;
+}
+
+/* Data parallel: sums the gradient block over the ranks (the CPU backend's
+ * block in place; another backend's through a host copy). */
+static int reduce_grads(run_t *r) {
+    if (r->nranks <= 1 || !r->ps.ng) return 0;
+    const int host = !strcmp(k_backend_name(), "cpu");
+    if (r->hook_err) { r->hook_err = 0; return -1; }
+    if (!host) k_download(r->h_grad, r->ps.g, sizeof(float) * r->ps.ng);
+    if (dist_reducer_wait(r->red)) return -1;
+    if (!host) k_upload(r->ps.g, r->h_grad, sizeof(float) * r->ps.ng);
+    return 0;
+}
+
 int train_run(const ar_config *cfg) {
     run_t r;
     memset(&r, 0, sizeof r);
     int rc = -1;
-    if (run_setup(&r, cfg) || preflight(&r) || start_or_resume(&r)) goto done;
-    {
+    if (run_setup(&r, cfg)) goto done;
+    dist_set_timeout(cfg_float(cfg, "dist.timeout_s"));
+    if (preflight(&r) || start_or_resume(&r)) goto done;
+    /* every rank has its start (a rank that failed ends them all: train/main.c) */
+    if (dist_barrier() || setup_reducer(&r)) goto done;
+    if (r.rank == 0) {
         char cfgpath[1100];
         snprintf(cfgpath, sizeof cfgpath, "%s/config.cfg", r.run_dir);
         char *text = config_text(cfg);
         if (!text || write_atomic(cfgpath, text) || ckpt_state_set_config(&r.st, text)) { free(text); goto done; }
         free(text);
     }
-    if (!(r.log = log_open(r.metrics)) || grounding_open_cache(&r)) goto done;
+    if (r.rank == 0 && !(r.log = log_open(r.metrics))) goto done;
+    if (grounding_open_cache(&r)) goto done;
+    if (r.nranks > 1)
+        log_info("rank %d of %d: global batch %d ranks x %d micro-batches x %d sequences", r.rank, r.nranks, r.nranks,
+                 r.accum, r.B);
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
              params_numel(&r.ps, 0), params_numel(&r.ps, 1));
@@ -1004,13 +1112,17 @@ int train_run(const ar_config *cfg) {
     double loss_ema = NAN, acc = NAN, giou = NAN;
     ar_progress prog;
     progress_start(&prog, r.steps, "train");
+    if (r.rank != 0) prog.mode = AR_PROGRESS_OFF;   /* one progress line per run: rank 0's */
     progress_update(&prog, (long)first, "");
     int64_t step = first;
     while (step < r.steps) {
         double loss = 0, parts[3] = {0, 0, 0};   /* anyref: ce, bce, dice */
         params_zero_grad(&r.ps);
+        const int R = r.nranks, micro = r.accum * R;   /* micro-batches in the global step */
+        if (skip_micro(&r, r.rank * r.accum, step)) goto interrupted;   /* lower ranks' share */
         for (int a = 0; a < r.accum; a++) {
-            const uint64_t dseed = rng_derive(r.seed, 1000000 + (uint64_t)step * r.accum + a);
+            /* dropout: a function of the global micro-batch index alone */
+            const uint64_t dseed = rng_derive(r.seed, 1000000 + ((uint64_t)step * R + r.rank) * r.accum + a);
             float l;
             if (r.ar) {
                 gds_batch gb;
@@ -1026,21 +1138,32 @@ int train_run(const ar_config *cfg) {
                 l = anyref_forward(r.ar, &in, dseed, &L);
                 if (isnan(l) && ar_error()[0]) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
                 if (isfinite(l)) {
-                    anyref_backward(r.ar, 1.0f / r.accum);
+                    anyref_backward(r.ar, 1.0f / micro);
                     if ((r.refs && refs_backward(r.refs)) ||
                         (in.dimage_emb && sam_encoder_backward(r.senc, r.d_dimg))) {
                         ar_error_prefix("step %lld: ", (long long)step + 1);
                         goto interrupted;
                     }
-                    parts[0] += L.ce / r.accum; parts[1] += L.bce / r.accum; parts[2] += L.dice / r.accum;
+                    parts[0] += L.ce / micro; parts[1] += L.bce / micro; parts[2] += L.dice / micro;
                 }
             } else {
                 if (data_next(&r.data, r.B, r.T, r.tok, r.tgt)) goto interrupted;
                 int count = 0;
                 l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, dseed, &count);
-                if (isfinite(l)) llama_backward(r.m, 1.0f / r.accum);
+                r.hook_live = a == r.accum - 1;   /* the step's last backward: gradients become final */
+                if (isfinite(l)) llama_backward(r.m, 1.0f / micro);
+                r.hook_live = 0;
             }
-            loss += l / r.accum;   /* a NaN/Inf micro-batch makes the step bad (below) */
+            loss += l / micro;   /* a NaN/Inf micro-batch makes the step bad (below) */
+        }
+        if (skip_micro(&r, (R - 1 - r.rank) * r.accum, step)) goto interrupted;   /* higher ranks' share */
+        if (stalled(cfg, r.rank, step + 1))   /* TEST HOOK test.stall_rank */
+            for (int t = 0; t < 3600 && !g_interrupted; t++) sleep(1);
+        int any_signal = g_interrupted != 0;
+        if (R > 1) {   /* the global step: gradients and losses summed over the ranks */
+            double v[5] = {loss, parts[0], parts[1], parts[2], any_signal};
+            if (reduce_grads(&r) || dist_sum(v, 5)) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
+            loss = v[0]; parts[0] = v[1]; parts[1] = v[2]; parts[2] = v[3]; any_signal = v[4] > 0;
         }
         if (poisoned(cfg, step + 1) && r.ps.ng) {   /* TEST HOOK test.poison_grad_steps */
             const float qnan = NAN;
@@ -1082,13 +1205,13 @@ int train_run(const ar_config *cfg) {
             const ldr *ld = gds_loader(r.data.gtrain);
             ldr_stats ls = {0, 0, NAN, 0};
             if (ld) ldr_get_stats(ld, &ls);
-            double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el,
+            double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.nranks * r.B * r.T / el,
                              el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], ls.wait_s,
                              ld ? (double)ls.bad_records : NAN, (double)bad_run};
             if (log_metrics(r.log, (int)step, keys, vals, 18)) goto interrupted;
         } else {
             const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy", "bad_steps"};
-            double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.B * r.T / el, el, vloss, acc,
+            double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.nranks * r.B * r.T / el, el, vloss, acc,
                              (double)bad_run};
             if (log_metrics(r.log, (int)step, keys, vals, 8)) goto interrupted;
         }
@@ -1115,14 +1238,20 @@ int train_run(const ar_config *cfg) {
             if (isnan(acc)) log_info("step %lld: val_loss %.4f", (long long)step, vloss);
             else log_info("step %lld: val_loss %.4f, greedy exact-match accuracy %.3f", (long long)step, vloss, acc);
         }
-        int stop = g_interrupted || (stop_after > 0 && step - first >= stop_after);
+        if (R == 1) any_signal = g_interrupted != 0;   /* one process: a signal up to now counts */
+        int stop = any_signal || (stop_after > 0 && step - first >= stop_after);
         /* no checkpoint inside a run of bad steps: the newest stays one from before it */
         if (((save_every > 0 && step % save_every == 0) || last || stop) && !bad_run) {
-            if (save(&r, step)) goto interrupted;
+            if (r.rank == 0 && save(&r, step)) goto interrupted;
         }
         if (last && bad_run)
             log_warn("the run ends in %d bad step(s): no final checkpoint written (the newest is from before them)",
                      bad_run);
+        if (stop && !last && r.rank != 0) {   /* rank 0 says it (and saved) */
+            progress_finish(&prog);
+            rc = 0;
+            goto restore;
+        }
         if (stop && !last) {
             progress_finish(&prog);
             char cmd[2400], prev[1200];
@@ -1139,10 +1268,17 @@ int train_run(const ar_config *cfg) {
         }
     }
     progress_finish(&prog);
+    if (r.red && r.rank == 0) {
+        double w; long rounds, early, started; size_t bytes;
+        dist_reducer_stats(r.red, &w, &rounds, &bytes, &early, &started);
+        log_info("gradient all-reduce: %ld steps of %.2f MiB over %d ranks, buckets of %g MiB: %ld of %ld started "
+                 "during backward; %.3f s waited after backward (%.2f ms per step)", rounds, bytes / 1048576.0,
+                 r.nranks, cfg_float(cfg, "dist.bucket_mb"), early, started, w, rounds ? 1e3 * w / rounds : 0.0);
+    }
     {
         double el = ar_now() - t0;
         log_info("done: steps %lld..%d in %.1f s (%.0f tokens/s), final loss %.4f",
-                 (long long)first + 1, r.steps, el, (double)(r.steps - first) * r.accum * r.B * r.T / (el > 0 ? el : 1), loss_ema);
+                 (long long)first + 1, r.steps, el, (double)(r.steps - first) * r.accum * r.nranks * r.B * r.T / (el > 0 ? el : 1), loss_ema);
         double need = cfg_float(cfg, "train.min_accuracy");
         if (r.data.kind == DATA_SYNTH && need > 0 && !(acc >= need)) {
             ar_errorf("final accuracy %.3f is below train.min_accuracy %.3f", acc, need);

@@ -1,0 +1,64 @@
+/* core/dist.h — data-parallel processes: the one module that talks to MPI.
+ *
+ * Built with `make MPI=1` (-DANYREF_MPI=1, OpenMPI's mpicc flags) this wraps
+ * MPI_COMM_WORLD; in the plain build it is a stub with one rank, so nothing
+ * else in the tree includes <mpi.h> or needs MPI to build or run.
+ *
+ * What the trainer needs (train/train.c):
+ *   - dist_init / dist_finalize around main (the command line only);
+ *   - dist_rank / dist_size: which process this is, out of how many;
+ *   - a dist_reducer: a float buffer (the gradient block) summed over the
+ *     ranks in place by non-blocking MPI_Iallreduce calls, one per bucket of
+ *     `bucket` floats; dist_reducer_ready(from) starts every bucket lying
+ *     wholly in [from, n) as soon as the caller knows those floats are final
+ *     (backward produces gradients from the end of the block towards its
+ *     start), dist_reducer_wait starts the rest and waits for all;
+ *   - dist_sum: blocking sums of a few doubles (losses, counts, flags);
+ *   - dist_barrier, dist_abort (ends every rank with this rank's message:
+ *     the command line's answer to an error on one rank, instead of a hang);
+ *   - dist_set_timeout: collectives that wait too long become errors.
+ * Depends on core/error.h; MPI only with ANYREF_MPI. Thread use: call from the
+ * training thread only (MPI_THREAD_FUNNELED). */
+#ifndef ANYREF_CORE_DIST_H
+#define ANYREF_CORE_DIST_H
+#include <stddef.h>
+
+/* Initialises MPI when built with it and started by a launcher (mpirun, or
+ * srun: OMPI_COMM_WORLD_SIZE / PMI_SIZE / PMIX_RANK in the environment); a
+ * process started alone is one rank of one without touching MPI. 0, or -1 +
+ * ar_error. Later calls do nothing. */
+int  dist_init(int *argc, char ***argv);
+void dist_finalize(void);
+int  dist_rank(void);                 /* 0 .. dist_size()-1 (0 without MPI) */
+int  dist_size(void);                 /* 1 without MPI */
+int  dist_mpi_built(void);            /* 1 when built with MPI=1 */
+
+/* Collectives (dist_sum, dist_barrier, dist_reducer_wait) that wait longer
+ * than this many seconds fail with an error naming the time-out, instead of
+ * hanging on a stalled rank (0: wait forever, the default). */
+void dist_set_timeout(double seconds);
+/* Sums v[n] over the ranks in place (blocking). 0, or -1 + ar_error. */
+int  dist_sum(double *v, int n);
+int  dist_barrier(void);
+/* Prints "rank r of n: msg" to stderr and ends every rank (MPI_Abort, exit
+ * status 1). Without MPI, or with one rank, it prints nothing and returns:
+ * the caller reports the error and exits as usual. */
+void dist_abort(const char *msg);
+
+/* Bucketed non-blocking sum-all-reduce of buf[n] (in place). */
+typedef struct dist_reducer dist_reducer;
+/* bucket: floats per MPI_Iallreduce (0: 4 Mi floats = 16 MiB). NULL + ar_error. */
+dist_reducer *dist_reducer_new(float *buf, size_t n, size_t bucket);
+void dist_reducer_free(dist_reducer *d);
+/* Starts every not yet started bucket lying wholly in [from, n); then lets
+ * MPI progress the ones in flight. 0, or -1 + ar_error. */
+int  dist_reducer_ready(dist_reducer *d, size_t from);
+/* Starts the remaining buckets and waits for every one; the next round may
+ * then begin (buckets are started afresh). 0, or -1 + ar_error. */
+int  dist_reducer_wait(dist_reducer *d);
+/* Totals over the reducer's life: seconds spent inside dist_reducer_wait
+ * (communication not hidden behind computation), rounds, bytes per round,
+ * buckets started by dist_reducer_ready before the wait, buckets started.
+ * Any pointer may be NULL. */
+void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started);
+#endif
