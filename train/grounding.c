@@ -368,6 +368,23 @@ static int refs_setup(run_t *r, const ar_config *cfg) {
     return 1;   /* refs in use */
 }
 
+/* seg.lambda, sam.* (the mask decoder and the post-processing's side) and
+ * loss.* -> *ac: shared by the set-up below and the memory plan. */
+void grounding_step_keys(const ar_config *cfg, anyref_cfg *ac) {
+    ac->seg.lambda = (float)cfg_float(cfg, "seg.lambda");
+    ac->dec.dim = (int)cfg_int(cfg, "sam.dim");
+    ac->dec.H = ac->dec.W = (int)cfg_int(cfg, "sam.grid");
+    ac->dec.depth = (int)cfg_int(cfg, "sam.depth");
+    ac->dec.heads = (int)cfg_int(cfg, "sam.heads");
+    ac->dec.mlp_dim = (int)cfg_int(cfg, "sam.mlp_dim");
+    ac->dec.iou_hidden = (int)cfg_int(cfg, "sam.iou_hidden");
+    ac->img_size = (int)cfg_int(cfg, "sam.img_size");
+    ac->dec_preset = cfg_str(cfg, "sam.trainable");
+    ac->ce_w = (float)cfg_float(cfg, "loss.ce_weight");
+    ac->bce_w = (float)cfg_float(cfg, "loss.bce_weight");
+    ac->dice_w = (float)cfg_float(cfg, "loss.dice_weight");
+}
+
 /* sam_encoder.model and, for custom, its size keys -> *e; *present = 0 for
  * "none". Shared by the set-up below and the memory plan (train/plan.c). */
 int grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *present) {
@@ -441,18 +458,7 @@ int grounding_setup(run_t *r, const ar_config *cfg) {
     if (seg < 0) return ar_errorf("config: seg.token is -1 and %s has no seg_token_id attribute: set seg.token", cfg_str(cfg, "data.train"));
     if (seg >= r->mc.vocab) return ar_errorf("config: seg.token = %d is outside the vocabulary (%d)", seg, r->mc.vocab);
     ac->seg.seg_token = seg;
-    ac->seg.lambda = (float)cfg_float(cfg, "seg.lambda");
-    ac->dec.dim = (int)cfg_int(cfg, "sam.dim");
-    ac->dec.H = ac->dec.W = (int)cfg_int(cfg, "sam.grid");
-    ac->dec.depth = (int)cfg_int(cfg, "sam.depth");
-    ac->dec.heads = (int)cfg_int(cfg, "sam.heads");
-    ac->dec.mlp_dim = (int)cfg_int(cfg, "sam.mlp_dim");
-    ac->dec.iou_hidden = (int)cfg_int(cfg, "sam.iou_hidden");
-    ac->img_size = (int)cfg_int(cfg, "sam.img_size");
-    ac->dec_preset = cfg_str(cfg, "sam.trainable");
-    ac->ce_w = (float)cfg_float(cfg, "loss.ce_weight");
-    ac->bce_w = (float)cfg_float(cfg, "loss.bce_weight");
-    ac->dice_w = (float)cfg_float(cfg, "loss.dice_weight");
+    grounding_step_keys(cfg, ac);
     int h, w, k, vh = 0, vw = 0, vk = 0;
     gds_limits(gt, &h, &w, &k);
     if (gv) gds_limits(gv, &vh, &vw, &vk);
@@ -471,7 +477,6 @@ int grounding_setup(run_t *r, const ar_config *cfg) {
     int u = refs_setup(r, cfg);
     if (u < 0) return -1;
     r->use_refs = u;
-    return 0;
     return 0;
 }
 

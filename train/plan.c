@@ -124,15 +124,7 @@ int plan_shape_from_config(const ar_config *cfg, plan_shape *s) {
     ac->llm = *mc;
     ac->seg.seg_token = (int)cfg_int(cfg, "seg.token");
     if (ac->seg.seg_token < 0) ac->seg.seg_token = mc->vocab - 1;   /* any id: sizes only */
-    ac->seg.lambda = (float)cfg_float(cfg, "seg.lambda");
-    ac->dec.dim = (int)cfg_int(cfg, "sam.dim");
-    ac->dec.H = ac->dec.W = (int)cfg_int(cfg, "sam.grid");
-    ac->dec.depth = (int)cfg_int(cfg, "sam.depth");
-    ac->dec.heads = (int)cfg_int(cfg, "sam.heads");
-    ac->dec.mlp_dim = (int)cfg_int(cfg, "sam.mlp_dim");
-    ac->dec.iou_hidden = (int)cfg_int(cfg, "sam.iou_hidden");
-    ac->img_size = (int)cfg_int(cfg, "sam.img_size");
-    ac->dec_preset = cfg_str(cfg, "sam.trainable");
+    grounding_step_keys(cfg, ac);
     /* the data's largest image and masks per sample: not known without it */
     ac->max_orig_h = ac->max_orig_w = 1024;
     note(s, "images and masks up to %d x %d (the data decides)", ac->max_orig_h, ac->max_orig_w);

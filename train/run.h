@@ -101,6 +101,8 @@ void train_log_names_report(const char *key, const char *path, const nm_report *
 
 /* train/grounding.c (model.kind = anyref) */
 int  grounding_setup(run_t *r, const ar_config *cfg);  /* the step's config from the keys and the data */
+/* seg.lambda, sam.* and loss.* -> *ac (the step's sizes and weights) */
+void grounding_step_keys(const ar_config *cfg, anyref_cfg *ac);
 /* sam_encoder.* -> *e (trainable included, out_chans not); *present = 0 for model none */
 int  grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *present);
 /* model.*, lora.*, train.trainable -> *mc (vocab and T are the caller's; max_seq 0 becomes T) */
