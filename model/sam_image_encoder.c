@@ -260,17 +260,21 @@ static void plan(sam_image_encoder *e, ar_arena *a) {
                                     .ao = c->global_attn[l] ? e->ao : e->xn, .h = e->h};
         return;
     }
-    /* trainable: what backward reads, per block */
+    /* trainable: what backward reads, per block (checkpoint_blocks: the block
+     * inputs per block, one set of the rest, refilled by a recomputed forward) */
     e->xs[0] = e->x;
     for (int l = 1; l <= c->depth; l++) e->xs[l] = arena_floats(a, B * N * C);
+    const int ck = c->checkpoint_blocks != 0;
     for (int l = 0; l < c->depth; l++) {
         block_act *ba = &e->act[l];
+        if (ck && l > 0) { *ba = e->act[0]; continue; }
+        const size_t rows = ck ? (any_win ? max_z(Np, N) : N) : (c->global_attn[l] ? N : Np);
         ba->xmid = arena_floats(a, B * N * C);
         ba->mean1 = arena_floats(a, B * N);
         ba->rstd1 = arena_floats(a, B * N);
         ba->mean2 = arena_floats(a, B * N);
         ba->rstd2 = arena_floats(a, B * N);
-        ba->qkv = arena_floats(a, B * (c->global_attn[l] ? N : Np) * 3 * C);
+        ba->qkv = arena_floats(a, B * rows * 3 * C);
         ba->ao = arena_floats(a, B * N * C);
         ba->h = arena_floats(a, B * N * M);
     }
@@ -559,7 +563,12 @@ int sam_encoder_backward(sam_image_encoder *e, const float *dout) {
         matmul(e->gneck0, dn, xb, OC, C, N, 0, 0, 1.0f, 1.0f);
         matmul(g->dx + (size_t)b * N * C, dn, e->neck0, N, C, OC, 1, 0, 1.0f, 1.0f);
     }
-    for (int l = c->depth - 1; l >= 0; l--) block_backward(e, &e->bw[l], &e->bg[l], &e->act[l], e->xs[l], B);
+    for (int l = c->depth - 1; l >= 0; l--) {
+        /* checkpointed: the shared buffers hold the last block's forward; refill
+         * them for block l (its output, xs[l+1], is rewritten with the same bits) */
+        if (c->checkpoint_blocks && l < c->depth - 1) block_forward(e, &e->bw[l], &e->act[l], e->xs[l], e->xs[l + 1], B);
+        block_backward(e, &e->bw[l], &e->bg[l], &e->act[l], e->xs[l], B);
+    }
     for (int b = 0; b < B; b++) axpy(e->gpos, g->dx + (size_t)b * N * C, 1.0f, (size_t)N * C);
     linear_backward(NULL, e->gpe_w, e->gpe_b, g->dx, e->patches, e->pe_w, B * N, K, C);
     return 0;

@@ -30,7 +30,9 @@
  * token per block, plus the patches and the neck's intermediates; backward
  * recomputes only LN outputs, GELU and the attention probabilities (in query
  * blocks, never a whole T x T matrix on CPU). ViT-B at 1024 px keeps about
- * 1.6 GB per image plus 0.25 GB of gradient buffers; the CUDA attention
+ * 1.6 GB per image plus 0.25 GB of gradient buffers; with checkpoint_blocks
+ * only each block's input [B,N,C] stays per block and one block's set is
+ * shared (its forward runs again during backward, about a third more work); the CUDA attention
  * backward's scratch holds at least one grid's P and dP (1.6 GB for a ViT-B
  * global block). Depends on kernels/,
  * model/params, core/ (errors, arena). */
@@ -58,6 +60,9 @@ typedef struct {
     int rel_pos_len_window, rel_pos_len_global;
     char prefix[64];     /* parameter-name prefix, e.g. "image_encoder." */
     int trainable;       /* 0: frozen, forward only (default); 1: every tensor trainable, backward kept */
+    int checkpoint_blocks; /* trainable only: keep each block's input alone and recompute the block's
+                              forward during backward (one shared set of block buffers instead of one
+                              per block; the same gradients, bit for bit) */
 } sam_encoder_cfg;
 
 /* SAM ViT-B / ViT-L / ViT-H (sam_vit_b/l/h_*.pth) with the given name prefix

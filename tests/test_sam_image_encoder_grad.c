@@ -351,6 +351,29 @@ static void check_config(const char *key, const char *prefix, const char *const 
         params_zero_grad(&ps);
         sam_encoder_backward(e, dR);   /* back to one backward's gradients for the fd checks */
     }
+    /* checkpoint_blocks: the same output and gradients, bit for bit, from less memory */
+    {
+        sam_encoder_cfg ck = c;
+        ck.checkpoint_blocks = 1;
+        float *g1 = fx_download(&FX, ps.g, ps.ng), *o1 = fx_download(&FX, out, nout);
+        sam_image_encoder *e2 = sam_encoder_create(&ck, &ps, B + 1);
+        const float *out2 = e2 ? sam_encoder_forward(e2, img, B) : NULL;
+        float *o2 = out2 ? fx_download(&FX, out2, nout) : NULL;
+        params_zero_grad(&ps);
+        const int rc2 = out2 ? sam_encoder_backward(e2, dR) : -1;
+        float *g2 = fx_download(&FX, ps.g, ps.ng);
+        const size_t b1 = sam_encoder_activation_bytes(e), b2 = e2 ? sam_encoder_activation_bytes(e2) : 0;
+        const int same_o = o2 && !memcmp(o1, o2, nout * sizeof(float)), same_g = !memcmp(g1, g2, ps.ng * sizeof(float));
+        snprintf(label, sizeof label, PFX "%s.checkpoint_blocks", key);
+        t_check(e2 && rc2 == 0 && same_o && same_g && b2 < b1, label,
+                "output %s, %zu gradients %s; activations %.2f MiB -> %.2f MiB for %d images%s%s",
+                same_o ? "identical" : "DIFFER", ps.ng, same_g ? "identical" : "DIFFER", b1 / 1048576.0, b2 / 1048576.0,
+                B + 1, e2 && rc2 == 0 ? "" : ": ", e2 && rc2 == 0 ? "" : ar_error());
+        free(g1); free(g2); free(o1); free(o2);
+        sam_encoder_free(e2);
+        params_zero_grad(&ps);
+        sam_encoder_backward(e, dR);
+    }
     enc_ctx fc = {.e = e, .ps = &ps, .img = img, .R = hR, .B = B, .nout = nout};
     const int nthreads = k_num_threads();   /* ~200 tiny forwards: one thread is fastest */
     k_set_num_threads(1);

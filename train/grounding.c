@@ -416,6 +416,7 @@ int grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *pre
         return ar_errorf("config: sam_encoder.model = '%s' (expected none, vit_b, vit_l, vit_h or custom)", m);
     }
     e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
+    e->checkpoint_blocks = e->trainable && cfg_bool(cfg, "sam_encoder.checkpoint");
     *present = 1;
     return 0;
 }
