@@ -44,32 +44,6 @@ static int sl_add(strlist *l, const char *s) {
 }
 static void sl_free(strlist *l) { for (int i = 0; i < l->n; i++) free(l->v[i]); free(l->v); }
 
-static void write_list(FILE *f, const strlist *l) {
-    fprintf(f, "[");
-    for (int i = 0; i < l->n; i++) { fprintf(f, i ? ", " : ""); json_write_string(f, l->v[i], strlen(l->v[i])); }
-    fprintf(f, "]");
-}
-
-static int write_config(const char *path, const peft_info *info, const strlist *targets, const strlist *saves) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ar_errorf("cannot write %s: %s", tmp, strerror(errno));
-    const char *base = info->base_model ? info->base_model : "";
-    fprintf(f, "{\n  \"base_model_name_or_path\": ");
-    json_write_string(f, base, strlen(base));
-    fprintf(f, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n"
-               "  \"init_lora_weights\": true,\n  \"lora_alpha\": %.7g,\n  \"lora_dropout\": %.6g,\n"
-               "  \"modules_to_save\": ", (double)info->alpha, (double)info->dropout);
-    if (saves->n) write_list(f, saves); else fprintf(f, "null");
-    fprintf(f, ",\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"target_modules\": ", info->r);
-    write_list(f, targets);
-    fprintf(f, ",\n  \"task_type\": \"CAUSAL_LM\"\n}\n");
-    if (fflush(f) || ferror(f)) { fclose(f); unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
-    if (fclose(f)) { unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
-    return ar_commit_file(tmp, path);
-}
-
 int export_adapter(const char *dir, const ar_params *ps, const peft_info *info) {
     strlist targets = {0}, saves = {0};
     int rc = -1, n_lora = 0, n_other = 0;
@@ -95,7 +69,8 @@ int export_adapter(const char *dir, const ar_params *ps, const peft_info *info) 
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if (st_save(path, ps, sel_adapter, rename_layout, &lay, NULL, 0)) goto out;
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (write_config(path, info, &targets, &saves)) goto out;
+    if (peft_write_config(path, info, (const char *const *)targets.v, targets.n, (const char *const *)saves.v, saves.n))
+        goto out;
     snprintf(path, sizeof path, "%s/non_lora_trainables.safetensors", dir);
     if (n_other && st_save(path, ps, sel_non_lora, rename_layout, &lay, NULL, 0)) goto out;
     rc = 0;

@@ -65,7 +65,21 @@ int peft_export(const char *dir, const ar_params *ps, const peft_info *info) {
     if (st_save(path, ps, select_adapter, peft_rename, NULL, NULL, 0)) return -1;
 
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    char tmp[2100];
+    const char *tv[16], *sv[16];
+    for (int i = 0; i < nt; i++) tv[i] = targets[i];
+    for (int i = 0; i < ns; i++) sv[i] = saves[i];
+    return peft_write_config(path, info, tv, nt, sv, ns);
+}
+
+static void write_strings(FILE *f, const char *const *v, int n) {
+    fprintf(f, "[");
+    for (int i = 0; i < n; i++) { fprintf(f, i ? ", " : ""); json_write_string(f, v[i], strlen(v[i])); }
+    fprintf(f, "]");
+}
+
+int peft_write_config(const char *path, const peft_info *info, const char *const *targets, int nt,
+                      const char *const *saves, int ns) {
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return ar_errorf("cannot write %s: %s", tmp, strerror(errno));
@@ -73,18 +87,12 @@ int peft_export(const char *dir, const ar_params *ps, const peft_info *info) {
     fprintf(f, "{\n  \"base_model_name_or_path\": ");
     json_write_string(f, base, strlen(base));
     fprintf(f, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n"
-               "  \"init_lora_weights\": true,\n  \"lora_alpha\": %.7g,\n  \"lora_dropout\": %.6g,\n",
-            (double)info->alpha, (double)info->dropout);
-    fprintf(f, "  \"modules_to_save\": ");
-    if (ns == 0) fprintf(f, "null");
-    else {
-        fprintf(f, "[");
-        for (int i = 0; i < ns; i++) { fprintf(f, i ? ", " : ""); json_write_string(f, saves[i], strlen(saves[i])); }
-        fprintf(f, "]");
-    }
-    fprintf(f, ",\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"target_modules\": [", info->r);
-    for (int i = 0; i < nt; i++) { fprintf(f, i ? ", " : ""); json_write_string(f, targets[i], strlen(targets[i])); }
-    fprintf(f, "],\n  \"task_type\": \"CAUSAL_LM\"\n}\n");
+               "  \"init_lora_weights\": true,\n  \"lora_alpha\": %.7g,\n  \"lora_dropout\": %.6g,\n"
+               "  \"modules_to_save\": ", (double)info->alpha, (double)info->dropout);
+    if (ns) write_strings(f, saves, ns); else fprintf(f, "null");
+    fprintf(f, ",\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n  \"target_modules\": ", info->r);
+    write_strings(f, targets, nt);
+    fprintf(f, ",\n  \"task_type\": \"CAUSAL_LM\"\n}\n");
     if (fflush(f) || ferror(f)) { fclose(f); unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
     if (fclose(f)) { unlink(tmp); return ar_errorf("cannot write %s: %s", tmp, strerror(errno)); }
     return ar_commit_file(tmp, path);

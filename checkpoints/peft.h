@@ -24,6 +24,10 @@ typedef struct {
  * registry's LoRA tensors ("*.lora_A.weight" / "*.lora_B.weight") and its other
  * trainable tensors. -1 + ar_error when the registry has no LoRA tensor. */
 int peft_export(const char *dir, const ar_params *ps, const peft_info *info);
+/* Writes path (adapter_config.json: LoRA, CAUSAL_LM) with the given target
+ * modules and modules_to_save (null when ns == 0), atomically. 0 or -1 + ar_error. */
+int peft_write_config(const char *path, const peft_info *info, const char *const *targets, int nt,
+                      const char *const *saves, int ns);
 
 /* W += (alpha / r) B A for every LoRA pair of the registry (in place, on the
  * weights block); returns the number of merged projections, or -1 + ar_error. */

@@ -246,3 +246,16 @@ void fx_check_step(const h5fixture *fx, const char *grp, const ar_params *ps, co
         free(r);
     }
 }
+
+int h5_read_floats(hid_t loc, const char *name, float **out, hssize_t *n) {
+    *out = NULL;
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return -1;
+    hid_t sp = H5Dget_space(d);
+    *n = H5Sget_simple_extent_npoints(sp);
+    *out = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(float));
+    herr_t r = *out ? H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) : -1;
+    H5Sclose(sp);
+    H5Dclose(d);
+    return r < 0 ? -1 : 0;
+}

@@ -21,6 +21,9 @@ typedef struct {
 
 /* Opens path read-only and switches off HDF5's automatic error printing.
  * Returns 1, or 0 after a FAIL line (missing or unreadable: `make fixtures`). */
+/* Dataset name under loc, whatever its shape, as floats: *out malloc'd (caller
+ * frees), *n elements. 0, or -1 when it is missing or unreadable. */
+int   h5_read_floats(hid_t loc, const char *name, float **out, hssize_t *n);
 int   fx_open(h5fixture *fx, const char *path, const char *prefix);
 void  fx_close(h5fixture *fx);
 

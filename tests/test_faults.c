@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "tests/testlib.h"
+#include "tests/h5fixture.h"
 
 #include <hdf5.h>
 
@@ -151,18 +152,6 @@ static int count_lines(const char *s) {
 
 /* Every dataset of /weights, /adam_m, /adam_v and the root state attributes
  * of two checkpoints are the same bytes. Returns 1 same, 0 different (why in buf). */
-static int h5_read_all(hid_t g, const char *name, float **out, hssize_t *n) {
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    if (d < 0) return -1;
-    hid_t sp = H5Dget_space(d);
-    *n = H5Sget_simple_extent_npoints(sp);
-    *out = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(float));
-    herr_t r = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out);
-    H5Sclose(sp);
-    H5Dclose(d);
-    return r < 0 ? -1 : 0;
-}
-
 static int ckpt_same(const char *a, const char *b, char *why, size_t cap, int *ntensors) {
     hid_t fa = H5Fopen(a, H5F_ACC_RDONLY, H5P_DEFAULT), fb = H5Fopen(b, H5F_ACC_RDONLY, H5P_DEFAULT);
     int same = fa >= 0 && fb >= 0;
@@ -193,7 +182,7 @@ static int ckpt_same(const char *a, const char *b, char *why, size_t cap, int *n
             H5Lget_name_by_idx(ga, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
             float *x = NULL, *y = NULL;
             hssize_t nx = 0, ny = 0;
-            if (h5_read_all(ga, name, &x, &nx) < 0 || h5_read_all(gb, name, &y, &ny) < 0 || nx != ny ||
+            if (h5_read_floats(ga, name, &x, &nx) < 0 || h5_read_floats(gb, name, &y, &ny) < 0 || nx != ny ||
                 memcmp(x, y, (size_t)nx * sizeof(float)) != 0) {
                 same = 0;
                 snprintf(why, cap, "tensor /%s/%s differs", groups[k], name);
@@ -224,7 +213,7 @@ static int ckpt_finite(const char *path) {
             H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
             float *x = NULL;
             hssize_t n = 0;
-            if (h5_read_all(g, name, &x, &n) < 0) ok = 0;
+            if (h5_read_floats(g, name, &x, &n) < 0) ok = 0;
             for (hssize_t j = 0; ok && j < n; j++) ok = isfinite(x[j]);
             free(x);
         }

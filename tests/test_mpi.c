@@ -25,6 +25,7 @@
 #include "data/token_dataset.h"
 #include "core/error.h"
 #include "tests/testlib.h"
+#include "tests/h5fixture.h"
 #include <hdf5.h>
 #include <signal.h>
 #include <math.h>
@@ -76,17 +77,6 @@ static double curve_diff(const char *a, const char *b, int from, int n) {
     return worst;
 }
 
-static int read_ds(hid_t g, const char *name, float **out, hssize_t *n) {
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    if (d < 0) return -1;
-    hid_t sp = H5Dget_space(d);
-    *n = H5Sget_simple_extent_npoints(sp);
-    *out = malloc((size_t)(*n > 0 ? *n : 1) * sizeof(float));
-    herr_t r = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out);
-    H5Sclose(sp);
-    H5Dclose(d);
-    return r < 0 ? -1 : 0;
-}
 
 /* The largest t_max_rel_err over every tensor of /weights, /adam_m, /adam_v
  * of checkpoint a against b (INFINITY if they do not match up); *nt tensors;
@@ -116,12 +106,12 @@ static double ckpt_diff(const char *a, const char *b, int *nt, double *per_group
                 float *x = NULL, *y = NULL;
                 hssize_t nx = 0, ny = 0;
                 int is_noise = 0;
-                if (read_ds(ga, name, &x, &nx) < 0 || read_ds(gb, name, &y, &ny) < 0 || nx != ny) worst = INFINITY;
+                if (h5_read_floats(ga, name, &x, &nx) < 0 || h5_read_floats(gb, name, &y, &ny) < 0 || nx != ny) worst = INFINITY;
                 else {
                     hid_t gw = H5Gopen2(fb, "weights", H5P_DEFAULT);
                     float *w = NULL;
                     hssize_t nw = 0;
-                    if (gw >= 0 && read_ds(gw, name, &w, &nw) == 0) {
+                    if (gw >= 0 && h5_read_floats(gw, name, &w, &nw) == 0) {
                         float mx = 0;
                         for (hssize_t j = 0; j < nw; j++) mx = fabsf(w[j]) > mx ? fabsf(w[j]) : mx;
                         is_noise = mx < 1e-4f;
