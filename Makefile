@@ -7,6 +7,7 @@
 #   make fixtures   regenerate tests/fixtures/*.h5 with PyTorch (/usr/bin/python3)
 #   make MPI=1      data-parallel build against OpenMPI (core/dist.c with MPI; into build/mpi/)
 #   make CUDA=1     compile kernels/cuda/ with nvcc instead of kernels/cpu/, link cuBLAS (into build/cuda/)
+#   make CUDA=1 MPI=1  both, and NCCL for the gradient all-reduce in device memory (one GPU per rank)
 #   make fuzz       build the libFuzzer targets (clang)
 #   make test SANITIZE=1   the whole suite built with ASan + UBSan into build-san/
 #   make check      make test, then make test SANITIZE=1 (what CI runs)
@@ -73,6 +74,10 @@ ifeq ($(CUDA),1)
   KOBJ      := $(patsubst %.cu,$(BUILD)/%.o,$(KCUDA_SRC))
   LDLIBS    += -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcublas -lcudart -lstdc++
   CFLAGS    += -DANYREF_CUDA=1
+  ifeq ($(MPI),1)   # one GPU per rank: gradients all-reduced in device memory by NCCL
+    CFLAGS  += -DANYREF_NCCL=1 -I/usr/local/cuda/include
+    LDLIBS  += -lnccl
+  endif
 else
   KOBJ      := $(patsubst %.c,$(BUILD)/%.o,$(KCPU_SRC))
 endif

@@ -10,9 +10,18 @@
 #ifdef ANYREF_MPI
 #include <mpi.h>
 #endif
+#ifdef ANYREF_NCCL   /* make CUDA=1 MPI=1: the toolkit's NCCL for device buffers */
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#endif
 
 static int g_rank = 0, g_size = 1, g_inited = 0, g_mpi = 0;   /* g_mpi: MPI_Init was called */
 static double g_timeout = 0;   /* seconds a collective may wait (0: forever) */
+#ifdef ANYREF_NCCL
+static int g_own_gpu = 0;      /* every rank has a GPU of its own (dist_init) */
+static int g_device = -1;      /* this rank's CUDA device */
+static ncclComm_t g_nccl;      /* created by the first device reducer */
+#endif
 
 void dist_set_timeout(double seconds) { g_timeout = seconds > 0 ? seconds : 0; }
 
@@ -59,6 +68,32 @@ static int wait_reqs(int n, MPI_Request *req, const char *what) {
 }
 #endif
 
+#ifdef ANYREF_NCCL
+/* One GPU per rank: the rank's index among the ranks of its machine picks the
+ * device, before the CUDA backend makes its first call. When a machine has
+ * more ranks than GPUs, ranks share devices and gradients go through host
+ * memory and MPI instead (NCCL refuses two ranks on one device). */
+static int pick_gpu(void) {
+    MPI_Comm node;
+    int lrank = 0, lsize = 1, ndev = 0, err;
+    if ((err = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node)) != MPI_SUCCESS)
+        return mpi_fail(err, "MPI_Comm_split_type (ranks per machine)");
+    MPI_Comm_rank(node, &lrank);
+    MPI_Comm_size(node, &lsize);
+    MPI_Comm_free(&node);
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
+    int own = ndev > 0 && lsize <= ndev;
+    if (ndev > 0) {
+        g_device = own ? lrank : lrank % ndev;
+        cudaError_t ce = cudaSetDevice(g_device);
+        if (ce != cudaSuccess) return ar_errorf("rank %d: cudaSetDevice(%d): %s", g_rank, g_device, cudaGetErrorString(ce));
+    }
+    if ((err = MPI_Allreduce(&own, &g_own_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD)) != MPI_SUCCESS)
+        return mpi_fail(err, "MPI_Allreduce (GPUs per rank)");
+    return 0;
+}
+#endif
+
 int dist_init(int *argc, char ***argv) {
     (void)g_mpi;
     if (g_inited) return 0;
@@ -75,6 +110,9 @@ int dist_init(int *argc, char ***argv) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+#ifdef ANYREF_NCCL
+    if (pick_gpu()) return -1;
+#endif
 #else
     (void)argc; (void)argv;
 #endif
@@ -82,6 +120,9 @@ int dist_init(int *argc, char ***argv) {
 }
 
 void dist_finalize(void) {
+#ifdef ANYREF_NCCL
+    if (g_nccl) { ncclCommDestroy(g_nccl); g_nccl = NULL; }
+#endif
 #ifdef ANYREF_MPI
     int fin = 0;
     if (g_mpi && (MPI_Finalized(&fin), !fin)) MPI_Finalize();
@@ -129,6 +170,10 @@ void dist_abort(const char *msg) {
 #endif
 }
 
+struct dist_reducer;
+static int nccl_ready(struct dist_reducer *d, size_t from);
+static int nccl_wait(struct dist_reducer *d);
+
 struct dist_reducer {
     float *buf;
     size_t n, bucket;
@@ -138,6 +183,11 @@ struct dist_reducer {
     int in_wait;
 #ifdef ANYREF_MPI
     MPI_Request *req;
+#endif
+    int dev;          /* device buffer, NCCL (dist_reducer_new_device) */
+#ifdef ANYREF_NCCL
+    cudaStream_t s;   /* the all-reduces' own stream */
+    cudaEvent_t ev;   /* marks "gradients so far" on the compute stream */
 #endif
 };
 
@@ -158,6 +208,14 @@ dist_reducer *dist_reducer_new(float *buf, size_t n, size_t bucket) {
 
 void dist_reducer_free(dist_reducer *d) {
     if (!d) return;
+#ifdef ANYREF_NCCL
+    if (d->dev) {
+        if (d->ev) cudaEventDestroy(d->ev);
+        if (d->s) cudaStreamDestroy(d->s);
+        free(d);
+        return;
+    }
+#endif
 #ifdef ANYREF_MPI
     /* buckets still in flight: a round that failed (a time-out), and the
      * process is about to end every rank (dist_abort); waiting could hang and
@@ -170,6 +228,7 @@ void dist_reducer_free(dist_reducer *d) {
 
 /* Buckets are started from the last one down: the order backward finalises them. */
 int dist_reducer_ready(dist_reducer *d, size_t from) {
+    if (d && d->dev) return nccl_ready(d, from);
     if (!d || g_size <= 1) return 0;
 #ifdef ANYREF_MPI
     while (d->next < d->nb) {
@@ -193,6 +252,7 @@ int dist_reducer_ready(dist_reducer *d, size_t from) {
 }
 
 int dist_reducer_wait(dist_reducer *d) {
+    if (d && d->dev) return nccl_wait(d);
     if (!d || g_size <= 1) return 0;
     d->in_wait = 1;
     int rc = dist_reducer_ready(d, 0);
@@ -214,4 +274,150 @@ void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, siz
     if (wait_s) *wait_s = d ? d->wait_s : 0;
     if (rounds) *rounds = d ? d->rounds : 0;
     if (bytes) *bytes = d ? d->n * sizeof(float) : 0;
+}
+
+/* ------------------------------------------------------------- NCCL (GPUs) */
+int dist_nccl_built(void) {
+#ifdef ANYREF_NCCL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int dist_nccl_usable(void) {
+#ifdef ANYREF_NCCL
+    if (!g_mpi) {   /* one process started alone: a one-rank communicator */
+        int ndev = 0;
+        return cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0;
+    }
+    return g_own_gpu;
+#else
+    return 0;
+#endif
+}
+
+#ifdef ANYREF_NCCL
+static int nccl_fail(ncclResult_t r, const char *what) {
+    return ar_errorf("%s: %s%s%s", what, ncclGetErrorString(r), ncclGetLastError(g_nccl) ? ": " : "",
+                     ncclGetLastError(g_nccl) ? ncclGetLastError(g_nccl) : "");
+}
+static int cuda_fail(cudaError_t e, const char *what) { return ar_errorf("%s: %s", what, cudaGetErrorString(e)); }
+
+/* The communicator: rank 0's unique id reaches the others over MPI (with the
+ * module's time-out), then every rank joins. */
+static int nccl_comm(void) {
+    if (g_nccl) return 0;
+    ncclUniqueId id;
+    ncclResult_t nr;
+    if (g_rank == 0 && (nr = ncclGetUniqueId(&id)) != ncclSuccess) return nccl_fail(nr, "ncclGetUniqueId");
+#ifdef ANYREF_MPI
+    if (g_size > 1) {
+        MPI_Request q;
+        int err = MPI_Ibcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD, &q);
+        if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Ibcast (NCCL id)");
+        if (wait_reqs(1, &q, "NCCL set-up")) return -1;
+    }
+#endif
+    if ((nr = ncclCommInitRank(&g_nccl, g_size, id, g_rank)) != ncclSuccess) {
+        g_nccl = NULL;
+        return nccl_fail(nr, "ncclCommInitRank");
+    }
+    return 0;
+}
+
+static int nccl_ready(dist_reducer *d, size_t from) {
+    cudaError_t ce;
+    ncclResult_t nr;
+    int b0 = d->next;
+    while (d->next < d->nb) {
+        int b = d->nb - 1 - d->next;
+        if ((size_t)b * d->bucket < from) break;
+        d->next++;
+    }
+    if (d->next == b0) return 0;
+    /* everything the compute stream has queued so far (the backward kernels
+     * that made these gradients) comes before the all-reduces */
+    if ((ce = cudaEventRecord(d->ev, 0)) != cudaSuccess || (ce = cudaStreamWaitEvent(d->s, d->ev, 0)) != cudaSuccess)
+        return cuda_fail(ce, "gradient all-reduce: ordering after backward");
+    if ((nr = ncclGroupStart()) != ncclSuccess) return nccl_fail(nr, "ncclGroupStart");
+    for (int i = b0; i < d->next; i++) {
+        int b = d->nb - 1 - i;
+        size_t lo = (size_t)b * d->bucket, hi = lo + d->bucket < d->n ? lo + d->bucket : d->n;
+        if ((nr = ncclAllReduce(d->buf + lo, d->buf + lo, hi - lo, ncclFloat, ncclSum, g_nccl, d->s)) != ncclSuccess) {
+            ncclGroupEnd();
+            return nccl_fail(nr, "ncclAllReduce (gradients)");
+        }
+        d->started++;
+        d->early += !d->in_wait;
+    }
+    if ((nr = ncclGroupEnd()) != ncclSuccess) return nccl_fail(nr, "ncclGroupEnd (gradients)");
+    return 0;
+}
+
+/* Waits for the stream by polling, so that a stalled rank becomes an error
+ * (and the communicator is aborted) after dist.timeout_s. */
+static int nccl_wait(dist_reducer *d) {
+    d->in_wait = 1;
+    int rc = nccl_ready(d, 0);
+    d->in_wait = 0;
+    if (rc) return -1;
+    const double t0 = ar_now();
+    for (;;) {
+        cudaError_t ce = cudaStreamQuery(d->s);
+        if (ce == cudaSuccess) break;
+        if (ce != cudaErrorNotReady) return cuda_fail(ce, "gradient all-reduce");
+        ncclResult_t ae = ncclSuccess;
+        if (ncclCommGetAsyncError(g_nccl, &ae) == ncclSuccess && ae != ncclSuccess && ae != ncclInProgress) {
+            ncclCommAbort(g_nccl);
+            g_nccl = NULL;
+            return ar_errorf("gradient all-reduce (NCCL): %s", ncclGetErrorString(ae));
+        }
+        const double el = ar_now() - t0;
+        if (g_timeout > 0 && el > g_timeout) {
+            ncclCommAbort(g_nccl);
+            g_nccl = NULL;
+            return ar_errorf("gradient all-reduce (NCCL): not every rank answered within %g s (dist.timeout_s): a rank "
+                             "is stalled or gone", g_timeout);
+        }
+        if (el > 1e-3) {
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    d->wait_s += ar_now() - t0;
+    d->rounds++;
+    d->next = 0;
+    return 0;
+}
+#else
+static int nccl_ready(dist_reducer *d, size_t from) { (void)d; (void)from; return ar_errorf("NCCL is not built in"); }
+static int nccl_wait(dist_reducer *d) { (void)d; return ar_errorf("NCCL is not built in"); }
+#endif
+
+dist_reducer *dist_reducer_new_device(float *dbuf, size_t n, size_t bucket) {
+#ifdef ANYREF_NCCL
+    if (!dist_nccl_usable()) {
+        ar_errorf("NCCL: the ranks do not each have a GPU of their own (more ranks on a machine than GPUs)");
+        return NULL;
+    }
+    if (nccl_comm()) return NULL;
+    dist_reducer *d = calloc(1, sizeof *d);
+    if (!d) { ar_errorf("out of memory"); return NULL; }
+    d->buf = dbuf; d->n = n; d->dev = 1;
+    d->bucket = bucket ? bucket : (size_t)4 << 20;
+    d->nb = (int)((n + d->bucket - 1) / d->bucket);
+    cudaError_t ce;
+    if ((ce = cudaStreamCreateWithFlags(&d->s, cudaStreamNonBlocking)) != cudaSuccess ||
+        (ce = cudaEventCreateWithFlags(&d->ev, cudaEventDisableTiming)) != cudaSuccess) {
+        cuda_fail(ce, "NCCL reducer: stream/event");
+        dist_reducer_free(d);
+        return NULL;
+    }
+    return d;
+#else
+    (void)dbuf; (void)n; (void)bucket;
+    ar_errorf("NCCL is not built in (make CUDA=1 MPI=1)");
+    return NULL;
+#endif
 }

@@ -17,7 +17,8 @@
  *   - dist_barrier, dist_abort (ends every rank with this rank's message:
  *     the command line's answer to an error on one rank, instead of a hang);
  *   - dist_set_timeout: collectives that wait too long become errors.
- * Depends on core/error.h; MPI only with ANYREF_MPI. Thread use: call from the
+ * Depends on core/error.h; MPI only with ANYREF_MPI; NCCL and the CUDA
+ * runtime only with ANYREF_NCCL (make CUDA=1 MPI=1). Thread use: call from the
  * training thread only (MPI_THREAD_FUNNELED). */
 #ifndef ANYREF_CORE_DIST_H
 #define ANYREF_CORE_DIST_H
@@ -60,5 +61,20 @@ int  dist_reducer_wait(dist_reducer *d);
  * (communication not hidden behind computation), rounds, bytes per round,
  * buckets started by dist_reducer_ready before the wait, buckets started.
  * Any pointer may be NULL. */
+/* GPUs: with `make CUDA=1 MPI=1` the toolkit's NCCL is built in
+ * (dist_nccl_built) and dist_init gives each rank the GPU whose index is the
+ * rank's index among the ranks of its machine. dist_nccl_usable: NCCL is
+ * built in and every rank has a GPU of its own (a process started alone: a
+ * GPU is present; NCCL refuses two ranks on one device, so ranks that share
+ * GPUs sum through host memory and MPI instead). */
+int  dist_nccl_built(void);
+int  dist_nccl_usable(void);
+/* A reducer over device memory: the same contract as dist_reducer_new (sums
+ * over the ranks, buckets from the end, dist_reducer_ready during backward,
+ * dist_reducer_wait with the time-out), done by ncclAllReduce on a stream of
+ * its own that waits for the work the compute stream had queued when the
+ * bucket was made ready. Also for a single rank (a one-rank communicator).
+ * NULL + ar_error when !dist_nccl_usable(). */
+dist_reducer *dist_reducer_new_device(float *dbuf, size_t n, size_t bucket);
 void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started);
 #endif

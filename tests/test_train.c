@@ -13,6 +13,7 @@
 #include "checkpoints/safetensors.h"
 #include "model/llama.h"
 #include "kernels/kernels.h"
+#include "core/dist.h"
 #include "data/conversation.h"
 #include "data/tokenizer.h"
 #include <glob.h>
@@ -280,6 +281,33 @@ static void test_config_errors(void) {
     const char *o3[] = {"data.kind=images"};
     rc = run(o3, 1);
     t_check(rc == -1 && strstr(ar_error(), "data.kind = 'images'"), "train refuses an unknown data kind", "%s", ar_error());
+    /* NCCL needs the CUDA backend built with MPI=1 and a GPU; a build without
+     * says which. Where it can run (make CUDA=1 MPI=1 on a GPU), a one-rank
+     * communicator sums the gradient block (small buckets, started during
+     * backward): the run must equal the run without it, bit for bit. */
+    char dir[320], dir2[320];
+    snprintf(dir, sizeof dir, "run.dir=%s/nccl", g_tmp);
+    snprintf(dir2, sizeof dir2, "run.dir=%s/nonccl", g_tmp);
+    const char *o4[] = {"dist.backend=nccl", "dist.bucket_mb=0.001953125", "train.steps=6", "train.eval_every=0",
+                        "train.min_accuracy=0", "lora.rank=4", "train.trainable=lora+embed", dir};
+    rc = run(o4, 8);
+    if (dist_nccl_usable()) {
+        o4[0] = "dist.backend=mpi";
+        o4[7] = dir2;
+        int rc2 = run(o4, 8);
+        char *ma = t_metrics_core(dir + 8), *mb = t_metrics_core(dir2 + 8);
+        t_check(rc == 0 && rc2 == 0 && ma && mb && !strcmp(ma, mb), "train: NCCL one-rank all-reduce == no all-reduce",
+                "rc %d / %d, metrics %s", rc, rc2, ma && mb && !strcmp(ma, mb) ? "identical" : "DIFFER");
+        free(ma); free(mb);
+    } else {
+        t_check(rc == -1 && strstr(ar_error(), "dist.backend = nccl needs") &&
+                    strstr(ar_error(), dist_nccl_built() ? "a GPU of its own" : "make CUDA=1 MPI=1"),
+                "train refuses dist.backend = nccl where NCCL cannot run", "%s", ar_error());
+    }
+    const char *o5[] = {"dist.backend=gloo", "train.steps=1", dir};
+    rc = run(o5, 3);
+    t_check(rc == -1 && strstr(ar_error(), "dist.backend = gloo; expected auto, mpi or nccl"),
+            "train refuses an unknown dist.backend", "%s", ar_error());
 }
 
 int main(void) {

@@ -160,7 +160,8 @@ const cfg_key train_schema[] = {
     {"dist.bucket_mb", CFG_FLOAT, "16", "MPI (make MPI=1, several ranks): MiB of gradients per non-blocking all-reduce bucket"},
     {"dist.timeout_s", CFG_FLOAT, "1800", "MPI, several ranks: a collective (gradient or loss all-reduce, barrier) waiting longer than this fails the rank, which then ends every rank (0: wait forever)"},
     {"test.stall_rank", CFG_STRING, "", "TEST HOOK (leave empty): RANK,STEP — that rank stops answering (sleeps until signalled) before that 1-based step's all-reduce"},
-    {"dist.overlap", CFG_BOOL, "1", "MPI, model.kind = llama on the CPU backend: start each bucket's all-reduce during the step's last backward, as soon as its gradients are final (0: all after backward)"},
+    {"dist.backend", CFG_STRING, "auto", "several ranks: how gradients are summed — auto (NCCL in device memory when the CUDA backend is built with MPI=1 and every rank has a GPU of its own, else MPI), mpi (MPI; device gradients through a host copy), nccl (NCCL or fail; also with one rank, as a check)"},
+    {"dist.overlap", CFG_BOOL, "1", "MPI, model.kind = llama on the CPU backend or with NCCL: start each bucket's all-reduce during the step's last backward, as soon as its gradients are final (0: all after backward)"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
@@ -1024,15 +1025,36 @@ static void grad_ready(void *ctx, int layer) {
     if (dist_reducer_ready(r->red, r->ready_off[layer])) r->hook_err = 1;
 }
 
-/* Data parallel: the gradient block's reducer; with the CPU backend and
- * model.kind = llama (dist.overlap) the buckets start during backward. */
+/* Data parallel: the gradient block's reducer. The CPU backend's block is
+ * summed in place by MPI; a device block by NCCL when every rank has a GPU
+ * of its own (dist.backend = auto or nccl; make CUDA=1 MPI=1), otherwise
+ * through a host copy and MPI. With model.kind = llama (dist.overlap) the
+ * buckets start during backward. */
 static int setup_reducer(run_t *r) {
-    if (r->nranks <= 1 || !r->ps.ng) return 0;
-    const int host = !strcmp(k_backend_name(), "cpu");
-    if (!host && !(r->h_grad = malloc(sizeof(float) * r->ps.ng))) return ar_errorf("out of memory");
+    const char *be = cfg_str(r->cfg, "dist.backend");
+    const int host = !strcmp(k_backend_name(), "cpu"), force = !strcmp(be, "nccl");
+    if (strcmp(be, "auto") && strcmp(be, "mpi") && !force)
+        return ar_errorf("config: dist.backend = %s; expected auto, mpi or nccl", be);
+    if (force && (host || !dist_nccl_usable()))
+        return ar_errorf("config: dist.backend = nccl needs %s", host ? "the CUDA backend (make CUDA=1 MPI=1)"
+                         : !dist_nccl_built() ? "NCCL, built in by make CUDA=1 MPI=1"
+                         : "a GPU of its own for every rank (this machine has more ranks than GPUs)");
+    const int nccl = !host && (force || (!strcmp(be, "auto") && dist_nccl_usable()));
+    if ((r->nranks <= 1 && !force) || !r->ps.ng) return 0;   /* one rank: nothing to sum (nccl: a one-rank check) */
     size_t bucket = (size_t)(cfg_float(r->cfg, "dist.bucket_mb") * 1048576.0 / sizeof(float));
-    if (!(r->red = dist_reducer_new(host ? r->ps.g : r->h_grad, r->ps.ng, bucket ? bucket : 1))) return -1;
-    if (!host || r->ar || !r->m || !cfg_bool(r->cfg, "dist.overlap")) return 0;
+    if (!bucket) bucket = 1;
+    r->red_dev = nccl;
+    if (nccl) {
+        if (!(r->red = dist_reducer_new_device(r->ps.g, r->ps.ng, bucket))) return -1;
+    } else {
+        if (!host && !(r->h_grad = malloc(sizeof(float) * r->ps.ng))) return ar_errorf("out of memory");
+        if (!(r->red = dist_reducer_new(host ? r->ps.g : r->h_grad, r->ps.ng, bucket))) return -1;
+    }
+    if (r->rank == 0)
+        log_info("gradients: %.2f MiB summed over %d rank%s by %s, buckets of %g MiB", r->ps.ng * 4.0 / 1048576.0,
+                 r->nranks, r->nranks == 1 ? "" : "s",
+                 nccl ? "NCCL in device memory" : host ? "MPI" : "MPI through a host copy", cfg_float(r->cfg, "dist.bucket_mb"));
+    if ((!host && !nccl) || r->ar || !r->m || !cfg_bool(r->cfg, "dist.overlap")) return 0;
     /* the block is in declaration order (embed, layers 0.., norm, lm_head) and
      * backward finishes it from the end: after layer l everything from layer
      * l's first trainable tensor on is final */
@@ -1056,8 +1078,8 @@ static int setup_reducer(run_t *r) {
 /* Data parallel: sums the gradient block over the ranks (the CPU backend's
  * block in place; another backend's through a host copy). */
 static int reduce_grads(run_t *r) {
-    if (r->nranks <= 1 || !r->ps.ng) return 0;
-    const int host = !strcmp(k_backend_name(), "cpu");
+    if (!r->red) return 0;
+    const int host = !strcmp(k_backend_name(), "cpu") || r->red_dev;
     if (r->hook_err) { r->hook_err = 0; return -1; }
     if (!host) k_download(r->h_grad, r->ps.g, sizeof(float) * r->ps.ng);
     if (dist_reducer_wait(r->red)) return -1;
@@ -1161,7 +1183,7 @@ int train_run(const ar_config *cfg) {
         if (stalled(cfg, r.rank, step + 1))   /* TEST HOOK test.stall_rank */
             for (int t = 0; t < 3600 && !g_interrupted; t++) sleep(1);
         int any_signal = g_interrupted != 0;
-        if (R > 1) {   /* the global step: gradients and losses summed over the ranks */
+        if (R > 1 || r.red) {   /* the global step: gradients and losses summed over the ranks */
             double v[5] = {loss, parts[0], parts[1], parts[2], any_signal};
             if (reduce_grads(&r) || dist_sum(v, 5)) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
             loss = v[0]; parts[0] = v[1]; parts[1] = v[2]; parts[2] = v[3]; any_signal = v[4] > 0;

@@ -11,7 +11,13 @@
 #     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 8),
 #     with its GEMMs in fp32 and tf32 (ANYREF_GEMM, kernels.h k_set_gemm_mode);
 #  3. the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
-#     in bf16, fp32 and fp32 with TF32, if python3 there has them.
+#     in bf16, fp32 and fp32 with TF32, if python3 there has them;
+#  4. issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
+#     MPI=1 BUILD=build/cudampi) has them: its test_train (dist.backend = nccl
+#     with a one-rank NCCL communicator must equal the run without, bit for
+#     bit) and, with mpirun present, tests/test_mpi against its anyref (two
+#     ranks on one GPU: NCCL refuses that, so gradients go through host
+#     copies and MPI) — into mpi.log.
 # Writes $OUT_DIR (default build/cuda/gpu) tests.log and bench_llama.log and
 # prints the result lines.
 set -u
@@ -46,3 +52,12 @@ else
   echo "python3 lacks torch/transformers/peft: PyTorch side skipped" | tee -a "$out/bench_llama.log"
 fi
 grep -E '^###|^result|gflop_step_exec|device_mem_used' "$out/bench_llama.log"
+m=${MPI_BUILD:-build/cudampi}
+if [ -x "$m/tests/test_train" ]; then
+  : > "$out/mpi.log"
+  { echo "=== $m/tests/test_train"; ANYREF_BIN=$m/anyref "$m/tests/test_train"; echo "rc=$?"; } >> "$out/mpi.log" 2>&1
+  if command -v mpirun > /dev/null && [ -x "${MPI_TEST:-build/tests/test_mpi}" ]; then
+    { echo "=== test_mpi with $m/anyref"; ANYREF_MPI_BIN=$m/anyref "${MPI_TEST:-build/tests/test_mpi}"; echo "rc=$?"; } >> "$out/mpi.log" 2>&1
+  fi
+  grep -E '^(ok|FAIL)|^rc=|^===' "$out/mpi.log"
+fi
