@@ -25,6 +25,7 @@ struct grounding_dataset {
     /* gds_configure */
     int seg, B, max_h, max_w;
     int T_cur;                                  /* sequence length of the read in progress */
+    int probe;                                  /* gds_skip_batch: decide usability, read no pixels */
     /* images and references (gds_mm_info) */
     gds_mm_info mm;
     hid_t clip, crops, fbank, sam;              /* optional datasets, -1 if absent */
@@ -512,6 +513,9 @@ static int load_extra(grounding_dataset *g, int64_t i, int slot, const int *tok,
             return 1;
         }
     }
+    /* every reason a row is broken is decided above, from the row's metadata;
+     * the reads below either succeed or fail the run (-1) */
+    if (g->probe) return 0;
     g->slot_row_masks[slot] = cnt;
     g->slot_has_img[slot] = idx >= 0;
     g->slot_ref_kind[slot] = kind;
@@ -623,6 +627,19 @@ int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, in
     if (tds_next_batch_ex(g->tds, cur, g->B, T, tokens, targets, NULL, check_cb, g)) return -1;
     gds_finish_batch(g, g->B, out);
     return 0;
+}
+
+int gds_skip_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, int *targets) {
+    if (g->live) {   /* a row's usability is only known once its image is decoded */
+        gds_batch gb;
+        return gl_next_batch(g->live, cur, T, tokens, targets, &gb);
+    }
+    if (!g->B) return ar_errorf("grounding dataset %s: gds_configure was not called", g->path);
+    g->T_cur = T;
+    g->probe = 1;
+    int rc = tds_next_batch_ex(g->tds, cur, g->B, T, tokens, targets, NULL, check_cb, g);
+    g->probe = 0;
+    return rc;
 }
 
 int gds_read_row(grounding_dataset *g, int64_t i, int T, int slot, int *tokens, int *targets) {

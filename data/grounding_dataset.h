@@ -160,6 +160,14 @@ void    gds_set_hook(grounding_dataset *g, gds_row_hook hook, void *ctx);
 /* The next B usable rows of the shuffled stream (token_dataset.h's order and
  * cursor) into tokens/targets [B*T] and *out. 0, or -1 + ar_error. */
 int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, int *targets, gds_batch *out);
+/* Moves *cur past the batch gds_next_batch would read (the same rows skipped
+ * as broken, the same cursor after it), for data-parallel ranks stepping over
+ * the other ranks' share: a prepared file's rows are judged on their
+ * metadata and token rows, no pixels, masks or features are read; a live
+ * source (gds_open_loader) builds the samples, since only decoding tells
+ * whether an image is usable. tokens/targets [B*T] are scratch. 0, or -1 +
+ * ar_error. */
+int gds_skip_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, int *targets);
 /* Row i into batch slot `slot` (for validation in file order): 0 ok, 1 broken
  * (ar_error says why), -1 I/O error. Call gds_finish_batch after filling the
  * slots 0..B-1, before reading *out. */

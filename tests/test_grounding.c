@@ -141,6 +141,23 @@ static void test_broken_rows(void) {
     t_check(rc == 0 && rc2 == 0 && b.n_masks == 2 && cur.skipped >= 4, "grounding broken rows skipped and counted",
             "two batches of 2 from 2 good rows of 6: %lld skipped, %d masks in the last batch", (long long)cur.skipped,
             b.n_masks);
+    /* a data-parallel rank steps over the others' batches without reading
+     * pixels: the same rows judged broken, the cursor where reading leaves it
+     * (through epoch boundaries: 2 good rows of 6, 7 batches) */
+    tds_cursor ca = {.seed = 4}, cb = {.seed = 4};
+    int same = 1, rs = 0;
+    char first_diff[200] = "";
+    for (int k = 0; k < 7 && same && !rs; k++) {
+        rs = gds_next_batch(g, &ca, T, tok, tgt, &b) || gds_skip_batch(g, &cb, T, tok, tgt);
+        same = ca.epoch == cb.epoch && ca.position == cb.position && ca.skipped == cb.skipped;
+        if (!same)
+            snprintf(first_diff, sizeof first_diff, "batch %d: read (%lld, %lld, %lld) skip (%lld, %lld, %lld)", k + 1,
+                     (long long)ca.epoch, (long long)ca.position, (long long)ca.skipped, (long long)cb.epoch,
+                     (long long)cb.position, (long long)cb.skipped);
+    }
+    t_check(!rs && same && ca.epoch >= 2, "grounding skip_batch leaves the cursor where reading does",
+            "7 batches: cursor (epoch %lld, position %lld, skipped %lld) %s", (long long)ca.epoch, (long long)ca.position,
+            (long long)ca.skipped, same ? "both" : first_diff);
     gds_close(g);
     /* refused at open: wrong embedding size; a token-only file */
     grounding_dataset *g2 = gds_open(p, 10, C + 1, G, G);

@@ -999,15 +999,16 @@ out:
 
 
 
-/* Data parallel: reads n micro-batches of the training stream that other ranks
- * train on (the cursor and the synthetic stream then stand where one process
- * reading them all would). 0, or -1 + ar_error. */
+/* Data parallel: steps over n micro-batches of the training stream that other
+ * ranks train on (the cursor and the synthetic stream then stand where one
+ * process reading them all would). A prepared grounding file is judged on its
+ * rows' metadata without reading pixels; token rows and live sources are
+ * read. 0, or -1 + ar_error. */
 static int skip_micro(run_t *r, int n, int64_t step) {
     for (int i = 0; i < n; i++) {
         if (r->ar) {
-            gds_batch gb;
-            if (gds_next_batch(r->data.gtrain, &r->data.cur, r->Tf, r->refs ? r->raw_tok : r->tok,
-                               r->refs ? r->raw_tgt : r->tgt, &gb))
+            if (gds_skip_batch(r->data.gtrain, &r->data.cur, r->Tf, r->refs ? r->raw_tok : r->tok,
+                               r->refs ? r->raw_tgt : r->tgt))
                 return ar_error_prefix("step %lld: ", (long long)step + 1);
         } else if (data_next(&r->data, r->B, r->T, r->tok, r->tgt)) {
             return -1;
