@@ -6,6 +6,7 @@
 #include "core/timer.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #ifdef ANYREF_MPI
 #include <mpi.h>
@@ -170,113 +171,7 @@ void dist_abort(const char *msg) {
 #endif
 }
 
-struct dist_reducer;
-static int nccl_ready(struct dist_reducer *d, size_t from);
-static int nccl_wait(struct dist_reducer *d);
-
-struct dist_reducer {
-    float *buf;
-    size_t n, bucket;
-    int nb, next;     /* buckets; buckets started from the end (nb-1 down to nb-next) */
-    double wait_s;
-    long rounds, early, started;   /* buckets started before dist_reducer_wait / in all */
-    int in_wait;
-#ifdef ANYREF_MPI
-    MPI_Request *req;
-#endif
-    int dev;          /* device buffer, NCCL (dist_reducer_new_device) */
-#ifdef ANYREF_NCCL
-    cudaStream_t s;   /* the all-reduces' own stream */
-    cudaEvent_t ev;   /* marks "gradients so far" on the compute stream */
-#endif
-};
-
-dist_reducer *dist_reducer_new(float *buf, size_t n, size_t bucket) {
-    dist_reducer *d = calloc(1, sizeof *d);
-    if (!d) { ar_errorf("out of memory"); return NULL; }
-    d->buf = buf; d->n = n;
-    d->bucket = bucket ? bucket : (size_t)4 << 20;
-    if (d->bucket > ((size_t)1 << 30)) d->bucket = (size_t)1 << 30;   /* an int count */
-    d->nb = (int)((n + d->bucket - 1) / d->bucket);
-#ifdef ANYREF_MPI
-    d->req = malloc(sizeof(MPI_Request) * (size_t)(d->nb ? d->nb : 1));
-    if (!d->req) { free(d); ar_errorf("out of memory"); return NULL; }
-    for (int i = 0; i < d->nb; i++) d->req[i] = MPI_REQUEST_NULL;
-#endif
-    return d;
-}
-
-void dist_reducer_free(dist_reducer *d) {
-    if (!d) return;
-#ifdef ANYREF_NCCL
-    if (d->dev) {
-        if (d->ev) cudaEventDestroy(d->ev);
-        if (d->s) cudaStreamDestroy(d->s);
-        free(d);
-        return;
-    }
-#endif
-#ifdef ANYREF_MPI
-    /* buckets still in flight: a round that failed (a time-out), and the
-     * process is about to end every rank (dist_abort); waiting could hang and
-     * MPI may still write into the requests, so they are left alone */
-    if (d->next) { free(d); return; }
-    free(d->req);
-#endif
-    free(d);
-}
-
-/* Buckets are started from the last one down: the order backward finalises them. */
-int dist_reducer_ready(dist_reducer *d, size_t from) {
-    if (d && d->dev) return nccl_ready(d, from);
-    if (!d || g_size <= 1) return 0;
-#ifdef ANYREF_MPI
-    while (d->next < d->nb) {
-        int b = d->nb - 1 - d->next;
-        size_t lo = (size_t)b * d->bucket, hi = lo + d->bucket < d->n ? lo + d->bucket : d->n;
-        if (lo < from) break;
-        int err = MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &d->req[b]);
-        if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Iallreduce");
-        d->next++;
-        d->started++;
-        d->early += !d->in_wait;
-    }
-    if (d->next) {   /* let the library move the ones in flight along */
-        int flag;
-        MPI_Testall(d->nb, d->req, &flag, MPI_STATUSES_IGNORE);
-    }
-#else
-    (void)from;
-#endif
-    return 0;
-}
-
-int dist_reducer_wait(dist_reducer *d) {
-    if (d && d->dev) return nccl_wait(d);
-    if (!d || g_size <= 1) return 0;
-    d->in_wait = 1;
-    int rc = dist_reducer_ready(d, 0);
-    d->in_wait = 0;
-    if (rc) return -1;
-    const double t0 = ar_now();
-#ifdef ANYREF_MPI
-    if (wait_reqs(d->nb, d->req, "gradient all-reduce")) return -1;
-#endif
-    d->wait_s += ar_now() - t0;
-    d->rounds++;
-    d->next = 0;
-    return 0;
-}
-
-void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started) {
-    if (early) *early = d ? d->early : 0;
-    if (started) *started = d ? d->started : 0;
-    if (wait_s) *wait_s = d ? d->wait_s : 0;
-    if (rounds) *rounds = d ? d->rounds : 0;
-    if (bytes) *bytes = d ? d->n * sizeof(float) : 0;
-}
-
-/* ------------------------------------------------------------- NCCL (GPUs) */
+/* ------------------------------------------------------ NCCL (GPUs): set-up */
 int dist_nccl_built(void) {
 #ifdef ANYREF_NCCL
     return 1;
@@ -299,8 +194,8 @@ int dist_nccl_usable(void) {
 
 #ifdef ANYREF_NCCL
 static int nccl_fail(ncclResult_t r, const char *what) {
-    return ar_errorf("%s: %s%s%s", what, ncclGetErrorString(r), ncclGetLastError(g_nccl) ? ": " : "",
-                     ncclGetLastError(g_nccl) ? ncclGetLastError(g_nccl) : "");
+    const char *last = ncclGetLastError(g_nccl);
+    return ar_errorf("%s: %s%s%s", what, ncclGetErrorString(r), last && *last ? ": " : "", last ? last : "");
 }
 static int cuda_fail(cudaError_t e, const char *what) { return ar_errorf("%s: %s", what, cudaGetErrorString(e)); }
 
@@ -325,75 +220,199 @@ static int nccl_comm(void) {
     }
     return 0;
 }
+#endif
 
-static int nccl_ready(dist_reducer *d, size_t from) {
-    cudaError_t ce;
-    ncclResult_t nr;
-    int b0 = d->next;
-    while (d->next < d->nb) {
-        int b = d->nb - 1 - d->next;
-        if ((size_t)b * d->bucket < from) break;
-        d->next++;
+/* ------------------------------------------------------------ the reducer */
+struct dist_reducer {
+    float *buf;
+    size_t n, bucket;
+    int nb;           /* buckets */
+    size_t *done;     /* [nb] floats of each bucket marked final this round */
+    unsigned char *go;/* [nb] started this round */
+    int *list;        /* [nb] scratch: the buckets one call starts */
+    int nstarted;     /* buckets started this round */
+    double wait_s;
+    long rounds, early, started;   /* buckets started before dist_reducer_wait / in all */
+    int in_wait;
+#ifdef ANYREF_MPI
+    MPI_Request *req;
+#endif
+    int dev;          /* device buffer, NCCL (dist_reducer_new_device) */
+#ifdef ANYREF_NCCL
+    cudaStream_t s;   /* the all-reduces' own stream */
+    cudaEvent_t ev;   /* marks "gradients so far" on the compute stream */
+#endif
+};
+
+static size_t bucket_lo(const dist_reducer *d, int b) { return (size_t)b * d->bucket; }
+static size_t bucket_hi(const dist_reducer *d, int b) {
+    size_t hi = (size_t)(b + 1) * d->bucket;
+    return hi < d->n ? hi : d->n;
+}
+
+static dist_reducer *reducer_alloc(float *buf, size_t n, size_t bucket) {
+    dist_reducer *d = calloc(1, sizeof *d);
+    if (!d) { ar_errorf("out of memory"); return NULL; }
+    d->buf = buf; d->n = n;
+    d->bucket = bucket ? bucket : (size_t)4 << 20;
+    if (d->bucket > ((size_t)1 << 30)) d->bucket = (size_t)1 << 30;   /* an int count (MPI) */
+    d->nb = (int)((n + d->bucket - 1) / d->bucket);
+    const size_t nb = (size_t)(d->nb ? d->nb : 1);
+    d->done = calloc(nb, sizeof *d->done);
+    d->go = calloc(nb, 1);
+    d->list = malloc(nb * sizeof *d->list);
+#ifdef ANYREF_MPI
+    d->req = malloc(sizeof(MPI_Request) * nb);
+    if (d->req) for (size_t i = 0; i < nb; i++) d->req[i] = MPI_REQUEST_NULL;
+    if (!d->req) { free(d->done); d->done = NULL; }
+#endif
+    if (!d->done || !d->go || !d->list) {
+        free(d->done); free(d->go); free(d->list);
+#ifdef ANYREF_MPI
+        free(d->req);
+#endif
+        free(d);
+        ar_errorf("out of memory");
+        return NULL;
     }
-    if (d->next == b0) return 0;
-    /* everything the compute stream has queued so far (the backward kernels
-     * that made these gradients) comes before the all-reduces */
-    if ((ce = cudaEventRecord(d->ev, 0)) != cudaSuccess || (ce = cudaStreamWaitEvent(d->s, d->ev, 0)) != cudaSuccess)
-        return cuda_fail(ce, "gradient all-reduce: ordering after backward");
-    if ((nr = ncclGroupStart()) != ncclSuccess) return nccl_fail(nr, "ncclGroupStart");
-    for (int i = b0; i < d->next; i++) {
-        int b = d->nb - 1 - i;
-        size_t lo = (size_t)b * d->bucket, hi = lo + d->bucket < d->n ? lo + d->bucket : d->n;
-        if ((nr = ncclAllReduce(d->buf + lo, d->buf + lo, hi - lo, ncclFloat, ncclSum, g_nccl, d->s)) != ncclSuccess) {
-            ncclGroupEnd();
-            return nccl_fail(nr, "ncclAllReduce (gradients)");
+    return d;
+}
+
+dist_reducer *dist_reducer_new(float *buf, size_t n, size_t bucket) { return reducer_alloc(buf, n, bucket); }
+
+void dist_reducer_free(dist_reducer *d) {
+    if (!d) return;
+#ifdef ANYREF_NCCL
+    if (d->dev) {
+        if (d->ev) cudaEventDestroy(d->ev);
+        if (d->s) cudaStreamDestroy(d->s);
+    }
+#endif
+#ifdef ANYREF_MPI
+    /* buckets still in flight: a round that failed (a time-out), and the
+     * process is about to end every rank (dist_abort); waiting could hang and
+     * MPI may still write into the requests, so they are left alone */
+    if (!d->dev && d->nstarted) { free(d->done); free(d->go); free(d->list); free(d); return; }
+    free(d->req);
+#endif
+    free(d->done); free(d->go); free(d->list);
+    free(d);
+}
+
+/* Starts the k buckets in d->list (in that order: every rank makes the same
+ * calls in the same order, as collectives require). */
+static int start_buckets(dist_reducer *d, int k) {
+    if (!k) return 0;
+#ifdef ANYREF_NCCL
+    if (d->dev) {
+        cudaError_t ce;
+        ncclResult_t nr;
+        /* everything the compute stream has queued so far (the backward
+         * kernels that made these gradients) comes before the all-reduces */
+        if ((ce = cudaEventRecord(d->ev, 0)) != cudaSuccess || (ce = cudaStreamWaitEvent(d->s, d->ev, 0)) != cudaSuccess)
+            return cuda_fail(ce, "gradient all-reduce: ordering after backward");
+        if ((nr = ncclGroupStart()) != ncclSuccess) return nccl_fail(nr, "ncclGroupStart");
+        for (int i = 0; i < k; i++) {
+            const int b = d->list[i];
+            const size_t lo = bucket_lo(d, b), hi = bucket_hi(d, b);
+            if ((nr = ncclAllReduce(d->buf + lo, d->buf + lo, hi - lo, ncclFloat, ncclSum, g_nccl, d->s)) != ncclSuccess) {
+                ncclGroupEnd();
+                return nccl_fail(nr, "ncclAllReduce (gradients)");
+            }
+            d->go[b] = 1;
+            d->nstarted++;
+            d->started++;
+            d->early += !d->in_wait;
         }
+        if ((nr = ncclGroupEnd()) != ncclSuccess) return nccl_fail(nr, "ncclGroupEnd (gradients)");
+        return 0;
+    }
+#endif
+#ifdef ANYREF_MPI
+    for (int i = 0; i < k; i++) {
+        const int b = d->list[i];
+        const size_t lo = bucket_lo(d, b), hi = bucket_hi(d, b);
+        int err = MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &d->req[b]);
+        if (err != MPI_SUCCESS) return mpi_fail(err, "MPI_Iallreduce");
+        d->go[b] = 1;
+        d->nstarted++;
         d->started++;
         d->early += !d->in_wait;
     }
-    if ((nr = ncclGroupEnd()) != ncclSuccess) return nccl_fail(nr, "ncclGroupEnd (gradients)");
+    int flag;   /* let the library move the ones in flight along */
+    MPI_Testall(d->nb, d->req, &flag, MPI_STATUSES_IGNORE);
+#endif
     return 0;
 }
 
-/* Waits for the stream by polling, so that a stalled rank becomes an error
- * (and the communicator is aborted) after dist.timeout_s. */
-static int nccl_wait(dist_reducer *d) {
+static int active(const dist_reducer *d) { return d && (d->dev || g_size > 1); }
+
+int dist_reducer_mark(dist_reducer *d, size_t lo, size_t hi) {
+    if (!active(d)) return 0;
+    if (hi > d->n) hi = d->n;
+    if (lo >= hi) return 0;
+    int k = 0;
+    const int b0 = (int)(lo / d->bucket), b1 = (int)((hi - 1) / d->bucket);
+    for (int b = b1; b >= b0; b--) {   /* from the end: the order backward finalises the block */
+        const size_t blo = bucket_lo(d, b), bhi = bucket_hi(d, b);
+        const size_t a = lo > blo ? lo : blo, e = hi < bhi ? hi : bhi;
+        d->done[b] += e - a;
+        if (d->done[b] > bhi - blo)
+            return ar_errorf("gradient all-reduce: floats [%zu, %zu) marked final twice in one step", lo, hi);
+        if (d->done[b] == bhi - blo && !d->go[b]) d->list[k++] = b;
+    }
+    return start_buckets(d, k);
+}
+
+
+int dist_reducer_wait(dist_reducer *d) {
+    if (!active(d)) return 0;
+    int k = 0;
+    for (int b = d->nb - 1; b >= 0; b--)
+        if (!d->go[b]) d->list[k++] = b;
     d->in_wait = 1;
-    int rc = nccl_ready(d, 0);
+    int rc = start_buckets(d, k);
     d->in_wait = 0;
     if (rc) return -1;
     const double t0 = ar_now();
-    for (;;) {
-        cudaError_t ce = cudaStreamQuery(d->s);
-        if (ce == cudaSuccess) break;
-        if (ce != cudaErrorNotReady) return cuda_fail(ce, "gradient all-reduce");
-        ncclResult_t ae = ncclSuccess;
-        if (ncclCommGetAsyncError(g_nccl, &ae) == ncclSuccess && ae != ncclSuccess && ae != ncclInProgress) {
-            ncclCommAbort(g_nccl);
-            g_nccl = NULL;
-            return ar_errorf("gradient all-reduce (NCCL): %s", ncclGetErrorString(ae));
+#ifdef ANYREF_NCCL
+    if (d->dev) {   /* polls the stream: a stalled rank becomes an error (the communicator aborted) */
+        for (;;) {
+            cudaError_t ce = cudaStreamQuery(d->s);
+            if (ce == cudaSuccess) break;
+            if (ce != cudaErrorNotReady) return cuda_fail(ce, "gradient all-reduce");
+            ncclResult_t ae = ncclSuccess;
+            if (ncclCommGetAsyncError(g_nccl, &ae) == ncclSuccess && ae != ncclSuccess && ae != ncclInProgress) {
+                ncclCommAbort(g_nccl);
+                g_nccl = NULL;
+                return ar_errorf("gradient all-reduce (NCCL): %s", ncclGetErrorString(ae));
+            }
+            const double el = ar_now() - t0;
+            if (g_timeout > 0 && el > g_timeout) {
+                ncclCommAbort(g_nccl);
+                g_nccl = NULL;
+                return ar_errorf("gradient all-reduce (NCCL): not every rank answered within %g s (dist.timeout_s): a "
+                                 "rank is stalled or gone", g_timeout);
+            }
+            if (el > 1e-3) {
+                struct timespec ts = {0, 50000};
+                nanosleep(&ts, NULL);
+            }
         }
-        const double el = ar_now() - t0;
-        if (g_timeout > 0 && el > g_timeout) {
-            ncclCommAbort(g_nccl);
-            g_nccl = NULL;
-            return ar_errorf("gradient all-reduce (NCCL): not every rank answered within %g s (dist.timeout_s): a rank "
-                             "is stalled or gone", g_timeout);
-        }
-        if (el > 1e-3) {
-            struct timespec ts = {0, 50000};
-            nanosleep(&ts, NULL);
-        }
+    } else
+#endif
+    {
+#ifdef ANYREF_MPI
+        if (wait_reqs(d->nb, d->req, "gradient all-reduce")) return -1;
+#endif
     }
     d->wait_s += ar_now() - t0;
     d->rounds++;
-    d->next = 0;
+    d->nstarted = 0;
+    memset(d->done, 0, sizeof *d->done * (size_t)(d->nb ? d->nb : 1));
+    memset(d->go, 0, (size_t)(d->nb ? d->nb : 1));
     return 0;
 }
-#else
-static int nccl_ready(dist_reducer *d, size_t from) { (void)d; (void)from; return ar_errorf("NCCL is not built in"); }
-static int nccl_wait(dist_reducer *d) { (void)d; return ar_errorf("NCCL is not built in"); }
-#endif
 
 dist_reducer *dist_reducer_new_device(float *dbuf, size_t n, size_t bucket) {
 #ifdef ANYREF_NCCL
@@ -402,11 +421,9 @@ dist_reducer *dist_reducer_new_device(float *dbuf, size_t n, size_t bucket) {
         return NULL;
     }
     if (nccl_comm()) return NULL;
-    dist_reducer *d = calloc(1, sizeof *d);
-    if (!d) { ar_errorf("out of memory"); return NULL; }
-    d->buf = dbuf; d->n = n; d->dev = 1;
-    d->bucket = bucket ? bucket : (size_t)4 << 20;
-    d->nb = (int)((n + d->bucket - 1) / d->bucket);
+    dist_reducer *d = reducer_alloc(dbuf, n, bucket);
+    if (!d) return NULL;
+    d->dev = 1;
     cudaError_t ce;
     if ((ce = cudaStreamCreateWithFlags(&d->s, cudaStreamNonBlocking)) != cudaSuccess ||
         (ce = cudaEventCreateWithFlags(&d->ev, cudaEventDisableTiming)) != cudaSuccess) {
@@ -420,4 +437,12 @@ dist_reducer *dist_reducer_new_device(float *dbuf, size_t n, size_t bucket) {
     ar_errorf("NCCL is not built in (make CUDA=1 MPI=1)");
     return NULL;
 #endif
+}
+
+void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started) {
+    if (early) *early = d ? d->early : 0;
+    if (started) *started = d ? d->started : 0;
+    if (wait_s) *wait_s = d ? d->wait_s : 0;
+    if (rounds) *rounds = d ? d->rounds : 0;
+    if (bytes) *bytes = d ? d->n * sizeof(float) : 0;
 }

@@ -8,11 +8,11 @@
  *   - dist_init / dist_finalize around main (the command line only);
  *   - dist_rank / dist_size: which process this is, out of how many;
  *   - a dist_reducer: a float buffer (the gradient block) summed over the
- *     ranks in place by non-blocking MPI_Iallreduce calls, one per bucket of
- *     `bucket` floats; dist_reducer_ready(from) starts every bucket lying
- *     wholly in [from, n) as soon as the caller knows those floats are final
- *     (backward produces gradients from the end of the block towards its
- *     start), dist_reducer_wait starts the rest and waits for all;
+ *     ranks in place by non-blocking all-reduces, one per bucket of `bucket`
+ *     floats; dist_reducer_mark(lo, hi) tells it that floats [lo, hi) are
+ *     final (backward produces gradients part by part), and every bucket
+ *     whose floats are all final starts at once; dist_reducer_wait starts
+ *     the rest and waits for all;
  *   - dist_sum: blocking sums of a few doubles (losses, counts, flags);
  *   - dist_barrier, dist_abort (ends every rank with this rank's message:
  *     the command line's answer to an error on one rank, instead of a hang);
@@ -51,15 +51,17 @@ typedef struct dist_reducer dist_reducer;
 /* bucket: floats per MPI_Iallreduce (0: 4 Mi floats = 16 MiB). NULL + ar_error. */
 dist_reducer *dist_reducer_new(float *buf, size_t n, size_t bucket);
 void dist_reducer_free(dist_reducer *d);
-/* Starts every not yet started bucket lying wholly in [from, n); then lets
- * MPI progress the ones in flight. 0, or -1 + ar_error. */
-int  dist_reducer_ready(dist_reducer *d, size_t from);
+/* Floats [lo, hi) of the buffer are final for this round: every bucket now
+ * wholly final starts its all-reduce (higher buckets first). Every rank must
+ * make the same calls in the same order; a float marked twice in a round is
+ * an error. 0, or -1 + ar_error. */
+int  dist_reducer_mark(dist_reducer *d, size_t lo, size_t hi);
 /* Starts the remaining buckets and waits for every one; the next round may
  * then begin (buckets are started afresh). 0, or -1 + ar_error. */
 int  dist_reducer_wait(dist_reducer *d);
 /* Totals over the reducer's life: seconds spent inside dist_reducer_wait
  * (communication not hidden behind computation), rounds, bytes per round,
- * buckets started by dist_reducer_ready before the wait, buckets started.
+ * buckets started by dist_reducer_mark before the wait, buckets started.
  * Any pointer may be NULL. */
 /* GPUs: with `make CUDA=1 MPI=1` the toolkit's NCCL is built in
  * (dist_nccl_built) and dist_init gives each rank the GPU whose index is the
@@ -70,7 +72,7 @@ int  dist_reducer_wait(dist_reducer *d);
 int  dist_nccl_built(void);
 int  dist_nccl_usable(void);
 /* A reducer over device memory: the same contract as dist_reducer_new (sums
- * over the ranks, buckets from the end, dist_reducer_ready during backward,
+ * over the ranks, dist_reducer_mark during backward,
  * dist_reducer_wait with the time-out), done by ncclAllReduce on a stream of
  * its own that waits for the work the compute stream had queued when the
  * bucket was made ready. Also for a single rank (a one-rank communicator).

@@ -7,7 +7,8 @@
  *     moments to 1e-6 relative (synthetic stream with LoRA dropout on and
  *     small buckets, so the all-reduce starts during backward; an HDF5 token
  *     file read across epoch boundaries; model.kind = anyref on the planted
- *     grounding set);
+ *     grounding set, small buckets too: the mask decoder's, the [SEG] head's
+ *     and each decoder layer's start during the LLM's backward);
  *   - a 2-rank run stopped at step 8 and resumed on 1 rank (grad_accum 2)
  *     continues the same curve to step 16;
  *   - one rank given a checkpoint path that does not exist: mpirun and every
@@ -355,7 +356,7 @@ int main(void) {
         t_fail("mpi.grounding_2ranks_equals_accum2", "anyref data planted failed (%s)", log);
     } else {
         snprintf(data, sizeof data, "data.train=%s/planted/train.h5 data.val=%s/planted/val.h5 train.eval_batches=1 "
-                 "train.min_val_giou=0", g_tmp, g_tmp);
+                 "train.min_val_giou=0 dist.bucket_mb=0.001953125", g_tmp, g_tmp);
         /* to 1e-5: 16 AdamW steps of a deeper model (SAM decoder) carry the two
          * summation orders' rounding further (measured: curve 8.3e-7, weights 2.6e-6) */
         equivalence("grounding", "configs/grounding-tiny.cfg", data, 1e-5);

@@ -161,7 +161,7 @@ const cfg_key train_schema[] = {
     {"dist.timeout_s", CFG_FLOAT, "1800", "MPI, several ranks: a collective (gradient or loss all-reduce, barrier) waiting longer than this fails the rank, which then ends every rank (0: wait forever)"},
     {"test.stall_rank", CFG_STRING, "", "TEST HOOK (leave empty): RANK,STEP — that rank stops answering (sleeps until signalled) before that 1-based step's all-reduce"},
     {"dist.backend", CFG_STRING, "auto", "several ranks: how gradients are summed — auto (NCCL in device memory when the CUDA backend is built with MPI=1 and every rank has a GPU of its own, else MPI), mpi (MPI; device gradients through a host copy), nccl (NCCL or fail; also with one rank, as a check)"},
-    {"dist.overlap", CFG_BOOL, "1", "MPI, model.kind = llama on the CPU backend or with NCCL: start each bucket's all-reduce during the step's last backward, as soon as its gradients are final (0: all after backward)"},
+    {"dist.overlap", CFG_BOOL, "1", "several ranks, CPU backend or NCCL: start each bucket's all-reduce during the step's last backward as soon as its gradients are final (lm_head, mask decoder, [SEG] head, then layer by layer; 0: all after backward)"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
@@ -953,7 +953,7 @@ static int find_checkpoint(run_t *r, char *path, size_t cap) {
 
 void run_teardown(run_t *r) {
     free(r->tok); free(r->tgt);
-    dist_reducer_free(r->red); free(r->h_grad); free(r->ready_off);
+    dist_reducer_free(r->red); free(r->h_grad); free(r->ev_start); free(r->ev_lo); free(r->ev_hi);
     log_close(r->log);
     if (r->is_anyref) grounding_free(r);
     else llama_free(r->m);
@@ -1017,13 +1017,29 @@ static int skip_micro(run_t *r, int n, int64_t step) {
     return 0;
 }
 
-/* The llama gradient hook (last micro-batch of a step): the part just
- * finished and everything after it in the gradient block are final, so the
- * buckets lying there start their all-reduce while backward goes on. */
+/* The llama gradient hook (last micro-batch of a step): the tensors that
+ * became final at this point of backward (r->ev_*) are marked, and the
+ * buckets now wholly final start their all-reduce while backward goes on. */
 static void grad_ready(void *ctx, int layer) {
     run_t *r = ctx;
-    if (!r->hook_live || layer < 0 || r->hook_err) return;
-    if (dist_reducer_ready(r->red, r->ready_off[layer])) r->hook_err = 1;
+    if (!r->hook_live || layer < 0 || layer > r->mc.layers || r->hook_err) return;
+    for (int i = r->ev_start[layer]; i < r->ev_start[layer + 1]; i++)
+        if (dist_reducer_mark(r->red, r->ev_lo[i], r->ev_hi[i])) { r->hook_err = 1; return; }
+}
+
+/* The point of backward after which a trainable tensor's gradient is final,
+ * as the llama hook numbers them: l after decoder layer l, L after the final
+ * norm and lm_head — and, for the AnyRef step, the SAM mask decoder and the
+ * [SEG] head, whose backward runs before the LLM's; -1: only at the end
+ * (embeddings, projectors, encoders, the prompt encoder). */
+static int grad_event(const char *name, int L, int anyref) {
+    if (!strncmp(name, "model.layers.", 13)) {
+        int l = atoi(name + 13);
+        return l >= 0 && l < L ? l : -1;
+    }
+    if (!strcmp(name, "model.norm.weight") || !strcmp(name, "lm_head.weight")) return L;
+    if (anyref && (strstr(name, "mask_decoder.") || strstr(name, "text_hidden_fcs."))) return L;
+    return -1;
 }
 
 /* Data parallel: the gradient block's reducer. The CPU backend's block is
@@ -1055,24 +1071,29 @@ static int setup_reducer(run_t *r) {
         log_info("gradients: %.2f MiB summed over %d rank%s by %s, buckets of %g MiB", r->ps.ng * 4.0 / 1048576.0,
                  r->nranks, r->nranks == 1 ? "" : "s",
                  nccl ? "NCCL in device memory" : host ? "MPI" : "MPI through a host copy", cfg_float(r->cfg, "dist.bucket_mb"));
-    if ((!host && !nccl) || r->ar || !r->m || !cfg_bool(r->cfg, "dist.overlap")) return 0;
-    /* the block is in declaration order (embed, layers 0.., norm, lm_head) and
-     * backward finishes it from the end: after layer l everything from layer
-     * l's first trainable tensor on is final */
+    llama *lm = r->ar ? anyref_llama(r->ar) : r->m;
+    if ((!host && !nccl) || !lm || !cfg_bool(r->cfg, "dist.overlap")) return 0;
+    /* the tensors of each hook event, as ranges of the gradient block (CSR) */
     const int L = r->mc.layers;
-    if (!(r->ready_off = malloc(sizeof(size_t) * (size_t)(L + 1)))) return ar_errorf("out of memory");
-    for (int l = 0; l <= L; l++) r->ready_off[l] = r->ps.ng;
-    for (int i = 0; i < r->ps.n; i++) {
-        const ar_param *p = &r->ps.p[i];
-        if (!p->trainable) continue;
-        int l = -1;
-        if (!strncmp(p->name, "model.layers.", 13)) l = atoi(p->name + 13);
-        else if (!strcmp(p->name, "model.norm.weight") || !strcmp(p->name, "lm_head.weight")) l = L;
-        if (l >= 0 && l <= L && p->goff < r->ready_off[l]) r->ready_off[l] = p->goff;
+    int n = 0;
+    for (int i = 0; i < r->ps.n; i++) n += r->ps.p[i].trainable;
+    r->ev_start = calloc((size_t)L + 2, sizeof *r->ev_start);
+    r->ev_lo = malloc(sizeof *r->ev_lo * (size_t)(n ? n : 1));
+    r->ev_hi = malloc(sizeof *r->ev_hi * (size_t)(n ? n : 1));
+    if (!r->ev_start || !r->ev_lo || !r->ev_hi) return ar_errorf("out of memory");
+    int k = 0;
+    for (int e = 0; e <= L; e++) {
+        r->ev_start[e] = k;
+        for (int i = 0; i < r->ps.n; i++) {
+            const ar_param *p = &r->ps.p[i];
+            if (p->trainable && grad_event(p->name, L, r->ar != NULL) == e) {
+                r->ev_lo[k] = p->goff;
+                r->ev_hi[k++] = p->goff + p->numel;
+            }
+        }
     }
-    for (int l = L - 1; l >= 0; l--)
-        if (r->ready_off[l + 1] < r->ready_off[l]) r->ready_off[l] = r->ready_off[l + 1];
-    llama_set_grad_hook(r->m, grad_ready, r);
+    r->ev_start[L + 1] = k;
+    llama_set_grad_hook(lm, grad_ready, r);
     return 0;
 }
 
@@ -1162,7 +1183,9 @@ int train_run(const ar_config *cfg) {
                 l = anyref_forward(r.ar, &in, dseed, &L);
                 if (isnan(l) && ar_error()[0]) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
                 if (isfinite(l)) {
+                    r.hook_live = a == r.accum - 1;   /* the step's last backward: gradients become final */
                     anyref_backward(r.ar, 1.0f / micro);
+                    r.hook_live = 0;
                     if ((r.refs && refs_backward(r.refs)) ||
                         (in.dimage_emb && sam_encoder_backward(r.senc, r.d_dimg))) {
                         ar_error_prefix("step %lld: ", (long long)step + 1);
