@@ -79,6 +79,11 @@ struct clip_vit {
     float *dx, *dln, *dao, *dq, *dk, *dv;   /* [NTm, W] */
     float *dha, *dh1;                   /* [NTm, M] */
     float *ascr;                        /* attention_backward scratch */
+    /* checkpoint_layers: mid, qkvo, h1, atts and the ln1/ln2 statistics hold one
+     * layer (n_keep = 1), hs still every layer's input; held[i] = the layer whose
+     * forward the shared buffers hold for image slot i (host [max_images]) */
+    int n_keep;                         /* layers with their own buffers: n_run, or 1 checkpointed */
+    int *held;
 };
 
 static const char *vit_prefix(const clip_vit_cfg *c) { return c->prefix ? c->prefix : "vision_model."; }
@@ -210,7 +215,8 @@ static float *carve(float **q, size_t n, size_t *total) {
 static size_t vit_layout(clip_vit *v, float *base) {
     const clip_vit_cfg *c = &v->c;
     const size_t W = (size_t)c->width, M = (size_t)c->mlp_dim, T = (size_t)v->T, G = (size_t)v->G,
-                 mi = (size_t)v->max_images, NTm = mi * T, nr = (size_t)v->n_run, H = (size_t)c->heads,
+                 mi = (size_t)v->max_images, NTm = mi * T, nr = (size_t)v->n_run, nk = (size_t)v->n_keep,
+                 H = (size_t)c->heads,
                  S = (size_t)c->image_size;
     const size_t scratch = conv2d_scratch_floats(c->channels, c->image_size, c->image_size, c->patch, c->patch,
                                                  c->patch, c->patch, 0, 0);
@@ -242,11 +248,11 @@ static size_t vit_layout(clip_vit *v, float *base) {
     v->pix = carve(&q, mi * (size_t)c->channels * S * S, &n);
     v->emb = carve(&q, NTm * W, &n);
     v->hs = carve(&q, (nr + 1) * NTm * W, &n);
-    v->mid = carve(&q, nr * NTm * W, &n);
-    v->qkvo = carve(&q, nr * 4 * NTm * W, &n);
-    v->h1 = carve(&q, nr * NTm * M, &n);
-    v->atts = carve(&q, nr * att, &n);
-    v->stats = carve(&q, (1 + 2 * nr) * 2 * NTm, &n);
+    v->mid = carve(&q, nk * NTm * W, &n);              /* checkpointed: one layer's, shared */
+    v->qkvo = carve(&q, nk * 4 * NTm * W, &n);
+    v->h1 = carve(&q, nk * NTm * M, &n);
+    v->atts = carve(&q, nk * att, &n);
+    v->stats = carve(&q, (1 + 2 * nk) * 2 * NTm, &n);
     v->rm = carve(&q, NTm, &n);
     v->rr = carve(&q, NTm, &n);
     float **dw[6] = {&v->dx, &v->dln, &v->dao, &v->dq, &v->dk, &v->dv};
@@ -259,7 +265,8 @@ static size_t vit_layout(clip_vit *v, float *base) {
 
 /* The buffers of layer l (0 <= l < n_run) for images first.. : the frozen tower
  * updates one residual stream in place and reuses one region for every layer;
- * the trainable one keeps each layer's own. */
+ * the trainable one keeps each layer's own (checkpoint_layers: only the input
+ * in; the rest is one set every layer shares). */
 static lbuf layer_bufs(const clip_vit *v, int l, int first) {
     const size_t W = (size_t)v->c.width, M = (size_t)v->c.mlp_dim, T = (size_t)v->T,
                  NTm = (size_t)v->max_images * T, o = (size_t)first * T, HTT = (size_t)v->c.heads * T * T,
@@ -279,16 +286,17 @@ static lbuf layer_bufs(const clip_vit *v, int l, int first) {
         return b;
     }
     b.in = v->hs + ((size_t)l * NTm + o) * W;
-    b.mid = v->mid + ((size_t)l * NTm + o) * W;
-    float *q4 = v->qkvo + (size_t)l * 4 * NTm * W;
+    const size_t k = v->n_keep < v->n_run ? 0 : (size_t)l;   /* checkpointed: the shared set */
+    b.mid = v->mid + (k * NTm + o) * W;
+    float *q4 = v->qkvo + k * 4 * NTm * W;
     b.q = q4 + o * W;
     b.k = q4 + (NTm + o) * W;
     b.v = q4 + (2 * NTm + o) * W;
     b.ao = q4 + (3 * NTm + o) * W;
-    b.h1 = v->h1 + ((size_t)l * NTm + o) * M;
+    b.h1 = v->h1 + (k * NTm + o) * M;
     b.ha = v->region + o * M;
-    b.att = v->atts + (size_t)l * att + first * HTT;
-    float *st = v->stats + (size_t)(1 + 2 * l) * 2 * NTm;   /* ln1 mean, rstd, ln2 mean, rstd */
+    b.att = v->atts + k * att + first * HTT;
+    float *st = v->stats + (1 + 2 * k) * 2 * NTm;   /* ln1 mean, rstd, ln2 mean, rstd */
     b.m1 = st + o;
     b.r1 = st + NTm + o;
     b.m2 = st + 2 * NTm + o;
@@ -308,6 +316,8 @@ static void vit_sizes(clip_vit *v, const clip_vit_cfg *c, int max_images, int n_
     v->c.trainable = c->trainable != 0;
     v->max_images = max_images;
     v->n_run = n_run;
+    v->c.checkpoint_layers = v->c.trainable && c->checkpoint_layers;
+    v->n_keep = v->c.checkpoint_layers && n_run > 0 ? 1 : n_run;
     v->g = c->image_size / c->patch;
     v->G = v->g * v->g;
     v->T = 1 + v->G;
@@ -333,7 +343,8 @@ clip_vit *clip_vit_create(const clip_vit_cfg *c, ar_params *ps, int max_images) 
     const size_t W = (size_t)c->width, M = (size_t)c->mlp_dim, p = (size_t)c->patch, T = (size_t)v->T;
     v->L = calloc(n_run ? (size_t)n_run : 1, sizeof *v->L);
     v->done = calloc((size_t)max_images, 1);
-    if (!v->L || !v->done) { ar_errorf("clip_vit: out of host memory"); clip_vit_free(v); return NULL; }
+    v->held = calloc((size_t)max_images, sizeof *v->held);
+    if (!v->L || !v->done || !v->held) { ar_errorf("clip_vit: out of host memory"); clip_vit_free(v); return NULL; }
     if (vbind(&v->c, ps, -1, "embeddings.patch_embedding.weight", W * c->channels * p * p, &v->patch_w,
               &v->patch_g) ||
         vbind(&v->c, ps, -1, "embeddings.class_embedding", W, &v->cls, &v->cls_g) ||
@@ -380,6 +391,7 @@ void clip_vit_free(clip_vit *v) {
     k_free(v->block);
     free(v->L);
     free(v->done);
+    free(v->held);
     free(v);
 }
 
@@ -389,21 +401,50 @@ size_t clip_vit_activation_bytes(const clip_vit *v) { return v->block_floats * s
 
 float *clip_vit_forward(clip_vit *v, const float *pixels, int N) { return clip_vit_forward_at(v, pixels, N, 0); }
 
+/* Layer l of images first..first+N-1: from hidden_states[l] (b.in) to
+ * hidden_states[l + 1] (full), or (full = 0, the checkpointed backward's
+ * recompute) only as far as what backward reads: mid, q, k, v, the attention
+ * output and probabilities, the fc1 pre-activation and both LayerNorms'
+ * statistics, the same kernels on the same inputs, so the same bits. */
+static void layer_forward(clip_vit *v, int l, int first, int N, int full) {
+    const clip_vit_cfg *c = &v->c;
+    const int W = c->width, M = c->mlp_dim, H = c->heads, hd = W / H, T = v->T, NT = N * T;
+    const size_t nw = (size_t)NT * W, o = (size_t)first * T;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *ln = v->ln + o * W, *tmp = v->tmp + o * W;
+    const layer_w *L = &v->L[l];
+    const lbuf b = layer_bufs(v, l, first);
+    layernorm_forward(ln, b.m1, b.r1, b.in, L->ln1.w, L->ln1.b, c->eps, NT, W);
+    linear_forward(b.q, ln, L->q.w, L->q.b, NT, W, W);
+    linear_forward(b.k, ln, L->k.w, L->k.b, NT, W, W);
+    linear_forward(b.v, ln, L->v.w, L->v.b, NT, W, W);
+    attention_forward(b.ao, b.att, b.q, b.k, b.v, NULL, 0, scale, N, T, T, H, H, hd);
+    linear_forward(tmp, b.ao, L->o.w, L->o.b, NT, W, W);
+    add_forward(b.mid, b.in, tmp, nw);                                  /* frozen: in place */
+    layernorm_forward(ln, b.m2, b.r2, b.mid, L->ln2.w, L->ln2.b, c->eps, NT, W);
+    linear_forward(b.h1, ln, L->fc1.w, L->fc1.b, NT, W, M);
+    if (!full) return;
+    float *x_out = l + 1 < v->n_run ? layer_bufs(v, l + 1, first).in : final_hidden(v, first);
+    if (c->act == CLIP_ACT_QUICK_GELU) quick_gelu_forward(b.ha, b.h1, (size_t)NT * M);
+    else gelu_forward(b.ha, b.h1, (size_t)NT * M);
+    linear_forward(tmp, b.ha, L->fc2.w, L->fc2.b, NT, M, W);
+    add_forward(x_out, b.mid, tmp, nw);                                 /* hidden_states[l + 1] */
+}
+
 float *clip_vit_forward_at(clip_vit *v, const float *pixels, int N, int first) {
     if (N <= 0 || first < 0 || first > v->max_images - N) {
         ar_errorf("clip_vit: %d images from slot %d, the tower was created for 1..%d", N, first, v->max_images);
         return NULL;
     }
     const clip_vit_cfg *c = &v->c;
-    const int W = c->width, M = c->mlp_dim, H = c->heads, hd = W / H, T = v->T, G = v->G, NT = N * T;
-    const size_t TW = (size_t)T * W, nw = (size_t)NT * W, o = (size_t)first * T,
-                 img = (size_t)c->channels * c->image_size * c->image_size;
+    const int W = c->width, T = v->T, G = v->G, NT = N * T;
+    const size_t TW = (size_t)T * W, o = (size_t)first * T, img = (size_t)c->channels * c->image_size * c->image_size;
     if (c->trainable) {   /* backward needs the pixels for the patch-embedding gradient */
         memset(v->done + first, 0, (size_t)N);
         k_copy(v->pix + first * img, pixels, N * img * sizeof(float));
         pixels = v->pix + first * img;
     }
-    float *ln = v->ln + o * W, *tmp = v->tmp + o * W;
+    float *tmp = v->tmp + o * W;
 
     /* Embeddings: conv -> [N, W, G]; token rows 1..G of each image are its transpose. */
     float *conv = v->region;
@@ -423,28 +464,11 @@ float *clip_vit_forward_at(clip_vit *v, const float *pixels, int N, int first) {
         layernorm_forward(h0, m0, r0, emb, v->pre.w, v->pre.b, c->eps, NT, W);
     }
 
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (int l = 0; l < v->n_run; l++) {
-        const layer_w *L = &v->L[l];
-        const lbuf b = layer_bufs(v, l, first);
-        float *x_out = l + 1 < v->n_run ? layer_bufs(v, l + 1, first).in : final_hidden(v, first);
-        layernorm_forward(ln, b.m1, b.r1, b.in, L->ln1.w, L->ln1.b, c->eps, NT, W);
-        linear_forward(b.q, ln, L->q.w, L->q.b, NT, W, W);
-        linear_forward(b.k, ln, L->k.w, L->k.b, NT, W, W);
-        linear_forward(b.v, ln, L->v.w, L->v.b, NT, W, W);
-        attention_forward(b.ao, b.att, b.q, b.k, b.v, NULL, 0, scale, N, T, T, H, H, hd);
-        linear_forward(tmp, b.ao, L->o.w, L->o.b, NT, W, W);
-        add_forward(b.mid, b.in, tmp, nw);                                  /* frozen: in place */
-        layernorm_forward(ln, b.m2, b.r2, b.mid, L->ln2.w, L->ln2.b, c->eps, NT, W);
-        linear_forward(b.h1, ln, L->fc1.w, L->fc1.b, NT, W, M);
-        if (c->act == CLIP_ACT_QUICK_GELU) quick_gelu_forward(b.ha, b.h1, (size_t)NT * M);
-        else gelu_forward(b.ha, b.h1, (size_t)NT * M);
-        linear_forward(tmp, b.ha, L->fc2.w, L->fc2.b, NT, M, W);
-        add_forward(x_out, b.mid, tmp, nw);                                 /* hidden_states[l + 1] */
-    }
+    for (int l = 0; l < v->n_run; l++) layer_forward(v, l, first, N, 1);
     v->last_first = first;
     v->last_n = N;
     if (c->trainable) memset(v->done + first, 1, (size_t)N);
+    for (int i = first; c->checkpoint_layers && i < first + N; i++) v->held[i] = v->n_run - 1;
     float *x = final_hidden(v, first);
     if (c->keep_cls) return x;
     float *out = v->out + (size_t)first * G * W;
@@ -484,6 +508,12 @@ int clip_vit_backward_at(clip_vit *v, const float *dout, int N, int first) {
             k_copy(dx + n * TW + W, dout + (size_t)n * G * W, (size_t)G * W * fb);
     }
     for (int l = v->n_run - 1; l >= 0; l--) {
+        if (c->checkpoint_layers) {   /* refill the shared buffers with layer l's forward (unless they hold it) */
+            int held = 1;
+            for (int i = first; i < first + N; i++) held &= v->held[i] == l;
+            if (!held) layer_forward(v, l, first, N, 0);
+            for (int i = first; i < first + N; i++) v->held[i] = l;
+        }
         const layer_w *L = &v->L[l];
         const lbuf b = layer_bufs(v, l, first);
         /* x_out = mid + fc2(act(fc1(ln2(mid)))) */

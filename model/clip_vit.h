@@ -42,7 +42,11 @@
  * LayerNorms' statistics: (6W + M) T + H T^2 + 4T floats per image and layer;
  * the LayerNorm outputs and the MLP activation are recomputed in backward),
  * plus a copy of the pixels and the backward's work buffers ((7W + 3M) T + H T^2
- * per image): ViT-L with select -2 about 360 MB per image.
+ * per image): ViT-L with select -2 about 360 MB per image. With
+ * checkpoint_layers only each run layer's input (W T per image and layer) stays
+ * per layer and one layer's set of the rest is shared by all: backward runs
+ * each layer's forward again (up to fc1) before its backward, about a third
+ * more tower work, the same gradients bit for bit.
  * Image slots: the buffers hold max_images images; a forward fills slots
  * first..first+N-1 (clip_vit_forward: from 0), and a trainable tower keeps each
  * slot's activations until a later forward overwrites that slot, so two
@@ -85,6 +89,9 @@ typedef struct {
     const char *prefix; /* NULL = "vision_model." */
     int trainable;      /* 0: frozen, forward only (LLaVA/AnyRef); 1: declare the tensors
                            trainable, keep activations, allow clip_vit_backward */
+    int checkpoint_layers; /* trainable only: keep each layer's input alone and recompute the
+                              layer's forward during backward (one shared set of layer buffers
+                              instead of one per layer; the same gradients, bit for bit) */
 } clip_vit_cfg;
 
 /* openai/clip-vit-large-patch14 with LLaVA's selection (-2, patch) and HF prefix. */

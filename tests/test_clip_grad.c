@@ -18,6 +18,13 @@
  * 3. Central finite differences (float32) of L through the whole tower into a
  *    few tensors per activation: patch embedding, class and position
  *    embeddings, pre_layrnorm, a q projection, a LayerNorm, fc1/fc2.
+ * 3b. checkpoint_layers (each variant): a checkpointed tower over the same
+ *    parameters gives the same features and gradients bit for bit (memcmp),
+ *    also after a second backward (which must recompute the top layer the
+ *    first left as layer 0), from a smaller block that clip_vit_plan_bytes
+ *    predicts exactly; two forwards into slots 0 and 1 and one backward over
+ *    both match the batch's gradients to 1e-5. Skipping the recompute makes
+ *    the gradients differ (checked by hand when this was written).
  * 4. The frozen tower is exactly as before: nothing trainable, the activation
  *    block of the forward-only layout (same formula as before this backward
  *    existed), backward refused; a trainable tower refuses a backward of a slot
@@ -121,6 +128,57 @@ static void fd_checks(const variant *va, ar_params *ps, clip_vit *v, const float
     }
 }
 
+/* checkpoint_layers: a second tower over the same parameters, each layer's
+ * forward recomputed in backward from its kept input. v holds a forward of px
+ * and g1 the gradients of one backward from it. */
+static void checkpoint_check(const variant *va, ar_params *ps, const clip_vit_cfg *cfg, clip_vit *v,
+                             const float *px, const float *r, const float *f, const float *g1, size_t nf) {
+    char lab[200];
+    clip_vit_cfg ck = *cfg;
+    ck.checkpoint_layers = 1;
+    float *o1 = t_alloc(nf), *o2 = t_alloc(nf), *gc1 = NULL, *gc2 = NULL, *gn2 = NULL, *gs = NULL;
+    k_sync();
+    k_download(o1, f, nf * sizeof(float));
+    clip_vit *v2 = clip_vit_create(&ck, ps, N);
+    const float *f2 = v2 ? clip_vit_forward(v2, px, N) : NULL;
+    snprintf(lab, sizeof lab, PFX "%s checkpoint_layers", va->name);
+    if (!f2) { t_fail(lab, "%s", ar_error()); goto done; }
+    k_sync();
+    k_download(o2, f2, nf * sizeof(float));
+    /* one backward; then a second one, which must refill the top layer the first left as layer 0 */
+    params_zero_grad(ps);
+    const int rc1 = clip_vit_backward(v2, r);
+    gc1 = grads_host(ps);
+    const int rc2 = clip_vit_backward(v2, r);
+    gc2 = grads_host(ps);
+    params_zero_grad(ps);
+    clip_vit_backward(v, r);
+    clip_vit_backward(v, r);
+    gn2 = grads_host(ps);
+    const size_t b1 = clip_vit_activation_bytes(v), b2 = clip_vit_activation_bytes(v2),
+                 pb = clip_vit_plan_bytes(&ck, N);
+    const int same_o = !memcmp(o1, o2, nf * sizeof(float)), same_g = !memcmp(g1, gc1, ps->ng * sizeof(float)),
+              same_g2 = !memcmp(gn2, gc2, ps->ng * sizeof(float));
+    t_check(rc1 == 0 && rc2 == 0 && same_o && same_g && same_g2 && b2 < b1 && pb == b2, lab,
+            "features %s, %zu gradients %s, after a second backward %s; activations %zu -> %zu bytes "
+            "(plan %zu) for %d images", same_o ? "identical" : "DIFFER", ps->ng, same_g ? "identical" : "DIFFER",
+            same_g2 ? "identical" : "DIFFER", b1, b2, pb, N);
+    /* image slots: two forwards, one backward over both = the batch's gradients (1e-5: other row counts) */
+    params_zero_grad(ps);
+    const size_t img = (size_t)CH * IMG * IMG;
+    const int fw = clip_vit_forward_at(v2, px, 1, 0) && clip_vit_forward_at(v2, px + img, 1, 1);
+    const int rc3 = fw ? clip_vit_backward_at(v2, r, 2, 0) : -1;
+    gs = grads_host(ps);
+    const double e = t_max_rel_err(gs, g1, ps->ng);
+    snprintf(lab, sizeof lab, PFX "%s checkpoint_layers slots", va->name);
+    t_check(rc3 == 0 && e <= 1e-5, lab, "images in slots 0 and 1 by two forwards, one backward over both: "
+            "gradients vs the batch's max rel err %.1e", e);
+done:
+    params_zero_grad(ps);
+    free(o1); free(o2); free(gc1); free(gc2); free(gn2); free(gs);
+    clip_vit_free(v2);
+}
+
 /* One variant: parity of the features and every gradient, then (quick_gelu) slots and accumulation,
  * then finite differences. */
 static void run_variant(h5fixture *fx, const variant *va, const float *px) {
@@ -170,6 +228,7 @@ static void run_variant(h5fixture *fx, const variant *va, const float *px) {
             "post_layernorm frozen", va->name, ntr, want, n_run, L - 1, last_frozen ? "frozen" : "trainable");
 
     g1 = grads_host(&ps);
+    checkpoint_check(va, &ps, &cfg, v, px, r, f, g1, nf);
     if (va == &VARIANTS[0]) {
         /* two forwards into slots 0 and 1, one backward over both */
         const size_t img = (size_t)CH * IMG * IMG;

@@ -219,5 +219,8 @@ int main(void) {
                           "train.trainable=lora+embed", "model.checkpoint_layers=1", "clip.trainable=0",
                           "sam_encoder.trainable=0", "projector.type=linear", "sam.trainable=anyref"};
     check_tiny("configs/sources-tiny.cfg", src2, 9);
+    const char *src3[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "clip.trainable=1",
+                          "clip.layers=3", "clip.checkpoint=1"};   /* checkpointed: 2 run layers share a block */
+    check_tiny("configs/sources-tiny.cfg", src3, 5);
     return t_exit_code();
 }

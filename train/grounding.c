@@ -336,6 +336,7 @@ static int refs_setup(run_t *r, const ar_config *cfg) {
                       .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
                       .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
                       .trainable = cfg_bool(cfg, "clip.trainable")};
+    c.checkpoint_layers = c.trainable && cfg_bool(cfg, "clip.checkpoint");
     const char *act = cfg_str(cfg, "clip.act");
     if (!strcmp(act, "quick_gelu")) c.act = CLIP_ACT_QUICK_GELU;
     else if (!strcmp(act, "gelu")) c.act = CLIP_ACT_GELU;

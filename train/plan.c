@@ -147,6 +147,7 @@ int plan_shape_from_config(const ar_config *cfg, plan_shape *s) {
                           .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
                           .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
                           .trainable = cfg_bool(cfg, "clip.trainable")};
+        c.checkpoint_layers = c.trainable && cfg_bool(cfg, "clip.checkpoint");
         c.act = !strcmp(cfg_str(cfg, "clip.act"), "gelu") ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
         rc->clip = c;
         if (mm_projector_type_from_name(cfg_str(cfg, "projector.type"), &rc->proj.type)) return ar_error_prefix("config: projector.type: ");

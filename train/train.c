@@ -117,6 +117,7 @@ const cfg_key train_schema[] = {
     {"clip.select_layer", CFG_INT, "-2", "anyref: CLIP hidden state fed to the projector (LLaVA: -2)"},
     {"clip.act", CFG_STRING, "quick_gelu", "anyref: CLIP activation: quick_gelu | gelu"},
     {"clip.trainable", CFG_BOOL, "0", "anyref: train the CLIP tower too (full backward; for small models from scratch; no feature cache for it)"},
+    {"clip.checkpoint", CFG_BOOL, "0", "with clip.trainable: gradient checkpointing per CLIP layer (keep each layer's input, recompute its forward in backward: less memory, about a third more tower work, the same gradients bit for bit)"},
     {"clip.init", CFG_STRING, "", "anyref: CLIP and mm_projector weights (.safetensors: vision_model.*, model.mm_projector.*; empty: random)"},
     {"projector.type", CFG_STRING, "linear", "anyref: mm_projector: linear | mlp2x_gelu"},
     {"projector.trainable", CFG_BOOL, "0", "anyref: train the mm_projector (AnyRef: frozen)"},
