@@ -63,6 +63,7 @@ struct sam_image_encoder {
     float *pe_w, *pe_b, *pos, *neck0, *neck1w, *neck1b, *neck2, *neck3w, *neck3b;
     float *gpe_w, *gpe_b, *gpos, *gneck0, *gneck1w, *gneck1b, *gneck2, *gneck3w, *gneck3b;
     int tr, last_B;              /* trainable; batch of the last full forward (0: none) */
+    int held;                    /* checkpoint_blocks: the block whose activations the shared buffers hold */
     float **xs;                  /* [depth+1]: block inputs / outputs (all e->x when frozen) */
     float *patches, *nmean1, *nrstd1;   /* trainable: kept for backward */
     enc_grads g;
@@ -488,6 +489,7 @@ float *sam_encoder_forward(sam_image_encoder *e, const float *image, int B) {
     conv2d_forward(e->n2, e->cscratch, e->n1n, e->neck2, NULL, B, OC, G, G, OC, 3, 3, 1, 1, 1, 1);
     layernorm2d_forward(e->out, e->nmean, e->nrstd, e->n2, e->neck3w, e->neck3b, LN_EPS, B, OC, N);
     e->last_B = B;
+    e->held = e->c.depth - 1;
     return e->out;
 }
 
@@ -564,9 +566,12 @@ int sam_encoder_backward(sam_image_encoder *e, const float *dout) {
         matmul(g->dx + (size_t)b * N * C, dn, e->neck0, N, C, OC, 1, 0, 1.0f, 1.0f);
     }
     for (int l = c->depth - 1; l >= 0; l--) {
-        /* checkpointed: the shared buffers hold the last block's forward; refill
-         * them for block l (its output, xs[l+1], is rewritten with the same bits) */
-        if (c->checkpoint_blocks && l < c->depth - 1) block_forward(e, &e->bw[l], &e->act[l], e->xs[l], e->xs[l + 1], B);
+        /* checkpointed: the shared buffers hold one block's forward (after a
+         * forward the last block's; after a backward the first's, so a second
+         * backward refills the last too); refill them for block l (its output,
+         * xs[l+1], is rewritten with the same bits) */
+        if (c->checkpoint_blocks && e->held != l) block_forward(e, &e->bw[l], &e->act[l], e->xs[l], e->xs[l + 1], B);
+        e->held = l;
         block_backward(e, &e->bw[l], &e->bg[l], &e->act[l], e->xs[l], B);
     }
     for (int b = 0; b < B; b++) axpy(e->gpos, g->dx + (size_t)b * N * C, 1.0f, (size_t)N * C);

@@ -369,7 +369,16 @@ static void check_config(const char *key, const char *prefix, const char *const 
                 "output %s, %zu gradients %s; activations %.2f MiB -> %.2f MiB for %d images%s%s",
                 same_o ? "identical" : "DIFFER", ps.ng, same_g ? "identical" : "DIFFER", b1 / 1048576.0, b2 / 1048576.0,
                 B + 1, e2 && rc2 == 0 ? "" : ": ", e2 && rc2 == 0 ? "" : ar_error());
-        free(g1); free(g2); free(o1); free(o2);
+        /* a second backward with no forward between: the shared buffers then
+         * hold block 0, and the last block must be refilled too */
+        const int rc3 = e2 ? sam_encoder_backward(e2, dR) : -1;
+        float *g3 = fx_download(&FX, ps.g, ps.ng);
+        for (size_t k = 0; k < ps.ng; k++) g1[k] *= 2.0f;
+        const double err3 = t_max_rel_err(g3, g1, ps.ng);
+        snprintf(label, sizeof label, PFX "%s.checkpoint_blocks_second_backward", key);
+        t_check(rc3 == 0 && err3 <= 1e-6, label, "second backward: 2x the first, max rel err %.1e over %zu floats", err3,
+                ps.ng);
+        free(g1); free(g2); free(g3); free(o1); free(o2);
         sam_encoder_free(e2);
         params_zero_grad(&ps);
         sam_encoder_backward(e, dR);
