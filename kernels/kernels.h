@@ -92,7 +92,11 @@ void linear_backward(float *din, float *dw, float *db, const float *dout, const 
  *   rank 1 <= R <= 4096.
  *   mask[N,IN] holds 0 or 1/(1-p) (from dropout_mask) or is NULL (no dropout).
  *   Saved for backward: xd[N,IN] = in ⊙ mask (unused and may be NULL when
- *   mask is NULL) and u[N,R] = xd @ A^T. */
+ *   mask is NULL) and u[N,R] = xd @ A^T.
+ *   w may be NULL (a base stored otherwise, e.g. linear_bf16_forward): out
+ *   must then already hold the base product, forward adds the LoRA term to
+ *   it (b is ignored), and backward leaves the base's gradients (din's base
+ *   term, dw, db) to the caller. */
 void lora_forward(float *out, float *xd, float *u, const float *in, const float *mask,
                   const float *w, const float *b, const float *A, const float *B,
                   float scale, int N, int IN, int OUT, int R);
@@ -100,6 +104,30 @@ void lora_backward(float *din, float *dw, float *db, float *dA, float *dB,
                    const float *dout, const float *in, const float *xd, const float *u,
                    const float *mask, const float *w, const float *A, const float *B,
                    float scale, int N, int IN, int OUT, int R);
+/* ------------------------------------------------------------------------ */
+/* bf16 storage of frozen weights                                           */
+/* ------------------------------------------------------------------------ */
+/* A bf16 value is the upper 16 bits of an IEEE-754 binary32 (PyTorch's
+ * torch.bfloat16). Frozen weights may be stored this way (half the memory);
+ * the products below widen them to fp32 inside (exactly: every bf16 is a
+ * float) and compute in the GEMM mode (k_set_gemm_mode), so a bf16-stored
+ * weight gives the result of the fp32 product with the widened weight.
+ * Conversions work on backend memory; float -> bf16 rounds to nearest even,
+ * keeps ±Inf and signed zeros, and turns every NaN into a quiet NaN. */
+typedef uint16_t bf16_t;
+void convert_f32_to_bf16(bf16_t *dst, const float *src, size_t n);
+void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n);
+/* Host-side helpers with the same rounding (loaders, tests). */
+void convert_f32_to_bf16_host(bf16_t *dst, const float *src, size_t n);
+void convert_bf16_to_f32_host(float *dst, const bf16_t *src, size_t n);
+/* out[N,OUT] = in[N,IN] @ w[OUT,IN]^T + b[OUT], w in bf16 (b may be NULL).
+ * The backend widens w in row blocks into an internal workspace of bounded
+ * size (never the whole matrix at once). */
+void linear_bf16_forward(float *out, const float *in, const bf16_t *w, const float *b, int N, int IN, int OUT);
+/* din[N,IN] += dout @ w;  db[OUT] += colsum(dout)  (din, db may be NULL; a
+ * bf16 weight is frozen, so there is no dw). */
+void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t *w, int N, int IN, int OUT);
+
 /* Fills mask[n] with 0 (probability p) or 1/(1-p), from a counter-based hash of
  * (seed, index): deterministic and independent of the thread count. */
 void dropout_mask(float *mask, size_t n, float p, uint64_t seed);

@@ -63,7 +63,7 @@ void lora_forward(float *out, float *xd, float *u, const float *in, const float 
         x = xd;
     }
     matmul(u, x, A, N, R, IN, 0, 1, 1.0f, 0.0f);        /* u[N,R] = x A^T */
-    linear_forward(out, in, w, b, N, IN, OUT);
+    if (w) linear_forward(out, in, w, b, N, IN, OUT);   /* NULL: out holds the base product already */
     matmul(out, u, B, N, OUT, R, 0, 1, scale, 1.0f);    /* out += scale u B^T */
 }
 
@@ -72,7 +72,7 @@ void lora_backward(float *din, float *dw, float *db, float *dA, float *dB,
                    const float *mask, const float *w, const float *A, const float *B,
                    float scale, int N, int IN, int OUT, int R) {
     const float *x = mask ? xd : in;
-    linear_backward(din, dw, db, dout, in, w, N, IN, OUT);
+    if (w) linear_backward(din, dw, db, dout, in, w, N, IN, OUT);   /* NULL: the caller's base */
     if (dB) matmul(dB, dout, u, OUT, R, N, 1, 0, scale, 1.0f);       /* [OUT,R] += s dout^T u */
     if (!dA && !din) return;
     /* du[rows,R] = s dout B, in row blocks on the stack (R is the small LoRA rank). */

@@ -40,7 +40,7 @@ void kc_fail(const char *what, const char *file, int line, const char *msg);
 /* After every kernel launch: catches bad launch configurations immediately. */
 #define KC_LAUNCHED() KC_CUDA(cudaGetLastError())
 
-enum { KC_WS_REDUCE = 0, KC_WS_TEMP = 1, KC_WS_SLOTS = 2 };
+enum { KC_WS_REDUCE = 0, KC_WS_TEMP = 1, KC_WS_WIDE = 2, KC_WS_SLOTS = 3 };   /* WIDE: bf16 weights widened (bf16.cu) */
 /* A device buffer of at least `bytes` bytes (256-byte aligned) for this slot. */
 void *kc_workspace(int slot, size_t bytes);
 

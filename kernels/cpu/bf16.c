@@ -1,0 +1,119 @@
+/* kernels/cpu/bf16.c — bf16 storage of frozen weights (kernels.h "bf16
+ * storage"): conversions, and the linear product with a bf16 weight, widened
+ * to fp32 in row blocks into an internal buffer of at most WIDE_FLOATS floats
+ * and multiplied by OpenBLAS sgemm. The buffer is the backend's own and grows
+ * once to the largest block used (kernels are called from one thread).
+ * Depends on kernels/kernels.h, OpenBLAS (cblas), OpenMP. */
+#include "kernels/kernels.h"
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { WIDE_FLOATS = 1 << 22 };   /* 16 MiB: 1024 rows of 4096 */
+
+static inline bf16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);   /* NaN: quiet, sign kept */
+    u += 0x7fffu + ((u >> 16) & 1u);   /* round to nearest, ties to even (a carry into the exponent is right) */
+    return (bf16_t)(u >> 16);
+}
+static inline float from_bf16(bf16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+void convert_f32_to_bf16_host(bf16_t *dst, const float *src, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = to_bf16(src[i]);
+}
+void convert_bf16_to_f32_host(float *dst, const bf16_t *src, size_t n) {
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = from_bf16(src[i]);
+}
+/* On this backend, backend memory is host memory. */
+void convert_f32_to_bf16(bf16_t *dst, const float *src, size_t n) { convert_f32_to_bf16_host(dst, src, n); }
+void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n) { convert_bf16_to_f32_host(dst, src, n); }
+
+static float *g_wide;
+static size_t g_wide_n;
+static float g_small[1 << 16];   /* when the heap has no 16 MiB left: smaller blocks */
+/* Rows per block for a row length of IN, and the block buffer. */
+static float *wide_buffer(int IN, int OUT, int *rows) {
+    int rb = WIDE_FLOATS / (IN > 0 ? IN : 1);
+    if (rb < 1) rb = 1;
+    if (rb > OUT) rb = OUT;
+    const size_t need = (size_t)rb * (size_t)IN;
+    if (need > g_wide_n) {
+        float *p = realloc(g_wide, need * sizeof(float));
+        if (p) {
+            g_wide = p;
+            g_wide_n = need;
+        }
+    }
+    if (need <= g_wide_n) {
+        *rows = rb;
+        return g_wide;
+    }
+    rb = (int)((sizeof g_small / sizeof g_small[0]) / (size_t)IN);
+    *rows = rb < 1 ? 0 : rb > OUT ? OUT : rb;
+    return g_small;
+}
+
+/* out[n, o] (+)= Σ_i in[n,i] w[o,i] without a block buffer (a row longer than
+ * the fallback buffer and no heap: slow but right). */
+static void forward_rows(float *out, const float *in, const bf16_t *w, int acc, int N, int IN, int OUT) {
+    #pragma omp parallel for
+    for (int o = 0; o < OUT; o++)
+        for (int n = 0; n < N; n++) {
+            double s = 0;
+            for (int i = 0; i < IN; i++) s += (double)in[(size_t)n * IN + i] * from_bf16(w[(size_t)o * IN + i]);
+            out[(size_t)n * OUT + o] = (float)(acc ? out[(size_t)n * OUT + o] + s : s);
+        }
+}
+
+void linear_bf16_forward(float *out, const float *in, const bf16_t *w, const float *b, int N, int IN, int OUT) {
+    if (N <= 0 || OUT <= 0) return;
+    if (b) {
+        #pragma omp parallel for if ((long)N * OUT > 32768)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OUT, b, (size_t)OUT * sizeof(float));
+    }
+    if (IN <= 0) {
+        if (!b) memset(out, 0, (size_t)N * OUT * sizeof(float));
+        return;
+    }
+    int rb;
+    float *wf = wide_buffer(IN, OUT, &rb);
+    if (!rb) { forward_rows(out, in, w, b != NULL, N, IN, OUT); return; }
+    for (int o0 = 0; o0 < OUT; o0 += rb) {
+        const int nr = OUT - o0 < rb ? OUT - o0 : rb;
+        convert_bf16_to_f32_host(wf, w + (size_t)o0 * IN, (size_t)nr * IN);
+        /* out[:, o0:o0+nr] (row stride OUT) = in[N,IN] @ wf[nr,IN]^T (+ the bias already there) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, IN, 1.0f, in, IN, wf, IN, b ? 1.0f : 0.0f,
+                    out + o0, OUT);
+    }
+}
+
+void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t *w, int N, int IN, int OUT) {
+    if (db) linear_backward(NULL, NULL, db, dout, NULL, NULL, N, IN, OUT);
+    if (!din || N <= 0 || IN <= 0 || OUT <= 0) return;
+    int rb;
+    float *wf = wide_buffer(IN, OUT, &rb);
+    if (!rb) {   /* no block buffer: din[n,i] += Σ_o dout[n,o] w[o,i] directly */
+        #pragma omp parallel for
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OUT; o++) {
+                const float g = dout[(size_t)n * OUT + o];
+                for (int i = 0; i < IN; i++) din[(size_t)n * IN + i] += g * from_bf16(w[(size_t)o * IN + i]);
+            }
+        return;
+    }
+    for (int o0 = 0; o0 < OUT; o0 += rb) {
+        const int nr = OUT - o0 < rb ? OUT - o0 : rb;
+        convert_bf16_to_f32_host(wf, w + (size_t)o0 * IN, (size_t)nr * IN);
+        /* din[N,IN] += dout[:, o0:o0+nr] (row stride OUT) @ wf[nr,IN] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, nr, 1.0f, dout + o0, OUT, wf, IN, 1.0f, din, IN);
+    }
+}

@@ -1,0 +1,229 @@
+/* tests/test_bf16.c — bf16 storage of frozen weights (kernels.h "bf16
+ * storage"), on whichever backend is built (device-capable: every tensor
+ * moves through k_upload / k_download):
+ *   - float -> bf16 rounding against a reference written here in double
+ *     (nearest, ties to even), on special values and on 2^20 random bit
+ *     patterns; bf16 -> float exact; the backend's conversion equals the
+ *     host's bit for bit;
+ *   - linear_bf16_forward / _backward against linear_forward / _backward with
+ *     the widened weight, on shapes that need several row blocks, with and
+ *     without a bias, to 1e-6 relative;
+ *   - a finite-difference check of linear_bf16_backward's din;
+ *   - lora_forward / lora_backward with w = NULL after the bf16 base equal
+ *     the LoRA linear with the widened weight.
+ * Depends on kernels/kernels.h, tests/testlib.h. */
+#include "kernels/kernels.h"
+#include "tests/testlib.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static float wide(bf16_t h) { return float_of((uint32_t)h << 16); }
+
+/* The bf16 nearest to x (ties to the even one), by comparing the two
+ * candidates around x in double; for finite x. */
+static bf16_t ref_round(float x) {
+    const uint32_t u = bits_of(x);
+    const bf16_t lo = (bf16_t)(u >> 16), hi = (bf16_t)(lo + 1);   /* truncation and the next one away from zero */
+    const double d_lo = fabs((double)x - (double)wide(lo));
+    const double fh = (lo & 0x7fffu) == 0x7f7fu ? INFINITY * (x < 0 ? -1 : 1) : (double)wide(hi);
+    const double d_hi = isinf(fh) ? fabs((double)x - (x < 0 ? -1.0 : 1.0) * 3.4028236692093846e38) : fabs((double)x - fh);
+    if (d_lo < d_hi) return lo;
+    if (d_hi < d_lo) return hi;
+    return (lo & 1u) ? hi : lo;
+}
+
+static void test_rounding(void) {
+    const struct { uint32_t in; uint16_t want; const char *what; } cases[] = {
+        {0x3f800000u, 0x3f80u, "1"},
+        {0x3f808000u, 0x3f80u, "1 + 2^-8 (tie, to even: down)"},
+        {0x3f818000u, 0x3f82u, "1 + 3*2^-8 (tie, to even: up)"},
+        {0x3f808001u, 0x3f81u, "just above the tie"},
+        {0x80000000u, 0x8000u, "-0"},
+        {0x7f800000u, 0x7f80u, "+Inf"},
+        {0xff800000u, 0xff80u, "-Inf"},
+        {0x7f7fffffu, 0x7f80u, "FLT_MAX rounds to +Inf"},
+        {0x00000001u, 0x0000u, "the smallest subnormal rounds to 0"},
+        {0x7f800001u, 0x7fc0u, "a signalling NaN becomes a quiet NaN"},
+        {0xffc00000u, 0xffc0u, "-NaN stays -NaN"},
+    };
+    int ok = 1;
+    char msg[600] = "";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x = float_of(cases[i].in);
+        bf16_t h;
+        convert_f32_to_bf16_host(&h, &x, 1);
+        if (h != cases[i].want) {
+            ok = 0;
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " %s: 0x%04x, want 0x%04x;", cases[i].what, h,
+                     cases[i].want);
+        }
+    }
+    t_check(ok, "bf16 special values", "%zu cases%s", sizeof cases / sizeof cases[0], ok ? ": the numbers as torch 1.13's .to(bfloat16) rounds them; NaN stays a NaN" : msg);
+
+    enum { N = 1 << 20 };
+    float *x = t_alloc(N), *back = t_alloc(N);
+    bf16_t *h = malloc(N * sizeof(bf16_t)), *hd = malloc(N * sizeof(bf16_t));
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < N; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        uint32_t u = (uint32_t)(s >> 11);
+        if ((u & 0x7f800000u) == 0x7f800000u) u &= ~0x00800000u;   /* finite only */
+        x[i] = float_of(u);
+    }
+    convert_f32_to_bf16_host(h, x, N);
+    size_t bad = 0, first = N;
+    for (size_t i = 0; i < N; i++)
+        if (h[i] != ref_round(x[i])) { if (!bad) first = i; bad++; }
+    t_check(bad == 0, "bf16 rounding: nearest, ties to even", "%zu of %d random finite floats differ from the reference%s",
+            bad, N, bad ? " (first: see below)" : "");
+    if (bad) printf("     x = %a (0x%08x): got 0x%04x, want 0x%04x\n", x[first], bits_of(x[first]), h[first], ref_round(x[first]));
+    /* the backend's conversions: the same bits */
+    float *dx = k_malloc(N * sizeof(float)), *dback = k_malloc(N * sizeof(float));
+    bf16_t *dh = k_malloc(N * sizeof(bf16_t));
+    k_upload(dx, x, N * sizeof(float));
+    convert_f32_to_bf16(dh, dx, N);
+    convert_bf16_to_f32(dback, dh, N);
+    k_sync();
+    k_download(hd, dh, N * sizeof(bf16_t));
+    k_download(back, dback, N * sizeof(float));
+    size_t exact = 0;
+    for (size_t i = 0; i < N; i++) exact += bits_of(back[i]) == (uint32_t)h[i] << 16;
+    t_check(!memcmp(h, hd, N * sizeof(bf16_t)) && exact == N, "bf16 backend conversions",
+            "%s backend: f32->bf16 %s the host's, bf16->f32 exact for %zu of %d", k_backend_name(),
+            memcmp(h, hd, N * sizeof(bf16_t)) ? "DIFFERS from" : "equals", exact, N);
+    k_free(dx); k_free(dback); k_free(dh);
+    free(x); free(back); free(h); free(hd);
+}
+
+/* A device copy of host floats. */
+static float *dev_of(const float *h, size_t n) {
+    float *d = k_malloc(n * sizeof(float));
+    k_upload(d, h, n * sizeof(float));
+    return d;
+}
+static float *host_of(const float *d, size_t n) {
+    float *h = t_alloc(n);
+    k_sync();
+    k_download(h, d, n * sizeof(float));
+    return h;
+}
+
+typedef struct { float *in, *out, *r; const bf16_t *w; const float *b; int N, IN, OUT; } fd_ctx;
+static double fd_loss(void *p) {   /* Σ out · r, with out = linear_bf16(in) (host copies of in / r) */
+    fd_ctx *c = p;
+    float *din = dev_of(c->in, (size_t)c->N * c->IN);
+    linear_bf16_forward(c->out, din, c->w, c->b, c->N, c->IN, c->OUT);
+    float *o = host_of(c->out, (size_t)c->N * c->OUT);
+    double s = t_dot(o, c->r, (size_t)c->N * c->OUT);
+    free(o);
+    k_free(din);
+    return s;
+}
+
+/* One shape: forward and backward against the fp32 kernels with the widened weight. */
+static void test_linear(int N, int IN, int OUT, int bias, uint64_t seed) {
+    const size_t nw = (size_t)OUT * IN, ni = (size_t)N * IN, no = (size_t)N * OUT;
+    float *w = t_alloc(nw), *wf = t_alloc(nw), *in = t_alloc(ni), *b = t_alloc(OUT), *g = t_alloc(no);
+    t_fill_normal(w, nw, 0.05f, seed);
+    t_fill_normal(in, ni, 1.0f, seed + 1);
+    t_fill_normal(b, OUT, 0.5f, seed + 2);
+    t_fill_normal(g, no, 1.0f, seed + 3);
+    bf16_t *wh = malloc(nw * sizeof(bf16_t));
+    convert_f32_to_bf16_host(wh, w, nw);
+    convert_bf16_to_f32_host(wf, wh, nw);
+    bf16_t *dw16 = k_malloc(nw * sizeof(bf16_t));
+    k_upload(dw16, wh, nw * sizeof(bf16_t));
+    float *dwf = dev_of(wf, nw), *din = dev_of(in, ni), *db = bias ? dev_of(b, OUT) : NULL, *dg = dev_of(g, no);
+    float *o1 = k_malloc(no * sizeof(float)), *o2 = k_malloc(no * sizeof(float));
+    linear_bf16_forward(o1, din, dw16, db, N, IN, OUT);
+    linear_forward(o2, din, dwf, db, N, IN, OUT);
+    float *h1 = host_of(o1, no), *h2 = host_of(o2, no);
+    char name[160];
+    snprintf(name, sizeof name, "linear_bf16 forward %dx%d -> %d%s", N, IN, OUT, bias ? " + bias" : "");
+    double e = t_max_rel_err(h1, h2, no);
+    t_check(e <= 1e-6, name, "max rel err %.1e against linear_forward with the widened weight (%s)", e,
+            memcmp(h1, h2, no * sizeof(float)) ? "not bitwise" : "bitwise");
+    /* backward: din (accumulating onto a non-zero start) and db */
+    float *g1 = t_alloc(ni), *start = t_alloc(ni);
+    t_fill_normal(start, ni, 1.0f, seed + 4);
+    float *dd1 = dev_of(start, ni), *dd2 = dev_of(start, ni), *db1 = dev_of(b, OUT), *db2 = dev_of(b, OUT);
+    linear_bf16_backward(dd1, bias ? db1 : NULL, dg, dw16, N, IN, OUT);
+    linear_backward(dd2, NULL, bias ? db2 : NULL, dg, din, dwf, N, IN, OUT);
+    float *a1 = host_of(dd1, ni), *a2 = host_of(dd2, ni), *c1 = host_of(db1, OUT), *c2 = host_of(db2, OUT);
+    snprintf(name, sizeof name, "linear_bf16 backward %dx%d -> %d%s", N, IN, OUT, bias ? " + bias" : "");
+    double e2 = t_max_rel_err(a1, a2, ni), e3 = t_max_rel_err(c1, c2, OUT);
+    t_check(e2 <= 1e-6 && e3 <= 1e-6, name, "din (accumulated) max rel err %.1e, db %.1e", e2, e3);
+    /* finite differences of Σ out·g with respect to in */
+    if (ni <= 4096) {
+        k_zero(dd1, ni * sizeof(float));
+        linear_bf16_backward(dd1, NULL, dg, dw16, N, IN, OUT);
+        float *an = host_of(dd1, ni);
+        fd_ctx c = {.in = in, .out = o1, .r = g, .w = dw16, .b = db, .N = N, .IN = IN, .OUT = OUT};
+        snprintf(name, sizeof name, "linear_bf16 din finite differences %dx%d -> %d", N, IN, OUT);
+        t_gradcheck(name, fd_loss, &c, in, an, ni, 1e-2f, 2e-3, 64);
+        free(an);
+    }
+    free(w); free(wf); free(in); free(b); free(g); free(wh); free(h1); free(h2); free(g1); free(start);
+    free(a1); free(a2); free(c1); free(c2);
+    k_free(dw16); k_free(dwf); k_free(din); k_free(db); k_free(dg); k_free(o1); k_free(o2);
+    k_free(dd1); k_free(dd2); k_free(db1); k_free(db2);
+}
+
+/* LoRA over a bf16 base: linear_bf16 + lora with w = NULL == lora with the widened weight. */
+static void test_lora(void) {
+    enum { N = 9, IN = 48, OUT = 40, R = 4 };
+    const size_t nw = (size_t)OUT * IN, ni = (size_t)N * IN, no = (size_t)N * OUT;
+    float *w = t_alloc(nw), *in = t_alloc(ni), *A = t_alloc((size_t)R * IN), *B = t_alloc((size_t)OUT * R);
+    float *mask = t_alloc(ni), *g = t_alloc(no);
+    t_fill_normal(w, nw, 0.1f, 11); t_fill_normal(in, ni, 1.0f, 12);
+    t_fill_normal(A, (size_t)R * IN, 0.2f, 13); t_fill_normal(B, (size_t)OUT * R, 0.2f, 14);
+    t_fill_normal(g, no, 1.0f, 15);
+    for (size_t i = 0; i < ni; i++) mask[i] = (i * 7) % 5 == 0 ? 0.0f : 1.25f;
+    bf16_t *wh = malloc(nw * sizeof(bf16_t));
+    convert_f32_to_bf16_host(wh, w, nw);
+    convert_bf16_to_f32_host(w, wh, nw);
+    bf16_t *dw16 = k_malloc(nw * sizeof(bf16_t));
+    k_upload(dw16, wh, nw * sizeof(bf16_t));
+    float *dw = dev_of(w, nw), *din = dev_of(in, ni), *dA = dev_of(A, (size_t)R * IN), *dB = dev_of(B, (size_t)OUT * R);
+    float *dm = dev_of(mask, ni), *dg = dev_of(g, no);
+    float *o[2], *xd[2], *u[2], *gi[2], *gA[2], *gB[2];
+    for (int k = 0; k < 2; k++) {
+        o[k] = k_malloc(no * 4); xd[k] = k_malloc(ni * 4); u[k] = k_malloc((size_t)N * R * 4);
+        gi[k] = k_malloc(ni * 4); gA[k] = k_malloc((size_t)R * IN * 4); gB[k] = k_malloc((size_t)OUT * R * 4);
+        k_zero(gi[k], ni * 4); k_zero(gA[k], (size_t)R * IN * 4); k_zero(gB[k], (size_t)OUT * R * 4);
+    }
+    lora_forward(o[0], xd[0], u[0], din, dm, dw, NULL, dA, dB, 2.0f, N, IN, OUT, R);
+    linear_bf16_forward(o[1], din, dw16, NULL, N, IN, OUT);
+    lora_forward(o[1], xd[1], u[1], din, dm, NULL, NULL, dA, dB, 2.0f, N, IN, OUT, R);
+    lora_backward(gi[0], NULL, NULL, gA[0], gB[0], dg, din, xd[0], u[0], dm, dw, dA, dB, 2.0f, N, IN, OUT, R);
+    linear_bf16_backward(gi[1], NULL, dg, dw16, N, IN, OUT);
+    lora_backward(gi[1], NULL, NULL, gA[1], gB[1], dg, din, xd[1], u[1], dm, NULL, dA, dB, 2.0f, N, IN, OUT, R);
+    double worst = 0;
+    const float *pairs[4][2] = {{o[0], o[1]}, {gi[0], gi[1]}, {gA[0], gA[1]}, {gB[0], gB[1]}};
+    const size_t sizes[4] = {no, ni, (size_t)R * IN, (size_t)OUT * R};
+    for (int k = 0; k < 4; k++) {
+        float *a = host_of(pairs[k][0], sizes[k]), *b = host_of(pairs[k][1], sizes[k]);
+        double e = t_max_rel_err(b, a, sizes[k]);
+        if (e > worst) worst = e;
+        free(a); free(b);
+    }
+    t_check(worst <= 1e-6, "lora over a bf16 base (w = NULL)",
+            "out, din, dA, dB against lora with the widened weight: max rel err %.1e", worst);
+    for (int k = 0; k < 2; k++) { k_free(o[k]); k_free(xd[k]); k_free(u[k]); k_free(gi[k]); k_free(gA[k]); k_free(gB[k]); }
+    k_free(dw16); k_free(dw); k_free(din); k_free(dA); k_free(dB); k_free(dm); k_free(dg);
+    free(w); free(in); free(A); free(B); free(mask); free(g); free(wh);
+}
+
+int main(void) {
+    test_rounding();
+    test_linear(5, 7, 3, 1, 100);          /* tiny: finite differences */
+    test_linear(6, 40, 33, 0, 200);
+    test_linear(4, 9000, 1200, 1, 300);    /* 466 rows per block: 3 blocks */
+    test_linear(3, 70000, 70, 0, 400);     /* 59 rows per block: 2 blocks */
+    test_lora();
+    return t_exit_code();
+}
