@@ -254,7 +254,7 @@ fixtures:
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_EXTRA_fuzz_config :=
 FUZZ_EXTRA_fuzz_tokenizer := data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
-FUZZ_EXTRA_fuzz_safetensors = checkpoints/safetensors.c model/params.c checkpoints/torch_ckpt.c data/pickle.c $(shell $(CC) -print-file-name=libz.so)
+FUZZ_EXTRA_fuzz_safetensors = checkpoints/safetensors.c model/params.c kernels/bf16_host.c checkpoints/torch_ckpt.c data/pickle.c $(shell $(CC) -print-file-name=libz.so)
 FUZZ_EXTRA_fuzz_torch_ckpt = checkpoints/torch_ckpt.c data/pickle.c $(shell $(CC) -print-file-name=libz.so)
 FUZZ_EXTRA_fuzz_wav := data/wav.c
 FUZZ_EXTRA_fuzz_image = data/image.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
@@ -262,7 +262,7 @@ FUZZ_EXTRA_fuzz_pickle := data/pickle.c data/refer.c
 FUZZ_EXTRA_fuzz_coco := data/coco.c data/rle.c
 FUZZ_EXTRA_fuzz_csv := data/csv.c
 FUZZ_EXTRA_fuzz_jsonl = data/custom_jsonl.c data/rle.c data/image.c data/wav.c $(shell $(CC) -print-file-name=libjpeg.so) $(shell $(CC) -print-file-name=libpng16.so)
-FUZZ_EXTRA_fuzz_checkpoint := core/h5util.c checkpoints/checkpoint.c model/params.c $(HDF5_LIB)/libhdf5.so
+FUZZ_EXTRA_fuzz_checkpoint := core/h5util.c checkpoints/checkpoint.c model/params.c kernels/bf16_host.c $(HDF5_LIB)/libhdf5.so
 FUZZ_EXTRA_fuzz_conversation := data/conversation.c data/tokenizer.c data/tokenizer_spm.c data/tokenizer_hf.c data/protobuf.c
 fuzz: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .SECONDEXPANSION:

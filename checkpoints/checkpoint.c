@@ -124,10 +124,14 @@ static int write_string(hid_t loc, const char *name, const char *s, int dataset)
 }
 
 /* Downloads n floats at src into host and writes them as gname/<p->name>. */
-static int write_tensor(hid_t g, const char *gname, const ar_param *p, const float *src, float *host) {
+/* src: the tensor's backend floats, or NULL for its weights through
+ * params_download (a bf16-stored frozen weight is widened, saved as float32). */
+static int write_tensor(hid_t g, const char *gname, const ar_params *ps, const ar_param *p, const float *src,
+                        float *host) {
     hsize_t dims[4];
     for (int i = 0; i < p->ndim; i++) dims[i] = (hsize_t)p->shape[i];
-    k_download(host, src, p->numel * sizeof(float));
+    if (src) k_download(host, src, p->numel * sizeof(float));
+    else if (params_download(ps, p, host)) return -1;
     hid_t sp = H5Screate_simple(p->ndim, dims, NULL);
     hid_t d = sp < 0 ? -1 : H5Dcreate2(g, p->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host);
@@ -153,8 +157,8 @@ static int write_group(hid_t f, const char *gname, const ar_params *ps, int whic
     for (int i = 0; i < ps->n && rc == 0; i++) {
         const ar_param *p = &ps->p[i];
         if (!p->trainable && (which != 0 || !include_frozen)) continue;
-        const float *src = which == 0 ? ps->w + p->off : (which == 1 ? ps->m : ps->v) + p->goff;
-        rc = write_tensor(g, gname, p, src, host);
+        const float *src = which == 0 ? NULL : (which == 1 ? ps->m : ps->v) + p->goff;
+        rc = write_tensor(g, gname, ps, p, src, host);
     }
     H5Gclose(g);
     return rc;
@@ -690,7 +694,11 @@ int ckpt_load(const char *path, ar_params *ps, ar_train_state *st, int require_m
     if (rc == 0) {
         for (int i = 0; i < nitems; i++) {
             const load_item *it = &items[i];
-            float *dst = it->grp == 0 ? ps->w + it->p->off : (it->grp == 1 ? ps->m : ps->v) + it->p->goff;
+            if (it->grp == 0) {   /* weights: a bf16-stored frozen tensor is rounded on the way in */
+                if (params_upload(ps, it->p, stage + it->stage_off)) { rc = -1; break; }
+                continue;
+            }
+            float *dst = (it->grp == 1 ? ps->m : ps->v) + it->p->goff;
             k_upload(dst, stage + it->stage_off, it->p->numel * sizeof(float));
         }
         if (st) {

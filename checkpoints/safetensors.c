@@ -845,7 +845,7 @@ int st_load_params_ex(const char *path, ar_params *ps, int flags, st_rename_fn r
         const ar_param *p = &ps->p[i];
         st_file *sf = src.shards[src.e[match[i]].shard];
         if (st_read_f32(sf, src.e[match[i]].tensor, stage, p->numel) != 0) goto done;   /* cannot happen */
-        k_upload(ps->w + p->off, stage, p->numel * sizeof(float));
+        if (params_upload(ps, p, stage)) goto done;   /* a bf16-stored tensor: rounded (host memory) */
         rep->n_loaded++;
     }
     rc = 0;
@@ -1046,7 +1046,7 @@ int st_save(const char *path, const ar_params *ps, st_select_fn select, st_renam
     int werr = write_all(fp, &hlen, 8) || write_all(fp, hb.p, hb.n);
     for (int i = 0; i < n && !werr; i++) {
         const ar_param *p = e[i].p;
-        k_download(stage, ps->w + p->off, p->numel * sizeof(float));
+        if (params_download(ps, p, stage)) goto done;
         werr = write_all(fp, stage, p->numel * sizeof(float));
     }
     if (!werr) werr = fflush(fp) != 0 || fsync(fileno(fp)) != 0;

@@ -18,6 +18,7 @@ static const char *const PROJ_NAME[LLAMA_NPROJ] = {
 typedef struct {            /* one projection: base weight [out,in] and optional LoRA */
     int in, out;
     float *w, *gw;          /* gw NULL: frozen */
+    const bf16_t *w16;      /* the frozen base stored as bf16 instead of w (llama_cfg.frozen_bf16) */
     float *A, *B, *gA, *gB; /* A NULL: no LoRA on this projection */
 } proj_w;
 
@@ -141,6 +142,7 @@ int llama_declare(const llama_cfg *c, ar_params *ps) {
             }
             snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, PROJ_NAME[i]);
             if (add(ps, n, out, in, tb, INIT_NORMAL, std)) return -1;
+            if (c->frozen_bf16 && !tb && params_store_bf16(ps, n)) return -1;
             if (lm & (1u << i)) {
                 snprintf(n, sizeof n, "model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[i]);
                 if (add(ps, n, c->lora_rank, in, 1, INIT_KAIMING_UNIFORM, 0)) return -1;
@@ -244,12 +246,12 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
             proj_w *p = &w->p[i];
             proj_dims(c, i, &p->in, &p->out);
             snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, PROJ_NAME[i]);
-            p->w = params_w(ps, n); p->gw = params_g(ps, n);
+            p->w = params_w(ps, n); p->gw = params_g(ps, n); p->w16 = params_w16(ps, n);
             snprintf(n, sizeof n, "model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[i]);
             p->A = params_w(ps, n); p->gA = params_g(ps, n);
             snprintf(n, sizeof n, "model.layers.%d.%s.lora_B.weight", l, PROJ_NAME[i]);
             p->B = params_w(ps, n); p->gB = params_g(ps, n);
-            if (!p->w || (p->A != NULL) != (p->B != NULL)) {
+            if ((!p->w && !p->w16) || (p->A != NULL) != (p->B != NULL)) {
                 llama_free(m);
                 ar_errorf("llama: layer %d %s is not declared in the parameter registry", l, PROJ_NAME[i]);
                 return NULL;
@@ -291,15 +293,26 @@ int llama_seq(const llama *m) { return m->T; }
 /* Dropout stream of projection i of layer l: rng_derive(seed, 7 l + i). */
 static uint64_t proj_seed(uint64_t seed, int l, int i) { return rng_derive(seed, (uint64_t)LLAMA_NPROJ * l + i); }
 
+/* The base product out = in @ w^T of rows rows (fp32 or bf16-stored weight). */
+static void base_forward(const proj_w *p, float *out, const float *in, int rows) {
+    if (p->w16) linear_bf16_forward(out, in, p->w16, NULL, rows, p->in, p->out);
+    else linear_forward(out, in, p->w, NULL, rows, p->in, p->out);
+}
+
 static void proj_forward(llama *m, const proj_w *p, proj_a *a, float *out, const float *in, uint64_t seed) {
-    if (!p->A) { linear_forward(out, in, p->w, NULL, m->N, p->in, p->out); return; }
+    if (!p->A) { base_forward(p, out, in, m->N); return; }
     if (m->dropped) dropout_mask(a->mask, (size_t)m->N * p->in, m->c.lora_dropout, seed);
+    if (p->w16) base_forward(p, out, in, m->N);   /* then the LoRA term is added to it (w = NULL) */
     lora_forward(out, a->xd, a->u, in, m->dropped ? a->mask : NULL, p->w, NULL, p->A, p->B,
                  m->scale_lora, m->N, p->in, p->out, m->c.lora_rank);
 }
 
 static void proj_backward(llama *m, const proj_w *p, const proj_a *a, float *din, const float *dout, const float *in) {
-    if (!p->A) { linear_backward(din, p->gw, NULL, dout, in, p->w, m->N, p->in, p->out); return; }
+    if (p->w16) linear_bf16_backward(din, NULL, dout, p->w16, m->N, p->in, p->out);   /* frozen: din only */
+    if (!p->A) {
+        if (!p->w16) linear_backward(din, p->gw, NULL, dout, in, p->w, m->N, p->in, p->out);
+        return;
+    }
     lora_backward(din, p->gw, NULL, p->gA, p->gB, dout, in, a->xd, a->u,
                   m->dropped ? a->mask : NULL, p->w, p->A, p->B, m->scale_lora,
                   m->N, p->in, p->out, m->c.lora_rank);
@@ -506,7 +519,8 @@ void llama_cache_copy_row(llama *m, int dst_row, int src_row, int len) {
 
 /* A projection of the B step rows (no dropout). */
 static void step_proj(llama *m, const proj_w *p, float *out, const float *in) {
-    if (!p->A) { linear_forward(out, in, p->w, NULL, m->B, p->in, p->out); return; }
+    if (!p->A || p->w16) base_forward(p, out, in, m->B);
+    if (!p->A) return;
     lora_forward(out, NULL, m->s_lu, in, NULL, p->w, NULL, p->A, p->B, m->scale_lora, m->B, p->in, p->out,
                  m->c.lora_rank);
 }

@@ -36,6 +36,8 @@ typedef struct {
     int train_lm_head;      /* with train_base 0: lm_head trainable (AnyRef recipe) */
     int checkpoint_layers;  /* gradient checkpointing: keep each layer's input only and
                                recompute the layer's forward during backward (7B configs) */
+    int frozen_bf16;        /* frozen projection weights (q/k/v/o/gate/up/down) stored as bf16:
+                               half their memory, widened to fp32 inside each product */
 } llama_cfg;
 
 typedef struct llama llama;

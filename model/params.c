@@ -37,8 +37,53 @@ int params_add(ar_params *ps, const char *name, int ndim, const int *shape, int 
     return 0;
 }
 
+/* Offsets in declaration order: fp32 tensors in w, bf16 ones in w16. */
+static void relayout(ar_params *ps) {
+    ps->nw = ps->nw16 = 0;
+    for (int i = 0; i < ps->n; i++) {
+        ar_param *p = &ps->p[i];
+        const size_t al = (p->numel + 15) & ~(size_t)15;
+        if (p->bf16) { p->off = (size_t)-1; p->off16 = ps->nw16; ps->nw16 += al; }
+        else { p->off = ps->nw; ps->nw += al; }
+    }
+}
+
+int params_store_bf16(ar_params *ps, const char *name) {
+    ar_param *p = (ar_param *)params_find(ps, name);
+    if (ps->w) return ar_errorf("params: cannot store '%s' as bf16 after params_alloc", name);
+    if (!p) return ar_errorf("params: no tensor '%s' to store as bf16", name);
+    if (p->trainable) return ar_errorf("params: '%s' is trainable; only frozen tensors are stored as bf16", name);
+    if (!p->bf16) { p->bf16 = 1; relayout(ps); }
+    return 0;
+}
+
+size_t params_weight_bytes(const ar_params *ps) { return ps->nw * sizeof(float) + ps->nw16 * sizeof(uint16_t); }
+
+int params_upload(ar_params *ps, const ar_param *p, const float *host) {
+    if (!p->bf16) { k_upload(ps->w + p->off, host, p->numel * sizeof(float)); return 0; }
+    uint16_t *h = malloc(p->numel * sizeof(uint16_t));
+    if (!h) return ar_errorf("params: out of host memory converting '%s' to bf16", p->name);
+    convert_f32_to_bf16_host(h, host, p->numel);
+    k_upload(ps->w16 + p->off16, h, p->numel * sizeof(uint16_t));
+    free(h);
+    return 0;
+}
+
+int params_download(const ar_params *ps, const ar_param *p, float *host) {
+    if (!p->bf16) { k_download(host, ps->w + p->off, p->numel * sizeof(float)); return 0; }
+    uint16_t *h = malloc(p->numel * sizeof(uint16_t));
+    if (!h) return ar_errorf("params: out of host memory widening '%s'", p->name);
+    k_download(h, ps->w16 + p->off16, p->numel * sizeof(uint16_t));
+    convert_bf16_to_f32_host(host, h, p->numel);
+    free(h);
+    return 0;
+}
+
 int params_alloc(ar_params *ps) {
-    ps->w = k_malloc(ps->nw * sizeof(float));
+    relayout(ps);
+    ps->w = k_malloc((ps->nw ? ps->nw : 16) * sizeof(float));
+    if (ps->nw16 && !(ps->w16 = k_malloc(ps->nw16 * sizeof(uint16_t))))
+        return ar_errorf("params: out of memory allocating %.1f MiB of bf16 weights", ps->nw16 * 2.0 / 1048576);
     if (ps->ng) {
         ps->g = k_malloc(ps->ng * sizeof(float));
         ps->m = k_malloc(ps->ng * sizeof(float));
@@ -48,6 +93,7 @@ int params_alloc(ar_params *ps) {
         return ar_errorf("params: out of memory allocating %.1f MiB of weights and %.1f MiB of trainable state",
                          ps->nw * 4.0 / 1048576, ps->ng * 12.0 / 1048576);
     k_zero(ps->w, ps->nw * sizeof(float));
+    if (ps->nw16) k_zero(ps->w16, ps->nw16 * sizeof(uint16_t));
     if (ps->ng) {
         k_zero(ps->g, ps->ng * sizeof(float));
         k_zero(ps->m, ps->ng * sizeof(float));
@@ -73,7 +119,7 @@ void params_randomize(ar_params *ps, uint64_t seed) {
             rng_fill_uniform(&r, host, p->numel, -bound, bound);
         } break;
         }
-        k_upload(ps->w + p->off, host, p->numel * sizeof(float));
+        params_upload(ps, p, host);
         free(host);
     }
 }
@@ -84,7 +130,11 @@ const ar_param *params_find(const ar_params *ps, const char *name) {
 }
 float *params_w(const ar_params *ps, const char *name) {
     const ar_param *p = params_find(ps, name);
-    return p && ps->w ? ps->w + p->off : NULL;
+    return p && ps->w && !p->bf16 ? ps->w + p->off : NULL;
+}
+uint16_t *params_w16(const ar_params *ps, const char *name) {
+    const ar_param *p = params_find(ps, name);
+    return p && ps->w16 && p->bf16 ? ps->w16 + p->off16 : NULL;
 }
 float *params_g(const ar_params *ps, const char *name) {
     const ar_param *p = params_find(ps, name);
@@ -97,7 +147,7 @@ size_t params_numel(const ar_params *ps, int trainable_only) {
 }
 void params_zero_grad(ar_params *ps) { if (ps->g) k_zero(ps->g, ps->ng * sizeof(float)); }
 void params_free(ar_params *ps) {
-    k_free(ps->w); k_free(ps->g); k_free(ps->m); k_free(ps->v);
+    k_free(ps->w); k_free(ps->w16); k_free(ps->g); k_free(ps->m); k_free(ps->v);
     free(ps->p);
     memset(ps, 0, sizeof *ps);
 }

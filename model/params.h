@@ -7,6 +7,7 @@
 #ifndef ANYREF_PARAMS_H
 #define ANYREF_PARAMS_H
 #include <stddef.h>
+#include <stdint.h>
 #include "core/rng.h"
 
 typedef enum { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_KAIMING_UNIFORM } ar_init;
@@ -25,7 +26,9 @@ typedef struct {
     int trainable;
     ar_init init;
     float std;          /* INIT_NORMAL standard deviation */
-    size_t off;         /* offset in the weight block (floats) */
+    size_t off;         /* offset in the weight block (floats); (size_t)-1 when bf16 */
+    int bf16;           /* stored as bf16 in the w16 block (frozen only: params_store_bf16) */
+    size_t off16;       /* offset in the w16 block (bf16 values), if bf16 */
     size_t goff;        /* offset in the gradient/optimiser blocks, if trainable */
 } ar_param;
 
@@ -34,18 +37,32 @@ typedef struct {
     int n, cap;
     size_t nw, ng;      /* floats in the weight block, in the trainable blocks */
     float *w, *g, *m, *v;
+    size_t nw16;        /* bf16 values in the w16 block (frozen tensors stored as bf16) */
+    uint16_t *w16;
 } ar_params;
 
 void   params_init_empty(ar_params *ps);
 /* Declares a tensor; shape has ndim (1..4) entries. -1 + ar_error on a duplicate name. */
 int    params_add(ar_params *ps, const char *name, int ndim, const int *shape, int trainable,
                   ar_init init, float std);
+/* Stores the frozen tensor `name` as bf16 (kernels.h "bf16 storage": half the
+ * memory; the modules that read it use the bf16 kernels). Before
+ * params_alloc; -1 + ar_error for an unknown or trainable tensor. */
+int    params_store_bf16(ar_params *ps, const char *name);
 /* Allocates the blocks (after every params_add); gradients and moments zeroed. */
 int    params_alloc(ar_params *ps);
 /* Fills every tensor from its initialiser, in declaration order, from one seed. */
 void   params_randomize(ar_params *ps, uint64_t seed);
 const ar_param *params_find(const ar_params *ps, const char *name);
-float *params_w(const ar_params *ps, const char *name);   /* NULL if unknown */
+float *params_w(const ar_params *ps, const char *name);   /* NULL if unknown or stored as bf16 */
+uint16_t *params_w16(const ar_params *ps, const char *name); /* NULL if unknown or not bf16 */
+/* One tensor's weights from / into host floats, converting when it is stored
+ * as bf16 (round to nearest even in, exact out). 0, or -1 + ar_error (out of
+ * host memory). */
+int    params_upload(ar_params *ps, const ar_param *p, const float *host);
+int    params_download(const ar_params *ps, const ar_param *p, float *host);
+/* Bytes of the weight blocks (fp32 + bf16). */
+size_t params_weight_bytes(const ar_params *ps);
 float *params_g(const ar_params *ps, const char *name);   /* NULL if unknown or frozen */
 size_t params_numel(const ar_params *ps, int trainable_only);
 void   params_zero_grad(ar_params *ps);

@@ -10,9 +10,17 @@
  *     without a bias, to 1e-6 relative;
  *   - a finite-difference check of linear_bf16_backward's din;
  *   - lora_forward / lora_backward with w = NULL after the bf16 base equal
- *     the LoRA linear with the widened weight.
+ *     the LoRA linear with the widened weight;
+ *   - a LLaMA with model.frozen_weights = bf16 (every frozen projection in
+ *     the w16 block, half the bytes) against the fp32 LLaMA whose frozen
+ *     projections hold the same bf16-rounded values: the loss, every
+ *     trainable gradient (LoRA on all seven projections with dropout, embed,
+ *     lm_head), with and without layer checkpointing.
  * Depends on kernels/kernels.h, tests/testlib.h. */
+#include "core/error.h"
 #include "kernels/kernels.h"
+#include "model/llama.h"
+#include "model/params.h"
 #include "tests/testlib.h"
 #include <math.h>
 #include <stdio.h>
@@ -218,6 +226,64 @@ static void test_lora(void) {
     free(w); free(in); free(A); free(B); free(mask); free(g); free(wh);
 }
 
+/* A LLaMA step: loss, and the trainable gradients into g (host, ps->ng floats). */
+static float llama_step_grads(ar_params *ps, const llama_cfg *c, float *g) {
+    enum { B = 2, T = 12 };
+    int tok[B * T], tgt[B * T];
+    for (int i = 0; i < B * T; i++) { tok[i] = (i * 7 + 3) % c->vocab; tgt[i] = i % 5 == 0 ? -100 : (i * 11 + 1) % c->vocab; }
+    llama *m = llama_create(c, ps, B, T);
+    if (!m) return NAN;
+    int count = 0;
+    params_zero_grad(ps);
+    float loss = llama_forward(m, tok, tgt, B, T, 77, &count);
+    llama_backward(m, 1.0f);
+    k_sync();
+    k_download(g, ps->g, ps->ng * sizeof(float));
+    llama_free(m);
+    return loss;
+}
+
+static void test_llama(int checkpoint) {
+    llama_cfg c = {.vocab = 40, .dim = 32, .layers = 2, .heads = 4, .kv_heads = 2, .mlp_hidden = 48, .max_seq = 12,
+                   .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 4, .lora_alpha = 8.0f, .lora_dropout = 0.1f,
+                   .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1, .checkpoint_layers = checkpoint};
+    ar_params pf, pb;
+    params_init_empty(&pf);
+    params_init_empty(&pb);
+    llama_cfg cb = c;
+    cb.frozen_bf16 = 1;
+    if (llama_declare(&c, &pf) || params_alloc(&pf) || llama_declare(&cb, &pb) || params_alloc(&pb)) {
+        t_fail("bf16 llama set-up", "%s", ar_error());
+        params_free(&pf); params_free(&pb);
+        return;
+    }
+    params_randomize(&pf, 5);
+    params_randomize(&pb, 5);   /* the same draws, the frozen projections rounded into w16 */
+    int n16 = 0;
+    for (int i = 0; i < pf.n; i++) {   /* the fp32 model's frozen projections: the same bf16 values */
+        const ar_param *p = &pf.p[i], *q = &pb.p[i];
+        if (!q->bf16) continue;
+        n16++;
+        float *h = t_alloc(p->numel);
+        params_download(&pf, p, h);
+        bf16_t *r = malloc(p->numel * sizeof(bf16_t));
+        convert_f32_to_bf16_host(r, h, p->numel);
+        convert_bf16_to_f32_host(h, r, p->numel);
+        params_upload(&pf, p, h);
+        free(h); free(r);
+    }
+    float *gf = t_alloc(pf.ng), *gb = t_alloc(pb.ng);
+    const float lf = llama_step_grads(&pf, &c, gf), lb = llama_step_grads(&pb, &cb, gb);
+    const double e = pf.ng == pb.ng ? t_max_rel_err(gb, gf, pf.ng) : INFINITY;
+    char name[96];
+    snprintf(name, sizeof name, "bf16 llama step%s", checkpoint ? " (checkpoint_layers)" : "");
+    t_check(n16 == 14 && isfinite(lf) && lf == lb && e <= 1e-6 && params_weight_bytes(&pb) < params_weight_bytes(&pf),
+            name, "%d frozen projections in bf16, weights %zu -> %zu bytes; loss %.7g vs %.7g, %zu trainable "
+            "gradients max rel err %.1e", n16, params_weight_bytes(&pf), params_weight_bytes(&pb), lf, lb, pf.ng, e);
+    free(gf); free(gb);
+    params_free(&pf); params_free(&pb);
+}
+
 int main(void) {
     test_rounding();
     test_linear(5, 7, 3, 1, 100);          /* tiny: finite differences */
@@ -225,5 +291,7 @@ int main(void) {
     test_linear(4, 9000, 1200, 1, 300);    /* 466 rows per block: 3 blocks */
     test_linear(3, 70000, 70, 0, 400);     /* 59 rows per block: 2 blocks */
     test_lora();
+    test_llama(0);
+    test_llama(1);
     return t_exit_code();
 }

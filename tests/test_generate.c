@@ -45,10 +45,11 @@ typedef struct {
     float *feat;   /* [NFEAT, DM] backend */
 } model;
 
-static int mk(model *md, int V, int T, int B, uint64_t seed) {
+static int mk_ex(model *md, int V, int T, int B, uint64_t seed, int bf16) {
     memset(md, 0, sizeof *md);
     md->V = V; md->T = T; md->B = B;
     anyref_cfg c = tiny_anyref_cfg(V, T, V - 1, 0.0f, 0.1f);
+    c.llm.frozen_bf16 = bf16;   /* model.frozen_weights = bf16 */
     params_init_empty(&md->ps);
     if (anyref_declare(&c, &md->ps) || params_alloc(&md->ps)) return -1;
     params_randomize(&md->ps, seed);
@@ -59,7 +60,7 @@ static int mk(model *md, int V, int T, int B, uint64_t seed) {
         float std = strstr(p->name, "lora") ? 0.3f : strstr(p->name, "embed") || strstr(p->name, "lm_head") ? 0.6f : 0.35f;
         float *h = t_alloc(p->numel);   /* through k_upload: the test runs on either backend */
         t_fill_normal(h, p->numel, std, seed * 131 + (uint64_t)i);
-        k_upload(md->ps.w + p->off, h, p->numel * sizeof(float));
+        params_upload(&md->ps, p, h);
         free(h);
     }
     if (!(md->m = anyref_create(&c, &md->ps, B, T, 1))) return -1;
@@ -69,6 +70,8 @@ static int mk(model *md, int V, int T, int B, uint64_t seed) {
     k_upload(md->feat, h, sizeof h);
     return 0;
 }
+
+static int mk(model *md, int V, int T, int B, uint64_t seed) { return mk_ex(md, V, T, B, seed, 0); }
 
 static void rm(model *md) {
     anyref_free(md->m);
@@ -423,9 +426,35 @@ static void test_sampling(void) {
     rm(&md);
 }
 
+/* The KV-cache step path with the frozen projections stored as bf16. */
+static void test_cache_bf16(void) {
+    model md;
+    enum { V = 32, T = 24, B = 6 };
+    if (mk_ex(&md, V, T, B, 8, 1)) { t_fail(PFX "bf16 setup", "%s", ar_error()); return; }
+    int tok[B * T], len[B], a[B * T], la[B], c[B * T], lc[B];
+    ar_rng r;
+    rng_seed(&r, 17);
+    int ok = md.ps.nw16 > 0, total = 0;
+    gen_cfg g = gen_default_cfg();
+    g.max_new = T;
+    for (int it = 0; it < 4 && ok; it++) {
+        prompts(&md, &r, tok, len, 7, it % B);
+        g.no_cache = 1;
+        ok &= gen(&md, &g, tok, len, a, la) == 0;
+        g.no_cache = 0;
+        ok &= gen(&md, &g, tok, len, c, lc) == 0;
+        ok &= same(a, la, c, lc, B, T);
+        for (int b = 0; b < B; b++) total += la[b] - len[b];
+    }
+    t_check(ok, PFX "bf16 frozen weights: cached greedy == uncached greedy",
+            "4 batches of %d rows, %zu bf16 values, %d tokens generated", B, md.ps.nw16, total);
+    rm(&md);
+}
+
 int main(void) {
     test_cache_greedy_beam();
     test_beam_exhaustive();
     test_sampling();
+    test_cache_bf16();
     return t_exit_code();
 }

@@ -128,7 +128,7 @@ static int plan_diff(const mem_plan *a, const mem_plan *b, char *why, size_t cap
         if (a->frozen[i] != b->frozen[i] || a->trainable[i] != b->trainable[i])
             return snprintf(why, cap, "%s weights differ", plan_component_name[i]), 1;
     const size_t *x = &a->nw, *y = &b->nw;
-    const char *f[] = {"nw", "ng", "act_llm", "act_seg_head", "act_decoder", "act_step", "act_clip", "act_proj",
+    const char *f[] = {"nw", "ng", "nw16", "act_llm", "act_seg_head", "act_decoder", "act_step", "act_clip", "act_proj",
                        "act_audio", "act_refs", "act_sam_enc", "workspace", "weights", "grads", "adam", "act", "total"};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++)
         if (x[i] != y[i]) return snprintf(why, cap, "%s: %zu vs %zu", f[i], x[i], y[i]), 1;
@@ -151,9 +151,10 @@ static void check_tiny(const char *path, const char **ov, int n) {
     mem_plan p, pc;
     if (plan_shape_from_run(&r, &s) || plan_compute(&s, &p)) { t_fail("plan.tiny", "%s", ar_error()); goto out; }
     /* what the run allocated */
-    int ok = p.nw == r.ps.nw && p.ng == r.ps.ng;
+    int ok = p.nw == r.ps.nw && p.ng == r.ps.ng && p.nw16 == r.ps.nw16 && p.weights_bytes == params_weight_bytes(&r.ps);
     snprintf(name, sizeof name, "plan %s: registry floats = allocated", path);
-    t_check(ok, name, "plan nw %zu ng %zu, registry nw %zu ng %zu", p.nw, p.ng, r.ps.nw, r.ps.ng);
+    t_check(ok, name, "plan nw %zu ng %zu nw16 %zu, registry nw %zu ng %zu nw16 %zu", p.nw, p.ng, p.nw16, r.ps.nw,
+            r.ps.ng, r.ps.nw16);
     size_t got_llm = llama_activation_bytes(r.m);
     snprintf(name, sizeof name, "plan %s: LLM arena = llama_activation_bytes", path);
     t_check(p.act_llm == got_llm && got_llm > 0, name, "plan %zu, created %zu", p.act_llm, got_llm);
@@ -206,6 +207,20 @@ int main(void) {
     /* the target: the 7B step (batch 6, ~400 tokens) in one 80 GB GPU, here in float32 */
     t_check(totals[3] > 0 && totals[3] < (size_t)80e9, "mixed 7B plan fits one 80 GB GPU in float32",
             "%.2f GB (%.2f GiB)", totals[3] / 1e9, totals[3] / 1073741824.0);
+    /* with the frozen LLaMA projections in bf16 (model.frozen_weights = bf16) */
+    {
+        const char *ov[] = {"model.frozen_weights=bf16"};
+        ar_config *c = load("configs/anyref-7b-mixed.cfg", ov, 1);
+        plan_shape s;
+        mem_plan p;
+        int ok = c && !plan_shape_from_config(c, &s) && !plan_compute(&s, &p);
+        const double saved = ok ? ((double)totals[3] - (double)p.total) / 1073741824.0 : 0;
+        /* 6,476,005,376 frozen projection values (32 layers of 4 x 4096^2 + 3 x 4096 x 11008) lose 2 bytes each */
+        t_check(ok && p.nw16 == (size_t)32 * (4 * 4096 * 4096 + 3 * 4096 * 11008) && p.total + 2 * p.nw16 == totals[3],
+                "mixed 7B plan with model.frozen_weights = bf16", "%.2f GiB (%.2f GiB less: %zu bf16 values)%s%s",
+                ok ? p.total / 1073741824.0 : 0.0, saved, ok ? p.nw16 : 0, ok ? "" : ": ", ok ? "" : ar_error());
+        cfg_free(c);
+    }
 
     const char *demo[] = {"run.dir=/tmp/anyref_test_recipes_demo", "lora.rank=4", "train.trainable=lora"};
     check_tiny("configs/demo.cfg", demo, 3);
@@ -222,5 +237,9 @@ int main(void) {
     const char *src3[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "clip.trainable=1",
                           "clip.layers=3", "clip.checkpoint=1"};   /* checkpointed: 2 run layers share a block */
     check_tiny("configs/sources-tiny.cfg", src3, 5);
+    /* frozen LLaMA projections stored as bf16: the plan counts them at 2 bytes */
+    const char *b16[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "lora.rank=4",
+                         "train.trainable=lora+embed", "model.frozen_weights=bf16"};
+    check_tiny("configs/sources-tiny.cfg", b16, 5);
     return t_exit_code();
 }

@@ -271,6 +271,37 @@ static void test_shipped_configs(void) {
     if (found) globfree(&g);
 }
 
+/* model.frozen_weights = bf16: the run trains, resumes bit for bit (the
+ * frozen weights are not in training checkpoints: they are made again, and
+ * rounded again, at start-up), and its curve stays near the fp32 run's. */
+static void test_bf16_weights(void) {
+    char a[300], b[300], f[300], ra[320], rb[320], rf[320];
+    snprintf(a, sizeof a, "%s/bf16", g_tmp); snprintf(b, sizeof b, "%s/bf16split", g_tmp);
+    snprintf(f, sizeof f, "%s/fp32", g_tmp);
+    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rb, sizeof rb, "run.dir=%s", b); snprintf(rf, sizeof rf, "run.dir=%s", f);
+    const char *o[] = {"train.steps=20", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4",
+                       "train.trainable=lora+embed", "train.threads=2", "model.frozen_weights=bf16", ra, NULL};
+    int rc1 = run(o, 8);
+    o[7] = rb; o[8] = "train.stop_after=10";
+    int rc2 = run(o, 9);
+    o[8] = "train.resume=auto";
+    int rc3 = run(o, 9);
+    o[6] = "model.frozen_weights=fp32"; o[7] = rf;
+    int rc4 = run(o, 8);
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
+    const double l1 = t_metric(a, 1, "loss"), l20 = t_metric(a, 20, "loss"), f1 = t_metric(f, 1, "loss"),
+                 f20 = t_metric(f, 20, "loss");
+    t_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0 && ma && mb && !strcmp(ma, mb) && l20 < l1 &&
+                fabs(l1 - f1) <= 1e-2 * fabs(f1) && fabs(l20 - f20) <= 5e-2 * fabs(f20),
+            "train with model.frozen_weights = bf16", "rc %d/%d/%d/%d; 10 + 10 == 20 steps bitwise: %s; loss %.4f -> %.4f "
+            "(fp32 weights: %.4f -> %.4f)", rc1, rc2, rc3, rc4, ma && mb && !strcmp(ma, mb) ? "yes" : "NO", l1, l20, f1, f20);
+    free(ma); free(mb);
+    const char *o2[] = {"train.trainable=full", "model.frozen_weights=bf16", ra};
+    int rc = run(o2, 3);
+    t_check(rc == -1 && strstr(ar_error(), "train.trainable = full trains them all"),
+            "train refuses frozen_weights = bf16 with every weight trainable", "%s", ar_error());
+}
+
 static void test_config_errors(void) {
     const char *o1[] = {"train.trainable=lora", "lora.rank=0"};
     int rc = run(o1, 2);
@@ -321,6 +352,7 @@ int main(void) {
     test_conversations_learn();
     test_shipped_configs();
     test_config_errors();
+    test_bf16_weights();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

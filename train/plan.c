@@ -187,11 +187,11 @@ int plan_compute(const plan_shape *s, mem_plan *p) {
         const ar_param *q = &ps.p[i];
         const size_t padded = (q->numel + 15) & ~(size_t)15;   /* the registry's 64-byte layout */
         if (q->trainable) p->trainable[component_of(q->name)] += padded;
-        else p->frozen[component_of(q->name)] += padded;
+        else p->frozen[component_of(q->name)] += q->bf16 ? padded / 2 : padded;   /* bf16: 2 bytes a value */
     }
-    p->nw = ps.nw; p->ng = ps.ng;
+    p->nw = ps.nw; p->ng = ps.ng; p->nw16 = ps.nw16;
+    p->weights_bytes = params_weight_bytes(&ps);
     params_free(&ps);
-    p->weights_bytes = p->nw * sizeof(float);
     p->grads_bytes = p->ng * sizeof(float);
     p->adam_bytes = 2 * p->ng * sizeof(float);
 
@@ -230,9 +230,13 @@ static const char *sz(char *buf, size_t b) {
 void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in) {
     char x[24], y[24];
     if (!in) in = "";
-    fprintf(f, "%smemory plan (float32; MiB/GiB = 2^20/2^30 bytes): batch %d x %d tokens%s\n", in, s->B, s->T,
+    fprintf(f, "%smemory plan (float32 unless said; MiB/GiB = 2^20/2^30 bytes): batch %d x %d tokens%s\n", in, s->B, s->T,
             s->is_anyref ? ", AnyRef step" : "");
-    fprintf(f, "%s  weights     %s  (%zu floats)\n", in, sz(x, p->weights_bytes), p->nw);
+    if (p->nw16)
+        fprintf(f, "%s  weights     %s  (%zu floats + %zu bf16 values: model.frozen_weights = bf16)\n", in,
+                sz(x, p->weights_bytes), p->nw, p->nw16);
+    else
+        fprintf(f, "%s  weights     %s  (%zu floats)\n", in, sz(x, p->weights_bytes), p->nw);
     for (int c = 0; c < PC_N; c++) {
         if (!p->frozen[c] && !p->trainable[c]) continue;
         fprintf(f, "%s    %-31s frozen %s  trainable %s\n", in, plan_component_name[c],

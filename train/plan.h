@@ -54,8 +54,8 @@ enum { PC_LLM, PC_CLIP, PC_PROJ, PC_SAM_ENC, PC_SAM_DEC, PC_SEG_HEAD, PC_AUDIO, 
 extern const char *const plan_component_name[PC_N];
 
 typedef struct {
-    size_t frozen[PC_N], trainable[PC_N];   /* floats */
-    size_t nw, ng;                          /* floats: the weight block, the trainable blocks */
+    size_t frozen[PC_N], trainable[PC_N];   /* floats (a bf16-stored value counts half) */
+    size_t nw, ng, nw16;                    /* floats: the weight block, the trainable blocks; bf16 values */
     /* activations (bytes) */
     size_t act_llm, act_seg_head, act_decoder, act_step;   /* anyref_mem (llama only: act_llm) */
     size_t act_clip, act_proj, act_audio, act_refs;        /* refs_mem */

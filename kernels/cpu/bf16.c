@@ -1,6 +1,6 @@
 /* kernels/cpu/bf16.c — bf16 storage of frozen weights (kernels.h "bf16
- * storage"): conversions, and the linear product with a bf16 weight, widened
- * to fp32 in row blocks into an internal buffer of at most WIDE_FLOATS floats
+ * storage"): the conversions (the host helpers of kernels/bf16_host.c), and
+ * the linear product with a bf16 weight, widened to fp32 in row blocks into an internal buffer of at most WIDE_FLOATS floats
  * and multiplied by OpenBLAS sgemm. The buffer is the backend's own and grows
  * once to the largest block used (kernels are called from one thread).
  * Depends on kernels/kernels.h, OpenBLAS (cblas), OpenMP. */
@@ -11,13 +11,6 @@
 
 enum { WIDE_FLOATS = 1 << 22 };   /* 16 MiB: 1024 rows of 4096 */
 
-static inline bf16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);   /* NaN: quiet, sign kept */
-    u += 0x7fffu + ((u >> 16) & 1u);   /* round to nearest, ties to even (a carry into the exponent is right) */
-    return (bf16_t)(u >> 16);
-}
 static inline float from_bf16(bf16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -25,15 +18,7 @@ static inline float from_bf16(bf16_t h) {
     return f;
 }
 
-void convert_f32_to_bf16_host(bf16_t *dst, const float *src, size_t n) {
-    #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = to_bf16(src[i]);
-}
-void convert_bf16_to_f32_host(float *dst, const bf16_t *src, size_t n) {
-    #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = from_bf16(src[i]);
-}
-/* On this backend, backend memory is host memory. */
+/* On this backend, backend memory is host memory (kernels/bf16_host.c). */
 void convert_f32_to_bf16(bf16_t *dst, const float *src, size_t n) { convert_f32_to_bf16_host(dst, src, n); }
 void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n) { convert_bf16_to_f32_host(dst, src, n); }
 

@@ -9,14 +9,15 @@
 
 enum { WIDE_FLOATS = 1 << 22 };   /* 16 MiB: 1024 rows of 4096 */
 
-__host__ __device__ static inline bf16_t to_bf16(float f) {
+/* the same rounding as kernels/bf16_host.c (the host helpers, linked in every build) */
+__device__ static inline bf16_t to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
     u += 0x7fffu + ((u >> 16) & 1u);
     return (bf16_t)(u >> 16);
 }
-__host__ __device__ static inline float from_bf16(bf16_t h) {
+__device__ static inline float from_bf16(bf16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, sizeof f);
@@ -42,13 +43,6 @@ void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n) {
     from_bf16_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n);
     KC_LAUNCHED();
 }
-void convert_f32_to_bf16_host(bf16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = to_bf16(src[i]);
-}
-void convert_bf16_to_f32_host(float *dst, const bf16_t *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = from_bf16(src[i]);
-}
-
 static int block_rows(int IN, int OUT) {
     int rb = WIDE_FLOATS / (IN > 0 ? IN : 1);
     if (rb < 1) rb = 1;
