@@ -16,7 +16,9 @@
  *   - dist_sum: blocking sums of a few doubles (losses, counts, flags);
  *   - dist_barrier, dist_abort (ends every rank with this rank's message:
  *     the command line's answer to an error on one rank, instead of a hang);
- *   - dist_set_timeout: collectives that wait too long become errors.
+ *   - dist_set_timeout: collectives that wait too long become errors;
+ *   - dist_gather_bytes: variable-length byte buffers gathered to rank 0
+ *     (the evaluation's per-sample results, eval/evaluate.c).
  * Depends on core/error.h; MPI only with ANYREF_MPI. Thread use: call from the
  * training thread only (MPI_THREAD_FUNNELED). */
 #ifndef ANYREF_CORE_DIST_H
@@ -61,4 +63,12 @@ int  dist_reducer_wait(dist_reducer *d);
  * buckets started by dist_reducer_ready before the wait, buckets started.
  * Any pointer may be NULL. */
 void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started);
+
+/* Gathers n bytes of buf from every rank to rank 0 (blocking; MPI_Igather of
+ * the lengths, then MPI_Igatherv, with dist_set_timeout's time-out). On rank 0
+ * *all (malloc'd, the caller frees) holds the ranks' buffers back to back in
+ * rank order and counts[0 .. dist_size()-1] their lengths; on the other ranks
+ * *all is NULL and counts is not touched (may be NULL). One rank: a copy of
+ * buf. The total must stay below 2 GiB (MPI's int counts). 0, or -1 + ar_error. */
+int  dist_gather_bytes(const void *buf, size_t n, char **all, size_t *counts);
 #endif
