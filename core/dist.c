@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/timer.h"
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -445,4 +446,50 @@ void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, siz
     if (wait_s) *wait_s = d ? d->wait_s : 0;
     if (rounds) *rounds = d ? d->rounds : 0;
     if (bytes) *bytes = d ? d->n * sizeof(float) : 0;
+}
+
+int dist_gather_bytes(const void *buf, size_t n, char **all, size_t *counts) {
+    *all = NULL;
+#ifdef ANYREF_MPI
+    if (g_size > 1) {
+        if (n > INT_MAX) return ar_errorf("gather: %zu bytes on rank %d (MPI counts are int)", n, g_rank);
+        long long mine = (long long)n, *ln = NULL;
+        int *cnt = NULL, *disp = NULL, err, rc = -1;
+        MPI_Request q;
+        if (g_rank == 0 && !(ln = malloc(sizeof *ln * (size_t)g_size))) return ar_errorf("out of memory");
+        if ((err = MPI_Igather(&mine, 1, MPI_LONG_LONG, ln, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD, &q)) != MPI_SUCCESS) {
+            free(ln);
+            return mpi_fail(err, "MPI_Igather (lengths)");
+        }
+        if (wait_reqs(1, &q, "gather of the lengths")) { free(ln); return -1; }
+        if (g_rank == 0) {
+            long long tot = 0;
+            for (int r = 0; r < g_size; r++) tot += ln[r];
+            if (tot > INT_MAX) { ar_errorf("gather: %lld bytes in all (MPI counts are int)", tot); goto out; }
+            cnt = malloc(sizeof *cnt * (size_t)g_size);
+            disp = malloc(sizeof *disp * (size_t)g_size);
+            *all = malloc(tot ? (size_t)tot : 1);
+            if (!cnt || !disp || !*all) { ar_errorf("out of memory"); goto out; }
+            for (int r = 0, off = 0; r < g_size; off += cnt[r], r++) {
+                cnt[r] = (int)ln[r];
+                disp[r] = off;
+                counts[r] = (size_t)ln[r];
+            }
+        }
+        if ((err = MPI_Igatherv(buf, (int)n, MPI_BYTE, *all, cnt, disp, MPI_BYTE, 0, MPI_COMM_WORLD, &q)) != MPI_SUCCESS) {
+            mpi_fail(err, "MPI_Igatherv");
+            goto out;
+        }
+        if (wait_reqs(1, &q, "gather of the results")) goto out;
+        rc = 0;
+    out:
+        if (rc) { free(*all); *all = NULL; }
+        free(ln); free(cnt); free(disp);
+        return rc;
+    }
+#endif
+    if (!(*all = malloc(n ? n : 1))) return ar_errorf("out of memory");
+    if (n) memcpy(*all, buf, n);
+    counts[0] = n;
+    return 0;
 }

@@ -16,7 +16,9 @@
  *   - dist_sum: blocking sums of a few doubles (losses, counts, flags);
  *   - dist_barrier, dist_abort (ends every rank with this rank's message:
  *     the command line's answer to an error on one rank, instead of a hang);
- *   - dist_set_timeout: collectives that wait too long become errors.
+ *   - dist_set_timeout: collectives that wait too long become errors;
+ *   - dist_gather_bytes: variable-length byte buffers gathered to rank 0
+ *     (the evaluation's per-sample results, eval/evaluate.c).
  * Depends on core/error.h; MPI only with ANYREF_MPI; NCCL and the CUDA
  * runtime only with ANYREF_NCCL (make CUDA=1 MPI=1). Thread use: call from the
  * training thread only (MPI_THREAD_FUNNELED). */
@@ -63,6 +65,7 @@ int  dist_reducer_wait(dist_reducer *d);
  * (communication not hidden behind computation), rounds, bytes per round,
  * buckets started by dist_reducer_mark before the wait, buckets started.
  * Any pointer may be NULL. */
+void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started);
 /* GPUs: with `make CUDA=1 MPI=1` the toolkit's NCCL is built in
  * (dist_nccl_built) and dist_init gives each rank the GPU whose index is the
  * rank's index among the ranks of its machine. dist_nccl_usable: NCCL is
@@ -78,5 +81,12 @@ int  dist_nccl_usable(void);
  * bucket was made ready. Also for a single rank (a one-rank communicator).
  * NULL + ar_error when !dist_nccl_usable(). */
 dist_reducer *dist_reducer_new_device(float *dbuf, size_t n, size_t bucket);
-void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started);
+
+/* Gathers n bytes of buf from every rank to rank 0 (blocking; MPI_Igather of
+ * the lengths, then MPI_Igatherv, with dist_set_timeout's time-out). On rank 0
+ * *all (malloc'd, the caller frees) holds the ranks' buffers back to back in
+ * rank order and counts[0 .. dist_size()-1] their lengths; on the other ranks
+ * *all is NULL and counts is not touched (may be NULL). One rank: a copy of
+ * buf. The total must stay below 2 GiB (MPI's int counts). 0, or -1 + ar_error. */
+int  dist_gather_bytes(const void *buf, size_t n, char **all, size_t *counts);
 #endif

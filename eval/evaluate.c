@@ -9,6 +9,7 @@
 #include "core/json.h"
 
 #include "checkpoints/checkpoint.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -36,6 +37,27 @@ static int ref_index(const ldr_item *it) {
 
 static const char *const k_ref_names[EVAL_REFS] = {"text", "box", "image", "audio"};
 
+static double cell_accum(eval_cell *c, double in, double un, double g, size_t n) {
+    const double iou = un > 0 ? in / un : 1.0;
+    c->masks++;
+    c->iou += iou; c->inter += in; c->uni += un;
+    c->e_iou += g > 0 ? 0.0 : 1.0; c->e_uni += g;                   /* empty: I = 0, U = |y| */
+    c->w_iou += g / (double)n; c->w_inter += g; c->w_uni += (double)n;   /* whole image: I = |y|, U = n */
+    return iou;
+}
+
+/* eval_cell_add from the 0/1 bytes it writes (the same sums, the same order). */
+static double cell_add_bytes(eval_cell *c, const uint8_t *pred, const uint8_t *gt, size_t n) {
+    double in = 0, un = 0, g = 0;
+    for (size_t p = 0; p < n; p++) {
+        const int pr = pred[p], t = gt[p];
+        in += pr & t;
+        un += pr | t;
+        g += t;
+    }
+    return cell_accum(c, in, un, g, n);
+}
+
 double eval_cell_add(eval_cell *c, const float *x, const float *y, size_t n, uint8_t *pred, uint8_t *gt) {
     double in = 0, un = 0, g = 0;
     for (size_t p = 0; p < n; p++) {
@@ -46,12 +68,7 @@ double eval_cell_add(eval_cell *c, const float *x, const float *y, size_t n, uin
         if (pred) pred[p] = (uint8_t)pr;
         if (gt) gt[p] = (uint8_t)t;
     }
-    const double iou = un > 0 ? in / un : 1.0;
-    c->masks++;
-    c->iou += iou; c->inter += in; c->uni += un;
-    c->e_iou += g > 0 ? 0.0 : 1.0; c->e_uni += g;                   /* empty: I = 0, U = |y| */
-    c->w_iou += g / (double)n; c->w_inter += g; c->w_uni += (double)n;   /* whole image: I = |y|, U = n */
-    return iou;
+    return cell_accum(c, in, un, g, n);
 }
 
 void eval_cell_means(const eval_cell *c, double out[6]) {
@@ -186,6 +203,154 @@ done:
     return rc;
 }
 
+/* ------------------------------------------------------------------ sharded evaluation */
+
+/* Several ranks (core/dist.h, `make MPI=1` under mpirun): a set's rows are
+ * cut into batches of B consecutive rows (the last one shorter; broken rows
+ * leave a batch short), and rank k of n evaluates batches k, k + n, k + 2n,
+ * ...: every sample is evaluated once, in the same batch (the same slot, so
+ * the same sampling seed) as by one process. After each round of n batches
+ * the ranks' per-sample records are gathered to rank 0, which scores them in
+ * batch order: the sums behind gIoU / cIoU, the AVSBench videos, the caption
+ * list, the counters and the per-sample outputs (results.jsonl, overlays,
+ * grid) come out exactly as one process makes them. One process takes the
+ * same path (its own record, copied).
+ *
+ * A round's record, host byte order (every rank runs the same binary):
+ *   header: i64 samples, broken, generated tokens, [SEG]s in captions, extra
+ *           [SEG]s, missing [SEG]s; f64 seconds in generation;
+ *   per sample: i64 has_item, [ldr_item, its pointers meaningless], i64
+ *           masks, h, w, [SEG]s generated, exact (-1, 0, 1), text bytes (with
+ *           its NUL), the text; per mask: h*w prediction bytes, h*w ground
+ *           truth bytes, and for AVSBench sets i64 has_logits, [h*w float
+ *           logits], h*w float ground truth. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} rec_buf;
+
+static void rb_put(rec_buf *b, const void *x, size_t n) {
+    if (b->oom || !n) return;
+    if (b->n + n > b->cap) {
+        size_t nc = b->cap ? b->cap : 65536;
+        while (nc < b->n + n) nc *= 2;
+        char *q = realloc(b->p, nc);
+        if (!q) { b->oom = 1; return; }
+        b->p = q;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->n, x, n);
+    b->n += n;
+}
+
+static void rb_i64(rec_buf *b, int64_t v) { rb_put(b, &v, sizeof v); }
+
+typedef struct {
+    const char *p, *end;
+} rec_rd;
+
+static const void *rd_take(rec_rd *r, size_t n) {   /* NULL past the end */
+    if ((size_t)(r->end - r->p) < n) return NULL;
+    const void *q = r->p;
+    r->p += n;
+    return q;
+}
+
+static int rd_i64(rec_rd *r, int64_t *v) {
+    const void *q = rd_take(r, sizeof *v);
+    if (!q) return -1;
+    memcpy(v, q, sizeof *v);
+    return 0;
+}
+
+enum { REC_SAMPLES, REC_BROKEN, REC_GEN_TOKENS, REC_SEG_UNASKED, REC_SEG_EXTRA, REC_SEG_MISSING, REC_COUNTS };
+
+/* Rank 0: one round's record of one rank scored into out (see above). */
+typedef struct {
+    const eval_opts *o;
+    avs_video *vid;
+    caption_list *caps;
+    eval_result *out;
+    eval_example_fn cb;
+    void *ctx;
+    int S;
+    size_t cap;
+    const uint8_t **pp, **gp;   /* [S] */
+    double *iou;                /* [S] */
+    float *hx, *hy;             /* [cap]: AVSBench frames, aligned */
+    double gen_seconds;         /* summed over the ranks */
+} replay_ctx;
+
+static int replay(replay_ctx *c, const char *buf, size_t n) {
+    if (!n) return 0;   /* a rank without a batch this round */
+    rec_rd rd = {buf, buf + n};
+    eval_result *out = c->out;
+    int64_t h[REC_COUNTS];
+    double gs;
+    for (int i = 0; i < REC_COUNTS; i++)
+        if (rd_i64(&rd, &h[i])) goto bad;
+    const void *q = rd_take(&rd, sizeof gs);
+    if (!q) goto bad;
+    memcpy(&gs, q, sizeof gs);
+    out->broken += h[REC_BROKEN];
+    out->gen_tokens += h[REC_GEN_TOKENS];
+    out->seg_unasked += h[REC_SEG_UNASKED];
+    out->seg_extra += h[REC_SEG_EXTRA];
+    out->seg_missing += h[REC_SEG_MISSING];
+    c->gen_seconds += gs;
+    for (int64_t s = 0; s < h[REC_SAMPLES]; s++) {
+        int64_t has_item, nm, mh, mw, nseg, exact, tl;
+        ldr_item item;
+        const ldr_item *it = NULL;
+        if (rd_i64(&rd, &has_item)) goto bad;
+        if (has_item) {
+            if (!(q = rd_take(&rd, sizeof item))) goto bad;
+            memcpy(&item, q, sizeof item);
+            item.tokens = item.targets = NULL;
+            item.clip = item.sam = item.masks = item.ref_data = NULL;
+            item.image[sizeof item.image - 1] = item.ref_path[sizeof item.ref_path - 1] = 0;
+            item.question[sizeof item.question - 1] = item.answer[sizeof item.answer - 1] = 0;
+            it = &item;
+        }
+        if (rd_i64(&rd, &nm) || rd_i64(&rd, &mh) || rd_i64(&rd, &mw) || rd_i64(&rd, &nseg) || rd_i64(&rd, &exact) ||
+            rd_i64(&rd, &tl))
+            goto bad;
+        if (nm < 0 || nm > c->S || mh < 0 || mw < 0 || (size_t)mh * (size_t)mw > c->cap || tl < 1) goto bad;
+        const char *text = rd_take(&rd, (size_t)tl);
+        if (!text || text[tl - 1]) goto bad;
+        const size_t hw = (size_t)mh * mw;
+        for (int j = 0; j < nm; j++) {
+            if (!(c->pp[j] = rd_take(&rd, hw)) || !(c->gp[j] = rd_take(&rd, hw))) goto bad;
+            c->iou[j] = cell_add_bytes(&out->ref[ref_index(it)], c->pp[j], c->gp[j], hw);
+            if (c->o->avs) {
+                int64_t hx;
+                const void *x = NULL, *y;
+                if (rd_i64(&rd, &hx) || (hx && !(x = rd_take(&rd, hw * sizeof(float)))) || !(y = rd_take(&rd, hw * sizeof(float))))
+                    goto bad;
+                if (x) memcpy(c->hx, x, hw * sizeof(float));
+                memcpy(c->hy, y, hw * sizeof(float));
+                if (it && avs_push(c->vid, out, it, x ? c->hx : NULL, c->hy, (int)mh, (int)mw)) return -1;
+            }
+        }
+        if (it && nm == 0) {   /* region captioning */
+            out->captions++;
+            out->caption_exact += exact > 0;
+            if (caption_add(c->caps, text, it->source, it->group)) return -1;
+        }
+        out->samples++;
+        if (c->cb) {
+            eval_example ex = {.item = it, .n_masks = (int)nm, .h = (int)mh, .w = (int)mw, .pred = c->pp, .gt = c->gp,
+                               .iou = nm ? c->iou : NULL, .n_seg = (int)nseg, .generated = text, .exact = (int)exact};
+            if (c->cb(c->ctx, &ex)) return -1;
+        }
+    }
+    if (rd.p != rd.end) goto bad;
+    return 0;
+bad:
+    return ar_errorf("eval: a rank's per-sample record is malformed (%zu bytes)", n);
+}
+
 /* ------------------------------------------------------------------ one set */
 
 int eval_set(run_t *r, grounding_dataset *g, const eval_opts *o, const char *label, eval_result *out,
@@ -199,11 +364,13 @@ int eval_set(run_t *r, grounding_dataset *g, const eval_opts *o, const char *lab
     ldr_markers mk;
     ldr_get_markers(ld, &mk);
     const int eos = tok_eos(tok), pad = ldr_pad_id(ld), B = r->B, T = r->T, Tf = r->Tf, S = r->max_seg;
+    const int rank = dist_rank(), R = dist_size();
     const size_t cap = r->mask_cap;
     gen_cfg gc = o->gen;
     if (eval_resolve_stops(&gc, o->stop, tok)) return -1;
-    int64_t rows = gds_rows(g), next = 0;
+    int64_t rows = gds_rows(g);
     if (o->max_samples > 0 && o->max_samples < rows) rows = o->max_samples;
+    const int64_t n_batches = (rows + B - 1) / B, rounds = (n_batches + R - 1) / R;
     const double t0 = ar_now();
     int *len = malloc(sizeof(int) * (size_t)B), *start = malloc(sizeof(int) * (size_t)B);
     int *ans = malloc(sizeof(int) * (size_t)T), *alen = malloc(sizeof(int) * (size_t)B);
@@ -216,160 +383,202 @@ int eval_set(run_t *r, grounding_dataset *g, const eval_opts *o, const char *lab
     double *iou = malloc(sizeof(double) * (size_t)S);
     const float **gtm = malloc(sizeof(float *) * (size_t)S);
     const uint8_t **pp = malloc(sizeof(uint8_t *) * (size_t)S), **gp = malloc(sizeof(uint8_t *) * (size_t)S);
+    size_t *counts = malloc(sizeof(size_t) * (size_t)R);
+    char *all = NULL;
+    rec_buf rb = {0};
     avs_video vid = {.cap = cap};
     caption_list caps = {0};
+    replay_ctx rp = {.o = o, .vid = &vid, .caps = &caps, .out = out, .cb = cb, .ctx = ctx, .S = S, .cap = cap,
+                     .pp = pp, .gp = gp, .iou = iou};
     ar_progress pr;
-    int rc = -1, progress = label && label[0];
+    int rc = -1, progress = label && label[0] && rank == 0;
     if (o->avs) {
         vid.x = malloc(sizeof(float) * cap * EVAL_AVS_MAX_FRAMES);
         vid.y = malloc(sizeof(float) * cap * EVAL_AVS_MAX_FRAMES);
+        rp.hx = malloc(sizeof(float) * cap);
+        rp.hy = malloc(sizeof(float) * cap);
     }
     if (!len || !start || !ans || !alen || !tgt_ids || !gtgt || !gtok || !first_gt || !n_gt || !n_seg || !has || !hlog ||
-        !predb || !gtb || !iou || !gtm || !pp || !gp || (o->avs && (!vid.x || !vid.y))) {
+        !predb || !gtb || !iou || !gtm || !pp || !gp || !counts ||
+        (o->avs && (!vid.x || !vid.y || !rp.hx || !rp.hy))) {
         ar_errorf("out of memory");
         goto done;
     }
     if (progress) progress_start(&pr, (long)rows, label);
     anyref_set_training(r->ar, 0);
-    while (next < rows) {
-        int filled = 0;
-        int *rt = r->refs ? r->raw_tok : r->tok, *rg = r->refs ? r->raw_tgt : r->tgt;
-        while (filled < B && next < rows) {
-            int k = gds_read_row(g, next++, Tf, filled, rt + (size_t)filled * Tf, rg + (size_t)filled * Tf);
-            if (k < 0) goto done;
-            if (k == 0) filled++;
-            else { out->broken++; log_warn("eval: %s", ar_error()); }
+    for (int64_t round = 0; round < rounds; round++) {
+        const int64_t bi = round * R + rank;   /* this rank's batch of the round (none past the end) */
+        rb.n = 0;
+        int64_t bc[REC_COUNTS] = {0};
+        double bgen = 0;
+        if (bi < n_batches) {
+            rb_put(&rb, bc, sizeof bc);   /* the header, filled in below */
+            rb_put(&rb, &bgen, sizeof bgen);
         }
-        if (!filled) break;
-        for (int b = filled; b < B; b++)
-            for (int t = 0; t < Tf; t++) { rt[(size_t)b * Tf + t] = pad; rg[(size_t)b * Tf + t] = -100; }
-        gds_batch gb;
-        gds_finish_batch(g, filled, &gb);
-        anyref_batch in;
-        if (grounding_upload(r, &gb, &in)) goto done;
-        for (int b = 0; b < B; b++) { n_gt[b] = 0; first_gt[b] = -1; n_seg[b] = 0; }
-        for (int q = 0; q < gb.n_masks; q++) {
-            const int b = gb.mask_sample[q];
-            if (first_gt[b] < 0) first_gt[b] = q;
-            n_gt[b]++;
-        }
-        for (int q = 0; q < S; q++) has[q] = 0;
-        /* logits of [SEG] k (batch order) -> the host copy of ground-truth mask q */
+        int64_t next = bi * B;
+        const int64_t stop = next + B < rows ? next + B : rows;
+        do {
+            if (bi >= n_batches) break;
+            int filled = 0;
+            int *rt = r->refs ? r->raw_tok : r->tok, *rg = r->refs ? r->raw_tgt : r->tgt;
+            while (next < stop) {
+                int k = gds_read_row(g, next++, Tf, filled, rt + (size_t)filled * Tf, rg + (size_t)filled * Tf);
+                if (k < 0) goto done;
+                if (k == 0) filled++;
+                else { bc[REC_BROKEN]++; log_warn("eval: %s", ar_error()); }
+            }
+            if (!filled) break;
+            for (int b = filled; b < B; b++)
+                for (int t = 0; t < Tf; t++) { rt[(size_t)b * Tf + t] = pad; rg[(size_t)b * Tf + t] = -100; }
+            gds_batch gb;
+            gds_finish_batch(g, filled, &gb);
+            anyref_batch in;
+            if (grounding_upload(r, &gb, &in)) goto done;
+            for (int b = 0; b < B; b++) { n_gt[b] = 0; first_gt[b] = -1; n_seg[b] = 0; }
+            for (int q = 0; q < gb.n_masks; q++) {
+                const int b = gb.mask_sample[q];
+                if (first_gt[b] < 0) first_gt[b] = q;
+                n_gt[b]++;
+            }
+            for (int q = 0; q < S; q++) has[q] = 0;
+            /* logits of [SEG] k (batch order) -> the host copy of ground-truth mask q */
 #define FETCH(k, q)                                                                              \
     do {                                                                                         \
-        int h_, w_;                                                                              \
-        const float *x_ = anyref_mask_logits(r->ar, (k), &h_, &w_);                              \
-        if (!x_) { ar_errorf("eval: no logits for [SEG] %d", (k)); goto done; }                  \
-        k_download(hlog + (size_t)(q) * cap, x_, (size_t)h_ * w_ * sizeof(float));              \
-        has[(q)] = 1;                                                                            \
+            int h_, w_;                                                                              \
+            const float *x_ = anyref_mask_logits(r->ar, (k), &h_, &w_);                              \
+            if (!x_) { ar_errorf("eval: no logits for [SEG] %d", (k)); goto done; }                  \
+            k_download(hlog + (size_t)(q) * cap, x_, (size_t)h_ * w_ * sizeof(float));              \
+            has[(q)] = 1;                                                                            \
     } while (0)
-        if (o->teacher && gb.n_masks) {   /* the ground-truth answer's [SEG]s */
-            anyref_losses L;
-            float l = anyref_forward(r->ar, &in, 0, &L);
-            if (isnan(l) && ar_error()[0]) goto done;
-            for (int k = 0; k < L.n_seg && k < gb.n_masks; k++) FETCH(k, k);
-        }
-        /* generation from each prompt; the ground-truth answer's ids first */
-        for (int b = 0; b < B; b++) {
-            len[b] = 0;
-            alen[b] = 0;
-            if (b >= filled) continue;
-            const int *tk = r->tok + (size_t)b * T, *tg = r->tgt + (size_t)b * T;
-            for (int t = 0; t < T && !len[b]; t++)
-                if (tg[t] != -100) len[b] = t + 1;
-            for (int t = len[b]; len[b] && t < T && tg[t - 1] != -100; t++) tgt_ids[(size_t)b * T + alen[b]++] = tk[t];
-        }
-        memcpy(start, len, sizeof(int) * (size_t)B);
-        const double tg0 = ar_now();
-        if (gc.max_new > 0 && anyref_generate_ex(r->ar, &gc, r->tok, len, pad, in.feat, in.n_feat)) goto done;
-        out->gen_seconds += ar_now() - tg0;
-        memcpy(gtok, r->tok, sizeof(int) * (size_t)B * T);   /* the answers as generated */
-        for (int b = 0; b < filled; b++) {
-            out->gen_tokens += len[b] - start[b];
-            for (int t = start[b]; t < len[b]; t++) n_seg[b] += r->tok[(size_t)b * T + t] == mk.seg;
-            if (n_gt[b] == 0) out->seg_unasked += n_seg[b];
-            else if (n_seg[b] > n_gt[b]) out->seg_extra += n_seg[b] - n_gt[b];
-        }
-        if (!o->teacher && gb.n_masks) {
-            /* the generated answers once more: the j-th [SEG] of sample b (j <
-             * its masks) predicts its j-th mask; later [SEG]s become padding
-             * (causal: the kept ones do not see them) */
-            int kept = 0;
-            for (int b = 0; b < B; b++) {
-                int *tk = r->tok + (size_t)b * T, *tg = gtgt + (size_t)b * T, j = 0;
-                for (int t = 0; t < T; t++) {
-                    tg[t] = b < filled && start[b] > 0 && t >= start[b] - 1 && t + 1 < len[b] ? tk[t + 1] : -100;
-                    if (b >= filled || t < start[b] || t >= len[b] || tk[t] != mk.seg) continue;
-                    if (j < n_gt[b]) gtm[kept++] = in.gt_masks[first_gt[b] + j++];
-                    else tk[t] = pad;
-                }
-                for (int t = 0; t + 1 < T; t++)   /* the target that predicted a padded [SEG] */
-                    if (tg[t] != -100 && tk[t + 1] == pad) tg[t] = -100;
-            }
-            if (kept) {
-                anyref_batch in2 = in;
-                in2.targets = gtgt;
-                in2.gt_masks = gtm;
+            if (o->teacher && gb.n_masks) {   /* the ground-truth answer's [SEG]s */
                 anyref_losses L;
-                float l = anyref_forward(r->ar, &in2, 0, &L);
+                float l = anyref_forward(r->ar, &in, 0, &L);
                 if (isnan(l) && ar_error()[0]) goto done;
-                int k = 0;
+                for (int k = 0; k < L.n_seg && k < gb.n_masks; k++) FETCH(k, k);
+            }
+            /* generation from each prompt; the ground-truth answer's ids first */
+            for (int b = 0; b < B; b++) {
+                len[b] = 0;
+                alen[b] = 0;
+                if (b >= filled) continue;
+                const int *tk = r->tok + (size_t)b * T, *tg = r->tgt + (size_t)b * T;
+                for (int t = 0; t < T && !len[b]; t++)
+                    if (tg[t] != -100) len[b] = t + 1;
+                for (int t = len[b]; len[b] && t < T && tg[t - 1] != -100; t++) tgt_ids[(size_t)b * T + alen[b]++] = tk[t];
+            }
+            memcpy(start, len, sizeof(int) * (size_t)B);
+            const double tg0 = ar_now();
+            if (gc.max_new > 0 && anyref_generate_ex(r->ar, &gc, r->tok, len, pad, in.feat, in.n_feat)) goto done;
+            bgen += ar_now() - tg0;
+            memcpy(gtok, r->tok, sizeof(int) * (size_t)B * T);   /* the answers as generated */
+            for (int b = 0; b < filled; b++) {
+                bc[REC_GEN_TOKENS] += len[b] - start[b];
+                for (int t = start[b]; t < len[b]; t++) n_seg[b] += r->tok[(size_t)b * T + t] == mk.seg;
+                if (n_gt[b] == 0) bc[REC_SEG_UNASKED] += n_seg[b];
+                else if (n_seg[b] > n_gt[b]) bc[REC_SEG_EXTRA] += n_seg[b] - n_gt[b];
+            }
+            if (!o->teacher && gb.n_masks) {
+                /* the generated answers once more: the j-th [SEG] of sample b (j <
+                 * its masks) predicts its j-th mask; later [SEG]s become padding
+                 * (causal: the kept ones do not see them) */
+                int kept = 0;
                 for (int b = 0; b < B; b++) {
-                    const int m = n_seg[b] < n_gt[b] ? n_seg[b] : n_gt[b];
-                    for (int j = 0; j < m && k < L.n_seg; j++, k++) FETCH(k, first_gt[b] + j);
+                    int *tk = r->tok + (size_t)b * T, *tg = gtgt + (size_t)b * T, j = 0;
+                    for (int t = 0; t < T; t++) {
+                        tg[t] = b < filled && start[b] > 0 && t >= start[b] - 1 && t + 1 < len[b] ? tk[t + 1] : -100;
+                        if (b >= filled || t < start[b] || t >= len[b] || tk[t] != mk.seg) continue;
+                        if (j < n_gt[b]) gtm[kept++] = in.gt_masks[first_gt[b] + j++];
+                        else tk[t] = pad;
+                    }
+                    for (int t = 0; t + 1 < T; t++)   /* the target that predicted a padded [SEG] */
+                        if (tg[t] != -100 && tk[t + 1] == pad) tg[t] = -100;
                 }
+                if (kept) {
+                    anyref_batch in2 = in;
+                    in2.targets = gtgt;
+                    in2.gt_masks = gtm;
+                    anyref_losses L;
+                    float l = anyref_forward(r->ar, &in2, 0, &L);
+                    if (isnan(l) && ar_error()[0]) goto done;
+                    int k = 0;
+                    for (int b = 0; b < B; b++) {
+                        const int m = n_seg[b] < n_gt[b] ? n_seg[b] : n_gt[b];
+                        for (int j = 0; j < m && k < L.n_seg; j++, k++) FETCH(k, first_gt[b] + j);
+                    }
+                }
+                for (int b = 0; b < filled; b++)
+                    if (n_seg[b] < n_gt[b]) bc[REC_SEG_MISSING] += n_gt[b] - n_seg[b];
             }
-            for (int b = 0; b < filled; b++)
-                if (n_seg[b] < n_gt[b]) out->seg_missing += n_gt[b] - n_seg[b];
-        }
 #undef FETCH
-        for (int b = 0; b < filled; b++) {
-            const ldr_item *it = gds_live_item(g, b);
-            const int mh = gb.mask_hw[2 * b] > 0 ? gb.mask_hw[2 * b] : gb.orig_hw[2 * b];
-            const int mw = gb.mask_hw[2 * b] > 0 ? gb.mask_hw[2 * b + 1] : gb.orig_hw[2 * b + 1];
-            const size_t hw = (size_t)mh * mw;
-            for (int j = 0; j < n_gt[b]; j++) {
-                const int q = first_gt[b] + j;
-                const float *x = has[q] ? hlog + (size_t)q * cap : NULL;
-                pp[j] = predb + (size_t)q * cap;
-                gp[j] = gtb + (size_t)q * cap;
-                iou[q] = eval_cell_add(&out->ref[ref_index(it)], x, gb.masks[q], hw, predb + (size_t)q * cap, gtb + (size_t)q * cap);
-                if (o->avs && it && avs_push(&vid, out, it, x, gb.masks[q], mh, mw)) goto done;
+            /* this batch's per-sample records (scored by rank 0: replay) */
+            for (int b = 0; b < filled; b++) {
+                const ldr_item *it = gds_live_item(g, b);
+                const int mh = gb.mask_hw[2 * b] > 0 ? gb.mask_hw[2 * b] : gb.orig_hw[2 * b];
+                const int mw = gb.mask_hw[2 * b] > 0 ? gb.mask_hw[2 * b + 1] : gb.orig_hw[2 * b + 1];
+                const size_t hw = (size_t)mh * mw;
+                const int *gen = gtok + (size_t)b * T + start[b];
+                const int n = len[b] - start[b];
+                int exact = -1, ne = 0;
+                for (int t = 0; t < n; t++)
+                    if (gen[t] != eos && (n_gt[b] || gen[t] != mk.seg)) ans[ne++] = gen[t];
+                char *text = NULL;
+                size_t tl = 0;
+                if (tok_decode(tok, ans, ne, &text, &tl)) goto done;
+                if (it && n_gt[b] == 0)   /* region captioning */
+                    exact = n == alen[b] && !memcmp(gen, tgt_ids + (size_t)b * T, sizeof(int) * (size_t)n);
+                rb_i64(&rb, it != NULL);
+                if (it) rb_put(&rb, it, sizeof *it);
+                const size_t tn = strlen(text);
+                const int64_t f[6] = {n_gt[b], mh, mw, n_seg[b], exact, (int64_t)tn + 1};
+                rb_put(&rb, f, sizeof f);
+                rb_put(&rb, text, tn + 1);
+                free(text);
+                for (int j = 0; j < n_gt[b]; j++) {
+                    const int q = first_gt[b] + j;
+                    const float *x = has[q] ? hlog + (size_t)q * cap : NULL;
+                    eval_cell scratch = {0};
+                    eval_cell_add(&scratch, x, gb.masks[q], hw, predb + (size_t)q * cap, gtb + (size_t)q * cap);
+                    rb_put(&rb, predb + (size_t)q * cap, hw);
+                    rb_put(&rb, gtb + (size_t)q * cap, hw);
+                    if (o->avs) {
+                        rb_i64(&rb, x != NULL);
+                        if (x) rb_put(&rb, x, hw * sizeof(float));
+                        rb_put(&rb, gb.masks[q], hw * sizeof(float));
+                    }
+                }
+                bc[REC_SAMPLES]++;
             }
-            const int *gen = gtok + (size_t)b * T + start[b];
-            const int n = len[b] - start[b];
-            int exact = -1, ne = 0;
-            for (int t = 0; t < n; t++)
-                if (gen[t] != eos && (n_gt[b] || gen[t] != mk.seg)) ans[ne++] = gen[t];
-            char *text = NULL;
-            size_t tl = 0;
-            if (tok_decode(tok, ans, ne, &text, &tl)) goto done;
-            if (it && n_gt[b] == 0) {   /* region captioning */
-                exact = n == alen[b] && !memcmp(gen, tgt_ids + (size_t)b * T, sizeof(int) * (size_t)n);
-                out->captions++;
-                out->caption_exact += exact;
-                if (caption_add(&caps, text, it->source, it->group)) { free(text); goto done; }
-            }
-            out->samples++;
-            int cr = 0;
-            if (cb) {
-                eval_example ex = {.item = it, .n_masks = n_gt[b], .h = mh, .w = mw, .pred = pp, .gt = gp,
-                                   .iou = n_gt[b] ? iou + first_gt[b] : NULL, .n_seg = n_seg[b], .generated = text,
-                                   .exact = exact};
-                cr = cb(ctx, &ex);
-            }
-            free(text);
-            if (cr) goto done;
+        } while (0);
+        if (rb.oom) { ar_errorf("out of memory"); goto done; }
+        if (bi < n_batches) {   /* the header */
+            memcpy(rb.p, bc, sizeof bc);
+            memcpy(rb.p + sizeof bc, &bgen, sizeof bgen);
         }
+        /* every rank's round to rank 0, scored there in batch order */
+        if (dist_gather_bytes(rb.p, rb.n, &all, counts)) { ar_error_prefix("eval: "); goto done; }
+        if (rank == 0) {
+            size_t off = 0;
+            for (int k = 0; k < R; k++) {
+                if (replay(&rp, all + off, counts[k])) goto done;
+                off += counts[k];
+            }
+        }
+        free(all);
+        all = NULL;
         if (progress) {
             char extra[96];
+            const int64_t seen = (round + 1) * R * B < rows ? (round + 1) * R * B : rows;
             snprintf(extra, sizeof extra, "%.1f tokens/s generated",
-                     out->gen_seconds > 0 ? out->gen_tokens / out->gen_seconds : 0.0);
-            progress_update(&pr, (long)next, extra);
+                     rp.gen_seconds > 0 ? out->gen_tokens * R / rp.gen_seconds : 0.0);
+            progress_update(&pr, (long)seen, extra);
         }
     }
-    if (o->avs && avs_flush(&vid, out)) goto done;
-    if (caption_score(ld, &caps, o, out)) goto done;
+    /* generation time: the ranks' mean (tokens_per_s: all ranks together) */
+    out->gen_seconds = rp.gen_seconds / R;
+    if (rank == 0) {
+        if (o->avs && avs_flush(&vid, out)) goto done;
+        if (caption_score(ld, &caps, o, out)) goto done;
+    }
     out->seconds = ar_now() - t0;
     rc = 0;
 done:
@@ -377,7 +586,8 @@ done:
     anyref_set_training(r->ar, 1);
     free(len); free(start); free(ans); free(alen); free(tgt_ids); free(gtgt); free(gtok); free(first_gt); free(n_gt);
     free(n_seg); free(has); free(hlog); free(predb); free(gtb); free(iou); free(gtm); free(pp); free(gp);
-    free(vid.x); free(vid.y);
+    free(vid.x); free(vid.y); free(rp.hx); free(rp.hy);
+    free(counts); free(all); free(rb.p);
     caption_free(&caps);
     return rc;
 }
@@ -856,6 +1066,10 @@ int eval_main(int argc, char **argv) {
         goto out;
     }
     if (run_setup(&r, cfg)) goto out;
+    /* several ranks (make MPI=1 under mpirun): each evaluates its share of
+     * every set (eval_set), rank 0 alone scores and writes */
+    const int rank0 = dist_rank() == 0;
+    dist_set_timeout(cfg_float(cfg, "dist.timeout_s"));
     char ck[PATH_MAX];
     if (ckopt) snprintf(ck, sizeof ck, "%s", ckopt);
     else {
@@ -869,7 +1083,7 @@ int eval_main(int argc, char **argv) {
     const long step = (long)st.step;
     ckpt_state_free(&st);
     anyref_refresh_prompt(r.ar);
-    if (use_meteor) {
+    if (use_meteor && rank0) {
         for (int k = 0; k < LDR_MAX_SOURCES && !met; k++)
             if (suite_takes(suite, cfg, k) && strcmp(skey(cfg, k, "kind"), "avsbench")) {
                 if (!(met = meteor_open(wordnet, NULL))) goto out;
@@ -883,15 +1097,18 @@ int eval_main(int argc, char **argv) {
     if (respath) snprintf(rpath, sizeof rpath, "%s", respath);
     else snprintf(rpath, sizeof rpath, "%s/results.jsonl", r.run_dir);
     snprintf(odir, sizeof odir, "%s/overlays", r.run_dir);
-    if (n_overlays > 0 && mkdir(odir, 0777) && errno != EEXIST) { ar_errorf("cannot create %s: %s", odir, strerror(errno)); goto out; }
+    if (rank0 && n_overlays > 0 && (ar_mkdir_parent(odir) || (mkdir(odir, 0777) && errno != EEXIST))) { ar_errorf("cannot create %s: %s", odir, strerror(errno)); goto out; }
     ex.overlay_dir = odir;
     char rtmp[PATH_MAX + 8];   /* results.jsonl: written whole, then renamed over the last run's */
     snprintf(rtmp, sizeof rtmp, "%s.tmp", rpath);
-    if (ar_mkdir_parent(rpath) || !(ex.results = fopen(rtmp, "w"))) { ar_errorf("cannot write %s: %s", rtmp, strerror(errno)); goto out; }
-    printf("anyref eval: %s (step %ld), suite %s, decoding %s", ck, step, suite->name, strategy_name(gen.strategy));
-    if (gen.strategy == GEN_BEAM) printf(" (width %d, length penalty %g)", gen.beam_width, gen.length_penalty);
-    if (gen.strategy == GEN_SAMPLE) printf(" (temperature %g, top-p %g, seed %llu)", gen.temperature, gen.top_p, (unsigned long long)gen.seed);
-    printf(", at most %d new tokens%s, masks from the %s answers\n", gen.max_new, gen.no_cache ? " (no KV cache)" : "",
+    if (rank0 && (ar_mkdir_parent(rpath) || !(ex.results = fopen(rtmp, "w")))) {
+        ar_errorf("cannot write %s: %s", rtmp, strerror(errno));
+        goto out;
+    }
+    if (rank0) printf("anyref eval: %s (step %ld), suite %s, decoding %s", ck, step, suite->name, strategy_name(gen.strategy));
+    if (rank0 && gen.strategy == GEN_BEAM) printf(" (width %d, length penalty %g)", gen.beam_width, gen.length_penalty);
+    if (rank0 && gen.strategy == GEN_SAMPLE) printf(" (temperature %g, top-p %g, seed %llu)", gen.temperature, gen.top_p, (unsigned long long)gen.seed);
+    if (rank0) printf(", at most %d new tokens%s, masks from the %s answers\n", gen.max_new, gen.no_cache ? " (no KV cache)" : "",
            teacher ? "ground-truth" : "generated");
     eval_opts eo = {.max_samples = samples, .gen = gen, .stop = stop, .teacher = teacher, .meteor = met};
     for (int k = 0; k < LDR_MAX_SOURCES; k++) {
@@ -928,6 +1145,7 @@ int eval_main(int argc, char **argv) {
         }
     }
     if (!n_rows) { ar_errorf("no set to evaluate: give --splits or set source.eval_splits / source.val_split"); goto out; }
+    if (!rank0) { rc = 0; goto out; }   /* rank 0 writes */
     if (fclose(ex.results)) { ex.results = NULL; ar_errorf("cannot write %s", rtmp); goto out; }
     ex.results = NULL;
     if (rename(rtmp, rpath)) { ar_errorf("cannot rename %s to %s: %s", rtmp, rpath, strerror(errno)); goto out; }

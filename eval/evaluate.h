@@ -35,8 +35,14 @@
  *      (eval/meteor.h: exact + stem + WordNet synonyms, no paraphrase
  *      table) when eval_opts.meteor is set, and the exact token match of
  *      the ground-truth answer.
+ * SEVERAL RANKS (core/dist.h, `make MPI=1` under mpirun): eval_set is then a
+ * collective; rank k evaluates batches k, k + N, ... of B consecutive rows,
+ * rank 0 gathers the per-sample records after each round and scores them in
+ * sample order, so its eval_result and callbacks are exactly one process's
+ * (the other ranks' eval_result is not meaningful; eval_main writes on rank 0
+ * only).
  * Depends on train/run.h, model/anyref.h, model/generate.h, data/loader.h,
- * eval/avs_metrics.h, eval/caption_metrics.h, eval/meteor.h. */
+ * eval/avs_metrics.h, eval/caption_metrics.h, eval/meteor.h, core/dist.h. */
 #ifndef ANYREF_TRAIN_EVALUATE_H
 #define ANYREF_TRAIN_EVALUATE_H
 #include "train/run.h"

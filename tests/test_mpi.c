@@ -15,7 +15,12 @@
  *     rank end non-zero within seconds, with that rank's message;
  *   - a rank that stops answering: the others' collective times out
  *     (dist.timeout_s) and every rank ends with the time-out message;
- *   - SIGTERM to mpirun: both ranks stop after the same step, rank 0 saves it.
+ *   - SIGTERM to mpirun: both ranks stop after the same step, rank 0 saves it;
+ *   - `anyref eval` sharded over 2 and 3 ranks (13 samples per set: batches
+ *     of 8 and 5, a rank without a batch) writes the same results.jsonl,
+ *     overlays and example grid, byte for byte, and the same summary.json
+ *     but for its timings, as one process; one rank given a missing
+ *     checkpoint ends every rank with its message.
  * Environment for a container with loopback only: OMPI_MCA_btl=self,vader
  * (shared memory), out-of-band TCP on lo, running as root allowed — each set
  * only where the caller has not set it. $ANYREF_MPI_BIN overrides the binary.
@@ -162,6 +167,15 @@ static void equivalence(const char *tag, const char *cfg, const char *data, doub
     snprintf(log2, sizeof log2, "%s.1rank", log);
     int rc2 = sh(cmd, log2);
     double dc = curve_diff(a, b, 1, 16);
+    /* the validation at step 16, its batches sharded over the 2 ranks and summed */
+    const char *vk[] = {"val_loss", "val_giou"};
+    double dv = 0, vv = NAN;
+    for (int k = 0; k < 2; k++) {
+        const double x = t_metric(a, 16, vk[k]), y = t_metric(b, 16, vk[k]);
+        if (k == 0) vv = y;
+        if (isnan(x) != isnan(y)) dv = INFINITY;
+        else if (!isnan(x) && fabs(x - y) / (fabs(y) > 1e-30 ? fabs(y) : 1e-30) > dv) dv = fabs(x - y) / (fabs(y) > 1e-30 ? fabs(y) : 1e-30);
+    }
     char ca[600], cb[600];
     snprintf(ca, sizeof ca, "%s/checkpoints/step_000016.h5", a);
     snprintf(cb, sizeof cb, "%s/checkpoints/step_000016.h5", b);
@@ -182,10 +196,10 @@ static void equivalence(const char *tag, const char *cfg, const char *data, doub
     }
     if (!rc1) { free(out); out = NULL; }
     snprintf(name, sizeof name, "mpi.%s_2ranks_equals_accum2", tag);
-    t_check(rc1 == 0 && rc2 == 0 && dc <= lim && dw <= lim && nt > 0, name,
+    t_check(rc1 == 0 && rc2 == 0 && dc <= lim && dw <= lim && dv <= lim && nt > 0, name,
             "2 ranks x accum 1 vs 1 rank x accum 2, 16 steps: loss/grad_norm max rel diff %.2e, final weights + "
-            "moments (%d tensors) max rel diff %.2e (limit %.0e); rc %d/%d, 2 ranks in %.1f s%s%.400s", dc, nt, dw,
-            lim, rc1, rc2, t1, out ? "; mpirun said: " : "", out ? out : "");
+            "moments (%d tensors) max rel diff %.2e, step-16 validation (val_loss %.4g) %.2e (limit %.0e); rc %d/%d, "
+            "2 ranks in %.1f s%s%.400s", dc, nt, dw, vv, dv, lim, rc1, rc2, t1, out ? "; mpirun said: " : "", out ? out : "");
     free(out);
 }
 
@@ -301,6 +315,106 @@ static void sigterm(void) {
     free(out); free(mc);
 }
 
+/* 1 if files a and b have the same bytes. */
+static int same_file(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int x = fgetc(fa), y = fgetc(fb);
+        if (x != y) same = 0;
+        if (x == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* summary.json without the values of its timings (seconds, samples_per_s,
+ * tokens_per_s: wall-clock measurements, different in every run). */
+static void strip_timings(char *s) {
+    const char *keys[] = {"\"seconds\":", "\"samples_per_s\":", "\"tokens_per_s\":"};
+    for (int k = 0; k < 3 && s; k++)
+        for (char *p = strstr(s, keys[k]); p; p = strstr(p, keys[k])) {
+            p += strlen(keys[k]);
+            char *e = p;
+            while (*e && *e != ',' && *e != '}') e++;
+            memmove(p, e, strlen(e) + 1);
+        }
+}
+
+/* `anyref eval` on the shapes world (an untrained-ish tiny AnyRef: 2 steps)
+ * by one process and sharded over 2 and 3 ranks: the same outputs. */
+static void eval_sharded(void) {
+    char cmd[7000], log[500], ov[2000], ck[600], *ref_sum = NULL, rj[3][600], sj[3][600], grid[3][600], over[3][600];
+    snprintf(log, sizeof log, "%s/eval_shapes.log", g_tmp);
+    snprintf(cmd, sizeof cmd, "%s data shapes --out %s/shapes --size tiny", g_bin, g_tmp);
+    if (sh(cmd, log) != 0) { t_fail("mpi.eval_sharded_equals_one_process", "anyref data shapes failed (%s)", log); return; }
+    const char *d = g_tmp;
+    snprintf(ov, sizeof ov, "data.tokenizer=%s/shapes/tokenizer.json source.root=%s/shapes/refer_seg "
+             "source.images=%s/shapes/refer_seg source2.file=%s/shapes/custom/shapes.jsonl "
+             "source3.root=%s/shapes/avsbench train.threads=1 data.workers=0 train.eval_every=0", d, d, d, d, d);
+    snprintf(cmd, sizeof cmd, "%s train configs/shapes-tiny.cfg %s run.dir=%s/eval_train train.steps=2", g_bin, ov, g_tmp);
+    snprintf(ck, sizeof ck, "%s/eval_train/checkpoints/step_000002.h5", g_tmp);
+    if (sh(cmd, log) != 0) { t_fail("mpi.eval_sharded_equals_one_process", "training 2 steps failed (%s)", log); return; }
+    /* every set and split (REFER text, JSON-lines box / crop / captions, AVSBench videos across the shards) */
+    const int nps[3] = {1, 2, 3};
+    double wall[3] = {0};
+    int rc[3], ok = 1;
+    char why[1200] = "";
+    for (int i = 0; i < 3; i++) {
+        snprintf(rj[i], sizeof rj[i], "%s/ev%d/results.jsonl", g_tmp, nps[i]);
+        snprintf(sj[i], sizeof sj[i], "%s/ev%d/summary.json", g_tmp, nps[i]);
+        snprintf(grid[i], sizeof grid[i], "%s/ev%d/examples.png", g_tmp, nps[i]);
+        snprintf(over[i], sizeof over[i], "%s/ev%d/overlays/s4-test-000.png", g_tmp, nps[i]);
+        char launch[300];
+        if (nps[i] == 1) snprintf(launch, sizeof launch, "%s", g_bin);   /* one process, no launcher */
+        else snprintf(launch, sizeof launch, "%s -np %d %s", MPIRUN, nps[i], g_bin);
+        snprintf(cmd, sizeof cmd, "timeout 120 %s eval configs/shapes-tiny.cfg %s run.dir=%s/ev%d --checkpoint %s "
+                 "--samples 13 --max-new 16 --overlays 1 --examples 3", launch, ov, g_tmp, nps[i], ck);
+        char lg[520];
+        snprintf(lg, sizeof lg, "%s.%d", log, nps[i]);
+        double t0 = ar_now();
+        rc[i] = sh(cmd, lg);
+        wall[i] = ar_now() - t0;
+        char *sum = slurp(sj[i]);
+        strip_timings(sum);
+        if (i == 0) ref_sum = sum;
+        else {
+            const int same_r = same_file(rj[0], rj[i]), same_s = sum && ref_sum && !strcmp(sum, ref_sum);
+            const int same_g = same_file(grid[0], grid[i]), same_o = same_file(over[0], over[i]);
+            if (rc[i] || !same_r || !same_s || !same_g || !same_o) ok = 0;
+            snprintf(why + strlen(why), sizeof why - strlen(why), "%d ranks: rc %d, results.jsonl %s, summary.json %s, "
+                     "grid %s, overlay %s; ", nps[i], rc[i], same_r ? "same" : "DIFFERENT", same_s ? "same" : "DIFFERENT",
+                     same_g ? "same" : "DIFFERENT", same_o ? "same" : "DIFFERENT");
+            free(sum);
+        }
+    }
+    char *res = slurp(rj[0]);
+    long lines = 0;
+    for (char *c = res; c && *c; c++) lines += *c == '\n';
+    free(res);
+    const int has_all = ref_sum && strstr(ref_sum, "\"avs\":") && strstr(ref_sum, "\"caption\":") && strstr(ref_sum, "\"box\":");
+    t_check(rc[0] == 0 && ok && lines == 6 * 13 && has_all, "mpi.eval_sharded_equals_one_process",
+            "anyref eval, 6 sets x 13 samples (REFER text, box/crop/captions, AVSBench): %ld lines; %s"
+            "wall 1 process %.2f s, 2 ranks %.2f s, 3 ranks %.2f s", lines, why, wall[0], wall[1], wall[2]);
+    free(ref_sum);
+    /* rank 1 cannot open its checkpoint: both end, with its message */
+    snprintf(cmd, sizeof cmd, "timeout 60 %s -np 1 %s eval configs/shapes-tiny.cfg %s run.dir=%s/evbad --checkpoint %s : "
+             "-np 1 %s eval configs/shapes-tiny.cfg %s run.dir=%s/evbad --checkpoint %s/no_such.h5",
+             MPIRUN, g_bin, ov, g_tmp, ck, g_bin, ov, g_tmp, g_tmp);
+    snprintf(log, sizeof log, "%s/eval_bad.log", g_tmp);
+    double t0 = ar_now();
+    int rb = sh(cmd, log);
+    double el = ar_now() - t0;
+    char *out = slurp(log);
+    int named = out && strstr(out, "rank 1 of 2 failed") && strstr(out, "no_such.h5");
+    t_check(rb != 0 && rb != 124 && el < 30 && named, "mpi.eval_bad_checkpoint_one_rank_ends_all",
+            "eval, rank 1 given a missing checkpoint: mpirun exit %d after %.1f s, the rank's message: %s", rb, el,
+            named ? "yes" : "NO");
+    if (!named && out) printf("     mpirun output: %.1500s\n", out);
+    free(out);
+}
+
 /* An HDF5 token file of the copy task, 60 rows: 16 steps x 16 rows cross 4 epochs. */
 static int write_tokens(char *path, size_t cap) {
     synth_task t;
@@ -328,6 +442,7 @@ int main(void) {
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     setenv("OMP_WAIT_POLICY", "passive", 0);
+    setenv("ANYREF_PROGRESS", "off", 0);
     struct stat sb;
     if (stat(g_bin, &sb) != 0) {
         t_fail("mpi.build", "%s is missing (make test builds it with make MPI=1; needs libopenmpi-dev)", g_bin);
@@ -355,7 +470,7 @@ int main(void) {
     if (sh(cmd, log) != 0) {
         t_fail("mpi.grounding_2ranks_equals_accum2", "anyref data planted failed (%s)", log);
     } else {
-        snprintf(data, sizeof data, "data.train=%s/planted/train.h5 data.val=%s/planted/val.h5 train.eval_batches=1 "
+        snprintf(data, sizeof data, "data.train=%s/planted/train.h5 data.val=%s/planted/val.h5 train.eval_batches=2 "
                  "train.min_val_giou=0 dist.bucket_mb=0.001953125", g_tmp, g_tmp);
         /* to 1e-5: 16 AdamW steps of a deeper model (SAM decoder) carry the two
          * summation orders' rounding further (measured: curve 8.3e-7, weights 2.6e-6) */
@@ -365,6 +480,7 @@ int main(void) {
     bad_rank();
     stalled_rank();
     sigterm();
+    eval_sharded();
     char rm[400];
     snprintf(rm, sizeof rm, "rm -rf %s", g_tmp);
     if (t_exit_code() == 0 && system(rm) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

@@ -6,6 +6,7 @@
 #include "train/train.h"
 #include "train/run.h"
 #include "checkpoints/safetensors.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "kernels/kernels.h"
@@ -230,6 +231,10 @@ static int splice_hook(void *ctx, int64_t row, const int *tokens, const int *tar
  * target, the mean BCE and Dice per mask, the total with the loss weights,
  * and the mask metrics of SPEC 4 (logit > 0 against the ground truth):
  * gIoU = mean per-mask IoU (empty vs empty = 1), cIoU = Σ I / Σ U.
+ * Batch i is rows [i B, (i + 1) B) (a broken row leaves it short); several
+ * ranks (core/dist.h) each run batches rank, rank + nranks, ... and the sums
+ * are added over the ranks (every rank gets the totals; the order of the
+ * floating-point sums is then not one process's).
  * out: total, ce, bce, dice, giou, ciou (NaN without validation data). */
 void grounding_validate(run_t *r, int batches, double out[6]) {
     for (int i = 0; i < 6; i++) out[i] = NAN;
@@ -237,19 +242,22 @@ void grounding_validate(run_t *r, int batches, double out[6]) {
     if (!g || batches <= 0) return;
     anyref_set_training(r->ar, 0);
     const int64_t rows = gds_rows(g);
-    int64_t next = 0;
+    const int R = r->nranks > 1 ? r->nranks : 1;
     double ce = 0, bce = 0, dice = 0, iou = 0, inter = 0, uni = 0;
     long ce_n = 0, masks = 0;
-    for (int bi = 0; bi < batches && next < rows; bi++) {
+    int failed = 0;
+    for (int bi = r->rank % R; bi < batches && (int64_t)bi * r->B < rows; bi += R) {
         int filled = 0;
-        while (filled < r->B && next < rows) {
+        int64_t next = (int64_t)bi * r->B;
+        const int64_t stop = next + r->B < rows ? next + r->B : rows;
+        while (next < stop) {
             int *rt = r->refs ? r->raw_tok : r->tok, *rg = r->refs ? r->raw_tgt : r->tgt;
             int *tk = rt + (size_t)filled * r->Tf, *tg = rg + (size_t)filled * r->Tf;
             int rc = gds_read_row(g, next++, r->Tf, filled, tk, tg);
-            if (rc < 0) { log_warn("validation: %s", ar_error()); goto done; }
+            if (rc < 0) { log_warn("validation: %s", ar_error()); failed = 1; goto done; }
             if (rc == 0) filled++;
         }
-        if (!filled) break;
+        if (!filled) continue;
         for (int b = filled; b < r->B; b++) {   /* a short last batch: padding rows without targets */
             int *rt = r->refs ? r->raw_tok : r->tok, *rg = r->refs ? r->raw_tgt : r->tgt;
             for (int t = 0; t < r->Tf; t++) { rt[(size_t)b * r->Tf + t] = 0; rg[(size_t)b * r->Tf + t] = -100; }
@@ -257,10 +265,10 @@ void grounding_validate(run_t *r, int batches, double out[6]) {
         gds_batch gb;
         gds_finish_batch(g, filled, &gb);
         anyref_batch in;
-        if (grounding_upload(r, &gb, &in)) { log_warn("validation: %s", ar_error()); goto done; }
+        if (grounding_upload(r, &gb, &in)) { log_warn("validation: %s", ar_error()); failed = 1; goto done; }
         anyref_losses L;
         float l = anyref_forward(r->ar, &in, 0, &L);
-        if (!isfinite(l)) { log_warn("validation: %s", isnan(l) ? ar_error() : "loss is not finite"); goto done; }
+        if (!isfinite(l)) { log_warn("validation: %s", isnan(l) ? ar_error() : "loss is not finite"); failed = 1; goto done; }
         ce += (double)L.ce * L.ce_count; ce_n += L.ce_count;
         for (int k = 0; k < L.n_seg; k++, masks++) {
             int h, w;
@@ -278,6 +286,16 @@ void grounding_validate(run_t *r, int batches, double out[6]) {
             inter += in_k; uni += un_k;
         }
     }
+done:
+    if (R > 1) {   /* every rank joins the sum, also one that failed */
+        double v[9] = {ce, (double)ce_n, bce, dice, iou, inter, uni, (double)masks, failed};
+        if (dist_sum(v, 9)) { log_warn("validation: %s", ar_error()); failed = 1; }
+        else {
+            ce = v[0]; ce_n = (long)v[1]; bce = v[2]; dice = v[3]; iou = v[4]; inter = v[5]; uni = v[6];
+            masks = (long)v[7]; failed = v[8] > 0;
+        }
+    }
+    if (failed) goto out;
     if (ce_n) out[1] = ce / ce_n;
     if (masks) {
         out[2] = bce / masks; out[3] = dice / masks; out[4] = iou / masks;
@@ -285,7 +303,7 @@ void grounding_validate(run_t *r, int batches, double out[6]) {
     }
     out[0] = (ce_n ? r->ac.ce_w * out[1] : 0) + (masks ? r->ac.bce_w * out[2] + r->ac.dice_w * out[3] : 0);
     if (!ce_n && !masks) out[0] = NAN;
-done:
+out:
     anyref_set_training(r->ar, 1);
 }
 

@@ -111,7 +111,15 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "tokenize")) return tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "infer")) return infer_main(argc - 1, argv + 1);
-    if (!strcmp(cmd, "eval")) return eval_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) {
+        /* sharded over the ranks under mpirun / srun (make MPI=1); a rank
+         * that fails ends every rank with its message */
+        if (dist_init(&argc, &argv)) { log_error("%s", ar_error()); return 1; }
+        int rc = eval_main(argc - 1, argv + 1);
+        if (rc) dist_abort(ar_error()[0] ? ar_error() : "anyref eval: bad command line");
+        dist_finalize();
+        return rc;
+    }
     if (!strcmp(cmd, "export")) return export_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) {

@@ -457,7 +457,9 @@ static char *config_text(const ar_config *cfg) {
 
 /* Mean validation loss over the counted targets of eval_batches micro-batches:
  * a fixed synthetic stream, or the validation file's rows in file order (at
- * most one pass over the file; broken rows skipped). NaN when there is none. */
+ * most one pass over the file; broken rows skipped). NaN when there is none.
+ * Several ranks: every rank reads the same batches, each runs the forward of
+ * every nranks-th (batches rank, rank + nranks, ...), the sums are added. */
 static double validate(run_t *r, int batches) {
     if (batches <= 0 || (r->data.kind == DATA_TOKENS && !r->data.val)) return NAN;
     llama_set_training(r->m, 0);
@@ -465,21 +467,29 @@ static double validate(run_t *r, int batches) {
     int64_t rows = r->data.val ? tds_rows(r->data.val) : 0, next = 0;
     if (r->data.kind == DATA_TOKENS && (rows + r->B - 1) / r->B < batches) batches = (int)((rows + r->B - 1) / r->B);
     double sum = 0; long cnt = 0;
-    for (int i = 0; i < batches; i++) {
-        for (int b = 0; b < r->B; b++) {
+    const int R = r->nranks > 1 ? r->nranks : 1;
+    int failed = 0;
+    for (int i = 0; i < batches && !failed; i++) {
+        for (int b = 0; b < r->B && !failed; b++) {
             int *tk = r->tok + (size_t)b * r->T, *tg = r->tgt + (size_t)b * r->T;
             if (r->data.kind == DATA_SYNTH) { synth_sample(&r->data.task, &v, tk, tg); continue; }
             int rc = 1;
             for (int64_t tries = 0; rc == 1 && tries < rows; tries++, next = (next + 1) % rows)
                 rc = tds_read_row(r->data.val, next, r->T, tk, tg);
-            if (rc != 0) { llama_set_training(r->m, 1); return NAN; }  /* I/O error, or no usable row */
+            failed = rc != 0;   /* I/O error, or no usable row */
         }
+        if (failed || i % R != r->rank % R) continue;   /* another rank's batch */
         int c = 0;
         float l = llama_forward(r->m, r->tok, r->tgt, r->B, r->T, 0, &c);
         sum += (double)l * c; cnt += c;
     }
     llama_set_training(r->m, 1);
-    return cnt ? sum / cnt : NAN;
+    if (R > 1) {   /* every rank joins the sum, also one that failed */
+        double s3[3] = {sum, (double)cnt, failed};
+        if (dist_sum(s3, 3)) { log_warn("validation: %s", ar_error()); return NAN; }
+        sum = s3[0]; cnt = (long)s3[1]; failed = s3[2] > 0;
+    }
+    return cnt && !failed ? sum / cnt : NAN;
 }
 
 /* ------------------------------------------------------------------------ */
