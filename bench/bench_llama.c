@@ -35,7 +35,9 @@
  *
  *   bench_llama [--steps=N] [--warmup=N] [--batch=B] [--seq=T] [--layers=L] [--dim=D]
  *               [--heads=H] [--kv-heads=H] [--mlp=F] [--vocab=V] [--rank=R]
- *               [--ceiling-target=SECONDS] [--no-ceiling] [--no-gemm]
+ *               [--ceiling-target=SECONDS] [--no-ceiling] [--no-gemm] [--frozen-bf16]
+ *   --frozen-bf16: the frozen projections stored as bf16 (model.frozen_weights
+ *   = bf16); with ANYREF_GEMM=bf16 their products run bf16 x bf16.
  * Depends on model/llama.h, model/params.h, optim/optim.h, kernels/kernels.h,
  * core/ (rng, timer, error) and OpenBLAS' cblas.h.
  */
@@ -189,10 +191,11 @@ int main(int argc, char **argv) {
         else if (strncmp(a, "--ceiling-target=", 17) == 0) ceiling_target = atof(a + 17);
         else if (strcmp(a, "--no-ceiling") == 0) do_ceiling = 0;
         else if (strcmp(a, "--no-gemm") == 0) do_gemm = 0;
+        else if (strcmp(a, "--frozen-bf16") == 0) c.frozen_bf16 = 1;
         else {
             fprintf(stderr, "usage: %s [--steps=N] [--warmup=N] [--batch=B] [--seq=T] [--layers=L] [--dim=D]\n"
                             "       [--heads=H] [--kv-heads=H] [--mlp=F] [--vocab=V] [--rank=R]\n"
-                            "       [--ceiling-target=SECONDS] [--no-ceiling] [--no-gemm]\n", argv[0]);
+                            "       [--ceiling-target=SECONDS] [--no-ceiling] [--no-gemm] [--frozen-bf16]\n", argv[0]);
             return 2;
         }
     }
@@ -228,13 +231,13 @@ int main(int argc, char **argv) {
     flop_count fc = count_flops(&c, B, T);
     const double exec_flops = fc.fwd + fc.bwd;
     printf("# llama.config=vocab=%d,dim=%d,layers=%d,heads=%d,kv_heads=%d,mlp_hidden=%d,batch=%d,seq=%d,"
-           "lora_rank=%d,lora_alpha=%g,lora_dropout=%g,lora_targets=q_proj+v_proj,train_embed=1,train_lm_head=1,base=frozen\n",
+           "lora_rank=%d,lora_alpha=%g,lora_dropout=%g,lora_targets=q_proj+v_proj,train_embed=1,train_lm_head=1,base=frozen%s\n",
            c.vocab, c.dim, c.layers, c.heads, c.kv_heads, c.mlp_hidden, B, T, c.lora_rank,
-           (double)c.lora_alpha, (double)c.lora_dropout);
+           (double)c.lora_alpha, (double)c.lora_dropout, c.frozen_bf16 ? "_bf16" : "");
     printf("# llama.params_total=%zu\n# llama.params_trainable=%zu\n# llama.params_matmul=%.0f\n",
            params_numel(&ps, 0), params_numel(&ps, 1), fc.n_matmul);
     printf("# llama.param_bytes=%zu\n# llama.activation_bytes=%zu\n",
-           (ps.nw + 3 * ps.ng) * sizeof(float), llama_activation_bytes(m));
+           params_weight_bytes(&ps) + 3 * ps.ng * sizeof(float), llama_activation_bytes(m));
     printf("# llama.gflop_step_fwd=%.2f\n# llama.gflop_step_bwd=%.2f\n# llama.gflop_step_exec=%.2f\n# llama.gflop_step_6n=%.2f\n",
            fc.fwd * 1e-9, fc.bwd * 1e-9, exec_flops * 1e-9, fc.six_n * 1e-9);
     printf("# llama.flops_per_token_exec=%.0f\n# llama.flops_per_token_6n=%.0f\n", exec_flops / N, fc.six_n / N);

@@ -54,15 +54,22 @@ int   k_num_threads(void);
 const char *k_error(void);
 void  k_set_num_threads(int n);
 /* The arithmetic of every GEMM (matmul, linear, LoRA, convolutions, the
- * attention products); storage stays fp32 either way:
- *   "fp32"  plain fp32 (the default, and the only mode of the CPU backend);
+ * attention products); storage stays fp32 except bf16-stored frozen weights:
+ *   "fp32"  plain fp32 (the default);
  *   "tf32"  CUDA: inputs rounded to TF32 inside cuBLAS on the tensor cores,
- *           fp32 accumulation (relative error ~3e-4; 5x faster on an H200).
- * No bf16 / fp16 mode: with fp32 operands cuBLAS 13.0 ran its
- * COMPUTE_32F_FAST_16BF / _16F requests with the TF32 kernels (the same bits
- * as "tf32" on an H200), so real bf16 GEMMs need bf16 operands (not yet).
- * Returns 0, or -1 when the backend lacks the mode (nothing changes). The
- * CUDA backend starts in the mode named by $ANYREF_GEMM, else fp32. */
+ *           fp32 accumulation (relative error ~3e-4; 5x faster on an H200);
+ *   "bf16"  the products with a bf16-stored weight (linear_bf16_*) round
+ *           their other operand (the activations forward, the output
+ *           gradient backward) to bf16 and multiply bf16 x bf16 with fp32
+ *           accumulation: CUDA on the bf16 tensor cores (cublasGemmEx with
+ *           bf16 operands), every other GEMM as in "tf32"; the CPU backend
+ *           emulates it (the same roundings, fp32 products: the same numbers
+ *           up to summation order, no speed-up; other GEMMs fp32), so that
+ *           CPU and GPU runs can be compared.
+ * (Asking cuBLAS for COMPUTE_32F_FAST_16BF with fp32 operands ran its TF32
+ * kernels on an H200, which is why "bf16" needs the bf16-stored operand.)
+ * Returns 0, or -1 when the backend lacks the mode (nothing changes). Both
+ * backends start in the mode named by $ANYREF_GEMM, else fp32. */
 int   k_set_gemm_mode(const char *mode);
 const char *k_gemm_mode(void);
 /* Bytes free and in all on the backend's memory (CUDA: the device; CPU: the

@@ -15,7 +15,11 @@
  *     the w16 block, half the bytes) against the fp32 LLaMA whose frozen
  *     projections hold the same bf16-rounded values: the loss, every
  *     trainable gradient (LoRA on all seven projections with dropout, embed,
- *     lm_head), with and without layer checkpointing.
+ *     lm_head), with and without layer checkpointing;
+ *   - GEMM mode bf16 (k_set_gemm_mode): linear_bf16_* equal the fp32-mode
+ *     product of the bf16-rounded operands (CPU bitwise, GPU 1e-5), and a
+ *     LLaMA step's loss and gradient vector stay within 5e-4 / 1e-2 of the
+ *     fp32-mode step over the same weights.
  * Depends on kernels/kernels.h, tests/testlib.h. */
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -284,6 +288,79 @@ static void test_llama(int checkpoint) {
     params_free(&pf); params_free(&pb);
 }
 
+/* x rounded to bf16, as floats (host). */
+static void round_host(float *dst, const float *x, size_t n) {
+    bf16_t *h = malloc(n * sizeof(bf16_t));
+    convert_f32_to_bf16_host(h, x, n);
+    convert_bf16_to_f32_host(dst, h, n);
+    free(h);
+}
+
+/* GEMM mode bf16: linear_bf16_* round their other operand to bf16 and then
+ * multiply exactly as in fp32 mode (the CPU: bitwise; the GPU's tensor cores:
+ * the same products, summed in their own order); a LLaMA step in bf16 mode
+ * against fp32 mode over the same bf16 weights, to the documented tolerance. */
+static void test_gemm_bf16(void) {
+    if (k_set_gemm_mode("bf16") != 0) { t_fail("bf16 gemm mode", "the %s backend refuses bf16", k_backend_name()); return; }
+    k_set_gemm_mode("fp32");
+    const int cpu = !strcmp(k_backend_name(), "cpu");
+    const double tol = cpu ? 0.0 : 1e-5;
+    enum { N = 37, IN = 300, OUT = 130 };
+    const size_t nw = (size_t)OUT * IN, ni = (size_t)N * IN, no = (size_t)N * OUT;
+    float *w = t_alloc(nw), *in = t_alloc(ni), *rin = t_alloc(ni), *g = t_alloc(no), *rg = t_alloc(no), *b = t_alloc(OUT);
+    t_fill_normal(w, nw, 0.05f, 61); t_fill_normal(in, ni, 1.0f, 62); t_fill_normal(g, no, 1.0f, 63); t_fill_normal(b, OUT, 0.3f, 64);
+    round_host(rin, in, ni);
+    round_host(rg, g, no);
+    bf16_t *wh = malloc(nw * sizeof(bf16_t)), *dw = k_malloc(nw * sizeof(bf16_t));
+    convert_f32_to_bf16_host(wh, w, nw);
+    k_upload(dw, wh, nw * sizeof(bf16_t));
+    float *din = dev_of(in, ni), *drin = dev_of(rin, ni), *dg = dev_of(g, no), *drg = dev_of(rg, no), *db = dev_of(b, OUT);
+    float *o1 = k_malloc(no * 4), *o2 = k_malloc(no * 4), *x1 = k_malloc(ni * 4), *x2 = k_malloc(ni * 4);
+    k_zero(x1, ni * 4); k_zero(x2, ni * 4);
+    k_set_gemm_mode("bf16");
+    linear_bf16_forward(o1, din, dw, db, N, IN, OUT);
+    linear_bf16_backward(x1, NULL, dg, dw, N, IN, OUT);
+    k_set_gemm_mode("fp32");
+    linear_bf16_forward(o2, drin, dw, db, N, IN, OUT);
+    linear_bf16_backward(x2, NULL, drg, dw, N, IN, OUT);
+    float *h1 = host_of(o1, no), *h2 = host_of(o2, no), *a1 = host_of(x1, ni), *a2 = host_of(x2, ni);
+    const double ef = t_max_rel_err(h1, h2, no), eb = t_max_rel_err(a1, a2, ni);
+    t_check(ef <= tol && eb <= tol, "bf16 gemm mode: linear_bf16 = fp32 product of bf16-rounded operands",
+            "%s backend: forward max rel err %.1e, backward din %.1e (limit %.0e)", k_backend_name(), ef, eb, tol);
+    free(w); free(in); free(rin); free(g); free(rg); free(b); free(wh); free(h1); free(h2); free(a1); free(a2);
+    k_free(dw); k_free(din); k_free(drin); k_free(dg); k_free(drg); k_free(db); k_free(o1); k_free(o2); k_free(x1); k_free(x2);
+
+    /* a LLaMA step: bf16 products against fp32 products over the same bf16 weights */
+    llama_cfg c = {.vocab = 40, .dim = 64, .layers = 2, .heads = 4, .kv_heads = 2, .mlp_hidden = 96, .max_seq = 12,
+                   .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 4, .lora_alpha = 8.0f, .lora_dropout = 0.1f,
+                   .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1, .frozen_bf16 = 1};
+    ar_params ps;
+    params_init_empty(&ps);
+    if (llama_declare(&c, &ps) || params_alloc(&ps)) { t_fail("bf16 gemm llama set-up", "%s", ar_error()); params_free(&ps); return; }
+    params_randomize(&ps, 9);
+    for (int i = 0; i < ps.n; i++) {   /* non-zero LoRA B, so every path carries gradient */
+        const ar_param *p = &ps.p[i];
+        if (!strstr(p->name, "lora_B")) continue;
+        float *h = t_alloc(p->numel);
+        t_fill_normal(h, p->numel, 0.05f, 70 + (uint64_t)i);
+        params_upload(&ps, p, h);
+        free(h);
+    }
+    float *g32 = t_alloc(ps.ng), *g16 = t_alloc(ps.ng);
+    const float l32 = llama_step_grads(&ps, &c, g32);
+    k_set_gemm_mode("bf16");
+    const float l16 = llama_step_grads(&ps, &c, g16);
+    k_set_gemm_mode("fp32");
+    double num = 0, den = 0;   /* the gradient vector's relative error (norms) */
+    for (size_t i = 0; i < ps.ng; i++) { num += ((double)g16[i] - g32[i]) * ((double)g16[i] - g32[i]); den += (double)g32[i] * g32[i]; }
+    const double el = fabs((double)l16 - l32) / fabs((double)l32), eg = sqrt(num / (den > 0 ? den : 1));
+    t_check(isfinite(l16) && el <= 5e-4 && eg <= 1e-2 && eg > 0, "bf16 gemm mode: LLaMA step",
+            "loss %.6f vs fp32 products %.6f (rel %.1e, limit 5e-4); gradient vector rel err %.1e (limit 1e-2)", l16, l32,
+            el, eg);
+    free(g32); free(g16);
+    params_free(&ps);
+}
+
 int main(void) {
     test_rounding();
     test_linear(5, 7, 3, 1, 100);          /* tiny: finite differences */
@@ -293,5 +370,6 @@ int main(void) {
     test_lora();
     test_llama(0);
     test_llama(1);
+    test_gemm_bf16();
     return t_exit_code();
 }

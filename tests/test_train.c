@@ -275,6 +275,7 @@ static void test_shipped_configs(void) {
  * frozen weights are not in training checkpoints: they are made again, and
  * rounded again, at start-up), and its curve stays near the fp32 run's. */
 static void test_bf16_weights(void) {
+    int rc;
     char a[300], b[300], f[300], ra[320], rb[320], rf[320];
     snprintf(a, sizeof a, "%s/bf16", g_tmp); snprintf(b, sizeof b, "%s/bf16split", g_tmp);
     snprintf(f, sizeof f, "%s/fp32", g_tmp);
@@ -296,8 +297,21 @@ static void test_bf16_weights(void) {
             "train with model.frozen_weights = bf16", "rc %d/%d/%d/%d; 10 + 10 == 20 steps bitwise: %s; loss %.4f -> %.4f "
             "(fp32 weights: %.4f -> %.4f)", rc1, rc2, rc3, rc4, ma && mb && !strcmp(ma, mb) ? "yes" : "NO", l1, l20, f1, f20);
     free(ma); free(mb);
+    /* train.gemm = bf16: the frozen products bf16 x bf16 (emulated here, tensor cores on the GPU) */
+    char rg[320], gdir[300];
+    snprintf(gdir, sizeof gdir, "%s/bf16gemm", g_tmp);
+    snprintf(rg, sizeof rg, "run.dir=%s", gdir);
+    o[6] = "model.frozen_weights=bf16"; o[7] = rg; o[8] = "train.gemm=bf16";
+    int rc5 = run(o, 9);
+    const double g1 = t_metric(gdir, 1, "loss"), g20 = t_metric(gdir, 20, "loss");
+    t_check(rc5 == 0 && g20 < g1 && fabs(g1 - l1) <= 1e-3 * fabs(l1) && fabs(g20 - l20) <= 2e-2 * fabs(l20),
+            "train with train.gemm = bf16", "rc %d; loss %.4f -> %.4f (fp32 products: %.4f -> %.4f)", rc5, g1, g20, l1, l20);
+    const char *o3[] = {"train.gemm=bf16", ra};
+    rc = run(o3, 2);
+    t_check(rc == -1 && strstr(ar_error(), "set model.frozen_weights = bf16"),
+            "train refuses train.gemm = bf16 without bf16 weights", "%s", ar_error());
     const char *o2[] = {"train.trainable=full", "model.frozen_weights=bf16", ra};
-    int rc = run(o2, 3);
+    rc = run(o2, 3);
     t_check(rc == -1 && strstr(ar_error(), "train.trainable = full trains them all"),
             "train refuses frozen_weights = bf16 with every weight trainable", "%s", ar_error());
 }

@@ -152,7 +152,7 @@ const cfg_key train_schema[] = {
     {"train.seed", CFG_INT, "1337", "seed for weights, data order and dropout"},
     {"train.threads", CFG_INT, "0", "CPU threads (0: all)"},
     {"train.deterministic", CFG_BOOL, "0", "require bitwise-repeatable results (both backends give them: no atomics, fixed reduction orders)"},
-    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32 or tf32 (CUDA only: fp32 storage, inputs rounded to TF32 inside cuBLAS, fp32 accumulation); empty: $ANYREF_GEMM, else fp32"},
+    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32; tf32 (CUDA only: inputs rounded to TF32 inside cuBLAS, fp32 accumulation); bf16 (with model.frozen_weights = bf16: the frozen LLaMA products bf16 x bf16 with fp32 accumulation, on the GPU's tensor cores, emulated on the CPU; other GEMMs as tf32 / fp32); empty: $ANYREF_GEMM, else fp32"},
     {"train.eval_every", CFG_INT, "100", "steps between validations (0: at the end only)"},
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
@@ -758,10 +758,16 @@ int run_setup(run_t *r, const ar_config *cfg) {
     oc->weight_decay = (float)cfg_float(cfg, "train.weight_decay"); oc->grad_clip = (float)cfg_float(cfg, "train.grad_clip");
     oc->warmup_steps = (int)cfg_int(cfg, "train.warmup_steps"); oc->total_steps = r->steps;
     if ((oc->schedule = optim_parse_schedule(cfg_str(cfg, "train.schedule"))) < 0) return ar_error_prefix("config: train.schedule: ");
-    const char *gemm = cfg_str(cfg, "train.gemm");
-    if (gemm[0] && k_set_gemm_mode(gemm))
-        return ar_errorf("config: train.gemm = '%s': the %s backend has %s", gemm, k_backend_name(),
-                         strcmp(k_backend_name(), "cpu") ? "fp32 and tf32 (bf16 GEMMs need bf16 operands: not implemented)" : "fp32 only (tf32 needs make CUDA=1)");
+    /* set for every run (a process may run several: the tests), from the key, else $ANYREF_GEMM, else fp32 */
+    const char *gemm = cfg_str(cfg, "train.gemm"), *env = getenv("ANYREF_GEMM");
+    if (!gemm[0]) gemm = env && env[0] ? env : "fp32";
+    if (k_set_gemm_mode(gemm))
+        return ar_errorf("config: train.gemm = '%s'%s: the %s backend has %s", gemm,
+                         cfg_str(cfg, "train.gemm")[0] ? "" : " (from $ANYREF_GEMM)", k_backend_name(),
+                         strcmp(k_backend_name(), "cpu") ? "fp32, tf32 and bf16" : "fp32 and bf16 (emulated; tf32 needs make CUDA=1)");
+    if (!strcmp(k_gemm_mode(), "bf16") && !r->mc.frozen_bf16)
+        return ar_errorf("config: train.gemm = bf16 multiplies the bf16-stored frozen LLaMA weights in bf16: set "
+                         "model.frozen_weights = bf16 (with fp32 weights it would be tf32 on the GPU, fp32 here)");
     int threads = (int)cfg_int(cfg, "train.threads");
     if (threads > 0) k_set_num_threads(threads);
     r->seed = (uint64_t)cfg_int(cfg, "train.seed");
@@ -1152,8 +1158,10 @@ int train_run(const ar_config *cfg) {
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
              params_numel(&r.ps, 0), params_numel(&r.ps, 1));
-    log_info("backend %s, %d threads, GEMMs %s, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
-             k_backend_name(), k_num_threads(), k_gemm_mode(), llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
+    const int emulated = !strcmp(k_gemm_mode(), "bf16") && !strcmp(k_backend_name(), "cpu");
+    log_info("backend %s, %d threads, GEMMs %s%s, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
+             k_backend_name(), k_num_threads(), k_gemm_mode(), emulated ? " (emulated: same numbers, no speed-up)" : "",
+             llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
              (long long)r.st.step + 1, r.steps, r.run_dir);
     plan_log_run(&r);
 

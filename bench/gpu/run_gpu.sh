@@ -9,7 +9,9 @@
 #  2. bench_llama (bench/bench_llama.c) at the LLaMA-7B layer shape — dim 4096,
 #     32 heads, MLP 11008, vocab 32000, LoRA r 8 on q/v, trainable embed and
 #     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 8),
-#     with its GEMMs in fp32 and tf32 (ANYREF_GEMM, kernels.h k_set_gemm_mode);
+#     with its GEMMs in fp32 and tf32 (ANYREF_GEMM, kernels.h k_set_gemm_mode),
+#     then with the frozen projections stored as bf16 (--frozen-bf16) in tf32
+#     and bf16 mode (bf16 x bf16 tensor-core products for them);
 #  3. the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
 #     in bf16, fp32 and fp32 with TF32, if python3 there has them;
 #  4. issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
@@ -42,6 +44,10 @@ L=${BENCH_GPU_LAYERS:-8}
 shape="--layers=$L --dim=4096 --heads=32 --kv-heads=32 --mlp=11008 --vocab=32000 --batch=6 --seq=400 --rank=8"
 for mode in fp32 tf32; do
   { echo "### c $mode"; ANYREF_GEMM=$mode "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
+done
+# the frozen projections stored as bf16: widened to fp32 in tf32 mode; bf16 x bf16 on the tensor cores in bf16 mode
+for mode in tf32 bf16; do
+  { echo "### c $mode frozen-bf16"; ANYREF_GEMM=$mode "$b/bench/bench_llama" --no-ceiling --no-gemm --frozen-bf16 $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
 done
 if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
   hs=$(echo "$shape --steps=5 --warmup=2" | sed 's/=/ /g')

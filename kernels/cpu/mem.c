@@ -26,8 +26,6 @@ void k_set_num_threads(int n) {
     openblas_set_num_threads(n);
 }
 
-int k_set_gemm_mode(const char *mode) { return mode && !strcmp(mode, "fp32") ? 0 : -1; }
-const char *k_gemm_mode(void) { return "fp32"; }
 int k_mem_info(size_t *free_bytes, size_t *total_bytes) {
     long page = sysconf(_SC_PAGESIZE), avail = sysconf(_SC_AVPHYS_PAGES), all = sysconf(_SC_PHYS_PAGES);
     if (page <= 0 || avail < 0 || all <= 0) return -1;

@@ -2,8 +2,10 @@
  * storage") on the device: conversions, and the linear product with a bf16
  * weight, widened to fp32 in row blocks of at most WIDE_FLOATS floats into
  * the KC_WS_WIDE workspace and multiplied by kc_gemm (so the GEMM mode, fp32
- * or tf32, applies as to any other product). Same rounding as the CPU
- * backend, bit for bit. */
+ * or tf32, applies as to any other product); in GEMM mode bf16 the other
+ * operand is rounded to bf16 instead (KC_WS_ACT16) and one cublasGemmEx with
+ * bf16 operands runs on the tensor cores, fp32 accumulation. Same rounding as
+ * the CPU backend, bit for bit. */
 #include "kernels/cuda/common.cuh"
 #include <string.h>
 
@@ -43,6 +45,17 @@ void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n) {
     from_bf16_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n);
     KC_LAUNCHED();
 }
+/* Row-major C[M,N] = alpha op(A) op(B) + beta C with bf16 A and B, fp32 C and
+ * fp32 accumulation on the tensor cores (the kc_gemm operand swap: a row-major
+ * matrix is the column-major transpose). */
+static void gemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const bf16_t *A, int lda, const bf16_t *B,
+                      int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    KC_CUBLAS(cublasGemmEx(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                           B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT));
+}
+
 static int block_rows(int IN, int OUT) {
     int rb = WIDE_FLOATS / (IN > 0 ? IN : 1);
     if (rb < 1) rb = 1;
@@ -52,6 +65,12 @@ static int block_rows(int IN, int OUT) {
 void linear_bf16_forward(float *out, const float *in, const bf16_t *w, const float *b, int N, int IN, int OUT) {
     if (N <= 0 || OUT <= 0) return;
     if (b) linear_forward(out, in, NULL, b, N, 0, OUT);   /* out = b (a K = 0 product adds nothing) */
+    if (kc_gemm_bf16_mode() && IN > 0) {   /* the activations in bf16 too: one tensor-core GEMM */
+        bf16_t *x16 = (bf16_t *)kc_workspace(KC_WS_ACT16, (size_t)N * IN * sizeof(bf16_t));
+        convert_f32_to_bf16(x16, in, (size_t)N * IN);
+        gemm_bf16(0, 1, N, OUT, IN, 1.0f, x16, IN, w, IN, b ? 1.0f : 0.0f, out, OUT);
+        return;
+    }
     const int rb = block_rows(IN, OUT);
     float *wf = (float *)kc_workspace(KC_WS_WIDE, (size_t)rb * (IN > 0 ? IN : 1) * sizeof(float));
     if (IN <= 0) {
@@ -69,6 +88,12 @@ void linear_bf16_forward(float *out, const float *in, const bf16_t *w, const flo
 void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t *w, int N, int IN, int OUT) {
     if (db) kc_colsum_acc(db, dout, N, OUT);
     if (!din || N <= 0 || IN <= 0 || OUT <= 0) return;
+    if (kc_gemm_bf16_mode()) {   /* the output gradient in bf16 too */
+        bf16_t *g16 = (bf16_t *)kc_workspace(KC_WS_ACT16, (size_t)N * OUT * sizeof(bf16_t));
+        convert_f32_to_bf16(g16, dout, (size_t)N * OUT);
+        gemm_bf16(0, 0, N, IN, OUT, 1.0f, g16, OUT, w, IN, 1.0f, din, IN);   /* din[N,IN] += dout[N,OUT] w[OUT,IN] */
+        return;
+    }
     const int rb = block_rows(IN, OUT);
     float *wf = (float *)kc_workspace(KC_WS_WIDE, (size_t)rb * IN * sizeof(float));
     for (int o0 = 0; o0 < OUT; o0 += rb) {

@@ -40,7 +40,8 @@ void kc_fail(const char *what, const char *file, int line, const char *msg);
 /* After every kernel launch: catches bad launch configurations immediately. */
 #define KC_LAUNCHED() KC_CUDA(cudaGetLastError())
 
-enum { KC_WS_REDUCE = 0, KC_WS_TEMP = 1, KC_WS_WIDE = 2, KC_WS_SLOTS = 3 };   /* WIDE: bf16 weights widened (bf16.cu) */
+/* WIDE: bf16 weights widened; ACT16: an operand rounded to bf16 (bf16.cu) */
+enum { KC_WS_REDUCE = 0, KC_WS_TEMP = 1, KC_WS_WIDE = 2, KC_WS_ACT16 = 3, KC_WS_SLOTS = 4 };
 /* A device buffer of at least `bytes` bytes (256-byte aligned) for this slot. */
 void *kc_workspace(int slot, size_t bytes);
 
@@ -68,6 +69,8 @@ void kc_gemm_batched(int ta, int tb, int M, int N, int K, float alpha,
 
 /* dst[c] += Σ_n src[n*C + c]  (column sums of a row-major [N,C]; deterministic). */
 void kc_colsum_acc(float *dst, const float *src, int N, int C);
+/* 1 in GEMM mode "bf16" (k_set_gemm_mode): linear_bf16_* use bf16 x bf16 products. */
+int kc_gemm_bf16_mode(void);
 /* dst[c] += Σ_b Σ_p src[(b*C + c)*P + p]  (per-channel sums of [B,C,P]; deterministic). */
 void kc_chansum_acc(float *dst, const float *src, int B, int C, size_t P);
 
