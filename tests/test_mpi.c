@@ -68,6 +68,15 @@ static char *slurp(const char *path) {
     return s;
 }
 
+/* Runs cmd (output into log) and returns what it printed (free it; NULL if
+ * unreadable); *rc its exit status, *el the seconds it took. */
+static char *sh_timed(const char *cmd, const char *log, int *rc, double *el) {
+    const double t0 = ar_now();
+    *rc = sh(cmd, log);
+    *el = ar_now() - t0;
+    return slurp(log);
+}
+
 /* The largest relative difference over steps 1..n of keys loss and grad_norm
  * (|a-b| / |b|); INFINITY if a value is missing. */
 static double curve_diff(const char *a, const char *b, int from, int n) {
@@ -246,10 +255,9 @@ static void bad_rank(void) {
     snprintf(cmd, sizeof cmd, "timeout 60 %s -np 1 %s train configs/demo.cfg %s train.steps=100000 run.dir=%s "
              "train.resume=never : -np 1 %s train configs/demo.cfg %s train.steps=100000 run.dir=%s train.resume=%s",
              MPIRUN, g_bin, COMMON, d0, g_bin, COMMON, d1, bad);
-    double t0 = ar_now();
-    int rc = sh(cmd, log);
-    double el = ar_now() - t0;
-    char *out = slurp(log);
+    int rc;
+    double el;
+    char *out = sh_timed(cmd, log, &rc, &el);
     int named = out && strstr(out, "rank 1 of 2 failed") && strstr(out, bad);
     t_check(rc != 0 && rc != 124 && el < 30 && named, "mpi.bad_checkpoint_one_rank_ends_all",
             "rank 1 given %s: mpirun exit %d after %.1f s (limit 30 s, 124 = hung until timeout), message with the "
@@ -266,10 +274,9 @@ static void stalled_rank(void) {
     snprintf(log, sizeof log, "%s/stall.log", g_tmp);
     snprintf(cmd, sizeof cmd, "timeout 60 %s -np 2 %s train configs/demo.cfg %s train.steps=100000 run.dir=%s "
              "dist.timeout_s=2 test.stall_rank=1,3", MPIRUN, g_bin, COMMON, d);
-    double t0 = ar_now();
-    int rc = sh(cmd, log);
-    double el = ar_now() - t0;
-    char *out = slurp(log);
+    int rc;
+    double el;
+    char *out = sh_timed(cmd, log, &rc, &el);
     int named = out && strstr(out, "rank 0 of 2 failed: step 3: ") && strstr(out, "within 2 s (dist.timeout_s)");
     t_check(rc != 0 && rc != 124 && el < 30 && named, "mpi.stalled_rank_times_out",
             "rank 1 silent from step 3, dist.timeout_s = 2: mpirun exit %d after %.1f s (limit 30 s), rank 0's "
@@ -403,10 +410,9 @@ static void eval_sharded(void) {
              "-np 1 %s eval configs/shapes-tiny.cfg %s run.dir=%s/evbad --checkpoint %s/no_such.h5",
              MPIRUN, g_bin, ov, g_tmp, ck, g_bin, ov, g_tmp, g_tmp);
     snprintf(log, sizeof log, "%s/eval_bad.log", g_tmp);
-    double t0 = ar_now();
-    int rb = sh(cmd, log);
-    double el = ar_now() - t0;
-    char *out = slurp(log);
+    int rb;
+    double el;
+    char *out = sh_timed(cmd, log, &rb, &el);
     int named = out && strstr(out, "rank 1 of 2 failed") && strstr(out, "no_such.h5");
     t_check(rb != 0 && rb != 124 && el < 30 && named, "mpi.eval_bad_checkpoint_one_rank_ends_all",
             "eval, rank 1 given a missing checkpoint: mpirun exit %d after %.1f s, the rank's message: %s", rb, el,
