@@ -28,7 +28,7 @@ make CUDA=1 BUILD=build/cudav3 OPT="$OPT" -j"$(nproc)" build/cudav3/anyref build
      $(for t in $tests; do echo build/cudav3/tests/test_$t; done)
 make CUDA=1 MPI=1 BUILD=build/cudampi OPT="$OPT" -j"$(nproc)" build/cudampi/anyref build/cudampi/tests/test_train
 make OPT="$OPT" -j"$(nproc)" build/tests/test_mpi
-rm -rf .gpu/cuda .gpu/cudampi .gpu/tests .gpu/lib .gpu/libs.tar.xz
+rm -rf .gpu   # this script owns .gpu: earlier stagings go
 mkdir -p .gpu/cuda/tests .gpu/cuda/bench .gpu/cudampi/tests .gpu/tests .gpu/lib
 cp build/cudav3/anyref .gpu/cuda/; cp build/cudav3/bench/bench_llama .gpu/cuda/bench/
 for t in $tests; do cp build/cudav3/tests/test_$t .gpu/cuda/tests/; done
