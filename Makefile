@@ -95,7 +95,7 @@ ifeq ($(CUDA),1)
 # poke weights in host memory) are CPU-only; they run in the plain `make test`.
 CUDA_TESTS := cuda_parity parity anyref_parity anyref_mm_parity llama_parity llama_recipe_parity \
               sam_decoder_parity clip_grad sam_image_encoder sam_image_encoder_grad generate checkpoint \
-              train grounding train_sources faults demo bf16
+              train grounding train_sources faults demo bf16 flash_attention
 TEST_BIN  := $(patsubst %,$(BUILD)/tests/test_%,$(CUDA_TESTS))
 export ANYREF_BIN := $(BUILD)/anyref
 else

@@ -197,6 +197,24 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
                         const float *q, const float *k, const float *v, float scale,
                         int B, int T, int S, int Hq, int Hkv, int hd);
 
+/* Memory-efficient (flash-style) attention: the function of attention_forward
+ * without keeping the probabilities. Forward keeps out and lse[B,Hq,T], each
+ * query row's log-sum-exp of its scaled visible scores (-INFINITY for a row
+ * that sees no key); backward recomputes the probabilities block by block
+ * from q, k and lse (P = exp(scale q·k - lse)) and takes the softmax's row
+ * term from out (rowsum(dout ⊙ out)). Only blocks of query rows are held at a
+ * time, in scratch: attention_flash_scratch_floats() floats (on the CPU about
+ * B·Hq·64·S, against B·Hq·T·S for att plus as much scratch). Same masks,
+ * layouts and accumulation (dq, dk, dv +=) as attention_forward / _backward;
+ * no extra gradient on the probabilities. */
+size_t attention_flash_scratch_floats(int B, int T, int S, int Hq, int Hkv);
+void attention_flash_forward(float *out, float *lse, float *scratch, const float *q, const float *k, const float *v,
+                             const int *key_len, int causal, float scale,
+                             int B, int T, int S, int Hq, int Hkv, int hd);
+void attention_flash_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
+                              const float *lse, const float *q, const float *k, const float *v, const int *key_len,
+                              int causal, float scale, int B, int T, int S, int Hq, int Hkv, int hd);
+
 /* Row softmax: out[N,C] = softmax(in[N,C]); din += out ⊙ (dout - Σ dout⊙out). */
 void softmax_forward(float *out, const float *in, int N, int C);
 void softmax_backward(float *din, const float *dout, const float *out, int N, int C);

@@ -34,7 +34,8 @@ typedef struct {   /* saved activations of one layer */
     float *xn1, *rstd1;          /* [N,D], [N] */
     float *q, *k, *v;            /* [N,D], [N,KVd], [N,KVd] before RoPE */
     float *qr, *kr;              /* after RoPE */
-    float *att;                  /* [B,H,T,T] */
+    float *att;                  /* [B,H,T,T] (NULL in layers with flash attention) */
+    float *lse;                  /* [B,H,T] rows' log-sum-exp (flash attention) */
     float *ao;                   /* [N,D] attention output before o_proj */
     float *xm;                   /* [N,D] residual after attention */
     float *xn2, *rstd2;
@@ -157,10 +158,18 @@ int llama_declare(const llama_cfg *c, ar_params *ps) {
 }
 
 /* Lays out every activation; with a measuring arena it only counts bytes. */
+/* Layer l runs the memory-efficient attention (llama_cfg.flash_attention),
+ * except a last layer whose probabilities a head reads. */
+static int flash_layer(const llama_cfg *c, int l) {
+    return c->flash_attention && !(c->keep_last_attention && l == c->layers - 1);
+}
+
 static void plan(llama *m, ar_arena *a) {
     const llama_cfg *c = &m->c;
     size_t N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, V = c->vocab;
-    size_t att = (size_t)m->B * c->heads * m->T * m->T;
+    size_t att = (size_t)m->B * c->heads * m->T * m->T, nlse = (size_t)m->B * c->heads * m->T;
+    /* does some layer keep P (then backward needs the full scratch too)? */
+    const int any_full = !c->flash_attention || c->keep_last_attention;
     for (int l = 0; l < c->layers; l++) {
         layer_a *s = &m->la[l];
         if (c->checkpoint_layers && l > 0) {   /* every layer shares layer 0's work buffers */
@@ -172,7 +181,10 @@ static void plan(llama *m, ar_arena *a) {
         s->xn1 = arena_floats(a, N * D); s->rstd1 = arena_floats(a, N);
         s->q = arena_floats(a, N * D); s->k = arena_floats(a, N * kvd); s->v = arena_floats(a, N * kvd);
         s->qr = arena_floats(a, N * D); s->kr = arena_floats(a, N * kvd);
-        s->att = arena_floats(a, att);
+        /* with checkpointing layer 0's set serves every layer, the last included */
+        const int full = c->checkpoint_layers ? any_full : !flash_layer(c, l);
+        s->att = full ? arena_floats(a, att) : NULL;
+        s->lse = c->flash_attention ? arena_floats(a, nlse) : NULL;
         s->ao = arena_floats(a, N * D); s->xm = arena_floats(a, N * D);
         s->xn2 = arena_floats(a, N * D); s->rstd2 = arena_floats(a, N);
         s->g = arena_floats(a, N * F); s->u = arena_floats(a, N * F); s->h = arena_floats(a, N * F);
@@ -194,7 +206,12 @@ static void plan(llama *m, ar_arena *a) {
     m->dq = arena_floats(a, N * D); m->dk = arena_floats(a, N * kvd); m->dv = arena_floats(a, N * kvd);
     m->dqr = arena_floats(a, N * D); m->dkr = arena_floats(a, N * kvd); m->dao = arena_floats(a, N * D);
     m->dg = arena_floats(a, N * F); m->du = arena_floats(a, N * F); m->dh = arena_floats(a, N * F);
-    m->scratch = arena_floats(a, attention_scratch_floats(m->B, m->T, m->T, c->heads));
+    size_t sc = any_full ? attention_scratch_floats(m->B, m->T, m->T, c->heads) : 0;
+    if (c->flash_attention) {
+        const size_t fs = attention_flash_scratch_floats(m->B, m->T, m->T, c->heads, c->kv_heads);
+        if (fs > sc) sc = fs;
+    }
+    m->scratch = arena_floats(a, sc);
     m->dlogits = arena_floats(a, N * V);
 }
 
@@ -364,8 +381,12 @@ static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
         k_copy(m->kc[l], s->kr, (size_t)N * m->kvd * sizeof(float));
         k_copy(m->vc[l], s->v, (size_t)N * m->kvd * sizeof(float));
     }
-    attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
-                      m->B, m->T, m->T, c->heads, c->kv_heads, hd);
+    if (flash_layer(c, l))
+        attention_flash_forward(s->ao, s->lse, m->scratch, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
+                                m->B, m->T, m->T, c->heads, c->kv_heads, hd);
+    else
+        attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
+                          m->B, m->T, m->T, c->heads, c->kv_heads, hd);
     proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O));
     add_forward(s->xm, s->xm, s->x, (size_t)N * D);
     rmsnorm_forward(s->xn2, s->rstd2, s->xm, w->mlp_norm, c->norm_eps, N, D);
@@ -437,9 +458,13 @@ void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, 
         k_zero(m->dao, nd * sizeof(float));
         proj_backward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], m->dao, m->dx, s->ao);
         k_zero(m->dqr, nd * sizeof(float)); k_zero(m->dkr, nk * sizeof(float)); k_zero(m->dv, nk * sizeof(float));
-        attention_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, l == c->layers - 1 ? datt_extra : NULL,
-                           s->att, s->qr, s->kr, s->v,
-                           1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
+        if (flash_layer(c, l))   /* (no extra gradient on probabilities it does not keep) */
+            attention_flash_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, s->ao, s->lse, s->qr, s->kr, s->v, NULL,
+                                     1, 1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
+        else
+            attention_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, l == c->layers - 1 ? datt_extra : NULL,
+                               s->att, s->qr, s->kr, s->v,
+                               1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
         k_zero(m->dq, nd * sizeof(float)); k_zero(m->dk, nk * sizeof(float));
         rope_backward(m->dq, m->dqr, m->pos, c->rope_theta, N, c->heads, hd);
         rope_backward(m->dk, m->dkr, m->pos, c->rope_theta, N, c->kv_heads, hd);

@@ -36,6 +36,10 @@ typedef struct {
     int train_lm_head;      /* with train_base 0: lm_head trainable (AnyRef recipe) */
     int checkpoint_layers;  /* gradient checkpointing: keep each layer's input only and
                                recompute the layer's forward during backward (7B configs) */
+    int flash_attention;    /* memory-efficient attention (attention_flash_*): per layer the
+                               rows' log-sum-exp instead of the [B,H,T,T] probabilities */
+    int keep_last_attention;/* with flash_attention: the last layer still keeps its probabilities
+                               (llama_last_attention; a head reads them: refocusing) */
     int frozen_bf16;        /* frozen projection weights (q/k/v/o/gate/up/down) stored as bf16:
                                half their memory, widened to fp32 inside each product */
 } llama_cfg;
@@ -71,7 +75,8 @@ const float *llama_embeds_grad(const llama *m); /* [B*T, dim] after llama_backwa
 void    llama_set_grad_hook(llama *m, void (*fn)(void *ctx, int layer), void *ctx);
 /* For heads on top of the decoder (the [SEG] path, SPEC 2.5), after a forward:
  * the final hidden states (output of the final RMSNorm, HF hidden_states[-1])
- * and the last layer's attention probabilities [B, heads, T, T]. */
+ * and the last layer's attention probabilities [B, heads, T, T] (NULL with
+ * flash_attention unless keep_last_attention). */
 const float *llama_final_hidden(const llama *m);   /* [B*T, dim] */
 const float *llama_last_attention(const llama *m);
 /* llama_backward plus extra gradients from such a head: dhidden_extra [B*T, dim]

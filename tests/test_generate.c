@@ -45,11 +45,12 @@ typedef struct {
     float *feat;   /* [NFEAT, DM] backend */
 } model;
 
-static int mk_ex(model *md, int V, int T, int B, uint64_t seed, int bf16) {
+static int mk_ex(model *md, int V, int T, int B, uint64_t seed, int bf16, int flash) {
     memset(md, 0, sizeof *md);
     md->V = V; md->T = T; md->B = B;
     anyref_cfg c = tiny_anyref_cfg(V, T, V - 1, 0.0f, 0.1f);
     c.llm.frozen_bf16 = bf16;   /* model.frozen_weights = bf16 */
+    c.llm.flash_attention = flash;   /* model.attention = flash (the prefill's full forward) */
     params_init_empty(&md->ps);
     if (anyref_declare(&c, &md->ps) || params_alloc(&md->ps)) return -1;
     params_randomize(&md->ps, seed);
@@ -71,7 +72,7 @@ static int mk_ex(model *md, int V, int T, int B, uint64_t seed, int bf16) {
     return 0;
 }
 
-static int mk(model *md, int V, int T, int B, uint64_t seed) { return mk_ex(md, V, T, B, seed, 0); }
+static int mk(model *md, int V, int T, int B, uint64_t seed) { return mk_ex(md, V, T, B, seed, 0, 0); }
 
 static void rm(model *md) {
     anyref_free(md->m);
@@ -426,11 +427,12 @@ static void test_sampling(void) {
     rm(&md);
 }
 
-/* The KV-cache step path with the frozen projections stored as bf16. */
+/* The KV-cache step path with the frozen projections stored as bf16 and the
+ * full forwards (prefill, uncached generation) with flash attention. */
 static void test_cache_bf16(void) {
     model md;
     enum { V = 32, T = 24, B = 6 };
-    if (mk_ex(&md, V, T, B, 8, 1)) { t_fail(PFX "bf16 setup", "%s", ar_error()); return; }
+    if (mk_ex(&md, V, T, B, 8, 1, 1)) { t_fail(PFX "bf16 setup", "%s", ar_error()); return; }
     int tok[B * T], len[B], a[B * T], la[B], c[B * T], lc[B];
     ar_rng r;
     rng_seed(&r, 17);
@@ -446,7 +448,7 @@ static void test_cache_bf16(void) {
         ok &= same(a, la, c, lc, B, T);
         for (int b = 0; b < B; b++) total += la[b] - len[b];
     }
-    t_check(ok, PFX "bf16 frozen weights: cached greedy == uncached greedy",
+    t_check(ok, PFX "bf16 frozen weights, flash attention: cached greedy == uncached greedy",
             "4 batches of %d rows, %zu bf16 values, %d tokens generated", B, md.ps.nw16, total);
     rm(&md);
 }

@@ -247,6 +247,25 @@ static void test_training(void) {
             isfinite(t_metric(b, 12, "val_giou")) && t_metric(a, 12, "val_giou") == t_metric(b, 12, "val_giou"), "grounding resume: 6 + 6 steps == 12 steps, bitwise",
             "runs %d/%d/%d, %d metric lines, identical: %s", r1, r2, r3, lines, ma && mb && !strcmp(ma, mb) ? "yes" : "NO");
     free(ma); free(mb);
+
+    /* model.attention = flash: the AnyRef step (refocusing reads the last
+     * layer's probabilities, which it keeps) gives the same curve */
+    char f[400], rf[450];
+    snprintf(f, sizeof f, "%s/flash", g_tmp);
+    snprintf(rf, sizeof rf, "run.dir=%s", f);
+    const char *o4[] = {tr, va, rf, "train.steps=12", "train.eval_every=6", "train.grad_accum=2", "train.min_val_giou=0",
+                        "model.attention=flash"};
+    int r4 = run(o4, 8);
+    double worst = 0;
+    const char *keys[] = {"loss", "bce", "dice", "grad_norm"};
+    for (int st = 1; st <= 12; st++)
+        for (int k = 0; k < 4; k++) {
+            const double x = t_metric(f, st, keys[k]), y = t_metric(a, st, keys[k]);
+            const double d = fabs(x - y) / (fabs(y) > 1e-12 ? fabs(y) : 1e-12);
+            if (!(d <= worst)) worst = d;   /* NaN -> NaN */
+        }
+    t_check(r4 == 0 && worst <= 1e-5, "grounding with model.attention = flash: the full-attention curve",
+            "12 steps: loss, bce, dice, grad_norm max rel diff %.1e (limit 1e-5)", worst);
 }
 
 /* sam.init: SAM's prompt encoder and mask decoder by their original names.

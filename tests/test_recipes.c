@@ -241,5 +241,11 @@ int main(void) {
     const char *b16[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "lora.rank=4",
                          "train.trainable=lora+embed", "model.frozen_weights=bf16"};
     check_tiny("configs/sources-tiny.cfg", b16, 5);
+    /* flash attention: the decoder keeps rows' log-sum-exp (and, for refocusing, the last layer's probabilities) */
+    const char *fl[] = {"run.dir=/tmp/anyref_test_recipes_demo", "lora.rank=4", "train.trainable=lora", "model.attention=flash"};
+    check_tiny("configs/demo.cfg", fl, 4);
+    const char *fl2[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "model.attention=flash",
+                         "model.checkpoint_layers=1"};
+    check_tiny("configs/sources-tiny.cfg", fl2, 4);
     return t_exit_code();
 }

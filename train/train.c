@@ -84,6 +84,7 @@ const cfg_key train_schema[] = {
     {"model.norm_eps", CFG_FLOAT, "1e-6", "RMSNorm epsilon"},
     {"model.rope_theta", CFG_FLOAT, "10000", "RoPE base"},
     {"model.checkpoint_layers", CFG_BOOL, "0", "gradient checkpointing: recompute each layer in backward (activation memory / layers)"},
+    {"model.attention", CFG_STRING, "full", "LLaMA attention: full (keeps each layer's [B,H,T,T] probabilities for backward) or flash (memory-efficient: keeps the rows' log-sum-exp and recomputes the probabilities block by block in backward; with refocusing the last layer keeps its probabilities)"},
     {"model.frozen_weights", CFG_STRING, "fp32", "storage of the frozen LLaMA projection weights (q/k/v/o/gate/up/down): fp32, or bf16 (half the memory: LLaMA-7B 24.1 -> 12.1 GiB; widened to fp32 inside each product, so results are those of the bf16-rounded weights; LoRA, embeddings, lm_head, norms and optimiser state stay fp32)"},
     {"model.init", CFG_STRING, "", "initial weights: .safetensors or PyTorch .bin/.pth file, sharded index .json or HF model directory (empty: random)"},
     {"model.strict_load", CFG_BOOL, "0", "model.init / sam.init / clip.init / ...: any tensor of the file the model lacks (other than the ones checkpoints/names.h documents unused), or a partly present LoRA, is an error naming them"},
@@ -704,6 +705,10 @@ int train_llama_cfg(const ar_config *cfg, llama_cfg *mc, int T) {
     if (mc->max_seq == 0) mc->max_seq = T;
     mc->norm_eps = (float)cfg_float(cfg, "model.norm_eps"); mc->rope_theta = (float)cfg_float(cfg, "model.rope_theta");
     mc->checkpoint_layers = cfg_bool(cfg, "model.checkpoint_layers");
+    const char *at = cfg_str(cfg, "model.attention");
+    if (strcmp(at, "full") && strcmp(at, "flash"))
+        return ar_errorf("config: model.attention = '%s' (expected full or flash)", at);
+    mc->flash_attention = !strcmp(at, "flash");
     const char *fw = cfg_str(cfg, "model.frozen_weights");
     if (strcmp(fw, "fp32") && strcmp(fw, "bf16"))
         return ar_errorf("config: model.frozen_weights = '%s' (expected fp32 or bf16)", fw);

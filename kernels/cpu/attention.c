@@ -232,3 +232,124 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
         }
     }
 }
+
+/* ---- memory-efficient (flash-style) attention ------------------------------
+ * The same blocks of QB query rows as above, but a block's probabilities live
+ * in the caller's scratch only while the block is worked on: forward keeps
+ * out and the rows' log-sum-exp, backward recomputes each block's P from the
+ * scores and lse (P = exp(s - lse)) and uses D = rowsum(dO ⊙ O) for the
+ * softmax's row term. Scratch: forward jobs are (batch, query head) with one
+ * block each; backward jobs are (batch, kv head) with a block for P and one
+ * for dS (so dK / dV of a kv head are accumulated by one thread). */
+size_t attention_flash_scratch_floats(int B, int T, int S, int Hq, int Hkv) {
+    const size_t qb = (size_t)(T < QB ? T : QB), fwd = (size_t)B * Hq, bwd = 2 * (size_t)B * Hkv;
+    return (fwd > bwd ? fwd : bwd) * qb * (size_t)(S > 0 ? S : 1);
+}
+
+/* softmax_row that also returns the row's log-sum-exp (-INFINITY when len == 0). */
+static float softmax_row_lse(float *x, int len, int C) {
+    float lse = -INFINITY;
+    if (len > 0) {
+        float mx = x[0];
+        #pragma omp simd reduction(max:mx)
+        for (int j = 1; j < len; j++) mx = x[j] > mx ? x[j] : mx;
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int j = 0; j < len; j++) { x[j] = vexpf(x[j] - mx); sum += x[j]; }
+        float inv = 1.0f / sum;
+        #pragma omp simd
+        for (int j = 0; j < len; j++) x[j] *= inv;
+        lse = mx + logf(sum);
+    }
+    for (int j = len; j < C; j++) x[j] = 0.0f;
+    return lse;
+}
+
+void attention_flash_forward(float *out, float *lse, float *scratch, const float *q, const float *k, const float *v,
+                             const int *key_len, int causal, float scale, int B, int T, int S, int Hq, int Hkv,
+                             int hd) {
+    const int group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd, qb = T < QB ? T : QB;
+    const int jobs = B * Hq;
+    #pragma omp parallel for schedule(dynamic) if (jobs >= omp_get_max_threads())
+    for (int job = 0; job < jobs; job++) {
+        int b = job / Hq, h = job % Hq, kh = h / group;
+        const float *Q = q + (size_t)b * T * ldq + (size_t)h * hd;
+        const float *K = k + (size_t)b * S * ldk + (size_t)kh * hd;
+        const float *V = v + (size_t)b * S * ldk + (size_t)kh * hd;
+        float *Pb = scratch + (size_t)job * qb * S, *L = lse + (size_t)job * T;
+        float *O = out + (size_t)b * T * ldq + (size_t)h * hd;
+        for (int t0 = 0; t0 < T; t0 += QB) {
+            int nt = T - t0 < QB ? T - t0 : QB;
+            int kmax = visible_keys(t0 + nt - 1, b, key_len, causal, T, S);
+            if (kmax > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, kmax, hd, scale,
+                            Q + (size_t)t0 * ldq, ldq, K, ldk, 0.0f, Pb, S);
+            for (int t = 0; t < nt; t++)
+                L[t0 + t] = softmax_row_lse(Pb + (size_t)t * S, visible_keys(t0 + t, b, key_len, causal, T, S), kmax);
+            if (kmax > 0) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, kmax, 1.0f, Pb, S, V, ldk,
+                            0.0f, O + (size_t)t0 * ldq, ldq);
+            } else {
+                for (int t = t0; t < t0 + nt; t++) memset(O + (size_t)t * ldq, 0, (size_t)hd * sizeof(float));
+            }
+        }
+    }
+}
+
+void attention_flash_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
+                              const float *lse, const float *q, const float *k, const float *v, const int *key_len,
+                              int causal, float scale, int B, int T, int S, int Hq, int Hkv, int hd) {
+    const int group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd, qb = T < QB ? T : QB;
+    const int jobs = B * Hkv;
+    #pragma omp parallel for schedule(dynamic) if (jobs >= omp_get_max_threads())
+    for (int job = 0; job < jobs; job++) {
+        int b = job / Hkv, kh = job % Hkv;
+        const float *K = k + (size_t)b * S * ldk + (size_t)kh * hd;
+        const float *V = v + (size_t)b * S * ldk + (size_t)kh * hd;
+        float *dKh = dk ? dk + (size_t)b * S * ldk + (size_t)kh * hd : NULL;
+        float *dVh = dv ? dv + (size_t)b * S * ldk + (size_t)kh * hd : NULL;
+        float *Pb = scratch + (size_t)job * 2 * qb * S, *dS = Pb + (size_t)qb * S;
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
+            const float *Q = q + (size_t)b * T * ldq + (size_t)h * hd;
+            const float *dO = dout + (size_t)b * T * ldq + (size_t)h * hd;
+            const float *O = out + (size_t)b * T * ldq + (size_t)h * hd;
+            const float *L = lse + ((size_t)b * Hq + h) * T;
+            float *dQh = dq ? dq + (size_t)b * T * ldq + (size_t)h * hd : NULL;
+            for (int t0 = 0; t0 < T; t0 += QB) {
+                int nt = T - t0 < QB ? T - t0 : QB;
+                int kmax = visible_keys(t0 + nt - 1, b, key_len, causal, T, S);
+                if (kmax == 0) continue;
+                const float *Qb = Q + (size_t)t0 * ldq, *dOb = dO + (size_t)t0 * ldq;
+                /* the block's probabilities again: P = exp(scale q k^T - lse), 0 where masked */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, kmax, hd, scale, Qb, ldq, K, ldk, 0.0f, Pb, S);
+                for (int t = 0; t < nt; t++) {
+                    float *row = Pb + (size_t)t * S;
+                    const int vis = visible_keys(t0 + t, b, key_len, causal, T, S);
+                    const float l = L[t0 + t];
+                    #pragma omp simd
+                    for (int j = 0; j < vis; j++) row[j] = vexpf(row[j] - l);
+                    for (int j = vis; j < kmax; j++) row[j] = 0.0f;
+                }
+                if (dVh) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kmax, hd, nt, 1.0f, Pb, S,
+                                     dOb, ldq, 1.0f, dVh, ldk);
+                if (!dQh && !dKh) continue;
+                /* dS = P ⊙ (dO V^T - D), D = rowsum(dO ⊙ O) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, kmax, hd, 1.0f, dOb, ldq, V, ldk, 0.0f, dS, S);
+                for (int t = 0; t < nt; t++) {
+                    const float *go = dOb + (size_t)t * ldq, *o = O + (size_t)(t0 + t) * ldq;
+                    float D = 0.0f;
+                    #pragma omp simd reduction(+:D)
+                    for (int i = 0; i < hd; i++) D += go[i] * o[i];
+                    float *row = dS + (size_t)t * S;
+                    const float *p = Pb + (size_t)t * S;
+                    #pragma omp simd
+                    for (int j = 0; j < kmax; j++) row[j] = p[j] * (row[j] - D);
+                }
+                if (dQh) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, kmax, scale, dS, S,
+                                     K, ldk, 1.0f, dQh + (size_t)t0 * ldq, ldq);
+                if (dKh) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kmax, hd, nt, scale, dS, S,
+                                     Qb, ldq, 1.0f, dKh, ldk);
+            }
+        }
+    }
+}

@@ -160,3 +160,148 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
                                 1.0f, dk + b * kb, Hkv * hd, (long long)hd, Hkv);
         }
 }
+
+/* ---- memory-efficient (flash-style) attention ------------------------------
+ * Blocks of QBC query rows; for each, the same batched GEMMs as above over
+ * every (batch, head), into scratch laid out [B, Hq, QBC, S]: forward keeps
+ * out and the rows' log-sum-exp, backward recomputes P = exp(s - lse) and
+ * takes the softmax's row term from rowsum(dout ⊙ out). Scratch: P and dS,
+ * 2·B·Hq·QBC·S floats. */
+enum { QBC = 128 };
+
+size_t attention_flash_scratch_floats(int B, int T, int S, int Hq, int Hkv) {
+    (void)Hkv;
+    return 2 * (size_t)B * Hq * (size_t)(T < QBC ? T : QBC) * (size_t)(S > 0 ? S : 1);
+}
+
+/* Visible keys of query t in batch b (prefix masks): [0, lim). */
+__device__ static inline long flash_lim(const int *key_len, int causal, int b, int t, int T, int S) {
+    long lim = S;
+    if (key_len && key_len[b] < lim) lim = key_len[b];
+    if (causal && (long)t + (S - T) + 1 < lim) lim = (long)t + (S - T) + 1;
+    return lim < 0 ? 0 : lim;
+}
+
+/* Rows (b, h, t0 + tt) of the block: softmax over the visible prefix, zeros
+ * after it; lse[b, h, t] = max + log(sum) (-INFINITY without a visible key). */
+__global__ static void flash_softmax_k(float *P, float *lse, const int *key_len, int causal, int Hq, int T, int S,
+                                       int t0, int nt, int qb, size_t rows) {
+    const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const size_t bh = row / nt;
+    const int tt = (int)(row % nt), b = (int)(bh / Hq), t = t0 + tt;
+    const long lim = flash_lim(key_len, causal, b, t, T, S);
+    float *x = P + (bh * qb + tt) * (size_t)S;
+    float m = -INFINITY;
+    for (long j = lane; j < lim; j += 32) m = fmaxf(m, x[j]);
+    m = kc_warp_max(m);
+    float s = 0.0f;
+    for (long j = lane; j < lim; j += 32) s += expf(x[j] - m);
+    s = kc_warp_sum(s);
+    const float inv = lim > 0 ? 1.0f / s : 0.0f;
+    for (long j = lane; j < S; j += 32) x[j] = j < lim ? expf(x[j] - m) * inv : 0.0f;
+    if (lane == 0) lse[bh * T + t] = lim > 0 ? m + logf(s) : -INFINITY;
+}
+
+/* The block's scores -> probabilities again: exp(s - lse), zeros where masked. */
+__global__ static void flash_probs_k(float *P, const float *lse, const int *key_len, int causal, int Hq, int T, int S,
+                                     int t0, int nt, int qb, size_t rows) {
+    const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const size_t bh = row / nt;
+    const int tt = (int)(row % nt), b = (int)(bh / Hq), t = t0 + tt;
+    const long lim = flash_lim(key_len, causal, b, t, T, S);
+    const float l = lse[bh * T + t];
+    float *x = P + (bh * qb + tt) * (size_t)S;
+    for (long j = lane; j < S; j += 32) x[j] = j < lim ? expf(x[j] - l) : 0.0f;
+}
+
+/* dS = P ⊙ (dP - D), D = Σ_i dout[b, t, h, i] out[b, t, h, i]. */
+__global__ static void flash_ds_k(float *dS, const float *P, const float *dout, const float *out, int Hq, int T, int S,
+                                  int hd, int t0, int nt, int qb, size_t rows) {
+    const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const size_t bh = row / nt;
+    const int tt = (int)(row % nt), b = (int)(bh / Hq), h = (int)(bh % Hq), t = t0 + tt;
+    const size_t o = (((size_t)b * T + t) * Hq + h) * hd;
+    float D = 0.0f;
+    for (int i = lane; i < hd; i += 32) D += dout[o + i] * out[o + i];
+    D = kc_warp_sum(D);
+    const size_t r = (bh * qb + tt) * (size_t)S;
+    for (int j = lane; j < S; j += 32) dS[r + j] = P[r + j] * (dS[r + j] - D);
+}
+
+void attention_flash_forward(float *out, float *lse, float *scratch, const float *q, const float *k, const float *v,
+                             const int *key_len, int causal, float scale, int B, int T, int S, int Hq, int Hkv,
+                             int hd) {
+    if (B <= 0 || T <= 0 || Hq <= 0 || Hkv <= 0 || hd <= 0) return;
+    if (S <= 0) { k_zero(out, (size_t)B * T * Hq * hd * sizeof(float)); return; }
+    const int G = Hq / Hkv, qb = T < QBC ? T : QBC;
+    const size_t QS = (size_t)qb * S, qbs = (size_t)T * Hq * hd, kbs = (size_t)S * Hkv * hd;
+    float *P = scratch;
+    for (int t0 = 0; t0 < T; t0 += qb) {
+        const int nt = T - t0 < qb ? T - t0 : qb;
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++)   /* scores[nt,S] = scale q_h[t0.., hd] k_kvh[S,hd]^T */
+                kc_gemm_batched(0, 1, nt, S, hd, scale, q + b * qbs + (size_t)t0 * Hq * hd + (size_t)g * hd, Hq * hd,
+                                (long long)G * hd, k + b * kbs, Hkv * hd, (long long)hd, 0.0f,
+                                P + ((size_t)b * Hq + g) * QS, S, (long long)G * QS, Hkv);
+        const size_t rows = (size_t)B * Hq * nt;
+        flash_softmax_k<<<warp_rows_grid(rows), KC_BLOCK>>>(P, lse, key_len, causal, Hq, T, S, t0, nt, qb, rows);
+        KC_LAUNCHED();
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++)   /* out_h[t0.., hd] = P[nt,S] v_kvh[S,hd] */
+                kc_gemm_batched(0, 0, nt, hd, S, 1.0f, P + ((size_t)b * Hq + g) * QS, S, (long long)G * QS,
+                                v + b * kbs, Hkv * hd, (long long)hd, 0.0f,
+                                out + b * qbs + (size_t)t0 * Hq * hd + (size_t)g * hd, Hq * hd, (long long)G * hd, Hkv);
+    }
+}
+
+void attention_flash_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
+                              const float *lse, const float *q, const float *k, const float *v, const int *key_len,
+                              int causal, float scale, int B, int T, int S, int Hq, int Hkv, int hd) {
+    if (B <= 0 || T <= 0 || S <= 0 || Hq <= 0 || Hkv <= 0 || hd <= 0) return;
+    const int G = Hq / Hkv, qb = T < QBC ? T : QBC;
+    const size_t QS = (size_t)qb * S, qbs = (size_t)T * Hq * hd, kbs = (size_t)S * Hkv * hd;
+    float *P = scratch, *dS = scratch + (size_t)B * Hq * QS;
+    for (int t0 = 0; t0 < T; t0 += qb) {
+        const int nt = T - t0 < qb ? T - t0 : qb;
+        const size_t rows = (size_t)B * Hq * nt, tq = (size_t)t0 * Hq * hd;
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++)
+                kc_gemm_batched(0, 1, nt, S, hd, scale, q + b * qbs + tq + (size_t)g * hd, Hq * hd, (long long)G * hd,
+                                k + b * kbs, Hkv * hd, (long long)hd, 0.0f, P + ((size_t)b * Hq + g) * QS, S,
+                                (long long)G * QS, Hkv);
+        flash_probs_k<<<warp_rows_grid(rows), KC_BLOCK>>>(P, lse, key_len, causal, Hq, T, S, t0, nt, qb, rows);
+        KC_LAUNCHED();
+        if (dv)
+            for (int b = 0; b < B; b++)
+                for (int g = 0; g < G; g++)   /* dv_kvh[S,hd] += P^T[S,nt] dout_h[nt,hd] */
+                    kc_gemm_batched(1, 0, S, hd, nt, 1.0f, P + ((size_t)b * Hq + g) * QS, S, (long long)G * QS,
+                                    dout + b * qbs + tq + (size_t)g * hd, Hq * hd, (long long)G * hd, 1.0f,
+                                    dv + b * kbs, Hkv * hd, (long long)hd, Hkv);
+        if (!dq && !dk) continue;
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++)   /* dP[nt,S] = dout_h v_kvh^T */
+                kc_gemm_batched(0, 1, nt, S, hd, 1.0f, dout + b * qbs + tq + (size_t)g * hd, Hq * hd,
+                                (long long)G * hd, v + b * kbs, Hkv * hd, (long long)hd, 0.0f,
+                                dS + ((size_t)b * Hq + g) * QS, S, (long long)G * QS, Hkv);
+        flash_ds_k<<<warp_rows_grid(rows), KC_BLOCK>>>(dS, P, dout, out, Hq, T, S, hd, t0, nt, qb, rows);
+        KC_LAUNCHED();
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++) {
+                const float *dSb = dS + ((size_t)b * Hq + g) * QS;
+                if (dq)   /* dq_h[t0.., hd] += scale dS k_kvh */
+                    kc_gemm_batched(0, 0, nt, hd, S, scale, dSb, S, (long long)G * QS, k + b * kbs, Hkv * hd,
+                                    (long long)hd, 1.0f, dq + b * qbs + tq + (size_t)g * hd, Hq * hd, (long long)G * hd,
+                                    Hkv);
+                if (dk)   /* dk_kvh[S,hd] += scale dS^T q_h[t0.., hd] */
+                    kc_gemm_batched(1, 0, S, hd, nt, scale, dSb, S, (long long)G * QS,
+                                    q + b * qbs + tq + (size_t)g * hd, Hq * hd, (long long)G * hd, 1.0f, dk + b * kbs,
+                                    Hkv * hd, (long long)hd, Hkv);
+            }
+    }
+}
