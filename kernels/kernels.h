@@ -215,6 +215,18 @@ void attention_flash_backward(float *dq, float *dk, float *dv, float *scratch, c
                               const float *lse, const float *q, const float *k, const float *v, const int *key_len,
                               int causal, float scale, int B, int T, int S, int Hq, int Hkv, int hd);
 
+/* Selected rows of the flash attention's probabilities, recomputed from q, k
+ * and lse: rows[n] (backend memory, distinct) = b*T + t, and prow[n, Hq, S]
+ * holds query t of sample b's probabilities over the keys (0 where masked),
+ * as att[b, :, t, :] of attention_forward would. Backward takes a gradient
+ * dprow[n, Hq, S] on them through the softmax, dS = prow ⊙ (dprow - Σ_j
+ * dprow⊙prow), into dq[row] += scale dS k and dk += scale dSᵀ q[row] (the
+ * refocusing term attention_backward's datt_extra carries, for these rows). */
+void attention_rows_forward(float *prow, const int *rows, int n, const float *q, const float *k, const float *lse,
+                            const int *key_len, int causal, float scale, int B, int T, int S, int Hq, int Hkv, int hd);
+void attention_rows_backward(float *dq, float *dk, const float *dprow, const float *prow, const int *rows, int n,
+                             const float *q, const float *k, float scale, int B, int T, int S, int Hq, int Hkv, int hd);
+
 /* Row softmax: out[N,C] = softmax(in[N,C]); din += out ⊙ (dout - Σ dout⊙out). */
 void softmax_forward(float *out, const float *in, int N, int C);
 void softmax_backward(float *din, const float *dout, const float *out, int N, int C);
@@ -385,6 +397,13 @@ void refocus_forward(float *out, const float *hid, const float *att, int p, int 
                      float lambda, int T, int S, int Hq, int D);
 void refocus_backward(float *dhid, float *datt, const float *dout, const float *hid,
                       const float *att, int p, int s, float lambda, int T, int S, int Hq, int D);
+/* The same from the predicting row's probabilities alone: prow[Hq,S] =
+ * att[:, p, :] (e.g. one row of attention_rows_forward); dprow[Hq,S] += its
+ * gradient, as datt[:, p, :] above. */
+void refocus_row_forward(float *out, const float *hid, const float *prow, int p, int s,
+                         float lambda, int T, int S, int Hq, int D);
+void refocus_row_backward(float *dhid, float *dprow, const float *dout, const float *hid,
+                          const float *prow, int p, int s, float lambda, int T, int S, int Hq, int D);
 
 /* ------------------------------------------------------------------------ */
 /* Optimiser primitives                                                     */

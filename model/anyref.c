@@ -26,6 +26,8 @@ struct anyref {
     float *scratch;             /* sam_post scratch */
     size_t scratch_cap;
     float *dxf, *datt;          /* [B*T, D], [B, Hq, T, T] */
+    float *prow, *dprow;        /* rows mode: [max_seg, Hq, T] probabilities of the [SEG] rows, their gradient */
+    int *h_rows, *d_rows;       /* rows mode: [max_seg] b*T + p of each [SEG] (host, backend) */
     /* host, per [SEG] of the last forward */
     int *seg_b, *h0, *w0, *hm, *wm;    /* sample, original size, loss-mask size */
     size_t *off;
@@ -95,11 +97,19 @@ static float *dev_alloc(size_t nfloats, int *fail) {
     return p;
 }
 
+/* Refocusing with flash attention: the decoder keeps no probabilities; the
+ * rows of its last layer that predict a [SEG] are recomputed from q, k and
+ * the log-sum-exp (llama_last_attention_rows) and their gradient goes back
+ * through them (llama_backward_rows). */
+static int rows_mode(const anyref_cfg *c) { return c->llm.flash_attention && c->seg.lambda != 0.0f; }
+
 /* The step's own device buffers (floats each): the dense PE and dense
  * embedding [C,H,W]; loss-size logits of every [SEG] and their gradient; the
  * low-res mask gradient [max_seg, 4H, 4W]; the sam_post scratch; d final
- * hidden [B*T, D]; d last-layer attention [B, heads, T, T]. */
-enum { AB_PE, AB_DENSE, AB_LOGITS, AB_DLOGITS, AB_DLOW, AB_SCRATCH, AB_DXF, AB_DATT, AB_N };
+ * hidden [B*T, D]; d last-layer attention [B, heads, T, T] — or, refocusing
+ * with flash attention, the [SEG] rows' probabilities and their gradient
+ * [max_seg, heads, T] each. */
+enum { AB_PE, AB_DENSE, AB_LOGITS, AB_DLOGITS, AB_DLOW, AB_SCRATCH, AB_DXF, AB_DATT, AB_PROW, AB_DPROW, AB_N };
 static void step_sizes(const anyref_cfg *c, int B, int T, int max_seg, size_t n[AB_N]) {
     const size_t chw = (size_t)c->dec.dim * c->dec.H * c->dec.W, S = c->img_size > 0 ? c->img_size : 16 * c->dec.H;
     const size_t P = (size_t)max_seg, orig = (size_t)c->max_orig_h * c->max_orig_w;
@@ -110,17 +120,18 @@ static void step_sizes(const anyref_cfg *c, int B, int T, int max_seg, size_t n[
      * rh, rw <= S, and the original-size stage [P,H0,W0] of the AVSBench variant */
     n[AB_SCRATCH] = P * (2 * S * S + orig);
     n[AB_DXF] = (size_t)B * T * c->llm.dim;
-    n[AB_DATT] = (size_t)B * c->llm.heads * T * T;
+    const int rows = rows_mode(c);
+    n[AB_DATT] = rows ? 0 : (size_t)B * c->llm.heads * T * T;
+    n[AB_PROW] = n[AB_DPROW] = rows ? P * c->llm.heads * T : 0;
 }
 
 /* Bytes of one dev_alloc / k_malloc'd int buffer of n elements. */
 static size_t dev_bytes(size_t n, size_t elem) { return (n ? n : 1) * elem; }
 
-/* The decoder's configuration: with flash attention the last layer keeps its
- * probabilities when refocusing reads them (seg.lambda != 0). */
+/* The decoder's configuration as the step uses it. */
 static llama_cfg llm_cfg(const anyref_cfg *c) {
     llama_cfg l = c->llm;
-    l.keep_last_attention = c->seg.lambda != 0.0f;
+    l.keep_last_attention = 0;
     return l;
 }
 
@@ -137,6 +148,7 @@ int anyref_plan(const anyref_cfg *c, int B, int T, int max_seg, anyref_mem *out)
     step_sizes(c, B, T, max_seg, n);
     for (int i = 0; i < AB_N; i++) out->step += dev_bytes(n[i], sizeof(float));
     out->step += dev_bytes((size_t)B * T, sizeof(int));   /* d_fid */
+    if (rows_mode(c)) out->step += dev_bytes((size_t)max_seg, sizeof(int));   /* d_rows */
     if (!out->llm || !out->decoder) return ar_errorf("anyref: bad decoder or mask-decoder sizes");
     return 0;
 }
@@ -185,7 +197,8 @@ anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_
     int fail = 0;
     size_t n[AB_N];
     step_sizes(c, B, T, max_seg, n);
-    float **dst[AB_N] = {&m->pe, &m->dense, &m->logits, &m->dlogits, &m->dlow, &m->scratch, &m->dxf, &m->datt};
+    float **dst[AB_N] = {&m->pe, &m->dense, &m->logits, &m->dlogits, &m->dlow, &m->scratch, &m->dxf, &m->datt,
+                         &m->prow, &m->dprow};
     for (int i = 0; i < AB_N; i++) *dst[i] = dev_alloc(n[i], &fail);
     m->logits_cap = n[AB_LOGITS];
     m->scratch_cap = n[AB_SCRATCH];
@@ -206,6 +219,11 @@ anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_
     if (!m->d_fid) fail = 1;
     for (int i = 0; i < AB_N; i++) m->step_bytes += dev_bytes(n[i], sizeof(float));
     m->step_bytes += dev_bytes((size_t)B * T, sizeof(int));
+    if (rows_mode(c)) {
+        m->h_rows = host_calloc(max_seg, sizeof(int), &fail);
+        if (!(m->d_rows = k_malloc((size_t)max_seg * sizeof(int)))) fail = 1;
+        m->step_bytes += dev_bytes((size_t)max_seg, sizeof(int));
+    }
     if (fail) {
         ar_errorf("anyref: out of memory for the step buffers");
         anyref_free(m);
@@ -219,11 +237,13 @@ void anyref_free(anyref *m) {
     if (m->llm) llama_free(m->llm);
     if (m->head) seg_head_free(m->head);
     if (m->dec) sam_decoder_free(m->dec);
-    float *dev[] = {m->pe, m->dense, m->logits, m->dlogits, m->dlow, m->scratch, m->dxf, m->datt};
+    float *dev[] = {m->pe, m->dense, m->logits, m->dlogits, m->dlow, m->scratch, m->dxf, m->datt, m->prow, m->dprow};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) if (dev[i]) k_free(dev[i]);
     free(m->seg_b); free(m->h0); free(m->w0); free(m->hm); free(m->wm); free(m->off); free(m->bce); free(m->dice);
     free(m->gt); free(m->first); free(m->count); free(m->img); free(m->h_fid);
     if (m->d_fid) k_free(m->d_fid);
+    if (m->d_rows) k_free(m->d_rows);
+    free(m->h_rows);
     free(m);
 }
 
@@ -270,8 +290,20 @@ float anyref_forward(anyref *m, const anyref_batch *in, uint64_t dropout_seed, a
     } else {
         ce = llama_forward(m->llm, tokens, targets, m->B, m->T, dropout_seed, &ce_count);
     }
-    const float *att = c->seg.lambda != 0.0f ? llama_last_attention(m->llm) : NULL;
-    int n = seg_head_forward(m->head, tokens, targets, llama_final_hidden(m->llm), att);
+    int n;
+    if (rows_mode(c)) {   /* the [SEG] rows' probabilities, recomputed from the last layer's q, k and lse */
+        n = seg_head_locate(m->head, tokens, targets);
+        if (n > 0) {
+            const int *sb = seg_head_sample(m->head), *sp = seg_head_pos(m->head);
+            for (int k = 0; k < n; k++) m->h_rows[k] = sb[k] * m->T + sp[k];
+            k_upload(m->d_rows, m->h_rows, (size_t)n * sizeof(int));
+            if (llama_last_attention_rows(m->llm, m->d_rows, n, m->prow)) return fail_nan(m);
+        }
+        if (n >= 0) n = seg_head_apply(m->head, llama_final_hidden(m->llm), NULL, m->prow);
+    } else {
+        const float *att = c->seg.lambda != 0.0f ? llama_last_attention(m->llm) : NULL;
+        n = seg_head_forward(m->head, tokens, targets, llama_final_hidden(m->llm), att);
+    }
     if (n < 0) return fail_nan(m);
     m->n = n;
     memset(m->count, 0, (size_t)m->B * sizeof(int));
@@ -408,6 +440,13 @@ void anyref_backward(anyref *m, float scale) {
     for (int b = 0; b < m->B; b++) if (m->count[b]) { m->last_b = b; break; }
     const int lam = c->seg.lambda != 0.0f;
     k_zero(m->dxf, (size_t)m->B * m->T * c->llm.dim * sizeof(float));
+    if (rows_mode(c)) {
+        k_zero(m->dprow, (size_t)m->n * m->Hq * m->T * sizeof(float));
+        seg_head_backward_rows(m->head, dseg, m->dxf, m->dprow);
+        llama_backward_rows(m->llm, scale * c->ce_w, m->dxf, m->d_rows, m->n, m->prow, m->dprow);
+        splice_backward(m);
+        return;
+    }
     if (lam) k_zero(m->datt, (size_t)m->B * m->Hq * m->T * m->T * sizeof(float));
     seg_head_backward(m->head, dseg, m->dxf, lam ? m->datt : NULL);
     llama_backward_ex(m->llm, scale * c->ce_w, m->dxf, lam ? m->datt : NULL);

@@ -427,7 +427,35 @@ void llama_backward(llama *m, float loss_weight) { llama_backward_ex(m, loss_wei
 
 void llama_set_grad_hook(llama *m, void (*fn)(void *ctx, int layer), void *ctx) { m->grad_hook = fn; m->grad_ctx = ctx; }
 
+/* Extra gradient on selected rows of the last layer's probabilities (flash). */
+typedef struct { const int *rows; int n; const float *prow, *dprow; } rows_grad;
+
+static void backward_impl(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra,
+                          const rows_grad *rg);
+
 void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra) {
+    backward_impl(m, loss_weight, dhidden_extra, datt_extra, NULL);
+}
+
+void llama_backward_rows(llama *m, float loss_weight, const float *dhidden_extra, const int *rows, int n,
+                         const float *prow, const float *dprow) {
+    const rows_grad rg = {rows, n, prow, dprow};
+    backward_impl(m, loss_weight, dhidden_extra, NULL, n > 0 ? &rg : NULL);
+}
+
+int llama_last_attention_rows(llama *m, const int *rows, int n, float *prow) {
+    const llama_cfg *c = &m->c;
+    const layer_a *s = &m->la[c->layers - 1];
+    if (!flash_layer(c, c->layers - 1) || !s->lse)
+        return ar_errorf("llama: attention rows need the last layer in flash attention (llama_cfg.flash_attention, "
+                         "not keep_last_attention)");
+    attention_rows_forward(prow, rows, n, s->qr, s->kr, s->lse, NULL, 1, 1.0f / sqrtf((float)m->hd), m->B, m->T, m->T,
+                           c->heads, c->kv_heads, m->hd);
+    return 0;
+}
+
+static void backward_impl(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra,
+                          const rows_grad *rg) {
     const llama_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, hd = m->hd, V = c->vocab;
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, nk = (size_t)N * kvd;
@@ -458,10 +486,13 @@ void llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, 
         k_zero(m->dao, nd * sizeof(float));
         proj_backward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], m->dao, m->dx, s->ao);
         k_zero(m->dqr, nd * sizeof(float)); k_zero(m->dkr, nk * sizeof(float)); k_zero(m->dv, nk * sizeof(float));
-        if (flash_layer(c, l))   /* (no extra gradient on probabilities it does not keep) */
+        if (flash_layer(c, l)) {
             attention_flash_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, s->ao, s->lse, s->qr, s->kr, s->v, NULL,
                                      1, 1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
-        else
+            if (rg && l == c->layers - 1)   /* the refocusing rows' extra gradient (llama_backward_rows) */
+                attention_rows_backward(m->dqr, m->dkr, rg->dprow, rg->prow, rg->rows, rg->n, s->qr, s->kr,
+                                        1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
+        } else
             attention_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, l == c->layers - 1 ? datt_extra : NULL,
                                s->att, s->qr, s->kr, s->v,
                                1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);

@@ -83,6 +83,16 @@ const float *llama_last_attention(const llama *m);
  * on the final hidden states and datt_extra [B, heads, T, T] on the last layer's
  * attention probabilities (either may be NULL). */
 void    llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra);
+/* With flash_attention (and not keep_last_attention): selected rows of the
+ * last layer's probabilities after a forward, recomputed from its queries,
+ * keys and log-sum-exp (attention_rows_forward): rows[n] (backend memory,
+ * distinct) = b*T + t, prow[n, heads, T] (backend memory). 0, or -1 +
+ * ar_error when the last layer keeps full probabilities instead. */
+int     llama_last_attention_rows(llama *m, const int *rows, int n, float *prow);
+/* llama_backward_ex with the extra gradient dprow[n, heads, T] on those rows
+ * (prow as llama_last_attention_rows gave them) instead of datt_extra. */
+void    llama_backward_rows(llama *m, float loss_weight, const float *dhidden_extra, const int *rows, int n,
+                            const float *prow, const float *dprow);
 const float *llama_logits(const llama *m);      /* [B*T, vocab] of the last forward */
 size_t  llama_activation_bytes(const llama *m);
 /* What llama_create(c, ., B, T) will take for its activation arena, without

@@ -13,7 +13,7 @@ struct seg_head {
     int B, T, Hq, max_seg, n;
     const float *w0, *b0, *w2, *b2;     /* text_hidden_fcs.0.0 / .0.2 */
     float *gw0, *gb0, *gw2, *gb2;       /* NULL when frozen */
-    const float *xf, *att;              /* inputs of the last forward (kept for backward) */
+    const float *xf, *att, *prow;       /* inputs of the last forward (kept for backward; att or prow) */
     float *block;                       /* one k_malloc for everything below */
     float *h, *a1, *r, *out;            /* [max_seg, D] x3, [max_seg, O] */
     float *dh, *da1, *dr, *dout;        /* [max_seg, D] x3, [max_seg, O] */
@@ -128,22 +128,30 @@ int seg_head_find(int seg_token, const int *tokens, const int *targets, int B, i
     return n;
 }
 
-int seg_head_forward(seg_head *h, const int *tokens, const int *targets, const float *xf, const float *att) {
-    const int T = h->T, Hq = h->Hq, D = h->c.dim, O = h->c.out_dim;
+int seg_head_locate(seg_head *h, const int *tokens, const int *targets) {
     h->n = 0;
-    int n = seg_head_find(h->c.seg_token, tokens, targets, h->B, T, h->seg_b, h->seg_p, h->seg_s, h->max_seg);
+    int n = seg_head_find(h->c.seg_token, tokens, targets, h->B, h->T, h->seg_b, h->seg_p, h->seg_s, h->max_seg);
     if (n < 0) return -1;
-    if (h->c.lambda != 0.0f && !att) return ar_errorf("seg_head: refocusing (lambda %g) needs the attention",
-                                                      (double)h->c.lambda);
     h->n = n;
+    return n;
+}
+
+int seg_head_apply(seg_head *h, const float *xf, const float *att, const float *prow) {
+    const int T = h->T, Hq = h->Hq, D = h->c.dim, O = h->c.out_dim, n = h->n;
+    if (h->c.lambda != 0.0f && !att && !prow)
+        return ar_errorf("seg_head: refocusing (lambda %g) needs the attention", (double)h->c.lambda);
     h->xf = xf;
     h->att = att;
+    h->prow = prow;
     if (n == 0) return 0;
-    const size_t TD = (size_t)T * D, HTT = (size_t)Hq * T * T;
+    const size_t TD = (size_t)T * D, HTT = (size_t)Hq * T * T, HT = (size_t)Hq * T;
     for (int k = 0; k < n; k++) {
         int b = h->seg_b[k], p = h->seg_p[k], s = h->c.lambda != 0.0f ? h->seg_s[k] : p;
-        refocus_forward(h->h + (size_t)k * D, xf + b * TD, att ? att + b * HTT : NULL, p, s, h->c.lambda, T, T,
-                        Hq, D);
+        if (prow)
+            refocus_row_forward(h->h + (size_t)k * D, xf + b * TD, prow + k * HT, p, s, h->c.lambda, T, T, Hq, D);
+        else
+            refocus_forward(h->h + (size_t)k * D, xf + b * TD, att ? att + b * HTT : NULL, p, s, h->c.lambda, T, T,
+                            Hq, D);
     }
     linear_forward(h->a1, h->h, h->w0, h->b0, n, D, D);
     relu_forward(h->r, h->a1, (size_t)n * D);
@@ -151,7 +159,14 @@ int seg_head_forward(seg_head *h, const int *tokens, const int *targets, const f
     return n;
 }
 
-void seg_head_backward(seg_head *h, const float *dout, float *dxf, float *datt) {
+int seg_head_forward(seg_head *h, const int *tokens, const int *targets, const float *xf, const float *att) {
+    if (seg_head_locate(h, tokens, targets) < 0) return -1;
+    return seg_head_apply(h, xf, att, NULL);
+}
+
+/* Backward into dxf and the gradient on the probabilities the forward read:
+ * datt [B, Hq, T, T] (full) or dprow [n, Hq, T] (rows). */
+static void backward(seg_head *h, const float *dout, float *dxf, float *datt, float *dprow) {
     const int n = h->n, T = h->T, Hq = h->Hq, D = h->c.dim, O = h->c.out_dim;
     if (n == 0) return;
     const size_t nD = (size_t)n * D * sizeof(float);
@@ -159,18 +174,27 @@ void seg_head_backward(seg_head *h, const float *dout, float *dxf, float *datt) 
     linear_backward(h->dr, h->gw2, h->gb2, dout, h->r, h->w2, n, D, O);
     k_zero(h->da1, nD);
     relu_backward(h->da1, h->dr, h->a1, (size_t)n * D);
-    if (!dxf && !datt) {   /* only the fcs' parameters want gradients */
+    if (!dxf && !datt && !dprow) {   /* only the fcs' parameters want gradients */
         linear_backward(NULL, h->gw0, h->gb0, h->da1, h->h, h->w0, n, D, D);
         return;
     }
     k_zero(h->dh, nD);
     linear_backward(h->dh, h->gw0, h->gb0, h->da1, h->h, h->w0, n, D, D);
-    const size_t TD = (size_t)T * D, HTT = (size_t)Hq * T * T;
+    const size_t TD = (size_t)T * D, HTT = (size_t)Hq * T * T, HT = (size_t)Hq * T;
     for (int k = 0; k < n; k++) {
         int b = h->seg_b[k], p = h->seg_p[k], s = h->c.lambda != 0.0f ? h->seg_s[k] : p;
-        refocus_backward(dxf ? dxf + b * TD : NULL, datt ? datt + b * HTT : NULL, h->dh + (size_t)k * D,
-                         h->xf + b * TD, h->att ? h->att + b * HTT : NULL, p, s, h->c.lambda, T, T, Hq, D);
+        if (h->prow)
+            refocus_row_backward(dxf ? dxf + b * TD : NULL, dprow ? dprow + k * HT : NULL, h->dh + (size_t)k * D,
+                                 h->xf + b * TD, h->prow + k * HT, p, s, h->c.lambda, T, T, Hq, D);
+        else
+            refocus_backward(dxf ? dxf + b * TD : NULL, datt ? datt + b * HTT : NULL, h->dh + (size_t)k * D,
+                             h->xf + b * TD, h->att ? h->att + b * HTT : NULL, p, s, h->c.lambda, T, T, Hq, D);
     }
+}
+
+void seg_head_backward(seg_head *h, const float *dout, float *dxf, float *datt) { backward(h, dout, dxf, datt, NULL); }
+void seg_head_backward_rows(seg_head *h, const float *dout, float *dxf, float *dprow) {
+    backward(h, dout, dxf, NULL, dprow);
 }
 
 const float *seg_head_out(const seg_head *h) { return h->out; }

@@ -80,4 +80,14 @@ const int   *seg_head_start(const seg_head *h);   /* host [n]: s of each row (p 
 int          seg_head_count(const seg_head *h);
 /* Backward of the last forward from dout [n, out_dim] (may be seg_head_dout(h)). */
 void         seg_head_backward(seg_head *h, const float *dout, float *dxf, float *datt);
+/* The same in two halves, for a decoder that keeps only some rows of its
+ * last layer's probabilities (flash attention): seg_head_locate finds the
+ * [SEG]s (n, or -1 + ar_error; then seg_head_sample / _pos name the rows
+ * whose probabilities refocusing needs), seg_head_apply computes the
+ * embeddings from either att [B, Hq, T, T] or prow [n, Hq, T] (row k the
+ * probabilities of query seg_head_pos[k] of sample seg_head_sample[k]);
+ * seg_head_backward_rows then gives the gradient on prow (dprow +=). */
+int          seg_head_locate(seg_head *h, const int *tokens, const int *targets);
+int          seg_head_apply(seg_head *h, const float *xf, const float *att, const float *prow);
+void         seg_head_backward_rows(seg_head *h, const float *dout, float *dxf, float *dprow);
 #endif

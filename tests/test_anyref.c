@@ -232,6 +232,66 @@ static void test_gradients(float lambda, int avs, size_t points) {
     params_free(&ps);
 }
 
+/* model.attention = flash: the same step with the decoder keeping no
+ * probabilities; refocusing reads the [SEG] rows recomputed from the last
+ * layer's q, k and log-sum-exp, and sends their gradient back through them
+ * (llama_last_attention_rows / llama_backward_rows). Losses and every
+ * trainable gradient against the step that keeps the probabilities. The two
+ * float32 steps round the probabilities differently (exp(s - lse) against
+ * exp(s - max) / sum, ~1e-7) and this test's enlarged weights amplify that
+ * to ~1e-4 in places, hence 1e-3; leaving the rows' gradient out costs the
+ * last layer's q/k LoRA 8e-3 (lambda 0.1) and 0.9 (lambda 1). The float64
+ * parity of the flash step is test_anyref_parity's. */
+static void test_flash_rows(float lambda) {
+    char nm[200];
+    ar_params ps;
+    anyref *m = NULL;
+    if (setup(lambda, &ps, &m)) { t_fail(PFX "flash setup", "%s", ar_error()); return; }
+    anyref_cfg fc = tiny_cfg(lambda);
+    fc.llm.flash_attention = 1;
+    anyref *mf = anyref_create(&fc, &ps, B, T, MAXSEG);
+    if (!mf) { t_fail(PFX "flash setup", "%s", ar_error()); anyref_free(m); params_free(&ps); return; }
+    step_ctx s = {.m = m};
+    float *imgs[B], *gts[3];
+    mixed_batch(&s, imgs, gts, 0);
+    anyref_losses L0, L1;
+    float *g0 = t_alloc(ps.ng), *g1 = t_alloc(ps.ng);
+    anyref_batch bt = batch_of(&s, s.gt);
+    params_zero_grad(&ps);
+    anyref_forward(m, &bt, 42, &L0);
+    anyref_backward(m, 1.0f);
+    k_download(g0, ps.g, ps.ng * sizeof(float));
+    params_zero_grad(&ps);
+    anyref_forward(mf, &bt, 42, &L1);
+    anyref_backward(mf, 1.0f);
+    k_download(g1, ps.g, ps.ng * sizeof(float));
+    double worst = 0, worst_qk = 0;
+    const char *wn = "";
+    for (int i = 0; i < ps.n; i++) {
+        const ar_param *p = &ps.p[i];
+        if (!p->trainable) continue;
+        const double e = t_max_rel_err(g1 + p->goff, g0 + p->goff, p->numel);
+        if (e > worst) { worst = e; wn = p->name; }
+        if (strstr(p->name, "layers.1.self_attn.q_proj.lora") || strstr(p->name, "layers.1.self_attn.k_proj.lora"))
+            if (e > worst_qk) worst_qk = e;
+    }
+    const double el = fabs((double)L1.total - L0.total) / fabs((double)L0.total);
+    anyref_mem a0, a1;
+    anyref_memory(m, &a0);
+    anyref_memory(mf, &a1);
+    snprintf(nm, sizeof nm, PFX "lambda %g flash attention with [SEG] rows", (double)lambda);
+    t_check(L1.n_seg == 3 && el <= 1e-6 && worst <= 1e-3 && worst_qk <= 1e-3 && a1.llm + a1.step < a0.llm + a0.step, nm,
+            "loss %.7g vs %.7g (rel %.1e); trainable gradients max rel err %.1e (%s), last layer q/k LoRA %.1e; "
+            "decoder + step buffers %zu -> %zu bytes", (double)L1.total, (double)L0.total, el, worst, wn, worst_qk,
+            a0.llm + a0.step, a1.llm + a1.step);
+    for (int b = 0; b < B; b++) k_free(imgs[b]);
+    for (int k = 0; k < 3; k++) k_free(gts[k]);
+    free(g0); free(g1);
+    anyref_free(mf);
+    anyref_free(m);
+    params_free(&ps);
+}
+
 static double softplus_d(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 
 static void test_aggregation(int avs) {
@@ -480,5 +540,7 @@ int main(void) {
     test_aggregation(0);
     test_aggregation(1);
     test_learning();
+    test_flash_rows(0.1f);
+    test_flash_rows(1.0f);
     return t_exit_code();
 }

@@ -58,7 +58,9 @@ static int check_config(const anyref_cfg *c) {
     return fx_check_config(&FX, iv, sizeof iv / sizeof *iv, fv, sizeof fv / sizeof *fv);
 }
 
-static void run_case(const char *grp, float lambda) {
+/* flash: model.attention = flash (the [SEG] rows' probabilities recomputed
+ * from q, k and the log-sum-exp): the same fixture, the same bounds. */
+static void run_case(const char *grp, float lambda, int flash) {
     char nm[256], ds[256];
     anyref_cfg c = tiny_cfg(lambda);
     ar_params ps;
@@ -110,6 +112,7 @@ static void run_case(const char *grp, float lambda) {
     }
     free(gt);
 
+    c.llm.flash_attention = flash;
     m = anyref_create(&c, &ps, B, T, MAXSEG);
     if (!m) { t_fail(PFX "create", "%s", ar_error()); goto done; }
     anyref_refresh_prompt(m);
@@ -122,7 +125,7 @@ static void run_case(const char *grp, float lambda) {
     k_sync();
     const char *kerr = k_error();
     t_check(kerr == NULL, PFX "backend", "%s", kerr ? kerr : "no backend error");
-    snprintf(nm, sizeof nm, PFX "%s batch", grp);
+    snprintf(nm, sizeof nm, PFX "%s%s batch", grp, flash ? " flash" : "");
     t_check(L.n_seg == 3 && L.n_seg_samples == 2, nm, "%d [SEG]s in %d samples (1, 2 and 0 per sample)",
             L.n_seg, L.n_seg_samples);
 
@@ -130,7 +133,7 @@ static void run_case(const char *grp, float lambda) {
     int nt, nzero;
     double worst;
     fx_check_step(&FX, grp, &ps, got, LOSS_TOL, GRAD_TOL, &nt, &nzero, &worst);
-    snprintf(nm, sizeof nm, PFX "%s trainable set", grp);
+    snprintf(nm, sizeof nm, PFX "%s%s trainable set", grp, flash ? " flash" : "");
     t_check(nt == 2 * 7 * 2 + 2 + 4 + 1 + 6 + 24 && nzero == 18, nm,
             "%d trainable tensors (LoRA 28, embed, lm_head, fcs 4, decoder 31), %d exactly zero, "
             "worst gradient rel err %.1e", nt, nzero, worst);
@@ -145,8 +148,11 @@ int main(void) {
     if (!fx_open(&FX, FIXTURE, PFX)) return t_exit_code();
     printf("# AnyRef step (tiny LLaMA + LoRA + [SEG] head + SAM decoder + post-processing + losses)\n"
            "# against PyTorch float64, backend %s\n", k_backend_name());
-    run_case("lam0", 0.0f);
-    run_case("lam0.1", 0.1f);
+    run_case("lam0", 0.0f, 0);
+    run_case("lam0.1", 0.1f, 0);
+    printf("# the same with model.attention = flash ([SEG] rows recomputed from q, k, log-sum-exp)\n");
+    run_case("lam0", 0.0f, 1);
+    run_case("lam0.1", 0.1f, 1);
     fx_close(&FX);
     return t_exit_code();
 }

@@ -10,6 +10,9 @@
  *     with S > T (a KV prefix), key_len padding, a sample whose rows see no
  *     key (out 0, lse -inf, no gradient), non-causal;
  *   - finite differences of a loss through the flash forward, on dq / dk / dv;
+ *   - selected rows of P recomputed from q, k and lse (attention_rows_forward)
+ *     against the full matrix, and their gradient (attention_rows_backward)
+ *     against attention_backward's datt_extra on those rows;
  *   - a LLaMA step with llama_cfg.flash_attention against the same model with
  *     full attention: loss and every trainable gradient, with and without
  *     layer checkpointing and keep_last_attention (the last layer's
@@ -126,6 +129,47 @@ static void run_case(const char *name, const shape *s, int fd, uint64_t seed) {
     t_check(eo <= 1e-5 && lerr <= 1e-5 && inf_ok && eg <= 1e-5, label,
             "out %.1e, lse %.1e%s, dq/dk/dv (accumulated) %.1e against the attention that keeps P; scratch %zu floats "
             "vs P %zu", eo, lerr, inf_ok ? "" : " (a row without keys is not -inf)", eg, nsc, (size_t)B * Hq * T * S);
+    {   /* selected rows of P from q, k, lse, and their gradient, against the full matrix and
+         * attention_backward's datt_extra (with dout = 0: the extra term alone) */
+        int hrows[6], nr = 0;
+        for (int i = 0; i < 6 && nr < B * T; i++) {
+            int cand = (int)(((uint64_t)i * 2654435761u + seed) % (uint64_t)(B * T));
+            int dup = 0;
+            for (int j = 0; j < nr; j++) dup |= hrows[j] == cand;
+            if (!dup) hrows[nr++] = cand;
+        }
+        const size_t npr = (size_t)nr * Hq * S, natt = (size_t)B * Hq * T * S;
+        int *drows = k_malloc((size_t)nr * sizeof(int));
+        k_upload(drows, hrows, (size_t)nr * sizeof(int));
+        float *prow = k_malloc(npr * 4);
+        attention_rows_forward(prow, drows, nr, dq, dk, lse, dkl, s->causal, scale, B, T, S, Hq, Hkv, hd);
+        float *hp = host_of(prow, npr), *hatt = host_of(att, natt), *want = t_alloc(npr), *gp = t_alloc(npr);
+        for (int r = 0; r < nr; r++)
+            for (int h = 0; h < Hq; h++)
+                memcpy(want + ((size_t)r * Hq + h) * S,
+                       hatt + (((size_t)(hrows[r] / T) * Hq + h) * T + hrows[r] % T) * S, (size_t)S * sizeof(float));
+        double ep = 0;
+        for (size_t i = 0; i < npr; i++) { double e = fabs(hp[i] - want[i]); if (e > ep) ep = e; }
+        t_fill_normal(gp, npr, 1.0f, seed + 9);
+        float *extra = t_alloc(natt), *zq = t_alloc(nq);
+        for (int r = 0; r < nr; r++)
+            for (int h = 0; h < Hq; h++)
+                memcpy(extra + (((size_t)(hrows[r] / T) * Hq + h) * T + hrows[r] % T) * S, gp + ((size_t)r * Hq + h) * S,
+                       (size_t)S * sizeof(float));
+        float *dextra = dev_of(extra, natt), *dz = dev_of(zq, nq), *dgp = dev_of(gp, npr);
+        float *rq1 = dev_of(sq, nq), *rk1 = dev_of(sk, nk), *rq2 = dev_of(sq, nq), *rk2 = dev_of(sk, nk);
+        attention_backward(rq1, rk1, NULL, sc1, dz, dextra, att, dq, dk, dv, scale, B, T, S, Hq, Hkv, hd);
+        attention_rows_backward(rq2, rk2, dgp, prow, drows, nr, dq, dk, scale, B, T, S, Hq, Hkv, hd);
+        float *x1 = host_of(rq1, nq), *x2 = host_of(rq2, nq), *y1 = host_of(rk1, nk), *y2 = host_of(rk2, nk);
+        const double eq = t_max_rel_err(x2, x1, nq), ek = t_max_rel_err(y2, y1, nk);
+        snprintf(label, sizeof label, "flash attention %s: rows", name);
+        t_check(ep <= 1e-6 && eq <= 1e-5 && ek <= 1e-5, label,
+                "%d rows: probabilities max abs err %.1e against att; their gradient into dq %.1e, dk %.1e against "
+                "attention_backward's datt_extra", nr, ep, eq, ek);
+        free(hp); free(hatt); free(want); free(gp); free(extra); free(zq); free(x1); free(x2); free(y1); free(y2);
+        k_free(drows); k_free(prow); k_free(dextra); k_free(dz); k_free(dgp);
+        k_free(rq1); k_free(rk1); k_free(rq2); k_free(rk2);
+    }
     if (fd) {
         /* finite differences through the flash forward: the analytic gradients from zero */
         float *z1 = t_alloc(nq), *z2 = t_alloc(nk);

@@ -353,3 +353,71 @@ void attention_flash_backward(float *dq, float *dk, float *dv, float *scratch, c
         }
     }
 }
+
+/* ---- selected rows of the flash attention's probabilities ---------------- */
+void attention_rows_forward(float *prow, const int *rows, int n, const float *q, const float *k, const float *lse,
+                            const int *key_len, int causal, float scale, int B, int T, int S, int Hq, int Hkv, int hd) {
+    const int group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd;
+    (void)B;
+    #pragma omp parallel for collapse(2) if ((long)n * Hq * S * hd > 65536)
+    for (int r = 0; r < n; r++)
+        for (int h = 0; h < Hq; h++) {
+            const int b = rows[r] / T, t = rows[r] % T, kh = h / group;
+            const float *Q = q + ((size_t)b * T + t) * ldq + (size_t)h * hd;
+            const float *K = k + (size_t)b * S * ldk + (size_t)kh * hd;
+            const float l = lse[((size_t)b * Hq + h) * T + t];
+            const int vis = visible_keys(t, b, key_len, causal, T, S);
+            float *p = prow + ((size_t)r * Hq + h) * S;
+            for (int j = 0; j < S; j++) {
+                if (j >= vis) { p[j] = 0.0f; continue; }
+                const float *kj = K + (size_t)j * ldk;
+                float d = 0.0f;
+                #pragma omp simd reduction(+:d)
+                for (int i = 0; i < hd; i++) d += Q[i] * kj[i];
+                p[j] = expf(d * scale - l);
+            }
+        }
+}
+
+/* Rows are distinct query positions, but several may share a sample (and
+ * the query heads of a group share a kv head), so dk is accumulated by one
+ * thread per (sample, kv head): jobs are (b, kh), each walking every row of b. */
+void attention_rows_backward(float *dq, float *dk, const float *dprow, const float *prow, const int *rows, int n,
+                             const float *q, const float *k, float scale, int B, int T, int S, int Hq, int Hkv, int hd) {
+    const int group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd;
+    const int jobs = B * Hkv;
+    #pragma omp parallel for schedule(dynamic) if ((long)n * Hq * S * hd > 65536)
+    for (int job = 0; job < jobs; job++) {
+        const int b = job / Hkv, kh = job % Hkv;
+        const float *K = k + (size_t)b * S * ldk + (size_t)kh * hd;
+        float *dK = dk ? dk + (size_t)b * S * ldk + (size_t)kh * hd : NULL;
+        float ds[S > 0 ? S : 1];
+        for (int r = 0; r < n; r++) {
+            if (rows[r] / T != b) continue;
+            const int t = rows[r] % T;
+            for (int h = kh * group; h < (kh + 1) * group; h++) {
+                const float *p = prow + ((size_t)r * Hq + h) * S, *g = dprow + ((size_t)r * Hq + h) * S;
+                const float *Q = q + ((size_t)b * T + t) * ldq + (size_t)h * hd;
+                float dot = 0.0f;
+                for (int j = 0; j < S; j++) dot += g[j] * p[j];
+                for (int j = 0; j < S; j++) ds[j] = p[j] * (g[j] - dot) * scale;
+                if (dq) {
+                    float *dQ = dq + ((size_t)b * T + t) * ldq + (size_t)h * hd;
+                    for (int j = 0; j < S; j++) {
+                        if (ds[j] == 0.0f) continue;
+                        const float *kj = K + (size_t)j * ldk;
+                        #pragma omp simd
+                        for (int i = 0; i < hd; i++) dQ[i] += ds[j] * kj[i];
+                    }
+                }
+                if (dK)
+                    for (int j = 0; j < S; j++) {
+                        if (ds[j] == 0.0f) continue;
+                        float *dkj = dK + (size_t)j * ldk;
+                        #pragma omp simd
+                        for (int i = 0; i < hd; i++) dkj[i] += ds[j] * Q[i];
+                    }
+            }
+        }
+    }
+}

@@ -305,3 +305,90 @@ void attention_flash_backward(float *dq, float *dk, float *dv, float *scratch, c
             }
     }
 }
+
+/* ---- selected rows of the flash attention's probabilities ----------------
+ * prow[r, h, j] one thread each; backward: one warp per (row, head) for the
+ * softmax's row term into dS (the KC_WS_TEMP workspace), then dq by
+ * (row, head, i) and dk by (sample, key, kv head, i), each summing in a fixed
+ * order (no atomics). */
+__global__ static void rows_fwd_k(float *prow, const int *rows, int n, const float *q, const float *k, const float *lse,
+                                  const int *key_len, int causal, float scale, int T, int S, int Hq, int Hkv, int hd) {
+    const size_t total = (size_t)n * Hq * S;
+    const int G = Hq / Hkv;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        const int j = (int)(idx % S), h = (int)((idx / S) % Hq), r = (int)(idx / ((size_t)S * Hq));
+        const int b = rows[r] / T, t = rows[r] % T, kh = h / G;
+        if (j >= flash_lim(key_len, causal, b, t, T, S)) { prow[idx] = 0.0f; continue; }
+        const float *Q = q + (((size_t)b * T + t) * Hq + h) * hd, *K = k + (((size_t)b * S + j) * Hkv + kh) * hd;
+        float d = 0.0f;
+        for (int i = 0; i < hd; i++) d += Q[i] * K[i];
+        prow[idx] = expf(d * scale - lse[((size_t)b * Hq + h) * T + t]);
+    }
+}
+
+void attention_rows_forward(float *prow, const int *rows, int n, const float *q, const float *k, const float *lse,
+                            const int *key_len, int causal, float scale, int B, int T, int S, int Hq, int Hkv, int hd) {
+    (void)B;
+    if (n <= 0 || S <= 0) return;
+    rows_fwd_k<<<kc_blocks((size_t)n * Hq * S), KC_BLOCK>>>(prow, rows, n, q, k, lse, key_len, causal, scale, T, S, Hq,
+                                                           Hkv, hd);
+    KC_LAUNCHED();
+}
+
+__global__ static void rows_ds_k(float *ds, const float *dprow, const float *prow, size_t nrows, int S, float scale) {
+    const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= nrows) return;
+    const float *p = prow + row * S, *g = dprow + row * S;
+    float dot = 0.0f;
+    for (int j = lane; j < S; j += 32) dot += g[j] * p[j];
+    dot = kc_warp_sum(dot);
+    for (int j = lane; j < S; j += 32) ds[row * S + j] = p[j] * (g[j] - dot) * scale;
+}
+__global__ static void rows_dq_k(float *dq, const float *ds, const int *rows, int n, const float *k, int T, int S,
+                                 int Hq, int Hkv, int hd) {
+    const size_t total = (size_t)n * Hq * hd;
+    const int G = Hq / Hkv;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        const int i = (int)(idx % hd), h = (int)((idx / hd) % Hq), r = (int)(idx / ((size_t)hd * Hq));
+        const int b = rows[r] / T, t = rows[r] % T, kh = h / G;
+        const float *d = ds + ((size_t)r * Hq + h) * S;
+        float acc = 0.0f;
+        for (int j = 0; j < S; j++) acc += d[j] * k[(((size_t)b * S + j) * Hkv + kh) * hd + i];
+        dq[(((size_t)b * T + t) * Hq + h) * hd + i] += acc;
+    }
+}
+__global__ static void rows_dk_k(float *dk, const float *ds, const int *rows, int n, const float *q, int B, int T,
+                                 int S, int Hq, int Hkv, int hd) {
+    const size_t total = (size_t)B * S * Hkv * hd;
+    const int G = Hq / Hkv;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        const int i = (int)(idx % hd), kh = (int)((idx / hd) % Hkv), j = (int)((idx / ((size_t)hd * Hkv)) % S);
+        const int b = (int)(idx / ((size_t)hd * Hkv * S));
+        float acc = 0.0f;
+        for (int r = 0; r < n; r++) {
+            if (rows[r] / T != b) continue;
+            const int t = rows[r] % T;
+            for (int h = kh * G; h < (kh + 1) * G; h++)
+                acc += ds[((size_t)r * Hq + h) * S + j] * q[(((size_t)b * T + t) * Hq + h) * hd + i];
+        }
+        dk[idx] += acc;
+    }
+}
+
+void attention_rows_backward(float *dq, float *dk, const float *dprow, const float *prow, const int *rows, int n,
+                             const float *q, const float *k, float scale, int B, int T, int S, int Hq, int Hkv, int hd) {
+    if (n <= 0 || S <= 0 || (!dq && !dk)) return;
+    const size_t nr = (size_t)n * Hq;
+    float *ds = (float *)kc_workspace(KC_WS_TEMP, nr * S * sizeof(float));
+    rows_ds_k<<<warp_rows_grid(nr), KC_BLOCK>>>(ds, dprow, prow, nr, S, scale);
+    KC_LAUNCHED();
+    if (dq) {
+        rows_dq_k<<<kc_blocks(nr * hd), KC_BLOCK>>>(dq, ds, rows, n, k, T, S, Hq, Hkv, hd);
+        KC_LAUNCHED();
+    }
+    if (dk) {
+        rows_dk_k<<<kc_blocks((size_t)B * S * Hkv * hd), KC_BLOCK>>>(dk, ds, rows, n, q, B, T, S, Hq, Hkv, hd);
+        KC_LAUNCHED();
+    }
+}
