@@ -11,7 +11,8 @@
 #     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 8),
 #     with its GEMMs in fp32 and tf32 (ANYREF_GEMM, kernels.h k_set_gemm_mode),
 #     then with the frozen projections stored as bf16 (--frozen-bf16) in tf32
-#     and bf16 mode (bf16 x bf16 tensor-core products for them);
+#     and bf16 mode (bf16 x bf16 tensor-core products for them), the last
+#     also with --flash (memory-efficient attention);
 #  3. the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
 #     in bf16, fp32 and fp32 with TF32, if python3 there has them;
 #  4. issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
@@ -49,6 +50,8 @@ done
 for mode in tf32 bf16; do
   { echo "### c $mode frozen-bf16"; ANYREF_GEMM=$mode "$b/bench/bench_llama" --no-ceiling --no-gemm --frozen-bf16 $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
 done
+# and with the memory-efficient attention (model.attention = flash)
+{ echo "### c bf16 frozen-bf16 flash"; ANYREF_GEMM=bf16 "$b/bench/bench_llama" --no-ceiling --no-gemm --frozen-bf16 --flash $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
 if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
   hs=$(echo "$shape --steps=5 --warmup=2" | sed 's/=/ /g')
   for mode in "bf16" "fp32" "fp32 --tf32"; do
