@@ -192,7 +192,7 @@ int main(int argc, char **argv) {
         else if (strncmp(a, "--ceiling-target=", 17) == 0) ceiling_target = atof(a + 17);
         else if (strcmp(a, "--no-ceiling") == 0) do_ceiling = 0;
         else if (strcmp(a, "--no-gemm") == 0) do_gemm = 0;
-        else if (strcmp(a, "--frozen-bf16") == 0) c.frozen_bf16 = 1;
+        else if (strcmp(a, "--frozen-bf16") == 0) c.frozen_half = LLAMA_FROZEN_BF16;
         else if (strcmp(a, "--flash") == 0) c.flash_attention = 1;
         else {
             fprintf(stderr, "usage: %s [--steps=N] [--warmup=N] [--batch=B] [--seq=T] [--layers=L] [--dim=D]\n"
@@ -235,7 +235,7 @@ int main(int argc, char **argv) {
     printf("# llama.config=vocab=%d,dim=%d,layers=%d,heads=%d,kv_heads=%d,mlp_hidden=%d,batch=%d,seq=%d,"
            "lora_rank=%d,lora_alpha=%g,lora_dropout=%g,lora_targets=q_proj+v_proj,train_embed=1,train_lm_head=1,base=frozen%s%s\n",
            c.vocab, c.dim, c.layers, c.heads, c.kv_heads, c.mlp_hidden, B, T, c.lora_rank,
-           (double)c.lora_alpha, (double)c.lora_dropout, c.frozen_bf16 ? "_bf16" : "",
+           (double)c.lora_alpha, (double)c.lora_dropout, c.frozen_half ? "_bf16" : "",
            c.flash_attention ? ",attention=flash" : "");
     printf("# llama.params_total=%zu\n# llama.params_trainable=%zu\n# llama.params_matmul=%.0f\n",
            params_numel(&ps, 0), params_numel(&ps, 1), fc.n_matmul);

@@ -115,8 +115,8 @@ int peft_merge(ar_params *ps, float alpha, int r) {
         if (A->shape[0] != r || A->shape[1] != in || B->shape[0] != out || B->shape[1] != r)
             return ar_errorf("peft merge: shapes of '%s' [%d,%d], its lora_A [%d,%d] and lora_B [%d,%d] do not fit rank %d",
                              base, out, in, A->shape[0], A->shape[1], B->shape[0], B->shape[1], r);
-        if (W->bf16)   /* the registry was built with model.frozen_weights = bf16 */
-            return ar_errorf("peft merge: '%s' is stored as bf16; merging needs a float32 base (build the model "
+        if (W->half)   /* the registry was built with model.frozen_weights = bf16 or fp16 */
+            return ar_errorf("peft merge: '%s' is stored in 16 bits; merging needs a float32 base (build the model "
                              "with model.frozen_weights = fp32)", base);
         /* W[out,in] += scale * B[out,r] @ A[r,in] */
         matmul(ps->w + W->off, ps->w + B->off, ps->w + A->off, out, in, r, 0, 0, scale, 1.0f);

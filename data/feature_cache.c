@@ -132,7 +132,7 @@ int fc_encoder_id_params(const ar_params *ps, const char *prefix, const char *co
         fc_hasher_u64(&h, (uint64_t)p->ndim);
         for (int d = 0; d < p->ndim; d++) fc_hasher_u64(&h, (uint64_t)p->shape[d]);
         fc_hasher_u64(&h, p->numel);
-        if (p->bf16) { free(stage); return ar_errorf("encoder identity: '%s' is stored as bf16 (only LLaMA weights are)", p->name); }
+        if (p->half) { free(stage); return ar_errorf("encoder identity: '%s' is stored in 16 bits (only LLaMA weights are)", p->name); }
         for (size_t o = 0; o < p->numel; o += cap) {
             size_t m = p->numel - o < cap ? p->numel - o : cap;
             k_download(stage, ps->w + p->off + o, m * sizeof(float));

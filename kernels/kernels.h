@@ -65,7 +65,11 @@ void  k_set_num_threads(int n);
  *           bf16 operands), every other GEMM as in "tf32"; the CPU backend
  *           emulates it (the same roundings, fp32 products: the same numbers
  *           up to summation order, no speed-up; other GEMMs fp32), so that
- *           CPU and GPU runs can be compared.
+ *           CPU and GPU runs can be compared;
+ *   "fp16"  the same for fp16-stored weights (linear_f16_*): the other
+ *           operand rounded to fp16 (|x| >= 65520 becomes ±Inf: the caller's
+ *           loss scaling handles overflow), fp16 x fp16 products with fp32
+ *           accumulation (CUDA_R_16F operands), other GEMMs as in "tf32".
  * (Asking cuBLAS for COMPUTE_32F_FAST_16BF with fp32 operands ran its TF32
  * kernels on an H200, which is why "bf16" needs the bf16-stored operand.)
  * Returns 0, or -1 when the backend lacks the mode (nothing changes). Both
@@ -112,7 +116,7 @@ void lora_backward(float *din, float *dw, float *db, float *dA, float *dB,
                    const float *mask, const float *w, const float *A, const float *B,
                    float scale, int N, int IN, int OUT, int R);
 /* ------------------------------------------------------------------------ */
-/* bf16 storage of frozen weights                                           */
+/* 16-bit storage of frozen weights (bf16, fp16)                            */
 /* ------------------------------------------------------------------------ */
 /* A bf16 value is the upper 16 bits of an IEEE-754 binary32 (PyTorch's
  * torch.bfloat16). Frozen weights may be stored this way (half the memory);
@@ -127,6 +131,13 @@ void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n);
 /* Host-side helpers with the same rounding (loaders, tests). */
 void convert_f32_to_bf16_host(bf16_t *dst, const float *src, size_t n);
 void convert_bf16_to_f32_host(float *dst, const bf16_t *src, size_t n);
+/* IEEE binary16 storage, the same way (GPUs without bf16): round to nearest
+ * even, values of magnitude 65520 and above become ±Inf, subnormals kept. */
+typedef uint16_t f16_t;
+void convert_f32_to_f16(f16_t *dst, const float *src, size_t n);
+void convert_f16_to_f32(float *dst, const f16_t *src, size_t n);
+void convert_f32_to_f16_host(f16_t *dst, const float *src, size_t n);
+void convert_f16_to_f32_host(float *dst, const f16_t *src, size_t n);
 /* out[N,OUT] = in[N,IN] @ w[OUT,IN]^T + b[OUT], w in bf16 (b may be NULL).
  * The backend widens w in row blocks into an internal workspace of bounded
  * size (never the whole matrix at once). */
@@ -134,6 +145,9 @@ void linear_bf16_forward(float *out, const float *in, const bf16_t *w, const flo
 /* din[N,IN] += dout @ w;  db[OUT] += colsum(dout)  (din, db may be NULL; a
  * bf16 weight is frozen, so there is no dw). */
 void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t *w, int N, int IN, int OUT);
+/* The same with an fp16-stored weight. */
+void linear_f16_forward(float *out, const float *in, const f16_t *w, const float *b, int N, int IN, int OUT);
+void linear_f16_backward(float *din, float *db, const float *dout, const f16_t *w, int N, int IN, int OUT);
 
 /* Fills mask[n] with 0 (probability p) or 1/(1-p), from a counter-based hash of
  * (seed, index): deterministic and independent of the thread count. */

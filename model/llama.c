@@ -18,7 +18,8 @@ static const char *const PROJ_NAME[LLAMA_NPROJ] = {
 typedef struct {            /* one projection: base weight [out,in] and optional LoRA */
     int in, out;
     float *w, *gw;          /* gw NULL: frozen */
-    const bf16_t *w16;      /* the frozen base stored as bf16 instead of w (llama_cfg.frozen_bf16) */
+    const uint16_t *w16;    /* the frozen base stored in 16 bits instead of w (llama_cfg.frozen_half) */
+    int f16;                /* w16 is IEEE fp16 (else bf16) */
     float *A, *B, *gA, *gB; /* A NULL: no LoRA on this projection */
 } proj_w;
 
@@ -143,7 +144,7 @@ int llama_declare(const llama_cfg *c, ar_params *ps) {
             }
             snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, PROJ_NAME[i]);
             if (add(ps, n, out, in, tb, INIT_NORMAL, std)) return -1;
-            if (c->frozen_bf16 && !tb && params_store_bf16(ps, n)) return -1;
+            if (c->frozen_half && !tb && params_store_half(ps, n, c->frozen_half == LLAMA_FROZEN_F16)) return -1;
             if (lm & (1u << i)) {
                 snprintf(n, sizeof n, "model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[i]);
                 if (add(ps, n, c->lora_rank, in, 1, INIT_KAIMING_UNIFORM, 0)) return -1;
@@ -263,7 +264,7 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
             proj_w *p = &w->p[i];
             proj_dims(c, i, &p->in, &p->out);
             snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, PROJ_NAME[i]);
-            p->w = params_w(ps, n); p->gw = params_g(ps, n); p->w16 = params_w16(ps, n);
+            p->w = params_w(ps, n); p->gw = params_g(ps, n); p->w16 = params_w16(ps, n); p->f16 = ps->w16_fp16;
             snprintf(n, sizeof n, "model.layers.%d.%s.lora_A.weight", l, PROJ_NAME[i]);
             p->A = params_w(ps, n); p->gA = params_g(ps, n);
             snprintf(n, sizeof n, "model.layers.%d.%s.lora_B.weight", l, PROJ_NAME[i]);
@@ -310,9 +311,10 @@ int llama_seq(const llama *m) { return m->T; }
 /* Dropout stream of projection i of layer l: rng_derive(seed, 7 l + i). */
 static uint64_t proj_seed(uint64_t seed, int l, int i) { return rng_derive(seed, (uint64_t)LLAMA_NPROJ * l + i); }
 
-/* The base product out = in @ w^T of rows rows (fp32 or bf16-stored weight). */
+/* The base product out = in @ w^T of rows rows (fp32, bf16- or fp16-stored weight). */
 static void base_forward(const proj_w *p, float *out, const float *in, int rows) {
-    if (p->w16) linear_bf16_forward(out, in, p->w16, NULL, rows, p->in, p->out);
+    if (p->w16 && p->f16) linear_f16_forward(out, in, p->w16, NULL, rows, p->in, p->out);
+    else if (p->w16) linear_bf16_forward(out, in, p->w16, NULL, rows, p->in, p->out);
     else linear_forward(out, in, p->w, NULL, rows, p->in, p->out);
 }
 
@@ -325,7 +327,8 @@ static void proj_forward(llama *m, const proj_w *p, proj_a *a, float *out, const
 }
 
 static void proj_backward(llama *m, const proj_w *p, const proj_a *a, float *din, const float *dout, const float *in) {
-    if (p->w16) linear_bf16_backward(din, NULL, dout, p->w16, m->N, p->in, p->out);   /* frozen: din only */
+    if (p->w16 && p->f16) linear_f16_backward(din, NULL, dout, p->w16, m->N, p->in, p->out);   /* frozen: din only */
+    else if (p->w16) linear_bf16_backward(din, NULL, dout, p->w16, m->N, p->in, p->out);
     if (!p->A) {
         if (!p->w16) linear_backward(din, p->gw, NULL, dout, in, p->w, m->N, p->in, p->out);
         return;

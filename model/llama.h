@@ -40,9 +40,12 @@ typedef struct {
                                rows' log-sum-exp instead of the [B,H,T,T] probabilities */
     int keep_last_attention;/* with flash_attention: the last layer still keeps its probabilities
                                (llama_last_attention; a head reads them: refocusing) */
-    int frozen_bf16;        /* frozen projection weights (q/k/v/o/gate/up/down) stored as bf16:
-                               half their memory, widened to fp32 inside each product */
+    int frozen_half;        /* frozen projection weights (q/k/v/o/gate/up/down) stored in 16 bits,
+                               LLAMA_FROZEN_BF16 or LLAMA_FROZEN_F16 (0: fp32): half their memory,
+                               widened to fp32 inside each product */
 } llama_cfg;
+
+enum { LLAMA_FROZEN_FP32 = 0, LLAMA_FROZEN_BF16 = 1, LLAMA_FROZEN_F16 = 2 };
 
 typedef struct llama llama;
 

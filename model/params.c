@@ -43,38 +43,45 @@ static void relayout(ar_params *ps) {
     for (int i = 0; i < ps->n; i++) {
         ar_param *p = &ps->p[i];
         const size_t al = (p->numel + 15) & ~(size_t)15;
-        if (p->bf16) { p->off = (size_t)-1; p->off16 = ps->nw16; ps->nw16 += al; }
+        if (p->half) { p->off = (size_t)-1; p->off16 = ps->nw16; ps->nw16 += al; }
         else { p->off = ps->nw; ps->nw += al; }
     }
 }
 
-int params_store_bf16(ar_params *ps, const char *name) {
+int params_store_half(ar_params *ps, const char *name, int fp16) {
     ar_param *p = (ar_param *)params_find(ps, name);
-    if (ps->w) return ar_errorf("params: cannot store '%s' as bf16 after params_alloc", name);
-    if (!p) return ar_errorf("params: no tensor '%s' to store as bf16", name);
-    if (p->trainable) return ar_errorf("params: '%s' is trainable; only frozen tensors are stored as bf16", name);
-    if (!p->bf16) { p->bf16 = 1; relayout(ps); }
+    const char *fmt = fp16 ? "fp16" : "bf16";
+    if (ps->w) return ar_errorf("params: cannot store '%s' as %s after params_alloc", name, fmt);
+    if (!p) return ar_errorf("params: no tensor '%s' to store as %s", name, fmt);
+    if (p->trainable) return ar_errorf("params: '%s' is trainable; only frozen tensors are stored in 16 bits", name);
+    if (ps->nw16 && ps->w16_fp16 != (fp16 != 0))
+        return ar_errorf("params: '%s' as %s, but the registry's 16-bit tensors are %s", name, fmt,
+                         ps->w16_fp16 ? "fp16" : "bf16");
+    ps->w16_fp16 = fp16 != 0;
+    if (!p->half) { p->half = 1; relayout(ps); }
     return 0;
 }
 
 size_t params_weight_bytes(const ar_params *ps) { return ps->nw * sizeof(float) + ps->nw16 * sizeof(uint16_t); }
 
 int params_upload(ar_params *ps, const ar_param *p, const float *host) {
-    if (!p->bf16) { k_upload(ps->w + p->off, host, p->numel * sizeof(float)); return 0; }
+    if (!p->half) { k_upload(ps->w + p->off, host, p->numel * sizeof(float)); return 0; }
     uint16_t *h = malloc(p->numel * sizeof(uint16_t));
-    if (!h) return ar_errorf("params: out of host memory converting '%s' to bf16", p->name);
-    convert_f32_to_bf16_host(h, host, p->numel);
+    if (!h) return ar_errorf("params: out of host memory converting '%s' to 16 bits", p->name);
+    if (ps->w16_fp16) convert_f32_to_f16_host(h, host, p->numel);
+    else convert_f32_to_bf16_host(h, host, p->numel);
     k_upload(ps->w16 + p->off16, h, p->numel * sizeof(uint16_t));
     free(h);
     return 0;
 }
 
 int params_download(const ar_params *ps, const ar_param *p, float *host) {
-    if (!p->bf16) { k_download(host, ps->w + p->off, p->numel * sizeof(float)); return 0; }
+    if (!p->half) { k_download(host, ps->w + p->off, p->numel * sizeof(float)); return 0; }
     uint16_t *h = malloc(p->numel * sizeof(uint16_t));
     if (!h) return ar_errorf("params: out of host memory widening '%s'", p->name);
     k_download(h, ps->w16 + p->off16, p->numel * sizeof(uint16_t));
-    convert_bf16_to_f32_host(host, h, p->numel);
+    if (ps->w16_fp16) convert_f16_to_f32_host(host, h, p->numel);
+    else convert_bf16_to_f32_host(host, h, p->numel);
     free(h);
     return 0;
 }
@@ -130,11 +137,11 @@ const ar_param *params_find(const ar_params *ps, const char *name) {
 }
 float *params_w(const ar_params *ps, const char *name) {
     const ar_param *p = params_find(ps, name);
-    return p && ps->w && !p->bf16 ? ps->w + p->off : NULL;
+    return p && ps->w && !p->half ? ps->w + p->off : NULL;
 }
 uint16_t *params_w16(const ar_params *ps, const char *name) {
     const ar_param *p = params_find(ps, name);
-    return p && ps->w16 && p->bf16 ? ps->w16 + p->off16 : NULL;
+    return p && ps->w16 && p->half ? ps->w16 + p->off16 : NULL;
 }
 float *params_g(const ar_params *ps, const char *name) {
     const ar_param *p = params_find(ps, name);

@@ -27,8 +27,8 @@ typedef struct {
     ar_init init;
     float std;          /* INIT_NORMAL standard deviation */
     size_t off;         /* offset in the weight block (floats); (size_t)-1 when bf16 */
-    int bf16;           /* stored as bf16 in the w16 block (frozen only: params_store_bf16) */
-    size_t off16;       /* offset in the w16 block (bf16 values), if bf16 */
+    int half;           /* stored in 16 bits in the w16 block (frozen only: params_store_half) */
+    size_t off16;       /* offset in the w16 block, if half */
     size_t goff;        /* offset in the gradient/optimiser blocks, if trainable */
 } ar_param;
 
@@ -37,31 +37,33 @@ typedef struct {
     int n, cap;
     size_t nw, ng;      /* floats in the weight block, in the trainable blocks */
     float *w, *g, *m, *v;
-    size_t nw16;        /* bf16 values in the w16 block (frozen tensors stored as bf16) */
+    size_t nw16;        /* 16-bit values in the w16 block (frozen tensors stored as bf16 or fp16) */
     uint16_t *w16;
+    int w16_fp16;       /* the w16 block's format: 0 bf16, 1 IEEE fp16 (one format per registry) */
 } ar_params;
 
 void   params_init_empty(ar_params *ps);
 /* Declares a tensor; shape has ndim (1..4) entries. -1 + ar_error on a duplicate name. */
 int    params_add(ar_params *ps, const char *name, int ndim, const int *shape, int trainable,
                   ar_init init, float std);
-/* Stores the frozen tensor `name` as bf16 (kernels.h "bf16 storage": half the
- * memory; the modules that read it use the bf16 kernels). Before
- * params_alloc; -1 + ar_error for an unknown or trainable tensor. */
-int    params_store_bf16(ar_params *ps, const char *name);
+/* Stores the frozen tensor `name` in 16 bits, bf16 (fp16 = 0) or IEEE fp16
+ * (fp16 = 1) (kernels.h "16-bit storage": half the memory; the modules that
+ * read it use the matching kernels). Before params_alloc; -1 + ar_error for an
+ * unknown or trainable tensor, or a format other than the registry's. */
+int    params_store_half(ar_params *ps, const char *name, int fp16);
 /* Allocates the blocks (after every params_add); gradients and moments zeroed. */
 int    params_alloc(ar_params *ps);
 /* Fills every tensor from its initialiser, in declaration order, from one seed. */
 void   params_randomize(ar_params *ps, uint64_t seed);
 const ar_param *params_find(const ar_params *ps, const char *name);
-float *params_w(const ar_params *ps, const char *name);   /* NULL if unknown or stored as bf16 */
-uint16_t *params_w16(const ar_params *ps, const char *name); /* NULL if unknown or not bf16 */
+float *params_w(const ar_params *ps, const char *name);   /* NULL if unknown or stored in 16 bits */
+uint16_t *params_w16(const ar_params *ps, const char *name); /* NULL if unknown or not in 16 bits */
 /* One tensor's weights from / into host floats, converting when it is stored
- * as bf16 (round to nearest even in, exact out). 0, or -1 + ar_error (out of
- * host memory). */
+ * in 16 bits (round to nearest even in, exact out). 0, or -1 + ar_error (out
+ * of host memory). */
 int    params_upload(ar_params *ps, const ar_param *p, const float *host);
 int    params_download(const ar_params *ps, const ar_param *p, float *host);
-/* Bytes of the weight blocks (fp32 + bf16). */
+/* Bytes of the weight blocks (fp32 + 16-bit). */
 size_t params_weight_bytes(const ar_params *ps);
 float *params_g(const ar_params *ps, const char *name);   /* NULL if unknown or frozen */
 size_t params_numel(const ar_params *ps, int trainable_only);

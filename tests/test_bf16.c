@@ -31,6 +31,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The two 16-bit formats behind one interface. */
+typedef struct {
+    const char *name;
+    int f16;
+    void (*narrow_host)(uint16_t *, const float *, size_t);
+    void (*widen_host)(float *, const uint16_t *, size_t);
+    void (*narrow)(uint16_t *, const float *, size_t);
+    void (*widen)(float *, const uint16_t *, size_t);
+    void (*fwd)(float *, const float *, const uint16_t *, const float *, int, int, int);
+    void (*bwd)(float *, float *, const float *, const uint16_t *, int, int, int);
+    int frozen;   /* llama_cfg.frozen_half */
+} fmt16;
+static const fmt16 BF16 = {"bf16", 0, convert_f32_to_bf16_host, convert_bf16_to_f32_host, convert_f32_to_bf16,
+                           convert_bf16_to_f32, linear_bf16_forward, linear_bf16_backward, LLAMA_FROZEN_BF16};
+static const fmt16 F16 = {"fp16", 1, convert_f32_to_f16_host, convert_f16_to_f32_host, convert_f32_to_f16,
+                          convert_f16_to_f32, linear_f16_forward, linear_f16_backward, LLAMA_FROZEN_F16};
+
 static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static float wide(bf16_t h) { return float_of((uint32_t)h << 16); }
@@ -111,6 +128,83 @@ static void test_rounding(void) {
     free(x); free(back); free(h); free(hd);
 }
 
+/* The fp16 nearest to x (ties to even, |x| >= 65520 -> Inf), by comparing
+ * candidates in double; for finite x. */
+static uint16_t ref_f16(float x) {
+    const double ax = fabs((double)x);
+    const uint16_t sign = x < 0 || (x == 0 && signbit(x)) ? 0x8000 : 0;
+    if (ax >= 65520.0) return sign | 0x7c00;
+    /* the magnitude grid: subnormal step 2^-24 below 2^-14, else 2^(e-10) */
+    int e;
+    frexp(ax, &e);   /* ax = f * 2^e, f in [0.5, 1) */
+    const double step = ax < 0x1p-14 ? 0x1p-24 : ldexp(1.0, e - 11);
+    const double lo = floor(ax / step) * step, hi = lo + step;
+    double pick = ax - lo < hi - ax ? lo : hi - ax < ax - lo ? hi : (fmod(lo / step, 2.0) == 0 ? lo : hi);
+    float pf = (float)pick;
+    uint16_t h;
+    convert_f32_to_f16_host(&h, &pf, 1);   /* exact: pick is on the grid */
+    return (uint16_t)(sign | (h & 0x7fff));
+}
+
+static void test_rounding_f16(void) {
+    const struct { uint32_t in; uint16_t want; } cases[] = {   /* torch 1.13's .to(float16) */
+        {0x477fe000u, 0x7bff}, {0x477feffdu, 0x7bff}, {0x477ff000u, 0x7c00}, {0x33800000u, 0x0001}, {0x33000000u, 0x0000},
+        {0x33400000u, 0x0001}, {0x80000000u, 0x8000}, {0x3f801000u, 0x3c00}, {0x3f803000u, 0x3c02}, {0x387fda40u, 0x03ff},
+        {0x322bcc77u, 0x0000}, {0xc788b800u, 0xfc00}};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x = float_of(cases[i].in);
+        uint16_t h;
+        convert_f32_to_f16_host(&h, &x, 1);
+        if (h != cases[i].want) { ok = 0; printf("     0x%08x: got 0x%04x, want 0x%04x\n", cases[i].in, h, cases[i].want); }
+    }
+    /* every half value survives the round trip (NaNs stay NaNs) */
+    int rt = 1;
+    for (uint32_t v = 0; v < 65536; v++) {
+        uint16_t h = (uint16_t)v, back;
+        float f;
+        convert_f16_to_f32_host(&f, &h, 1);
+        convert_f32_to_f16_host(&back, &f, 1);
+        rt &= isnan(f) ? (back & 0x7c00) == 0x7c00 && (back & 0x3ff) : back == h;
+    }
+    enum { N = 1 << 20 };
+    size_t bad = 0;
+    uint64_t s = 0x1234567887654321ull;
+    for (size_t i = 0; i < N; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        /* magnitudes around the half range: exponents 2^-30 .. 2^17 */
+        uint32_t u = (uint32_t)(s >> 11);
+        u = (u & 0x807fffffu) | ((uint32_t)(97 + (s >> 40) % 48) << 23);
+        float x = float_of(u);
+        uint16_t h;
+        convert_f32_to_f16_host(&h, &x, 1);
+        if (h != ref_f16(x)) { if (!bad) printf("     x = %a: got 0x%04x, want 0x%04x\n", x, h, ref_f16(x)); bad++; }
+    }
+    t_check(ok && rt && bad == 0, "fp16 rounding: nearest, ties to even, overflow to Inf, subnormals",
+            "%zu special values as torch 1.13 rounds them: %s; all 65536 halves round-trip: %s; %zu of %d random floats "
+            "(2^-30 .. 2^17) differ from the reference", sizeof cases / sizeof cases[0], ok ? "yes" : "NO", rt ? "yes" : "NO",
+            bad, N);
+    /* the backend's conversions: the same bits */
+    float *x = t_alloc(N);
+    for (size_t i = 0; i < N; i++) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; x[i] = float_of((uint32_t)(s >> 11)); }
+    uint16_t *h = malloc(N * 2), *hd = malloc(N * 2);
+    convert_f32_to_f16_host(h, x, N);
+    float *dx = k_malloc(N * 4), *dback = k_malloc(N * 4);
+    uint16_t *dh = k_malloc(N * 2);
+    k_upload(dx, x, N * 4);
+    convert_f32_to_f16(dh, dx, N);
+    convert_f16_to_f32(dback, dh, N);
+    k_sync();
+    k_download(hd, dh, N * 2);
+    float *back = t_alloc(N), *want = t_alloc(N);
+    k_download(back, dback, N * 4);
+    convert_f16_to_f32_host(want, h, N);
+    t_check(!memcmp(h, hd, N * 2) && !memcmp(back, want, N * 4), "fp16 backend conversions",
+            "%s backend: f32->fp16 and fp16->f32 equal the host's on %d random floats", k_backend_name(), N);
+    free(x); free(h); free(hd); free(back); free(want);
+    k_free(dx); k_free(dback); k_free(dh);
+}
+
 /* A device copy of host floats. */
 static float *dev_of(const float *h, size_t n) {
     float *d = k_malloc(n * sizeof(float));
@@ -124,11 +218,11 @@ static float *host_of(const float *d, size_t n) {
     return h;
 }
 
-typedef struct { float *in, *out, *r; const bf16_t *w; const float *b; int N, IN, OUT; } fd_ctx;
+typedef struct { float *in, *out, *r; const uint16_t *w; const float *b; int N, IN, OUT; const fmt16 *f; } fd_ctx;
 static double fd_loss(void *p) {   /* Σ out · r, with out = linear_bf16(in) (host copies of in / r) */
     fd_ctx *c = p;
     float *din = dev_of(c->in, (size_t)c->N * c->IN);
-    linear_bf16_forward(c->out, din, c->w, c->b, c->N, c->IN, c->OUT);
+    c->f->fwd(c->out, din, c->w, c->b, c->N, c->IN, c->OUT);
     float *o = host_of(c->out, (size_t)c->N * c->OUT);
     double s = t_dot(o, c->r, (size_t)c->N * c->OUT);
     free(o);
@@ -137,25 +231,25 @@ static double fd_loss(void *p) {   /* Σ out · r, with out = linear_bf16(in) (h
 }
 
 /* One shape: forward and backward against the fp32 kernels with the widened weight. */
-static void test_linear(int N, int IN, int OUT, int bias, uint64_t seed) {
+static void test_linear(const fmt16 *F, int N, int IN, int OUT, int bias, uint64_t seed) {
     const size_t nw = (size_t)OUT * IN, ni = (size_t)N * IN, no = (size_t)N * OUT;
     float *w = t_alloc(nw), *wf = t_alloc(nw), *in = t_alloc(ni), *b = t_alloc(OUT), *g = t_alloc(no);
     t_fill_normal(w, nw, 0.05f, seed);
     t_fill_normal(in, ni, 1.0f, seed + 1);
     t_fill_normal(b, OUT, 0.5f, seed + 2);
     t_fill_normal(g, no, 1.0f, seed + 3);
-    bf16_t *wh = malloc(nw * sizeof(bf16_t));
-    convert_f32_to_bf16_host(wh, w, nw);
-    convert_bf16_to_f32_host(wf, wh, nw);
-    bf16_t *dw16 = k_malloc(nw * sizeof(bf16_t));
-    k_upload(dw16, wh, nw * sizeof(bf16_t));
+    uint16_t *wh = malloc(nw * sizeof(uint16_t));
+    F->narrow_host(wh, w, nw);
+    F->widen_host(wf, wh, nw);
+    uint16_t *dw16 = k_malloc(nw * sizeof(uint16_t));
+    k_upload(dw16, wh, nw * sizeof(uint16_t));
     float *dwf = dev_of(wf, nw), *din = dev_of(in, ni), *db = bias ? dev_of(b, OUT) : NULL, *dg = dev_of(g, no);
     float *o1 = k_malloc(no * sizeof(float)), *o2 = k_malloc(no * sizeof(float));
-    linear_bf16_forward(o1, din, dw16, db, N, IN, OUT);
+    F->fwd(o1, din, dw16, db, N, IN, OUT);
     linear_forward(o2, din, dwf, db, N, IN, OUT);
     float *h1 = host_of(o1, no), *h2 = host_of(o2, no);
     char name[160];
-    snprintf(name, sizeof name, "linear_bf16 forward %dx%d -> %d%s", N, IN, OUT, bias ? " + bias" : "");
+    snprintf(name, sizeof name, "linear_%s forward %dx%d -> %d%s", F->f16 ? "f16" : "bf16", N, IN, OUT, bias ? " + bias" : "");
     double e = t_max_rel_err(h1, h2, no);
     t_check(e <= 1e-6, name, "max rel err %.1e against linear_forward with the widened weight (%s)", e,
             memcmp(h1, h2, no * sizeof(float)) ? "not bitwise" : "bitwise");
@@ -163,19 +257,19 @@ static void test_linear(int N, int IN, int OUT, int bias, uint64_t seed) {
     float *g1 = t_alloc(ni), *start = t_alloc(ni);
     t_fill_normal(start, ni, 1.0f, seed + 4);
     float *dd1 = dev_of(start, ni), *dd2 = dev_of(start, ni), *db1 = dev_of(b, OUT), *db2 = dev_of(b, OUT);
-    linear_bf16_backward(dd1, bias ? db1 : NULL, dg, dw16, N, IN, OUT);
+    F->bwd(dd1, bias ? db1 : NULL, dg, dw16, N, IN, OUT);
     linear_backward(dd2, NULL, bias ? db2 : NULL, dg, din, dwf, N, IN, OUT);
     float *a1 = host_of(dd1, ni), *a2 = host_of(dd2, ni), *c1 = host_of(db1, OUT), *c2 = host_of(db2, OUT);
-    snprintf(name, sizeof name, "linear_bf16 backward %dx%d -> %d%s", N, IN, OUT, bias ? " + bias" : "");
+    snprintf(name, sizeof name, "linear_%s backward %dx%d -> %d%s", F->f16 ? "f16" : "bf16", N, IN, OUT, bias ? " + bias" : "");
     double e2 = t_max_rel_err(a1, a2, ni), e3 = t_max_rel_err(c1, c2, OUT);
     t_check(e2 <= 1e-6 && e3 <= 1e-6, name, "din (accumulated) max rel err %.1e, db %.1e", e2, e3);
     /* finite differences of Σ out·g with respect to in */
     if (ni <= 4096) {
         k_zero(dd1, ni * sizeof(float));
-        linear_bf16_backward(dd1, NULL, dg, dw16, N, IN, OUT);
+        F->bwd(dd1, NULL, dg, dw16, N, IN, OUT);
         float *an = host_of(dd1, ni);
-        fd_ctx c = {.in = in, .out = o1, .r = g, .w = dw16, .b = db, .N = N, .IN = IN, .OUT = OUT};
-        snprintf(name, sizeof name, "linear_bf16 din finite differences %dx%d -> %d", N, IN, OUT);
+        fd_ctx c = {.in = in, .out = o1, .r = g, .w = dw16, .b = db, .N = N, .IN = IN, .OUT = OUT, .f = F};
+        snprintf(name, sizeof name, "linear_%s din finite differences %dx%d -> %d", F->f16 ? "f16" : "bf16", N, IN, OUT);
         t_gradcheck(name, fd_loss, &c, in, an, ni, 1e-2f, 2e-3, 64);
         free(an);
     }
@@ -247,7 +341,7 @@ static float llama_step_grads(ar_params *ps, const llama_cfg *c, float *g) {
     return loss;
 }
 
-static void test_llama(int checkpoint) {
+static void test_llama(const fmt16 *F, int checkpoint) {
     llama_cfg c = {.vocab = 40, .dim = 32, .layers = 2, .heads = 4, .kv_heads = 2, .mlp_hidden = 48, .max_seq = 12,
                    .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 4, .lora_alpha = 8.0f, .lora_dropout = 0.1f,
                    .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1, .checkpoint_layers = checkpoint};
@@ -255,7 +349,7 @@ static void test_llama(int checkpoint) {
     params_init_empty(&pf);
     params_init_empty(&pb);
     llama_cfg cb = c;
-    cb.frozen_bf16 = 1;
+    cb.frozen_half = F->frozen;
     if (llama_declare(&c, &pf) || params_alloc(&pf) || llama_declare(&cb, &pb) || params_alloc(&pb)) {
         t_fail("bf16 llama set-up", "%s", ar_error());
         params_free(&pf); params_free(&pb);
@@ -266,13 +360,13 @@ static void test_llama(int checkpoint) {
     int n16 = 0;
     for (int i = 0; i < pf.n; i++) {   /* the fp32 model's frozen projections: the same bf16 values */
         const ar_param *p = &pf.p[i], *q = &pb.p[i];
-        if (!q->bf16) continue;
+        if (!q->half) continue;
         n16++;
         float *h = t_alloc(p->numel);
         params_download(&pf, p, h);
-        bf16_t *r = malloc(p->numel * sizeof(bf16_t));
-        convert_f32_to_bf16_host(r, h, p->numel);
-        convert_bf16_to_f32_host(h, r, p->numel);
+        uint16_t *r = malloc(p->numel * sizeof(uint16_t));
+        F->narrow_host(r, h, p->numel);
+        F->widen_host(h, r, p->numel);
         params_upload(&pf, p, h);
         free(h); free(r);
     }
@@ -280,19 +374,19 @@ static void test_llama(int checkpoint) {
     const float lf = llama_step_grads(&pf, &c, gf), lb = llama_step_grads(&pb, &cb, gb);
     const double e = pf.ng == pb.ng ? t_max_rel_err(gb, gf, pf.ng) : INFINITY;
     char name[96];
-    snprintf(name, sizeof name, "bf16 llama step%s", checkpoint ? " (checkpoint_layers)" : "");
+    snprintf(name, sizeof name, "%s llama step%s", F->name, checkpoint ? " (checkpoint_layers)" : "");
     t_check(n16 == 14 && isfinite(lf) && lf == lb && e <= 1e-6 && params_weight_bytes(&pb) < params_weight_bytes(&pf),
-            name, "%d frozen projections in bf16, weights %zu -> %zu bytes; loss %.7g vs %.7g, %zu trainable "
+            name, "%d frozen projections in 16 bits, weights %zu -> %zu bytes; loss %.7g vs %.7g, %zu trainable "
             "gradients max rel err %.1e", n16, params_weight_bytes(&pf), params_weight_bytes(&pb), lf, lb, pf.ng, e);
     free(gf); free(gb);
     params_free(&pf); params_free(&pb);
 }
 
-/* x rounded to bf16, as floats (host). */
-static void round_host(float *dst, const float *x, size_t n) {
-    bf16_t *h = malloc(n * sizeof(bf16_t));
-    convert_f32_to_bf16_host(h, x, n);
-    convert_bf16_to_f32_host(dst, h, n);
+/* x rounded to the format, as floats (host). */
+static void round_host(const fmt16 *F, float *dst, const float *x, size_t n) {
+    uint16_t *h = malloc(n * sizeof(uint16_t));
+    F->narrow_host(h, x, n);
+    F->widen_host(dst, h, n);
     free(h);
 }
 
@@ -300,8 +394,13 @@ static void round_host(float *dst, const float *x, size_t n) {
  * multiply exactly as in fp32 mode (the CPU: bitwise; the GPU's tensor cores:
  * the same products, summed in their own order); a LLaMA step in bf16 mode
  * against fp32 mode over the same bf16 weights, to the documented tolerance. */
-static void test_gemm_bf16(void) {
-    if (k_set_gemm_mode("bf16") != 0) { t_fail("bf16 gemm mode", "the %s backend refuses bf16", k_backend_name()); return; }
+static void test_gemm_half(const fmt16 *F) {
+    char label[160];
+    if (k_set_gemm_mode(F->name) != 0) {
+        snprintf(label, sizeof label, "%s gemm mode", F->name);
+        t_fail(label, "the %s backend refuses it", k_backend_name());
+        return;
+    }
     k_set_gemm_mode("fp32");
     const int cpu = !strcmp(k_backend_name(), "cpu");
     const double tol = cpu ? 0.0 : 1e-5;
@@ -309,34 +408,35 @@ static void test_gemm_bf16(void) {
     const size_t nw = (size_t)OUT * IN, ni = (size_t)N * IN, no = (size_t)N * OUT;
     float *w = t_alloc(nw), *in = t_alloc(ni), *rin = t_alloc(ni), *g = t_alloc(no), *rg = t_alloc(no), *b = t_alloc(OUT);
     t_fill_normal(w, nw, 0.05f, 61); t_fill_normal(in, ni, 1.0f, 62); t_fill_normal(g, no, 1.0f, 63); t_fill_normal(b, OUT, 0.3f, 64);
-    round_host(rin, in, ni);
-    round_host(rg, g, no);
-    bf16_t *wh = malloc(nw * sizeof(bf16_t)), *dw = k_malloc(nw * sizeof(bf16_t));
-    convert_f32_to_bf16_host(wh, w, nw);
-    k_upload(dw, wh, nw * sizeof(bf16_t));
+    round_host(F, rin, in, ni);
+    round_host(F, rg, g, no);
+    uint16_t *wh = malloc(nw * sizeof(uint16_t)), *dw = k_malloc(nw * sizeof(uint16_t));
+    F->narrow_host(wh, w, nw);
+    k_upload(dw, wh, nw * sizeof(uint16_t));
     float *din = dev_of(in, ni), *drin = dev_of(rin, ni), *dg = dev_of(g, no), *drg = dev_of(rg, no), *db = dev_of(b, OUT);
     float *o1 = k_malloc(no * 4), *o2 = k_malloc(no * 4), *x1 = k_malloc(ni * 4), *x2 = k_malloc(ni * 4);
     k_zero(x1, ni * 4); k_zero(x2, ni * 4);
-    k_set_gemm_mode("bf16");
-    linear_bf16_forward(o1, din, dw, db, N, IN, OUT);
-    linear_bf16_backward(x1, NULL, dg, dw, N, IN, OUT);
+    k_set_gemm_mode(F->name);
+    F->fwd(o1, din, dw, db, N, IN, OUT);
+    F->bwd(x1, NULL, dg, dw, N, IN, OUT);
     k_set_gemm_mode("fp32");
-    linear_bf16_forward(o2, drin, dw, db, N, IN, OUT);
-    linear_bf16_backward(x2, NULL, drg, dw, N, IN, OUT);
+    F->fwd(o2, drin, dw, db, N, IN, OUT);
+    F->bwd(x2, NULL, drg, dw, N, IN, OUT);
     float *h1 = host_of(o1, no), *h2 = host_of(o2, no), *a1 = host_of(x1, ni), *a2 = host_of(x2, ni);
     const double ef = t_max_rel_err(h1, h2, no), eb = t_max_rel_err(a1, a2, ni);
-    t_check(ef <= tol && eb <= tol, "bf16 gemm mode: linear_bf16 = fp32 product of bf16-rounded operands",
-            "%s backend: forward max rel err %.1e, backward din %.1e (limit %.0e)", k_backend_name(), ef, eb, tol);
+    snprintf(label, sizeof label, "%s gemm mode: linear_%s = fp32 product of rounded operands", F->name, F->f16 ? "f16" : "bf16");
+    t_check(ef <= tol && eb <= tol, label, "%s backend: forward max rel err %.1e, backward din %.1e (limit %.0e)",
+            k_backend_name(), ef, eb, tol);
     free(w); free(in); free(rin); free(g); free(rg); free(b); free(wh); free(h1); free(h2); free(a1); free(a2);
     k_free(dw); k_free(din); k_free(drin); k_free(dg); k_free(drg); k_free(db); k_free(o1); k_free(o2); k_free(x1); k_free(x2);
 
     /* a LLaMA step: bf16 products against fp32 products over the same bf16 weights */
     llama_cfg c = {.vocab = 40, .dim = 64, .layers = 2, .heads = 4, .kv_heads = 2, .mlp_hidden = 96, .max_seq = 12,
                    .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 4, .lora_alpha = 8.0f, .lora_dropout = 0.1f,
-                   .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1, .frozen_bf16 = 1};
+                   .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1, .frozen_half = F->frozen};
     ar_params ps;
     params_init_empty(&ps);
-    if (llama_declare(&c, &ps) || params_alloc(&ps)) { t_fail("bf16 gemm llama set-up", "%s", ar_error()); params_free(&ps); return; }
+    if (llama_declare(&c, &ps) || params_alloc(&ps)) { t_fail("16-bit gemm llama set-up", "%s", ar_error()); params_free(&ps); return; }
     params_randomize(&ps, 9);
     for (int i = 0; i < ps.n; i++) {   /* non-zero LoRA B, so every path carries gradient */
         const ar_param *p = &ps.p[i];
@@ -348,13 +448,14 @@ static void test_gemm_bf16(void) {
     }
     float *g32 = t_alloc(ps.ng), *g16 = t_alloc(ps.ng);
     const float l32 = llama_step_grads(&ps, &c, g32);
-    k_set_gemm_mode("bf16");
+    k_set_gemm_mode(F->name);
     const float l16 = llama_step_grads(&ps, &c, g16);
     k_set_gemm_mode("fp32");
     double num = 0, den = 0;   /* the gradient vector's relative error (norms) */
     for (size_t i = 0; i < ps.ng; i++) { num += ((double)g16[i] - g32[i]) * ((double)g16[i] - g32[i]); den += (double)g32[i] * g32[i]; }
     const double el = fabs((double)l16 - l32) / fabs((double)l32), eg = sqrt(num / (den > 0 ? den : 1));
-    t_check(isfinite(l16) && el <= 5e-4 && eg <= 1e-2 && eg > 0, "bf16 gemm mode: LLaMA step",
+    snprintf(label, sizeof label, "%s gemm mode: LLaMA step", F->name);
+    t_check(isfinite(l16) && el <= 5e-4 && eg <= 1e-2 && eg > 0, label,
             "loss %.6f vs fp32 products %.6f (rel %.1e, limit 5e-4); gradient vector rel err %.1e (limit 1e-2)", l16, l32,
             el, eg);
     free(g32); free(g16);
@@ -363,13 +464,19 @@ static void test_gemm_bf16(void) {
 
 int main(void) {
     test_rounding();
-    test_linear(5, 7, 3, 1, 100);          /* tiny: finite differences */
-    test_linear(6, 40, 33, 0, 200);
-    test_linear(4, 9000, 1200, 1, 300);    /* 466 rows per block: 3 blocks */
-    test_linear(3, 70000, 70, 0, 400);     /* 59 rows per block: 2 blocks */
+    test_rounding_f16();
+    const fmt16 *fm[2] = {&BF16, &F16};
+    for (int f = 0; f < 2; f++) {
+        test_linear(fm[f], 5, 7, 3, 1, 100);          /* tiny: finite differences */
+        test_linear(fm[f], 6, 40, 33, 0, 200);
+        test_linear(fm[f], 4, 9000, 1200, 1, 300);    /* 466 rows per block: 3 blocks */
+        test_linear(fm[f], 3, 70000, 70, 0, 400);     /* 59 rows per block: 2 blocks */
+    }
     test_lora();
-    test_llama(0);
-    test_llama(1);
-    test_gemm_bf16();
+    for (int f = 0; f < 2; f++) {
+        test_llama(fm[f], 0);
+        test_llama(fm[f], 1);
+        test_gemm_half(fm[f]);
+    }
     return t_exit_code();
 }

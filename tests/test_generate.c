@@ -49,7 +49,7 @@ static int mk_ex(model *md, int V, int T, int B, uint64_t seed, int bf16, int fl
     memset(md, 0, sizeof *md);
     md->V = V; md->T = T; md->B = B;
     anyref_cfg c = tiny_anyref_cfg(V, T, V - 1, 0.0f, 0.1f);
-    c.llm.frozen_bf16 = bf16;   /* model.frozen_weights = bf16 */
+    c.llm.frozen_half = bf16 ? LLAMA_FROZEN_BF16 : 0;   /* model.frozen_weights = bf16 */
     c.llm.flash_attention = flash;   /* model.attention = flash (the prefill's full forward) */
     params_init_empty(&md->ps);
     if (anyref_declare(&c, &md->ps) || params_alloc(&md->ps)) return -1;

@@ -187,7 +187,7 @@ int plan_compute(const plan_shape *s, mem_plan *p) {
         const ar_param *q = &ps.p[i];
         const size_t padded = (q->numel + 15) & ~(size_t)15;   /* the registry's 64-byte layout */
         if (q->trainable) p->trainable[component_of(q->name)] += padded;
-        else p->frozen[component_of(q->name)] += q->bf16 ? padded / 2 : padded;   /* bf16: 2 bytes a value */
+        else p->frozen[component_of(q->name)] += q->half ? padded / 2 : padded;   /* bf16 / fp16: 2 bytes a value */
     }
     p->nw = ps.nw; p->ng = ps.ng; p->nw16 = ps.nw16;
     p->weights_bytes = params_weight_bytes(&ps);

@@ -710,9 +710,9 @@ int train_llama_cfg(const ar_config *cfg, llama_cfg *mc, int T) {
         return ar_errorf("config: model.attention = '%s' (expected full or flash)", at);
     mc->flash_attention = !strcmp(at, "flash");
     const char *fw = cfg_str(cfg, "model.frozen_weights");
-    if (strcmp(fw, "fp32") && strcmp(fw, "bf16"))
-        return ar_errorf("config: model.frozen_weights = '%s' (expected fp32 or bf16)", fw);
-    mc->frozen_bf16 = !strcmp(fw, "bf16");
+    if (strcmp(fw, "fp32") && strcmp(fw, "bf16") && strcmp(fw, "fp16"))
+        return ar_errorf("config: model.frozen_weights = '%s' (expected fp32, bf16 or fp16)", fw);
+    mc->frozen_half = !strcmp(fw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(fw, "fp16") ? LLAMA_FROZEN_F16 : 0;
     mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
     mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
     if (mc->lora_dropout < 0 || mc->lora_dropout >= 1) return ar_errorf("config: lora.dropout = %g (expected [0,1))", mc->lora_dropout);
@@ -725,9 +725,9 @@ int train_llama_cfg(const ar_config *cfg, llama_cfg *mc, int T) {
     else return ar_errorf("config: train.trainable = '%s' (expected full, lora or lora+embed)", tr);
     if (!mc->train_base && mc->lora_rank <= 0)
         return ar_errorf("config: train.trainable = %s needs lora.rank > 0", tr);
-    if (mc->frozen_bf16 && mc->train_base)
-        return ar_errorf("config: model.frozen_weights = bf16 stores the frozen LLaMA projections as bf16, but "
-                         "train.trainable = full trains them all (use lora or lora+embed, or frozen_weights = fp32)");
+    if (mc->frozen_half && mc->train_base)
+        return ar_errorf("config: model.frozen_weights = %s stores the frozen LLaMA projections in 16 bits, but "
+                         "train.trainable = full trains them all (use lora or lora+embed, or frozen_weights = fp32)", fw);
     return 0;
 }
 
@@ -769,10 +769,12 @@ int run_setup(run_t *r, const ar_config *cfg) {
     if (k_set_gemm_mode(gemm))
         return ar_errorf("config: train.gemm = '%s'%s: the %s backend has %s", gemm,
                          cfg_str(cfg, "train.gemm")[0] ? "" : " (from $ANYREF_GEMM)", k_backend_name(),
-                         strcmp(k_backend_name(), "cpu") ? "fp32, tf32 and bf16" : "fp32 and bf16 (emulated; tf32 needs make CUDA=1)");
-    if (!strcmp(k_gemm_mode(), "bf16") && !r->mc.frozen_bf16)
-        return ar_errorf("config: train.gemm = bf16 multiplies the bf16-stored frozen LLaMA weights in bf16: set "
-                         "model.frozen_weights = bf16 (with fp32 weights it would be tf32 on the GPU, fp32 here)");
+                         strcmp(k_backend_name(), "cpu") ? "fp32, tf32, bf16 and fp16" : "fp32, bf16 and fp16 (emulated; tf32 needs make CUDA=1)");
+    const int want_half = !strcmp(k_gemm_mode(), "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(k_gemm_mode(), "fp16") ? LLAMA_FROZEN_F16 : 0;
+    if (want_half && r->mc.frozen_half != want_half)
+        return ar_errorf("config: train.gemm = %s multiplies the %s-stored frozen LLaMA weights in %s: set "
+                         "model.frozen_weights = %s (otherwise it would be tf32 on the GPU, fp32 here)", k_gemm_mode(),
+                         k_gemm_mode(), k_gemm_mode(), k_gemm_mode());
     int threads = (int)cfg_int(cfg, "train.threads");
     if (threads > 0) k_set_num_threads(threads);
     r->seed = (uint64_t)cfg_int(cfg, "train.seed");
@@ -1163,7 +1165,7 @@ int train_run(const ar_config *cfg) {
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
              params_numel(&r.ps, 0), params_numel(&r.ps, 1));
-    const int emulated = !strcmp(k_gemm_mode(), "bf16") && !strcmp(k_backend_name(), "cpu");
+    const int emulated = strcmp(k_gemm_mode(), "fp32") && !strcmp(k_backend_name(), "cpu");
     log_info("backend %s, %d threads, GEMMs %s%s, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
              k_backend_name(), k_num_threads(), k_gemm_mode(), emulated ? " (emulated: same numbers, no speed-up)" : "",
              llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,

@@ -22,17 +22,18 @@ static cublasHandle_t g_cublas;
  * inside cuBLAS, fp32 accumulation). */
 static const char *g_gemm_mode = "fp32";
 static cublasComputeType_t g_compute = CUBLAS_COMPUTE_32F;
-static int g_gemm_init, g_bf16;
+static int g_gemm_init, g_half;   /* g_half: 1 bf16, 2 fp16 (the 16-bit products' format) */
 int k_set_gemm_mode(const char *mode) {
-    /* bf16: the fp32 GEMMs as in tf32; linear_bf16_* on the bf16 tensor cores (bf16.cu) */
-    static const struct { const char *name; cublasComputeType_t t; int bf16; } modes[] = {
-        {"fp32", CUBLAS_COMPUTE_32F, 0}, {"tf32", CUBLAS_COMPUTE_32F_FAST_TF32, 0}, {"bf16", CUBLAS_COMPUTE_32F_FAST_TF32, 1}};
+    /* bf16 / fp16: the fp32 GEMMs as in tf32; linear_bf16_* / linear_f16_* on the tensor cores (bf16.cu) */
+    static const struct { const char *name; cublasComputeType_t t; int half; } modes[] = {
+        {"fp32", CUBLAS_COMPUTE_32F, 0}, {"tf32", CUBLAS_COMPUTE_32F_FAST_TF32, 0},
+        {"bf16", CUBLAS_COMPUTE_32F_FAST_TF32, 1}, {"fp16", CUBLAS_COMPUTE_32F_FAST_TF32, 2}};
     g_gemm_init = 1;
     for (size_t i = 0; mode && i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(mode, modes[i].name)) {
             g_gemm_mode = modes[i].name;
             g_compute = modes[i].t;
-            g_bf16 = modes[i].bf16;
+            g_half = modes[i].half;
             return 0;
         }
     return -1;
@@ -42,11 +43,11 @@ static void gemm_mode_init(void) {
     g_gemm_init = 1;
     const char *m = getenv("ANYREF_GEMM");
     if (m && *m && k_set_gemm_mode(m))
-        fprintf(stderr, "warning: ANYREF_GEMM=%s is not fp32, tf32 or bf16; GEMMs stay fp32\n", m);
+        fprintf(stderr, "warning: ANYREF_GEMM=%s is not fp32, tf32, bf16 or fp16; GEMMs stay fp32\n", m);
 }
-int kc_gemm_bf16_mode(void) {
+int kc_gemm_half_mode(void) {
     gemm_mode_init();
-    return g_bf16;
+    return g_half;
 }
 const char *k_gemm_mode(void) {
     gemm_mode_init();

@@ -69,8 +69,9 @@ void kc_gemm_batched(int ta, int tb, int M, int N, int K, float alpha,
 
 /* dst[c] += Σ_n src[n*C + c]  (column sums of a row-major [N,C]; deterministic). */
 void kc_colsum_acc(float *dst, const float *src, int N, int C);
-/* 1 in GEMM mode "bf16" (k_set_gemm_mode): linear_bf16_* use bf16 x bf16 products. */
-int kc_gemm_bf16_mode(void);
+/* GEMM mode (k_set_gemm_mode) "bf16": 1, "fp16": 2 (linear_bf16_* / linear_f16_*
+ * then multiply 16-bit x 16-bit on the tensor cores), else 0. */
+int kc_gemm_half_mode(void);
 /* dst[c] += Σ_b Σ_p src[(b*C + c)*P + p]  (per-channel sums of [B,C,P]; deterministic). */
 void kc_chansum_acc(float *dst, const float *src, int B, int C, size_t P);
 
