@@ -24,6 +24,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -242,6 +243,10 @@ static int write_file(const char *tmp, const ar_params *ps, const ar_train_state
     if (!rc) rc = write_attr(f, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 4, st->rng.s);
     if (!rc) rc = write_string(f, "created", created, 0);
     if (!rc) rc = write_attr(f, "frozen_included", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &frozen);
+    if (!rc && st->loss_scale > 0) {   /* optional (not in the state checksum): the dynamic loss scale */
+        rc = write_attr(f, "loss_scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &st->loss_scale);
+        if (!rc) rc = write_attr(f, "loss_scale_good", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &st->loss_scale_good);
+    }
     if (!rc) rc = write_string(f, "config", st->config_text ? st->config_text : "", 1);
     if (!rc) {
         const char *ct = st->config_text ? st->config_text : "";
@@ -480,6 +485,22 @@ static int verify_config_state(hid_t f, const char *config, const ar_train_state
     return 0;
 }
 
+/* A scalar floating-point attribute, read as double. */
+static int read_float_attr(hid_t loc, const char *name, double *out) {
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    int rc = 0;
+    if (t < 0 || sp < 0) rc = ar_errorf("attribute '%s' unreadable: %s", name, h5_detail());
+    else if (H5Tget_class(t) != H5T_FLOAT) rc = ar_errorf("attribute '%s' is not a floating-point number", name);
+    else if (H5Sget_simple_extent_npoints(sp) != 1) rc = ar_errorf("attribute '%s' is not a scalar", name);
+    else if (H5Aread(a, H5T_NATIVE_DOUBLE, out) < 0) rc = ar_errorf("attribute '%s' unreadable: %s", name, h5_detail());
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
 /* Reads the state attributes (not the config) of an open checkpoint. */
 static int read_state(hid_t f, ar_train_state *nst, int32_t *frozen_included) {
     int64_t i64[3];
@@ -503,6 +524,16 @@ static int read_state(hid_t f, ar_train_state *nst, int32_t *frozen_included) {
         return ar_errorf("attribute 'rng_state' is all zero (not a xoshiro256** state)");
     nst->seed = seed;
     memcpy(nst->rng.s, rs, sizeof rs);
+    nst->loss_scale = 0;   /* optional: written by runs with dynamic loss scaling */
+    nst->loss_scale_good = 0;
+    if (H5Aexists(f, "loss_scale") > 0) {
+        if (read_float_attr(f, "loss_scale", &nst->loss_scale) < 0 ||
+            read_int_attr(f, "loss_scale_good", 1, H5T_NATIVE_INT64, &nst->loss_scale_good) < 0)
+            return -1;
+        if (!(nst->loss_scale > 0) || !isfinite(nst->loss_scale) || nst->loss_scale_good < 0)
+            return ar_errorf("attributes 'loss_scale' = %g / 'loss_scale_good' = %" PRId64 ": expected a finite scale > 0 "
+                             "and a count >= 0", nst->loss_scale, nst->loss_scale_good);
+    }
     return 0;
 }
 

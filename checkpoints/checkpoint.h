@@ -18,6 +18,9 @@
  *     rng_state       uint64[4] xoshiro256** state of the data-order RNG (core/rng.h)
  *     created         string    UTC time of the save, ISO 8601 ("2024-06-07T12:34:56Z")
  *     frozen_included int32     1: every tensor is in /weights; 0: trainable ones only
+ *     loss_scale      float64   dynamic loss scaling's current scale (optional: only
+ *                               runs that use it; not in state_checksum)
+ *     loss_scale_good int64     finite steps since that scale last changed (with it)
  *     checksums       string    "xxh3-64": every tensor and /config carry an 'xxh3_64'
  *                               attribute (absent in files written before checksums,
  *                               which load unverified)
@@ -86,6 +89,8 @@ typedef struct {
     int64_t  data_skipped;    /* broken samples skipped so far */
     uint64_t seed;            /* the run's seed */
     ar_rng   rng;             /* data-order RNG state */
+    double   loss_scale;      /* dynamic loss scaling (fp16): the current scale; 0 = not in use */
+    int64_t  loss_scale_good; /* finite steps since the scale last changed */
     /* Resolved config text, NUL-terminated, malloc'd and owned by the struct:
      * ckpt_load replaces it (freeing the old one), ckpt_state_free releases it,
      * ckpt_save only reads it (NULL saves ""). Zero-initialise a new struct. */

@@ -316,6 +316,58 @@ static void test_bf16_weights(void) {
             "train refuses frozen_weights = bf16 with every weight trainable", "%s", ar_error());
 }
 
+/* fp16: model.frozen_weights = fp16 with train.gemm = fp16 (emulated here)
+ * and dynamic loss scaling. With a first scale far too large the fp16
+ * products overflow: each such step is skipped and the scale halved, without
+ * counting as a bad step (more of them than train.max_bad_steps), and then
+ * the run trains; the scale is in the checkpoint, so 15 + 15 == 30 steps
+ * bit for bit. */
+static void test_fp16_loss_scaling(void) {
+    char a[300], b[300], c[300], ra[320], rb[320], rc_[320];
+    snprintf(a, sizeof a, "%s/fp16", g_tmp); snprintf(b, sizeof b, "%s/fp16split", g_tmp);
+    snprintf(c, sizeof c, "%s/fp16plain", g_tmp);
+    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rb, sizeof rb, "run.dir=%s", b); snprintf(rc_, sizeof rc_, "run.dir=%s", c);
+    const char *o[] = {"train.steps=30", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4",
+                       "train.trainable=lora+embed", "train.threads=2", "model.frozen_weights=fp16", "train.gemm=fp16",
+                       "train.loss_scale_init=1e9", "train.save_every=15", ra, NULL};
+    int r1 = run(o, 11);
+    o[10] = rb; o[11] = "train.stop_after=15";
+    int r2 = run(o, 12);
+    o[11] = "train.resume=auto";
+    int r3 = run(o, 12);
+    o[8] = "train.loss_scale_init=65536"; o[10] = rc_;
+    int r4 = run(o, 11);
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
+    int skipped = 0;
+    for (int st = 1; st <= 30; st++)   /* the scale logged after step st halved: that step overflowed */
+        skipped += t_metric(a, st, "loss_scale") < (st == 1 ? 1e9 : t_metric(a, st - 1, "loss_scale"));
+    const double s1 = t_metric(a, 1, "loss_scale"), s30 = t_metric(a, 30, "loss_scale"), bad = t_metric(a, 30, "bad_steps");
+    const double l1 = t_metric(a, 1, "loss"), l30 = t_metric(a, 30, "loss"), p30 = t_metric(c, 30, "loss");
+    /* (the overflowing run trails the plain one: its first steps made no update) */
+    t_check(r1 == 0 && r2 == 0 && r3 == 0 && r4 == 0 && ma && mb && !strcmp(ma, mb) && s1 == 5e8 && skipped > 5 &&
+                bad == 0 && s30 < 1e9 && l30 < l1 && p30 < t_metric(c, 1, "loss") && t_metric(c, 30, "loss_scale") == 65536,
+            "fp16 with dynamic loss scaling", "rc %d/%d/%d/%d; first scale 1e9: %d overflowing steps skipped (scale "
+            "%g at step 1, %g at step 30), bad_steps %g; loss %.4f -> %.4f (scale 65536 throughout: %.4f); 15 + 15 == "
+            "30 bitwise: %s", r1, r2, r3, r4, skipped, s1, s30, bad, l1, l30, p30,
+            ma && mb && !strcmp(ma, mb) ? "yes" : "NO");
+    free(ma); free(mb);
+    /* growth: every train.loss_scale_window finite steps the scale doubles */
+    char d[300], rd[320];
+    snprintf(d, sizeof d, "%s/fp16grow", g_tmp);
+    snprintf(rd, sizeof rd, "run.dir=%s", d);
+    const char *g[] = {"train.steps=8", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4",
+                       "train.trainable=lora+embed", "model.frozen_weights=fp16", "train.gemm=fp16",
+                       "train.loss_scale_window=4", rd};
+    int r5 = run(g, 9);
+    const double g3 = t_metric(d, 3, "loss_scale"), g4 = t_metric(d, 4, "loss_scale"), g8 = t_metric(d, 8, "loss_scale");
+    t_check(r5 == 0 && g3 == 65536 && g4 == 131072 && g8 == 262144, "fp16 loss scale grows after its window",
+            "train.loss_scale_window = 4: scale %g at step 3, %g at step 4, %g at step 8", g3, g4, g8);
+    const char *e[] = {"train.loss_scale=lots", ra};
+    int re = run(e, 2);
+    t_check(re == -1 && strstr(ar_error(), "train.loss_scale = 'lots'"), "train refuses a bad train.loss_scale", "%s",
+            ar_error());
+}
+
 static void test_config_errors(void) {
     const char *o1[] = {"train.trainable=lora", "lora.rank=0"};
     int rc = run(o1, 2);
@@ -367,6 +419,7 @@ int main(void) {
     test_shipped_configs();
     test_config_errors();
     test_bf16_weights();
+    test_fp16_loss_scaling();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

@@ -85,6 +85,9 @@ typedef struct {
     struct dist_reducer *red;   /* the gradient block's all-reduce (nranks > 1) */
     float *h_grad;              /* host copy of the gradients when the backend is not the CPU's */
     int red_dev;                /* red sums the device block by NCCL (no host copy) */
+    int scale_dynamic;          /* dynamic loss scaling (train.loss_scale); the scale lives in st */
+    double scale_fixed;         /* a fixed loss scale (1: none) */
+    int scale_window;           /* finite steps before a dynamic scale doubles */
     int *ev_start;              /* [layers+2]: the gradient ranges final at hook event e are ev_start[e] .. ev_start[e+1]-1 */
     size_t *ev_lo, *ev_hi;      /* those ranges of the gradient block (floats) */
     int hook_live, hook_err;    /* the llama gradient hook starts buckets (last micro-batch only) */

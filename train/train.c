@@ -158,6 +158,9 @@ const cfg_key train_schema[] = {
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
     {"train.keep_checkpoints", CFG_INT, "3", "checkpoints kept in the run directory (0: all); the newest that verifies is resumed from"},
+    {"train.loss_scale", CFG_STRING, "auto", "loss scaling for fp16 products: auto (dynamic with train.gemm = fp16, else off), dynamic (the scale halves when the gradients overflow, that step skipped and not counted as bad; doubles after train.loss_scale_window finite steps), off, or a fixed number"},
+    {"train.loss_scale_init", CFG_FLOAT, "65536", "dynamic loss scaling: the first scale (a resumed run keeps its checkpoint's)"},
+    {"train.loss_scale_window", CFG_INT, "2000", "dynamic loss scaling: finite steps in a row before the scale doubles"},
     {"train.max_bad_steps", CFG_INT, "5", "a step with a NaN/Inf loss or gradient is skipped (no update, logged as bad_steps); this many in a row stop the run (0: never stop)"},
     {"test.poison_grad_steps", CFG_STRING, "", "TEST HOOK (fault injection, leave empty): comma-separated 1-based steps whose first trainable gradient is set to NaN after backward"},
     {"dist.bucket_mb", CFG_FLOAT, "16", "MPI (make MPI=1, several ranks): MiB of gradients per non-blocking all-reduce bucket"},
@@ -775,6 +778,18 @@ int run_setup(run_t *r, const ar_config *cfg) {
         return ar_errorf("config: train.gemm = %s multiplies the %s-stored frozen LLaMA weights in %s: set "
                          "model.frozen_weights = %s (otherwise it would be tf32 on the GPU, fp32 here)", k_gemm_mode(),
                          k_gemm_mode(), k_gemm_mode(), k_gemm_mode());
+    const char *ls = cfg_str(cfg, "train.loss_scale");
+    r->scale_dynamic = !strcmp(ls, "dynamic") || (!strcmp(ls, "auto") && !strcmp(k_gemm_mode(), "fp16"));
+    r->scale_fixed = 1.0;
+    if (strcmp(ls, "dynamic") && strcmp(ls, "auto") && strcmp(ls, "off")) {
+        char *end;
+        r->scale_fixed = strtod(ls, &end);
+        if (*end || !(r->scale_fixed > 0) || !isfinite(r->scale_fixed))
+            return ar_errorf("config: train.loss_scale = '%s' (expected auto, dynamic, off or a positive number)", ls);
+    }
+    r->scale_window = (int)cfg_int(cfg, "train.loss_scale_window");
+    if (r->scale_dynamic && (r->scale_window < 1 || !(cfg_float(cfg, "train.loss_scale_init") > 0)))
+        return ar_errorf("config: dynamic loss scaling needs train.loss_scale_init > 0 and train.loss_scale_window >= 1");
     int threads = (int)cfg_int(cfg, "train.threads");
     if (threads > 0) k_set_num_threads(threads);
     r->seed = (uint64_t)cfg_int(cfg, "train.seed");
@@ -1188,6 +1203,15 @@ int train_run(const ar_config *cfg) {
     const int eval_batches = (int)cfg_int(cfg, "train.eval_batches"), stop_after = (int)cfg_int(cfg, "train.stop_after");
     const double t0 = ar_now();
     const int64_t first = r.st.step;
+    if (r.scale_dynamic && !(r.st.loss_scale > 0)) {   /* a fresh run (a resumed one keeps its scale) */
+        r.st.loss_scale = cfg_float(cfg, "train.loss_scale_init");
+        r.st.loss_scale_good = 0;
+    }
+    if (!r.scale_dynamic) r.st.loss_scale = 0;
+    if (r.scale_dynamic || r.scale_fixed != 1.0)
+        log_info("loss scaling: %s, scale %g%s", r.scale_dynamic ? "dynamic" : "fixed",
+                 r.scale_dynamic ? r.st.loss_scale : r.scale_fixed,
+                 r.scale_dynamic ? "" : " (gradients divided by it before clipping and the update)");
     double loss_ema = NAN, acc = NAN, giou = NAN;
     ar_progress prog;
     progress_start(&prog, r.steps, "train");
@@ -1196,6 +1220,9 @@ int train_run(const ar_config *cfg) {
     int64_t step = first;
     while (step < r.steps) {
         double loss = 0, parts[3] = {0, 0, 0};   /* anyref: ce, bce, dice */
+        /* loss scaling: backward starts from scale x the loss's gradient, so that small
+         * gradients survive fp16 products; they are divided by it again below */
+        const double scale = r.scale_dynamic ? r.st.loss_scale : r.scale_fixed;
         params_zero_grad(&r.ps);
         const int R = r.nranks, micro = r.accum * R;   /* micro-batches in the global step */
         if (skip_micro(&r, r.rank * r.accum, step)) goto interrupted;   /* lower ranks' share */
@@ -1218,7 +1245,7 @@ int train_run(const ar_config *cfg) {
                 if (isnan(l) && ar_error()[0]) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
                 if (isfinite(l)) {
                     r.hook_live = a == r.accum - 1;   /* the step's last backward: gradients become final */
-                    anyref_backward(r.ar, 1.0f / micro);
+                    anyref_backward(r.ar, (float)(scale / micro));
                     r.hook_live = 0;
                     if ((r.refs && refs_backward(r.refs)) ||
                         (in.dimage_emb && sam_encoder_backward(r.senc, r.d_dimg))) {
@@ -1232,7 +1259,7 @@ int train_run(const ar_config *cfg) {
                 int count = 0;
                 l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, dseed, &count);
                 r.hook_live = a == r.accum - 1;   /* the step's last backward: gradients become final */
-                if (isfinite(l)) llama_backward(r.m, 1.0f / micro);
+                if (isfinite(l)) llama_backward(r.m, (float)(scale / micro));
                 r.hook_live = 0;
             }
             loss += l / micro;   /* a NaN/Inf micro-batch makes the step bad (below) */
@@ -1250,10 +1277,23 @@ int train_run(const ar_config *cfg) {
             const float qnan = NAN;
             k_upload(r.ps.g, &qnan, sizeof qnan);
         }
+        if (scale != 1.0 && r.ps.ng) scale_inplace(r.ps.g, (float)(1.0 / scale), r.ps.ng);
         float lr = optim_lr_at(&r.oc, (int)step);
         double gnorm = isfinite(loss) ? optim_grad_norm(&r.ps) : NAN;
-        const int bad = !isfinite(loss) || !isfinite(gnorm);
-        if (bad) {   /* skip: no update, gradients dropped */
+        const int overflow = r.scale_dynamic && isfinite(loss) && !isfinite(gnorm);
+        const int bad = !overflow && (!isfinite(loss) || !isfinite(gnorm));
+        if (overflow) {   /* dynamic loss scaling: skip the step, halve the scale (not a bad step) */
+            params_zero_grad(&r.ps);
+            log_info("step %lld: the gradients overflowed at loss scale %g; step skipped, scale %g",
+                     (long long)step + 1, scale, scale / 2);
+            r.st.loss_scale = scale / 2;
+            r.st.loss_scale_good = 0;
+        } else if (r.scale_dynamic && !bad && ++r.st.loss_scale_good >= r.scale_window) {
+            r.st.loss_scale = scale * 2;
+            r.st.loss_scale_good = 0;
+        }
+        if (overflow) {
+        } else if (bad) {   /* skip: no update, gradients dropped */
             params_zero_grad(&r.ps);
             if (!bad_run) first_bad = step + 1;
             bad_run++;
@@ -1282,19 +1322,20 @@ int train_run(const ar_config *cfg) {
         if (r.ar) {
             const char *keys[] = {"loss", "ce", "bce", "dice", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "skipped",
                                   "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou", "data_wait_s",
-                                  "skipped_records", "bad_steps"};
+                                  "skipped_records", "bad_steps", "loss_scale"};
             const ldr *ld = gds_loader(r.data.gtrain);
             ldr_stats ls = {0, 0, NAN, 0};
             if (ld) ldr_get_stats(ld, &ls);
             double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.nranks * r.B * r.T / el,
                              el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], ls.wait_s,
-                             ld ? (double)ls.bad_records : NAN, (double)bad_run};
-            if (log_metrics(r.log, (int)step, keys, vals, 18)) goto interrupted;
+                             ld ? (double)ls.bad_records : NAN, (double)bad_run, r.st.loss_scale};
+            if (log_metrics(r.log, (int)step, keys, vals, 18 + (r.scale_dynamic != 0))) goto interrupted;
         } else {
-            const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy", "bad_steps"};
+            const char *keys[] = {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "accuracy", "bad_steps",
+                                  "loss_scale"};
             double vals[] = {loss, lr, gnorm, (double)(step - first) * r.accum * r.nranks * r.B * r.T / el, el, vloss, acc,
-                             (double)bad_run};
-            if (log_metrics(r.log, (int)step, keys, vals, 8)) goto interrupted;
+                             (double)bad_run, r.st.loss_scale};
+            if (log_metrics(r.log, (int)step, keys, vals, 8 + (r.scale_dynamic != 0))) goto interrupted;
         }
         if (max_bad > 0 && bad_run >= max_bad) {
             char prev[1200];
