@@ -173,6 +173,21 @@ void *fx_alloc(const h5fixture *fx, size_t bytes) {
     return p;
 }
 
+float *t_dev_copy(const float *host, size_t n) {
+    float *d = k_malloc((n ? n : 1) * sizeof(float));
+    if (!d) { printf("FAIL out of backend memory (%zu floats)\n", n); exit(1); }
+    k_upload(d, host, n * sizeof(float));
+    return d;
+}
+
+float *t_host_copy(const float *dev, size_t n) {
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    if (!h) { printf("FAIL out of memory (%zu floats)\n", n); exit(1); }
+    k_sync();
+    k_download(h, dev, n * sizeof(float));
+    return h;
+}
+
 float *fx_download(const h5fixture *fx, const float *dev, size_t n) {
     float *h = fx_alloc(fx, n * sizeof(float));
     k_sync();

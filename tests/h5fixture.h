@@ -55,6 +55,11 @@ int   fx_load_params(const h5fixture *fx, ar_params *ps, const char *const *grad
 
 /* malloc that ends the test ("FAIL <prefix>out of memory") on failure. */
 void *fx_alloc(const h5fixture *fx, size_t bytes);
+/* Fixture-free copies for device-capable tests: a new backend buffer holding
+ * host[n] (k_free it), and a new host buffer holding the backend's dev[n]
+ * after k_sync (free it). Both end the test on out-of-memory. */
+float *t_dev_copy(const float *host, size_t n);
+float *t_host_copy(const float *dev, size_t n);
 /* The n floats at backend pointer dev, after k_sync, in a new host buffer (free it). */
 float *fx_download(const h5fixture *fx, const float *dev, size_t n);
 

@@ -26,6 +26,8 @@
 #include "model/llama.h"
 #include "model/params.h"
 #include "tests/testlib.h"
+#include "tests/h5fixture.h"
+#include "tests/llama_step.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,25 +207,12 @@ static void test_rounding_f16(void) {
     k_free(dx); k_free(dback); k_free(dh);
 }
 
-/* A device copy of host floats. */
-static float *dev_of(const float *h, size_t n) {
-    float *d = k_malloc(n * sizeof(float));
-    k_upload(d, h, n * sizeof(float));
-    return d;
-}
-static float *host_of(const float *d, size_t n) {
-    float *h = t_alloc(n);
-    k_sync();
-    k_download(h, d, n * sizeof(float));
-    return h;
-}
-
 typedef struct { float *in, *out, *r; const uint16_t *w; const float *b; int N, IN, OUT; const fmt16 *f; } fd_ctx;
 static double fd_loss(void *p) {   /* Σ out · r, with out = linear_bf16(in) (host copies of in / r) */
     fd_ctx *c = p;
-    float *din = dev_of(c->in, (size_t)c->N * c->IN);
+    float *din = t_dev_copy(c->in, (size_t)c->N * c->IN);
     c->f->fwd(c->out, din, c->w, c->b, c->N, c->IN, c->OUT);
-    float *o = host_of(c->out, (size_t)c->N * c->OUT);
+    float *o = t_host_copy(c->out, (size_t)c->N * c->OUT);
     double s = t_dot(o, c->r, (size_t)c->N * c->OUT);
     free(o);
     k_free(din);
@@ -243,11 +232,11 @@ static void test_linear(const fmt16 *F, int N, int IN, int OUT, int bias, uint64
     F->widen_host(wf, wh, nw);
     uint16_t *dw16 = k_malloc(nw * sizeof(uint16_t));
     k_upload(dw16, wh, nw * sizeof(uint16_t));
-    float *dwf = dev_of(wf, nw), *din = dev_of(in, ni), *db = bias ? dev_of(b, OUT) : NULL, *dg = dev_of(g, no);
+    float *dwf = t_dev_copy(wf, nw), *din = t_dev_copy(in, ni), *db = bias ? t_dev_copy(b, OUT) : NULL, *dg = t_dev_copy(g, no);
     float *o1 = k_malloc(no * sizeof(float)), *o2 = k_malloc(no * sizeof(float));
     F->fwd(o1, din, dw16, db, N, IN, OUT);
     linear_forward(o2, din, dwf, db, N, IN, OUT);
-    float *h1 = host_of(o1, no), *h2 = host_of(o2, no);
+    float *h1 = t_host_copy(o1, no), *h2 = t_host_copy(o2, no);
     char name[160];
     snprintf(name, sizeof name, "linear_%s forward %dx%d -> %d%s", F->f16 ? "f16" : "bf16", N, IN, OUT, bias ? " + bias" : "");
     double e = t_max_rel_err(h1, h2, no);
@@ -256,10 +245,10 @@ static void test_linear(const fmt16 *F, int N, int IN, int OUT, int bias, uint64
     /* backward: din (accumulating onto a non-zero start) and db */
     float *g1 = t_alloc(ni), *start = t_alloc(ni);
     t_fill_normal(start, ni, 1.0f, seed + 4);
-    float *dd1 = dev_of(start, ni), *dd2 = dev_of(start, ni), *db1 = dev_of(b, OUT), *db2 = dev_of(b, OUT);
+    float *dd1 = t_dev_copy(start, ni), *dd2 = t_dev_copy(start, ni), *db1 = t_dev_copy(b, OUT), *db2 = t_dev_copy(b, OUT);
     F->bwd(dd1, bias ? db1 : NULL, dg, dw16, N, IN, OUT);
     linear_backward(dd2, NULL, bias ? db2 : NULL, dg, din, dwf, N, IN, OUT);
-    float *a1 = host_of(dd1, ni), *a2 = host_of(dd2, ni), *c1 = host_of(db1, OUT), *c2 = host_of(db2, OUT);
+    float *a1 = t_host_copy(dd1, ni), *a2 = t_host_copy(dd2, ni), *c1 = t_host_copy(db1, OUT), *c2 = t_host_copy(db2, OUT);
     snprintf(name, sizeof name, "linear_%s backward %dx%d -> %d%s", F->f16 ? "f16" : "bf16", N, IN, OUT, bias ? " + bias" : "");
     double e2 = t_max_rel_err(a1, a2, ni), e3 = t_max_rel_err(c1, c2, OUT);
     t_check(e2 <= 1e-6 && e3 <= 1e-6, name, "din (accumulated) max rel err %.1e, db %.1e", e2, e3);
@@ -267,7 +256,7 @@ static void test_linear(const fmt16 *F, int N, int IN, int OUT, int bias, uint64
     if (ni <= 4096) {
         k_zero(dd1, ni * sizeof(float));
         F->bwd(dd1, NULL, dg, dw16, N, IN, OUT);
-        float *an = host_of(dd1, ni);
+        float *an = t_host_copy(dd1, ni);
         fd_ctx c = {.in = in, .out = o1, .r = g, .w = dw16, .b = db, .N = N, .IN = IN, .OUT = OUT, .f = F};
         snprintf(name, sizeof name, "linear_%s din finite differences %dx%d -> %d", F->f16 ? "f16" : "bf16", N, IN, OUT);
         t_gradcheck(name, fd_loss, &c, in, an, ni, 1e-2f, 2e-3, 64);
@@ -294,8 +283,8 @@ static void test_lora(void) {
     convert_bf16_to_f32_host(w, wh, nw);
     bf16_t *dw16 = k_malloc(nw * sizeof(bf16_t));
     k_upload(dw16, wh, nw * sizeof(bf16_t));
-    float *dw = dev_of(w, nw), *din = dev_of(in, ni), *dA = dev_of(A, (size_t)R * IN), *dB = dev_of(B, (size_t)OUT * R);
-    float *dm = dev_of(mask, ni), *dg = dev_of(g, no);
+    float *dw = t_dev_copy(w, nw), *din = t_dev_copy(in, ni), *dA = t_dev_copy(A, (size_t)R * IN), *dB = t_dev_copy(B, (size_t)OUT * R);
+    float *dm = t_dev_copy(mask, ni), *dg = t_dev_copy(g, no);
     float *o[2], *xd[2], *u[2], *gi[2], *gA[2], *gB[2];
     for (int k = 0; k < 2; k++) {
         o[k] = k_malloc(no * 4); xd[k] = k_malloc(ni * 4); u[k] = k_malloc((size_t)N * R * 4);
@@ -312,7 +301,7 @@ static void test_lora(void) {
     const float *pairs[4][2] = {{o[0], o[1]}, {gi[0], gi[1]}, {gA[0], gA[1]}, {gB[0], gB[1]}};
     const size_t sizes[4] = {no, ni, (size_t)R * IN, (size_t)OUT * R};
     for (int k = 0; k < 4; k++) {
-        float *a = host_of(pairs[k][0], sizes[k]), *b = host_of(pairs[k][1], sizes[k]);
+        float *a = t_host_copy(pairs[k][0], sizes[k]), *b = t_host_copy(pairs[k][1], sizes[k]);
         double e = t_max_rel_err(b, a, sizes[k]);
         if (e > worst) worst = e;
         free(a); free(b);
@@ -324,22 +313,6 @@ static void test_lora(void) {
     free(w); free(in); free(A); free(B); free(mask); free(g); free(wh);
 }
 
-/* A LLaMA step: loss, and the trainable gradients into g (host, ps->ng floats). */
-static float llama_step_grads(ar_params *ps, const llama_cfg *c, float *g) {
-    enum { B = 2, T = 12 };
-    int tok[B * T], tgt[B * T];
-    for (int i = 0; i < B * T; i++) { tok[i] = (i * 7 + 3) % c->vocab; tgt[i] = i % 5 == 0 ? -100 : (i * 11 + 1) % c->vocab; }
-    llama *m = llama_create(c, ps, B, T);
-    if (!m) return NAN;
-    int count = 0;
-    params_zero_grad(ps);
-    float loss = llama_forward(m, tok, tgt, B, T, 77, &count);
-    llama_backward(m, 1.0f);
-    k_sync();
-    k_download(g, ps->g, ps->ng * sizeof(float));
-    llama_free(m);
-    return loss;
-}
 
 static void test_llama(const fmt16 *F, int checkpoint) {
     llama_cfg c = {.vocab = 40, .dim = 32, .layers = 2, .heads = 4, .kv_heads = 2, .mlp_hidden = 48, .max_seq = 12,
@@ -371,7 +344,7 @@ static void test_llama(const fmt16 *F, int checkpoint) {
         free(h); free(r);
     }
     float *gf = t_alloc(pf.ng), *gb = t_alloc(pb.ng);
-    const float lf = llama_step_grads(&pf, &c, gf), lb = llama_step_grads(&pb, &cb, gb);
+    const float lf = t_llama_step(&pf, &c, 2, 12, gf, NULL, NULL), lb = t_llama_step(&pb, &cb, 2, 12, gb, NULL, NULL);
     const double e = pf.ng == pb.ng ? t_max_rel_err(gb, gf, pf.ng) : INFINITY;
     char name[96];
     snprintf(name, sizeof name, "%s llama step%s", F->name, checkpoint ? " (checkpoint_layers)" : "");
@@ -413,7 +386,7 @@ static void test_gemm_half(const fmt16 *F) {
     uint16_t *wh = malloc(nw * sizeof(uint16_t)), *dw = k_malloc(nw * sizeof(uint16_t));
     F->narrow_host(wh, w, nw);
     k_upload(dw, wh, nw * sizeof(uint16_t));
-    float *din = dev_of(in, ni), *drin = dev_of(rin, ni), *dg = dev_of(g, no), *drg = dev_of(rg, no), *db = dev_of(b, OUT);
+    float *din = t_dev_copy(in, ni), *drin = t_dev_copy(rin, ni), *dg = t_dev_copy(g, no), *drg = t_dev_copy(rg, no), *db = t_dev_copy(b, OUT);
     float *o1 = k_malloc(no * 4), *o2 = k_malloc(no * 4), *x1 = k_malloc(ni * 4), *x2 = k_malloc(ni * 4);
     k_zero(x1, ni * 4); k_zero(x2, ni * 4);
     k_set_gemm_mode(F->name);
@@ -422,7 +395,7 @@ static void test_gemm_half(const fmt16 *F) {
     k_set_gemm_mode("fp32");
     F->fwd(o2, drin, dw, db, N, IN, OUT);
     F->bwd(x2, NULL, drg, dw, N, IN, OUT);
-    float *h1 = host_of(o1, no), *h2 = host_of(o2, no), *a1 = host_of(x1, ni), *a2 = host_of(x2, ni);
+    float *h1 = t_host_copy(o1, no), *h2 = t_host_copy(o2, no), *a1 = t_host_copy(x1, ni), *a2 = t_host_copy(x2, ni);
     const double ef = t_max_rel_err(h1, h2, no), eb = t_max_rel_err(a1, a2, ni);
     snprintf(label, sizeof label, "%s gemm mode: linear_%s = fp32 product of rounded operands", F->name, F->f16 ? "f16" : "bf16");
     t_check(ef <= tol && eb <= tol, label, "%s backend: forward max rel err %.1e, backward din %.1e (limit %.0e)",
@@ -447,9 +420,9 @@ static void test_gemm_half(const fmt16 *F) {
         free(h);
     }
     float *g32 = t_alloc(ps.ng), *g16 = t_alloc(ps.ng);
-    const float l32 = llama_step_grads(&ps, &c, g32);
+    const float l32 = t_llama_step(&ps, &c, 2, 12, g32, NULL, NULL);
     k_set_gemm_mode(F->name);
-    const float l16 = llama_step_grads(&ps, &c, g16);
+    const float l16 = t_llama_step(&ps, &c, 2, 12, g16, NULL, NULL);
     k_set_gemm_mode("fp32");
     double num = 0, den = 0;   /* the gradient vector's relative error (norms) */
     for (size_t i = 0; i < ps.ng; i++) { num += ((double)g16[i] - g32[i]) * ((double)g16[i] - g32[i]); den += (double)g32[i] * g32[i]; }

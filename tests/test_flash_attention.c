@@ -24,22 +24,13 @@
 #include "model/llama.h"
 #include "model/params.h"
 #include "tests/testlib.h"
+#include "tests/h5fixture.h"
+#include "tests/llama_step.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static float *dev_of(const float *h, size_t n) {
-    float *d = k_malloc(n * sizeof(float));
-    k_upload(d, h, n * sizeof(float));
-    return d;
-}
-static float *host_of(const float *d, size_t n) {
-    float *h = t_alloc(n);
-    k_sync();
-    k_download(h, d, n * sizeof(float));
-    return h;
-}
 
 typedef struct {
     int B, T, S, Hq, Hkv, hd, causal;
@@ -59,10 +50,10 @@ static double fd_loss(void *p) {
     fd_ctx *c = p;
     const shape *s = c->s;
     const size_t nq = (size_t)s->B * s->T * s->Hq * s->hd, nk = (size_t)s->B * s->S * s->Hkv * s->hd;
-    float *dq = dev_of(c->q, nq), *dk = dev_of(c->k, nk), *dv = dev_of(c->v, nk);
+    float *dq = t_dev_copy(c->q, nq), *dk = t_dev_copy(c->k, nk), *dv = t_dev_copy(c->v, nk);
     attention_flash_forward(c->out, c->lse, c->scratch, dq, dk, dv, c->dkl, s->causal, c->scale, s->B, s->T, s->S, s->Hq,
                             s->Hkv, s->hd);
-    float *o = host_of(c->out, nq);
+    float *o = t_host_copy(c->out, nq);
     double sum = t_dot(o, c->r, nq);
     free(o);
     k_free(dq); k_free(dk); k_free(dv);
@@ -80,22 +71,22 @@ static void run_case(const char *name, const shape *s, int fd, uint64_t seed) {
     t_fill_normal(sq, nq, 0.5f, seed + 4); t_fill_normal(sk, nk, 0.5f, seed + 5); t_fill_normal(sv, nk, 0.5f, seed + 6);
     int *dkl = NULL;
     if (s->key_len) { dkl = k_malloc((size_t)B * sizeof(int)); k_upload(dkl, s->key_len, (size_t)B * sizeof(int)); }
-    float *dq = dev_of(q, nq), *dk = dev_of(k, nk), *dv = dev_of(v, nk), *dg = dev_of(g, nq);
+    float *dq = t_dev_copy(q, nq), *dk = t_dev_copy(k, nk), *dv = t_dev_copy(v, nk), *dg = t_dev_copy(g, nq);
     /* reference: the attention that keeps P */
     float *o1 = k_malloc(nq * 4), *att = k_malloc((size_t)B * Hq * T * S * 4);
     float *sc1 = k_malloc(attention_scratch_floats(B, T, S, Hq) * 4);
-    float *gq1 = dev_of(sq, nq), *gk1 = dev_of(sk, nk), *gv1 = dev_of(sv, nk);
+    float *gq1 = t_dev_copy(sq, nq), *gk1 = t_dev_copy(sk, nk), *gv1 = t_dev_copy(sv, nk);
     attention_forward(o1, att, dq, dk, dv, dkl, s->causal, scale, B, T, S, Hq, Hkv, hd);
     attention_backward(gq1, gk1, gv1, sc1, dg, NULL, att, dq, dk, dv, scale, B, T, S, Hq, Hkv, hd);
     /* flash */
     const size_t nsc = attention_flash_scratch_floats(B, T, S, Hq, Hkv);
     float *o2 = k_malloc(nq * 4), *lse = k_malloc(nl * 4), *sc2 = k_malloc(nsc * 4);
-    float *gq2 = dev_of(sq, nq), *gk2 = dev_of(sk, nk), *gv2 = dev_of(sv, nk);
+    float *gq2 = t_dev_copy(sq, nq), *gk2 = t_dev_copy(sk, nk), *gv2 = t_dev_copy(sv, nk);
     attention_flash_forward(o2, lse, sc2, dq, dk, dv, dkl, s->causal, scale, B, T, S, Hq, Hkv, hd);
     attention_flash_backward(gq2, gk2, gv2, sc2, dg, o2, lse, dq, dk, dv, dkl, s->causal, scale, B, T, S, Hq, Hkv, hd);
-    float *h1 = host_of(o1, nq), *h2 = host_of(o2, nq), *hl = host_of(lse, nl);
-    float *a[3] = {host_of(gq1, nq), host_of(gk1, nk), host_of(gv1, nk)};
-    float *b2[3] = {host_of(gq2, nq), host_of(gk2, nk), host_of(gv2, nk)};
+    float *h1 = t_host_copy(o1, nq), *h2 = t_host_copy(o2, nq), *hl = t_host_copy(lse, nl);
+    float *a[3] = {t_host_copy(gq1, nq), t_host_copy(gk1, nk), t_host_copy(gv1, nk)};
+    float *b2[3] = {t_host_copy(gq2, nq), t_host_copy(gk2, nk), t_host_copy(gv2, nk)};
     /* lse in double from q, k */
     double lerr = 0;
     int inf_ok = 1;
@@ -143,7 +134,7 @@ static void run_case(const char *name, const shape *s, int fd, uint64_t seed) {
         k_upload(drows, hrows, (size_t)nr * sizeof(int));
         float *prow = k_malloc(npr * 4);
         attention_rows_forward(prow, drows, nr, dq, dk, lse, dkl, s->causal, scale, B, T, S, Hq, Hkv, hd);
-        float *hp = host_of(prow, npr), *hatt = host_of(att, natt), *want = t_alloc(npr), *gp = t_alloc(npr);
+        float *hp = t_host_copy(prow, npr), *hatt = t_host_copy(att, natt), *want = t_alloc(npr), *gp = t_alloc(npr);
         for (int r = 0; r < nr; r++)
             for (int h = 0; h < Hq; h++)
                 memcpy(want + ((size_t)r * Hq + h) * S,
@@ -156,11 +147,11 @@ static void run_case(const char *name, const shape *s, int fd, uint64_t seed) {
             for (int h = 0; h < Hq; h++)
                 memcpy(extra + (((size_t)(hrows[r] / T) * Hq + h) * T + hrows[r] % T) * S, gp + ((size_t)r * Hq + h) * S,
                        (size_t)S * sizeof(float));
-        float *dextra = dev_of(extra, natt), *dz = dev_of(zq, nq), *dgp = dev_of(gp, npr);
-        float *rq1 = dev_of(sq, nq), *rk1 = dev_of(sk, nk), *rq2 = dev_of(sq, nq), *rk2 = dev_of(sk, nk);
+        float *dextra = t_dev_copy(extra, natt), *dz = t_dev_copy(zq, nq), *dgp = t_dev_copy(gp, npr);
+        float *rq1 = t_dev_copy(sq, nq), *rk1 = t_dev_copy(sk, nk), *rq2 = t_dev_copy(sq, nq), *rk2 = t_dev_copy(sk, nk);
         attention_backward(rq1, rk1, NULL, sc1, dz, dextra, att, dq, dk, dv, scale, B, T, S, Hq, Hkv, hd);
         attention_rows_backward(rq2, rk2, dgp, prow, drows, nr, dq, dk, scale, B, T, S, Hq, Hkv, hd);
-        float *x1 = host_of(rq1, nq), *x2 = host_of(rq2, nq), *y1 = host_of(rk1, nk), *y2 = host_of(rk2, nk);
+        float *x1 = t_host_copy(rq1, nq), *x2 = t_host_copy(rq2, nq), *y1 = t_host_copy(rk1, nk), *y2 = t_host_copy(rk2, nk);
         const double eq = t_max_rel_err(x2, x1, nq), ek = t_max_rel_err(y2, y1, nk);
         snprintf(label, sizeof label, "flash attention %s: rows", name);
         t_check(ep <= 1e-6 && eq <= 1e-5 && ek <= 1e-5, label,
@@ -173,9 +164,9 @@ static void run_case(const char *name, const shape *s, int fd, uint64_t seed) {
     if (fd) {
         /* finite differences through the flash forward: the analytic gradients from zero */
         float *z1 = t_alloc(nq), *z2 = t_alloc(nk);
-        float *fq = dev_of(z1, nq), *fk = dev_of(z2, nk), *fv = dev_of(z2, nk);
+        float *fq = t_dev_copy(z1, nq), *fk = t_dev_copy(z2, nk), *fv = t_dev_copy(z2, nk);
         attention_flash_backward(fq, fk, fv, sc2, dg, o2, lse, dq, dk, dv, dkl, s->causal, scale, B, T, S, Hq, Hkv, hd);
-        float *an[3] = {host_of(fq, nq), host_of(fk, nk), host_of(fv, nk)};
+        float *an[3] = {t_host_copy(fq, nq), t_host_copy(fk, nk), t_host_copy(fv, nk)};
         fd_ctx c = {.s = s, .q = q, .k = k, .v = v, .r = g, .out = o2, .lse = lse, .scratch = sc2, .dkl = dkl, .scale = scale};
         float *xs[3] = {q, k, v};
         const char *nm[3] = {"dq", "dk", "dv"};
@@ -193,25 +184,6 @@ static void run_case(const char *name, const shape *s, int fd, uint64_t seed) {
     k_free(gq1); k_free(gk1); k_free(gv1); k_free(o2); k_free(lse); k_free(sc2); k_free(gq2); k_free(gk2); k_free(gv2);
 }
 
-/* One LLaMA step on registry ps: loss, trainable gradients into g (host). */
-static float step(ar_params *ps, const llama_cfg *c, float *g, float **last_att, size_t *arena) {
-    enum { B = 2, T = 80 };
-    int tok[B * T], tgt[B * T];
-    for (int i = 0; i < B * T; i++) { tok[i] = (i * 7 + 3) % c->vocab; tgt[i] = i % 5 == 0 ? -100 : (i * 11 + 1) % c->vocab; }
-    llama *m = llama_create(c, ps, B, T);
-    if (!m) return NAN;
-    int count = 0;
-    params_zero_grad(ps);
-    float loss = llama_forward(m, tok, tgt, B, T, 77, &count);
-    const float *att = llama_last_attention(m);
-    *last_att = att ? host_of(att, (size_t)B * c->heads * T * T) : NULL;
-    llama_backward(m, 1.0f);
-    k_sync();
-    k_download(g, ps->g, ps->ng * sizeof(float));
-    *arena = llama_activation_bytes(m);
-    llama_free(m);
-    return loss;
-}
 
 static void test_llama(int checkpoint, int keep_last) {
     llama_cfg c = {.vocab = 50, .dim = 48, .layers = 3, .heads = 6, .kv_heads = 2, .mlp_hidden = 64, .max_seq = 80,
@@ -223,11 +195,11 @@ static void test_llama(int checkpoint, int keep_last) {
     params_randomize(&ps, 21);
     float *g0 = t_alloc(ps.ng), *g1 = t_alloc(ps.ng), *a0 = NULL, *a1 = NULL;
     size_t b0 = 0, b1 = 0;
-    const float l0 = step(&ps, &c, g0, &a0, &b0);
+    const float l0 = t_llama_step(&ps, &c, 2, 80, g0, &a0, &b0);
     llama_cfg f = c;
     f.flash_attention = 1;
     f.keep_last_attention = keep_last;
-    const float l1 = step(&ps, &f, g1, &a1, &b1);
+    const float l1 = t_llama_step(&ps, &f, 2, 80, g1, &a1, &b1);
     const double el = fabs((double)l1 - l0) / fabs((double)l0), eg = t_max_rel_err(g1, g0, ps.ng);
     const size_t natt = (size_t)2 * 6 * 80 * 80;
     const int att_ok = keep_last ? a1 && a0 && t_max_rel_err(a1, a0, natt) <= 1e-6 : !a1;

@@ -81,8 +81,10 @@ void rope_backward(float *din, const float *dout, const int *pos, float theta, i
     }
 }
 
-/* In-place softmax of x[0..len), zero for [len..C). len == 0 gives all zeros. */
-static void softmax_row(float *x, int len, int C) {
+/* In-place softmax of x[0..len), zero for [len..C) (len == 0 gives all
+ * zeros); returns the row's log-sum-exp (-INFINITY when len == 0). */
+static float softmax_row_lse(float *x, int len, int C) {
+    float lse = -INFINITY;
     if (len > 0) {
         float mx = x[0];
         #pragma omp simd reduction(max:mx)
@@ -93,9 +95,12 @@ static void softmax_row(float *x, int len, int C) {
         float inv = 1.0f / sum;
         #pragma omp simd
         for (int j = 0; j < len; j++) x[j] *= inv;
+        lse = mx + logf(sum);
     }
     for (int j = len; j < C; j++) x[j] = 0.0f;
+    return lse;
 }
+static void softmax_row(float *x, int len, int C) { (void)softmax_row_lse(x, len, C); }
 
 void softmax_forward(float *out, const float *in, int N, int C) {
     #pragma omp parallel for if ((long)N * C > 16384)
@@ -244,25 +249,6 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
 size_t attention_flash_scratch_floats(int B, int T, int S, int Hq, int Hkv) {
     const size_t qb = (size_t)(T < QB ? T : QB), fwd = (size_t)B * Hq, bwd = 2 * (size_t)B * Hkv;
     return (fwd > bwd ? fwd : bwd) * qb * (size_t)(S > 0 ? S : 1);
-}
-
-/* softmax_row that also returns the row's log-sum-exp (-INFINITY when len == 0). */
-static float softmax_row_lse(float *x, int len, int C) {
-    float lse = -INFINITY;
-    if (len > 0) {
-        float mx = x[0];
-        #pragma omp simd reduction(max:mx)
-        for (int j = 1; j < len; j++) mx = x[j] > mx ? x[j] : mx;
-        float sum = 0.0f;
-        #pragma omp simd reduction(+:sum)
-        for (int j = 0; j < len; j++) { x[j] = vexpf(x[j] - mx); sum += x[j]; }
-        float inv = 1.0f / sum;
-        #pragma omp simd
-        for (int j = 0; j < len; j++) x[j] *= inv;
-        lse = mx + logf(sum);
-    }
-    for (int j = len; j < C; j++) x[j] = 0.0f;
-    return lse;
 }
 
 void attention_flash_forward(float *out, float *lse, float *scratch, const float *q, const float *k, const float *v,

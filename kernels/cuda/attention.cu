@@ -52,6 +52,21 @@ void rope_backward(float *din, const float *dout, const int *pos, float theta, i
 enum { WARPS_PER_BLOCK = KC_BLOCK / 32 };
 static unsigned warp_rows_grid(size_t rows) { return (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK); }
 
+/* One warp, in place on a row x[S] of scaled scores: softmax over the visible
+ * prefix j < lim, exact zeros after it; returns the row's log-sum-exp
+ * (-INFINITY when lim == 0, the row then all zero). */
+__device__ static float warp_softmax(float *x, long lim, int S, int lane) {
+    float m = -INFINITY;
+    for (long j = lane; j < lim; j += 32) m = fmaxf(m, x[j]);
+    m = kc_warp_max(m);
+    float s = 0.0f;
+    for (long j = lane; j < lim; j += 32) s += expf(x[j] - m);
+    s = kc_warp_sum(s);
+    const float inv = lim > 0 ? 1.0f / s : 0.0f;
+    for (long j = lane; j < S; j += 32) x[j] = j < lim ? expf(x[j] - m) * inv : 0.0f;
+    return lim > 0 ? m + logf(s) : -INFINITY;
+}
+
 /* In place on att rows (b, h, t) holding scaled scores: softmax over the visible
  * prefix j < lim, exact zeros elsewhere; a row with no visible key is all zero. */
 __global__ static void att_softmax_k(float *att, const int *key_len, int causal,
@@ -65,15 +80,7 @@ __global__ static void att_softmax_k(float *att, const int *key_len, int causal,
     if (key_len && key_len[b] < lim) lim = key_len[b];
     if (causal && (long)t + (S - T) + 1 < lim) lim = (long)t + (S - T) + 1;
     if (lim < 0) lim = 0;
-    float *x = att + row * S;
-    float m = -INFINITY;
-    for (long j = lane; j < lim; j += 32) m = fmaxf(m, x[j]);
-    m = kc_warp_max(m);
-    float s = 0.0f;
-    for (long j = lane; j < lim; j += 32) s += expf(x[j] - m);
-    s = kc_warp_sum(s);
-    const float inv = lim > 0 ? 1.0f / s : 0.0f;
-    for (long j = lane; j < S; j += 32) x[j] = j < lim ? expf(x[j] - m) * inv : 0.0f;
+    warp_softmax(att + row * S, lim, S, lane);
 }
 
 size_t attention_scratch_floats(int B, int T, int S, int Hq) {
@@ -191,17 +198,8 @@ __global__ static void flash_softmax_k(float *P, float *lse, const int *key_len,
     if (row >= rows) return;
     const size_t bh = row / nt;
     const int tt = (int)(row % nt), b = (int)(bh / Hq), t = t0 + tt;
-    const long lim = flash_lim(key_len, causal, b, t, T, S);
-    float *x = P + (bh * qb + tt) * (size_t)S;
-    float m = -INFINITY;
-    for (long j = lane; j < lim; j += 32) m = fmaxf(m, x[j]);
-    m = kc_warp_max(m);
-    float s = 0.0f;
-    for (long j = lane; j < lim; j += 32) s += expf(x[j] - m);
-    s = kc_warp_sum(s);
-    const float inv = lim > 0 ? 1.0f / s : 0.0f;
-    for (long j = lane; j < S; j += 32) x[j] = j < lim ? expf(x[j] - m) * inv : 0.0f;
-    if (lane == 0) lse[bh * T + t] = lim > 0 ? m + logf(s) : -INFINITY;
+    const float l = warp_softmax(P + (bh * qb + tt) * (size_t)S, flash_lim(key_len, causal, b, t, T, S), S, lane);
+    if (lane == 0) lse[bh * T + t] = l;
 }
 
 /* The block's scores -> probabilities again: exp(s - lse), zeros where masked. */

@@ -8,96 +8,36 @@
  * fp16-stored weights in GEMM mode fp16 (CUDA_R_16F). Same rounding as the
  * CPU backend (kernels/bf16_host.c), bit for bit. */
 #include "kernels/cuda/common.cuh"
-#include <string.h>
 
 enum { WIDE_FLOATS = 1 << 22 };   /* 16 MiB: 1024 rows of 4096 */
 
-/* the same rounding as kernels/bf16_host.c (the host helpers, linked in every build) */
-__device__ static inline bf16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16_t)(u >> 16);
-}
-__device__ static inline float from_bf16(bf16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+#include "kernels/half_bits.h"
 
-/* IEEE binary16, as kernels/bf16_host.c's to_f16 / from_f16 */
-__device__ static inline uint16_t to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x1ffu));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
-    if (ax < 0x38800000u) {
-        if (ax < 0x33000000u) return (uint16_t)sign;
-        const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
-        uint32_t r = m >> shift;
-        const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (r & 1u))) r++;
-        return (uint16_t)(sign | r);
-    }
-    uint32_t r = ax - 0x38000000u;
-    r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
-    return (uint16_t)(sign | r);
-}
-__device__ static inline float from_f16(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, bits;
-    if (e == 0x1f) bits = sign | 0x7f800000u | (m << 13);
-    else if (e != 0) bits = sign | ((e + 112u) << 23) | (m << 13);
-    else if (m == 0) bits = sign;
-    else {
-        uint32_t ex = 113;
-        do { m <<= 1; ex--; } while (!(m & 0x400u));
-        bits = sign | (ex << 23) | ((m & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-__global__ static void to_f16_kernel(uint16_t *dst, const float *src, size_t n) {
+/* dst[i] = src[i] in 16 bits (f16: fp16, else bf16), and back: the rounding of
+ * kernels/half_bits.h, shared with the host helpers. */
+__global__ static void narrow_kernel(uint16_t *dst, const float *src, size_t n, int f16) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = to_f16(src[i]);
+        dst[i] = f16 ? hb_to_f16(src[i]) : hb_to_bf16(src[i]);
 }
-__global__ static void from_f16_kernel(float *dst, const uint16_t *src, size_t n) {
+__global__ static void widen_kernel(float *dst, const uint16_t *src, size_t n, int f16) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = from_f16(src[i]);
+        dst[i] = f16 ? hb_from_f16(src[i]) : hb_from_bf16(src[i]);
 }
-void convert_f32_to_f16(f16_t *dst, const float *src, size_t n) {
+static void narrow16(uint16_t *dst, const float *src, size_t n, int f16) {
     if (!n) return;
-    to_f16_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n);
+    narrow_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n, f16);
     KC_LAUNCHED();
 }
-void convert_f16_to_f32(float *dst, const f16_t *src, size_t n) {
+static void widen16(float *dst, const uint16_t *src, size_t n, int f16) {
     if (!n) return;
-    from_f16_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n);
+    widen_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n, f16);
     KC_LAUNCHED();
 }
+void convert_f32_to_bf16(bf16_t *dst, const float *src, size_t n) { narrow16(dst, src, n, 0); }
+void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n) { widen16(dst, src, n, 0); }
+void convert_f32_to_f16(f16_t *dst, const float *src, size_t n) { narrow16(dst, src, n, 1); }
+void convert_f16_to_f32(float *dst, const f16_t *src, size_t n) { widen16(dst, src, n, 1); }
 
-__global__ static void to_bf16_kernel(bf16_t *dst, const float *src, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = to_bf16(src[i]);
-}
-__global__ static void from_bf16_kernel(float *dst, const bf16_t *src, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = from_bf16(src[i]);
-}
-
-void convert_f32_to_bf16(bf16_t *dst, const float *src, size_t n) {
-    if (!n) return;
-    to_bf16_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n);
-    KC_LAUNCHED();
-}
-void convert_bf16_to_f32(float *dst, const bf16_t *src, size_t n) {
-    if (!n) return;
-    from_bf16_kernel<<<kc_blocks(n), KC_BLOCK>>>(dst, src, n);
-    KC_LAUNCHED();
-}
 /* Row-major C[M,N] = alpha op(A) op(B) + beta C with bf16 A and B, fp32 C and
  * fp32 accumulation on the tensor cores (the kc_gemm operand swap: a row-major
  * matrix is the column-major transpose). */
@@ -107,16 +47,6 @@ static void gemm16(int ta, int tb, int M, int N, int K, float alpha, const uint1
     const cudaDataType_t t = f16 ? CUDA_R_16F : CUDA_R_16BF;
     KC_CUBLAS(cublasGemmEx(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
                            B, t, ldb, A, t, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
-
-/* src[n] of format f16 (else bf16) -> fp32, and fp32 -> that format. */
-static void widen16(float *dst, const uint16_t *src, size_t n, int f16) {
-    if (f16) convert_f16_to_f32(dst, src, n);
-    else convert_bf16_to_f32(dst, src, n);
-}
-static void narrow16(uint16_t *dst, const float *src, size_t n, int f16) {
-    if (f16) convert_f32_to_f16(dst, src, n);
-    else convert_f32_to_bf16(dst, src, n);
 }
 
 static int block_rows(int IN, int OUT) {
