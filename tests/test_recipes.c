@@ -222,6 +222,29 @@ int main(void) {
         cfg_free(c);
     }
 
+    /* anyref plan lists the knobs that would shrink the plan, with their totals */
+    {
+        const char *none[] = {"model.frozen_weights=bf16", "model.attention=flash"};
+        for (int v = 0; v < 2; v++) {
+            ar_config *c = load("configs/anyref-7b-mixed.cfg", v ? none : NULL, v ? 2 : 0);
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&buf, &len);
+            int rc = c && f ? plan_main_cfg(c, f) : -1;
+            if (f) fclose(f);
+            const int listed = buf && strstr(buf, "options that take less memory") != NULL;
+            if (!v)
+                t_check(rc == 0 && listed && strstr(buf, "model.frozen_weights = bf16              total    27.631 GiB") &&
+                            strstr(buf, "all of them                              total    27.325 GiB"),
+                        "plan lists the memory options", "mixed 7B recipe: %s", listed ? "bf16 weights 27.631 GiB, all of them "
+                        "27.325 GiB (as listed)" : "NOT LISTED");
+            else
+                t_check(rc == 0 && !listed, "plan lists no option already in use", "with bf16 weights and flash: %s",
+                        listed ? "LISTED" : "none listed");
+            free(buf);
+            cfg_free(c);
+        }
+    }
     const char *demo[] = {"run.dir=/tmp/anyref_test_recipes_demo", "lora.rank=4", "train.trainable=lora"};
     check_tiny("configs/demo.cfg", demo, 3);
     check_tiny("configs/demo.cfg", demo, 1);   /* full training: every weight trainable */

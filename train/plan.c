@@ -258,11 +258,42 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
     if (s->notes[0]) fprintf(f, "%s  assumed: %s\n", in, s->notes);
 }
 
+/* The memory knobs the plan does not use yet that would shrink it, each
+ * alone and (when several) all together, with the totals they would give
+ * (the same plan, recomputed). */
+static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
+    static const char *const what[3] = {"model.frozen_weights = bf16", "model.attention = flash",
+                                        "model.checkpoint_layers = 1"};
+    plan_shape all = *s;
+    int n = 0;
+    char x[32], y[32];
+    for (int k = 0; k < 4; k++) {
+        plan_shape t = k < 3 ? *s : all;
+        llama_cfg *lc = &t.llm;
+        if (k == 0) { if (lc->frozen_half || lc->train_base) continue; lc->frozen_half = LLAMA_FROZEN_BF16; }
+        if (k == 1) { if (lc->flash_attention) continue; lc->flash_attention = 1; }
+        if (k == 2) { if (lc->checkpoint_layers) continue; lc->checkpoint_layers = 1; }
+        if (k == 3 && n < 2) break;   /* "all of them" only when more than one helps */
+        t.ac.llm = t.llm;
+        mem_plan q;
+        if (plan_compute(&t, &q) || q.total >= p->total) continue;
+        if (k < 3) {   /* it helps: it joins "all of them" */
+            all.llm.frozen_half |= t.llm.frozen_half;
+            all.llm.flash_attention |= t.llm.flash_attention;
+            all.llm.checkpoint_layers |= t.llm.checkpoint_layers;
+            if (++n == 1) fprintf(f, "  options that take less memory:\n");
+        }
+        fprintf(f, "    %-40s total %s (%s less)\n", k < 3 ? what[k] : "all of them", sz(x, q.total),
+                sz(y, p->total - q.total));
+    }
+}
+
 int plan_main_cfg(const ar_config *cfg, FILE *f) {
     plan_shape s;
     mem_plan p;
     if (plan_shape_from_config(cfg, &s) || plan_compute(&s, &p)) return -1;
     plan_print(&s, &p, f, "");
+    print_options(&s, &p, f);
     return 0;
 }
 
