@@ -332,6 +332,40 @@ static int load_branch(run_t *r, const char *path, const char *key, unsigned com
     return 0;
 }
 
+/* clip.*, projector.* and audio.* -> rc (clip, proj, use_audio, audio) for an
+ * LLM of width llm_dim; fbank_h > 0: the audio input's size (else
+ * ImageBind's). Shared by the set-up below and the memory plan. 0, or -1 +
+ * ar_error. */
+int grounding_refs_cfg(const ar_config *cfg, int llm_dim, int fbank_h, int fbank_w, refs_cfg *rc) {
+    memset(rc, 0, sizeof *rc);
+    clip_vit_cfg c = {.image_size = (int)cfg_int(cfg, "clip.image_size"), .patch = (int)cfg_int(cfg, "clip.patch"),
+                      .channels = 3, .width = (int)cfg_int(cfg, "clip.width"), .layers = (int)cfg_int(cfg, "clip.layers"),
+                      .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
+                      .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
+                      .trainable = cfg_bool(cfg, "clip.trainable")};
+    c.checkpoint_layers = c.trainable && cfg_bool(cfg, "clip.checkpoint");
+    const char *act = cfg_str(cfg, "clip.act");
+    if (!strcmp(act, "quick_gelu")) c.act = CLIP_ACT_QUICK_GELU;
+    else if (!strcmp(act, "gelu")) c.act = CLIP_ACT_GELU;
+    else return ar_errorf("config: clip.act = '%s' (expected quick_gelu or gelu)", act);
+    rc->clip = c;
+    if (mm_projector_type_from_name(cfg_str(cfg, "projector.type"), &rc->proj.type)) return ar_error_prefix("config: projector.type: ");
+    rc->proj.in_dim = c.width;
+    rc->proj.out_dim = llm_dim;
+    rc->proj.trainable = cfg_bool(cfg, "projector.trainable");
+    const int ad = (int)cfg_int(cfg, "audio.embed_dim");
+    if (ad > 0) {
+        imagebind_audio_cfg a = imagebind_audio_huge(llm_dim);
+        a.embed_dim = ad; a.depth = (int)cfg_int(cfg, "audio.depth"); a.heads = (int)cfg_int(cfg, "audio.heads");
+        a.kernel = (int)cfg_int(cfg, "audio.kernel"); a.stride = (int)cfg_int(cfg, "audio.stride");
+        a.out_dim = (int)cfg_int(cfg, "audio.out_dim");
+        if (fbank_h > 0) { a.n_mels = fbank_h; a.target_len = fbank_w; }
+        rc->use_audio = 1;
+        rc->audio = a;
+    }
+    return 0;
+}
+
 /* Images and references as tokens (clip.image_size > 0): the encoders' config
  * from the keys, checked against what the data holds. */
 static int refs_setup(run_t *r, const ar_config *cfg) {
@@ -348,34 +382,12 @@ static int refs_setup(run_t *r, const ar_config *cfg) {
         return ar_errorf("config: clip.image_size = %d, but %s has %s", S, cfg_str(cfg, "data.train"),
                          mm.clip_S ? "CLIP inputs of another size" : "no /clip_pixels");
     refs_cfg *rc = &r->rcfg;
-    memset(rc, 0, sizeof *rc);
-    clip_vit_cfg c = {.image_size = S, .patch = (int)cfg_int(cfg, "clip.patch"), .channels = 3,
-                      .width = (int)cfg_int(cfg, "clip.width"), .layers = (int)cfg_int(cfg, "clip.layers"),
-                      .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
-                      .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
-                      .trainable = cfg_bool(cfg, "clip.trainable")};
-    c.checkpoint_layers = c.trainable && cfg_bool(cfg, "clip.checkpoint");
-    const char *act = cfg_str(cfg, "clip.act");
-    if (!strcmp(act, "quick_gelu")) c.act = CLIP_ACT_QUICK_GELU;
-    else if (!strcmp(act, "gelu")) c.act = CLIP_ACT_GELU;
-    else return ar_errorf("config: clip.act = '%s' (expected quick_gelu or gelu)", act);
-    rc->clip = c;
-    if (mm_projector_type_from_name(cfg_str(cfg, "projector.type"), &rc->proj.type)) return ar_error_prefix("config: projector.type: ");
-    rc->proj.in_dim = c.width;
-    rc->proj.out_dim = r->mc.dim;
-    rc->proj.trainable = cfg_bool(cfg, "projector.trainable");
-    const int ad = (int)cfg_int(cfg, "audio.embed_dim");
-    if (ad > 0) {
-        if (mm.n_audio > 0 && (mm.fbank_h <= 0 || mm.fbank_w <= 0)) return ar_errorf("data: bad fbank size");
-        imagebind_audio_cfg a = imagebind_audio_huge(r->mc.dim);
-        a.embed_dim = ad; a.depth = (int)cfg_int(cfg, "audio.depth"); a.heads = (int)cfg_int(cfg, "audio.heads");
-        a.kernel = (int)cfg_int(cfg, "audio.kernel"); a.stride = (int)cfg_int(cfg, "audio.stride");
-        a.out_dim = (int)cfg_int(cfg, "audio.out_dim");
-        if (mm.n_audio > 0) { a.n_mels = mm.fbank_h; a.target_len = mm.fbank_w; }
-        rc->use_audio = 1;
-        rc->audio = a;
+    if (cfg_int(cfg, "audio.embed_dim") > 0 && mm.n_audio > 0 && (mm.fbank_h <= 0 || mm.fbank_w <= 0))
+        return ar_errorf("data: bad fbank size");
+    if (grounding_refs_cfg(cfg, r->mc.dim, mm.n_audio > 0 ? mm.fbank_h : 0, mm.fbank_w, rc)) return -1;
+    if (rc->use_audio) {
         rc->max_audio = r->B;
-        r->fbank_n = (size_t)REFS_AUDIO_CLIPS * a.n_mels * a.target_len;
+        r->fbank_n = (size_t)REFS_AUDIO_CLIPS * rc->audio.n_mels * rc->audio.target_len;
     }
     rc->max_images = rc->max_boxes = rc->max_crops = r->B;
     r->clip_n = (size_t)3 * S * S;

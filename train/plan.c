@@ -142,31 +142,12 @@ int plan_shape_from_config(const ar_config *cfg, plan_shape *s) {
     const int S = (int)cfg_int(cfg, "clip.image_size");
     if (S > 0) {
         refs_cfg *rc = &s->refs;
-        clip_vit_cfg c = {.image_size = S, .patch = (int)cfg_int(cfg, "clip.patch"), .channels = 3,
-                          .width = (int)cfg_int(cfg, "clip.width"), .layers = (int)cfg_int(cfg, "clip.layers"),
-                          .heads = (int)cfg_int(cfg, "clip.heads"), .mlp_dim = (int)cfg_int(cfg, "clip.mlp_dim"),
-                          .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
-                          .trainable = cfg_bool(cfg, "clip.trainable")};
-        c.checkpoint_layers = c.trainable && cfg_bool(cfg, "clip.checkpoint");
-        c.act = !strcmp(cfg_str(cfg, "clip.act"), "gelu") ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
-        rc->clip = c;
-        if (mm_projector_type_from_name(cfg_str(cfg, "projector.type"), &rc->proj.type)) return ar_error_prefix("config: projector.type: ");
-        rc->proj.in_dim = c.width;
-        rc->proj.out_dim = mc->dim;
-        rc->proj.trainable = cfg_bool(cfg, "projector.trainable");
-        const int ad = (int)cfg_int(cfg, "audio.embed_dim");
-        if (ad > 0) {
-            imagebind_audio_cfg a = imagebind_audio_huge(mc->dim);
-            a.embed_dim = ad; a.depth = (int)cfg_int(cfg, "audio.depth"); a.heads = (int)cfg_int(cfg, "audio.heads");
-            a.kernel = (int)cfg_int(cfg, "audio.kernel"); a.stride = (int)cfg_int(cfg, "audio.stride");
-            a.out_dim = (int)cfg_int(cfg, "audio.out_dim");
-            int fh, fw;
-            ldr_fbank_hw(&fh, &fw);
-            a.n_mels = fh; a.target_len = fw;
-            rc->use_audio = 1;
-            rc->audio = a;
+        int fh, fw;
+        ldr_fbank_hw(&fh, &fw);
+        if (grounding_refs_cfg(cfg, mc->dim, fh, fw, rc)) return -1;
+        if (rc->use_audio) {
             rc->max_audio = s->B;
-            s->fbank_n = (size_t)REFS_AUDIO_CLIPS * a.n_mels * a.target_len;
+            s->fbank_n = (size_t)REFS_AUDIO_CLIPS * rc->audio.n_mels * rc->audio.target_len;
         }
         rc->max_images = rc->max_boxes = rc->max_crops = s->B;
         s->clip_n = (size_t)3 * S * S;

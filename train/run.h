@@ -110,6 +110,7 @@ int  grounding_setup(run_t *r, const ar_config *cfg);  /* the step's config from
 void grounding_step_keys(const ar_config *cfg, anyref_cfg *ac);
 /* sam_encoder.* -> *e (trainable included, out_chans not); *present = 0 for model none */
 int  grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *present);
+int  grounding_refs_cfg(const ar_config *cfg, int llm_dim, int fbank_h, int fbank_w, refs_cfg *rc);
 /* model.*, lora.*, train.trainable -> *mc (vocab and T are the caller's; max_seq 0 becomes T) */
 int  train_llama_cfg(const ar_config *cfg, llama_cfg *mc, int T);
 int  grounding_declare(run_t *r);                      /* every tensor of the step and its encoders */
