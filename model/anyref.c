@@ -128,20 +128,12 @@ static void step_sizes(const anyref_cfg *c, int B, int T, int max_seg, size_t n[
 /* Bytes of one dev_alloc / k_malloc'd int buffer of n elements. */
 static size_t dev_bytes(size_t n, size_t elem) { return (n ? n : 1) * elem; }
 
-/* The decoder's configuration as the step uses it. */
-static llama_cfg llm_cfg(const anyref_cfg *c) {
-    llama_cfg l = c->llm;
-    l.keep_last_attention = 0;
-    return l;
-}
-
 int anyref_plan(const anyref_cfg *c, int B, int T, int max_seg, anyref_mem *out) {
     seg_head_cfg s;
     memset(out, 0, sizeof *out);
     if (B <= 0 || T <= 0 || max_seg <= 0) return ar_errorf("anyref: batch %d x %d, max_seg %d must be positive", B, T, max_seg);
     if (fix_seg_cfg(c, &s)) return -1;
-    const llama_cfg lc = llm_cfg(c);
-    out->llm = llama_plan_activation_bytes(&lc, B, T);
+    out->llm = llama_plan_activation_bytes(&c->llm, B, T);
     out->seg_head = seg_head_plan_bytes(&s, max_seg);
     out->decoder = sam_decoder_plan_bytes(&c->dec, max_seg);
     size_t n[AB_N];
@@ -186,8 +178,7 @@ anyref *anyref_create(const anyref_cfg *c, ar_params *ps, int B, int T, int max_
     m->Hl = 4 * c->dec.H; m->Wl = 4 * c->dec.W;
     m->pc = prompt_cfg(c);
     /* on failure each module's own message stays in ar_error */
-    const llama_cfg lc = llm_cfg(c);
-    if (!(m->llm = llama_create(&lc, ps, B, T)) ||
+    if (!(m->llm = llama_create(&c->llm, ps, B, T)) ||
         !(m->head = seg_head_create(&s, ps, B, T, m->Hq, max_seg)) ||
         !(m->dec = sam_decoder_create(&c->dec, ps, max_seg))) {
         anyref_free(m);

@@ -159,18 +159,12 @@ int llama_declare(const llama_cfg *c, ar_params *ps) {
 }
 
 /* Lays out every activation; with a measuring arena it only counts bytes. */
-/* Layer l runs the memory-efficient attention (llama_cfg.flash_attention),
- * except a last layer whose probabilities a head reads. */
-static int flash_layer(const llama_cfg *c, int l) {
-    return c->flash_attention && !(c->keep_last_attention && l == c->layers - 1);
-}
 
 static void plan(llama *m, ar_arena *a) {
     const llama_cfg *c = &m->c;
     size_t N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, V = c->vocab;
     size_t att = (size_t)m->B * c->heads * m->T * m->T, nlse = (size_t)m->B * c->heads * m->T;
-    /* does some layer keep P (then backward needs the full scratch too)? */
-    const int any_full = !c->flash_attention || c->keep_last_attention;
+    const int any_full = !c->flash_attention;   /* layers keep P (and backward needs the full scratch) */
     for (int l = 0; l < c->layers; l++) {
         layer_a *s = &m->la[l];
         if (c->checkpoint_layers && l > 0) {   /* every layer shares layer 0's work buffers */
@@ -182,9 +176,7 @@ static void plan(llama *m, ar_arena *a) {
         s->xn1 = arena_floats(a, N * D); s->rstd1 = arena_floats(a, N);
         s->q = arena_floats(a, N * D); s->k = arena_floats(a, N * kvd); s->v = arena_floats(a, N * kvd);
         s->qr = arena_floats(a, N * D); s->kr = arena_floats(a, N * kvd);
-        /* with checkpointing layer 0's set serves every layer, the last included */
-        const int full = c->checkpoint_layers ? any_full : !flash_layer(c, l);
-        s->att = full ? arena_floats(a, att) : NULL;
+        s->att = any_full ? arena_floats(a, att) : NULL;
         s->lse = c->flash_attention ? arena_floats(a, nlse) : NULL;
         s->ao = arena_floats(a, N * D); s->xm = arena_floats(a, N * D);
         s->xn2 = arena_floats(a, N * D); s->rstd2 = arena_floats(a, N);
@@ -384,7 +376,7 @@ static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
         k_copy(m->kc[l], s->kr, (size_t)N * m->kvd * sizeof(float));
         k_copy(m->vc[l], s->v, (size_t)N * m->kvd * sizeof(float));
     }
-    if (flash_layer(c, l))
+    if (c->flash_attention)
         attention_flash_forward(s->ao, s->lse, m->scratch, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
                                 m->B, m->T, m->T, c->heads, c->kv_heads, hd);
     else
@@ -449,9 +441,9 @@ void llama_backward_rows(llama *m, float loss_weight, const float *dhidden_extra
 int llama_last_attention_rows(llama *m, const int *rows, int n, float *prow) {
     const llama_cfg *c = &m->c;
     const layer_a *s = &m->la[c->layers - 1];
-    if (!flash_layer(c, c->layers - 1) || !s->lse)
-        return ar_errorf("llama: attention rows need the last layer in flash attention (llama_cfg.flash_attention, "
-                         "not keep_last_attention)");
+    if (!c->flash_attention || !s->lse)
+        return ar_errorf("llama: attention rows need flash attention (llama_cfg.flash_attention); without it "
+                         "llama_last_attention holds every row");
     attention_rows_forward(prow, rows, n, s->qr, s->kr, s->lse, NULL, 1, 1.0f / sqrtf((float)m->hd), m->B, m->T, m->T,
                            c->heads, c->kv_heads, m->hd);
     return 0;
@@ -489,7 +481,7 @@ static void backward_impl(llama *m, float loss_weight, const float *dhidden_extr
         k_zero(m->dao, nd * sizeof(float));
         proj_backward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], m->dao, m->dx, s->ao);
         k_zero(m->dqr, nd * sizeof(float)); k_zero(m->dkr, nk * sizeof(float)); k_zero(m->dv, nk * sizeof(float));
-        if (flash_layer(c, l)) {
+        if (c->flash_attention) {
             attention_flash_backward(m->dqr, m->dkr, m->dv, m->scratch, m->dao, s->ao, s->lse, s->qr, s->kr, s->v, NULL,
                                      1, 1.0f / sqrtf((float)hd), m->B, m->T, m->T, c->heads, c->kv_heads, hd);
             if (rg && l == c->layers - 1)   /* the refocusing rows' extra gradient (llama_backward_rows) */

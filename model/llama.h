@@ -38,8 +38,6 @@ typedef struct {
                                recompute the layer's forward during backward (7B configs) */
     int flash_attention;    /* memory-efficient attention (attention_flash_*): per layer the
                                rows' log-sum-exp instead of the [B,H,T,T] probabilities */
-    int keep_last_attention;/* with flash_attention: the last layer still keeps its probabilities
-                               (llama_last_attention; a head reads them: refocusing) */
     int frozen_half;        /* frozen projection weights (q/k/v/o/gate/up/down) stored in 16 bits,
                                LLAMA_FROZEN_BF16 or LLAMA_FROZEN_F16 (0: fp32): half their memory,
                                widened to fp32 inside each product */
@@ -79,18 +77,18 @@ void    llama_set_grad_hook(llama *m, void (*fn)(void *ctx, int layer), void *ct
 /* For heads on top of the decoder (the [SEG] path, SPEC 2.5), after a forward:
  * the final hidden states (output of the final RMSNorm, HF hidden_states[-1])
  * and the last layer's attention probabilities [B, heads, T, T] (NULL with
- * flash_attention unless keep_last_attention). */
+ * flash_attention: llama_last_attention_rows recomputes the rows a head needs). */
 const float *llama_final_hidden(const llama *m);   /* [B*T, dim] */
 const float *llama_last_attention(const llama *m);
 /* llama_backward plus extra gradients from such a head: dhidden_extra [B*T, dim]
  * on the final hidden states and datt_extra [B, heads, T, T] on the last layer's
  * attention probabilities (either may be NULL). */
 void    llama_backward_ex(llama *m, float loss_weight, const float *dhidden_extra, const float *datt_extra);
-/* With flash_attention (and not keep_last_attention): selected rows of the
+/* With flash_attention: selected rows of the
  * last layer's probabilities after a forward, recomputed from its queries,
  * keys and log-sum-exp (attention_rows_forward): rows[n] (backend memory,
  * distinct) = b*T + t, prow[n, heads, T] (backend memory). 0, or -1 +
- * ar_error when the last layer keeps full probabilities instead. */
+ * ar_error without flash_attention (llama_last_attention then has every row). */
 int     llama_last_attention_rows(llama *m, const int *rows, int n, float *prow);
 /* llama_backward_ex with the extra gradient dprow[n, heads, T] on those rows
  * (prow as llama_last_attention_rows gave them) instead of datt_extra. */

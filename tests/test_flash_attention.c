@@ -15,9 +15,8 @@
  *     against attention_backward's datt_extra on those rows;
  *   - a LLaMA step with llama_cfg.flash_attention against the same model with
  *     full attention: loss and every trainable gradient, with and without
- *     layer checkpointing and keep_last_attention (the last layer's
- *     probabilities still there, equal to the full model's), and the smaller
- *     activation arena.
+ *     layer checkpointing, no probabilities kept, and the smaller activation
+ *     arena.
  * Depends on kernels/kernels.h, tests/testlib.h. */
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -185,7 +184,7 @@ static void run_case(const char *name, const shape *s, int fd, uint64_t seed) {
 }
 
 
-static void test_llama(int checkpoint, int keep_last) {
+static void test_llama(int checkpoint) {
     llama_cfg c = {.vocab = 50, .dim = 48, .layers = 3, .heads = 6, .kv_heads = 2, .mlp_hidden = 64, .max_seq = 80,
                    .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 4, .lora_alpha = 8.0f, .lora_dropout = 0.1f,
                    .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1, .checkpoint_layers = checkpoint};
@@ -198,18 +197,16 @@ static void test_llama(int checkpoint, int keep_last) {
     const float l0 = t_llama_step(&ps, &c, 2, 80, g0, &a0, &b0);
     llama_cfg f = c;
     f.flash_attention = 1;
-    f.keep_last_attention = keep_last;
     const float l1 = t_llama_step(&ps, &f, 2, 80, g1, &a1, &b1);
     const double el = fabs((double)l1 - l0) / fabs((double)l0), eg = t_max_rel_err(g1, g0, ps.ng);
-    const size_t natt = (size_t)2 * 6 * 80 * 80;
-    const int att_ok = keep_last ? a1 && a0 && t_max_rel_err(a1, a0, natt) <= 1e-6 : !a1;
+    const int att_ok = !a1 && a0;
     char name[120];
     snprintf(name, sizeof name, "flash attention llama step%s%s", checkpoint ? ", checkpoint_layers" : "",
-             keep_last ? ", keep_last_attention" : "");
-    t_check(isfinite(l1) && el <= 1e-6 && eg <= 1e-5 && att_ok && (checkpoint || b1 < b0), name,
+             "");
+    t_check(isfinite(l1) && el <= 1e-6 && eg <= 1e-5 && att_ok && b1 < b0, name,
             "loss %.7g vs %.7g (rel %.1e), %zu trainable gradients max rel err %.1e; last layer's probabilities %s; "
             "activations %zu -> %zu bytes", l1, l0, el, ps.ng, eg,
-            keep_last ? (att_ok ? "kept, equal" : "WRONG") : (a1 ? "KEPT" : "not kept"), b0, b1);
+            a1 ? "KEPT" : "not kept", b0, b1);
     free(g0); free(g1); free(a0); free(a1);
     params_free(&ps);
 }
@@ -225,9 +222,7 @@ int main(void) {
     const char *names[] = {"causal GQA, 3 query blocks", "KV prefix + key_len (one sample sees nothing)",
                            "non-causal", "tiny"};
     for (int i = 0; i < 4; i++) run_case(names[i], &cases[i], i == 3, 100 + 10 * (uint64_t)i);
-    test_llama(0, 0);
-    test_llama(0, 1);
-    test_llama(1, 0);
-    test_llama(1, 1);
+    test_llama(0);
+    test_llama(1);
     return t_exit_code();
 }
