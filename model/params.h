@@ -53,8 +53,11 @@ int    params_add(ar_params *ps, const char *name, int ndim, const int *shape, i
 int    params_store_half(ar_params *ps, const char *name, int fp16);
 /* Allocates the blocks (after every params_add); gradients and moments zeroed. */
 int    params_alloc(ar_params *ps);
-/* Fills every tensor from its initialiser, in declaration order, from one seed. */
-void   params_randomize(ar_params *ps, uint64_t seed);
+/* Fills every tensor from its initialiser, tensor i from stream i of the seed
+ * (the same values whatever the thread count; drawn on up to 16 threads).
+ * 0, or -1 + ar_error when host memory runs out (nothing is left half-done
+ * silently: the caller must not train on it). */
+int    params_randomize(ar_params *ps, uint64_t seed);
 const ar_param *params_find(const ar_params *ps, const char *name);
 float *params_w(const ar_params *ps, const char *name);   /* NULL if unknown or stored in 16 bits */
 uint16_t *params_w16(const ar_params *ps, const char *name); /* NULL if unknown or not in 16 bits */

@@ -806,7 +806,7 @@ int run_setup(run_t *r, const ar_config *cfg) {
     if (is_anyref && grounding_setup(r, cfg)) return -1;
     params_init_empty(&r->ps);
     if ((is_anyref ? grounding_declare(r) : llama_declare(mc, &r->ps)) || params_alloc(&r->ps)) return -1;
-    params_randomize(&r->ps, rng_derive(r->seed, 1));
+    if (params_randomize(&r->ps, rng_derive(r->seed, 1))) return -1;
     const char *init = cfg_str(cfg, "model.init");
     if (init[0] && !r->skip_init && load_init(r, init)) return -1;
     if (is_anyref && !r->skip_init && grounding_load(r, cfg)) return -1;
