@@ -1,36 +1,45 @@
 #!/bin/bash
-# bench/gpu/run_gpu.sh [BUILD_DIR] — the CUDA backend's checks and the LLaMA
-# LoRA step benchmark on an NVIDIA GPU (issue 10). Run from the repository root
-# after `make CUDA=1` (BUILD_DIR defaults to build/cuda; the binaries may also
+# bench/gpu/run_gpu.sh [BUILD_DIR] — the CUDA backend's checks and the step
+# benchmarks on an NVIDIA GPU (issues 10, 11). $PARTS picks what runs, in this
+# order (default "tests llama anyref mpi"; a lent GPU's 15 minutes fit them in
+# two calls: PARTS="tests llama", then PARTS="anyref mpi"). Run from the
+# repository root after `make CUDA=1` (BUILD_DIR defaults to build/cuda; the binaries may also
 # be built on another machine and copied, as the 2026-11-26 logs beside this
 # were: CUDA 13.0, gcc 12, -march=x86-64-v3, run on an H200).
-#  1. every device-capable test (the Makefile's CUDA_TESTS; `make CUDA=1 test`
+#  1. tests: every device-capable test (the Makefile's CUDA_TESTS; `make CUDA=1 test`
 #     runs the same list), one line per test with its counts and seconds;
-#  2. bench_llama (bench/bench_llama.c) at the LLaMA-7B layer shape — dim 4096,
+#  2. llama: bench_llama (bench/bench_llama.c) at the LLaMA-7B layer shape — dim 4096,
 #     32 heads, MLP 11008, vocab 32000, LoRA r 8 on q/v, trainable embed and
-#     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 8),
-#     with its GEMMs in fp32 and tf32 (ANYREF_GEMM, kernels.h k_set_gemm_mode),
-#     then with the frozen projections stored as bf16 (--frozen-bf16) in tf32
+#     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 32,
+#     LLaMA-7B itself; the 2026-11-26 logs used 8), with its GEMMs in
+#     $BENCH_GPU_MODES (ANYREF_GEMM, kernels.h k_set_gemm_mode; default tf32,
+#     "fp32 tf32" adds plain fp32), then with the frozen projections stored as bf16 (--frozen-bf16) in tf32
 #     and bf16 mode (bf16 x bf16 tensor-core products for them), the last
 #     also with --flash (memory-efficient attention);
-#  3. the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
-#     in bf16, fp32 and fp32 with TF32, if python3 there has them;
-#  4. issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
+#     and the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
+#     in bf16 and in fp32 with TF32, if python3 there has them;
+#  3. anyref: the full 7B AnyRef step (bench/gpu/anyref_step.sh: `anyref train`
+#     on configs/anyref-7b-mixed.cfg with random weights, batch 6 x 400, modes
+#     tf32 and bf16) and the same step in PyTorch + transformers + PEFT bf16
+#     (bench/bench_anyref_hf.py), with its FLOP count (--count-only);
+#  4. mpi: issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
 #     MPI=1 BUILD=build/cudampi) has them: its test_train (dist.backend = nccl
 #     with a one-rank NCCL communicator must equal the run without, bit for
 #     bit) and, with mpirun present, tests/test_mpi against its anyref (two
 #     ranks on one GPU: NCCL refuses that, so gradients go through host
 #     copies and MPI) — into mpi.log.
-# Writes $OUT_DIR (default build/cuda/gpu) tests.log and bench_llama.log and
-# prints the result lines.
+# Writes $OUT_DIR (default build/cuda/gpu) tests.log, bench_llama.log,
+# anyref_step.log (+ anyref_step/) and mpi.log, and prints the result lines.
 set -u
 cd "$(dirname "$0")/../.."
 b=${1:-build/cuda}
 out=${OUT_DIR:-$b/gpu}
 mkdir -p "$out"
-: > "$out/tests.log"; : > "$out/bench_llama.log"
+parts=" ${PARTS:-tests llama anyref mpi} "
 export ANYREF_PROGRESS=off ANYREF_BIN=$b/anyref
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+if [[ $parts == *" tests "* ]]; then
+: > "$out/tests.log"
 tests=$(sed -n '/^CUDA_TESTS :=/,/^TEST_BIN/p' Makefile | tr -d '\\' | sed 's/CUDA_TESTS :=//; /TEST_BIN/d')
 for t in $tests; do
   s=$(date +%s.%N)
@@ -41,9 +50,12 @@ for t in $tests; do
          "$(grep -c '^FAIL' /tmp/anyref_gpu_$t.log)" "$(awk "BEGIN{print $e-$s}")"
   rm -f /tmp/anyref_gpu_$t.log
 done
-L=${BENCH_GPU_LAYERS:-8}
+fi
+if [[ $parts == *" llama "* ]]; then
+: > "$out/bench_llama.log"
+L=${BENCH_GPU_LAYERS:-32}
 shape="--layers=$L --dim=4096 --heads=32 --kv-heads=32 --mlp=11008 --vocab=32000 --batch=6 --seq=400 --rank=8"
-for mode in fp32 tf32; do
+for mode in ${BENCH_GPU_MODES:-tf32}; do
   { echo "### c $mode"; ANYREF_GEMM=$mode "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
 done
 # the frozen projections stored as bf16: widened to fp32 in tf32 mode; bf16 x bf16 on the tensor cores in bf16 mode
@@ -54,15 +66,24 @@ done
 { echo "### c bf16 frozen-bf16 flash"; ANYREF_GEMM=bf16 "$b/bench/bench_llama" --no-ceiling --no-gemm --frozen-bf16 --flash $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
 if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
   hs=$(echo "$shape --steps=5 --warmup=2" | sed 's/=/ /g')
-  for mode in "bf16" "fp32" "fp32 --tf32"; do
+  for mode in "bf16" "fp32 --tf32"; do
     { echo "### hf $mode"; python3 bench/bench_llama_hf.py $hs --dtype $mode; } >> "$out/bench_llama.log" 2>&1
   done
 else
   echo "python3 lacks torch/transformers/peft: PyTorch side skipped" | tee -a "$out/bench_llama.log"
 fi
 grep -E '^###|^result|gflop_step_exec|device_mem_used' "$out/bench_llama.log"
+fi
+if [[ $parts == *" anyref "* ]]; then
+  OUT_DIR=$out bash bench/gpu/anyref_step.sh "$b" > "$out/anyref_step.log" 2>&1
+  if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
+    { echo "### hf count"; python3 bench/bench_anyref_hf.py --count-only
+      echo "### hf bf16"; python3 bench/bench_anyref_hf.py --steps 5 --warmup 2; } >> "$out/anyref_step.log" 2>&1
+  fi
+  grep -E '^###|^result|^# model flops|^# (backend|anyref train)' "$out/anyref_step.log"
+fi
 m=${MPI_BUILD:-build/cudampi}
-if [ -x "$m/tests/test_train" ]; then
+if [[ $parts == *" mpi "* ]] && [ -x "$m/tests/test_train" ]; then
   : > "$out/mpi.log"
   { echo "=== $m/tests/test_train"; ANYREF_BIN=$m/anyref "$m/tests/test_train"; echo "rc=$?"; } >> "$out/mpi.log" 2>&1
   if command -v mpirun > /dev/null && [ -x "${MPI_TEST:-build/tests/test_mpi}" ]; then
