@@ -155,7 +155,7 @@ int fx_load_params(const h5fixture *fx, ar_params *ps, const char *const *grad_g
         char ds[160];
         snprintf(ds, sizeof ds, "params/%s", p->name);
         if (fx_read(fx, ds, H5T_NATIVE_FLOAT, h, p->ndim, p->shape))
-            k_upload(ps->w + p->off, h, p->numel * sizeof(float));
+            params_upload(ps, p, h);   /* a tensor stored in 16 bits is rounded as the loaders round it */
         else
             ok = 0;
     }

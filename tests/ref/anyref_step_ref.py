@@ -64,6 +64,30 @@ DEC = dict(dim=C, depth=2, heads=2, mlp_dim=24, downsample=2, num_mask_tokens=4,
            n_sparse=1)
 DROPOUT_SEED = 0x5EED5EED0BADF00D
 LAMBDAS = [("lam0", 0.0), ("lam0.1", 0.1)]
+BF16W = "lam0.1_bf16w"   # λ 0.1 over the bf16-rounded frozen projections
+BF16G = "lam0.1_bf16g"   # the same with train.gemm = bf16 emulated (BF16Base)
+GEMM_BF16 = [False]
+
+
+def bf16(t):
+    """t rounded to bf16 as the C side rounds its float32 values (nearest, ties to even)."""
+    return t.float().to(torch.bfloat16).double()
+
+
+class BF16Base(torch.autograd.Function):
+    """x @ w^T for a frozen w in train.gemm = bf16 mode (kernels/cpu/bf16.c): the
+    activation rounded to bf16 in forward, the output gradient rounded to bf16 in
+    backward, products and sums exact (float64 here, fp32 accumulation there)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(w)
+        return F.linear(bf16(x), w)
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return bf16(g) @ w, None
 CE_W, BCE_W, DICE_W, DICE_SMOOTH = 1.0, 2.0, 0.5, 1e-3
 TOK = [[3, 4, 5, 6, 7, SEG, 8, 2], [3, 9, 10, 11, SEG, 12, SEG, 2], [3, 4, 9, 5, 6, 10, 2, 1]]
 ANS = [3, 2, 4]
@@ -87,6 +111,9 @@ def llama_forward(P, tokens, targets, masks, c, x0=None):
     def proj(l, i, inp):
         pre = "model.layers.%d.%s." % (l, LR.PROJ_NAME[i])
         m = masks["%s.%d" % (LR.PROJ[i], l)].view(Bn, Tn, -1)
+        if GEMM_BF16[0]:   # train.gemm = bf16: the frozen base product on bf16-rounded operands, LoRA as before
+            A, Bm = P[pre + "lora_A.weight"], P[pre + "lora_B.weight"]
+            return BF16Base.apply(inp, P[pre + "weight"]) + F.linear(F.linear(inp * m, A), Bm) * scaling
         return lora_linear(inp, P[pre + "weight"], P[pre + "lora_A.weight"], P[pre + "lora_B.weight"], m, scaling)
 
     if x0 is None:
@@ -212,12 +239,22 @@ def main(path):
     allp.update(fcs_names)
     allp.update(dec_names)
     results = {}
-    for grp, lam in LAMBDAS:
+    # model.frozen_weights = bf16: the frozen LLaMA projections rounded to bf16
+    # (nearest, ties to even: torch's .to(bfloat16)) as the loader stores them,
+    # the rest of the step in float64 as before
+    Pb = dict(P)
+    for name in P:
+        if name.startswith("model.layers.") and name.endswith("_proj.weight"):
+            Pb[name] = P[name].float().to(torch.bfloat16).double()
+    for grp, lam in LAMBDAS + [(BF16W, 0.1), (BF16G, 0.1)]:
         lam = float(np.float32(lam))
         for t in allp.values():
             t.grad = None
             t.requires_grad_(True)
-        ce, bce, dice, total = step(P, fcs, dec, tokens, targets, masks, img, gts, c, lam)
+        GEMM_BF16[0] = grp == BF16G
+        ce, bce, dice, total = step(Pb if grp in (BF16W, BF16G) else P, fcs, dec, tokens, targets, masks, img, gts,
+                                    c, lam)
+        GEMM_BF16[0] = False
         total.backward()
         grads = {}
         for k in sorted(trainable):
@@ -231,7 +268,8 @@ def main(path):
         print("%s: ce %.6f bce %.6f dice %.6f total %.6f, %d trainable tensors"
               % (grp, ce.item(), bce.item(), dice.item(), total.item(), len(trainable)))
 
-    with LR.open_reproducible(path, ["params", "lam0", "lam0/grads", "lam0.1", "lam0.1/grads"]) as f:
+    with LR.open_reproducible(path, ["params", "lam0", "lam0/grads", "lam0.1", "lam0.1/grads", BF16W,
+                                     BF16W + "/grads", BF16G, BF16G + "/grads"]) as f:
         f.attrs["generator"] = "tests/ref/anyref_step_ref.py (torch %s, float64)" % torch.__version__
         for k, v in c.items():
             f.attrs[k] = np.int32(v) if isinstance(v, int) else np.float64(v)
