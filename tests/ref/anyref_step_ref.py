@@ -66,28 +66,29 @@ DROPOUT_SEED = 0x5EED5EED0BADF00D
 LAMBDAS = [("lam0", 0.0), ("lam0.1", 0.1)]
 BF16W = "lam0.1_bf16w"   # λ 0.1 over the bf16-rounded frozen projections
 BF16G = "lam0.1_bf16g"   # the same with train.gemm = bf16 emulated (BF16Base)
-GEMM_BF16 = [False]
+F16G = "lam0.1_f16g"     # model.frozen_weights = fp16 and train.gemm = fp16
+GEMM_BF16 = [None]       # the 16-bit type the frozen products round to (None: none)
 
 
-def bf16(t):
-    """t rounded to bf16 as the C side rounds its float32 values (nearest, ties to even)."""
-    return t.float().to(torch.bfloat16).double()
+def bf16(t, dt=torch.bfloat16):
+    """t rounded to bf16 (or dt) as the C side rounds its float32 values (nearest, ties to even)."""
+    return t.float().to(dt).double()
 
 
 class BF16Base(torch.autograd.Function):
-    """x @ w^T for a frozen w in train.gemm = bf16 mode (kernels/cpu/bf16.c): the
-    activation rounded to bf16 in forward, the output gradient rounded to bf16 in
+    """x @ w^T for a frozen w in train.gemm = bf16 / fp16 mode (kernels/cpu/bf16.c):
+    the activation rounded to that type in forward, the output gradient rounded in
     backward, products and sums exact (float64 here, fp32 accumulation there)."""
 
     @staticmethod
     def forward(ctx, x, w):
         ctx.save_for_backward(w)
-        return F.linear(bf16(x), w)
+        return F.linear(bf16(x, GEMM_BF16[0]), w)
 
     @staticmethod
     def backward(ctx, g):
         (w,) = ctx.saved_tensors
-        return bf16(g) @ w, None
+        return bf16(g, GEMM_BF16[0]) @ w, None
 CE_W, BCE_W, DICE_W, DICE_SMOOTH = 1.0, 2.0, 0.5, 1e-3
 TOK = [[3, 4, 5, 6, 7, SEG, 8, 2], [3, 9, 10, 11, SEG, 12, SEG, 2], [3, 4, 9, 5, 6, 10, 2, 1]]
 ANS = [3, 2, 4]
@@ -111,7 +112,7 @@ def llama_forward(P, tokens, targets, masks, c, x0=None):
     def proj(l, i, inp):
         pre = "model.layers.%d.%s." % (l, LR.PROJ_NAME[i])
         m = masks["%s.%d" % (LR.PROJ[i], l)].view(Bn, Tn, -1)
-        if GEMM_BF16[0]:   # train.gemm = bf16: the frozen base product on bf16-rounded operands, LoRA as before
+        if GEMM_BF16[0] is not None:   # train.gemm = bf16 / fp16: the frozen base product on bf16-rounded operands, LoRA as before
             A, Bm = P[pre + "lora_A.weight"], P[pre + "lora_B.weight"]
             return BF16Base.apply(inp, P[pre + "weight"]) + F.linear(F.linear(inp * m, A), Bm) * scaling
         return lora_linear(inp, P[pre + "weight"], P[pre + "lora_A.weight"], P[pre + "lora_B.weight"], m, scaling)
@@ -242,20 +243,21 @@ def main(path):
     # model.frozen_weights = bf16: the frozen LLaMA projections rounded to bf16
     # (nearest, ties to even: torch's .to(bfloat16)) as the loader stores them,
     # the rest of the step in float64 as before
-    Pb = dict(P)
+    Pb, Ph = dict(P), dict(P)
     for name in P:
         if name.startswith("model.layers.") and name.endswith("_proj.weight"):
-            Pb[name] = P[name].float().to(torch.bfloat16).double()
-    for grp, lam in LAMBDAS + [(BF16W, 0.1), (BF16G, 0.1)]:
+            Pb[name] = bf16(P[name])
+            Ph[name] = bf16(P[name], torch.float16)
+    for grp, lam in LAMBDAS + [(BF16W, 0.1), (BF16G, 0.1), (F16G, 0.1)]:
         lam = float(np.float32(lam))
         for t in allp.values():
             t.grad = None
             t.requires_grad_(True)
-        GEMM_BF16[0] = grp == BF16G
-        ce, bce, dice, total = step(Pb if grp in (BF16W, BF16G) else P, fcs, dec, tokens, targets, masks, img, gts,
-                                    c, lam)
-        GEMM_BF16[0] = False
+        GEMM_BF16[0] = {BF16G: torch.bfloat16, F16G: torch.float16}.get(grp)
+        Pg = Ph if grp == F16G else Pb if grp in (BF16W, BF16G) else P
+        ce, bce, dice, total = step(Pg, fcs, dec, tokens, targets, masks, img, gts, c, lam)
         total.backward()
+        GEMM_BF16[0] = None   # after backward: BF16Base.backward reads it too
         grads = {}
         for k in sorted(trainable):
             g = allp[k].grad
@@ -269,7 +271,7 @@ def main(path):
               % (grp, ce.item(), bce.item(), dice.item(), total.item(), len(trainable)))
 
     with LR.open_reproducible(path, ["params", "lam0", "lam0/grads", "lam0.1", "lam0.1/grads", BF16W,
-                                     BF16W + "/grads", BF16G, BF16G + "/grads"]) as f:
+                                     BF16W + "/grads", BF16G, BF16G + "/grads", F16G, F16G + "/grads"]) as f:
         f.attrs["generator"] = "tests/ref/anyref_step_ref.py (torch %s, float64)" % torch.__version__
         for k, v in c.items():
             f.attrs[k] = np.int32(v) if isinstance(v, int) else np.float64(v)
