@@ -435,6 +435,93 @@ static void test_gemm_half(const fmt16 *F) {
     params_free(&ps);
 }
 
+/* ------------------------------------------------------------------------ */
+/* bf16 activations (llama_cfg.act_half, model.activations = bf16)          */
+/* ------------------------------------------------------------------------ */
+static llama_cfg act_cfg(int half, int ckpt, int flash) {
+    llama_cfg c = {.vocab = 40, .dim = 32, .layers = 3, .heads = 4, .kv_heads = 2, .mlp_hidden = 48, .max_seq = 12,
+                   .norm_eps = 1e-6f, .rope_theta = 10000.0f, .lora_rank = 4, .lora_alpha = 8.0f, .lora_dropout = 0.1f,
+                   .lora_targets = 0x7f, .train_embed = 1, .train_lm_head = 1, .checkpoint_layers = ckpt,
+                   .flash_attention = flash, .act_half = half ? LLAMA_ACT_BF16 : LLAMA_ACT_FP32};
+    return c;
+}
+
+/* Weights of the act tests: seed 9, LoRA B non-zero so every path carries gradient. */
+static int act_params(ar_params *ps, const llama_cfg *c) {
+    params_init_empty(ps);
+    if (llama_declare(c, ps) || params_alloc(ps)) return -1;
+    params_randomize(ps, 9);
+    for (int i = 0; i < ps->n; i++) {
+        const ar_param *p = &ps->p[i];
+        if (!strstr(p->name, "lora_B")) continue;
+        float *h = t_alloc(p->numel);
+        t_fill_normal(h, p->numel, 0.05f, 70 + (uint64_t)i);
+        params_upload(ps, p, h);
+        free(h);
+    }
+    return 0;
+}
+
+/* The byte size arena_alloc gives n bytes (64-byte granules). */
+static size_t gran(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+/* (1) with act_half the step is one function: checkpoint_layers (recompute)
+ * equals keeping every layer's bf16 store, bitwise, loss and every trainable
+ * gradient, with and without flash attention; (2) against fp32 activations:
+ * loss and gradient-vector relative differences below the bounds (5e-4 and
+ * 3e-2: bf16 has 8 significant bits, a relative rounding of at most 2^-9 ≈
+ * 2e-3 per tensor, and a gradient is a sum of such products over 3 layers;
+ * the measured values are printed); (3) memory: the arena shrinks by exactly
+ * what the layout says (below). */
+static void test_act_llama(int flash) {
+    const int B = 2, T = 12, N = B * T;
+    llama_cfg c32 = act_cfg(0, 0, flash), c16 = act_cfg(1, 0, flash), c16k = act_cfg(1, 1, flash), c32k = act_cfg(0, 1, flash);
+    ar_params ps;
+    char label[160];
+    if (act_params(&ps, &c32)) { t_fail("bf16 activations set-up", "%s", ar_error()); params_free(&ps); return; }
+    float *g32 = t_alloc(ps.ng), *g16 = t_alloc(ps.ng), *g16k = t_alloc(ps.ng), *g32k = t_alloc(ps.ng);
+    size_t a32, a16, a16k, a32k;
+    const float l32 = t_llama_step(&ps, &c32, B, T, g32, NULL, &a32);
+    const float l16 = t_llama_step(&ps, &c16, B, T, g16, NULL, &a16);
+    const float l16k = t_llama_step(&ps, &c16k, B, T, g16k, NULL, &a16k);
+    const float l32k = t_llama_step(&ps, &c32k, B, T, g32k, NULL, &a32k);
+    const char *fl = flash ? " (flash attention)" : "";
+    snprintf(label, sizeof label, "bf16 activations: checkpoint_layers == stored layers, bitwise%s", fl);
+    t_check(isfinite(l16) && l16 == l16k && !memcmp(g16, g16k, ps.ng * sizeof(float)), label,
+            "loss %.9g vs %.9g; %zu trainable gradients %s", l16, l16k, ps.ng,
+            !memcmp(g16, g16k, ps.ng * sizeof(float)) ? "identical" : "differ");
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ps.ng; i++) { num += ((double)g16[i] - g32[i]) * ((double)g16[i] - g32[i]); den += (double)g32[i] * g32[i]; }
+    const double el = fabs((double)l16 - l32) / fabs((double)l32), eg = sqrt(num / (den > 0 ? den : 1));
+    snprintf(label, sizeof label, "bf16 activations against fp32 activations%s", fl);
+    t_check(isfinite(l16) && el <= 5e-4 && eg <= 3e-2 && eg > 0 && l32 == l32k, label,
+            "loss %.6f vs %.6f (rel %.1e, limit 5e-4); gradient vector rel err %.1e (limit 3e-2)", l16, l32, el, eg);
+    /* (3) the layout: fp32 keeps per layer every work tensor (x xn1 q qr ao xm
+     * xn2 [N,D], k v kr [N,KVd], g u h [N,F], LoRA u [N,R] and xd [N,in] per
+     * projection); bf16 keeps one fp32 work set and per layer 2-byte copies
+     * of all but q and k. Checkpointing: fp32 keeps L inputs x in fp32, bf16
+     * one fp32 x and L bf16 ones (rounding through the dh buffer). */
+    const int L = c32.layers;
+    const size_t D = c32.dim, F = c32.mlp_hidden, K = (size_t)c32.kv_heads * (c32.dim / c32.heads), R = c32.lora_rank;
+    size_t work32 = 0, keep16 = 0;
+    const size_t nd[] = {D, D, D, D, D, D, D, K, K, K, F, F, F};   /* x xn1 q qr ao xm xn2 k v kr g u h */
+    for (int i = 0; i < 13; i++) { work32 += gran(N * nd[i] * 4); if (i != 2 && i != 7) keep16 += gran(N * nd[i] * 2); }
+    const size_t pin[LLAMA_NPROJ] = {D, D, D, D, D, D, F};
+    for (int i = 0; i < LLAMA_NPROJ; i++) {
+        work32 += gran(N * R * 4) + gran(N * pin[i] * 4);
+        keep16 += gran(N * R * 2) + gran(N * pin[i] * 2);
+    }
+    const size_t want16 = a32 - (size_t)(L - 1) * work32 + (size_t)L * keep16;
+    const size_t want16k = a32k - (size_t)(L - 1) * gran(N * D * 4) + (size_t)L * gran(N * D * 2);
+    const size_t p16 = llama_plan_activation_bytes(&c16, B, T), p16k = llama_plan_activation_bytes(&c16k, B, T);
+    snprintf(label, sizeof label, "bf16 activations: activation bytes%s", fl);
+    t_check(a16 == want16 && a16k == want16k && p16 == a16 && p16k == a16k && a16 < a32 && a16k < a32k, label,
+            "stored layers %zu -> %zu bytes (expected %zu), checkpoint_layers %zu -> %zu (expected %zu); plan = allocation",
+            a32, a16, want16, a32k, a16k, want16k);
+    free(g32); free(g16); free(g16k); free(g32k);
+    params_free(&ps);
+}
+
 int main(void) {
     test_rounding();
     test_rounding_f16();
@@ -451,5 +538,7 @@ int main(void) {
         test_llama(fm[f], 1);
         test_gemm_half(fm[f]);
     }
+    test_act_llama(0);
+    test_act_llama(1);
     return t_exit_code();
 }
