@@ -70,7 +70,8 @@ typedef struct {
  * the fp32 model's; evaluation forwards without the cache round like training
  * ones (the loss a training step would see; backward stays valid).
  * llama_last_attention(_rows) work as with fp32 activations (the rows are
- * recomputed from the last layer's rounded qr, kr). */
+ * recomputed from the last layer's rounded qr, kr). The input embeddings
+ * (llama_embeds) are rounded in place by the forward. */
 enum { LLAMA_ACT_FP32 = 0, LLAMA_ACT_BF16 = 1 };
 
 enum { LLAMA_FROZEN_FP32 = 0, LLAMA_FROZEN_BF16 = 1, LLAMA_FROZEN_F16 = 2 };
