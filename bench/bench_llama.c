@@ -36,9 +36,13 @@
  *   bench_llama [--steps=N] [--warmup=N] [--batch=B] [--seq=T] [--layers=L] [--dim=D]
  *               [--heads=H] [--kv-heads=H] [--mlp=F] [--vocab=V] [--rank=R]
  *               [--ceiling-target=SECONDS] [--no-ceiling] [--no-gemm] [--frozen-bf16] [--flash]
+ *               [--act-bf16] [--checkpoint]
  *   --frozen-bf16: the frozen projections stored as bf16 (model.frozen_weights
  *   = bf16); with ANYREF_GEMM=bf16 their products run bf16 x bf16.
  *   --flash: memory-efficient attention (model.attention = flash).
+ *   --act-bf16: the activations kept for backward rounded to and stored in
+ *   bf16 (model.activations = bf16). --checkpoint: gradient checkpointing per
+ *   layer (model.checkpoint_layers = 1).
  * Depends on model/llama.h, model/params.h, optim/optim.h, kernels/kernels.h,
  * core/ (rng, timer, error) and OpenBLAS' cblas.h.
  */
@@ -194,10 +198,13 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--no-gemm") == 0) do_gemm = 0;
         else if (strcmp(a, "--frozen-bf16") == 0) c.frozen_half = LLAMA_FROZEN_BF16;
         else if (strcmp(a, "--flash") == 0) c.flash_attention = 1;
+        else if (strcmp(a, "--act-bf16") == 0) c.act_half = LLAMA_ACT_BF16;
+        else if (strcmp(a, "--checkpoint") == 0) c.checkpoint_layers = 1;
         else {
             fprintf(stderr, "usage: %s [--steps=N] [--warmup=N] [--batch=B] [--seq=T] [--layers=L] [--dim=D]\n"
                             "       [--heads=H] [--kv-heads=H] [--mlp=F] [--vocab=V] [--rank=R]\n"
-                            "       [--ceiling-target=SECONDS] [--no-ceiling] [--no-gemm] [--frozen-bf16] [--flash]\n", argv[0]);
+                            "       [--ceiling-target=SECONDS] [--no-ceiling] [--no-gemm] [--frozen-bf16] [--flash]\n"
+                            "       [--act-bf16] [--checkpoint]\n", argv[0]);
             return 2;
         }
     }
@@ -233,10 +240,11 @@ int main(int argc, char **argv) {
     flop_count fc = count_flops(&c, B, T);
     const double exec_flops = fc.fwd + fc.bwd;
     printf("# llama.config=vocab=%d,dim=%d,layers=%d,heads=%d,kv_heads=%d,mlp_hidden=%d,batch=%d,seq=%d,"
-           "lora_rank=%d,lora_alpha=%g,lora_dropout=%g,lora_targets=q_proj+v_proj,train_embed=1,train_lm_head=1,base=frozen%s%s\n",
+           "lora_rank=%d,lora_alpha=%g,lora_dropout=%g,lora_targets=q_proj+v_proj,train_embed=1,train_lm_head=1,base=frozen%s%s%s%s\n",
            c.vocab, c.dim, c.layers, c.heads, c.kv_heads, c.mlp_hidden, B, T, c.lora_rank,
            (double)c.lora_alpha, (double)c.lora_dropout, c.frozen_half ? "_bf16" : "",
-           c.flash_attention ? ",attention=flash" : "");
+           c.flash_attention ? ",attention=flash" : "", c.act_half ? ",activations=bf16" : "",
+           c.checkpoint_layers ? ",checkpoint_layers=1" : "");
     printf("# llama.params_total=%zu\n# llama.params_trainable=%zu\n# llama.params_matmul=%.0f\n",
            params_numel(&ps, 0), params_numel(&ps, 1), fc.n_matmul);
     printf("# llama.param_bytes=%zu\n# llama.activation_bytes=%zu\n",

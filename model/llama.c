@@ -44,11 +44,23 @@ typedef struct {   /* saved activations of one layer */
     proj_a pa[LLAMA_NPROJ];
 } layer_a;
 
+/* bf16 activations (llama_cfg.act_half): one layer's kept tensors in 16 bits.
+ * Without checkpoint_layers every field is set (no q, k: backward never reads
+ * the pre-RoPE q and k, so they are rounded through qr's and kr's slots and
+ * not kept); with it only x. NULL fields round through m->hscratch. */
+typedef struct {
+    bf16_t *x, *xn1, *qr, *kr, *v, *ao, *xm, *xn2, *g, *u, *h;
+    bf16_t *xd[LLAMA_NPROJ], *lu[LLAMA_NPROJ];   /* LoRA's dropout output and u */
+} layer_h;
+
 struct llama {
     llama_cfg c;
     int B, T, N, hd, kvd;
     layer_w *lw;
     layer_a *la;
+    layer_h *lh;                   /* act_half: per-layer bf16 stores (all NULL without it) */
+    bf16_t *hscratch;              /* act_half with checkpointing: bf16 buffer for rounding */
+    int rounding;                  /* the current / last full forward rounds its activations */
     float *embed, *norm, *lm_head, *g_embed, *g_norm, *g_lm_head;
     float *x_final, *xf, *rstdf, *logits, *lse;
     /* gradient work buffers, reused across layers; dx ends as d(input embeddings) */
@@ -165,8 +177,24 @@ static void plan(llama *m, ar_arena *a) {
     size_t N = m->N, D = c->dim, F = c->mlp_hidden, kvd = m->kvd, V = c->vocab;
     size_t att = (size_t)m->B * c->heads * m->T * m->T, nlse = (size_t)m->B * c->heads * m->T;
     const int any_full = !c->flash_attention;   /* layers keep P (and backward needs the full scratch) */
+    const int half = c->act_half == LLAMA_ACT_BF16;
+    const unsigned lmask = lora_mask(c);
     for (int l = 0; l < c->layers; l++) {
         layer_a *s = &m->la[l];
+        if (half && l > 0) {   /* one fp32 work set (layer 0's) for every layer; the kept tensors live in lh */
+            *s = m->la[0];
+            if (c->checkpoint_layers) continue;   /* rstd, P, lse, masks are recomputed too */
+            s->rstd1 = arena_floats(a, N); s->rstd2 = arena_floats(a, N);   /* per layer, fp32 */
+            s->att = any_full ? arena_floats(a, att) : NULL;
+            s->lse = c->flash_attention ? arena_floats(a, nlse) : NULL;
+            for (int i = 0; i < LLAMA_NPROJ; i++)
+                if ((lmask & (1u << i)) && c->lora_dropout > 0) {
+                    int in_i, out_i;
+                    proj_dims(c, i, &in_i, &out_i);
+                    s->pa[i].mask = arena_floats(a, N * (size_t)in_i);
+                }
+            continue;
+        }
         if (c->checkpoint_layers && l > 0) {   /* every layer shares layer 0's work buffers */
             *s = m->la[0];
             s->x = arena_floats(a, N * D);
@@ -206,6 +234,35 @@ static void plan(llama *m, ar_arena *a) {
     }
     m->scratch = arena_floats(a, sc);
     m->dlogits = arena_floats(a, N * V);
+    if (!half) return;
+    /* the bf16 stores: 2 bytes a value */
+#define H16(n) ((bf16_t *)arena_alloc(a, (n) * sizeof(bf16_t)))
+    const size_t R = c->lora_rank > 0 ? (size_t)c->lora_rank : 0;
+    for (int l = 0; l < c->layers; l++) {
+        layer_h *h = &m->lh[l];
+        memset(h, 0, sizeof *h);
+        h->x = H16(N * D);
+        if (c->checkpoint_layers) continue;
+        h->xn1 = H16(N * D); h->qr = H16(N * D); h->kr = H16(N * kvd); h->v = H16(N * kvd);
+        h->ao = H16(N * D); h->xm = H16(N * D); h->xn2 = H16(N * D);
+        h->g = H16(N * F); h->u = H16(N * F); h->h = H16(N * F);
+        for (int i = 0; i < LLAMA_NPROJ; i++) {
+            if (!(lmask & (1u << i))) continue;
+            int in_i, out_i;
+            proj_dims(c, i, &in_i, &out_i);
+            h->lu[i] = H16(N * R);
+            if (c->lora_dropout > 0) h->xd[i] = H16(N * (size_t)in_i);
+        }
+    }
+    /* with checkpointing, everything but x rounds through a bf16 scratch as
+     * large as the largest such tensor: the dh gradient buffer (free during
+     * forwards and recomputations) when it is large enough */
+    if (c->checkpoint_layers) {
+        size_t big = D > F ? D : F;
+        if (R > big) big = R;
+        m->hscratch = big <= 2 * F ? (bf16_t *)m->dh : H16(N * big);
+    }
+#undef H16
 }
 
 /* The arena bytes of llama_create(c, ps, B, T), without allocating: plan()
@@ -215,11 +272,13 @@ size_t llama_plan_activation_bytes(const llama_cfg *c, int B, int T) {
     llama m;
     memset(&m, 0, sizeof m);
     m.c = *c; m.B = B; m.T = T; m.N = B * T; m.hd = c->dim / c->heads; m.kvd = c->kv_heads * m.hd;
-    if (!(m.la = calloc((size_t)c->layers, sizeof *m.la))) return 0;
+    m.la = calloc((size_t)c->layers, sizeof *m.la);
+    m.lh = calloc((size_t)c->layers, sizeof *m.lh);
+    if (!m.la || !m.lh) { free(m.la); free(m.lh); return 0; }
     ar_arena meas;
     arena_init_measure(&meas);
     plan(&m, &meas);
-    free(m.la);
+    free(m.la); free(m.lh);
     return meas.used;
 }
 
@@ -232,13 +291,18 @@ llama *llama_create(const llama_cfg *c, ar_params *ps, int B, int T) {
     m->scale_lora = c->lora_rank > 0 ? c->lora_alpha / (float)c->lora_rank : 0.0f;
     m->lw = calloc((size_t)c->layers, sizeof *m->lw);
     m->la = calloc((size_t)c->layers, sizeof *m->la);
+    m->lh = calloc((size_t)c->layers, sizeof *m->lh);
     m->tokens = k_malloc((size_t)m->N * sizeof(int));
     m->targets = k_malloc((size_t)m->N * sizeof(int));
     m->pos = k_malloc((size_t)m->N * sizeof(int));
     m->fid = k_malloc((size_t)m->N * sizeof(int));
     m->h_fid = malloc((size_t)m->N * sizeof(int));
     int *pos = malloc((size_t)m->N * sizeof(int));
-    if (!m->lw || !m->la || !m->tokens || !m->targets || !m->pos || !m->fid || !m->h_fid || !pos) {
+    if (c->act_half != LLAMA_ACT_FP32 && c->act_half != LLAMA_ACT_BF16) {
+        free(pos); llama_free(m); ar_errorf("llama: act_half %d (expected LLAMA_ACT_FP32 or LLAMA_ACT_BF16)", c->act_half);
+        return NULL;
+    }
+    if (!m->lw || !m->la || !m->lh || !m->tokens || !m->targets || !m->pos || !m->fid || !m->h_fid || !pos) {
         free(pos); llama_free(m); ar_errorf("llama: out of memory"); return NULL;
     }
     for (int i = 0; i < m->N; i++) pos[i] = i % T;
@@ -284,7 +348,7 @@ void llama_free(llama *m) {
     arena_free(&m->cache_arena);
     free(m->kc); free(m->vc);
     free(m->hs_tok); free(m->hs_fid); free(m->hs_pos); free(m->hs_klen);
-    free(m->lw); free(m->la); k_free(m->tokens); k_free(m->targets); k_free(m->pos);
+    free(m->lw); free(m->la); free(m->lh); k_free(m->tokens); k_free(m->targets); k_free(m->pos);
     if (m->fid) k_free(m->fid);
     free(m->h_fid);
     free(m);
@@ -310,9 +374,40 @@ static void base_forward(const proj_w *p, float *out, const float *in, int rows)
     else linear_forward(out, in, p->w, NULL, rows, p->in, p->out);
 }
 
-static void proj_forward(llama *m, const proj_w *p, proj_a *a, float *out, const float *in, uint64_t seed) {
+/* act_half: t[n] rounded to bf16 in place (round to nearest even), through
+ * the bf16 slot that keeps it (NULL: the scratch); nothing unless the current
+ * forward rounds. */
+static void keep16(llama *m, bf16_t *slot, float *t, size_t n) {
+    if (!m->rounding) return;
+    bf16_t *b = slot ? slot : m->hscratch;
+    convert_f32_to_bf16(b, t, n);
+    convert_bf16_to_f32(t, b, n);
+}
+
+/* act_half: a kept tensor back into the work set (exactly the rounded values). */
+static void load16(float *t, const bf16_t *slot, size_t n) {
+    if (slot) convert_bf16_to_f32(t, slot, n);
+}
+
+static void proj_forward(llama *m, const proj_w *p, proj_a *a, float *out, const float *in, uint64_t seed,
+                         const layer_h *h, int i) {
     if (!p->A) { base_forward(p, out, in, m->N); return; }
     if (m->dropped) dropout_mask(a->mask, (size_t)m->N * p->in, m->c.lora_dropout, seed);
+    if (m->rounding) {   /* the LoRA term step by step, rounding xd and u where they are made */
+        const int N = m->N, R = m->c.lora_rank;
+        if (p->w16) base_forward(p, out, in, N);
+        else linear_forward(out, in, p->w, NULL, N, p->in, p->out);
+        const float *x = in;
+        if (m->dropped) {   /* xd = in ⊙ mask (lora_forward with scale 0 adds nothing to out) */
+            lora_forward(out, a->xd, a->u, in, a->mask, NULL, NULL, p->A, p->B, 0.0f, N, p->in, p->out, R);
+            keep16(m, h->xd[i], a->xd, (size_t)N * p->in);
+            x = a->xd;
+        }
+        linear_forward(a->u, x, p->A, NULL, N, p->in, R);        /* u = xd A^T */
+        keep16(m, h->lu[i], a->u, (size_t)N * R);
+        matmul(out, a->u, p->B, N, p->out, R, 0, 1, m->scale_lora, 1.0f);   /* out += s u B^T */
+        return;
+    }
     if (p->w16) base_forward(p, out, in, m->N);   /* then the LoRA term is added to it (w = NULL) */
     lora_forward(out, a->xd, a->u, in, m->dropped ? a->mask : NULL, p->w, NULL, p->A, p->B,
                  m->scale_lora, m->N, p->in, p->out, m->c.lora_rank);
@@ -365,13 +460,22 @@ int llama_embed_feat(llama *m, const int *tokens, const float *feat, int n_feat)
 static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
     const llama_cfg *c = &m->c;
     const int N = m->N, D = c->dim, F = c->mlp_hidden, hd = m->hd;
-    layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
+    const size_t nd = (size_t)N * D, nk = (size_t)N * m->kvd, nf = (size_t)N * F;
+    layer_w *w = &m->lw[l]; layer_a *s = &m->la[l]; const layer_h *hk = &m->lh[l];
+    /* act_half: each kept tensor is rounded to bf16 where it is made (keep16) */
+    keep16(m, hk->x, s->x, nd);
     rmsnorm_forward(s->xn1, s->rstd1, s->x, w->attn_norm, c->norm_eps, N, D);
-    proj_forward(m, &w->p[LLAMA_Q], &s->pa[LLAMA_Q], s->q, s->xn1, proj_seed(dropout_seed, l, LLAMA_Q));
-    proj_forward(m, &w->p[LLAMA_K], &s->pa[LLAMA_K], s->k, s->xn1, proj_seed(dropout_seed, l, LLAMA_K));
-    proj_forward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], s->v, s->xn1, proj_seed(dropout_seed, l, LLAMA_V));
+    keep16(m, hk->xn1, s->xn1, nd);
+    proj_forward(m, &w->p[LLAMA_Q], &s->pa[LLAMA_Q], s->q, s->xn1, proj_seed(dropout_seed, l, LLAMA_Q), hk, LLAMA_Q);
+    proj_forward(m, &w->p[LLAMA_K], &s->pa[LLAMA_K], s->k, s->xn1, proj_seed(dropout_seed, l, LLAMA_K), hk, LLAMA_K);
+    proj_forward(m, &w->p[LLAMA_V], &s->pa[LLAMA_V], s->v, s->xn1, proj_seed(dropout_seed, l, LLAMA_V), hk, LLAMA_V);
+    keep16(m, hk->qr, s->q, nd);   /* q and k through qr's and kr's slots: backward does not read them */
+    keep16(m, hk->kr, s->k, nk);
+    keep16(m, hk->v, s->v, nk);
     rope_forward(s->qr, s->q, m->pos, c->rope_theta, N, c->heads, hd);
     rope_forward(s->kr, s->k, m->pos, c->rope_theta, N, c->kv_heads, hd);
+    keep16(m, hk->qr, s->qr, nd);
+    keep16(m, hk->kr, s->kr, nk);
     if (m->cache_on && !m->training) {   /* prefill: the cache layout is [B,T,KVd] */
         k_copy(m->kc[l], s->kr, (size_t)N * m->kvd * sizeof(float));
         k_copy(m->vc[l], s->v, (size_t)N * m->kvd * sizeof(float));
@@ -382,14 +486,23 @@ static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
     else
         attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
                           m->B, m->T, m->T, c->heads, c->kv_heads, hd);
-    proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O));
+    keep16(m, hk->ao, s->ao, nd);
+    proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O), hk, LLAMA_O);
     add_forward(s->xm, s->xm, s->x, (size_t)N * D);
+    keep16(m, hk->xm, s->xm, nd);
     rmsnorm_forward(s->xn2, s->rstd2, s->xm, w->mlp_norm, c->norm_eps, N, D);
-    proj_forward(m, &w->p[LLAMA_GATE], &s->pa[LLAMA_GATE], s->g, s->xn2, proj_seed(dropout_seed, l, LLAMA_GATE));
-    proj_forward(m, &w->p[LLAMA_UP], &s->pa[LLAMA_UP], s->u, s->xn2, proj_seed(dropout_seed, l, LLAMA_UP));
-    swiglu_forward(s->h, s->g, s->u, (size_t)N * F);
+    keep16(m, hk->xn2, s->xn2, nd);
+    proj_forward(m, &w->p[LLAMA_GATE], &s->pa[LLAMA_GATE], s->g, s->xn2, proj_seed(dropout_seed, l, LLAMA_GATE), hk,
+                 LLAMA_GATE);
+    proj_forward(m, &w->p[LLAMA_UP], &s->pa[LLAMA_UP], s->u, s->xn2, proj_seed(dropout_seed, l, LLAMA_UP), hk, LLAMA_UP);
+    keep16(m, hk->g, s->g, nf);
+    keep16(m, hk->u, s->u, nf);
+    swiglu_forward(s->h, s->g, s->u, nf);
+    keep16(m, hk->h, s->h, nf);
+    /* with act_half the next layer's x is this layer's work x (kept above) */
     float *next = l + 1 < c->layers ? m->la[l + 1].x : m->x_final;
-    proj_forward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], next, s->h, proj_seed(dropout_seed, l, LLAMA_DOWN));
+    proj_forward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], next, s->h, proj_seed(dropout_seed, l, LLAMA_DOWN), hk,
+                 LLAMA_DOWN);
     add_forward(next, next, s->xm, (size_t)N * D);
 }
 
@@ -398,6 +511,9 @@ float llama_forward_embeds(llama *m, const int *targets, uint64_t dropout_seed, 
     const int N = m->N, D = c->dim;
     m->seed = dropout_seed;
     m->dropped = m->training && c->lora_dropout > 0;
+    /* act_half: every full forward rounds, except a prefill (evaluation mode
+     * with the KV cache on), which stays fp32 like llama_step */
+    m->rounding = c->act_half == LLAMA_ACT_BF16 && (m->training || !m->cache_on);
     for (int l = 0; l < c->layers; l++) layer_forward(m, l, dropout_seed);
     rmsnorm_forward(m->xf, m->rstdf, m->x_final, m->norm, c->norm_eps, N, D);
     linear_forward(m->logits, m->xf, m->lm_head, NULL, N, D, c->vocab);
@@ -444,6 +560,11 @@ int llama_last_attention_rows(llama *m, const int *rows, int n, float *prow) {
     if (!c->flash_attention || !s->lse)
         return ar_errorf("llama: attention rows need flash attention (llama_cfg.flash_attention); without it "
                          "llama_last_attention holds every row");
+    if (m->rounding) {   /* act_half: the last layer's qr, kr from its store (with checkpointing the work set has them) */
+        const layer_h *hk = &m->lh[c->layers - 1];
+        load16(s->qr, hk->qr, (size_t)m->N * c->dim);
+        load16(s->kr, hk->kr, (size_t)m->N * m->kvd);
+    }
     attention_rows_forward(prow, rows, n, s->qr, s->kr, s->lse, NULL, 1, 1.0f / sqrtf((float)m->hd), m->B, m->T, m->T,
                            c->heads, c->kv_heads, m->hd);
     return 0;
@@ -467,7 +588,22 @@ static void backward_impl(llama *m, float loss_weight, const float *dhidden_extr
         layer_w *w = &m->lw[l]; layer_a *s = &m->la[l];
         /* checkpointing: the shared buffers hold the last layer; recompute this one
          * (same dropout streams, so bitwise the same activations) */
-        if (c->checkpoint_layers && l < c->layers - 1) layer_forward(m, l, m->seed);
+        const layer_h *hk = &m->lh[l];
+        if (c->checkpoint_layers && l < c->layers - 1) {
+            if (m->rounding) load16(s->x, hk->x, nd);   /* act_half: the shared work x from this layer's store */
+            layer_forward(m, l, m->seed);
+            if (m->rounding) load16(s->x, hk->x, nd);   /* the recompute left the next layer's input there */
+        } else if (m->rounding && !c->checkpoint_layers) {   /* act_half: the work set from layer l's store */
+            load16(s->x, hk->x, nd); load16(s->xn1, hk->xn1, nd);
+            load16(s->qr, hk->qr, nd); load16(s->kr, hk->kr, nk); load16(s->v, hk->v, nk);
+            load16(s->ao, hk->ao, nd); load16(s->xm, hk->xm, nd); load16(s->xn2, hk->xn2, nd);
+            load16(s->g, hk->g, nf); load16(s->u, hk->u, nf); load16(s->h, hk->h, nf);
+            for (int i = 0; i < LLAMA_NPROJ; i++) {
+                const int in = w->p[i].in;
+                load16(s->pa[i].u, hk->lu[i], (size_t)N * c->lora_rank);
+                load16(s->pa[i].xd, hk->xd[i], (size_t)N * in);
+            }
+        }
         /* MLP branch: out = xm + down(swiglu(gate(xn2), up(xn2))) */
         k_zero(m->dh, nf * sizeof(float));
         proj_backward(m, &w->p[LLAMA_DOWN], &s->pa[LLAMA_DOWN], m->dh, m->dx, s->h);

@@ -41,7 +41,38 @@ typedef struct {
     int frozen_half;        /* frozen projection weights (q/k/v/o/gate/up/down) stored in 16 bits,
                                LLAMA_FROZEN_BF16 or LLAMA_FROZEN_F16 (0: fp32): half their memory,
                                widened to fp32 inside each product */
+    int act_half;           /* LLAMA_ACT_BF16: bf16 activations (model.activations = bf16), below */
 } llama_cfg;
+
+/* bf16 activations (llama_cfg.act_half = LLAMA_ACT_BF16), a training-memory
+ * option. In a full forward (llama_forward_embeds) every per-layer tensor the
+ * decoder keeps for backward is rounded to bf16 (round to nearest even, the
+ * convert_f32_to_bf16 kernel) right where it is produced, and the forward
+ * continues from the rounded value: the residual stream entering each layer
+ * (x), xn1, q, k, v, qr, kr, ao, xm, xn2, g, u, h, and LoRA's saved dropout
+ * output xd and u (LoRA's term is then computed from the rounded xd and u).
+ * fp32 stay: rstd1/rstd2, the log-sum-exp, the [B,H,T,T] probabilities, the
+ * LoRA dropout masks (their value 1/(1-p) is not exact in bf16), x_final, the
+ * final hidden states, the logits and every gradient buffer; backward takes
+ * each rounding's derivative as 1. The rounding belongs to the forward
+ * function whatever the storage, so a step is one well-defined function whose
+ * backward reads exactly what forward used: with and without
+ * checkpoint_layers, flash or not, the loss and gradients are bitwise equal.
+ * Storage: the kernels compute in one fp32 work set of one layer; without
+ * checkpoint_layers each layer's kept tensors live in a bf16 store (half the
+ * bytes; the pre-RoPE q and k are rounded but not kept, backward never reads
+ * them) and are widened back into the work set before that layer's backward;
+ * rstd, lse, P and the masks stay per layer in fp32. With checkpoint_layers
+ * only each layer's input x is stored (bf16) and the recomputation rounds the
+ * same way, reproducing the forward bit for bit.
+ * Not rounded: llama_step (KV-cache decoding) and a prefill (a full forward in
+ * evaluation mode while the KV cache is enabled) run in fp32, so generation is
+ * the fp32 model's; evaluation forwards without the cache round like training
+ * ones (the loss a training step would see; backward stays valid).
+ * llama_last_attention(_rows) work as with fp32 activations (the rows are
+ * recomputed from the last layer's rounded qr, kr). The input embeddings
+ * (llama_embeds) are rounded in place by the forward. */
+enum { LLAMA_ACT_FP32 = 0, LLAMA_ACT_BF16 = 1 };
 
 enum { LLAMA_FROZEN_FP32 = 0, LLAMA_FROZEN_BF16 = 1, LLAMA_FROZEN_F16 = 2 };
 

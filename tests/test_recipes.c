@@ -224,9 +224,9 @@ int main(void) {
 
     /* anyref plan lists the knobs that would shrink the plan, with their totals */
     {
-        const char *none[] = {"model.frozen_weights=bf16", "model.attention=flash"};
+        const char *none[] = {"model.frozen_weights=bf16", "model.attention=flash", "model.activations=bf16"};
         for (int v = 0; v < 2; v++) {
-            ar_config *c = load("configs/anyref-7b-mixed.cfg", v ? none : NULL, v ? 2 : 0);
+            ar_config *c = load("configs/anyref-7b-mixed.cfg", v ? none : NULL, v ? 3 : 0);
             char *buf = NULL;
             size_t len = 0;
             FILE *f = open_memstream(&buf, &len);
@@ -235,11 +235,12 @@ int main(void) {
             const int listed = buf && strstr(buf, "options that take less memory") != NULL;
             if (!v)
                 t_check(rc == 0 && listed && strstr(buf, "model.frozen_weights = bf16              total    27.631 GiB") &&
-                            strstr(buf, "all of them                              total    27.325 GiB"),
-                        "plan lists the memory options", "mixed 7B recipe: %s", listed ? "bf16 weights 27.631 GiB, all of them "
-                        "27.325 GiB (as listed)" : "NOT LISTED");
+                            strstr(buf, "model.activations = bf16                 total    39.144 GiB") &&
+                            strstr(buf, "all of them                              total    26.776 GiB"),
+                        "plan lists the memory options", "mixed 7B recipe: %s", listed ? "bf16 weights 27.631 GiB, bf16 "
+                        "activations 39.144 GiB, all of them 26.776 GiB (as listed)" : "NOT LISTED");
             else
-                t_check(rc == 0 && !listed, "plan lists no option already in use", "with bf16 weights and flash: %s",
+                t_check(rc == 0 && !listed, "plan lists no option already in use", "with bf16 weights, flash and bf16 activations: %s",
                         listed ? "LISTED" : "none listed");
             free(buf);
             cfg_free(c);
@@ -270,5 +271,16 @@ int main(void) {
     const char *fl2[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "model.attention=flash",
                          "model.checkpoint_layers=1"};
     check_tiny("configs/sources-tiny.cfg", fl2, 4);
+    /* bf16 activations (model.activations = bf16): per-layer bf16 stores and one fp32 work set, with and
+     * without checkpointing and flash attention */
+    const char *ab[] = {"run.dir=/tmp/anyref_test_recipes_demo", "lora.rank=4", "train.trainable=lora", "model.activations=bf16",
+                        "lora.targets=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"};
+    check_tiny("configs/demo.cfg", ab, 5);
+    const char *ab2[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "model.activations=bf16",
+                         "model.attention=flash"};
+    check_tiny("configs/sources-tiny.cfg", ab2, 4);
+    const char *ab3[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "model.activations=bf16",
+                         "model.checkpoint_layers=1"};
+    check_tiny("configs/sources-tiny.cfg", ab3, 4);
     return t_exit_code();
 }

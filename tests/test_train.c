@@ -407,6 +407,44 @@ static void test_config_errors(void) {
             "train refuses an unknown dist.backend", "%s", ar_error());
 }
 
+/* model.activations = bf16: the run trains (loss falls), resumes bit for bit
+ * (the rounding is part of the step: nothing about it lives outside the
+ * weights and optimiser state), follows the fp32-activation curve, and with
+ * model.checkpoint_layers = 1 gives the same run bit for bit (the
+ * recomputation rounds as the forward did); an unknown value is refused. */
+static void test_bf16_activations(void) {
+    char a[300], b[300], f[300], k[300], ra[320], rb[320], rf[320], rk[320];
+    snprintf(a, sizeof a, "%s/act16", g_tmp); snprintf(b, sizeof b, "%s/act16split", g_tmp);
+    snprintf(f, sizeof f, "%s/act32", g_tmp); snprintf(k, sizeof k, "%s/act16ckpt", g_tmp);
+    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rb, sizeof rb, "run.dir=%s", b);
+    snprintf(rf, sizeof rf, "run.dir=%s", f); snprintf(rk, sizeof rk, "run.dir=%s", k);
+    const char *o[] = {"train.steps=20", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4",
+                       "train.trainable=lora+embed", "train.threads=2", "model.activations=bf16", ra, NULL};
+    int rc1 = run(o, 8);
+    o[7] = rb; o[8] = "train.stop_after=10";
+    int rc2 = run(o, 9);
+    o[8] = "train.resume=auto";
+    int rc3 = run(o, 9);
+    o[7] = rk; o[8] = "model.checkpoint_layers=1";
+    int rc4 = run(o, 9);
+    o[6] = "model.activations=fp32"; o[7] = rf;
+    int rc5 = run(o, 8);
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b), *mk = t_metrics_core(k);
+    const double l1 = t_metric(a, 1, "loss"), l20 = t_metric(a, 20, "loss"), f1 = t_metric(f, 1, "loss"),
+                 f20 = t_metric(f, 20, "loss");
+    const int same = ma && mb && !strcmp(ma, mb), same_k = ma && mk && !strcmp(ma, mk);
+    t_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0 && rc5 == 0 && same && same_k && l20 < l1 &&
+                fabs(l1 - f1) <= 1e-2 * fabs(f1) && fabs(l20 - f20) <= 5e-2 * fabs(f20),
+            "train with model.activations = bf16", "rc %d/%d/%d/%d/%d; 10 + 10 == 20 steps bitwise: %s; checkpoint_layers "
+            "== stored, bitwise: %s; loss %.4f -> %.4f (fp32 activations: %.4f -> %.4f)", rc1, rc2, rc3, rc4, rc5,
+            same ? "yes" : "NO", same_k ? "yes" : "NO", l1, l20, f1, f20);
+    free(ma); free(mb); free(mk);
+    const char *o2[] = {"model.activations=fp16", ra};
+    int rc = run(o2, 2);
+    t_check(rc == -1 && strstr(ar_error(), "model.activations = 'fp16' (expected fp32 or bf16)"),
+            "train refuses an unknown model.activations", "%s", ar_error());
+}
+
 int main(void) {
     setenv("ANYREF_PROGRESS", "off", 1);
     snprintf(g_tmp, sizeof g_tmp, "/tmp/anyref_test_train_XXXXXX");
@@ -419,6 +457,7 @@ int main(void) {
     test_shipped_configs();
     test_config_errors();
     test_bf16_weights();
+    test_bf16_activations();
     test_fp16_loss_scaling();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

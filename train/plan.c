@@ -225,7 +225,8 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
     }
     fprintf(f, "%s  gradients   %s  AdamW m+v %s  (%zu trainable floats)\n", in, sz(x, p->grads_bytes),
             sz(y, p->adam_bytes), p->ng);
-    fprintf(f, "%s  activations %s\n", in, sz(x, p->act_bytes));
+    fprintf(f, "%s  activations %s%s\n", in, sz(x, p->act_bytes),
+            s->llm.act_half ? "  (the decoder's kept tensors in bf16: model.activations = bf16)" : "");
     const struct { const char *n; size_t b; } a[] = {
         {"LLM decoder arena", p->act_llm},       {"[SEG] head", p->act_seg_head},
         {"SAM mask decoder arena", p->act_decoder}, {"step buffers (mask logits, d attn)", p->act_step},
@@ -243,28 +244,31 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
  * alone and (when several) all together, with the totals they would give
  * (the same plan, recomputed). */
 static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
-    static const char *const what[3] = {"model.frozen_weights = bf16", "model.attention = flash",
-                                        "model.checkpoint_layers = 1"};
+    enum { NK = 4 };
+    static const char *const what[NK] = {"model.frozen_weights = bf16", "model.attention = flash",
+                                         "model.checkpoint_layers = 1", "model.activations = bf16"};
     plan_shape all = *s;
     int n = 0;
     char x[32], y[32];
-    for (int k = 0; k < 4; k++) {
-        plan_shape t = k < 3 ? *s : all;
+    for (int k = 0; k <= NK; k++) {
+        plan_shape t = k < NK ? *s : all;
         llama_cfg *lc = &t.llm;
         if (k == 0) { if (lc->frozen_half || lc->train_base) continue; lc->frozen_half = LLAMA_FROZEN_BF16; }
         if (k == 1) { if (lc->flash_attention) continue; lc->flash_attention = 1; }
         if (k == 2) { if (lc->checkpoint_layers) continue; lc->checkpoint_layers = 1; }
-        if (k == 3 && n < 2) break;   /* "all of them" only when more than one helps */
+        if (k == 3) { if (lc->act_half) continue; lc->act_half = LLAMA_ACT_BF16; }
+        if (k == NK && n < 2) break;   /* "all of them" only when more than one helps */
         t.ac.llm = t.llm;
         mem_plan q;
         if (plan_compute(&t, &q) || q.total >= p->total) continue;
-        if (k < 3) {   /* it helps: it joins "all of them" */
+        if (k < NK) {   /* it helps: it joins "all of them" */
             all.llm.frozen_half |= t.llm.frozen_half;
             all.llm.flash_attention |= t.llm.flash_attention;
             all.llm.checkpoint_layers |= t.llm.checkpoint_layers;
+            all.llm.act_half |= t.llm.act_half;
             if (++n == 1) fprintf(f, "  options that take less memory:\n");
         }
-        fprintf(f, "    %-40s total %s (%s less)\n", k < 3 ? what[k] : "all of them", sz(x, q.total),
+        fprintf(f, "    %-40s total %s (%s less)\n", k < NK ? what[k] : "all of them", sz(x, q.total),
                 sz(y, p->total - q.total));
     }
 }

@@ -86,6 +86,7 @@ const cfg_key train_schema[] = {
     {"model.checkpoint_layers", CFG_BOOL, "0", "gradient checkpointing: recompute each layer in backward (activation memory / layers)"},
     {"model.attention", CFG_STRING, "full", "LLaMA attention: full (keeps each layer's [B,H,T,T] probabilities for backward) or flash (memory-efficient: keeps the rows' log-sum-exp and recomputes the probabilities block by block in backward; with refocusing the last layer keeps its probabilities)"},
     {"model.frozen_weights", CFG_STRING, "fp32", "storage of the frozen LLaMA projection weights (q/k/v/o/gate/up/down): fp32, or bf16 (half the memory: LLaMA-7B 24.1 -> 12.1 GiB; widened to fp32 inside each product, so results are those of the bf16-rounded weights; LoRA, embeddings, lm_head, norms and optimiser state stay fp32)"},
+    {"model.activations", CFG_STRING, "fp32", "storage of the LLaMA activations kept for backward: fp32, or bf16 (each layer's kept tensors rounded to bf16 where the training forward makes them and stored in 16 bits, one fp32 work set; norms' rstd, log-sum-exp, attention probabilities, LoRA dropout masks, logits and gradients stay fp32; with model.checkpoint_layers only each layer's input is stored, in bf16; bitwise the same step with or without checkpointing)"},
     {"model.init", CFG_STRING, "", "initial weights: .safetensors or PyTorch .bin/.pth file, sharded index .json or HF model directory (empty: random)"},
     {"model.strict_load", CFG_BOOL, "0", "model.init / sam.init / clip.init / ...: any tensor of the file the model lacks (other than the ones checkpoints/names.h documents unused), or a partly present LoRA, is an error naming them"},
     {"seg.token", CFG_INT, "-1", "anyref: the [SEG] token id (-1: the data file's seg_token_id attribute)"},
@@ -716,6 +717,10 @@ int train_llama_cfg(const ar_config *cfg, llama_cfg *mc, int T) {
     if (strcmp(fw, "fp32") && strcmp(fw, "bf16") && strcmp(fw, "fp16"))
         return ar_errorf("config: model.frozen_weights = '%s' (expected fp32, bf16 or fp16)", fw);
     mc->frozen_half = !strcmp(fw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(fw, "fp16") ? LLAMA_FROZEN_F16 : 0;
+    const char *ac = cfg_str(cfg, "model.activations");
+    if (strcmp(ac, "fp32") && strcmp(ac, "bf16"))
+        return ar_errorf("config: model.activations = '%s' (expected fp32 or bf16)", ac);
+    mc->act_half = !strcmp(ac, "bf16") ? LLAMA_ACT_BF16 : LLAMA_ACT_FP32;
     mc->lora_rank = (int)cfg_int(cfg, "lora.rank"); mc->lora_alpha = (float)cfg_float(cfg, "lora.alpha");
     mc->lora_dropout = (float)cfg_float(cfg, "lora.dropout");
     if (mc->lora_dropout < 0 || mc->lora_dropout >= 1) return ar_errorf("config: lora.dropout = %g (expected [0,1))", mc->lora_dropout);
