@@ -49,7 +49,7 @@ typedef struct {   /* saved activations of one layer */
  * the pre-RoPE q and k, so they are rounded through qr's and kr's slots and
  * not kept); with it only x. NULL fields round through m->hscratch. */
 typedef struct {
-    bf16_t *x, *xn1, *qr, *kr, *v, *ao, *xm, *xn2, *g, *u, *h;
+    bf16_t *x, *xn1, *qr, *kr, *v, *xm, *xn2, *g, *u, *h;   /* not ao: it stays fp32 per layer */
     bf16_t *xd[LLAMA_NPROJ], *lu[LLAMA_NPROJ];   /* LoRA's dropout output and u */
 } layer_h;
 
@@ -185,6 +185,7 @@ static void plan(llama *m, ar_arena *a) {
             *s = m->la[0];
             if (c->checkpoint_layers) continue;   /* rstd, P, lse, masks are recomputed too */
             s->rstd1 = arena_floats(a, N); s->rstd2 = arena_floats(a, N);   /* per layer, fp32 */
+            s->ao = arena_floats(a, N * D);   /* fp32: flash backward's row term needs the exact output */
             s->att = any_full ? arena_floats(a, att) : NULL;
             s->lse = c->flash_attention ? arena_floats(a, nlse) : NULL;
             for (int i = 0; i < LLAMA_NPROJ; i++)
@@ -244,7 +245,7 @@ static void plan(llama *m, ar_arena *a) {
         h->x = H16(N * D);
         if (c->checkpoint_layers) continue;
         h->xn1 = H16(N * D); h->qr = H16(N * D); h->kr = H16(N * kvd); h->v = H16(N * kvd);
-        h->ao = H16(N * D); h->xm = H16(N * D); h->xn2 = H16(N * D);
+        h->xm = H16(N * D); h->xn2 = H16(N * D);
         h->g = H16(N * F); h->u = H16(N * F); h->h = H16(N * F);
         for (int i = 0; i < LLAMA_NPROJ; i++) {
             if (!(lmask & (1u << i))) continue;
@@ -486,7 +487,8 @@ static void layer_forward(llama *m, int l, uint64_t dropout_seed) {
     else
         attention_forward(s->ao, s->att, s->qr, s->kr, s->v, NULL, 1, 1.0f / sqrtf((float)hd),
                           m->B, m->T, m->T, c->heads, c->kv_heads, hd);
-    keep16(m, hk->ao, s->ao, nd);
+    /* ao stays fp32: attention_flash_backward takes its rows' term from
+     * rowsum(dout ⊙ out), which a rounded out would get wrong by ~1e-2 */
     proj_forward(m, &w->p[LLAMA_O], &s->pa[LLAMA_O], s->xm, s->ao, proj_seed(dropout_seed, l, LLAMA_O), hk, LLAMA_O);
     add_forward(s->xm, s->xm, s->x, (size_t)N * D);
     keep16(m, hk->xm, s->xm, nd);
@@ -596,7 +598,7 @@ static void backward_impl(llama *m, float loss_weight, const float *dhidden_extr
         } else if (m->rounding && !c->checkpoint_layers) {   /* act_half: the work set from layer l's store */
             load16(s->x, hk->x, nd); load16(s->xn1, hk->xn1, nd);
             load16(s->qr, hk->qr, nd); load16(s->kr, hk->kr, nk); load16(s->v, hk->v, nk);
-            load16(s->ao, hk->ao, nd); load16(s->xm, hk->xm, nd); load16(s->xn2, hk->xn2, nd);
+            load16(s->xm, hk->xm, nd); load16(s->xn2, hk->xn2, nd);
             load16(s->g, hk->g, nf); load16(s->u, hk->u, nf); load16(s->h, hk->h, nf);
             for (int i = 0; i < LLAMA_NPROJ; i++) {
                 const int in = w->p[i].in;

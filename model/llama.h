@@ -49,9 +49,12 @@ typedef struct {
  * decoder keeps for backward is rounded to bf16 (round to nearest even, the
  * convert_f32_to_bf16 kernel) right where it is produced, and the forward
  * continues from the rounded value: the residual stream entering each layer
- * (x), xn1, q, k, v, qr, kr, ao, xm, xn2, g, u, h, and LoRA's saved dropout
+ * (x), xn1, q, k, v, qr, kr, xm, xn2, g, u, h, and LoRA's saved dropout
  * output xd and u (LoRA's term is then computed from the rounded xd and u).
- * fp32 stay: rstd1/rstd2, the log-sum-exp, the [B,H,T,T] probabilities, the
+ * fp32 stay: the attention output ao (attention_flash_backward takes its rows'
+ * term from rowsum(dout ⊙ out), which a rounded out gets wrong: 5e-3 on the
+ * AnyRef step's q/k LoRA gradients, tests/test_anyref_parity.c), rstd1/rstd2,
+ * the log-sum-exp, the [B,H,T,T] probabilities, the
  * LoRA dropout masks (their value 1/(1-p) is not exact in bf16), x_final, the
  * final hidden states, the logits and every gradient buffer; backward takes
  * each rounding's derivative as 1. The rounding belongs to the forward
@@ -62,7 +65,7 @@ typedef struct {
  * checkpoint_layers each layer's kept tensors live in a bf16 store (half the
  * bytes; the pre-RoPE q and k are rounded but not kept, backward never reads
  * them) and are widened back into the work set before that layer's backward;
- * rstd, lse, P and the masks stay per layer in fp32. With checkpoint_layers
+ * ao, rstd, lse, P and the masks stay per layer in fp32. With checkpoint_layers
  * only each layer's input x is stored (bf16) and the recomputation rounds the
  * same way, reproducing the forward bit for bit.
  * Not rounded: llama_step (KV-cache decoding) and a prefill (a full forward in

@@ -16,7 +16,8 @@
  * the reference over the same bf16-rounded frozen projections) and with that
  * plus train.gemm = bf16 (against a reference that rounds the same operands:
  * BF16Base in the script), with and without flash; the same in fp16
- * (model.frozen_weights = fp16, train.gemm = fp16).
+ * (model.frozen_weights = fp16, train.gemm = fp16); model.activations = bf16
+ * against a reference rounding the same kept tensors, with and without flash.
  *
  * Weights are loaded by registry name (shapes checked both ways). Checked per
  * case: ce, bce, dice, total (rel err 1e-5) and the gradient of every trainable
@@ -83,17 +84,23 @@ static int check_config(const anyref_cfg *c) {
  * step WITHOUT the operand rounding the bf16 mode is 1.2e-1 off on the [SEG]
  * head's gradients of this tiny model: the rounding is a real change of the
  * function, which is why the reference emulates it.) */
-enum { HALF_NONE, HALF_W, HALF_GEMM, HALF_F16 };   /* HALF_F16: fp16 weights and GEMMs (lam0.1_f16g) */
+enum { HALF_NONE, HALF_W, HALF_GEMM, HALF_F16, HALF_ACT };
+/* HALF_F16: fp16 weights and GEMMs (lam0.1_f16g); HALF_ACT: model.activations =
+ * bf16 with fp32 weights and GEMMs, against the reference that rounds the same
+ * kept tensors (RoundST, lam0.1_bf16a), at the 16-bit bounds (roundings that
+ * land the other way). */
 #define BF16_LOSS_TOL (strcmp(k_backend_name(), "cpu") ? 1e-4 : LOSS_TOL)
 #define BF16_GRAD_TOL (strcmp(k_backend_name(), "cpu") ? 2e-2 : 5e-4)
 static void run_case(const char *grp, float lambda, int flash, int half) {
     char nm[256], ds[256];
     anyref_cfg c = tiny_cfg(lambda);
-    if (half) c.llm.frozen_half = half == HALF_F16 ? LLAMA_FROZEN_F16 : LLAMA_FROZEN_BF16;
-    const int gemm16 = half == HALF_GEMM || half == HALF_F16;
+    if (half == HALF_ACT) c.llm.act_half = LLAMA_ACT_BF16;
+    else if (half) c.llm.frozen_half = half == HALF_F16 ? LLAMA_FROZEN_F16 : LLAMA_FROZEN_BF16;
+    const int gemm16 = half == HALF_GEMM || half == HALF_F16, tol16 = gemm16 || half == HALF_ACT;
     char mode0[16];
     snprintf(mode0, sizeof mode0, "%s", k_gemm_mode());
-    const char *tag = half == HALF_F16    ? " fp16 weights, fp16 GEMMs"
+    const char *tag = half == HALF_ACT    ? " bf16 activations"
+                      : half == HALF_F16    ? " fp16 weights, fp16 GEMMs"
                       : half == HALF_GEMM ? " bf16 weights, bf16 GEMMs"
                       : half == HALF_W    ? " bf16 weights"
                                           : "";
@@ -168,7 +175,7 @@ static void run_case(const char *grp, float lambda, int flash, int half) {
     const double got[4] = {L.ce, L.bce, L.dice, L.total};
     int nt, nzero;
     double worst;
-    fx_check_step(&FX, grp, &ps, got, gemm16 ? BF16_LOSS_TOL : LOSS_TOL, gemm16 ? BF16_GRAD_TOL : GRAD_TOL, &nt,
+    fx_check_step(&FX, grp, &ps, got, tol16 ? BF16_LOSS_TOL : LOSS_TOL, tol16 ? BF16_GRAD_TOL : GRAD_TOL, &nt,
                   &nzero, &worst);
     snprintf(nm, sizeof nm, PFX "%s%s%s trainable set", grp, flash ? " flash" : "", tag);
     t_check(nt == 2 * 7 * 2 + 2 + 4 + 1 + 6 + 24 && nzero == 18, nm,
@@ -199,6 +206,9 @@ int main(void) {
     run_case("lam0.1_bf16g", 0.1f, 1, HALF_GEMM);
     run_case("lam0.1_f16g", 0.1f, 0, HALF_F16);
     run_case("lam0.1_f16g", 0.1f, 1, HALF_F16);
+    printf("# model.activations = bf16 against float64 rounding the same kept tensors\n");
+    run_case("lam0.1_bf16a", 0.1f, 0, HALF_ACT);
+    run_case("lam0.1_bf16a", 0.1f, 1, HALF_ACT);
     fx_close(&FX);
     return t_exit_code();
 }

@@ -511,13 +511,18 @@ static void test_act_llama(int flash) {
     /* (3) the layout: fp32 keeps per layer every work tensor (x xn1 q qr ao xm
      * xn2 [N,D], k v kr [N,KVd], g u h [N,F], LoRA u [N,R] and xd [N,in] per
      * projection); bf16 keeps one fp32 work set and per layer 2-byte copies
-     * of all but q and k. Checkpointing: fp32 keeps L inputs x in fp32, bf16
-     * one fp32 x and L bf16 ones (rounding through the dh buffer). */
+     * of all but q, k and ao (ao stays fp32 per layer, as in fp32).
+     * Checkpointing: fp32 keeps L inputs x in fp32, bf16 one fp32 x and L bf16
+     * ones (rounding through the dh buffer). */
     const int L = c32.layers;
     const size_t D = c32.dim, F = c32.mlp_hidden, K = (size_t)c32.kv_heads * (c32.dim / c32.heads), R = c32.lora_rank;
     size_t work32 = 0, keep16 = 0;
     const size_t nd[] = {D, D, D, D, D, D, D, K, K, K, F, F, F};   /* x xn1 q qr ao xm xn2 k v kr g u h */
-    for (int i = 0; i < 13; i++) { work32 += gran(N * nd[i] * 4); if (i != 2 && i != 7) keep16 += gran(N * nd[i] * 2); }
+    for (int i = 0; i < 13; i++) {
+        if (i == 4) continue;   /* ao: fp32 per layer either way */
+        work32 += gran(N * nd[i] * 4);
+        if (i != 2 && i != 7) keep16 += gran(N * nd[i] * 2);
+    }
     const size_t pin[LLAMA_NPROJ] = {D, D, D, D, D, D, F};
     for (int i = 0; i < LLAMA_NPROJ; i++) {
         work32 += gran(N * R * 4) + gran(N * pin[i] * 4);

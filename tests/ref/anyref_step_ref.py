@@ -67,12 +67,32 @@ LAMBDAS = [("lam0", 0.0), ("lam0.1", 0.1)]
 BF16W = "lam0.1_bf16w"   # λ 0.1 over the bf16-rounded frozen projections
 BF16G = "lam0.1_bf16g"   # the same with train.gemm = bf16 emulated (BF16Base)
 F16G = "lam0.1_f16g"     # model.frozen_weights = fp16 and train.gemm = fp16
+BF16A = "lam0.1_bf16a"   # model.activations = bf16 (RoundST where the C rounds), fp32 weights and GEMMs
 GEMM_BF16 = [None]       # the 16-bit type the frozen products round to (None: none)
+ACT_BF16 = [False]       # model.activations = bf16
 
 
 def bf16(t, dt=torch.bfloat16):
     """t rounded to bf16 (or dt) as the C side rounds its float32 values (nearest, ties to even)."""
     return t.float().to(dt).double()
+
+
+class RoundST(torch.autograd.Function):
+    """model.activations = bf16 (model/llama.c keep16): a kept tensor rounded to
+    bf16 where it is made, the forward going on from the rounded value; backward
+    takes the rounding's derivative as 1."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return bf16(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def keep(t):
+    return RoundST.apply(t) if ACT_BF16[0] else t
 
 
 class BF16Base(torch.autograd.Function):
@@ -115,6 +135,9 @@ def llama_forward(P, tokens, targets, masks, c, x0=None):
         if GEMM_BF16[0] is not None:   # train.gemm = bf16 / fp16: the frozen base product on bf16-rounded operands, LoRA as before
             A, Bm = P[pre + "lora_A.weight"], P[pre + "lora_B.weight"]
             return BF16Base.apply(inp, P[pre + "weight"]) + F.linear(F.linear(inp * m, A), Bm) * scaling
+        if ACT_BF16[0]:   # LoRA's kept xd (dropout output) and u rounded too
+            A, Bm = P[pre + "lora_A.weight"], P[pre + "lora_B.weight"]
+            return F.linear(inp, P[pre + "weight"]) + F.linear(keep(F.linear(keep(inp * m), A)), Bm) * scaling
         return lora_linear(inp, P[pre + "weight"], P[pre + "lora_A.weight"], P[pre + "lora_B.weight"], m, scaling)
 
     if x0 is None:
@@ -122,20 +145,21 @@ def llama_forward(P, tokens, targets, masks, c, x0=None):
     else:
         x = x0.view(Bn, Tn, D)
     att = None
-    for l in range(c["layers"]):
+    for l in range(c["layers"]):   # keep(): where model.activations = bf16 rounds (identity otherwise)
         pre = "model.layers.%d." % l
-        h = rms_norm(x, P[pre + "input_layernorm.weight"], c["norm_eps"])
-        q = proj(l, 0, h).view(Bn, Tn, H, hd).transpose(1, 2)
-        k = proj(l, 1, h).view(Bn, Tn, Hkv, hd).transpose(1, 2)
-        v = proj(l, 2, h).view(Bn, Tn, Hkv, hd).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        x = keep(x)
+        h = keep(rms_norm(x, P[pre + "input_layernorm.weight"], c["norm_eps"]))
+        q = keep(proj(l, 0, h)).view(Bn, Tn, H, hd).transpose(1, 2)
+        k = keep(proj(l, 1, h)).view(Bn, Tn, Hkv, hd).transpose(1, 2)
+        v = keep(proj(l, 2, h)).view(Bn, Tn, Hkv, hd).transpose(1, 2)
+        q = keep(q * cos + rotate_half(q) * sin)
+        k = keep(k * cos + rotate_half(k) * sin)
         k, v = repeat_kv(k, H // Hkv), repeat_kv(v, H // Hkv)
         att = torch.softmax(torch.matmul(q, k.transpose(2, 3)) / (hd ** 0.5) + causal, dim=-1)
-        o = torch.matmul(att, v).transpose(1, 2).reshape(Bn, Tn, D)
-        x = x + proj(l, 3, o)
-        h = rms_norm(x, P[pre + "post_attention_layernorm.weight"], c["norm_eps"])
-        x = x + proj(l, 6, F.silu(proj(l, 4, h)) * proj(l, 5, h))
+        o = torch.matmul(att, v).transpose(1, 2).reshape(Bn, Tn, D)   # ao stays fp32 (model/llama.h)
+        x = keep(x + proj(l, 3, o))
+        h = keep(rms_norm(x, P[pre + "post_attention_layernorm.weight"], c["norm_eps"]))
+        x = x + proj(l, 6, keep(F.silu(keep(proj(l, 4, h))) * keep(proj(l, 5, h))))
     xf = rms_norm(x, P["model.norm.weight"], c["norm_eps"])
     logits = F.linear(xf, P["lm_head.weight"]).reshape(Bn * Tn, c["vocab"])
     ce = F.cross_entropy(logits, targets, ignore_index=-100, reduction="mean")
@@ -248,16 +272,17 @@ def main(path):
         if name.startswith("model.layers.") and name.endswith("_proj.weight"):
             Pb[name] = bf16(P[name])
             Ph[name] = bf16(P[name], torch.float16)
-    for grp, lam in LAMBDAS + [(BF16W, 0.1), (BF16G, 0.1), (F16G, 0.1)]:
+    for grp, lam in LAMBDAS + [(BF16W, 0.1), (BF16G, 0.1), (F16G, 0.1), (BF16A, 0.1)]:
         lam = float(np.float32(lam))
         for t in allp.values():
             t.grad = None
             t.requires_grad_(True)
         GEMM_BF16[0] = {BF16G: torch.bfloat16, F16G: torch.float16}.get(grp)
+        ACT_BF16[0] = grp == BF16A
         Pg = Ph if grp == F16G else Pb if grp in (BF16W, BF16G) else P
         ce, bce, dice, total = step(Pg, fcs, dec, tokens, targets, masks, img, gts, c, lam)
         total.backward()
-        GEMM_BF16[0] = None   # after backward: BF16Base.backward reads it too
+        GEMM_BF16[0], ACT_BF16[0] = None, False   # after backward: BF16Base.backward reads it too
         grads = {}
         for k in sorted(trainable):
             g = allp[k].grad
@@ -271,7 +296,8 @@ def main(path):
               % (grp, ce.item(), bce.item(), dice.item(), total.item(), len(trainable)))
 
     with LR.open_reproducible(path, ["params", "lam0", "lam0/grads", "lam0.1", "lam0.1/grads", BF16W,
-                                     BF16W + "/grads", BF16G, BF16G + "/grads", F16G, F16G + "/grads"]) as f:
+                                     BF16W + "/grads", BF16G, BF16G + "/grads", F16G, F16G + "/grads", BF16A,
+                                     BF16A + "/grads"]) as f:
         f.attrs["generator"] = "tests/ref/anyref_step_ref.py (torch %s, float64)" % torch.__version__
         for k, v in c.items():
             f.attrs[k] = np.int32(v) if isinstance(v, int) else np.float64(v)
