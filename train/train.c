@@ -1102,7 +1102,7 @@ static int setup_reducer(run_t *r) {
     if (force && (host || !dist_nccl_usable()))
         return ar_errorf("config: dist.backend = nccl needs %s", host ? "the CUDA backend (make CUDA=1 MPI=1)"
                          : !dist_nccl_built() ? "NCCL, built in by make CUDA=1 MPI=1"
-                         : "a GPU of its own for every rank (this machine has more ranks than GPUs)");
+                         : "a GPU of its own for every rank (ranks on a machine share GPUs)");
     const int nccl = !host && (force || (!strcmp(be, "auto") && dist_nccl_usable()));
     if ((r->nranks <= 1 && !force) || !r->ps.ng) return 0;   /* one rank: nothing to sum (nccl: a one-rank check) */
     size_t bucket = (size_t)(cfg_float(r->cfg, "dist.bucket_mb") * 1048576.0 / sizeof(float));
