@@ -72,26 +72,46 @@ static int wait_reqs(int n, MPI_Request *req, const char *what) {
 
 #ifdef ANYREF_NCCL
 /* One GPU per rank: the rank's index among the ranks of its machine picks the
- * device, before the CUDA backend makes its first call. When a machine has
- * more ranks than GPUs, ranks share devices and gradients go through host
- * memory and MPI instead (NCCL refuses two ranks on one device). */
+ * device, before the CUDA backend makes its first call. A rank has a GPU of
+ * its own when no other rank of its machine uses the same device, compared by
+ * UUID: ranks that each see every GPU (lsize <= ndev) qualify, and so do ranks
+ * that each see only their own (CUDA_VISIBLE_DEVICES per rank, srun
+ * --gpus-per-task=1: ndev = 1, device 0 everywhere, but different GPUs). When
+ * ranks do share devices, gradients go through host memory and MPI instead
+ * (NCCL refuses two ranks on one device). */
 static int pick_gpu(void) {
     MPI_Comm node;
-    int lrank = 0, lsize = 1, ndev = 0, err;
+    int lrank = 0, lsize = 1, ndev = 0, own = 0, err;
     if ((err = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node)) != MPI_SUCCESS)
         return mpi_fail(err, "MPI_Comm_split_type (ranks per machine)");
     MPI_Comm_rank(node, &lrank);
     MPI_Comm_size(node, &lsize);
-    MPI_Comm_free(&node);
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
-    int own = ndev > 0 && lsize <= ndev;
+    unsigned char uuid[16] = {0};
     if (ndev > 0) {
-        g_device = own ? lrank : lrank % ndev;
+        g_device = lsize <= ndev ? lrank : lrank % ndev;
         cudaError_t ce = cudaSetDevice(g_device);
-        if (ce != cudaSuccess) return ar_errorf("rank %d: cudaSetDevice(%d): %s", g_rank, g_device, cudaGetErrorString(ce));
+        if (ce != cudaSuccess) {
+            MPI_Comm_free(&node);
+            return ar_errorf("rank %d: cudaSetDevice(%d): %s", g_rank, g_device, cudaGetErrorString(ce));
+        }
+        struct cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, g_device) == cudaSuccess) {
+            memcpy(uuid, &prop.uuid, sizeof uuid);
+            own = 1;
+        }
     }
-    if ((err = MPI_Allreduce(&own, &g_own_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD)) != MPI_SUCCESS)
+    unsigned char *all = malloc(sizeof uuid * (size_t)lsize);
+    if (!all) { MPI_Comm_free(&node); return ar_errorf("out of memory"); }
+    err = MPI_Allgather(uuid, (int)sizeof uuid, MPI_BYTE, all, (int)sizeof uuid, MPI_BYTE, node);
+    MPI_Comm_free(&node);
+    if (err != MPI_SUCCESS) { free(all); return mpi_fail(err, "MPI_Allgather (GPU ids per machine)"); }
+    for (int r = 0; r < lsize && own; r++)
+        if (r != lrank && !memcmp(all + sizeof uuid * (size_t)r, uuid, sizeof uuid)) own = 0;
+    free(all);
+    if ((err = MPI_Allreduce(MPI_IN_PLACE, &own, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD)) != MPI_SUCCESS)
         return mpi_fail(err, "MPI_Allreduce (GPUs per rank)");
+    g_own_gpu = own;
     return 0;
 }
 #endif
@@ -418,7 +438,7 @@ int dist_reducer_wait(dist_reducer *d) {
 dist_reducer *dist_reducer_new_device(float *dbuf, size_t n, size_t bucket) {
 #ifdef ANYREF_NCCL
     if (!dist_nccl_usable()) {
-        ar_errorf("NCCL: the ranks do not each have a GPU of their own (more ranks on a machine than GPUs)");
+        ar_errorf("NCCL: the ranks do not each have a GPU of their own (ranks on a machine share GPUs)");
         return NULL;
     }
     if (nccl_comm()) return NULL;

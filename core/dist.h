@@ -68,9 +68,11 @@ int  dist_reducer_wait(dist_reducer *d);
 void dist_reducer_stats(const dist_reducer *d, double *wait_s, long *rounds, size_t *bytes, long *early, long *started);
 /* GPUs: with `make CUDA=1 MPI=1` the toolkit's NCCL is built in
  * (dist_nccl_built) and dist_init gives each rank the GPU whose index is the
- * rank's index among the ranks of its machine. dist_nccl_usable: NCCL is
- * built in and every rank has a GPU of its own (a process started alone: a
- * GPU is present; NCCL refuses two ranks on one device, so ranks that share
+ * rank's index among the ranks of its machine (modulo the GPUs it sees).
+ * dist_nccl_usable: NCCL is built in and every rank has a GPU of its own, no
+ * other rank of its machine on the same device by UUID (so ranks that each
+ * see one GPU through CUDA_VISIBLE_DEVICES qualify; a process started alone:
+ * a GPU is present; NCCL refuses two ranks on one device, so ranks that share
  * GPUs sum through host memory and MPI instead). */
 int  dist_nccl_built(void);
 int  dist_nccl_usable(void);

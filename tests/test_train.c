@@ -362,6 +362,22 @@ static void test_fp16_loss_scaling(void) {
     const double g3 = t_metric(d, 3, "loss_scale"), g4 = t_metric(d, 4, "loss_scale"), g8 = t_metric(d, 8, "loss_scale");
     t_check(r5 == 0 && g3 == 65536 && g4 == 131072 && g8 == 262144, "fp16 loss scale grows after its window",
             "train.loss_scale_window = 4: scale %g at step 3, %g at step 4, %g at step 8", g3, g4, g8);
+    /* a persistent NaN (test.poison_grad_steps) under dynamic scaling: the scale
+     * halves only down to 1 (4 -> 2 -> 1: two skipped steps), after which each step
+     * is bad, so train.max_bad_steps = 3 ends the run at step 5 (it used to halve
+     * the scale for ever, every step skipped and none counted) */
+    char f[300], rf[320];
+    snprintf(f, sizeof f, "%s/fp16nan", g_tmp);
+    snprintf(rf, sizeof rf, "run.dir=%s", f);
+    const char *pn[] = {"train.steps=10", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4",
+                        "train.trainable=lora+embed", "model.frozen_weights=fp16", "train.gemm=fp16",
+                        "train.loss_scale_init=4", "train.max_bad_steps=3",
+                        "test.poison_grad_steps=1,2,3,4,5,6,7,8,9,10", rf};
+    int rp = run(pn, 11);
+    const double n1 = t_metric(f, 1, "loss_scale"), n2 = t_metric(f, 2, "loss_scale"), n5 = t_metric(f, 5, "loss_scale");
+    t_check(rp == -1 && strstr(ar_error(), "steps 3..5: 3 bad steps in a row") && n1 == 2 && n2 == 1 && n5 == 1,
+            "fp16 loss scaling stops at 1: a persistent NaN still reaches train.max_bad_steps",
+            "rc %d, scale %g / %g / %g after steps 1 / 2 / 5: %s", rp, n1, n2, n5, ar_error());
     const char *e[] = {"train.loss_scale=lots", ra};
     int re = run(e, 2);
     t_check(re == -1 && strstr(ar_error(), "train.loss_scale = 'lots'"), "train refuses a bad train.loss_scale", "%s",

@@ -159,7 +159,7 @@ const cfg_key train_schema[] = {
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
     {"train.keep_checkpoints", CFG_INT, "3", "checkpoints kept in the run directory (0: all); the newest that verifies is resumed from"},
-    {"train.loss_scale", CFG_STRING, "auto", "loss scaling for fp16 products: auto (dynamic with train.gemm = fp16, else off), dynamic (the scale halves when the gradients overflow, that step skipped and not counted as bad; doubles after train.loss_scale_window finite steps), off, or a fixed number"},
+    {"train.loss_scale", CFG_STRING, "auto", "loss scaling for fp16 products: auto (dynamic with train.gemm = fp16, else off), dynamic (the scale halves when the gradients overflow, that step skipped and not counted as bad, down to 1: at 1 or below non-finite gradients are a bad step; doubles after train.loss_scale_window finite steps), off, or a fixed number"},
     {"train.loss_scale_init", CFG_FLOAT, "65536", "dynamic loss scaling: the first scale (a resumed run keeps its checkpoint's)"},
     {"train.loss_scale_window", CFG_INT, "2000", "dynamic loss scaling: finite steps in a row before the scale doubles"},
     {"train.max_bad_steps", CFG_INT, "5", "a step with a NaN/Inf loss or gradient is skipped (no update, logged as bad_steps); this many in a row stop the run (0: never stop)"},
@@ -1107,7 +1107,7 @@ static int setup_reducer(run_t *r) {
     if (force && (host || !dist_nccl_usable()))
         return ar_errorf("config: dist.backend = nccl needs %s", host ? "the CUDA backend (make CUDA=1 MPI=1)"
                          : !dist_nccl_built() ? "NCCL, built in by make CUDA=1 MPI=1"
-                         : "a GPU of its own for every rank (this machine has more ranks than GPUs)");
+                         : "a GPU of its own for every rank (ranks on a machine share GPUs)");
     const int nccl = !host && (force || (!strcmp(be, "auto") && dist_nccl_usable()));
     if ((r->nranks <= 1 && !force) || !r->ps.ng) return 0;   /* one rank: nothing to sum (nccl: a one-rank check) */
     size_t bucket = (size_t)(cfg_float(r->cfg, "dist.bucket_mb") * 1048576.0 / sizeof(float));
@@ -1285,7 +1285,12 @@ int train_run(const ar_config *cfg) {
         if (scale != 1.0 && r.ps.ng) scale_inplace(r.ps.g, (float)(1.0 / scale), r.ps.ng);
         float lr = optim_lr_at(&r.oc, (int)step);
         double gnorm = isfinite(loss) ? optim_grad_norm(&r.ps) : NAN;
-        const int overflow = r.scale_dynamic && isfinite(loss) && !isfinite(gnorm);
+        /* dynamic loss scaling: non-finite gradients at a scale above 1 are an overflow
+         * (skipped, the scale halved, not a bad step); at 1 or below the scale is not what
+         * makes them non-finite, so they are a bad step like any other — otherwise a
+         * persistent NaN would halve the scale towards 0 forever without ever reaching
+         * train.max_bad_steps (DeepSpeed's min_loss_scale = 1 likewise) */
+        const int overflow = r.scale_dynamic && isfinite(loss) && !isfinite(gnorm) && scale > 1.0;
         const int bad = !overflow && (!isfinite(loss) || !isfinite(gnorm));
         if (overflow) {   /* dynamic loss scaling: skip the step, halve the scale (not a bad step) */
             params_zero_grad(&r.ps);

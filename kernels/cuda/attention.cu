@@ -232,11 +232,22 @@ __global__ static void flash_ds_k(float *dS, const float *P, const float *dout, 
     for (int j = lane; j < S; j += 32) dS[r + j] = P[r + j] * (dS[r + j] - D);
 }
 
+__global__ static void fill_neg_inf_k(float *x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = -INFINITY;
+}
+
 void attention_flash_forward(float *out, float *lse, float *scratch, const float *q, const float *k, const float *v,
                              const int *key_len, int causal, float scale, int B, int T, int S, int Hq, int Hkv,
                              int hd) {
     if (B <= 0 || T <= 0 || Hq <= 0 || Hkv <= 0 || hd <= 0) return;
-    if (S <= 0) { k_zero(out, (size_t)B * T * Hq * hd * sizeof(float)); return; }
+    if (S <= 0) {   /* no keys: zeros, and every row's lse -INFINITY (as the CPU backend) */
+        k_zero(out, (size_t)B * T * Hq * hd * sizeof(float));
+        const size_t nl = (size_t)B * Hq * T;
+        fill_neg_inf_k<<<kc_blocks(nl), KC_BLOCK>>>(lse, nl);
+        KC_LAUNCHED();
+        return;
+    }
     const int G = Hq / Hkv, qb = T < QBC ? T : QBC;
     const size_t QS = (size_t)qb * S, qbs = (size_t)T * Hq * hd, kbs = (size_t)S * Hkv * hd;
     float *P = scratch;

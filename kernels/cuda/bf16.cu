@@ -49,8 +49,13 @@ static void gemm16(int ta, int tb, int M, int N, int K, float alpha, const uint1
                            B, t, ldb, A, t, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* Rows per widened block: a multiple of 32 where more than 32 fit, so that
+ * the column offset o0 of out (forward) and dout (backward) keeps the
+ * operands 128-byte aligned for cuBLAS's vectorised kernels (IN = 11008, the
+ * 7B down projection, would give 381 rows and 4-byte-aligned blocks). */
 static int block_rows(int IN, int OUT) {
     int rb = WIDE_FLOATS / (IN > 0 ? IN : 1);
+    if (rb > 32) rb &= ~31;
     if (rb < 1) rb = 1;
     return rb > OUT ? OUT : rb;
 }
