@@ -80,6 +80,10 @@ ifeq ($(CUDA),1)
   endif
 else
   KOBJ      := $(patsubst %.c,$(BUILD)/%.o,$(KCPU_SRC))
+  ifneq ($(DNNL),0)   # oneDNN's bf16 matmuls for train.gemm = bf16 (DNNL=0: emulated with OpenBLAS)
+    CFLAGS  += -DANYREF_DNNL=1
+    LDLIBS  += -ldnnl
+  endif
 endif
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC) $(KSHARED)) $(KOBJ)

@@ -22,7 +22,7 @@ tokens_per_s and the phase times are medians over the timed steps, *_best the fa
 
     /usr/bin/python3 bench/bench_llama_torch.py [--threads 2] [--steps 5] [--warmup 2]
         [--batch 1] [--seq 512] [--layers 12] [--dim 768] [--heads 12] [--kv-heads 12]
-        [--mlp 2048] [--vocab 32000] [--rank 8] [--adamw-foreach 0|1]
+        [--mlp 2048] [--vocab 32000] [--rank 8] [--dtype fp32|bf16] [--adamw-foreach 0|1]
 Run it through bench/run_llama.sh, which picks the environment PyTorch is fastest with.
 """
 import argparse
@@ -154,6 +154,9 @@ def main():
     ap.add_argument("--mlp", type=int, default=2048)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: every weight, activation, gradient and AdamW state in bf16 (PyTorch's fastest "
+                         "bf16 set-up: its CPU bf16 matmuls are oneDNN's), the RoPE tables and mask too")
     ap.add_argument("--adamw-foreach", type=int, default=0, choices=(0, 1),
                     help="torch.optim.AdamW foreach (bench_torch.py finds 0 faster on this machine)")
     a = ap.parse_args()
@@ -179,6 +182,9 @@ def main():
         print("# env.%s=%s" % (key, os.environ.get(key, "(unset)")))
 
     P = make_params(c)
+    if a.dtype == "bf16":
+        P = {k: t.detach().to(torch.bfloat16).requires_grad_(t.requires_grad) for k, t in P.items()}
+    print("# torch.dtype=%s" % a.dtype)
     trainable = [t for t in P.values() if t.requires_grad]
     print("# llama.params_total=%d" % sum(t.numel() for t in P.values()))
     print("# llama.params_trainable=%d" % sum(t.numel() for t in trainable))
@@ -188,6 +194,8 @@ def main():
     hd = c["dim"] // c["heads"]
     cos, sin = rope_cos_sin(c["T"], hd, c["rope_theta"])
     causal = torch.full((c["T"], c["T"]), float("-inf"), dtype=f32).triu(1)   # built once, as HF per batch
+    if a.dtype == "bf16":
+        cos, sin, causal = cos.to(torch.bfloat16), sin.to(torch.bfloat16), causal.to(torch.bfloat16)
     N = c["B"] * c["T"]
     gen = torch.Generator().manual_seed(7)
 

@@ -63,9 +63,10 @@ void  k_set_num_threads(int n);
  *           gradient backward) to bf16 and multiply bf16 x bf16 with fp32
  *           accumulation: CUDA on the bf16 tensor cores (cublasGemmEx with
  *           bf16 operands), every other GEMM as in "tf32"; the CPU backend
- *           emulates it (the same roundings, fp32 products: the same numbers
- *           up to summation order, no speed-up; other GEMMs fp32), so that
- *           CPU and GPU runs can be compared;
+ *           runs them as oneDNN bf16 matmuls where oneDNN has a fast kernel
+ *           (AVX512-BF16 / AMX), else emulates them (the same roundings, fp32
+ *           products: the same numbers up to summation order, no speed-up);
+ *           its other GEMMs stay fp32, so CPU and GPU runs can be compared;
  *   "fp16"  the same for fp16-stored weights (linear_f16_*): the other
  *           operand rounded to fp16 (|x| >= 65520 becomes ±Inf: the caller's
  *           loss scaling handles overflow), fp16 x fp16 products with fp32
@@ -76,6 +77,10 @@ void  k_set_num_threads(int n);
  * backends start in the mode named by $ANYREF_GEMM, else fp32. */
 int   k_set_gemm_mode(const char *mode);
 const char *k_gemm_mode(void);
+/* How the current mode's 16-bit products run, for logs: "" (fp32 / tf32, or
+ * CUDA's tensor cores), "emulated: same numbers, no speed-up" (CPU without a
+ * fast bf16 kernel, fp16), or the CPU's oneDNN kernel in bf16 mode. */
+const char *k_gemm_detail(void);
 /* Bytes free and in all on the backend's memory (CUDA: the device; CPU: the
  * machine's RAM as sysconf reports it). 0 on success. */
 int   k_mem_info(size_t *free_bytes, size_t *total_bytes);

@@ -4,7 +4,7 @@
 #   deps.sh python  — PyTorch reference side for `make fixtures` and `make bench`
 set -e
 case "${1:-build}" in
-  build)  pkgs="gcc make libopenblas-openmp-dev libhdf5-dev zlib1g-dev libxxhash-dev libfftw3-dev libsoxr-dev libjpeg62-turbo-dev libpng-dev libstemmer-dev wordnet-base libopenmpi-dev openmpi-bin" ;;
+  build)  pkgs="gcc make libopenblas-openmp-dev libhdf5-dev zlib1g-dev libxxhash-dev libfftw3-dev libsoxr-dev libjpeg62-turbo-dev libpng-dev libstemmer-dev libdnnl-dev wordnet-base libopenmpi-dev openmpi-bin" ;;
   python) pkgs="python3-torch python3-torchvision python3-h5py python3-numpy python3-sentencepiece python3-torchaudio python3-pil" ;;
   *) echo "deps.sh: unknown set '$1' (expected build or python)" >&2; exit 2 ;;
 esac

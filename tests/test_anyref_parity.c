@@ -74,8 +74,9 @@ static int check_config(const anyref_cfg *c) {
  * emulates the rounding exactly (fp32 products of the rounded operands), but its
  * float32 values differ from float64's by ~1e-7, and an element within that of
  * a rounding midpoint rounds the other way: one 16-bit step on one element
- * (measured: bf16 1.1e-6, no such element; fp16, whose steps are 8x finer so
- * that ~8x more elements sit that close, 8.8e-5 on embed_tokens from one).
+ * (measured: bf16 1.1e-6 emulated, 1.7e-6 with oneDNN's matmuls, no such
+ * element; fp16, whose steps are 8x finer so that ~8x more elements sit that
+ * close, 8.8e-5 on embed_tokens from one).
  * Hence a CPU gradient bound of 5e-4, which still catches an output gradient
  * left unrounded (bf16: 1.9e-3 on embed_tokens, measured by leaving the
  * reference's backward rounding out). On the GPU every other GEMM of that mode

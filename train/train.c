@@ -1185,9 +1185,9 @@ int train_run(const ar_config *cfg) {
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
              params_numel(&r.ps, 0), params_numel(&r.ps, 1));
-    const int emulated = strcmp(k_gemm_mode(), "fp32") && !strcmp(k_backend_name(), "cpu");
-    log_info("backend %s, %d threads, GEMMs %s%s, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
-             k_backend_name(), k_num_threads(), k_gemm_mode(), emulated ? " (emulated: same numbers, no speed-up)" : "",
+    const char *gd = k_gemm_detail();
+    log_info("backend %s, %d threads, GEMMs %s%s%s%s, activations %.2f MiB, %d x %d x %d tokens per step, steps %lld..%d, run %s",
+             k_backend_name(), k_num_threads(), k_gemm_mode(), gd[0] ? " (" : "", gd, gd[0] ? ")" : "",
              llama_activation_bytes(r.m) / 1048576.0, r.accum, r.B, r.T,
              (long long)r.st.step + 1, r.steps, r.run_dir);
     plan_log_run(&r);

@@ -4,12 +4,21 @@
  * to fp32 in row blocks into an internal buffer of at most WIDE_FLOATS floats
  * and multiplied by OpenBLAS sgemm. The buffers are the backend's own and
  * grow once to the largest size used (kernels are called from one thread).
- * The CPU backend's GEMM mode lives here too: fp32, or bf16 / fp16 emulated
- * (the activation operand of a product with a weight of that format rounded
- * to it first; the products stay fp32).
- * Depends on kernels/kernels.h, OpenBLAS (cblas), OpenMP. */
+ * The CPU backend's GEMM mode lives here too: fp32, or bf16 / fp16 (the
+ * activation operand of a product with a weight of that format rounded to it
+ * first). In bf16 mode, built with oneDNN (ANYREF_DNNL, the default), those
+ * products run as oneDNN bf16 matmuls (bf16 x bf16, fp32 accumulation: its
+ * AVX512-BF16 / AMX kernels where the CPU has them) straight from the stored
+ * bf16 weight; where oneDNN has no fast kernel for a shape (its reference
+ * implementation), without oneDNN, with ANYREF_CPU_BF16=emulate, and for fp16,
+ * they are emulated: the weight widened, the rounded activations multiplied
+ * in fp32 by OpenBLAS — the same numbers up to summation order.
+ * Depends on kernels/kernels.h, OpenBLAS (cblas), OpenMP, oneDNN (optional). */
 #include "kernels/kernels.h"
 #include <cblas.h>
+#ifdef ANYREF_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +110,126 @@ static float wide1(const uint16_t *w, size_t i, int fmt) {
     return f;
 }
 
+#ifdef ANYREF_DNNL
+/* oneDNN bf16 matmuls, one cached primitive per shape: C[M,N] (+)= A[M,K] B[K,N]
+ * with A the rounded activations (row-major bf16), B the stored weight w
+ * [OUT,IN] read as K x N with strides (1, K) forward (w^T) or (N, 1) backward
+ * (w), C fp32 (accumulated through a sum post-op when acc). A shape whose
+ * primitive is oneDNN's reference implementation keeps p = NULL: emulated. */
+typedef struct {
+    int M, K, N, bwd, acc;
+    dnnl_primitive_t p;
+    dnnl_memory_t a, b, c;
+} dn_entry;
+enum { DN_CACHE = 32 };
+static dn_entry g_dn[DN_CACHE];
+static int g_dn_n, g_dn_next, g_dn_state;   /* state: 0 not tried, 1 usable, -1 not */
+static dnnl_engine_t g_eng;
+static dnnl_stream_t g_st;
+static char g_dn_impl[96];                  /* the first fast primitive's implementation name */
+static void *g_a16;
+static size_t g_a16_n;
+
+static int dn_usable(void) {
+    const char *e = getenv("ANYREF_CPU_BF16");   /* read on every call: tests switch it */
+    if (e && !strcmp(e, "emulate")) return 0;
+    if (g_dn_state) return g_dn_state > 0;
+    g_dn_state = -1;
+    if (dnnl_engine_create(&g_eng, dnnl_cpu, 0) != dnnl_success) return 0;
+    if (dnnl_stream_create(&g_st, g_eng, dnnl_stream_default_flags) != dnnl_success) return 0;
+    g_dn_state = 1;
+    return 1;
+}
+
+static void dn_drop(dn_entry *e) {
+    if (e->p) dnnl_primitive_destroy(e->p);
+    if (e->a) dnnl_memory_destroy(e->a);
+    if (e->b) dnnl_memory_destroy(e->b);
+    if (e->c) dnnl_memory_destroy(e->c);
+    memset(e, 0, sizeof *e);
+}
+
+/* The cached entry for a shape (created on first use; NULL: no room at all). */
+static dn_entry *dn_get(int M, int K, int N, int bwd, int acc) {
+    for (int i = 0; i < g_dn_n; i++) {
+        dn_entry *e = &g_dn[i];
+        if (e->M == M && e->K == K && e->N == N && e->bwd == bwd && e->acc == acc) return e;
+    }
+    dn_entry *e;
+    if (g_dn_n < DN_CACHE) e = &g_dn[g_dn_n++];
+    else { e = &g_dn[g_dn_next]; g_dn_next = (g_dn_next + 1) % DN_CACHE; }   /* round robin */
+    dn_drop(e);
+    e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc;
+    dnnl_memory_desc_t da, db, dc;
+    dnnl_dims_t sa = {M, K}, sb = {K, N}, sc = {M, N};
+    dnnl_dims_t stb = {bwd ? N : 1, bwd ? 1 : K};
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_matmul_desc_t md;
+    int ok = dnnl_memory_desc_init_by_tag(&da, 2, sa, dnnl_bf16, dnnl_ab) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&db, 2, sb, dnnl_bf16, stb) == dnnl_success &&
+             dnnl_memory_desc_init_by_tag(&dc, 2, sc, dnnl_f32, dnnl_ab) == dnnl_success &&
+             dnnl_matmul_desc_init(&md, &da, &db, NULL, &dc) == dnnl_success &&
+             dnnl_primitive_attr_create(&attr) == dnnl_success;
+    if (ok && acc)
+        ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    ok = ok && dnnl_primitive_desc_create(&pd, &md, attr, g_eng, NULL) == dnnl_success;
+    const char *impl = NULL;
+    if (ok) ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl;
+    if (ok && strncmp(impl, "ref", 3) != 0 && !strstr(impl, ":ref")) {   /* a fast kernel: keep it */
+        ok = dnnl_primitive_create(&e->p, pd) == dnnl_success &&
+             dnnl_memory_create(&e->a, &da, g_eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->b, &db, g_eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->c, &dc, g_eng, DNNL_MEMORY_NONE) == dnnl_success;
+        if (ok && !g_dn_impl[0]) snprintf(g_dn_impl, sizeof g_dn_impl, "%s", impl);
+        if (!ok) {   /* keep the key, without a primitive: emulated */
+            dn_drop(e);
+            e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc;
+        }
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return e;
+}
+
+/* C (+)= A B by oneDNN, A = x[M,K] rounded to bf16 (nearest even, as the
+ * emulation rounds). 0 done, -1 not (emulate instead). */
+static int dn_matmul(float *c, const float *x, const uint16_t *w, int M, int K, int N, int bwd, int acc) {
+    if (!dn_usable()) return -1;
+    dn_entry *e = dn_get(M, K, N, bwd, acc);
+    if (!e->p) return -1;
+    uint16_t *a = grow(&g_a16, &g_a16_n, (size_t)M * K, sizeof(uint16_t));
+    if (!a) return -1;
+    convert_f32_to_bf16_host(a, x, (size_t)M * K);
+    dnnl_memory_set_data_handle(e->a, a);
+    dnnl_memory_set_data_handle(e->b, (void *)w);
+    dnnl_memory_set_data_handle(e->c, c);
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+    if (dnnl_primitive_execute(e->p, g_st, 3, args) != dnnl_success) return -1;
+    return dnnl_stream_wait(g_st) == dnnl_success ? 0 : -1;
+}
+#endif
+
+/* Which products bf16 mode runs natively (kernels.h k_gemm_detail). */
+const char *k_gemm_detail(void) {
+    mode_init();
+    if (g_round < 0) return "";
+#ifdef ANYREF_DNNL
+    if (g_round == FMT_BF16 && dn_usable()) {
+        if (!g_dn_impl[0]) dn_get(256, 256, 256, 0, 0);   /* a probe of a typical shape */
+        static char msg[160];
+        if (g_dn_impl[0]) {
+            snprintf(msg, sizeof msg, "oneDNN bf16 matmuls (%s) for the bf16-stored products", g_dn_impl);
+            return msg;
+        }
+    }
+#endif
+    return "emulated: same numbers, no speed-up";
+}
+
 static void linear16_forward(float *out, const float *in, const uint16_t *w, const float *b, int N, int IN, int OUT,
                              int fmt) {
     if (N <= 0 || OUT <= 0) return;
@@ -112,6 +241,10 @@ static void linear16_forward(float *out, const float *in, const uint16_t *w, con
         if (!b) memset(out, 0, (size_t)N * OUT * sizeof(float));
         return;
     }
+#ifdef ANYREF_DNNL
+    mode_init();
+    if (g_round == FMT_BF16 && fmt == FMT_BF16 && dn_matmul(out, in, w, N, IN, OUT, 0, b != NULL) == 0) return;
+#endif
     in = rounded(in, (size_t)N * IN, fmt);   /* emulated 16-bit products: the activations rounded too */
     int rb;
     float *wf = wide_buffer(IN, OUT, &rb);
@@ -138,6 +271,10 @@ static void linear16_backward(float *din, float *db, const float *dout, const ui
                               int fmt) {
     if (db) linear_backward(NULL, NULL, db, dout, NULL, NULL, N, IN, OUT);
     if (!din || N <= 0 || IN <= 0 || OUT <= 0) return;
+#ifdef ANYREF_DNNL
+    mode_init();
+    if (g_round == FMT_BF16 && fmt == FMT_BF16 && dn_matmul(din, dout, w, N, OUT, IN, 1, 1) == 0) return;
+#endif
     dout = rounded(dout, (size_t)N * OUT, fmt);   /* emulated 16-bit products: the output gradient rounded too */
     int rb;
     float *wf = wide_buffer(IN, OUT, &rb);

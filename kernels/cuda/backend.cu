@@ -53,6 +53,7 @@ const char *k_gemm_mode(void) {
     gemm_mode_init();
     return g_gemm_mode;
 }
+const char *k_gemm_detail(void) { return ""; }   /* the modes run natively (tensor cores) */
 int k_mem_info(size_t *free_bytes, size_t *total_bytes) {
     size_t f = 0, t = 0;
     if (cudaMemGetInfo(&f, &t) != cudaSuccess) return -1;
