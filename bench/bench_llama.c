@@ -213,6 +213,7 @@ int main(int argc, char **argv) {
     rng_seed(&g_rng, 42);
     printf("# c.backend=%s\n", k_backend_name());
     printf("# c.gemm_mode=%s\n", k_gemm_mode());
+    printf("# c.gemm_detail=%s\n", k_gemm_detail());
     size_t mem_free0 = 0, mem_total = 0;
     const int have_mem = k_mem_info(&mem_free0, &mem_total) == 0;
     printf("# c.threads=%d\n", k_num_threads());

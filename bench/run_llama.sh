@@ -55,6 +55,14 @@ pick_torch_env bench_llama "${BENCH_LLAMA_TORCH_ENV:-}" "$raw/llama_probe" \
 echo "bench_llama: PyTorch with $best ($best_settings) ..." >&2
 # shellcheck disable=SC2086
 env $best_settings "$py" "$here/bench_llama_torch.py" --threads "$threads" $targs > "$raw/llama_torch.txt"
+# bf16: the C side with the frozen projections stored as bf16 and train.gemm = bf16
+# (oneDNN's bf16 matmuls where the CPU has them), PyTorch with every tensor bf16
+echo "bench_llama: bf16 (C --frozen-bf16 with ANYREF_GEMM=bf16; PyTorch --dtype bf16) ..." >&2
+# shellcheck disable=SC2086
+ANYREF_GEMM=bf16 "$bin" $args --frozen-bf16 --no-ceiling --no-gemm > "$raw/llama_c_bf16.txt"
+# shellcheck disable=SC2086
+env $best_settings "$py" "$here/bench_llama_torch.py" --threads "$threads" $targs --dtype bf16 \
+    > "$raw/llama_torch_bf16.txt"
 stat_end=$(head -n 1 /proc/stat)
 wall_end=$(date +%s.%N)
 times > "$raw/llama_times.txt"
@@ -182,6 +190,19 @@ lines = [
     "| torch | %s | %s | %s | %s | %s | %s |"
     % (tr["step_ms"], tr["step_ms_best"], tr["fwd_ms"], tr["bwd_ms"], tr["opt_ms"], tr["loss"]),
 ]
+cb, tb = parse(os.path.join(raw, "llama_c_bf16.txt"))[1], parse(os.path.join(raw, "llama_torch_bf16.txt"))[1]
+if cb and tb:
+    cbm = parse(os.path.join(raw, "llama_c_bf16.txt"))[0]
+    lines += ["", "bf16: C with the frozen projections stored as bf16 and `train.gemm = bf16` (%s; "
+              "activations, trainable weights and AdamW state fp32), PyTorch with every weight, activation, "
+              "gradient and AdamW state in bf16 (`--dtype bf16`), same environment as above." % cbm.get("c.gemm_detail", "?"), "",
+              "| precision | tokens/s C | tokens/s torch | ratio C/torch | step ms C | step ms torch | loss C | loss torch |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|",
+              "| fp32 | %.1f | %.1f | %.2f | %s | %s | %s | %s |" % (c_tps, t_tps, ratio, cr["step_ms"], tr["step_ms"],
+                                                           cr["loss"], tr["loss"]),
+              "| bf16 | %s | %s | %.2f | %s | %s | %s | %s |" % (cb["tokens_per_s"], tb["tokens_per_s"],
+                                                           float(cb["tokens_per_s"]) / float(tb["tokens_per_s"]),
+                                                           cb["step_ms"], tb["step_ms"], cb["loss"], tb["loss"])]
 if gemms:
     lines += ["", "The model's GEMMs alone in C (`linear_forward` / `linear_backward`, best of 5): "
               "the rate OpenBLAS gives at these shapes.", "",
