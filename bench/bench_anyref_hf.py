@@ -79,6 +79,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from bench_llama_hf import lisa_lora   # the same PEFT set-up as the LLaMA step benchmark
 
 CE_W, BCE_W, DICE_W, DICE_SMOOTH = 1.0, 2.0, 0.5, 1e-3
 DEC_ANYREF = ("mask_tokens.", "upscale_conv1.", "upscale_conv2.", "upscale_layer_norm.",
@@ -154,7 +155,6 @@ def attn_name(cfg):
 
 def build(a, dev, dt):
     """Every module; returns a dict of parts and the PEFT LLM."""
-    import peft
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, SamConfig, SamModel
     kvh = a.kv_heads or a.heads
     lcfg = try_cfg(LlamaConfig, vocab_size=a.vocab, hidden_size=a.dim, intermediate_size=a.mlp,
@@ -168,12 +168,7 @@ def build(a, dev, dt):
         except TypeError:
             raise SystemExit("transformers < 4.35: no non-reentrant gradient checkpointing (refocusing needs it)")
     llm = llm.to(dev, dt) if dev.type != "meta" else llm
-    lora = peft.LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
-                           task_type="CAUSAL_LM")
-    llm = peft.get_peft_model(llm, lora)
-    for n, p in llm.named_parameters():
-        if "embed_tokens" in n or "lm_head" in n:
-            p.requires_grad_(True)
+    llm = lisa_lora(llm, a.rank)
 
     ccfg = try_cfg(CLIPVisionConfig, hidden_size=a.clip_width, intermediate_size=a.clip_mlp,
                    num_hidden_layers=a.clip_layers, num_attention_heads=a.clip_heads, image_size=a.clip_image,

@@ -24,6 +24,19 @@ import time
 import torch
 
 
+def lisa_lora(model, rank):
+    """PEFT LoRA (r, alpha = 2r, dropout 0.05) on q_proj and v_proj, embed_tokens and
+    lm_head trainable, as LISA / AnyRef train it (bench_anyref_hf.py uses it too)."""
+    import peft
+    cfg = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+                          task_type="CAUSAL_LM")
+    model = peft.get_peft_model(model, cfg)
+    for n, p in model.named_parameters():
+        if "embed_tokens" in n or "lm_head" in n:
+            p.requires_grad_(True)
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=5)
@@ -59,12 +72,7 @@ def main():
     if cuda:
         torch.set_default_device(dev)   # random init on the GPU: seconds, not minutes
     model = LlamaForCausalLM(cfg).to(dev, dt)
-    lcfg = peft.LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
-                           task_type="CAUSAL_LM")
-    model = peft.get_peft_model(model, lcfg)
-    for n, p in model.named_parameters():
-        if "embed_tokens" in n or "lm_head" in n:
-            p.requires_grad_(True)
+    model = lisa_lora(model, a.rank)
     train = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(train, lr=1e-4, weight_decay=0.01, fused=cuda)
     model.train()

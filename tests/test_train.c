@@ -271,41 +271,60 @@ static void test_shipped_configs(void) {
     if (found) globfree(&g);
 }
 
+/* The options of the 16-bit runs below: 20 steps of the demo task with LoRA
+ * rank 4, `opt` (o[6]) and run.dir (o[7]), room for one more (o[8]). */
+#define RUN16_OPTS(opt, dir) {"train.steps=20", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4", \
+                              "train.trainable=lora+embed", "train.threads=2", opt, dir, NULL}
+
+/* 20 steps with `opt` (and opt2, if not NULL) in <tmp>/<tag>, then 10 + a
+ * resume of 10 in <tmp>/<tag>split: rc[0..2] the three runs' codes; 1 when the
+ * two metrics.jsonl agree bit for bit. dir gets <tmp>/<tag>. */
+static int run_split16(const char *opt, const char *opt2, const char *tag, int rc[3], char *dir, size_t dir_n) {
+    char b[300], ra[320], rb[320];
+    snprintf(dir, dir_n, "%s/%s", g_tmp, tag);
+    snprintf(b, sizeof b, "%s/%ssplit", g_tmp, tag);
+    snprintf(ra, sizeof ra, "run.dir=%s", dir); snprintf(rb, sizeof rb, "run.dir=%s", b);
+    const char *o[11] = RUN16_OPTS(opt, ra);
+    int n = 8;
+    if (opt2) { o[8] = o[7]; o[7] = opt2; n = 9; }   /* run.dir stays the last but one */
+    rc[0] = run(o, n);
+    o[n - 1] = rb; o[n] = "train.stop_after=10";
+    rc[1] = run(o, n + 1);
+    o[n] = "train.resume=auto";
+    rc[2] = run(o, n + 1);
+    char *ma = t_metrics_core(dir), *mb = t_metrics_core(b);
+    const int same = ma && mb && !strcmp(ma, mb);
+    free(ma); free(mb);
+    return same;
+}
+
 /* model.frozen_weights = bf16: the run trains, resumes bit for bit (the
  * frozen weights are not in training checkpoints: they are made again, and
  * rounded again, at start-up), and its curve stays near the fp32 run's. */
 static void test_bf16_weights(void) {
-    int rc;
-    char a[300], b[300], f[300], ra[320], rb[320], rf[320];
-    snprintf(a, sizeof a, "%s/bf16", g_tmp); snprintf(b, sizeof b, "%s/bf16split", g_tmp);
+    int rc, r[3];
+    char a[300], f[300], ra[320], rf[320];
+    const int same = run_split16("model.frozen_weights=bf16", NULL, "bf16", r, a, sizeof a);
     snprintf(f, sizeof f, "%s/fp32", g_tmp);
-    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rb, sizeof rb, "run.dir=%s", b); snprintf(rf, sizeof rf, "run.dir=%s", f);
-    const char *o[] = {"train.steps=20", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4",
-                       "train.trainable=lora+embed", "train.threads=2", "model.frozen_weights=bf16", ra, NULL};
-    int rc1 = run(o, 8);
-    o[7] = rb; o[8] = "train.stop_after=10";
-    int rc2 = run(o, 9);
-    o[8] = "train.resume=auto";
-    int rc3 = run(o, 9);
-    o[6] = "model.frozen_weights=fp32"; o[7] = rf;
+    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rf, sizeof rf, "run.dir=%s", f);
+    const char *o[] = RUN16_OPTS("model.frozen_weights=fp32", rf);
     int rc4 = run(o, 8);
-    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
     const double l1 = t_metric(a, 1, "loss"), l20 = t_metric(a, 20, "loss"), f1 = t_metric(f, 1, "loss"),
                  f20 = t_metric(f, 20, "loss");
-    t_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0 && ma && mb && !strcmp(ma, mb) && l20 < l1 &&
+    t_check(r[0] == 0 && r[1] == 0 && r[2] == 0 && rc4 == 0 && same && l20 < l1 &&
                 fabs(l1 - f1) <= 1e-2 * fabs(f1) && fabs(l20 - f20) <= 5e-2 * fabs(f20),
             "train with model.frozen_weights = bf16", "rc %d/%d/%d/%d; 10 + 10 == 20 steps bitwise: %s; loss %.4f -> %.4f "
-            "(fp32 weights: %.4f -> %.4f)", rc1, rc2, rc3, rc4, ma && mb && !strcmp(ma, mb) ? "yes" : "NO", l1, l20, f1, f20);
-    free(ma); free(mb);
-    /* train.gemm = bf16: the frozen products bf16 x bf16 (emulated here, tensor cores on the GPU) */
-    char rg[320], gdir[300];
-    snprintf(gdir, sizeof gdir, "%s/bf16gemm", g_tmp);
-    snprintf(rg, sizeof rg, "run.dir=%s", gdir);
-    o[6] = "model.frozen_weights=bf16"; o[7] = rg; o[8] = "train.gemm=bf16";
-    int rc5 = run(o, 9);
+            "(fp32 weights: %.4f -> %.4f)", r[0], r[1], r[2], rc4, same ? "yes" : "NO", l1, l20, f1, f20);
+    /* train.gemm = bf16: the frozen products bf16 x bf16 (oneDNN's bf16 matmuls where this CPU has them, else
+     * emulated; tensor cores on the GPU); resumed runs stay exact */
+    char gdir[300];
+    int rg[3];
+    const int gsame = run_split16("model.frozen_weights=bf16", "train.gemm=bf16", "bf16gemm", rg, gdir, sizeof gdir);
     const double g1 = t_metric(gdir, 1, "loss"), g20 = t_metric(gdir, 20, "loss");
-    t_check(rc5 == 0 && g20 < g1 && fabs(g1 - l1) <= 1e-3 * fabs(l1) && fabs(g20 - l20) <= 2e-2 * fabs(l20),
-            "train with train.gemm = bf16", "rc %d; loss %.4f -> %.4f (fp32 products: %.4f -> %.4f)", rc5, g1, g20, l1, l20);
+    t_check(rg[0] == 0 && rg[1] == 0 && rg[2] == 0 && gsame && g20 < g1 && fabs(g1 - l1) <= 1e-3 * fabs(l1) &&
+                fabs(g20 - l20) <= 2e-2 * fabs(l20),
+            "train with train.gemm = bf16", "rc %d/%d/%d; 10 + 10 == 20 steps bitwise: %s; loss %.4f -> %.4f (fp32 "
+            "products: %.4f -> %.4f)", rg[0], rg[1], rg[2], gsame ? "yes" : "NO", g1, g20, l1, l20);
     const char *o3[] = {"train.gemm=bf16", ra};
     rc = run(o3, 2);
     t_check(rc == -1 && strstr(ar_error(), "set model.frozen_weights = bf16"),
@@ -429,32 +448,28 @@ static void test_config_errors(void) {
  * model.checkpoint_layers = 1 gives the same run bit for bit (the
  * recomputation rounds as the forward did); an unknown value is refused. */
 static void test_bf16_activations(void) {
-    char a[300], b[300], f[300], k[300], ra[320], rb[320], rf[320], rk[320];
-    snprintf(a, sizeof a, "%s/act16", g_tmp); snprintf(b, sizeof b, "%s/act16split", g_tmp);
+    int r[3];
+    char a[300], f[300], k[300], ra[320], rf[320], rk[320];
+    const int same = run_split16("model.activations=bf16", NULL, "act16", r, a, sizeof a);
     snprintf(f, sizeof f, "%s/act32", g_tmp); snprintf(k, sizeof k, "%s/act16ckpt", g_tmp);
-    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rb, sizeof rb, "run.dir=%s", b);
-    snprintf(rf, sizeof rf, "run.dir=%s", f); snprintf(rk, sizeof rk, "run.dir=%s", k);
-    const char *o[] = {"train.steps=20", "train.eval_every=0", "train.min_accuracy=0", "lora.rank=4",
-                       "train.trainable=lora+embed", "train.threads=2", "model.activations=bf16", ra, NULL};
-    int rc1 = run(o, 8);
-    o[7] = rb; o[8] = "train.stop_after=10";
-    int rc2 = run(o, 9);
-    o[8] = "train.resume=auto";
-    int rc3 = run(o, 9);
-    o[7] = rk; o[8] = "model.checkpoint_layers=1";
+    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rf, sizeof rf, "run.dir=%s", f);
+    snprintf(rk, sizeof rk, "run.dir=%s", k);
+    const char *o[] = RUN16_OPTS("model.activations=bf16", rk);
+    o[8] = "model.checkpoint_layers=1";
     int rc4 = run(o, 9);
     o[6] = "model.activations=fp32"; o[7] = rf;
     int rc5 = run(o, 8);
-    char *ma = t_metrics_core(a), *mb = t_metrics_core(b), *mk = t_metrics_core(k);
+    char *ma = t_metrics_core(a), *mk = t_metrics_core(k);
     const double l1 = t_metric(a, 1, "loss"), l20 = t_metric(a, 20, "loss"), f1 = t_metric(f, 1, "loss"),
                  f20 = t_metric(f, 20, "loss");
-    const int same = ma && mb && !strcmp(ma, mb), same_k = ma && mk && !strcmp(ma, mk);
+    const int same_k = ma && mk && !strcmp(ma, mk);
+    const int rc1 = r[0], rc2 = r[1], rc3 = r[2];
     t_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0 && rc5 == 0 && same && same_k && l20 < l1 &&
                 fabs(l1 - f1) <= 1e-2 * fabs(f1) && fabs(l20 - f20) <= 5e-2 * fabs(f20),
             "train with model.activations = bf16", "rc %d/%d/%d/%d/%d; 10 + 10 == 20 steps bitwise: %s; checkpoint_layers "
             "== stored, bitwise: %s; loss %.4f -> %.4f (fp32 activations: %.4f -> %.4f)", rc1, rc2, rc3, rc4, rc5,
             same ? "yes" : "NO", same_k ? "yes" : "NO", l1, l20, f1, f20);
-    free(ma); free(mb); free(mk);
+    free(ma); free(mk);
     const char *o2[] = {"model.activations=fp16", ra};
     int rc = run(o2, 2);
     t_check(rc == -1 && strstr(ar_error(), "model.activations = 'fp16' (expected fp32 or bf16)"),
