@@ -20,6 +20,7 @@
  * "# c.ceiling_gflops=", the denominator of the runner's "% of ceiling".
  *
  *   bench_encoders [--model=sam_b|sam_l|sam_h|clip_l] [--batch=B] [--reps=N] [--warmup=N] [--ceiling]
+ *                  [--frozen-bf16]   (SAM: its block matrices stored as bf16; with ANYREF_GEMM=bf16 bf16 products)
  * Depends on model/sam_image_encoder.h, model/clip_vit.h, model/params.h,
  * kernels/kernels.h, bench/bench_util.h and core/ (rng, timer, error). */
 #include "core/error.h"
@@ -74,13 +75,14 @@ static double clip_gflop(const clip_vit_cfg *c, int n_run, int B) {
 }
 
 int main(int argc, char **argv) {
-    int B = 1, reps = 3, warmup = 1, ceiling = 0;
+    int B = 1, reps = 3, warmup = 1, ceiling = 0, frozen_bf16 = 0;
     const char *model = "sam_b";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (int_opt(a, "--batch", &B, 1) || int_opt(a, "--reps", &reps, 1) || int_opt(a, "--warmup", &warmup, 0))
             continue;
         if (!strcmp(a, "--ceiling")) { ceiling = 1; continue; }
+        if (!strcmp(a, "--frozen-bf16")) { frozen_bf16 = 1; continue; }   /* SAM: sam_encoder.frozen_weights = bf16 */
         if (!strncmp(a, "--model=", 8) && (!strcmp(a + 8, "sam_b") || !strcmp(a + 8, "sam_l") ||
                                            !strcmp(a + 8, "sam_h") || !strcmp(a + 8, "clip_l"))) {
             model = a + 8;
@@ -122,6 +124,7 @@ int main(int argc, char **argv) {
         printf("# enc.activation_bytes=%zu\n", clip_vit_activation_bytes(cv));
     } else {
         sc = model[4] == 'h' ? sam_encoder_vit_h(NULL) : model[4] == 'l' ? sam_encoder_vit_l(NULL) : sam_encoder_vit_b(NULL);
+        sc.frozen_half = frozen_bf16 ? SAM_ENC_HALF_BF16 : 0;
         if (sam_encoder_declare(&sc, &ps) || params_alloc(&ps)) { fprintf(stderr, "bench_encoders: %s\n", ar_error()); return 1; }
         params_randomize(&ps, 1234);
         if (!(se = sam_encoder_create(&sc, &ps, B))) { fprintf(stderr, "bench_encoders: %s\n", ar_error()); return 1; }

@@ -132,7 +132,18 @@ int fc_encoder_id_params(const ar_params *ps, const char *prefix, const char *co
         fc_hasher_u64(&h, (uint64_t)p->ndim);
         for (int d = 0; d < p->ndim; d++) fc_hasher_u64(&h, (uint64_t)p->shape[d]);
         fc_hasher_u64(&h, p->numel);
-        if (p->half) { free(stage); return ar_errorf("encoder identity: '%s' is stored in 16 bits (only LLaMA weights are)", p->name); }
+        if (p->half) {   /* stored in 16 bits: its values as used (widened), after a marker */
+            float *wide = malloc(p->numel * sizeof(float));
+            if (!wide) { free(stage); return ar_errorf("encoder identity: out of memory widening '%s'", p->name); }
+            int rc = params_download(ps, p, wide);
+            if (!rc) {
+                fc_hasher_update(&h, "half", 4);
+                fc_hasher_update(&h, wide, p->numel * sizeof(float));
+            }
+            free(wide);
+            if (rc) { free(stage); return -1; }
+            continue;
+        }
         for (size_t o = 0; o < p->numel; o += cap) {
             size_t m = p->numel - o < cap ? p->numel - o : cap;
             k_download(stage, ps->w + p->off + o, m * sizeof(float));

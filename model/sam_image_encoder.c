@@ -36,6 +36,7 @@
 typedef struct {
     float *n1w, *n1b, *qkvw, *qkvb, *projw, *projb, *relh, *relw;
     float *n2w, *n2b, *l1w, *l1b, *l2w, *l2b;
+    const uint16_t *qkvw16, *projw16, *l1w16, *l2w16;   /* cfg.frozen_half: these instead of the fp32 four */
     int global, size, Lh, Lw;   /* attention grid side (window or G), rel_pos rows */
 } block_w;
 
@@ -118,6 +119,11 @@ static int check_cfg(const sam_encoder_cfg *c) {
         return ar_errorf("sam_image_encoder: img_size %d is not a multiple of patch %d", c->img_size, c->patch);
     if (c->dim % c->heads)
         return ar_errorf("sam_image_encoder: dim %d is not a multiple of heads %d", c->dim, c->heads);
+    if (c->frozen_half < 0 || c->frozen_half > SAM_ENC_HALF_F16)
+        return ar_errorf("sam_image_encoder: frozen_half %d (expected 0, SAM_ENC_HALF_BF16 or SAM_ENC_HALF_F16)",
+                         c->frozen_half);
+    if (c->frozen_half && c->trainable)
+        return ar_errorf("sam_image_encoder: 16-bit weights need a frozen encoder (it is trainable)");
     if (strlen(c->prefix) + 40 > NAME_LEN)
         return ar_errorf("sam_image_encoder: name prefix '%s' too long", c->prefix);
     return 0;
@@ -168,6 +174,14 @@ int sam_encoder_declare(const sam_encoder_cfg *c, ar_params *ps) {
             decl(ps, c, B_("mlp.lin2.weight"), 2, C, c->mlp_dim, 0, 0, INIT_KAIMING_UNIFORM, 0) ||
             decl(ps, c, B_("mlp.lin2.bias"), 1, C, 0, 0, 0, INIT_ZEROS, 0))
             return -1;
+        if (c->frozen_half) {   /* the four big matrices in 16 bits */
+            static const char *const big[] = {"attn.qkv.weight", "attn.proj.weight", "mlp.lin1.weight", "mlp.lin2.weight"};
+            for (int i = 0; i < 4; i++) {
+                char n[NAME_LEN];
+                fmt_name(n, "%sblocks.%d.%s", c->prefix, l, big[i]);
+                if (params_store_half(ps, n, c->frozen_half == SAM_ENC_HALF_F16)) return -1;
+            }
+        }
 #undef B_
     }
     return decl(ps, c, "neck.0.weight", 4, OC, C, 1, 1, INIT_KAIMING_UNIFORM, 0) ||
@@ -196,7 +210,15 @@ static float *bind(const ar_params *ps, const sam_encoder_cfg *c, const char *su
         ar_errorf("sam_image_encoder: %s %s", n, p ? "has a shape other than the config's" : "is not declared");
         return NULL;
     }
-    return ps->w + p->off;
+    return p->half ? NULL : ps->w + p->off;   /* a 16-bit tensor: bind16 */
+}
+
+/* The 16-bit storage of tensor prefix+suffix (NULL when it is fp32; bind checked the shape). */
+static const uint16_t *bind16(const ar_params *ps, const sam_encoder_cfg *c, const char *suffix) {
+    char n[NAME_LEN];
+    fmt_name(n, "%s%s", c->prefix, suffix);
+    const ar_param *p = params_find(ps, n);
+    return p && p->half && ps->w16 ? ps->w16 + p->off16 : NULL;
 }
 
 /* Its gradient (trainable encoders; the shape was checked by bind). */
@@ -363,6 +385,19 @@ sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, i
         w->l1b = bind(ps, c, B_("mlp.lin1.bias"), 1, M, 0, 0, 0, &bad);
         w->l2w = bind(ps, c, B_("mlp.lin2.weight"), 2, C, M, 0, 0, &bad);
         w->l2b = bind(ps, c, B_("mlp.lin2.bias"), 1, C, 0, 0, 0, &bad);
+        w->qkvw16 = bind16(ps, c, B_("attn.qkv.weight"));
+        w->projw16 = bind16(ps, c, B_("attn.proj.weight"));
+        w->l1w16 = bind16(ps, c, B_("mlp.lin1.weight"));
+        w->l2w16 = bind16(ps, c, B_("mlp.lin2.weight"));
+        if (!bad && ((!w->qkvw && !w->qkvw16) || (!w->projw && !w->projw16) || (!w->l1w && !w->l1w16) ||
+                     (!w->l2w && !w->l2w16))) {
+            bad = 1;
+            ar_errorf("sam_image_encoder: block %d's weights are in no block of the registry", l);
+        }
+        if (!bad && e->tr && (w->qkvw16 || w->projw16 || w->l1w16 || w->l2w16)) {
+            bad = 1;
+            ar_errorf("sam_image_encoder: block %d's weights are stored in 16 bits but the encoder is trainable", l);
+        }
 #undef B_
     }
     e->neck0 = bind(ps, c, "neck.0.weight", 4, OC, C, 1, 1, &bad);
@@ -422,6 +457,14 @@ size_t sam_encoder_activation_bytes(const sam_image_encoder *e) { return e->aren
 
 /* ------------------------------------------------------------------ forward */
 
+/* out[N,OUT] = in W^T + b with W fp32 (w) or in 16 bits (w16, cfg.frozen_half). */
+static void lin(const sam_image_encoder *e, float *out, const float *in, const float *w, const uint16_t *w16,
+                const float *b, int N, int IN, int OUT) {
+    if (!w16) linear_forward(out, in, w, b, N, IN, OUT);
+    else if (e->c.frozen_half == SAM_ENC_HALF_F16) linear_f16_forward(out, in, w16, b, N, IN, OUT);
+    else linear_bf16_forward(out, in, w16, b, N, IN, OUT);
+}
+
 /* xout[B*N,C] = xmid + lin2(GELU(lin1(LN2(xmid)))), xmid = xin + proj(attn(LN1(xin))).
  * Frozen: xin, xmid and xout are all e->x (updated in place). */
 static void block_forward(sam_image_encoder *e, const block_w *w, const block_act *a, const float *xin,
@@ -430,7 +473,7 @@ static void block_forward(sam_image_encoder *e, const block_w *w, const block_ac
     const size_t BN = (size_t)B * N;
     const float scale = 1.0f / sqrtf((float)hd);
     layernorm_forward(e->xn, a->mean1, a->rstd1, xin, w->n1w, w->n1b, LN_EPS, (int)BN, C);
-    linear_forward(w->global ? a->qkv : e->qkv, e->xn, w->qkvw, w->qkvb, (int)BN, C, 3 * C);
+    lin(e, w->global ? a->qkv : e->qkv, e->xn, w->qkvw, w->qkvw16, w->qkvb, (int)BN, C, 3 * C);
     sam_rel_pos_forward(e->Rh, w->relh, w->size, w->size, w->Lh, hd);
     sam_rel_pos_forward(e->Rw, w->relw, w->size, w->size, w->Lw, hd);
     if (w->global) {
@@ -443,12 +486,12 @@ static void block_forward(sam_image_encoder *e, const block_w *w, const block_ac
                               heads, hd);
         sam_window_unpartition_forward(a->ao, e->ao, B, G, G, C, ws);
     }
-    linear_forward(e->tmp, a->ao, w->projw, w->projb, (int)BN, C, C);
+    lin(e, e->tmp, a->ao, w->projw, w->projw16, w->projb, (int)BN, C, C);
     add_forward(a->xmid, xin, e->tmp, BN * C);
     layernorm_forward(e->xn, a->mean2, a->rstd2, a->xmid, w->n2w, w->n2b, LN_EPS, (int)BN, C);
-    linear_forward(a->h, e->xn, w->l1w, w->l1b, (int)BN, C, M);
+    lin(e, a->h, e->xn, w->l1w, w->l1w16, w->l1b, (int)BN, C, M);
     gelu_forward(e->hg, a->h, BN * M);
-    linear_forward(e->tmp, e->hg, w->l2w, w->l2b, (int)BN, M, C);
+    lin(e, e->tmp, e->hg, w->l2w, w->l2w16, w->l2b, (int)BN, M, C);
     add_forward(xout, a->xmid, e->tmp, BN * C);
 }
 

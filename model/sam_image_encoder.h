@@ -63,7 +63,13 @@ typedef struct {
     int checkpoint_blocks; /* trainable only: keep each block's input alone and recompute the block's
                               forward during backward (one shared set of block buffers instead of one
                               per block; the same gradients, bit for bit) */
+    int frozen_half;     /* frozen only: the blocks' qkv / proj / lin1 / lin2 weights (ViT-H: 629 of its
+                            637 M parameters) stored in 16 bits, SAM_ENC_HALF_BF16 or _F16 (0: fp32);
+                            their products are linear_bf16/f16_forward, so they run in the GEMM mode
+                            (train.gemm = bf16: bf16 x bf16) and the rest stays fp32 */
 } sam_encoder_cfg;
+
+enum { SAM_ENC_HALF_BF16 = 1, SAM_ENC_HALF_F16 = 2 };   /* the values of llama.h's LLAMA_FROZEN_* */
 
 /* SAM ViT-B / ViT-L / ViT-H (sam_vit_b/l/h_*.pth) with the given name prefix
  * (NULL: "image_encoder."). */

@@ -295,6 +295,83 @@ static void check_presets(void) {
     t_check(ok && nl == 308278272 && nh == 637026048, PFX "vit_l_h.declare", "ViT-L %zu, ViT-H %zu floats", nl, nh);
 }
 
+/* cfg.frozen_half: the blocks' four big matrices in 16 bits. In the fp32 GEMM
+ * mode the embeddings equal those of the fp32 encoder whose same weights were
+ * rounded first (the CPU: bitwise, the product is the same sgemm over the
+ * widened weight; the GPU: 1e-6), in less memory; in train.gemm = bf16 the
+ * activations are rounded too (within 2e-2 of fp32 mode, and not equal). */
+static void check_half(int fmt) {
+    const char *fname = fmt == SAM_ENC_HALF_F16 ? "fp16" : "bf16";
+    char nm[96];
+    sam_encoder_cfg c = sam_encoder_vit_b("enc.");
+    c.img_size = 64; c.patch = 8; c.dim = 32; c.depth = 3; c.heads = 2; c.mlp_dim = 128; c.out_chans = 16;
+    c.window = 3;
+    memset(c.global_attn, 0, sizeof c.global_attn);
+    c.global_attn[1] = 1;
+    const int B = 2;
+    ar_params pa, pb;
+    params_init_empty(&pa); params_init_empty(&pb);
+    sam_encoder_cfg ch = c;
+    ch.frozen_half = fmt;
+    snprintf(nm, sizeof nm, PFX "%s weights", fname);
+    if (sam_encoder_declare(&c, &pa) || params_alloc(&pa) || sam_encoder_declare(&ch, &pb) || params_alloc(&pb) ||
+        params_randomize(&pa, 77) || params_randomize(&pb, 77)) {
+        t_fail(nm, "%s", ar_error());
+        params_free(&pa); params_free(&pb);
+        return;
+    }
+    int n16 = 0;
+    for (int i = 0; i < pb.n; i++) {   /* pa's copies of pb's 16-bit tensors, rounded the same way */
+        if (!pb.p[i].half) continue;
+        n16++;
+        const ar_param *p = params_find(&pa, pb.p[i].name);
+        float *h = t_alloc(p->numel);
+        params_download(&pb, &pb.p[i], h);
+        params_upload(&pa, p, h);
+        free(h);
+    }
+    sam_image_encoder *ea = sam_encoder_create(&c, &pa, B), *eb = sam_encoder_create(&ch, &pb, B);
+    const size_t nimg = (size_t)B * 3 * c.img_size * c.img_size, nout = (size_t)B * c.out_chans * 8 * 8;
+    float *img = t_alloc(nimg);
+    t_fill_normal(img, nimg, 1.0f, 78);
+    float *dimg = t_dev_copy(img, nimg);
+    float *oa = NULL, *ob = NULL, *og = NULL;
+    if (ea && eb) {
+        const float *r = sam_encoder_forward(ea, dimg, B);
+        if (r) oa = t_host_copy(r, nout);
+        r = sam_encoder_forward(eb, dimg, B);
+        if (r) ob = t_host_copy(r, nout);
+        char mode0[16];
+        snprintf(mode0, sizeof mode0, "%s", k_gemm_mode());
+        if (!k_set_gemm_mode(fname)) {
+            r = sam_encoder_forward(eb, dimg, B);
+            if (r) og = t_host_copy(r, nout);
+        }
+        k_set_gemm_mode(mode0);
+    }
+    const int cpu = !strcmp(k_backend_name(), "cpu");
+    const double e = oa && ob ? t_max_rel_err(ob, oa, nout) : 1, eg = oa && og ? t_max_rel_err(og, oa, nout) : 1;
+    t_check(ea && eb && oa && ob && n16 == 4 * c.depth && e <= (cpu ? 0.0 : 1e-6) &&
+                params_weight_bytes(&pb) < params_weight_bytes(&pa),
+            nm, "%d tensors in 16 bits; embeddings vs the fp32 encoder over the rounded weights: max rel err %.1e; "
+            "weights %zu -> %zu bytes%s", n16, e, params_weight_bytes(&pa), params_weight_bytes(&pb),
+            ea && eb ? "" : ar_error());
+    snprintf(nm, sizeof nm, PFX "%s weights, %s GEMMs", fname, fname);
+    t_check(og && eg > 0 && eg <= 2e-2, nm, "embeddings vs fp32 products: max rel err %.1e (limit 2e-2, > 0: the "
+            "activations were rounded)", eg);
+    free(img); free(oa); free(ob); free(og);
+    k_free(dimg);
+    sam_encoder_free(ea); sam_encoder_free(eb);
+    params_free(&pa); params_free(&pb);
+    /* a trainable encoder cannot store its weights in 16 bits */
+    ch.trainable = 1;
+    params_init_empty(&pb);
+    const int rc = sam_encoder_declare(&ch, &pb);
+    snprintf(nm, sizeof nm, PFX "%s weights refused when trainable", fname);
+    t_check(rc == -1 && strstr(ar_error(), "need a frozen encoder"), nm, "%s", ar_error());
+    params_free(&pb);
+}
+
 int main(void) {
     if (!fx_open(&FX, FIXTURE, PFX)) return t_exit_code();
     printf("# SAM image encoder against exact host loops and PyTorch float64, backend %s\n", k_backend_name());
@@ -305,6 +382,8 @@ int main(void) {
     check_config("b", "model.visual_model.image_encoder.");
     check_shape_mismatch();
     check_presets();
+    check_half(SAM_ENC_HALF_BF16);
+    check_half(SAM_ENC_HALF_F16);
     fx_close(&FX);
     return t_exit_code();
 }

@@ -97,6 +97,29 @@ static void test_nondeterministic(void) {
             rc, l, s, rc ? ": " : "", rc ? ar_error() : "");
 }
 
+/* A frozen SAM image encoder with its big matrices in bf16, beside bf16 LLaMA
+ * weights, in train.gemm = bf16: trains and resumes bit for bit. */
+static void test_bf16_encoder(void) {
+    const char *o1[] = {"data.workers=2", "sam_encoder.trainable=0", "sam_encoder.frozen_weights=bf16",
+                        "model.frozen_weights=bf16", "train.gemm=bf16", "lora.rank=4", "train.trainable=lora+embed",
+                        NULL};
+    int r1 = run("b16", o1, 7);
+    o1[7] = "train.stop_after=4";
+    int r2 = run("b16split", o1, 8);
+    o1[7] = "train.resume=auto";
+    int r3 = run("b16split", o1, 8);
+    char a[300], b[300];
+    path(a, sizeof a, "b16");
+    path(b, sizeof b, "b16split");
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
+    const double l = t_metric(a, 8, "loss");
+    t_check(r1 == 0 && r2 == 0 && r3 == 0 && ma && mb && !strcmp(ma, mb) && isfinite(l),
+            "sources: bf16 SAM encoder and LLaMA weights, bf16 GEMMs", "runs %d/%d/%d, loss %.4f, 4 + 4 == 8 steps "
+            "bitwise: %s", r1, r2, r3, l, ma && mb && !strcmp(ma, mb) ? "yes" : "NO");
+    free(ma);
+    free(mb);
+}
+
 static void expect_error(const char *name, const char *const *ov, int n, const char *needle) {
     int rc = run("err", ov, n);
     t_check(rc != 0 && strstr(ar_error(), needle), name, "rc %d: %s", rc, ar_error());
@@ -117,6 +140,11 @@ static void test_config_errors(void) {
     expect_error("sources: weight must be positive", f, 1, "source2.weight");
     const char *g[] = {"source.file=tests/fixtures/custom/nope.jsonl"};
     expect_error("sources: a missing file is named", g, 1, "nope.jsonl");
+    const char *h[] = {"sam_encoder.frozen_weights=bf16", "sam_encoder.trainable=1"};
+    expect_error("sources: a trainable SAM encoder stays fp32", h, 2, "sam_encoder.trainable = 1");
+    const char *i[] = {"sam_encoder.frozen_weights=bf16", "sam_encoder.trainable=0", "model.frozen_weights=fp16",
+                       "lora.rank=4", "train.trainable=lora+embed"};
+    expect_error("sources: one 16-bit format", i, 5, "share one format");
 }
 
 int main(void) {
@@ -126,6 +154,7 @@ int main(void) {
     test_threads_and_skips();
     test_resume();
     test_nondeterministic();
+    test_bf16_encoder();
     test_config_errors();
     char cmd[400];
     if (getenv("KEEP")) return t_exit_code();

@@ -448,6 +448,16 @@ int grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *pre
     }
     e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
     e->checkpoint_blocks = e->trainable && cfg_bool(cfg, "sam_encoder.checkpoint");
+    const char *fw = cfg_str(cfg, "sam_encoder.frozen_weights"), *mw = cfg_str(cfg, "model.frozen_weights");
+    if (strcmp(fw, "fp32") && strcmp(fw, "bf16") && strcmp(fw, "fp16"))
+        return ar_errorf("config: sam_encoder.frozen_weights = '%s' (expected fp32, bf16 or fp16)", fw);
+    e->frozen_half = !strcmp(fw, "bf16") ? SAM_ENC_HALF_BF16 : !strcmp(fw, "fp16") ? SAM_ENC_HALF_F16 : 0;
+    if (e->frozen_half && e->trainable)
+        return ar_errorf("config: sam_encoder.frozen_weights = %s stores the frozen encoder's weights in 16 bits, "
+                         "but sam_encoder.trainable = 1 (use fp32)", fw);
+    if (e->frozen_half && strcmp(mw, "fp32") && strcmp(mw, fw))
+        return ar_errorf("config: sam_encoder.frozen_weights = %s but model.frozen_weights = %s: the 16-bit weights "
+                         "share one format", fw, mw);
     *present = 1;
     return 0;
 }
@@ -533,8 +543,11 @@ int grounding_open_cache(run_t *r) {
     if (r->use_senc) {
         const sam_encoder_cfg *e = &r->scfg;
         int n = snprintf(t, sizeof t, "sam_image_encoder img_size=%d patch=%d dim=%d depth=%d heads=%d mlp_dim=%d "
-                         "out_chans=%d window=%d global=", e->img_size, e->patch, e->dim, e->depth, e->heads,
+                         "out_chans=%d window=%d ", e->img_size, e->patch, e->dim, e->depth, e->heads,
                          e->mlp_dim, e->out_chans, e->window);
+        if (e->frozen_half)   /* its products then follow the GEMM mode: cached embeddings depend on it */
+            n += snprintf(t + n, sizeof t - n, "frozen_half=%d gemm=%s ", e->frozen_half, k_gemm_mode());
+        n += snprintf(t + n, sizeof t - n, "global=");
         for (int i = 0; i < e->depth && n < (int)sizeof t - 8; i++)
             if (e->global_attn[i]) n += snprintf(t + n, sizeof t - n, "%d,", i);
         if (declare_encoder(r, "sam_image_encoder", e->prefix, t, &r->enc_sam)) return -1;

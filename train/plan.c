@@ -214,7 +214,7 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
     fprintf(f, "%smemory plan (float32 unless said; MiB/GiB = 2^20/2^30 bytes): batch %d x %d tokens%s\n", in, s->B, s->T,
             s->is_anyref ? ", AnyRef step" : "");
     if (p->nw16)
-        fprintf(f, "%s  weights     %s  (%zu floats + %zu bf16 values: model.frozen_weights = bf16)\n", in,
+        fprintf(f, "%s  weights     %s  (%zu floats + %zu 16-bit values: model / sam_encoder.frozen_weights)\n", in,
                 sz(x, p->weights_bytes), p->nw, p->nw16);
     else
         fprintf(f, "%s  weights     %s  (%zu floats)\n", in, sz(x, p->weights_bytes), p->nw);
@@ -244,9 +244,10 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
  * alone and (when several) all together, with the totals they would give
  * (the same plan, recomputed). */
 static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
-    enum { NK = 4 };
+    enum { NK = 5 };
     static const char *const what[NK] = {"model.frozen_weights = bf16", "model.attention = flash",
-                                         "model.checkpoint_layers = 1", "model.activations = bf16"};
+                                         "model.checkpoint_layers = 1", "model.activations = bf16",
+                                         "sam_encoder.frozen_weights = bf16"};
     plan_shape all = *s;
     int n = 0;
     char x[32], y[32];
@@ -257,6 +258,10 @@ static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
         if (k == 1) { if (lc->flash_attention) continue; lc->flash_attention = 1; }
         if (k == 2) { if (lc->checkpoint_layers) continue; lc->checkpoint_layers = 1; }
         if (k == 3) { if (lc->act_half) continue; lc->act_half = LLAMA_ACT_BF16; }
+        if (k == 4) {   /* a frozen SAM encoder's big matrices; the registry holds one 16-bit format */
+            if (!t.use_senc || t.senc.trainable || t.senc.frozen_half || lc->frozen_half == LLAMA_FROZEN_F16) continue;
+            t.senc.frozen_half = SAM_ENC_HALF_BF16;
+        }
         if (k == NK && n < 2) break;   /* "all of them" only when more than one helps */
         t.ac.llm = t.llm;
         mem_plan q;
@@ -266,6 +271,7 @@ static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
             all.llm.flash_attention |= t.llm.flash_attention;
             all.llm.checkpoint_layers |= t.llm.checkpoint_layers;
             all.llm.act_half |= t.llm.act_half;
+            all.senc.frozen_half |= t.senc.frozen_half;
             if (++n == 1) fprintf(f, "  options that take less memory:\n");
         }
         fprintf(f, "    %-40s total %s (%s less)\n", k < NK ? what[k] : "all of them", sz(x, q.total),

@@ -109,6 +109,7 @@ const cfg_key train_schema[] = {
     {"sam_encoder.window", CFG_INT, "14", "anyref, custom: window size of the windowed blocks"},
     {"sam_encoder.global", CFG_STRING, "2,5,8,11", "anyref, custom: blocks with global attention"},
     {"sam_encoder.trainable", CFG_BOOL, "0", "anyref: train the SAM image encoder too (full backward; for small models from scratch; no feature cache for it)"},
+    {"sam_encoder.frozen_weights", CFG_STRING, "fp32", "anyref, frozen encoder: storage of the blocks' qkv / proj / lin1 / lin2 weights (ViT-H: 629 of 637 M parameters): fp32, or bf16 / fp16 (half their memory; widened inside each product, or multiplied in 16 bits with train.gemm of the same format; must match model.frozen_weights when both are 16-bit)"},
     {"sam_encoder.checkpoint", CFG_BOOL, "0", "with sam_encoder.trainable: gradient checkpointing per ViT block (keep each block's input, recompute its forward in backward: less memory, about a third more encoder work, the same gradients bit for bit)"},
     {"sam_encoder.init", CFG_STRING, "", "anyref: SAM image-encoder weights (.safetensors, image_encoder.*; empty: random)"},
     {"clip.image_size", CFG_INT, "0", "anyref: CLIP input side (0: no images or references as tokens; 224 for ViT-L/14)"},
@@ -779,10 +780,15 @@ int run_setup(run_t *r, const ar_config *cfg) {
                          cfg_str(cfg, "train.gemm")[0] ? "" : " (from $ANYREF_GEMM)", k_backend_name(),
                          strcmp(k_backend_name(), "cpu") ? "fp32, tf32, bf16 and fp16" : "fp32, bf16 and fp16 (emulated; tf32 needs make CUDA=1)");
     const int want_half = !strcmp(k_gemm_mode(), "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(k_gemm_mode(), "fp16") ? LLAMA_FROZEN_F16 : 0;
-    if (want_half && r->mc.frozen_half != want_half)
+    /* (read from the keys: the encoder is set up later) */
+    const char *sfw = cfg_str(cfg, "sam_encoder.frozen_weights");
+    const int sam_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || !strcmp(cfg_str(cfg, "sam_encoder.model"), "none")
+                             ? 0 : !strcmp(sfw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(sfw, "fp16") ? LLAMA_FROZEN_F16 : 0;
+    if (want_half && r->mc.frozen_half != want_half && sam_half != want_half)
         return ar_errorf("config: train.gemm = %s multiplies the %s-stored frozen LLaMA weights in %s: set "
-                         "model.frozen_weights = %s (otherwise it would be tf32 on the GPU, fp32 here)", k_gemm_mode(),
-                         k_gemm_mode(), k_gemm_mode(), k_gemm_mode());
+                         "model.frozen_weights = %s (or sam_encoder.frozen_weights = %s; otherwise it would be tf32 "
+                         "on the GPU, fp32 here)", k_gemm_mode(), k_gemm_mode(), k_gemm_mode(), k_gemm_mode(),
+                         k_gemm_mode());
     const char *ls = cfg_str(cfg, "train.loss_scale");
     r->scale_dynamic = !strcmp(ls, "dynamic") || (!strcmp(ls, "auto") && !strcmp(k_gemm_mode(), "fp16"));
     r->scale_fixed = 1.0;
