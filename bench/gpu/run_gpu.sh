@@ -6,16 +6,17 @@
 # repository root after `make CUDA=1` (BUILD_DIR defaults to build/cuda; the binaries may also
 # be built on another machine and copied, as the 2026-11-26 logs beside this
 # were: CUDA 13.0, gcc 12, -march=x86-64-v3, run on an H200).
-#  1. tests: every device-capable test (the Makefile's CUDA_TESTS; `make CUDA=1 test`
+#  1. tests: every device-capable test ($GPU_TESTS, else the Makefile's CUDA_TESTS; `make CUDA=1 test`
 #     runs the same list), one line per test with its counts and seconds;
 #  2. llama: bench_llama (bench/bench_llama.c) at the LLaMA-7B layer shape — dim 4096,
 #     32 heads, MLP 11008, vocab 32000, LoRA r 8 on q/v, trainable embed and
 #     lm_head, batch 6 x 400 tokens — with BENCH_GPU_LAYERS layers (default 32,
 #     LLaMA-7B itself; the 2026-11-26 logs used 8), with its GEMMs in
 #     $BENCH_GPU_MODES (ANYREF_GEMM, kernels.h k_set_gemm_mode; default tf32,
-#     "fp32 tf32" adds plain fp32), then with the frozen projections stored as bf16 (--frozen-bf16) in tf32
-#     and bf16 mode (bf16 x bf16 tensor-core products for them), the last
-#     also with --flash (memory-efficient attention);
+#     "fp32 tf32" adds plain fp32), then with the frozen projections stored as
+#     bf16 (--frozen-bf16) in $BENCH_GPU_FROZEN_MODES (default bf16: bf16 x bf16
+#     tensor-core products for them; "tf32 bf16" adds the widened-weight tf32
+#     run), and in bf16 mode with --flash (memory-efficient attention);
 #     and the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
 #     in bf16 and in fp32 with TF32, if python3 there has them;
 #  3. anyref: the full 7B AnyRef step (bench/gpu/anyref_step.sh: `anyref train`
@@ -40,7 +41,7 @@ export ANYREF_PROGRESS=off ANYREF_BIN=$b/anyref
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 if [[ $parts == *" tests "* ]]; then
 : > "$out/tests.log"
-tests=$(sed -n '/^CUDA_TESTS :=/,/^TEST_BIN/p' Makefile | tr -d '\\' | sed 's/CUDA_TESTS :=//; /TEST_BIN/d')
+tests=${GPU_TESTS:-$(sed -n '/^CUDA_TESTS :=/,/^TEST_BIN/p' Makefile | tr -d '\\' | sed 's/CUDA_TESTS :=//; /TEST_BIN/d')}
 for t in $tests; do
   s=$(date +%s.%N)
   "$b/tests/test_$t" > /tmp/anyref_gpu_$t.log 2>&1; rc=$?
@@ -59,7 +60,7 @@ for mode in ${BENCH_GPU_MODES:-tf32}; do
   { echo "### c $mode"; ANYREF_GEMM=$mode "$b/bench/bench_llama" --no-ceiling --no-gemm $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
 done
 # the frozen projections stored as bf16: widened to fp32 in tf32 mode; bf16 x bf16 on the tensor cores in bf16 mode
-for mode in tf32 bf16; do
+for mode in ${BENCH_GPU_FROZEN_MODES:-bf16}; do
   { echo "### c $mode frozen-bf16"; ANYREF_GEMM=$mode "$b/bench/bench_llama" --no-ceiling --no-gemm --frozen-bf16 $shape --steps=5 --warmup=2; } >> "$out/bench_llama.log" 2>&1
 done
 # and with the memory-efficient attention (model.attention = flash)
