@@ -79,7 +79,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from bench_llama_hf import lisa_lora   # the same PEFT set-up as the LLaMA step benchmark
+from bench_llama_hf import device_setup, lisa_lora   # the same set-up as the LLaMA step benchmark
 
 CE_W, BCE_W, DICE_W, DICE_SMOOTH = 1.0, 2.0, 0.5, 1e-3
 DEC_ANYREF = ("mask_tokens.", "upscale_conv1.", "upscale_conv2.", "upscale_layer_norm.",
@@ -299,12 +299,7 @@ def main():
         print("# model flops per step: " + " ".join(f"{k}={v:.4e}" for k, v in fl.items()) + f" total={total:.4e}")
         return
 
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32
-    torch.backends.cudnn.allow_tf32 = a.tf32
-    dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    dev = torch.device(a.device)
-    cuda = dev.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    dt, dev, cuda, sync = device_setup(a)
     torch.manual_seed(0)
     if cuda:
         torch.set_default_device(dev)   # random init on the GPU: seconds, not minutes

@@ -37,6 +37,16 @@ def lisa_lora(model, rank):
     return model
 
 
+def device_setup(a):
+    """TF32 switches, dtype, device, and a synchronize for timing, from --dtype/--device/--tf32."""
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
+    torch.backends.cudnn.allow_tf32 = a.tf32
+    dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    return dt, dev, cuda, (torch.cuda.synchronize if cuda else (lambda: None))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=5)
@@ -59,12 +69,7 @@ def main():
     import peft
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32
-    torch.backends.cudnn.allow_tf32 = a.tf32
-    dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    dev = torch.device(a.device)
-    cuda = dev.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    dt, dev, cuda, sync = device_setup(a)
     cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.dim, intermediate_size=a.mlp, num_hidden_layers=a.layers,
                       num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, max_position_embeddings=max(2048, a.seq),
                       rms_norm_eps=1e-6, use_cache=False)

@@ -180,6 +180,15 @@ float *t_dev_copy(const float *host, size_t n) {
     return d;
 }
 
+float *t_dev_mask(size_t n, uint64_t seed, float p) {
+    float *h = t_alloc(n ? n : 1);
+    t_fill_uniform(h, n, 0.0f, 1.0f, seed);
+    for (size_t i = 0; i < n; i++) h[i] = h[i] < p ? 1.0f : 0.0f;
+    float *d = t_dev_copy(h, n);
+    free(h);
+    return d;
+}
+
 float *t_host_copy(const float *dev, size_t n) {
     float *h = malloc((n ? n : 1) * sizeof(float));
     if (!h) { printf("FAIL out of memory (%zu floats)\n", n); exit(1); }

@@ -60,6 +60,9 @@ void *fx_alloc(const h5fixture *fx, size_t bytes);
  * after k_sync (free it). Both end the test on out-of-memory. */
 float *t_dev_copy(const float *host, size_t n);
 float *t_host_copy(const float *dev, size_t n);
+/* A new backend buffer of n 0/1 floats, 1 where a uniform draw (t_fill_uniform,
+ * seed) is below p: the planted ground-truth masks of the AnyRef step tests. */
+float *t_dev_mask(size_t n, uint64_t seed, float p);
 /* The n floats at backend pointer dev, after k_sync, in a new host buffer (free it). */
 float *fx_download(const h5fixture *fx, const float *dev, size_t n);
 

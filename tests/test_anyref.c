@@ -31,6 +31,7 @@
 #include "optim/optim.h"
 #include "core/error.h"
 #include "tests/testlib.h"
+#include "tests/h5fixture.h"
 #include "tests/tiny_anyref.h"
 
 #include <math.h>
@@ -117,16 +118,7 @@ static void mixed_batch(step_ctx *s, float **imgs, float **gts, int avs) {
     }
     /* [SEG] 0 -> sample 0 (13x11), [SEG]s 1, 2 -> sample 1 (9x15); masks at hw */
     const int gb[3] = {0, 1, 1};
-    for (int k = 0; k < 3; k++) {
-        size_t n = (size_t)hw[2 * gb[k]] * hw[2 * gb[k] + 1];
-        float *h = t_alloc(n);
-        t_fill_uniform(h, n, 0.0f, 1.0f, 200 + k);
-        for (size_t i = 0; i < n; i++) h[i] = h[i] < 0.4f ? 1.0f : 0.0f;
-        gts[k] = k_malloc(n * sizeof(float));
-        k_upload(gts[k], h, n * sizeof(float));
-        free(h);
-        s->gt[k] = gts[k];
-    }
+    for (int k = 0; k < 3; k++) s->gt[k] = gts[k] = t_dev_mask((size_t)hw[2 * gb[k]] * hw[2 * gb[k] + 1], 200 + k, 0.4f);
     s->gt[3] = NULL;
 }
 

@@ -593,15 +593,7 @@ static float any_step(ar_params *ps, int half, int flash, int ckpt, float *g, an
         k_upload(img[b], h, sizeof h);
     }
     const int gb[3] = {0, 1, 1};
-    for (int k = 0; k < 3; k++) {
-        const size_t n = (size_t)hw[2 * gb[k]] * hw[2 * gb[k] + 1];
-        float *mk = t_alloc(n);
-        t_fill_uniform(mk, n, 0.0f, 1.0f, 200 + k);
-        for (size_t i = 0; i < n; i++) mk[i] = mk[i] < 0.4f ? 1.0f : 0.0f;
-        gt[k] = k_malloc(n * sizeof(float));
-        k_upload(gt[k], mk, n * sizeof(float));
-        free(mk);
-    }
+    for (int k = 0; k < 3; k++) gt[k] = t_dev_mask((size_t)hw[2 * gb[k]] * hw[2 * gb[k] + 1], 200 + k, 0.4f);
     anyref_batch bt = {.tokens = TOK, .targets = tgt, .image_emb = (const float *const *)img, .orig_hw = hw,
                        .gt_masks = (const float *const *)gt};
     params_zero_grad(ps);
