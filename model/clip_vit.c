@@ -28,7 +28,7 @@
 /* CLIP vision tower                                                        */
 /* ------------------------------------------------------------------------ */
 /* nn.Linear / LayerNorm: weights, and their gradients (NULL: frozen in the registry). */
-typedef struct { const float *w, *b; float *gw, *gb; } lin_w;
+typedef struct { const float *w, *b; float *gw, *gb; const uint16_t *w16; } lin_w;   /* w16: cfg.frozen_half */
 
 typedef struct {
     lin_w ln1, q, k, v, o, ln2, fc1, fc2;
@@ -116,6 +116,10 @@ static int vit_check(const clip_vit_cfg *c, int *n_run) {
     if ((size_t)(1 + g * g) * c->width > (size_t)1 << 31 || (size_t)c->mlp_dim * c->width > (size_t)1 << 31)
         return ar_errorf("clip_vit: sizes too large (%d tokens x width %d, mlp %d)", 1 + g * g, c->width,
                          c->mlp_dim);
+    if (c->frozen_half < 0 || c->frozen_half > CLIP_HALF_F16)
+        return ar_errorf("clip_vit: frozen_half %d (expected 0, CLIP_HALF_BF16 or CLIP_HALF_F16)", c->frozen_half);
+    if (c->frozen_half && c->trainable)
+        return ar_errorf("clip_vit: 16-bit weights need a frozen tower (it is trainable)");
     *n_run = c->select_layer < 0 ? c->layers + 1 + c->select_layer : c->select_layer;
     return 0;
 }
@@ -175,6 +179,16 @@ int clip_vit_declare(const clip_vit_cfg *c, ar_params *ps) {
             vadd_lin(ps, c, l, "mlp.fc2", tl, W, M, in_std) ||
             vadd_norm(ps, c, l, "layer_norm2", tl, W))
             return -1;
+        if (c->frozen_half) {   /* the six big matrices in 16 bits */
+            static const char *const big[] = {"self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                                              "self_attn.q_proj.weight", "self_attn.out_proj.weight",
+                                              "mlp.fc1.weight", "mlp.fc2.weight"};
+            for (int i = 0; i < 6; i++) {
+                char n[NAME_LEN];
+                vname(n, c, l, big[i]);
+                if (params_store_half(ps, n, c->frozen_half == CLIP_HALF_F16)) return -1;
+            }
+        }
     }
     return vadd_norm(ps, c, -1, "post_layernorm", 0, W);   /* unused by LLaVA: always frozen */
 }
@@ -197,6 +211,9 @@ static int vbind_pair(const clip_vit_cfg *c, ar_params *ps, int layer, const cha
     char t[TAIL_LEN];
     snprintf(t, sizeof t, "%s.weight", tail);
     if (vbind(c, ps, layer, t, wn, &o->w, &o->gw)) return -1;
+    char n[NAME_LEN];
+    vname(n, c, layer, t);
+    o->w16 = params_w16(ps, n);   /* NULL unless stored in 16 bits (then o->w is NULL) */
     snprintf(t, sizeof t, "%s.bias", tail);
     return vbind(c, ps, layer, t, bn, &o->b, &o->gb);
 }
@@ -406,6 +423,13 @@ float *clip_vit_forward(clip_vit *v, const float *pixels, int N) { return clip_v
  * recompute) only as far as what backward reads: mid, q, k, v, the attention
  * output and probabilities, the fc1 pre-activation and both LayerNorms'
  * statistics, the same kernels on the same inputs, so the same bits. */
+/* out[N,OUT] = in W^T + b, W fp32 or in 16 bits (cfg.frozen_half). */
+static void lin(const clip_vit *v, float *out, const float *in, const lin_w *w, int N, int IN, int OUT) {
+    if (!w->w16) linear_forward(out, in, w->w, w->b, N, IN, OUT);
+    else if (v->c.frozen_half == CLIP_HALF_F16) linear_f16_forward(out, in, w->w16, w->b, N, IN, OUT);
+    else linear_bf16_forward(out, in, w->w16, w->b, N, IN, OUT);
+}
+
 static void layer_forward(clip_vit *v, int l, int first, int N, int full) {
     const clip_vit_cfg *c = &v->c;
     const int W = c->width, M = c->mlp_dim, H = c->heads, hd = W / H, T = v->T, NT = N * T;
@@ -415,19 +439,19 @@ static void layer_forward(clip_vit *v, int l, int first, int N, int full) {
     const layer_w *L = &v->L[l];
     const lbuf b = layer_bufs(v, l, first);
     layernorm_forward(ln, b.m1, b.r1, b.in, L->ln1.w, L->ln1.b, c->eps, NT, W);
-    linear_forward(b.q, ln, L->q.w, L->q.b, NT, W, W);
-    linear_forward(b.k, ln, L->k.w, L->k.b, NT, W, W);
-    linear_forward(b.v, ln, L->v.w, L->v.b, NT, W, W);
+    lin(v, b.q, ln, &L->q, NT, W, W);
+    lin(v, b.k, ln, &L->k, NT, W, W);
+    lin(v, b.v, ln, &L->v, NT, W, W);
     attention_forward(b.ao, b.att, b.q, b.k, b.v, NULL, 0, scale, N, T, T, H, H, hd);
-    linear_forward(tmp, b.ao, L->o.w, L->o.b, NT, W, W);
+    lin(v, tmp, b.ao, &L->o, NT, W, W);
     add_forward(b.mid, b.in, tmp, nw);                                  /* frozen: in place */
     layernorm_forward(ln, b.m2, b.r2, b.mid, L->ln2.w, L->ln2.b, c->eps, NT, W);
-    linear_forward(b.h1, ln, L->fc1.w, L->fc1.b, NT, W, M);
+    lin(v, b.h1, ln, &L->fc1, NT, W, M);
     if (!full) return;
     float *x_out = l + 1 < v->n_run ? layer_bufs(v, l + 1, first).in : final_hidden(v, first);
     if (c->act == CLIP_ACT_QUICK_GELU) quick_gelu_forward(b.ha, b.h1, (size_t)NT * M);
     else gelu_forward(b.ha, b.h1, (size_t)NT * M);
-    linear_forward(tmp, b.ha, L->fc2.w, L->fc2.b, NT, M, W);
+    lin(v, tmp, b.ha, &L->fc2, NT, M, W);
     add_forward(x_out, b.mid, tmp, nw);                                 /* hidden_states[l + 1] */
 }
 

@@ -92,7 +92,13 @@ typedef struct {
     int checkpoint_layers; /* trainable only: keep each layer's input alone and recompute the
                               layer's forward during backward (one shared set of layer buffers
                               instead of one per layer; the same gradients, bit for bit) */
+    int frozen_half;    /* frozen only: the layers' q/k/v/out_proj and fc1/fc2 weights (ViT-L: 302 of
+                           its 304 M parameters) stored in 16 bits, CLIP_HALF_BF16 or CLIP_HALF_F16
+                           (0: fp32); their products are linear_bf16/f16_forward and follow the GEMM
+                           mode (train.gemm = bf16: bf16 x bf16) */
 } clip_vit_cfg;
+
+enum { CLIP_HALF_BF16 = 1, CLIP_HALF_F16 = 2 };   /* the values of llama.h's LLAMA_FROZEN_* */
 
 /* openai/clip-vit-large-patch14 with LLaVA's selection (-2, patch) and HF prefix. */
 clip_vit_cfg clip_vit_large_cfg(void);

@@ -225,9 +225,9 @@ int main(void) {
     /* anyref plan lists the knobs that would shrink the plan, with their totals */
     {
         const char *none[] = {"model.frozen_weights=bf16", "model.attention=flash", "model.activations=bf16",
-                              "sam_encoder.frozen_weights=bf16"};
+                              "sam_encoder.frozen_weights=bf16", "clip.frozen_weights=bf16"};
         for (int v = 0; v < 2; v++) {
-            ar_config *c = load("configs/anyref-7b-mixed.cfg", v ? none : NULL, v ? 4 : 0);
+            ar_config *c = load("configs/anyref-7b-mixed.cfg", v ? none : NULL, v ? 5 : 0);
             char *buf = NULL;
             size_t len = 0;
             FILE *f = open_memstream(&buf, &len);
@@ -238,13 +238,14 @@ int main(void) {
                 t_check(rc == 0 && listed && strstr(buf, "model.frozen_weights = bf16              total    27.631 GiB") &&
                             strstr(buf, "model.activations = bf16                 total    39.144 GiB") &&
                             strstr(buf, "sam_encoder.frozen_weights = bf16        total    38.521 GiB") &&
-                            strstr(buf, "all of them                              total    25.604 GiB"),
+                            strstr(buf, "clip.frozen_weights = bf16               total    39.131 GiB") &&
+                            strstr(buf, "all of them                              total    25.041 GiB"),
                         "plan lists the memory options", "mixed 7B recipe: %s", listed ? "bf16 weights 27.631 GiB, bf16 "
-                        "activations 39.144 GiB, bf16 SAM encoder 38.521 GiB, all of them 25.604 GiB (as listed)"
-                        : "NOT LISTED");
+                        "activations 39.144 GiB, bf16 SAM encoder 38.521 GiB, bf16 CLIP 39.131 GiB, all of them "
+                        "25.041 GiB (as listed)" : "NOT LISTED");
             else
                 t_check(rc == 0 && !listed, "plan lists no option already in use",
-                        "with bf16 weights, flash, bf16 activations and a bf16 SAM encoder: %s",
+                        "with bf16 weights, flash, bf16 activations, a bf16 SAM encoder and CLIP: %s",
                         listed ? "LISTED" : "none listed");
             free(buf);
             cfg_free(c);
@@ -264,8 +265,8 @@ int main(void) {
     check_tiny("configs/sources-tiny.cfg", src2, 9);
     const char *src2h[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "lora.rank=4",
                            "train.trainable=lora+embed", "sam_encoder.trainable=0", "sam_encoder.frozen_weights=bf16",
-                           "model.frozen_weights=bf16"};   /* both in 16 bits: one registry format */
-    check_tiny("configs/sources-tiny.cfg", src2h, 7);
+                           "model.frozen_weights=bf16", "clip.trainable=0", "clip.frozen_weights=bf16"};
+    check_tiny("configs/sources-tiny.cfg", src2h, 9);   /* all three in 16 bits: one registry format */
     const char *src3[] = {"run.dir=/tmp/anyref_test_recipes_sources", "data.workers=0", "clip.trainable=1",
                           "clip.layers=3", "clip.checkpoint=1"};   /* checkpointed: 2 run layers share a block */
     check_tiny("configs/sources-tiny.cfg", src3, 5);

@@ -51,9 +51,9 @@ static int run_export(const char *src, const char *out, int merged, long shard_m
         if (cfg_override(cfg, over[i])) { ar_error_prefix("%s: ", over[i]); goto out; }
     /* the merge adds the LoRA product into the float32 base as loaded from
      * model.init, also for a run that kept its frozen weights in bf16; the
-     * SAM encoder's weights go out as loaded too */
+     * encoders' weights go out as loaded too */
     if (merged && (cfg_override(cfg, "model.frozen_weights=fp32") ||
-                   cfg_override(cfg, "sam_encoder.frozen_weights=fp32")))
+                   cfg_override(cfg, "sam_encoder.frozen_weights=fp32") || cfg_override(cfg, "clip.frozen_weights=fp32")))
         goto out;
     if (run_setup(&r, cfg)) goto out;
     ar_train_state st;

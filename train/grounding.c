@@ -336,6 +336,30 @@ static int load_branch(run_t *r, const char *path, const char *key, unsigned com
  * LLM of width llm_dim; fbank_h > 0: the audio input's size (else
  * ImageBind's). Shared by the set-up below and the memory plan. 0, or -1 +
  * ar_error. */
+/* <section>.frozen_weights (fp32 | bf16 | fp16) -> *half (0, or 1 bf16 / 2 fp16:
+ * the LLAMA_FROZEN_* values the encoders' SAM_ENC_HALF_* and CLIP_HALF_* share).
+ * A trainable encoder stays fp32, and the registry holds one 16-bit format, so
+ * every 16-bit frozen_weights key must name the same one. */
+static int frozen_half_key(const ar_config *cfg, const char *section, int trainable, int *half) {
+    static const char *const keys[] = {"model.frozen_weights", "sam_encoder.frozen_weights", "clip.frozen_weights"};
+    char key[64];
+    snprintf(key, sizeof key, "%s.frozen_weights", section);
+    const char *fw = cfg_str(cfg, key);
+    if (strcmp(fw, "fp32") && strcmp(fw, "bf16") && strcmp(fw, "fp16"))
+        return ar_errorf("config: %s = '%s' (expected fp32, bf16 or fp16)", key, fw);
+    *half = !strcmp(fw, "bf16") ? 1 : !strcmp(fw, "fp16") ? 2 : 0;
+    if (*half && trainable)
+        return ar_errorf("config: %s = %s stores the frozen weights in 16 bits, but %s.trainable = 1 (use fp32)", key,
+                         fw, section);
+    for (size_t i = 0; *half && i < sizeof keys / sizeof keys[0]; i++) {
+        const char *other = cfg_str(cfg, keys[i]);
+        if (strcmp(other, "fp32") && strcmp(other, fw))
+            return ar_errorf("config: %s = %s but %s = %s: the 16-bit weights share one format", key, fw, keys[i],
+                             other);
+    }
+    return 0;
+}
+
 int grounding_refs_cfg(const ar_config *cfg, int llm_dim, int fbank_h, int fbank_w, refs_cfg *rc) {
     memset(rc, 0, sizeof *rc);
     clip_vit_cfg c = {.image_size = (int)cfg_int(cfg, "clip.image_size"), .patch = (int)cfg_int(cfg, "clip.patch"),
@@ -344,6 +368,7 @@ int grounding_refs_cfg(const ar_config *cfg, int llm_dim, int fbank_h, int fbank
                       .eps = 1e-5f, .select_layer = (int)cfg_int(cfg, "clip.select_layer"),
                       .trainable = cfg_bool(cfg, "clip.trainable")};
     c.checkpoint_layers = c.trainable && cfg_bool(cfg, "clip.checkpoint");
+    if (frozen_half_key(cfg, "clip", c.trainable, &c.frozen_half)) return -1;
     const char *act = cfg_str(cfg, "clip.act");
     if (!strcmp(act, "quick_gelu")) c.act = CLIP_ACT_QUICK_GELU;
     else if (!strcmp(act, "gelu")) c.act = CLIP_ACT_GELU;
@@ -448,16 +473,7 @@ int grounding_sam_encoder_cfg(const ar_config *cfg, sam_encoder_cfg *e, int *pre
     }
     e->trainable = cfg_bool(cfg, "sam_encoder.trainable");
     e->checkpoint_blocks = e->trainable && cfg_bool(cfg, "sam_encoder.checkpoint");
-    const char *fw = cfg_str(cfg, "sam_encoder.frozen_weights"), *mw = cfg_str(cfg, "model.frozen_weights");
-    if (strcmp(fw, "fp32") && strcmp(fw, "bf16") && strcmp(fw, "fp16"))
-        return ar_errorf("config: sam_encoder.frozen_weights = '%s' (expected fp32, bf16 or fp16)", fw);
-    e->frozen_half = !strcmp(fw, "bf16") ? SAM_ENC_HALF_BF16 : !strcmp(fw, "fp16") ? SAM_ENC_HALF_F16 : 0;
-    if (e->frozen_half && e->trainable)
-        return ar_errorf("config: sam_encoder.frozen_weights = %s stores the frozen encoder's weights in 16 bits, "
-                         "but sam_encoder.trainable = 1 (use fp32)", fw);
-    if (e->frozen_half && strcmp(mw, "fp32") && strcmp(mw, fw))
-        return ar_errorf("config: sam_encoder.frozen_weights = %s but model.frozen_weights = %s: the 16-bit weights "
-                         "share one format", fw, mw);
+    if (frozen_half_key(cfg, "sam_encoder", e->trainable, &e->frozen_half)) return -1;
     *present = 1;
     return 0;
 }
@@ -553,10 +569,12 @@ int grounding_open_cache(run_t *r) {
         if (declare_encoder(r, "sam_image_encoder", e->prefix, t, &r->enc_sam)) return -1;
     }
     if (r->refs) {
-        snprintf(t, sizeof t, "clip_vit image_size=%d patch=%d width=%d layers=%d heads=%d mlp_dim=%d eps=%g act=%d "
-                 "select_layer=%d keep_cls=%d", rc->clip.image_size, rc->clip.patch, rc->clip.width, rc->clip.layers,
-                 rc->clip.heads, rc->clip.mlp_dim, (double)rc->clip.eps, (int)rc->clip.act, rc->clip.select_layer,
-                 rc->clip.keep_cls);
+        int n = snprintf(t, sizeof t, "clip_vit image_size=%d patch=%d width=%d layers=%d heads=%d mlp_dim=%d eps=%g "
+                         "act=%d select_layer=%d keep_cls=%d", rc->clip.image_size, rc->clip.patch, rc->clip.width,
+                         rc->clip.layers, rc->clip.heads, rc->clip.mlp_dim, (double)rc->clip.eps, (int)rc->clip.act,
+                         rc->clip.select_layer, rc->clip.keep_cls);
+        if (rc->clip.frozen_half)   /* its products then follow the GEMM mode */
+            snprintf(t + n, sizeof t - n, " frozen_half=%d gemm=%s", rc->clip.frozen_half, k_gemm_mode());
         if (declare_encoder(r, "clip_vit", "vision_model.", t, &r->enc_clip)) return -1;
         if (rc->use_audio) {
             const imagebind_audio_cfg *a = &rc->audio;

@@ -244,10 +244,10 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
  * alone and (when several) all together, with the totals they would give
  * (the same plan, recomputed). */
 static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
-    enum { NK = 5 };
+    enum { NK = 6 };
     static const char *const what[NK] = {"model.frozen_weights = bf16", "model.attention = flash",
                                          "model.checkpoint_layers = 1", "model.activations = bf16",
-                                         "sam_encoder.frozen_weights = bf16"};
+                                         "sam_encoder.frozen_weights = bf16", "clip.frozen_weights = bf16"};
     plan_shape all = *s;
     int n = 0;
     char x[32], y[32];
@@ -262,6 +262,12 @@ static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
             if (!t.use_senc || t.senc.trainable || t.senc.frozen_half || lc->frozen_half == LLAMA_FROZEN_F16) continue;
             t.senc.frozen_half = SAM_ENC_HALF_BF16;
         }
+        if (k == 5) {   /* a frozen CLIP tower's big matrices */
+            if (!t.use_refs || t.refs.clip.trainable || t.refs.clip.frozen_half || lc->frozen_half == LLAMA_FROZEN_F16 ||
+                t.senc.frozen_half == SAM_ENC_HALF_F16)
+                continue;
+            t.refs.clip.frozen_half = CLIP_HALF_BF16;
+        }
         if (k == NK && n < 2) break;   /* "all of them" only when more than one helps */
         t.ac.llm = t.llm;
         mem_plan q;
@@ -272,6 +278,7 @@ static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
             all.llm.checkpoint_layers |= t.llm.checkpoint_layers;
             all.llm.act_half |= t.llm.act_half;
             all.senc.frozen_half |= t.senc.frozen_half;
+            all.refs.clip.frozen_half |= t.refs.clip.frozen_half;
             if (++n == 1) fprintf(f, "  options that take less memory:\n");
         }
         fprintf(f, "    %-40s total %s (%s less)\n", k < NK ? what[k] : "all of them", sz(x, q.total),

@@ -121,6 +121,7 @@ const cfg_key train_schema[] = {
     {"clip.select_layer", CFG_INT, "-2", "anyref: CLIP hidden state fed to the projector (LLaVA: -2)"},
     {"clip.act", CFG_STRING, "quick_gelu", "anyref: CLIP activation: quick_gelu | gelu"},
     {"clip.trainable", CFG_BOOL, "0", "anyref: train the CLIP tower too (full backward; for small models from scratch; no feature cache for it)"},
+    {"clip.frozen_weights", CFG_STRING, "fp32", "anyref, frozen tower: storage of the layers' q/k/v/out_proj and fc1/fc2 weights (ViT-L: 302 of 304 M parameters): fp32, or bf16 / fp16 (half their memory; multiplied in 16 bits with train.gemm of the same format; one format with the other frozen_weights keys)"},
     {"clip.checkpoint", CFG_BOOL, "0", "with clip.trainable: gradient checkpointing per CLIP layer (keep each layer's input, recompute its forward in backward: less memory, about a third more tower work, the same gradients bit for bit)"},
     {"clip.init", CFG_STRING, "", "anyref: CLIP and mm_projector weights (.safetensors: vision_model.*, model.mm_projector.*; empty: random)"},
     {"projector.type", CFG_STRING, "linear", "anyref: mm_projector: linear | mlp2x_gelu"},
@@ -784,10 +785,13 @@ int run_setup(run_t *r, const ar_config *cfg) {
     const char *sfw = cfg_str(cfg, "sam_encoder.frozen_weights");
     const int sam_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || !strcmp(cfg_str(cfg, "sam_encoder.model"), "none")
                              ? 0 : !strcmp(sfw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(sfw, "fp16") ? LLAMA_FROZEN_F16 : 0;
-    if (want_half && r->mc.frozen_half != want_half && sam_half != want_half)
+    const char *cfw = cfg_str(cfg, "clip.frozen_weights");
+    const int clip_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || cfg_int(cfg, "clip.image_size") <= 0
+                              ? 0 : !strcmp(cfw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(cfw, "fp16") ? LLAMA_FROZEN_F16 : 0;
+    if (want_half && r->mc.frozen_half != want_half && sam_half != want_half && clip_half != want_half)
         return ar_errorf("config: train.gemm = %s multiplies the %s-stored frozen LLaMA weights in %s: set "
-                         "model.frozen_weights = %s (or sam_encoder.frozen_weights = %s; otherwise it would be tf32 "
-                         "on the GPU, fp32 here)", k_gemm_mode(), k_gemm_mode(), k_gemm_mode(), k_gemm_mode(),
+                         "model.frozen_weights = %s (or sam_encoder. / clip.frozen_weights = %s; otherwise it would "
+                         "be tf32 on the GPU, fp32 here)", k_gemm_mode(), k_gemm_mode(), k_gemm_mode(), k_gemm_mode(),
                          k_gemm_mode());
     const char *ls = cfg_str(cfg, "train.loss_scale");
     r->scale_dynamic = !strcmp(ls, "dynamic") || (!strcmp(ls, "auto") && !strcmp(k_gemm_mode(), "fp16"));

@@ -14,7 +14,7 @@
 # For each mode in $ANYREF_STEP_MODES (default "tf32 bf16"):
 #   tf32  fp32 weights, train.gemm = tf32
 #   bf16  model.frozen_weights = bf16, sam_encoder.frozen_weights = bf16,
-#         train.gemm = bf16, model.attention = flash
+#         clip.frozen_weights = bf16, train.gemm = bf16, model.attention = flash
 #   fp32  fp32 weights and GEMMs
 # it runs $WARMUP (2) + $STEPS (5) + 1 steps and prints
 #   result side=anyref mode=M step_ms=.. tokens_per_s=.. data_wait_ms=.. peak_mem_gib=.. loss_first=.. loss_last=..
@@ -48,7 +48,7 @@ steps="train.steps=$((W + S + 1)) train.batch_size=$B train.grad_accum=1 train.e
 for mode in ${ANYREF_STEP_MODES:-tf32 bf16}; do
   case $mode in
     tf32) m="train.gemm=tf32" ;;
-    bf16) m="model.frozen_weights=bf16 sam_encoder.frozen_weights=bf16 train.gemm=bf16 model.attention=flash" ;;
+    bf16) m="model.frozen_weights=bf16 sam_encoder.frozen_weights=bf16 clip.frozen_weights=bf16 train.gemm=bf16 model.attention=flash" ;;
     fp32) m="train.gemm=fp32" ;;
     *) echo "unknown mode $mode (tf32, bf16, fp32)"; continue ;;
   esac
