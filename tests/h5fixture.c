@@ -2,6 +2,7 @@
 #include "tests/h5fixture.h"
 #include "kernels/kernels.h"
 #include "tests/testlib.h"
+#include "core/error.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -187,6 +188,43 @@ float *t_dev_mask(size_t n, uint64_t seed, float p) {
     float *d = t_dev_copy(h, n);
     free(h);
     return d;
+}
+
+int t_round_like(ar_params *a, const ar_params *b) {
+    int n16 = 0;
+    for (int i = 0; i < b->n; i++) {
+        if (!b->p[i].half) continue;
+        const ar_param *p = params_find(a, b->p[i].name);
+        if (!p || p->numel != b->p[i].numel) continue;
+        float *h = t_alloc(p->numel);
+        params_download(b, &b->p[i], h);
+        params_upload(a, p, h);
+        free(h);
+        n16++;
+    }
+    return n16;
+}
+
+void t_check_half(const char *name, const char *fmt, float *(*fwd)(void *ctx, int which), void *ctx, size_t n,
+                  int n16, int want16, const ar_params *a, const ar_params *b) {
+    float *oa = NULL, *ob = NULL, *og = NULL, *r;
+    if ((r = fwd(ctx, 0))) oa = t_host_copy(r, n);
+    if ((r = fwd(ctx, 1))) ob = t_host_copy(r, n);
+    char mode0[16], nm[160];
+    snprintf(mode0, sizeof mode0, "%s", k_gemm_mode());
+    if (!k_set_gemm_mode(fmt) && (r = fwd(ctx, 1))) og = t_host_copy(r, n);
+    k_set_gemm_mode(mode0);
+    const int cpu = !strcmp(k_backend_name(), "cpu");
+    const double e = oa && ob ? t_max_rel_err(ob, oa, n) : 1, eg = oa && og ? t_max_rel_err(og, oa, n) : 1;
+    snprintf(nm, sizeof nm, "%s %s weights", name, fmt);
+    t_check(oa && ob && n16 == want16 && e <= (cpu ? 0.0 : 1e-6) && params_weight_bytes(b) < params_weight_bytes(a), nm,
+            "%d tensors in 16 bits (want %d); output vs the fp32 module over the rounded weights: max rel err %.1e; "
+            "weights %zu -> %zu bytes%s%s", n16, want16, e, params_weight_bytes(a), params_weight_bytes(b),
+            oa && ob ? "" : ": ", oa && ob ? "" : ar_error());
+    snprintf(nm, sizeof nm, "%s %s weights, %s GEMMs", name, fmt, fmt);
+    t_check(og && eg > 0 && eg <= 2e-2, nm, "output vs fp32 products: max rel err %.1e (limit 2e-2, > 0: the "
+            "activations were rounded)", eg);
+    free(oa); free(ob); free(og);
 }
 
 float *t_host_copy(const float *dev, size_t n) {

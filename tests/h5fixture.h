@@ -63,6 +63,18 @@ float *t_host_copy(const float *dev, size_t n);
 /* A new backend buffer of n 0/1 floats, 1 where a uniform draw (t_fill_uniform,
  * seed) is below p: the planted ground-truth masks of the AnyRef step tests. */
 float *t_dev_mask(size_t n, uint64_t seed, float p);
+/* The 16-bit weight storage of a frozen module (cfg.frozen_half). a and b hold
+ * the same declarations and draws, b with some tensors in 16 bits: t_round_like
+ * gives a's copies of b's 16-bit tensors b's rounded values and returns how
+ * many there are. t_check_half then runs fwd(ctx, 0) (a), fwd(ctx, 1) (b) and,
+ * in the GEMM mode `fmt` ("bf16" / "fp16"), fwd(ctx, 1) again (each returns the
+ * module's backend output of n floats, NULL + ar_error on failure) and checks:
+ * n16 == want16, b's output equals a's (the CPU: bitwise; the GPU: 1e-6), b's
+ * weights take fewer bytes, and the 16-bit GEMM mode's output is within 2e-2
+ * of it and not equal (the activations were rounded). */
+int  t_round_like(ar_params *a, const ar_params *b);
+void t_check_half(const char *name, const char *fmt, float *(*fwd)(void *ctx, int which), void *ctx, size_t n,
+                  int n16, int want16, const ar_params *a, const ar_params *b);
 /* The n floats at backend pointer dev, after k_sync, in a new host buffer (free it). */
 float *fx_download(const h5fixture *fx, const float *dev, size_t n);
 

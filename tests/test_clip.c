@@ -332,11 +332,14 @@ static void normalize(void) {
     t_check(e < 1e-6, PFX "normalize", "HWC uint8 -> CHW (x/255 - mean)/std, max abs err %.1e", e);
 }
 
-/* cfg.frozen_half: the layers' six big matrices in 16 bits. In the fp32 GEMM
- * mode the features equal those of the fp32 tower whose same weights were
- * rounded first (the CPU: bitwise; the GPU: 1e-6), in less memory; in the
- * matching 16-bit GEMM mode the activations are rounded too (within 2e-2, not
- * equal); a trainable tower is refused. */
+/* cfg.frozen_half: the layers' six big matrices in 16 bits (t_check_half's
+ * checks); a trainable tower is refused. */
+typedef struct { clip_vit *v[2]; const float *px; int N; } half_ctx;
+static float *half_fwd(void *ctx, int which) {
+    half_ctx *h = ctx;
+    return h->v[which] ? clip_vit_forward(h->v[which], h->px, h->N) : NULL;
+}
+
 static void half_tower(int fmt) {
     const char *fname = fmt == CLIP_HALF_F16 ? "fp16" : "bf16";
     char nm[96];
@@ -346,56 +349,22 @@ static void half_tower(int fmt) {
     ch.frozen_half = fmt;
     ar_params pa, pb;
     params_init_empty(&pa); params_init_empty(&pb);
-    snprintf(nm, sizeof nm, "clip %s weights", fname);
     if (clip_vit_declare(&c, &pa) || params_alloc(&pa) || clip_vit_declare(&ch, &pb) || params_alloc(&pb) ||
         params_randomize(&pa, 91) || params_randomize(&pb, 91)) {
-        t_fail(nm, "%s", ar_error());
+        t_fail("clip 16-bit weights", "%s", ar_error());
         params_free(&pa); params_free(&pb);
         return;
     }
-    int n16 = 0;
-    for (int i = 0; i < pb.n; i++) {   /* pa's copies of pb's 16-bit tensors, rounded the same way */
-        if (!pb.p[i].half) continue;
-        n16++;
-        const ar_param *p = params_find(&pa, pb.p[i].name);
-        float *h = t_alloc(p->numel);
-        params_download(&pb, &pb.p[i], h);
-        params_upload(&pa, p, h);
-        free(h);
-    }
-    const int N = 2;
-    clip_vit *va = clip_vit_create(&c, &pa, N), *vb = clip_vit_create(&ch, &pb, N);
+    const int n16 = t_round_like(&pa, &pb), N = 2;
     const size_t npx = (size_t)N * 3 * 32 * 32;
     float *px = t_alloc(npx);
     t_fill_normal(px, npx, 1.0f, 92);
-    float *dpx = t_dev_copy(px, npx);
-    const size_t nout = va ? (size_t)N * clip_vit_tokens(va) * c.width : 0;
-    float *oa = NULL, *ob = NULL, *og = NULL;
-    if (va && vb) {
-        const float *r = clip_vit_forward(va, dpx, N);
-        if (r) oa = t_host_copy(r, nout);
-        r = clip_vit_forward(vb, dpx, N);
-        if (r) ob = t_host_copy(r, nout);
-        char mode0[16];
-        snprintf(mode0, sizeof mode0, "%s", k_gemm_mode());
-        if (!k_set_gemm_mode(fname)) {
-            r = clip_vit_forward(vb, dpx, N);
-            if (r) og = t_host_copy(r, nout);
-        }
-        k_set_gemm_mode(mode0);
-    }
-    const int cpu = !strcmp(k_backend_name(), "cpu");
-    const double e = oa && ob ? t_max_rel_err(ob, oa, nout) : 1, eg = oa && og ? t_max_rel_err(og, oa, nout) : 1;
-    t_check(va && vb && oa && ob && n16 == 6 * c.layers && e <= (cpu ? 0.0 : 1e-6) &&
-                params_weight_bytes(&pb) < params_weight_bytes(&pa),
-            nm, "%d tensors in 16 bits; features vs the fp32 tower over the rounded weights: max rel err %.1e; weights "
-            "%zu -> %zu bytes", n16, e, params_weight_bytes(&pa), params_weight_bytes(&pb));
-    snprintf(nm, sizeof nm, "clip %s weights, %s GEMMs", fname, fname);
-    t_check(og && eg > 0 && eg <= 2e-2, nm, "features vs fp32 products: max rel err %.1e (limit 2e-2, > 0: the "
-            "activations were rounded)", eg);
-    free(px); free(oa); free(ob); free(og);
-    k_free(dpx);
-    clip_vit_free(va); clip_vit_free(vb);
+    half_ctx h = {{clip_vit_create(&c, &pa, N), clip_vit_create(&ch, &pb, N)}, t_dev_copy(px, npx), N};
+    const size_t nout = h.v[0] ? (size_t)N * clip_vit_tokens(h.v[0]) * c.width : 1;
+    t_check_half("clip", fname, half_fwd, &h, nout, n16, 6 * c.layers, &pa, &pb);
+    free(px);
+    k_free((float *)h.px);
+    clip_vit_free(h.v[0]); clip_vit_free(h.v[1]);
     params_free(&pa); params_free(&pb);
     ch.trainable = 1;
     params_init_empty(&pb);

@@ -295,11 +295,14 @@ static void check_presets(void) {
     t_check(ok && nl == 308278272 && nh == 637026048, PFX "vit_l_h.declare", "ViT-L %zu, ViT-H %zu floats", nl, nh);
 }
 
-/* cfg.frozen_half: the blocks' four big matrices in 16 bits. In the fp32 GEMM
- * mode the embeddings equal those of the fp32 encoder whose same weights were
- * rounded first (the CPU: bitwise, the product is the same sgemm over the
- * widened weight; the GPU: 1e-6), in less memory; in train.gemm = bf16 the
- * activations are rounded too (within 2e-2 of fp32 mode, and not equal). */
+/* cfg.frozen_half: the blocks' four big matrices in 16 bits (t_check_half's
+ * checks); a trainable encoder is refused. */
+typedef struct { sam_image_encoder *e[2]; const float *img; int B; } half_ctx;
+static float *half_fwd(void *ctx, int which) {
+    half_ctx *h = ctx;
+    return h->e[which] ? sam_encoder_forward(h->e[which], h->img, h->B) : NULL;
+}
+
 static void check_half(int fmt) {
     const char *fname = fmt == SAM_ENC_HALF_F16 ? "fp16" : "bf16";
     char nm[96];
@@ -313,55 +316,21 @@ static void check_half(int fmt) {
     params_init_empty(&pa); params_init_empty(&pb);
     sam_encoder_cfg ch = c;
     ch.frozen_half = fmt;
-    snprintf(nm, sizeof nm, PFX "%s weights", fname);
     if (sam_encoder_declare(&c, &pa) || params_alloc(&pa) || sam_encoder_declare(&ch, &pb) || params_alloc(&pb) ||
         params_randomize(&pa, 77) || params_randomize(&pb, 77)) {
-        t_fail(nm, "%s", ar_error());
+        t_fail(PFX "16-bit weights", "%s", ar_error());
         params_free(&pa); params_free(&pb);
         return;
     }
-    int n16 = 0;
-    for (int i = 0; i < pb.n; i++) {   /* pa's copies of pb's 16-bit tensors, rounded the same way */
-        if (!pb.p[i].half) continue;
-        n16++;
-        const ar_param *p = params_find(&pa, pb.p[i].name);
-        float *h = t_alloc(p->numel);
-        params_download(&pb, &pb.p[i], h);
-        params_upload(&pa, p, h);
-        free(h);
-    }
-    sam_image_encoder *ea = sam_encoder_create(&c, &pa, B), *eb = sam_encoder_create(&ch, &pb, B);
+    const int n16 = t_round_like(&pa, &pb);
     const size_t nimg = (size_t)B * 3 * c.img_size * c.img_size, nout = (size_t)B * c.out_chans * 8 * 8;
     float *img = t_alloc(nimg);
     t_fill_normal(img, nimg, 1.0f, 78);
-    float *dimg = t_dev_copy(img, nimg);
-    float *oa = NULL, *ob = NULL, *og = NULL;
-    if (ea && eb) {
-        const float *r = sam_encoder_forward(ea, dimg, B);
-        if (r) oa = t_host_copy(r, nout);
-        r = sam_encoder_forward(eb, dimg, B);
-        if (r) ob = t_host_copy(r, nout);
-        char mode0[16];
-        snprintf(mode0, sizeof mode0, "%s", k_gemm_mode());
-        if (!k_set_gemm_mode(fname)) {
-            r = sam_encoder_forward(eb, dimg, B);
-            if (r) og = t_host_copy(r, nout);
-        }
-        k_set_gemm_mode(mode0);
-    }
-    const int cpu = !strcmp(k_backend_name(), "cpu");
-    const double e = oa && ob ? t_max_rel_err(ob, oa, nout) : 1, eg = oa && og ? t_max_rel_err(og, oa, nout) : 1;
-    t_check(ea && eb && oa && ob && n16 == 4 * c.depth && e <= (cpu ? 0.0 : 1e-6) &&
-                params_weight_bytes(&pb) < params_weight_bytes(&pa),
-            nm, "%d tensors in 16 bits; embeddings vs the fp32 encoder over the rounded weights: max rel err %.1e; "
-            "weights %zu -> %zu bytes%s", n16, e, params_weight_bytes(&pa), params_weight_bytes(&pb),
-            ea && eb ? "" : ar_error());
-    snprintf(nm, sizeof nm, PFX "%s weights, %s GEMMs", fname, fname);
-    t_check(og && eg > 0 && eg <= 2e-2, nm, "embeddings vs fp32 products: max rel err %.1e (limit 2e-2, > 0: the "
-            "activations were rounded)", eg);
-    free(img); free(oa); free(ob); free(og);
-    k_free(dimg);
-    sam_encoder_free(ea); sam_encoder_free(eb);
+    half_ctx h = {{sam_encoder_create(&c, &pa, B), sam_encoder_create(&ch, &pb, B)}, t_dev_copy(img, nimg), B};
+    t_check_half("sam_image_encoder", fname, half_fwd, &h, nout, n16, 4 * c.depth, &pa, &pb);
+    free(img);
+    k_free((float *)h.img);
+    sam_encoder_free(h.e[0]); sam_encoder_free(h.e[1]);
     params_free(&pa); params_free(&pb);
     /* a trainable encoder cannot store its weights in 16 bits */
     ch.trainable = 1;
