@@ -20,7 +20,7 @@
 #     and the same model in PyTorch + transformers + PEFT (bench/bench_llama_hf.py)
 #     in bf16 and in fp32 with TF32, if python3 there has them;
 #  3. anyref: the full 7B AnyRef step (bench/gpu/anyref_step.sh: `anyref train`
-#     on configs/anyref-7b-mixed.cfg with random weights, batch 6 x 400, modes
+#     on configs/anyref-7b-refseg.cfg with random weights, batch 6 x 400, modes
 #     tf32 and bf16) and the same step in PyTorch + transformers + PEFT bf16
 #     (bench/bench_anyref_hf.py), with its FLOP count (--count-only);
 #  4. mpi: issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
@@ -82,6 +82,20 @@ if [[ $parts == *" anyref "* ]]; then
       echo "### hf bf16"; python3 bench/bench_anyref_hf.py --steps 5 --warmup 2; } >> "$out/anyref_step.log" 2>&1
   fi
   grep -E '^###|^result|^# model flops|^# (backend|anyref train)' "$out/anyref_step.log"
+  # model TFLOP/s of each side: the HF script's count of the same step over its step_ms
+  python3 - "$out/anyref_step.log" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+m = re.search(r"^# model flops per step: .*?llm=([0-9.e+]+).*? total=([0-9.e+]+)", text, re.M)
+if m:
+    llm, total = float(m.group(1)), float(m.group(2))
+    for line in text.splitlines():
+        if line.startswith("result ") and "step_ms=" in line:
+            f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+            ms = float(f["step_ms"])
+            print("model_tflops side=%s mode=%s step_ms=%.1f tflops=%.1f llm_share_tflops=%.1f (of %.3g model FLOPs per step)"
+                  % (f.get("side"), f.get("mode", f.get("dtype")), ms, total / ms / 1e9, llm / ms / 1e9, total))
+PY
 fi
 m=${MPI_BUILD:-build/cudampi}
 if [[ $parts == *" mpi "* ]] && [ -x "$m/tests/test_train" ]; then
