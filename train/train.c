@@ -156,7 +156,7 @@ const cfg_key train_schema[] = {
     {"train.seed", CFG_INT, "1337", "seed for weights, data order and dropout"},
     {"train.threads", CFG_INT, "0", "CPU threads (0: all)"},
     {"train.deterministic", CFG_BOOL, "0", "require bitwise-repeatable results (both backends give them: no atomics, fixed reduction orders)"},
-    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32; tf32 (CUDA only: inputs rounded to TF32 inside cuBLAS, fp32 accumulation); bf16 (with model.frozen_weights = bf16: the frozen LLaMA products bf16 x bf16 with fp32 accumulation, on the GPU's tensor cores, emulated on the CPU; other GEMMs as tf32 / fp32); empty: $ANYREF_GEMM, else fp32"},
+    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32; tf32 (CUDA only: inputs rounded to TF32 inside cuBLAS, fp32 accumulation); bf16 (with model.frozen_weights = bf16, or sam_encoder. / clip.frozen_weights = bf16: the products with those 16-bit weights bf16 x bf16 with fp32 accumulation, on the GPU's tensor cores, on the CPU oneDNN's bf16 matmuls where it has bf16 instructions, else emulated; other GEMMs as tf32 / fp32); fp16 (the same for fp16 weights; emulated on the CPU); empty: $ANYREF_GEMM, else fp32"},
     {"train.eval_every", CFG_INT, "100", "steps between validations (0: at the end only)"},
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
@@ -779,7 +779,7 @@ int run_setup(run_t *r, const ar_config *cfg) {
     if (k_set_gemm_mode(gemm))
         return ar_errorf("config: train.gemm = '%s'%s: the %s backend has %s", gemm,
                          cfg_str(cfg, "train.gemm")[0] ? "" : " (from $ANYREF_GEMM)", k_backend_name(),
-                         strcmp(k_backend_name(), "cpu") ? "fp32, tf32, bf16 and fp16" : "fp32, bf16 and fp16 (emulated; tf32 needs make CUDA=1)");
+                         strcmp(k_backend_name(), "cpu") ? "fp32, tf32, bf16 and fp16" : "fp32, bf16 (oneDNN, or emulated) and fp16 (emulated); tf32 needs make CUDA=1");
     const int want_half = !strcmp(k_gemm_mode(), "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(k_gemm_mode(), "fp16") ? LLAMA_FROZEN_F16 : 0;
     /* (read from the keys: the encoder is set up later) */
     const char *sfw = cfg_str(cfg, "sam_encoder.frozen_weights");

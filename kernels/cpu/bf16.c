@@ -37,14 +37,15 @@ static void widen(float *dst, const uint16_t *src, size_t n, int fmt) {
     else convert_bf16_to_f32_host(dst, src, n);
 }
 
-/* The GEMM mode (kernels.h k_set_gemm_mode): fp32, or bf16 / fp16 emulated. */
+/* The GEMM mode (kernels.h k_set_gemm_mode): fp32, bf16 (oneDNN where it has a fast kernel, else
+ * emulated) or fp16 (emulated). */
 static int g_mode_init, g_round = -1;   /* the format activations are rounded to (-1: none) */
 static void mode_init(void) {
     if (g_mode_init) return;
     g_mode_init = 1;
     const char *m = getenv("ANYREF_GEMM");
     if (m && *m && k_set_gemm_mode(m))
-        fprintf(stderr, "warning: ANYREF_GEMM=%s: the cpu backend has fp32, bf16 and fp16 (emulated); GEMMs stay fp32\n", m);
+        fprintf(stderr, "warning: ANYREF_GEMM=%s: the cpu backend has fp32, bf16 and fp16; GEMMs stay fp32\n", m);
 }
 int k_set_gemm_mode(const char *mode) {
     g_mode_init = 1;
