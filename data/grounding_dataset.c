@@ -629,8 +629,18 @@ int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, in
     return 0;
 }
 
+int gds_dp_setup(grounding_dataset *g, int rank, int nranks, int per_rank) {
+    if (!g->live) return 0;
+    return gl_dp_setup(g->live, rank, nranks, per_rank) ? -1 : 1;
+}
+
+int gds_dp_begin(grounding_dataset *g, tds_cursor *cur) {
+    if (!g->live) return ar_errorf("grounding dataset %s: data-parallel sharing is for live sources", g->path);
+    return gl_dp_begin(g->live, cur);
+}
+
 int gds_skip_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, int *targets) {
-    if (g->live) {   /* a row's usability is only known once its image is decoded */
+    if (g->live) {   /* a row's usability is only known once its image is decoded (gds_dp_setup avoids this) */
         gds_batch gb;
         return gl_next_batch(g->live, cur, T, tokens, targets, &gb);
     }

@@ -165,9 +165,21 @@ int gds_next_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, in
  * the other ranks' share: a prepared file's rows are judged on their
  * metadata and token rows, no pixels, masks or features are read; a live
  * source (gds_open_loader) builds the samples, since only decoding tells
- * whether an image is usable. tokens/targets [B*T] are scratch. 0, or -1 +
- * ar_error. */
+ * whether an image is usable (gds_dp_setup shares that work out instead).
+ * tokens/targets [B*T] are scratch. 0, or -1 + ar_error. */
 int gds_skip_batch(grounding_dataset *g, tds_cursor *cur, int T, int *tokens, int *targets);
+/* Data parallel over a live source (gds_open_loader; data/loader.h DATA
+ * PARALLEL): each rank builds only about its own share of every step's
+ * samples instead of every rank building them all. gds_dp_setup (before
+ * gds_configure; per_rank = micro-batches per rank x B) returns 1 when it
+ * engaged, 0 for an HDF5 file (its ranks keep stepping over the others'
+ * share with gds_skip_batch, judged on metadata). Then at every step's start
+ * on every rank gds_dp_begin (a collective: the ranks exchange which of
+ * their samples are usable) moves *cur past the whole global step, and the
+ * rank's gds_next_batch calls return its share in order (their cursor is
+ * not used). 0 / 1, or -1 + ar_error. */
+int gds_dp_setup(grounding_dataset *g, int rank, int nranks, int per_rank);
+int gds_dp_begin(grounding_dataset *g, tds_cursor *cur);
 /* Row i into batch slot `slot` (for validation in file order): 0 ok, 1 broken
  * (ar_error says why), -1 I/O error. Call gds_finish_batch after filling the
  * slots 0..B-1, before reading *out. */

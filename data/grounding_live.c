@@ -2,6 +2,7 @@
  * grounding_live.h): built samples turned into gds_batch views, the row hook
  * adapted, the reader settings checked against the loader's. */
 #include "data/grounding_live.h"
+#include "core/dist.h"
 #include "core/error.h"
 
 #include <stdlib.h>
@@ -16,6 +17,10 @@ struct gds_live {
     const float **img, **masks, **clip, **ref_data, **sam;
     int *orig_hw, *mask_hw, *mask_sample, *ref_kind;
     float *ref_box;
+    /* data parallel (gl_dp_setup): this step's positions, the next to take */
+    int64_t *dp_mine;
+    int dp_per, dp_next;
+    double *dp_status;
 };
 
 gds_live *gl_new(ldr *l) {
@@ -34,6 +39,8 @@ void gl_close(gds_live *g) {
     if (!g) return;
     ldr_free(g->l);
     free_batch(g);
+    free(g->dp_mine);
+    free(g->dp_status);
     free(g);
 }
 
@@ -144,9 +151,40 @@ void gl_finish_batch(gds_live *g, int nslots, gds_batch *out) {
                        .ref_box = g->ref_box, .ref_data = g->ref_data, .sam_pixels = g->sam};
 }
 
+int gl_dp_setup(gds_live *g, int rank, int nranks, int per_rank) {
+    if (ldr_dp_setup(g->l, rank, nranks, per_rank)) return -1;
+    const int64_t n = ldr_dp_status_len(g->l);
+    free(g->dp_mine);
+    free(g->dp_status);
+    g->dp_mine = malloc((size_t)per_rank * sizeof *g->dp_mine);
+    g->dp_status = malloc((size_t)n * sizeof *g->dp_status);
+    if (!g->dp_mine || !g->dp_status) return ar_errorf("out of memory");
+    g->dp_per = per_rank;
+    g->dp_next = per_rank;
+    return 0;
+}
+
+int gl_dp_begin(gds_live *g, tds_cursor *cur) {
+    if (!g->dp_per || !g->B) return ar_errorf("data sources: gl_dp_setup and gds_configure were not called");
+    const int64_t n = ldr_dp_status_len(g->l);
+    if (n > INT32_MAX) return ar_errorf("data sources: %lld stream positions per step", (long long)n);
+    if (ldr_dp_window(g->l, cur, g->dp_status)) return -1;
+    if (dist_sum(g->dp_status, (int)n)) return ar_error_prefix("data sources: the ranks' sample status: ");
+    if (ldr_dp_assign(g->l, cur, g->dp_status, g->dp_mine)) return -1;
+    g->dp_next = 0;
+    return 0;
+}
+
 int gl_next_batch(gds_live *g, tds_cursor *cur, int T, int *tokens, int *targets, gds_batch *out) {
     if (!g->B) return ar_errorf("data sources: gds_configure was not called");
-    if (ldr_next_batch(g->l, cur, g->items)) return -1;
+    if (g->dp_per) {   /* the next B of this rank's share of the step (gl_dp_begin moved the cursor) */
+        if (g->dp_next + g->B > g->dp_per)
+            return ar_errorf("data sources: a micro-batch beyond this rank's %d samples of the step", g->dp_per);
+        if (ldr_dp_take(g->l, g->dp_mine + g->dp_next, g->B, g->items)) return -1;
+        g->dp_next += g->B;
+    } else if (ldr_next_batch(g->l, cur, g->items)) {
+        return -1;
+    }
     for (int b = 0; b < g->B; b++) copy_tokens(g, g->items[b], T, tokens + (size_t)b * T, targets + (size_t)b * T);
     gl_finish_batch(g, g->B, out);
     return 0;

@@ -22,6 +22,8 @@ int gl_use_sam_pixels(gds_live *g, int on);
 void gl_limits(const gds_live *g, int *max_h, int *max_w, int *max_masks);
 int gl_configure(gds_live *g, int seg_token, int B, int max_h, int max_w);
 int gl_next_batch(gds_live *g, tds_cursor *cur, int T, int *tokens, int *targets, gds_batch *out);
+int gl_dp_setup(gds_live *g, int rank, int nranks, int per_rank);
+int gl_dp_begin(gds_live *g, tds_cursor *cur);
 int gl_read_row(gds_live *g, int64_t i, int T, int slot, int *tokens, int *targets);
 void gl_finish_batch(gds_live *g, int nslots, gds_batch *out);
 #endif

@@ -44,6 +44,7 @@ enum { SLOT_FREE, SLOT_BUSY, SLOT_READY, SLOT_HELD };
 typedef struct {
     ldr_item it;
     int state, status;     /* status: 0 built, 1 broken */
+    int checked;           /* data parallel: the hook has judged it (status final) */
     int64_t pos, gen;
     char err[768];
     /* buffers */
@@ -95,6 +96,13 @@ struct ldr {
     uint8_t *taken;        /* nondeterministic: taken ahead, by pos % nslots */
     int64_t warned;
     ldr_stats stats;
+    /* data parallel (ldr_dp_setup; dp_per = 0: off). The workers build the
+       keep positions (this step's samples not built yet), then plan[0] (the
+       window), under mu. */
+    int dp_rank, dp_ranks, dp_per, dp_slack;
+    int64_t plan_lo, plan_hi;   /* [lo, hi): the window being built */
+    int64_t *keep;              /* [dp_per] the step's positions still to take, -1 once taken */
+    int n_keep;
 };
 
 void ldr_cfg_default(ldr_cfg *c) {
@@ -310,6 +318,7 @@ void ldr_free(ldr *l) {
     }
     free(l->slots);
     free(l->taken);
+    free(l->keep);
     ar_fbank_free(l->fb_main);
     for (int k = 0; k < l->n_src; k++) {
         source *s = &l->src[k];
@@ -635,7 +644,7 @@ static int alloc_slots(ldr *l) {
     l->sam_n = l->cfg.sam_S > 0 ? (size_t)3 * l->cfg.sam_S * l->cfg.sam_S : 0;
     l->ref_n = l->clip_n > AVS_AUDIO_FLOATS ? l->clip_n : AVS_AUDIO_FLOATS;
     if (!l->cfg.audio && !l->clip_n) l->ref_n = 0;
-    const int total = l->nslots + l->B;   /* the ring, then ldr_build_row's B slots */
+    const int total = l->nslots + l->B + 1;   /* the ring, ldr_build_row's B slots, the data-parallel probe */
     if (!(l->slots = calloc((size_t)total, sizeof *l->slots)) ||
         !(l->taken = calloc((size_t)l->nslots, 1)))
         return ar_errorf("out of memory");
@@ -671,6 +680,10 @@ static void build_at(ldr *l, ar_fbank *fb, slot *s, int64_t p, int locked) {
     if (rc) snprintf(s->err, sizeof s->err, "%s", ar_error());
 }
 
+static int64_t dp_claim(ldr *l);
+static int dp_wanted(const ldr *l, int64_t p);
+static int64_t dp_max_window(const ldr *l);
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     ldr *l = w->l;
@@ -678,14 +691,19 @@ static void *worker_main(void *arg) {
     for (;;) {
         if (l->stop) break;
         slot *s = NULL;
-        if (l->primed && l->next_claim < l->consume_pos + l->prefetch) {
+        if (!l->dp_per && l->primed && l->next_claim < l->consume_pos + l->prefetch) {
             for (int i = 0; i < l->nslots && !s; i++) if (l->slots[i].state == SLOT_FREE) s = &l->slots[i];
         }
+        int64_t p = -1;
+        if (l->dp_per && l->primed && (p = dp_claim(l)) >= 0)
+            for (int i = 0; i < l->nslots && !s; i++) if (l->slots[i].state == SLOT_FREE) s = &l->slots[i];
         if (!s) { pthread_cond_wait(&l->cv_work, &l->mu); continue; }
-        const int64_t p = l->next_claim++, gen = l->gen;
+        if (p < 0) p = l->next_claim++;
+        const int64_t gen = l->gen;
         s->state = SLOT_BUSY;
         s->pos = p;
         s->gen = gen;
+        s->checked = 0;
         int k;
         int64_t rec;
         int rc = locate(l, p, &k, &rec);
@@ -695,7 +713,7 @@ static void *worker_main(void *arg) {
         s->status = rc ? 1 : 0;
         if (rc) snprintf(s->err, sizeof s->err, "%s", ar_error());
         pthread_mutex_lock(&l->mu);
-        s->state = s->gen == l->gen ? SLOT_READY : SLOT_FREE;
+        s->state = (l->dp_per ? dp_wanted(l, s->pos) : s->gen == l->gen) ? SLOT_READY : SLOT_FREE;
         l->stats.built++;
         pthread_cond_broadcast(&l->cv_done);
         if (s->state == SLOT_FREE) pthread_cond_broadcast(&l->cv_work);
@@ -715,6 +733,11 @@ int ldr_start(ldr *l, int B, int max_h, int max_w) {
     l->prefetch = l->cfg.prefetch > 0 ? l->cfg.prefetch : 2 * B;
     l->n_wk = l->cfg.threads > 0 ? l->cfg.threads : 0;
     l->nslots = l->n_wk ? l->prefetch + B : B;
+    if (l->dp_per) {   /* the window, held whole, and room to build the next one during the step */
+        l->nslots = (int)dp_max_window(l) + (l->n_wk ? l->prefetch : B);
+        if (!(l->keep = malloc((size_t)l->dp_per * sizeof *l->keep))) return ar_errorf("out of memory");
+        l->primed = 1;
+    }
     if (alloc_slots(l)) return -1;
     ar_fbank_opts fo;
     ar_fbank_opts_imagebind(&fo);
@@ -756,6 +779,7 @@ static int hook_ok(ldr *l, slot *s) {
 
 int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items) {
     if (!l->started) return ar_errorf("loader: ldr_start was not called");
+    if (l->dp_per) return ar_errorf("loader: in data-parallel mode (ldr_dp_setup) the batches come from ldr_dp_take");
     /* the cursor may come from a checkpoint: p0 must not overflow or go negative */
     if (l->E <= 0 || cur->epoch < 0 || cur->position < 0 || cur->epoch >= (INT64_MAX - cur->position) / l->E - 1)
         return ar_errorf("loader: bad data cursor (epoch %lld, position %lld)", (long long)cur->epoch,
@@ -843,4 +867,226 @@ int ldr_build_row(ldr *l, int64_t i, int slot_i, const ldr_item **it) {
     l->stats.broken++;
     pthread_mutex_unlock(&l->mu);
     return 1;
+}
+
+/* ------------------------------------------------------------------ data parallel */
+
+int ldr_dp_setup(ldr *l, int rank, int nranks, int per_rank) {
+    if (l->started) return ar_errorf("loader: ldr_dp_setup after ldr_start");
+    if (nranks < 1 || rank < 0 || rank >= nranks || per_rank < 1)
+        return ar_errorf("loader: data parallel: rank %d of %d, %d samples per rank", rank, nranks, per_rank);
+    if (!l->cfg.shuffle) return ar_errorf("loader: data parallel reads the training stream (shuffle = 1)");
+    if ((int64_t)nranks * per_rank > INT32_MAX / 2) return ar_errorf("loader: data parallel: %d x %d samples per step", nranks, per_rank);
+    l->dp_rank = rank;
+    l->dp_ranks = nranks;
+    l->dp_per = per_rank;
+    l->dp_slack = per_rank / 8 + 1;
+    return 0;
+}
+
+#define DP_MAX_STRETCH 1.25   /* windows at most this many times the share (more broken: built past them) */
+
+/* The most positions of one rank's window (the ring holds it whole). */
+static int64_t dp_max_window(const ldr *l) { return (int64_t)floor(DP_MAX_STRETCH * l->dp_per) + 1 + l->dp_slack; }
+
+int64_t ldr_dp_status_len(const ldr *l) {
+    return (int64_t)floor(DP_MAX_STRETCH * (double)l->dp_ranks * l->dp_per) + 1 + l->dp_slack;
+}
+
+int ldr_dp_slots(const ldr *l) { return l->dp_per ? l->nslots : 0; }
+
+/* The step starting at cursor position G: rank k's window starts at
+ * G + floor(k * per * f), where f = positions / usable samples read so far
+ * (the cursor's skipped count; 1 before any, at most DP_MAX_STRETCH), so the
+ * windows follow the stream's broken fraction and each tends to hold its
+ * rank's share; the last rank's window reaches dp_slack further. Every rank
+ * computes the same from the same cursor. [*lo, *hi): this rank's window;
+ * *end: the last window's end. */
+static void dp_range(const ldr *l, const tds_cursor *cur, int64_t *lo, int64_t *hi, int64_t *end) {
+    const int k = l->dp_rank;
+    const int64_t G = cur->epoch * l->E + cur->position, used = G - cur->skipped;
+    double f = used > 0 && cur->skipped > 0 ? (double)G / (double)used : 1.0;
+    if (!(f <= DP_MAX_STRETCH)) f = DP_MAX_STRETCH;
+    const int R = l->dp_ranks;
+    *lo = G + (int64_t)floor((double)k * l->dp_per * f);
+    *hi = k == R - 1 ? G + (int64_t)floor((double)R * l->dp_per * f) + l->dp_slack
+                     : G + (int64_t)floor((double)(k + 1) * l->dp_per * f);
+    *end = G + (int64_t)floor((double)R * l->dp_per * f) + l->dp_slack;
+}
+
+/* The ring slot holding position p in a state of `states` (bits 1 << SLOT_*), or NULL. Under mu. */
+static slot *find_pos(ldr *l, int64_t p, int states) {
+    for (int i = 0; i < l->nslots; i++)
+        if ((states >> l->slots[i].state & 1) && l->slots[i].pos == p) return &l->slots[i];
+    return NULL;
+}
+
+#define USED ((1 << SLOT_BUSY) | (1 << SLOT_READY) | (1 << SLOT_HELD))
+
+static slot *free_slot(ldr *l) {
+    for (int i = 0; i < l->nslots; i++) if (l->slots[i].state == SLOT_FREE) return &l->slots[i];
+    return NULL;
+}
+
+static int dp_wanted(const ldr *l, int64_t p) {
+    if (p >= l->plan_lo && p < l->plan_hi) return 1;
+    for (int i = 0; i < l->n_keep; i++) if (l->keep[i] == p) return 1;
+    return 0;
+}
+
+/* The next position for a worker: the step's samples not built yet (keep)
+ * before the window's, so that they always find a free slot; -1 none. Under mu. */
+static int64_t dp_claim(ldr *l) {
+    for (int i = 0; i < l->n_keep; i++)
+        if (l->keep[i] >= 0 && !find_pos(l, l->keep[i], USED)) return l->keep[i];
+    for (int64_t p = l->plan_lo; p < l->plan_hi; p++)
+        if (!find_pos(l, p, USED)) return p;
+    return -1;
+}
+
+/* Frees what the consumer no longer needs: held samples (release_held), and
+ * built ones neither in the window nor among the step's. Under mu. */
+static void dp_sweep(ldr *l, int release_held) {
+    for (int i = 0; i < l->nslots; i++) {
+        slot *s = &l->slots[i];
+        if ((s->state == SLOT_HELD && release_held) || (s->state == SLOT_READY && !dp_wanted(l, s->pos)))
+            s->state = SLOT_FREE;
+    }
+    pthread_cond_broadcast(&l->cv_work);
+}
+
+/* The built sample at position p, the row hook applied once: waits for a
+ * worker, or builds it here without threads. NULL + ar_error. Under mu. */
+static slot *dp_ready(ldr *l, int64_t p) {
+    slot *s;
+    while (!(s = find_pos(l, p, 1 << SLOT_READY))) {
+        if (l->n_wk) { pthread_cond_wait(&l->cv_done, &l->mu); continue; }
+        if (!(s = free_slot(l))) { ar_errorf("loader: data parallel: no free sample slot (%d)", l->nslots); return NULL; }
+        s->pos = p;
+        s->gen = l->gen;
+        s->checked = 0;
+        build_at(l, l->fb_main, s, p, 1);
+        s->state = SLOT_READY;
+        l->stats.built++;
+    }
+    if (!s->checked) {
+        s->checked = 1;
+        if (s->status == 0 && !hook_ok(l, s)) s->status = 1;
+    }
+    return s;
+}
+
+static int bad_start(const ldr *l, int64_t epoch, int64_t position) {
+    return l->E <= 0 || epoch < 0 || position < 0 || epoch >= (INT64_MAX - position) / l->E - 1;
+}
+
+int ldr_dp_window(ldr *l, const tds_cursor *cur, double *status) {
+    if (!l->started || !l->dp_per) return ar_errorf("loader: ldr_dp_window needs ldr_dp_setup, then ldr_start");
+    if (bad_start(l, cur->epoch, cur->position))
+        return ar_errorf("loader: bad data cursor (epoch %lld, position %lld)", (long long)cur->epoch, (long long)cur->position);
+    const int64_t G = cur->epoch * l->E + cur->position, L = ldr_dp_status_len(l);
+    int64_t lo, hi, end;
+    dp_range(l, cur, &lo, &hi, &end);
+    memset(status, 0, (size_t)L * sizeof *status);
+    const double t0 = now_s();
+    int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    l->n_keep = 0;
+    l->plan_lo = lo;
+    l->plan_hi = hi;
+    dp_sweep(l, 1);
+    for (int64_t p = lo; p < hi; p++) {
+        slot *s = dp_ready(l, p);
+        if (!s) { rc = -1; break; }
+        status[p - G] = s->status ? 2 : 1;
+    }
+    l->stats.wait_s += now_s() - t0;
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+int ldr_dp_assign(ldr *l, tds_cursor *cur, const double *status, int64_t *mine) {
+    if (!l->started || !l->dp_per) return ar_errorf("loader: ldr_dp_assign needs ldr_dp_setup, then ldr_start");
+    if (bad_start(l, cur->epoch, cur->position))
+        return ar_errorf("loader: bad data cursor (epoch %lld, position %lld)", (long long)cur->epoch, (long long)cur->position);
+    const int64_t G = cur->epoch * l->E + cur->position;
+    const int64_t need = (int64_t)l->dp_ranks * l->dp_per;
+    int64_t *u = malloc((size_t)need * sizeof *u);
+    if (!u) return ar_errorf("out of memory");
+    int64_t lo, hi, L, nu = 0, p = G;
+    dp_range(l, cur, &lo, &hi, &L);
+    L -= G;   /* the windows' positions, G .. G + L - 1 */
+    const double t0 = now_s();
+    int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    /* the window: every rank's report, up to the step's last usable sample */
+    for (; p < G + L && nu < need; p++) {
+        const double st = status[p - G];
+        if (st == 1) { u[nu++] = p; continue; }
+        if (st != 2) {
+            rc = ar_errorf("loader: data parallel: stream position %lld has status %g (expected one rank to report it: "
+                           "do the ranks agree on data.* and the number of ranks?)", (long long)p, st);
+            break;
+        }
+        slot *s = p >= lo && p < hi ? find_pos(l, p, 1 << SLOT_READY) : NULL;
+        if (s) report_broken(l, s->err);   /* each broken sample reported by the rank that built it */
+    }
+    /* more broken samples than the window's slack: every rank builds on until the step is full */
+    int64_t run = 0;
+    slot *probe = &l->slots[l->nslots + l->B];
+    for (; !rc && nu < need; p++) {
+        pthread_mutex_unlock(&l->mu);
+        build_at(l, l->fb_main, probe, p, 0);
+        pthread_mutex_lock(&l->mu);
+        l->stats.built++;
+        l->stats.dp_past++;
+        if (probe->status == 0 && hook_ok(l, probe)) { u[nu++] = p; run = 0; continue; }
+        if (l->dp_rank == l->dp_ranks - 1) report_broken(l, probe->err);
+        if (++run > l->E) rc = ar_errorf("loader: every sample of an epoch is broken (last: %s)", probe->err);
+    }
+    if (!rc) {
+        const int64_t end = u[need - 1] + 1;
+        memcpy(l->keep, u + (int64_t)l->dp_rank * l->dp_per, (size_t)l->dp_per * sizeof *l->keep);
+        memcpy(mine, l->keep, (size_t)l->dp_per * sizeof *mine);
+        l->n_keep = l->dp_per;
+        cur->epoch = end / l->E;
+        cur->position = end % l->E;
+        cur->skipped += (end - G) - need;
+        int64_t e2;
+        dp_range(l, cur, &l->plan_lo, &l->plan_hi, &e2);   /* the next step's window, built during this one */
+        dp_sweep(l, 0);
+    }
+    l->stats.wait_s += now_s() - t0;
+    pthread_mutex_unlock(&l->mu);
+    free(u);
+    return rc;
+}
+
+int ldr_dp_take(ldr *l, const int64_t *pos, int n, const ldr_item **items) {
+    if (!l->started || !l->dp_per) return ar_errorf("loader: ldr_dp_take needs ldr_dp_setup, then ldr_start");
+    const double t0 = now_s();
+    int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    dp_sweep(l, 1);
+    for (int i = 0; i < n && !rc; i++) {
+        int k = 0;
+        while (k < l->n_keep && l->keep[k] != pos[i]) k++;
+        if (k == l->n_keep) {
+            rc = ar_errorf("loader: data parallel: stream position %lld is not one of this step's samples", (long long)pos[i]);
+            break;
+        }
+        slot *s = dp_ready(l, pos[i]);
+        if (!s) { rc = -1; break; }
+        if (s->status) {
+            rc = ar_errorf("loader: data parallel: stream position %lld was usable for the rank that built it first, "
+                           "broken here (do the ranks read the same files?): %s", (long long)pos[i], s->err);
+            break;
+        }
+        s->state = SLOT_HELD;
+        l->keep[k] = -1;
+        items[i] = &s->it;
+    }
+    l->stats.wait_s += now_s() - t0;
+    pthread_mutex_unlock(&l->mu);
+    return rc;
 }

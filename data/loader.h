@@ -218,12 +218,52 @@ int ldr_next_batch(ldr *l, tds_cursor *cur, const ldr_item **items);
  * 0, 1 broken (ar_error says why), -1 error. */
 int ldr_build_row(ldr *l, int64_t i, int slot, const ldr_item **it);
 
+/* DATA PARALLEL (several ranks, one stream; ldr_dp_*): the step's global
+ * batch is the next nranks x per_rank usable samples of the stream, rank k's
+ * share the usable samples k*per_rank .. (k+1)*per_rank-1 of them, exactly
+ * what one process reading the whole batch would give each micro-batch, and
+ * each rank builds about its own share only:
+ *   1. ldr_dp_window: this rank builds its window of the step starting at
+ *      the cursor, G: the windows split the positions after G among the
+ *      ranks, per_rank x f each, f = positions / usable samples read so far
+ *      (the cursor's skipped count; 1 until a sample broke, at most 1.25), so
+ *      that a window tends to hold its rank's share; the last rank's reaches
+ *      per_rank / 8 + 1 further. It applies the row hook, and writes the
+ *      window's status into status[ldr_dp_status_len] (position G + i:
+ *      1 usable, 2 broken; 0 outside the window);
+ *   2. the caller sums status over the ranks (dist_sum): every rank then
+ *      knows every position of the step's windows;
+ *   3. ldr_dp_assign: the positions of this rank's share into
+ *      mine[per_rank] (ascending); when the windows hold fewer usable samples
+ *      than the step needs, every rank builds the positions after them until
+ *      it is full. The cursor moves past the step's last usable sample and
+ *      its skipped count grows by the broken samples before it (the same
+ *      cursor as one process's); each broken sample is reported by one rank.
+ *      The threads start on the next step's window at once;
+ *   4. ldr_dp_take: the samples at positions pos[n] (among this step's mine,
+ *      in any order; valid until the next ldr_dp_take / ldr_dp_window). A
+ *      sample of another rank's window (after broken samples shifted the
+ *      shares) is built then.
+ * data.deterministic does not apply: the shares are exact. The ring then
+ * holds the largest window whole (1.25 per_rank + slack + 1) plus prefetch
+ * samples (threads = 0: B; ldr_dp_slots), and the
+ * sequential calls (ldr_next_batch) are refused. ldr_dp_setup goes between
+ * ldr_open and ldr_start. 0, or -1 + ar_error (ldr_dp_take: also a sample
+ * that another rank found usable and this one broken). */
+int ldr_dp_setup(ldr *l, int rank, int nranks, int per_rank);
+int64_t ldr_dp_status_len(const ldr *l);   /* the most positions of a step's windows: 1.25 nranks per_rank + slack + 1 */
+int ldr_dp_slots(const ldr *l);            /* sample slots of the ring (0: not data parallel) */
+int ldr_dp_window(ldr *l, const tds_cursor *cur, double *status);
+int ldr_dp_assign(ldr *l, tds_cursor *cur, const double *status, int64_t *mine);
+int ldr_dp_take(ldr *l, const int64_t *pos, int n, const ldr_item **items);
+
 /* Counters since ldr_open: samples built, broken, the time the consumer
  * waited for them (seconds; with threads = 0 the time spent building them),
  * and the records the sources' loaders skipped
  * at open (REFER refs that did not join, malformed AVSBench CSV rows,
- * malformed JSON lines). */
-typedef struct { int64_t built, broken; double wait_s; int64_t bad_records; } ldr_stats;
+ * malformed JSON lines); data parallel: the positions built past the
+ * windows because they held too few usable samples (dp_past). */
+typedef struct { int64_t built, broken; double wait_s; int64_t bad_records, dp_past; } ldr_stats;
 void ldr_get_stats(const ldr *l, ldr_stats *out);
 
 #endif

@@ -992,6 +992,135 @@ static void test_stream(void) {
     }
 }
 
+/* Data parallel (ldr_dp_*): R ranks simulated by R loaders in one process,
+ * their window statuses summed as dist_sum would. Every rank's share of every
+ * step is the samples one loader hands out as R consecutive batches of
+ * per_rank (the same positions and contents), the cursors agree with its
+ * cursor, every broken sample is reported by exactly one rank, and each rank
+ * builds about its own share. The stream of test_stream (4 sources, a broken
+ * custom record) with a hook refusing refcoco record 1: about a fifth of the
+ * samples are skipped, so shares shift and windows run short. */
+static int hook_refcoco(void *ctx, const ldr_item *it) {
+    (void)ctx;
+    if (it->source == 0) { ar_errorf("hook: refcoco refused"); return 1; }
+    return 0;
+}
+
+static void dp_case(int R, int per, int B, int threads, int steps, int mode, int64_t *past) {
+    const int clean = mode == 1;   /* 0: hook_refuse; 2: hook_refcoco (most samples broken) */
+    const ldr_hook hook = mode == 2 ? hook_refcoco : hook_refuse;
+    ldr_cfg c;
+    if (clean) {   /* two REFER sets, no broken sample, no hook */
+        stream_cfg(&c, 3, 1, 40);
+    } else {
+        base_cfg(&c);
+        c.n_sources = 4;
+        c.src[0] = src_refer("refcoco", g_img_ok, 0, 3);
+        c.src[1] = src_refer("refclef", g_img_ok, 1, 1);
+        c.src[2] = src_avs(FIX "/avsbench/ms3", "ms3", "train", 1);
+        c.src[3] = src_jsonl(FIX "/custom/data.jsonl", 1);
+        c.epoch_samples = 40;
+    }
+    c.threads = threads;
+    c.prefetch = 3;
+    g_main_thread = pthread_self();
+    ldr *ref = ldr_open(&c), *l[4] = {0};
+    int ok = ref != NULL;
+    if (ok && !clean) ldr_set_hook(ref, hook, NULL);
+    ok = ok && ldr_start(ref, per, 0, 0) == 0;
+    for (int k = 0; k < R && ok; k++) {
+        ok = (l[k] = ldr_open(&c)) != NULL;
+        if (ok && !clean) ldr_set_hook(l[k], hook, NULL);
+        ok = ok && ldr_dp_setup(l[k], k, R, per) == 0 && ldr_start(l[k], B, 0, 0) == 0;
+    }
+    if (!ok) printf("  set-up: %s\n", ar_error());
+    const int64_t L = ok ? ldr_dp_status_len(l[0]) : 0;   /* the most positions of a step's windows */
+    double *st = calloc((size_t)L + 1, sizeof *st), *sum = calloc((size_t)L + 1, sizeof *sum);
+    int64_t *mine = calloc((size_t)per, sizeof *mine);
+    tds_cursor g = {.seed = c.seed}, cr = g;
+    int differ = 0, cur_bad = 0, n_cmp = 0;
+    char first[300] = "";
+    for (int s = 0; ok && s < steps; s++) {
+        memset(sum, 0, (size_t)L * sizeof *sum);
+        for (int k = 0; k < R && ok; k++) {
+            ok = ldr_dp_window(l[k], &g, st) == 0;
+            for (int64_t i = 0; ok && i < L; i++) sum[i] += st[i];
+        }
+        tds_cursor next = g;
+        for (int k = 0; k < R && ok; k++) {
+            tds_cursor ck = g;
+            ok = ldr_dp_assign(l[k], &ck, sum, mine) == 0;
+            if (k == 0) next = ck;
+            cur_bad += ck.epoch != next.epoch || ck.position != next.position || ck.skipped != next.skipped;
+            const ldr_item *want[64], *got[64];
+            ok = ok && ldr_next_batch(ref, &cr, want) == 0;
+            for (int b0 = 0; ok && b0 < per; b0 += B) {
+                ok = ldr_dp_take(l[k], mine + b0, B, got) == 0;
+                for (int i = 0; ok && i < B; i++, n_cmp++) {
+                    const int bad = got[i]->position != want[b0 + i]->position || item_hash(got[i], &c) != item_hash(want[b0 + i], &c);
+                    if (bad && !differ++)
+                        snprintf(first, sizeof first, "step %d rank %d sample %d: position %" PRId64 ", expected %" PRId64, s, k,
+                                 b0 + i, got[i]->position, want[b0 + i]->position);
+                }
+            }
+        }
+        cur_bad += ok && (next.epoch != cr.epoch || next.position != cr.position || next.skipped != cr.skipped);
+        g = next;
+    }
+    if (!ok) printf("  %s\n", ar_error());
+    int64_t built = 0, broken = 0;
+    for (int k = 0; k < R && ok; k++) {
+        ldr_stats ls;
+        ldr_get_stats(l[k], &ls);
+        built += ls.built;
+        broken += ls.broken;
+        *past += ls.dp_past;
+    }
+    const double per_sample = (double)built / ((double)steps * R * per);
+    /* clean: each rank builds its window, the last rank its slack, and after
+     * the last step the threads build (part of) the next window */
+    const int slack = per / 8 + 1;
+    /* else: below every rank building every position of the stream */
+    const double lim = clean ? 1 + (double)(slack * (steps + 1) + R * per) / ((double)steps * R * per)
+                             : R * ((double)steps * R * per + cr.skipped) / ((double)steps * R * per);
+    char name[96];
+    snprintf(name, sizeof name, "data parallel: %d ranks x %d samples (threads %d%s) == one loader", R, per, threads,
+             clean ? ", nothing broken" : mode == 2 ? ", most broken" : "");
+    t_check(ok && !differ && !cur_bad && n_cmp == steps * R * per && broken == cr.skipped && (cr.skipped > 0) != clean &&
+                per_sample <= lim, name,
+            "%d steps: %d samples compared, %d differ %s; cursors %s (skipped %" PRId64 "), broken samples reported %" PRId64
+            " times; built %.3f per sample trained (limit %.3f)",
+            steps, n_cmp, differ, first, cur_bad ? "DISAGREE" : "agree", cr.skipped, broken, per_sample, lim);
+    /* a status vector no rank wrote; the sequential call refused */
+    if (ok && R > 1 && clean) {
+        memset(sum, 0, (size_t)L * sizeof *sum);
+        tds_cursor ck = g;
+        int rc = ldr_dp_window(l[0], &g, st) == 0 ? ldr_dp_assign(l[0], &ck, sum, mine) : 0;
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", ar_error());
+        tds_cursor cn = g;
+        const ldr_item *items[64];
+        int rn = ldr_next_batch(l[0], &cn, items);
+        t_check(rc == -1 && strstr(msg, "has status 0") && rn == -1 && strstr(ar_error(), "ldr_dp_take"),
+                "data parallel: inconsistent status refused", "assign %d: %s; ldr_next_batch %d: %s", rc, msg, rn, ar_error());
+    }
+    free(st); free(sum); free(mine);
+    ldr_free(ref);
+    for (int k = 0; k < R; k++) ldr_free(l[k]);
+}
+
+static void test_data_parallel(void) {
+    int64_t past = 0;
+    dp_case(2, 6, 3, 0, 12, 0, &past);
+    dp_case(2, 6, 2, 2, 12, 0, &past);
+    dp_case(3, 1, 1, 2, 20, 0, &past);
+    dp_case(4, 2, 1, 1, 12, 0, &past);
+    dp_case(2, 8, 4, 2, 12, 1, &past);
+    dp_case(3, 4, 2, 0, 12, 1, &past);
+    dp_case(2, 4, 2, 2, 10, 2, &past);   /* windows stretched at most 1.25x: too short, built past */
+    t_check(past > 0, "data parallel: short windows extended", "%" PRId64 " positions built past the windows", past);
+}
+
 /* One source: each epoch a permutation of its records, epochs differing. */
 static void test_epochs_single(void) {
     enum { B = 4, NB = 6 };   /* 24 samples = 4 epochs of 6 */
@@ -1263,6 +1392,7 @@ int main(void) {
     test_options();
     test_every_sentence();
     test_stream();
+    test_data_parallel();
     test_epochs_single();
     weighted_case(3, 1, 12, 9, 3);
     weighted_case(2, 1, 10, 7, 3);   /* 6.67 / 3.33: the remainder goes to the larger one */

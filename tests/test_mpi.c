@@ -9,6 +9,10 @@
  *     file read across epoch boundaries; model.kind = anyref on the planted
  *     grounding set, small buckets too: the mask decoder's, the [SEG] head's
  *     and each decoder layer's start during the LLM's backward);
+ *     the same on live sources (data.kind = sources, a fifth of the tiny
+ *     sets' samples broken), where each rank builds about its own share of
+ *     the samples (data/loader.h DATA PARALLEL), not the whole stream, and
+ *     a 2-rank run resumes on 1 rank;
  *   - a 2-rank run stopped at step 8 and resumed on 1 rank (grad_accum 2)
  *     continues the same curve to step 16;
  *   - one rank given a checkpoint path that does not exist: mpirun and every
@@ -210,6 +214,59 @@ static void equivalence(const char *tag, const char *cfg, const char *data, doub
             "moments (%d tensors) max rel diff %.2e, step-16 validation (val_loss %.4g) %.2e (limit %.0e); rc %d/%d, "
             "2 ranks in %.1f s%s%.400s", dc, nt, dw, vv, dv, lim, rc1, rc2, t1, out ? "; mpirun said: " : "", out ? out : "");
     free(out);
+}
+
+/* The live-source runs of equivalence("sources"): the same samples skipped
+ * as broken, and the 2 ranks built far fewer samples than the 2 x every
+ * sample of reading the whole stream on each rank (the tiny set has a fifth
+ * of its samples broken, so shares shift often; the loader's unit test
+ * measures a clean stream). */
+static void sources_shared(void) {
+    char a[400], b[400], log[500];
+    snprintf(a, sizeof a, "%s/sources_2x1", g_tmp);
+    snprintf(b, sizeof b, "%s/sources_1x2", g_tmp);
+    snprintf(log, sizeof log, "%s/sources.log", g_tmp);
+    const double sa = t_metric(a, 16, "skipped"), sb = t_metric(b, 16, "skipped");
+    char *out = slurp(log);
+    const char *p = out ? strstr(out, "data: the 2 ranks built ") : NULL;
+    double built = NAN, trained = NAN, each = NAN;
+    if (p) sscanf(p, "data: the 2 ranks built %lf samples for the %lf trained on (%lf", &built, &trained, &each);
+    const double all = 2 * (trained + sa) / trained;   /* every rank building every position of the stream */
+    t_check(sa == sb && sa > 0 && trained == 16 * 16 && each < 0.8 * all, "mpi.sources_ranks_build_their_share",
+            "skipped at step 16: 2 ranks %g, 1 rank %g; the ranks built %g samples for %g trained: %.3f each (every rank "
+            "reading the whole stream: %.3f; one process: %.3f)", sa, sb, built, trained, each, all, all / 2);
+    free(out);
+    /* dist.share_samples = 0: every rank decodes every sample, the same curve */
+    char d[400], cmd[4096], c16[600], a16[600];
+    snprintf(d, sizeof d, "%s/sources_noshare", g_tmp);
+    snprintf(cmd, sizeof cmd, "timeout 120 %s -np 2 %s train configs/sources-tiny.cfg %s data.workers=2 train.grad_accum=1 "
+             "dist.share_samples=0 run.dir=%s", MPIRUN, g_bin, COMMON, d);
+    int r0 = sh(cmd, log);
+    out = slurp(log);
+    p = out ? strstr(out, "data: the 2 ranks built ") : NULL;
+    double each0 = NAN;
+    if (p) sscanf(p, "data: the 2 ranks built %*f samples for the %*f trained on (%lf", &each0);
+    const double d0 = curve_diff(d, a, 1, 16);
+    t_check(r0 == 0 && d0 <= 1e-6 && each0 >= all && t_metric(d, 16, "skipped") == sa, "mpi.sources_share_off",
+            "dist.share_samples=0: curve max rel diff %.2e against the shared run, skipped %g, %.3f samples built per sample "
+            "trained (shared: %.3f); rc %d", d0, t_metric(d, 16, "skipped"), each0, each, r0);
+    free(out);
+    /* stopped after 8 steps on 2 ranks, resumed on 1 rank (accum 2): the same curve and weights */
+    snprintf(d, sizeof d, "%s/sources_resume", g_tmp);
+    snprintf(cmd, sizeof cmd, "timeout 120 %s -np 2 %s train configs/sources-tiny.cfg %s data.workers=2 train.grad_accum=1 "
+             "run.dir=%s train.stop_after=8", MPIRUN, g_bin, COMMON, d);
+    int rc1 = sh(cmd, log);
+    snprintf(cmd, sizeof cmd, "%s train configs/sources-tiny.cfg %s data.workers=1 train.grad_accum=2 run.dir=%s "
+             "train.resume=auto", g_bin, COMMON, d);
+    int rc2 = sh(cmd, log);
+    snprintf(c16, sizeof c16, "%s/checkpoints/step_000016.h5", d);
+    snprintf(a16, sizeof a16, "%s/checkpoints/step_000016.h5", a);
+    int nt = 0;
+    const double dc = curve_diff(d, a, 1, 16), dw = ckpt_diff(c16, a16, &nt, NULL, NULL);
+    t_check(rc1 == 0 && rc2 == 0 && dc <= 1e-6 && dw <= 1e-6 && t_metric(d, 16, "skipped") == sa,
+            "mpi.sources_resume_2ranks_on_1rank", "live sources, 2 ranks stopped at step 8, resumed by 1 rank (accum 2): "
+            "curve max rel diff %.2e, weights (%d tensors) %.2e, skipped %g / %g; rc %d/%d", dc, nt, dw,
+            t_metric(d, 16, "skipped"), sa, rc1, rc2);
 }
 
 /* A 2-rank run stopped after 8 steps, resumed by 1 rank with accum 2. */
@@ -482,6 +539,9 @@ int main(void) {
          * summation orders' rounding further (measured: curve 8.3e-7, weights 2.6e-6) */
         equivalence("grounding", "configs/grounding-tiny.cfg", data, 1e-5);
     }
+    /* live sources (data.kind = sources): each rank builds about its own share */
+    equivalence("sources", "configs/sources-tiny.cfg", "data.workers=2 dist.bucket_mb=0.001953125", 1e-6);
+    sources_shared();
     resume_other_count();
     bad_rank();
     stalled_rank();

@@ -527,6 +527,9 @@ int grounding_setup(run_t *r, const ar_config *cfg) {
     if (vk > k) k = vk;
     r->max_seg = r->B * (k > 0 ? k : 1);
     if (senc_setup(r, cfg)) return -1;
+    if (r->nranks > 1 && cfg_bool(cfg, "dist.share_samples") &&
+        (r->dp_live = gds_dp_setup(gt, r->rank, r->nranks, r->accum * r->B)) < 0)
+        return -1;
     if (gds_configure(gt, seg, r->B, ac->max_orig_h, ac->max_orig_w) ||
         (gv && gds_configure(gv, seg, r->B, ac->max_orig_h, ac->max_orig_w)))
         return -1;

@@ -44,6 +44,7 @@ typedef struct {
     ar_train_state st;
     char run_dir[1024], metrics[1100];
     int B, T, accum, steps;
+    int dp_live;        /* several ranks on a live source: each builds its own share (gds_dp_setup) */
     uint64_t seed;
     int *tok, *tgt;
     int skip_init;            /* export-peft: the adapter needs no base weights */

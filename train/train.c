@@ -169,6 +169,7 @@ const cfg_key train_schema[] = {
     {"dist.bucket_mb", CFG_FLOAT, "16", "MPI (make MPI=1, several ranks): MiB of gradients per non-blocking all-reduce bucket"},
     {"dist.timeout_s", CFG_FLOAT, "1800", "MPI, several ranks: a collective (gradient or loss all-reduce, barrier) waiting longer than this fails the rank, which then ends every rank (0: wait forever)"},
     {"test.stall_rank", CFG_STRING, "", "TEST HOOK (leave empty): RANK,STEP — that rank stops answering (sleeps until signalled) before that 1-based step's all-reduce"},
+    {"dist.share_samples", CFG_BOOL, "1", "several ranks on live sources (data.kind = sources): each rank decodes about its own share of a step's samples and the ranks exchange which were usable (the same batches); 0: every rank decodes every sample, stepping over the others'"},
     {"dist.backend", CFG_STRING, "auto", "several ranks: how gradients are summed — auto (NCCL in device memory when the CUDA backend is built with MPI=1 and every rank has a GPU of its own, else MPI), mpi (MPI; device gradients through a host copy), nccl (NCCL or fail; also with one rank, as a check)"},
     {"dist.overlap", CFG_BOOL, "1", "several ranks, CPU backend or NCCL: start each bucket's all-reduce during the step's last backward as soon as its gradients are final (lm_head, mask decoder, [SEG] head, then layer by layer; 0: all after backward)"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
@@ -183,8 +184,8 @@ const cfg_key train_schema[] = {
     {"data.add_tokens", CFG_STRING, "", "conversations, sources: added tokens, comma separated (e.g. [SEG]; sources add [SEG], <im_start>, <im_end> and the reference markers themselves), whitespace around them stripped as transformers 4.31 did"},
     {"data.cache", CFG_STRING, "", "grounding with sam_encoder.* or clip.*: feature cache file for the frozen SAM / CLIP / ImageBind outputs (HDF5; empty: off; fill it ahead with `anyref cache`)"},
     {"data.workers", CFG_INT, "2", "sources: decode threads building samples while the model trains (0: in the training thread)"},
-    {"data.prefetch", CFG_INT, "0", "sources: samples built ahead of the step (0: two batches)"},
-    {"data.deterministic", CFG_BOOL, "1", "sources: hand samples out in stream order (the same batches for any data.workers, exact resume); 0: whichever is decoded first"},
+    {"data.prefetch", CFG_INT, "0", "sources: samples built ahead of the step (0: two batches; several ranks: beyond the step's window, which is held whole)"},
+    {"data.deterministic", CFG_BOOL, "1", "sources: hand samples out in stream order (the same batches for any data.workers, exact resume); 0: whichever is decoded first (one rank; several ranks always take their exact share)"},
     {"data.epoch_samples", CFG_INT, "0", "sources: samples per epoch (0: every sample of every set once); the weights split it between the sets"},
     {"data.plain_answers", CFG_FLOAT, "0.5", "sources, data inspect: probability of the plain answer \"It is [SEG].\" instead of \"{expression}[SEG].\" for segmentation samples (LISA / AnyRef: 0.5; small models trained from scratch learn references far better with 0)"},
     {"data.clip_crop", CFG_BOOL, "0", "sources: CLIP input by CLIPImageProcessor's centre crop (1) or AnyRef's clip_resize_wo_crop (0)"},
@@ -1064,8 +1065,9 @@ out:
 /* Data parallel: steps over n micro-batches of the training stream that other
  * ranks train on (the cursor and the synthetic stream then stand where one
  * process reading them all would). A prepared grounding file is judged on its
- * rows' metadata without reading pixels; token rows and live sources are
- * read. 0, or -1 + ar_error. */
+ * rows' metadata without reading pixels; token rows are read. (Live sources
+ * do not come here: gds_dp_setup shares their samples out.) 0, or -1 +
+ * ar_error. */
 static int skip_micro(run_t *r, int n, int64_t step) {
     for (int i = 0; i < n; i++) {
         if (r->ar) {
@@ -1192,6 +1194,13 @@ int train_run(const ar_config *cfg) {
     if (r.nranks > 1)
         log_info("rank %d of %d: global batch %d ranks x %d micro-batches x %d sequences", r.rank, r.nranks, r.nranks,
                  r.accum, r.B);
+    if (r.dp_live && r.rank == 0) {
+        const ldr *ld = gds_loader(r.data.gtrain);
+        const int per = r.accum * r.B;
+        log_info("data: live sources shared out: each rank builds its own %d samples of a step (and the last rank %lld "
+                 "more, for broken ones), the ranks then agree on which were usable; %d sample slots per rank",
+                 per, (long long)(ldr_dp_status_len(ld) - (int64_t)r.nranks * per), ldr_dp_slots(ld));
+    }
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
              params_numel(&r.ps, 0), params_numel(&r.ps, 1));
@@ -1240,7 +1249,14 @@ int train_run(const ar_config *cfg) {
         const double scale = r.scale_dynamic ? r.st.loss_scale : r.scale_fixed;
         params_zero_grad(&r.ps);
         const int R = r.nranks, micro = r.accum * R;   /* micro-batches in the global step */
-        if (skip_micro(&r, r.rank * r.accum, step)) goto interrupted;   /* lower ranks' share */
+        if (r.dp_live) {   /* live sources: the ranks agree on the step's samples, each builds its own */
+            if (gds_dp_begin(r.data.gtrain, &r.data.cur)) {
+                ar_error_prefix("step %lld: ", (long long)step + 1);
+                goto interrupted;
+            }
+        } else if (skip_micro(&r, r.rank * r.accum, step)) {
+            goto interrupted;   /* lower ranks' share */
+        }
         for (int a = 0; a < r.accum; a++) {
             /* dropout: a function of the global micro-batch index alone */
             const uint64_t dseed = rng_derive(r.seed, 1000000 + ((uint64_t)step * R + r.rank) * r.accum + a);
@@ -1279,7 +1295,7 @@ int train_run(const ar_config *cfg) {
             }
             loss += l / micro;   /* a NaN/Inf micro-batch makes the step bad (below) */
         }
-        if (skip_micro(&r, (R - 1 - r.rank) * r.accum, step)) goto interrupted;   /* higher ranks' share */
+        if (!r.dp_live && skip_micro(&r, (R - 1 - r.rank) * r.accum, step)) goto interrupted;   /* higher ranks' share */
         if (stalled(cfg, r.rank, step + 1))   /* TEST HOOK test.stall_rank */
             for (int t = 0; t < 3600 && !g_interrupted; t++) sleep(1);
         int any_signal = g_interrupted != 0;
@@ -1344,7 +1360,7 @@ int train_run(const ar_config *cfg) {
                                   "val_loss", "val_ce", "val_bce", "val_dice", "val_giou", "val_ciou", "data_wait_s",
                                   "skipped_records", "bad_steps", "loss_scale"};
             const ldr *ld = gds_loader(r.data.gtrain);
-            ldr_stats ls = {0, 0, NAN, 0};
+            ldr_stats ls = {0, 0, NAN, 0, 0};
             if (ld) ldr_get_stats(ld, &ls);
             double vals[] = {loss, parts[0], parts[1], parts[2], lr, gnorm, (double)(step - first) * r.accum * r.nranks * r.B * r.T / el,
                              el, (double)r.data.cur.skipped, vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], ls.wait_s,
@@ -1416,6 +1432,18 @@ int train_run(const ar_config *cfg) {
         log_info("gradient all-reduce: %ld steps of %.2f MiB over %d ranks, buckets of %g MiB: %ld of %ld started "
                  "during backward; %.3f s waited after backward (%.2f ms per step)", rounds, bytes / 1048576.0,
                  r.nranks, cfg_float(cfg, "dist.bucket_mb"), early, started, w, rounds ? 1e3 * w / rounds : 0.0);
+    }
+    if (r.ar && gds_loader(r.data.gtrain)) {   /* live sources: the samples built, against those trained */
+        ldr_stats ls;
+        ldr_get_stats(gds_loader(r.data.gtrain), &ls);
+        double v[2] = {(double)ls.built, (double)(r.steps - first) * r.accum * r.B};
+        const double mine = v[0];
+        if (r.nranks > 1 && dist_sum(v, 2)) goto interrupted;
+        if (r.rank == 0)
+            log_info("data: %s%d rank%s built %.0f samples for the %.0f trained on (%.3f each%s)", r.nranks > 1 ? "the " : "",
+                     r.nranks, r.nranks > 1 ? "s" : "", v[0], v[1], v[1] > 0 ? v[0] / v[1] : 0.0,
+                     r.nranks == 1 ? "" : r.dp_live ? "; dist.share_samples" : "; every rank decoding every sample");
+        if (r.nranks > 1) log_info("data: rank %d built %.0f samples", r.rank, mine);
     }
     {
         double el = ar_now() - t0;
