@@ -894,6 +894,7 @@ int64_t ldr_dp_status_len(const ldr *l) {
 }
 
 int ldr_dp_slots(const ldr *l) { return l->dp_per ? l->nslots : 0; }
+int ldr_dp_slack(const ldr *l) { return l->dp_per ? l->dp_slack : 0; }
 
 /* The step starting at cursor position G: rank k's window starts at
  * G + floor(k * per * f), where f = positions / usable samples read so far

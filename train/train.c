@@ -1197,9 +1197,9 @@ int train_run(const ar_config *cfg) {
     if (r.dp_live && r.rank == 0) {
         const ldr *ld = gds_loader(r.data.gtrain);
         const int per = r.accum * r.B;
-        log_info("data: live sources shared out: each rank builds its own %d samples of a step (and the last rank %lld "
-                 "more, for broken ones), the ranks then agree on which were usable; %d sample slots per rank",
-                 per, (long long)(ldr_dp_status_len(ld) - (int64_t)r.nranks * per), ldr_dp_slots(ld));
+        log_info("data: live sources shared out (dist.share_samples): each rank builds a window of about its %d samples "
+                 "of a step (up to 1.25x as many as samples break; the last rank %d further), then the ranks agree on "
+                 "which were usable; %d sample slots per rank", per, ldr_dp_slack(ld), ldr_dp_slots(ld));
     }
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
