@@ -69,14 +69,31 @@ cublasHandle_t kc_cublas(void) {
 
 static void *g_ws[KC_WS_SLOTS];
 static size_t g_ws_bytes[KC_WS_SLOTS];
+static int g_ws_async = -1;   /* stream-ordered allocation usable (cudaDevAttrMemoryPoolsSupported) */
+/* A workspace that grows is replaced in stream order on the compute stream
+ * (cudaFreeAsync / cudaMallocAsync on stream 0): the old one is released once
+ * the kernels queued before it are done, and the host does not wait. A plain
+ * cudaFree would synchronise the whole device, NCCL's stream included, so a
+ * rank whose all-reduce waits for a stalled peer would block here, where
+ * dist.timeout_s cannot fire. Without memory pools: cudaFree / cudaMalloc. */
 void *kc_workspace(int slot, size_t bytes) {
     if (bytes < 256) bytes = 256;
     if (bytes > g_ws_bytes[slot]) {
         size_t want = bytes + bytes / 4; /* headroom so slowly growing shapes do not realloc each call */
-        if (g_ws[slot]) KC_CUDA(cudaFree(g_ws[slot])); /* cudaFree waits for kernels still using it */
+        if (g_ws_async < 0) {
+            int dev = 0, pools = 0;
+            g_ws_async = cudaGetDevice(&dev) == cudaSuccess &&
+                         cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev) == cudaSuccess && pools;
+            (void)cudaGetLastError();
+        }
+        if (g_ws[slot]) {
+            if (g_ws_async) KC_CUDA(cudaFreeAsync(g_ws[slot], 0));
+            else KC_CUDA(cudaFree(g_ws[slot])); /* waits for kernels still using it */
+        }
         g_ws[slot] = NULL;
         g_ws_bytes[slot] = 0;
-        KC_CUDA(cudaMalloc(&g_ws[slot], want));
+        if (g_ws_async) KC_CUDA(cudaMallocAsync(&g_ws[slot], want, 0));
+        else KC_CUDA(cudaMalloc(&g_ws[slot], want));
         g_ws_bytes[slot] = want;
     }
     return g_ws[slot];
