@@ -193,8 +193,8 @@ lines = [
 cb, tb = parse(os.path.join(raw, "llama_c_bf16.txt"))[1], parse(os.path.join(raw, "llama_torch_bf16.txt"))[1]
 if cb and tb:
     cbm = parse(os.path.join(raw, "llama_c_bf16.txt"))[0]
-    lines += ["", "bf16: C with the frozen projections stored as bf16 and `train.gemm = bf16` (%s; "
-              "activations, trainable weights and AdamW state fp32), PyTorch with every weight, activation, "
+    lines += ["", "bf16: C with the frozen projections stored as bf16 and `train.gemm = bf16` (%s; lm_head's "
+              "products from a bf16 copy of its fp32 weight; activations, trainable weights and AdamW state fp32), PyTorch with every weight, activation, "
               "gradient and AdamW state in bf16 (`--dtype bf16`), same environment as above." % cbm.get("c.gemm_detail", "?"), "",
               "| precision | tokens/s C | tokens/s torch | ratio C/torch | step ms C | step ms torch | loss C | loss torch |",
               "|---|--:|--:|--:|--:|--:|--:|--:|",

@@ -153,6 +153,12 @@ void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t
 /* The same with an fp16-stored weight. */
 void linear_f16_forward(float *out, const float *in, const f16_t *w, const float *b, int N, int IN, int OUT);
 void linear_f16_backward(float *din, float *db, const float *dout, const f16_t *w, int N, int IN, int OUT);
+/* The weight gradient of a product run in 16 bits from a bf16 copy of a
+ * trainable fp32 weight (model/llama.c's lm_head in GEMM mode bf16, as
+ * autocast runs it): dw[OUT,IN] += dout^T @ in with both operands rounded to
+ * bf16, fp32 accumulation (oneDNN or emulated on the CPU, tensor cores on
+ * CUDA). In the other GEMM modes the fp32 product of linear_backward. */
+void linear_bf16_backward_weight(float *dw, const float *dout, const float *in, int N, int IN, int OUT);
 
 /* Fills mask[n] with 0 (probability p) or 1/(1-p), from a counter-based hash of
  * (seed, index): deterministic and independent of the thread count. */

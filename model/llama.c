@@ -62,6 +62,8 @@ struct llama {
     bf16_t *hscratch;              /* act_half with checkpointing: bf16 buffer for rounding */
     int rounding;                  /* the current / last full forward rounds its activations */
     float *embed, *norm, *lm_head, *g_embed, *g_norm, *g_lm_head;
+    bf16_t *head16;                /* GEMM mode bf16: lm_head rounded to bf16, remade every full forward */
+    int head16_on;                 /* the last full forward ran lm_head from head16 */
     float *x_final, *xf, *rstdf, *logits, *lse;
     /* gradient work buffers, reused across layers; dx ends as d(input embeddings) */
     float *dx, *dxn, *dq, *dk, *dv, *dqr, *dkr, *dao, *dg, *du, *dh, *scratch, *dlogits;
@@ -350,6 +352,7 @@ void llama_free(llama *m) {
     free(m->kc); free(m->vc);
     free(m->hs_tok); free(m->hs_fid); free(m->hs_pos); free(m->hs_klen);
     free(m->lw); free(m->la); free(m->lh); k_free(m->tokens); k_free(m->targets); k_free(m->pos);
+    k_free(m->head16);
     if (m->fid) k_free(m->fid);
     free(m->h_fid);
     free(m);
@@ -518,7 +521,19 @@ float llama_forward_embeds(llama *m, const int *targets, uint64_t dropout_seed, 
     m->rounding = c->act_half == LLAMA_ACT_BF16 && (m->training || !m->cache_on);
     for (int l = 0; l < c->layers; l++) layer_forward(m, l, dropout_seed);
     rmsnorm_forward(m->xf, m->rstdf, m->x_final, m->norm, c->norm_eps, N, D);
-    linear_forward(m->logits, m->xf, m->lm_head, NULL, N, D, c->vocab);
+    /* GEMM mode bf16: lm_head's products in bf16 too, from a copy of the fp32
+     * (master) weight made here, so it follows every update (as autocast
+     * casts it per forward); a prefill for generation stays fp32 like
+     * llama_step. Without memory for the copy: fp32. */
+    const size_t vd = (size_t)c->vocab * D;
+    m->head16_on = (m->training || !m->cache_on) && !strcmp(k_gemm_mode(), "bf16") &&
+                   (m->head16 || (m->head16 = k_malloc(vd * sizeof(bf16_t))));
+    if (m->head16_on) {
+        convert_f32_to_bf16(m->head16, m->lm_head, vd);
+        linear_bf16_forward(m->logits, m->xf, m->head16, NULL, N, D, c->vocab);
+    } else {
+        linear_forward(m->logits, m->xf, m->lm_head, NULL, N, D, c->vocab);
+    }
     if (!targets) { m->count = 0; if (count) *count = 0; return 0.0f; }
     k_upload(m->targets, targets, (size_t)N * sizeof(int));
     float loss = softmax_xent_forward(m->lse, &m->count, m->logits, m->targets, N, c->vocab, -100);
@@ -580,7 +595,12 @@ static void backward_impl(llama *m, float loss_weight, const float *dhidden_extr
     k_zero(m->dlogits, (size_t)N * V * sizeof(float));
     softmax_xent_backward(m->dlogits, m->logits, m->lse, m->targets, loss_weight, m->count, N, V, -100);
     k_zero(m->dxn, nd * sizeof(float));
-    linear_backward(m->dxn, m->g_lm_head, NULL, m->dlogits, m->xf, m->lm_head, N, D, V);
+    if (m->head16_on) {   /* the forward's bf16 lm_head: dW from bf16-rounded operands too */
+        linear_bf16_backward(m->dxn, NULL, m->dlogits, m->head16, N, D, V);
+        linear_bf16_backward_weight(m->g_lm_head, m->dlogits, m->xf, N, D, V);
+    } else {
+        linear_backward(m->dxn, m->g_lm_head, NULL, m->dlogits, m->xf, m->lm_head, N, D, V);
+    }
     if (dhidden_extra) axpy(m->dxn, dhidden_extra, 1.0f, nd);
     k_zero(m->dx, nd * sizeof(float));
     rmsnorm_backward(m->dx, m->g_norm, m->dxn, m->x_final, m->norm, m->rstdf, N, D);

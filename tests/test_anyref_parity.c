@@ -15,7 +15,9 @@
  * model.attention = flash; λ = 0.1 with model.frozen_weights = bf16 (against
  * the reference over the same bf16-rounded frozen projections) and with that
  * plus train.gemm = bf16 (against a reference that rounds the same operands:
- * BF16Base in the script), with and without flash; the same in fp16
+ * BF16Base in the script for the frozen products, BF16Lin for lm_head's bf16
+ * copy, whose weight gradient comes from rounded operands too), with and
+ * without flash; the same in fp16
  * (model.frozen_weights = fp16, train.gemm = fp16); model.activations = bf16
  * against a reference rounding the same kept tensors, with and without flash.
  *

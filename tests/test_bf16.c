@@ -429,6 +429,29 @@ static void test_gemm_half(const fmt16 *F) {
             k_backend_name(), emulated ? "" : " (", emulated ? "" : k_gemm_detail(), emulated ? "" : ")", ef, eb, tol,
             same ? "the same bits" : "DIFFERENT bits");
     k_set_gemm_mode("fp32");
+    if (!F->f16) {   /* the weight gradient of a bf16 copy of a trainable weight (lm_head in bf16 mode) */
+        float *w0 = t_alloc(nw);
+        t_fill_normal(w0, nw, 0.01f, 65);   /* accumulated into */
+        float *ga = t_dev_copy(w0, nw), *ga2 = t_dev_copy(w0, nw), *gr = t_dev_copy(w0, nw), *gf = t_dev_copy(w0, nw),
+              *gf2 = t_dev_copy(w0, nw);
+        k_set_gemm_mode("bf16");
+        linear_bf16_backward_weight(ga, dg, din, N, IN, OUT);
+        linear_bf16_backward_weight(ga2, dg, din, N, IN, OUT);
+        k_set_gemm_mode("fp32");
+        linear_backward(NULL, gr, NULL, drg, drin, NULL, N, IN, OUT);   /* fp32 product of the rounded operands */
+        linear_bf16_backward_weight(gf, dg, din, N, IN, OUT);           /* fp32 mode: linear_backward's dw */
+        linear_backward(NULL, gf2, NULL, dg, din, NULL, N, IN, OUT);
+        float *ha = t_host_copy(ga, nw), *ha2 = t_host_copy(ga2, nw), *hr = t_host_copy(gr, nw), *hf = t_host_copy(gf, nw),
+              *hf2 = t_host_copy(gf2, nw);
+        const double ew = t_max_rel_err(ha, hr, nw);
+        const int same_w = !memcmp(ha, ha2, nw * 4), fp32_same = !memcmp(hf, hf2, nw * 4);
+        t_check(ew <= tol && same_w && fp32_same, "bf16 gemm mode: linear_bf16_backward_weight = fp32 product of rounded operands",
+                "dw += dout^T in, %dx%d over %d rows: max rel err %.1e (limit %.0e)%s; a second call: %s; in fp32 mode "
+                "linear_backward's dw: %s", OUT, IN, N, ew, tol, emulated ? " (emulated)" : "",
+                same_w ? "the same bits" : "DIFFERENT bits", fp32_same ? "bitwise" : "DIFFERENT");
+        free(w0); free(ha); free(ha2); free(hr); free(hf); free(hf2);
+        k_free(ga); k_free(ga2); k_free(gr); k_free(gf); k_free(gf2);
+    }
     free(w); free(in); free(rin); free(g); free(rg); free(b); free(wh); free(h1); free(h2); free(a1); free(a2);
     k_free(dw); k_free(din); k_free(drin); k_free(dg); k_free(drg); k_free(db); k_free(o1); k_free(o2); k_free(x1); k_free(x2);
 

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
+#include "kernels/kernels.h"
 #include "model/clip_vit.h"
 #include "model/imagebind_audio.h"
 #include <stdarg.h>
@@ -56,6 +57,7 @@ int plan_shape_from_run(const run_t *r, plan_shape *s) {
     s->B = r->B; s->T = r->T; s->max_seg = r->is_anyref ? r->max_seg : 0;
     s->use_refs = r->use_refs; s->refs = r->rcfg; s->clip_n = r->clip_n; s->fbank_n = r->fbank_n;
     s->use_senc = r->use_senc; s->senc = r->scfg; s->sam_n = r->sam_n;
+    s->gemm_bf16 = !strcmp(k_gemm_mode(), "bf16");
     return 0;
 }
 
@@ -117,6 +119,8 @@ int plan_shape_from_config(const ar_config *cfg, plan_shape *s) {
     if (train_llama_cfg(cfg, mc, s->T)) return -1;
     s->B = (int)cfg_int(cfg, "train.batch_size");
     if (s->B < 1) return ar_errorf("config: train.batch_size = %d", s->B);
+    const char *gemm = cfg_str(cfg, "train.gemm"), *env = getenv("ANYREF_GEMM");
+    s->gemm_bf16 = !strcmp(gemm[0] ? gemm : env ? env : "", "bf16");
     if (!s->is_anyref) return 0;
 
     anyref_cfg *ac = &s->ac;
@@ -178,6 +182,7 @@ int plan_compute(const plan_shape *s, mem_plan *p) {
 
     const size_t ntok = (size_t)s->B * s->T;
     p->workspace = 4 * ntok * sizeof(int);   /* llama_create: tokens, targets, pos, fid */
+    if (s->gemm_bf16) p->workspace += (size_t)s->llm.vocab * s->llm.dim * sizeof(uint16_t);   /* lm_head in bf16 */
     if (s->is_anyref) {
         anyref_mem am;
         if (anyref_plan(&s->ac, s->B, s->T, s->max_seg, &am)) return -1;
@@ -235,7 +240,8 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
         {"reference feature buffers", p->act_refs}};
     for (size_t i = 0; i < sizeof a / sizeof a[0]; i++)
         if (a[i].b) fprintf(f, "%s    %-38s %s\n", in, a[i].n, sz(x, a[i].b));
-    fprintf(f, "%s  workspace   %s  (batch inputs, token buffers)\n", in, sz(x, p->workspace));
+    fprintf(f, "%s  workspace   %s  (batch inputs, token buffers%s)\n", in, sz(x, p->workspace),
+            s->gemm_bf16 ? ", lm_head's bf16 copy: train.gemm = bf16" : "");
     fprintf(f, "%s  total       %s  (%zu bytes)\n", in, sz(x, p->total), p->total);
     if (s->notes[0]) fprintf(f, "%s  assumed: %s\n", in, s->notes);
 }

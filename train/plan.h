@@ -42,6 +42,7 @@ typedef struct {
     int use_senc;               /* SAM image encoder (sam_encoder.model != none) */
     sam_encoder_cfg senc;
     size_t sam_n;               /* floats per SAM input image */
+    int gemm_bf16;              /* train.gemm = bf16: lm_head's bf16 copy (model/llama.c) */
     char notes[1024];           /* assumptions made (plan_shape_from_config) */
 } plan_shape;
 

@@ -156,7 +156,7 @@ const cfg_key train_schema[] = {
     {"train.seed", CFG_INT, "1337", "seed for weights, data order and dropout"},
     {"train.threads", CFG_INT, "0", "CPU threads (0: all)"},
     {"train.deterministic", CFG_BOOL, "0", "require bitwise-repeatable results (both backends give them: no atomics, fixed reduction orders)"},
-    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32; tf32 (CUDA only: inputs rounded to TF32 inside cuBLAS, fp32 accumulation); bf16 (with model.frozen_weights = bf16, or sam_encoder. / clip.frozen_weights = bf16: the products with those 16-bit weights bf16 x bf16 with fp32 accumulation, on the GPU's tensor cores, on the CPU oneDNN's bf16 matmuls where it has bf16 instructions, else emulated; other GEMMs as tf32 / fp32); fp16 (the same for fp16 weights; emulated on the CPU); empty: $ANYREF_GEMM, else fp32"},
+    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32; tf32 (CUDA only: inputs rounded to TF32 inside cuBLAS, fp32 accumulation); bf16 (with model.frozen_weights = bf16, or sam_encoder. / clip.frozen_weights = bf16: the products with those 16-bit weights bf16 x bf16 with fp32 accumulation, on the GPU's tensor cores, on the CPU oneDNN's bf16 matmuls where it has bf16 instructions, else emulated; lm_head's three products too, from a bf16 copy of its fp32 weight made each forward; other GEMMs as tf32 / fp32); fp16 (the same for fp16 weights; emulated on the CPU); empty: $ANYREF_GEMM, else fp32"},
     {"train.eval_every", CFG_INT, "100", "steps between validations (0: at the end only)"},
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},

@@ -73,18 +73,19 @@ static void *grow(void **buf, size_t *cap, size_t n, size_t sz) {
 /* In the mode of the weight's format: x[n] rounded to that format, as floats,
  * in a buffer of this backend; otherwise (or without heap room: the product
  * then stays fp32 for this call) x itself. */
-static void *g_act, *g_act16;
-static size_t g_act_n, g_act16_n;
-static const float *rounded(const float *x, size_t n, int fmt) {
+static void *g_act[2], *g_act16;
+static size_t g_act_n[2], g_act16_n;
+static const float *rounded_in(const float *x, size_t n, int fmt, int slot) {
     mode_init();
     if (g_round != fmt) return x;
-    float *a = grow(&g_act, &g_act_n, n, sizeof(float));
+    float *a = grow(&g_act[slot], &g_act_n[slot], n, sizeof(float));
     uint16_t *h = grow(&g_act16, &g_act16_n, n, sizeof(uint16_t));
     if (!a || !h) return x;
     if (fmt == FMT_F16) { convert_f32_to_f16_host(h, x, n); convert_f16_to_f32_host(a, h, n); }
     else { convert_f32_to_bf16_host(h, x, n); convert_bf16_to_f32_host(a, h, n); }
     return a;
 }
+static const float *rounded(const float *x, size_t n, int fmt) { return rounded_in(x, n, fmt, 0); }
 
 static void *g_wide;
 static size_t g_wide_n;
@@ -118,7 +119,7 @@ static float wide1(const uint16_t *w, size_t i, int fmt) {
  * (w), C fp32 (accumulated through a sum post-op when acc). A shape whose
  * primitive is oneDNN's reference implementation keeps p = NULL: emulated. */
 typedef struct {
-    int M, K, N, bwd, acc;
+    int M, K, N, bwd, acc, ta;
     dnnl_primitive_t p;
     dnnl_memory_t a, b, c;
 } dn_entry;
@@ -128,8 +129,8 @@ static int g_dn_n, g_dn_next, g_dn_state;   /* state: 0 not tried, 1 usable, -1 
 static dnnl_engine_t g_eng;
 static dnnl_stream_t g_st;
 static char g_dn_impl[96];                  /* the first fast primitive's implementation name */
-static void *g_a16;
-static size_t g_a16_n;
+static void *g_a16, *g_b16;
+static size_t g_a16_n, g_b16_n;
 
 static int dn_usable(void) {
     const char *e = getenv("ANYREF_CPU_BF16");   /* read on every call: tests switch it */
@@ -150,25 +151,28 @@ static void dn_drop(dn_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
-/* The cached entry for a shape (created on first use; NULL: no room at all). */
-static dn_entry *dn_get(int M, int K, int N, int bwd, int acc) {
+/* The cached entry for a shape (created on first use; NULL: no room at all).
+ * ta: A is read transposed, [M,K] with strides (1, M) (the weight gradient's
+ * dout^T). */
+static dn_entry *dn_get(int M, int K, int N, int bwd, int acc, int ta) {
     for (int i = 0; i < g_dn_n; i++) {
         dn_entry *e = &g_dn[i];
-        if (e->M == M && e->K == K && e->N == N && e->bwd == bwd && e->acc == acc) return e;
+        if (e->M == M && e->K == K && e->N == N && e->bwd == bwd && e->acc == acc && e->ta == ta) return e;
     }
     dn_entry *e;
     if (g_dn_n < DN_CACHE) e = &g_dn[g_dn_n++];
     else { e = &g_dn[g_dn_next]; g_dn_next = (g_dn_next + 1) % DN_CACHE; }   /* round robin */
     dn_drop(e);
-    e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc;
+    e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc; e->ta = ta;
     dnnl_memory_desc_t da, db, dc;
     dnnl_dims_t sa = {M, K}, sb = {K, N}, sc = {M, N};
+    dnnl_dims_t sta = {ta ? 1 : K, ta ? M : 1};
     dnnl_dims_t stb = {bwd ? N : 1, bwd ? 1 : K};
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_matmul_desc_t md;
-    int ok = dnnl_memory_desc_init_by_tag(&da, 2, sa, dnnl_bf16, dnnl_ab) == dnnl_success &&
+    int ok = dnnl_memory_desc_init_by_strides(&da, 2, sa, dnnl_bf16, sta) == dnnl_success &&
              dnnl_memory_desc_init_by_strides(&db, 2, sb, dnnl_bf16, stb) == dnnl_success &&
              dnnl_memory_desc_init_by_tag(&dc, 2, sc, dnnl_f32, dnnl_ab) == dnnl_success &&
              dnnl_matmul_desc_init(&md, &da, &db, NULL, &dc) == dnnl_success &&
@@ -187,7 +191,7 @@ static dn_entry *dn_get(int M, int K, int N, int bwd, int acc) {
         if (ok && !g_dn_impl[0]) snprintf(g_dn_impl, sizeof g_dn_impl, "%s", impl);
         if (!ok) {   /* keep the key, without a primitive: emulated */
             dn_drop(e);
-            e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc;
+            e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc; e->ta = ta;
         }
     }
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -198,19 +202,36 @@ static dn_entry *dn_get(int M, int K, int N, int bwd, int acc) {
 
 /* C (+)= A B by oneDNN, A = x[M,K] rounded to bf16 (nearest even, as the
  * emulation rounds). 0 done, -1 not (emulate instead). */
-static int dn_matmul(float *c, const float *x, const uint16_t *w, int M, int K, int N, int bwd, int acc) {
-    if (!dn_usable()) return -1;
-    dn_entry *e = dn_get(M, K, N, bwd, acc);
-    if (!e->p) return -1;
-    uint16_t *a = grow(&g_a16, &g_a16_n, (size_t)M * K, sizeof(uint16_t));
-    if (!a) return -1;
-    convert_f32_to_bf16_host(a, x, (size_t)M * K);
-    dnnl_memory_set_data_handle(e->a, a);
-    dnnl_memory_set_data_handle(e->b, (void *)w);
+static int dn_exec(dn_entry *e, float *c, const uint16_t *a, const uint16_t *b) {
+    dnnl_memory_set_data_handle(e->a, (void *)a);
+    dnnl_memory_set_data_handle(e->b, (void *)b);
     dnnl_memory_set_data_handle(e->c, c);
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
     if (dnnl_primitive_execute(e->p, g_st, 3, args) != dnnl_success) return -1;
     return dnnl_stream_wait(g_st) == dnnl_success ? 0 : -1;
+}
+
+static int dn_matmul(float *c, const float *x, const uint16_t *w, int M, int K, int N, int bwd, int acc) {
+    if (!dn_usable()) return -1;
+    dn_entry *e = dn_get(M, K, N, bwd, acc, 0);
+    if (!e->p) return -1;
+    uint16_t *a = grow(&g_a16, &g_a16_n, (size_t)M * K, sizeof(uint16_t));
+    if (!a) return -1;
+    convert_f32_to_bf16_host(a, x, (size_t)M * K);
+    return dn_exec(e, c, a, w);
+}
+
+/* dw[OUT,IN] += dout[N,OUT]^T in[N,IN], both rounded to bf16. 0 done, -1 not. */
+static int dn_matmul_dw(float *dw, const float *dout, const float *in, int N, int IN, int OUT) {
+    if (!dn_usable()) return -1;
+    dn_entry *e = dn_get(OUT, N, IN, 1, 1, 1);
+    if (!e->p) return -1;
+    uint16_t *a = grow(&g_a16, &g_a16_n, (size_t)N * OUT, sizeof(uint16_t));
+    uint16_t *b = grow(&g_b16, &g_b16_n, (size_t)N * IN, sizeof(uint16_t));
+    if (!a || !b) return -1;
+    convert_f32_to_bf16_host(a, dout, (size_t)N * OUT);
+    convert_f32_to_bf16_host(b, in, (size_t)N * IN);
+    return dn_exec(e, dw, a, b);
 }
 #endif
 
@@ -220,10 +241,10 @@ const char *k_gemm_detail(void) {
     if (g_round < 0) return "";
 #ifdef ANYREF_DNNL
     if (g_round == FMT_BF16 && dn_usable()) {
-        if (!g_dn_impl[0]) dn_get(256, 256, 256, 0, 0);   /* a probe of a typical shape */
+        if (!g_dn_impl[0]) dn_get(256, 256, 256, 0, 0, 0);   /* a probe of a typical shape */
         static char msg[160];
         if (g_dn_impl[0]) {
-            snprintf(msg, sizeof msg, "oneDNN bf16 matmuls (%s) for the bf16-stored products", g_dn_impl);
+            snprintf(msg, sizeof msg, "oneDNN bf16 matmuls (%s) for the bf16 products", g_dn_impl);
             return msg;
         }
     }
@@ -307,4 +328,16 @@ void linear_f16_forward(float *out, const float *in, const f16_t *w, const float
 }
 void linear_f16_backward(float *din, float *db, const float *dout, const f16_t *w, int N, int IN, int OUT) {
     linear16_backward(din, db, dout, w, N, IN, OUT, FMT_F16);
+}
+
+void linear_bf16_backward_weight(float *dw, const float *dout, const float *in, int N, int IN, int OUT) {
+    if (!dw || N <= 0 || IN <= 0 || OUT <= 0) return;
+    mode_init();
+    if (g_round != FMT_BF16) { linear_backward(NULL, dw, NULL, dout, in, NULL, N, IN, OUT); return; }
+#ifdef ANYREF_DNNL
+    if (dn_matmul_dw(dw, dout, in, N, IN, OUT) == 0) return;
+#endif
+    const float *g = rounded_in(dout, (size_t)N * OUT, FMT_BF16, 0), *x = rounded_in(in, (size_t)N * IN, FMT_BF16, 1);
+    /* dw[OUT,IN] += g[N,OUT]^T @ x[N,IN] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, g, OUT, x, IN, 1.0f, dw, IN);
 }

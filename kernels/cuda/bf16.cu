@@ -119,3 +119,13 @@ void linear_f16_forward(float *out, const float *in, const f16_t *w, const float
 void linear_f16_backward(float *din, float *db, const float *dout, const f16_t *w, int N, int IN, int OUT) {
     linear16_backward(din, db, dout, w, N, IN, OUT, 1);
 }
+
+void linear_bf16_backward_weight(float *dw, const float *dout, const float *in, int N, int IN, int OUT) {
+    if (!dw || N <= 0 || IN <= 0 || OUT <= 0) return;
+    if (!half_mode(0)) { linear_backward(NULL, dw, NULL, dout, in, NULL, N, IN, OUT); return; }
+    uint16_t *g16 = (uint16_t *)kc_workspace(KC_WS_ACT16, (size_t)N * OUT * sizeof(uint16_t));
+    uint16_t *x16 = (uint16_t *)kc_workspace(KC_WS_ACT16B, (size_t)N * IN * sizeof(uint16_t));
+    narrow16(g16, dout, (size_t)N * OUT, 0);
+    narrow16(x16, in, (size_t)N * IN, 0);
+    gemm16(1, 0, OUT, IN, N, 1.0f, g16, OUT, x16, IN, 1.0f, dw, IN, 0);   /* dw[OUT,IN] += dout^T[OUT,N] in[N,IN] */
+}

@@ -41,7 +41,7 @@ void kc_fail(const char *what, const char *file, int line, const char *msg);
 #define KC_LAUNCHED() KC_CUDA(cudaGetLastError())
 
 /* WIDE: bf16 weights widened; ACT16: an operand rounded to bf16 (bf16.cu) */
-enum { KC_WS_REDUCE = 0, KC_WS_TEMP = 1, KC_WS_WIDE = 2, KC_WS_ACT16 = 3, KC_WS_SLOTS = 4 };
+enum { KC_WS_REDUCE = 0, KC_WS_TEMP = 1, KC_WS_WIDE = 2, KC_WS_ACT16 = 3, KC_WS_ACT16B = 4, KC_WS_SLOTS = 5 };
 /* A device buffer of at least `bytes` bytes (256-byte aligned) for this slot. */
 void *kc_workspace(int slot, size_t bytes);
 

@@ -109,6 +109,28 @@ class BF16Base(torch.autograd.Function):
     def backward(ctx, g):
         (w,) = ctx.saved_tensors
         return bf16(g, GEMM_BF16[0]) @ w, None
+
+
+class BF16Lin(torch.autograd.Function):
+    """x @ w^T for a trainable w in train.gemm = bf16 mode (model/llama.c's
+    lm_head: a bf16 copy of the fp32 weight, linear_bf16_* and
+    linear_bf16_backward_weight): both operands rounded to bf16 in forward; in
+    backward the output gradient rounded, din from the rounded weight and dw
+    from the rounded activation; products and sums exact."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        xr, wr = bf16(x), bf16(w)
+        ctx.save_for_backward(xr, wr)
+        return F.linear(xr, wr)
+
+    @staticmethod
+    def backward(ctx, g):
+        xr, wr = ctx.saved_tensors
+        gr = bf16(g)
+        return gr @ wr, gr.transpose(-1, -2) @ xr
+
+
 CE_W, BCE_W, DICE_W, DICE_SMOOTH = 1.0, 2.0, 0.5, 1e-3
 TOK = [[3, 4, 5, 6, 7, SEG, 8, 2], [3, 9, 10, 11, SEG, 12, SEG, 2], [3, 4, 9, 5, 6, 10, 2, 1]]
 ANS = [3, 2, 4]
@@ -161,7 +183,10 @@ def llama_forward(P, tokens, targets, masks, c, x0=None):
         h = keep(rms_norm(x, P[pre + "post_attention_layernorm.weight"], c["norm_eps"]))
         x = x + proj(l, 6, keep(F.silu(keep(proj(l, 4, h))) * keep(proj(l, 5, h))))
     xf = rms_norm(x, P["model.norm.weight"], c["norm_eps"])
-    logits = F.linear(xf, P["lm_head.weight"]).reshape(Bn * Tn, c["vocab"])
+    if GEMM_BF16[0] is torch.bfloat16:   # train.gemm = bf16: lm_head from its bf16 copy (BF16Lin)
+        logits = BF16Lin.apply(xf, P["lm_head.weight"]).reshape(Bn * Tn, c["vocab"])
+    else:
+        logits = F.linear(xf, P["lm_head.weight"]).reshape(Bn * Tn, c["vocab"])
     ce = F.cross_entropy(logits, targets, ignore_index=-100, reduction="mean")
     return ce, xf.reshape(Bn * Tn, D), att
 
