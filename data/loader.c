@@ -638,6 +638,12 @@ out:
 
 /* ------------------------------------------------------------------ slots */
 
+/* Bytes of one sample slot (after alloc_slots sized it). */
+static size_t slot_bytes(const ldr *l) {
+    const size_t T = (size_t)l->cfg.T, mask = (size_t)l->max_h * l->max_w;
+    return T * 2 * sizeof(int) + (l->clip_n + l->sam_n + mask + l->ref_n) * sizeof(float) + mask;
+}
+
 static int alloc_slots(ldr *l) {
     const size_t T = (size_t)l->cfg.T, mask = (size_t)l->max_h * l->max_w;
     l->clip_n = l->cfg.clip_S > 0 ? (size_t)3 * l->cfg.clip_S * l->cfg.clip_S : 0;
@@ -661,8 +667,7 @@ static int alloc_slots(ldr *l) {
         s->mask_cap = mask;
         if (!s->it.tokens || !s->it.targets || (l->clip_n && !s->clip_buf) || (l->sam_n && !s->sam_buf) || !s->it.masks ||
             (l->ref_n && !s->ref_buf) || !s->u8)
-            return ar_errorf("loader: out of memory for %d sample slots (%zu MB each)", total,
-                             ((T * 2 * sizeof(int)) + (l->clip_n + l->sam_n + mask + l->ref_n) * sizeof(float) + mask) >> 20);
+            return ar_errorf("loader: out of memory for %d sample slots (%zu MB each)", total, slot_bytes(l) >> 20);
     }
     return 0;
 }
@@ -895,6 +900,7 @@ int64_t ldr_dp_status_len(const ldr *l) {
 
 int ldr_dp_slots(const ldr *l) { return l->dp_per ? l->nslots : 0; }
 int ldr_dp_slack(const ldr *l) { return l->dp_per ? l->dp_slack : 0; }
+size_t ldr_slot_bytes(const ldr *l) { return l->started ? slot_bytes(l) : 0; }
 
 /* The step starting at cursor position G: rank k's window starts at
  * G + floor(k * per * f), where f = positions / usable samples read so far

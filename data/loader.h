@@ -254,6 +254,7 @@ int ldr_dp_setup(ldr *l, int rank, int nranks, int per_rank);
 int64_t ldr_dp_status_len(const ldr *l);   /* the most positions of a step's windows: 1.25 nranks per_rank + slack + 1 */
 int ldr_dp_slots(const ldr *l);            /* sample slots of the ring (0: not data parallel) */
 int ldr_dp_slack(const ldr *l);            /* positions the last rank's window reaches further */
+size_t ldr_slot_bytes(const ldr *l);       /* host bytes of one sample slot (after ldr_start) */
 int ldr_dp_window(ldr *l, const tds_cursor *cur, double *status);
 int ldr_dp_assign(ldr *l, tds_cursor *cur, const double *status, int64_t *mine);
 int ldr_dp_take(ldr *l, const int64_t *pos, int n, const ldr_item **items);

@@ -1199,7 +1199,8 @@ int train_run(const ar_config *cfg) {
         const int per = r.accum * r.B;
         log_info("data: live sources shared out (dist.share_samples): each rank builds a window of about its %d samples "
                  "of a step (up to 1.25x as many as samples break; the last rank %d further), then the ranks agree on "
-                 "which were usable; %d sample slots per rank", per, ldr_dp_slack(ld), ldr_dp_slots(ld));
+                 "which were usable; %d sample slots per rank (%.1f MiB)", per, ldr_dp_slack(ld), ldr_dp_slots(ld),
+                 ldr_dp_slots(ld) * (double)ldr_slot_bytes(ld) / 1048576.0);
     }
     log_info("anyref train: %s data, llama dim %d, %d layers, %d/%d heads, vocab %d; %zu parameters, %zu trainable",
              cfg_str(cfg, "data.kind"), r.mc.dim, r.mc.layers, r.mc.heads, r.mc.kv_heads, r.mc.vocab,
