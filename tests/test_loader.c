@@ -831,16 +831,20 @@ static int hook_refuse(void *ctx, const ldr_item *it) {
 
 /* Every source kind mixed (the custom set has a broken record): threads,
  * the order modes, restarts. */
+static void mixed_cfg(ldr_cfg *c) {   /* every source kind, the custom set with a broken record, epochs of 40 */
+    base_cfg(c);
+    c->n_sources = 4;
+    c->src[0] = src_refer("refcoco", g_img_ok, 0, 3);
+    c->src[1] = src_refer("refclef", g_img_ok, 1, 1);
+    c->src[2] = src_avs(FIX "/avsbench/ms3", "ms3", "train", 1);
+    c->src[3] = src_jsonl(FIX "/custom/data.jsonl", 1);
+    c->epoch_samples = 40;
+}
+
 static void test_stream(void) {
     enum { B = 3, NB = 8, N = B * NB };
     ldr_cfg c;
-    base_cfg(&c);
-    c.n_sources = 4;
-    c.src[0] = src_refer("refcoco", g_img_ok, 0, 3);
-    c.src[1] = src_refer("refclef", g_img_ok, 1, 1);
-    c.src[2] = src_avs(FIX "/avsbench/ms3", "ms3", "train", 1);
-    c.src[3] = src_jsonl(FIX "/custom/data.jsonl", 1);
-    c.epoch_samples = 40;
+    mixed_cfg(&c);
     seen ref[N], got[N];
     tds_cursor c0 = {.seed = c.seed};
     int ok0 = read_stream(&c, B, NB, &c0, ref) == 0;
@@ -1010,17 +1014,8 @@ static void dp_case(int R, int per, int B, int threads, int steps, int mode, int
     const int clean = mode == 1;   /* 0: hook_refuse; 2: hook_refcoco (most samples broken) */
     const ldr_hook hook = mode == 2 ? hook_refcoco : hook_refuse;
     ldr_cfg c;
-    if (clean) {   /* two REFER sets, no broken sample, no hook */
-        stream_cfg(&c, 3, 1, 40);
-    } else {
-        base_cfg(&c);
-        c.n_sources = 4;
-        c.src[0] = src_refer("refcoco", g_img_ok, 0, 3);
-        c.src[1] = src_refer("refclef", g_img_ok, 1, 1);
-        c.src[2] = src_avs(FIX "/avsbench/ms3", "ms3", "train", 1);
-        c.src[3] = src_jsonl(FIX "/custom/data.jsonl", 1);
-        c.epoch_samples = 40;
-    }
+    if (clean) stream_cfg(&c, 3, 1, 40);   /* two REFER sets, no broken sample, no hook */
+    else mixed_cfg(&c);
     c.threads = threads;
     c.prefetch = 3;
     g_main_thread = pthread_self();
