@@ -318,7 +318,8 @@ def main():
     train = [p for k in ("llm", "fcs", "sam_dec") for p in parts[k].parameters() if p.requires_grad]
     tnames = [f"{k}.{n}" for k in ("llm", "fcs", "sam_dec") for n, p in parts[k].named_parameters() if p.requires_grad]
     assert len(train) == sum(r[3] for r in rows)
-    opt = torch.optim.AdamW(train, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0, fused=cuda)
+    opt_kw = dict(fused=True) if cuda else {}   # torch 1.13 (Debian's) has no fused= keyword at all
+    opt = torch.optim.AdamW(train, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0, **opt_kw)
 
     # the last decoder layer's q_proj / k_proj outputs, captured during the forward only
     last = base.model.layers[-1].self_attn

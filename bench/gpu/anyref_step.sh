@@ -29,6 +29,8 @@
 # The FLOPs of the same step: python3 bench/bench_anyref_hf.py --count-only.
 # ANYREF_STEP_SMOKE=1 shrinks it for a CPU check of this script (1 decoder
 # layer, SAM ViT-B, batch 1, 1 + 1 + 1 steps): the numbers then mean nothing.
+# ANYREF_STEP_BATCH (default 6) and ANYREF_STEP_EXTRA (more key=value
+# overrides, e.g. smaller modules: bench/anyref_step_cpu.sh) change the step.
 # Logs and metrics go to $OUT_DIR (default BUILD_DIR/gpu)/anyref_step/.
 set -u
 cd "$(dirname "$0")/../.."
@@ -36,7 +38,7 @@ b=${1:-build/cuda}
 out=${OUT_DIR:-$b/gpu}/anyref_step
 mkdir -p "$out"
 work=${ANYREF_STEP_WORK:-$(mktemp -d)}
-W=${WARMUP:-2}; S=${STEPS:-5}; B=6; extra=""
+W=${WARMUP:-2}; S=${STEPS:-5}; B=${ANYREF_STEP_BATCH:-6}; extra=${ANYREF_STEP_EXTRA:-}
 if [ "${ANYREF_STEP_SMOKE:-0}" = 1 ]; then
   W=1; S=1; B=1; extra="model.layers=1 sam_encoder.model=vit_b"
 fi
