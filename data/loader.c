@@ -1025,11 +1025,16 @@ int ldr_dp_assign(ldr *l, tds_cursor *cur, const double *status, int64_t *mine) 
     L -= G;   /* the windows' positions, G .. G + L - 1 */
     const double t0 = now_s();
     int rc = 0;
+    /* consecutive broken samples, counted through the windows and past them
+       alike: ldr_next_batch refuses the stream after more than E in a row, so
+       every rank must refuse it at the same position too (G follows a usable
+       sample, or the stream's start, as a sequential call's first position) */
+    int64_t run = 0;
     pthread_mutex_lock(&l->mu);
     /* the window: every rank's report, up to the step's last usable sample */
     for (; p < G + L && nu < need; p++) {
         const double st = status[p - G];
-        if (st == 1) { u[nu++] = p; continue; }
+        if (st == 1) { u[nu++] = p; run = 0; continue; }
         if (st != 2) {
             rc = ar_errorf("loader: data parallel: stream position %lld has status %g (expected one rank to report it: "
                            "do the ranks agree on data.* and the number of ranks?)", (long long)p, st);
@@ -1037,9 +1042,13 @@ int ldr_dp_assign(ldr *l, tds_cursor *cur, const double *status, int64_t *mine) 
         }
         slot *s = p >= lo && p < hi ? find_pos(l, p, 1 << SLOT_READY) : NULL;
         if (s) report_broken(l, s->err);   /* each broken sample reported by the rank that built it */
+        if (++run > l->E) {
+            rc = ar_errorf("loader: every sample of an epoch is broken (last: %s)",
+                           s ? s->err : "stream position broken on another rank");
+            break;
+        }
     }
     /* more broken samples than the window's slack: every rank builds on until the step is full */
-    int64_t run = 0;
     slot *probe = &l->slots[l->nslots + l->B];
     for (; !rc && nu < need; p++) {
         pthread_mutex_unlock(&l->mu);

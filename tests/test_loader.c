@@ -1010,14 +1010,27 @@ static int hook_refcoco(void *ctx, const ldr_item *it) {
     return 0;
 }
 
-static void dp_case(int R, int per, int B, int threads, int steps, int mode, int64_t *past) {
+/* The edge cases of dp_case_ex: the epoch size (0: the config's), the
+ * prefetch, the cursor the run starts from (a resumed run, mid-epoch, with
+ * samples skipped before), and the step (>= 1) after which the run rewinds
+ * to that cursor on the same loaders (0: none). */
+typedef struct {
+    int64_t E;
+    int prefetch;
+    tds_cursor start;
+    int rewind_at;
+    const char *what;
+} dp_opts;
+
+static void dp_case_ex(int R, int per, int B, int threads, int steps, int mode, int64_t *past, const dp_opts *o) {
     const int clean = mode == 1;   /* 0: hook_refuse; 2: hook_refcoco (most samples broken) */
     const ldr_hook hook = mode == 2 ? hook_refcoco : hook_refuse;
     ldr_cfg c;
     if (clean) stream_cfg(&c, 3, 1, 40);   /* two REFER sets, no broken sample, no hook */
     else mixed_cfg(&c);
     c.threads = threads;
-    c.prefetch = 3;
+    c.prefetch = o && o->prefetch ? o->prefetch : 3;
+    if (o && o->E) c.epoch_samples = o->E;
     g_main_thread = pthread_self();
     ldr *ref = ldr_open(&c), *l[4] = {0};
     int ok = ref != NULL;
@@ -1032,10 +1045,14 @@ static void dp_case(int R, int per, int B, int threads, int steps, int mode, int
     const int64_t L = ok ? ldr_dp_status_len(l[0]) : 0;   /* the most positions of a step's windows */
     double *st = calloc((size_t)L + 1, sizeof *st), *sum = calloc((size_t)L + 1, sizeof *sum);
     int64_t *mine = calloc((size_t)per, sizeof *mine);
-    tds_cursor g = {.seed = c.seed}, cr = g;
+    tds_cursor g = {.seed = c.seed};
+    if (o) { g = o->start; g.seed = c.seed; }
+    const tds_cursor g0 = g;
+    tds_cursor cr = g;
     int differ = 0, cur_bad = 0, n_cmp = 0;
     char first[300] = "";
     for (int s = 0; ok && s < steps; s++) {
+        if (o && o->rewind_at && s == o->rewind_at) { g = g0; cr = g0; }   /* the same loaders, back to the start */
         memset(sum, 0, (size_t)L * sizeof *sum);
         for (int k = 0; k < R && ok; k++) {
             ok = ldr_dp_window(l[k], &g, st) == 0;
@@ -1078,16 +1095,22 @@ static void dp_case(int R, int per, int B, int threads, int steps, int mode, int
     /* else: below every rank building every position of the stream */
     const double lim = clean ? 1 + (double)(slack * (steps + 1) + R * per) / ((double)steps * R * per)
                              : R * ((double)steps * R * per + cr.skipped) / ((double)steps * R * per);
-    char name[96];
-    snprintf(name, sizeof name, "data parallel: %d ranks x %d samples (threads %d%s) == one loader", R, per, threads,
-             clean ? ", nothing broken" : mode == 2 ? ", most broken" : "");
-    t_check(ok && !differ && !cur_bad && n_cmp == steps * R * per && broken == cr.skipped && (cr.skipped > 0) != clean &&
-                per_sample <= lim, name,
+    /* edge cases: the rewind repeats steps (every broken sample of them is
+       reported again) and a resumed cursor's skipped count was not reported
+       here; the build count is not checked */
+    const int64_t want_broken = cr.skipped - g0.skipped;
+    const int check_cost = !o;
+    char name[160];
+    snprintf(name, sizeof name, "data parallel: %d ranks x %d samples (threads %d%s%s%s) == one loader", R, per, threads,
+             clean ? ", nothing broken" : mode == 2 ? ", most broken" : "", o ? ", " : "", o ? o->what : "");
+    t_check(ok && !differ && !cur_bad && n_cmp == steps * R * per &&
+                (o && o->rewind_at ? broken >= want_broken : broken == want_broken) &&
+                (cr.skipped - g0.skipped > 0) != clean && (!check_cost || per_sample <= lim), name,
             "%d steps: %d samples compared, %d differ %s; cursors %s (skipped %" PRId64 "), broken samples reported %" PRId64
             " times; built %.3f per sample trained (limit %.3f)",
             steps, n_cmp, differ, first, cur_bad ? "DISAGREE" : "agree", cr.skipped, broken, per_sample, lim);
     /* a status vector no rank wrote; the sequential call refused */
-    if (ok && R > 1 && clean) {
+    if (ok && R > 1 && clean && !o) {
         memset(sum, 0, (size_t)L * sizeof *sum);
         tds_cursor ck = g;
         int rc = ldr_dp_window(l[0], &g, st) == 0 ? ldr_dp_assign(l[0], &ck, sum, mine) : 0;
@@ -1104,6 +1127,75 @@ static void dp_case(int R, int per, int B, int threads, int steps, int mode, int
     for (int k = 0; k < R; k++) ldr_free(l[k]);
 }
 
+static void dp_case(int R, int per, int B, int threads, int steps, int mode, int64_t *past) {
+    dp_case_ex(R, per, B, threads, steps, mode, past, NULL);
+}
+
+/* A run of more than E consecutive broken samples: one loader refuses the
+ * stream ("every sample of an epoch is broken"), so the ranks must refuse it
+ * at the same step, every rank alike, rather than train on past it. Tiny
+ * epochs (E 1..4) of the mixed stream with hook_refcoco: long runs of refused
+ * samples. Returns the steps where they disagreed. */
+static int dp_error_case(int R, int per, int B, int threads, int64_t E, int steps, char *first, size_t cap, int *refused) {
+    ldr_cfg c;
+    mixed_cfg(&c);
+    c.threads = threads;
+    c.prefetch = 2;
+    c.epoch_samples = E;
+    ldr *ref = ldr_open(&c), *l[4] = {0};
+    int ok = ref != NULL;
+    if (ok) ldr_set_hook(ref, hook_refcoco, NULL);
+    ok = ok && ldr_start(ref, per, 0, 0) == 0;
+    for (int k = 0; k < R && ok; k++) {
+        ok = (l[k] = ldr_open(&c)) != NULL;
+        if (ok) ldr_set_hook(l[k], hook_refcoco, NULL);
+        ok = ok && ldr_dp_setup(l[k], k, R, per) == 0 && ldr_start(l[k], B, 0, 0) == 0;
+    }
+    if (!ok) { snprintf(first, cap, "set-up: %s", ar_error()); return 1; }
+    const int64_t L = ldr_dp_status_len(l[0]);
+    double *st = calloc((size_t)L, sizeof *st), *sum = calloc((size_t)L, sizeof *sum);
+    int64_t *mine = calloc((size_t)per, sizeof *mine);
+    tds_cursor g = {.seed = c.seed}, cr = g;
+    int bad = 0;
+    for (int s = 0; s < steps; s++) {
+        int ref_rc = 0;
+        for (int k = 0; k < R && !ref_rc; k++) {
+            const ldr_item *want[64];
+            ref_rc = ldr_next_batch(ref, &cr, want);
+        }
+        memset(sum, 0, (size_t)L * sizeof *sum);
+        int wrc = 0;
+        for (int k = 0; k < R && !wrc; k++) {
+            wrc = ldr_dp_window(l[k], &g, st);
+            for (int64_t i = 0; i < L; i++) sum[i] += st[i];
+        }
+        if (wrc) { snprintf(first, cap, "step %d: window: %s", s, ar_error()); bad++; break; }
+        int arc[4] = {0};
+        tds_cursor ck[4];
+        for (int k = 0; k < R; k++) {
+            ck[k] = g;
+            arc[k] = ldr_dp_assign(l[k], &ck[k], sum, mine);
+        }
+        int agree = 1;
+        for (int k = 1; k < R; k++) agree &= arc[k] == arc[0];
+        if (!agree || (arc[0] != 0) != (ref_rc != 0)) {
+            if (!bad++) snprintf(first, cap, "step %d: one loader rc %d, ranks' assign rc %d %d %d %d", s, ref_rc, arc[0],
+                                 R > 1 ? arc[1] : 0, R > 2 ? arc[2] : 0, R > 3 ? arc[3] : 0);
+            break;
+        }
+        if (ref_rc) { ++*refused; break; }   /* both refused the stream at this step */
+        g = ck[0];   /* (the samples themselves are checked by dp_case; the next window drops them untaken) */
+        if (g.epoch != cr.epoch || g.position != cr.position || g.skipped != cr.skipped) {
+            if (!bad++) snprintf(first, cap, "step %d: cursors differ", s);
+            break;
+        }
+    }
+    free(st); free(sum); free(mine);
+    ldr_free(ref);
+    for (int k = 0; k < R; k++) ldr_free(l[k]);
+    return bad;
+}
+
 static void test_data_parallel(void) {
     int64_t past = 0;
     dp_case(2, 6, 3, 0, 12, 0, &past);
@@ -1113,7 +1205,36 @@ static void test_data_parallel(void) {
     dp_case(2, 8, 4, 2, 12, 1, &past);
     dp_case(3, 4, 2, 0, 12, 1, &past);
     dp_case(2, 4, 2, 2, 10, 2, &past);   /* windows stretched at most 1.25x: too short, built past */
+    /* edge cases: an epoch smaller than a step (windows across several
+       epochs), one rank, one sample per rank, a prefetch smaller than a
+       rank's share (the ring below window + share), a cursor resumed
+       mid-epoch with samples skipped before (f > 1, also clamped), a rewind
+       on running loaders (stale prefetched slots) */
+    dp_case_ex(2, 8, 4, 2, 6, 0, &past, &(dp_opts){.E = 3, .what = "epoch of 3"});
+    dp_case_ex(2, 8, 4, 0, 6, 0, &past, &(dp_opts){.E = 3, .what = "epoch of 3"});
+    dp_case_ex(3, 4, 1, 1, 6, 2, &past, &(dp_opts){.E = 2, .what = "epoch of 2"});
+    dp_case_ex(1, 1, 1, 0, 12, 0, &past, &(dp_opts){.what = "one rank"});
+    dp_case_ex(1, 6, 2, 2, 8, 0, &past, &(dp_opts){.what = "one rank"});
+    dp_case_ex(2, 1, 1, 2, 16, 2, &past, &(dp_opts){.what = "per 1"});
+    dp_case_ex(2, 16, 1, 2, 6, 0, &past, &(dp_opts){.prefetch = 1, .what = "prefetch 1"});
+    dp_case_ex(2, 16, 2, 1, 6, 2, &past, &(dp_opts){.prefetch = 1, .what = "prefetch 1"});
+    dp_case_ex(2, 6, 3, 2, 8, 0, &past, &(dp_opts){.start = {.epoch = 1, .position = 17, .skipped = 9}, .what = "resumed mid-epoch"});
+    dp_case_ex(3, 4, 2, 0, 8, 2, &past, &(dp_opts){.start = {.epoch = 2, .position = 33, .skipped = 60}, .what = "resumed, f clamped"});
+    dp_case_ex(2, 6, 2, 2, 8, 0, &past, &(dp_opts){.rewind_at = 3, .what = "rewound after 3 steps"});
+    dp_case_ex(2, 4, 2, 2, 8, 1, &past, &(dp_opts){.start = {.epoch = 0, .position = 39}, .rewind_at = 2, .what = "resumed at the epoch's end, rewound"});
     t_check(past > 0, "data parallel: short windows extended", "%" PRId64 " positions built past the windows", past);
+    int disagree = 0, cases = 0, refused = 0;
+    char first[300] = "";
+    const int err_cases[][5] = {{3, 3, 1, 3, 3}, {2, 2, 1, 2, 1}, {4, 3, 1, 2, 3}, {1, 9, 3, 1, 3}, {2, 4, 2, 0, 2}, {3, 2, 2, 1, 4}};
+    for (size_t i = 0; i < sizeof err_cases / sizeof *err_cases; i++, cases++) {
+        const int *e = err_cases[i];
+        char f1[300] = "";
+        if (dp_error_case(e[0], e[1], e[2], e[3], e[4], 6, f1, sizeof f1, &refused) && !disagree++)
+            snprintf(first, sizeof first, "R %d per %d threads %d E %d: %s", e[0], e[1], e[3], e[4], f1);
+    }
+    t_check(!disagree && refused > 0, "data parallel: a stream refused where one loader refuses it",
+            "%d cases (tiny epochs, runs of refused samples longer than the epoch): %d refused by both at the same step, "
+            "%d disagree %s", cases, refused, disagree, first);
 }
 
 /* One source: each epoch a permutation of its records, epochs differing. */
