@@ -889,6 +889,11 @@ int ldr_dp_setup(ldr *l, int rank, int nranks, int per_rank) {
     return 0;
 }
 
+/* A position's status in the summed vector: exactly one rank writes it, and
+ * no sum of two reports equals either value, so overlapping windows (ranks
+ * that disagree on the cursor, the rank count or per_rank) are caught. */
+#define DP_USABLE 1.0
+#define DP_BROKEN 1024.0
 #define DP_MAX_STRETCH 1.25   /* windows at most this many times the share (more broken: built past them) */
 
 /* The most positions of one rank's window (the ring holds it whole). */
@@ -1005,7 +1010,7 @@ int ldr_dp_window(ldr *l, const tds_cursor *cur, double *status) {
     for (int64_t p = lo; p < hi; p++) {
         slot *s = dp_ready(l, p);
         if (!s) { rc = -1; break; }
-        status[p - G] = s->status ? 2 : 1;
+        status[p - G] = s->status ? DP_BROKEN : DP_USABLE;
     }
     l->stats.wait_s += now_s() - t0;
     pthread_mutex_unlock(&l->mu);
@@ -1034,8 +1039,8 @@ int ldr_dp_assign(ldr *l, tds_cursor *cur, const double *status, int64_t *mine) 
     /* the window: every rank's report, up to the step's last usable sample */
     for (; p < G + L && nu < need; p++) {
         const double st = status[p - G];
-        if (st == 1) { u[nu++] = p; run = 0; continue; }
-        if (st != 2) {
+        if (st == DP_USABLE) { u[nu++] = p; run = 0; continue; }
+        if (st != DP_BROKEN) {   /* nobody's, or two ranks' (1 + 1, 1 + 1024, 1024 + 1024 are neither) */
             rc = ar_errorf("loader: data parallel: stream position %lld has status %g (expected one rank to report it: "
                            "do the ranks agree on data.* and the number of ranks?)", (long long)p, st);
             break;

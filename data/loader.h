@@ -230,7 +230,8 @@ int ldr_build_row(ldr *l, int64_t i, int slot, const ldr_item **it);
  *      that a window tends to hold its rank's share; the last rank's reaches
  *      per_rank / 8 + 1 further. It applies the row hook, and writes the
  *      window's status into status[ldr_dp_status_len] (position G + i:
- *      1 usable, 2 broken; 0 outside the window);
+ *      1 usable, 1024 broken; 0 outside the window: no sum of two
+ *      ranks' reports is 1 or 1024, so overlapping windows are caught);
  *   2. the caller sums status over the ranks (dist_sum): every rank then
  *      knows every position of the step's windows;
  *   3. ldr_dp_assign: the positions of this rank's share into

@@ -1116,11 +1116,22 @@ static void dp_case_ex(int R, int per, int B, int threads, int steps, int mode, 
         int rc = ldr_dp_window(l[0], &g, st) == 0 ? ldr_dp_assign(l[0], &ck, sum, mine) : 0;
         char msg[300];
         snprintf(msg, sizeof msg, "%s", ar_error());
+        /* two ranks' windows overlapping: a position reported twice sums to neither status */
+        int rc2 = ldr_dp_window(l[0], &g, st);
+        for (int64_t i = 0; rc2 == 0 && i < L; i++) sum[i] = 2 * st[i];
+        tds_cursor ck2 = g;
+        char msg2[300] = "";
+        if (rc2 == 0) {
+            rc2 = ldr_dp_assign(l[0], &ck2, sum, mine);
+            snprintf(msg2, sizeof msg2, "%s", ar_error());
+        }
         tds_cursor cn = g;
         const ldr_item *items[64];
         int rn = ldr_next_batch(l[0], &cn, items);
-        t_check(rc == -1 && strstr(msg, "has status 0") && rn == -1 && strstr(ar_error(), "ldr_dp_take"),
-                "data parallel: inconsistent status refused", "assign %d: %s; ldr_next_batch %d: %s", rc, msg, rn, ar_error());
+        t_check(rc == -1 && strstr(msg, "has status 0") && rc2 == -1 && strstr(msg2, "has status 2") && rn == -1 &&
+                    strstr(ar_error(), "ldr_dp_take"),
+                "data parallel: inconsistent status refused", "no report: assign %d: %s; reported twice: assign %d: %s; "
+                "ldr_next_batch %d: %s", rc, msg, rc2, msg2, rn, ar_error());
     }
     free(st); free(sum); free(mine);
     ldr_free(ref);
