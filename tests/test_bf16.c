@@ -367,6 +367,19 @@ static void test_llama(const fmt16 *F, int checkpoint) {
     params_free(&pf); params_free(&pb);
 }
 
+/* Every LoRA B tensor (zero at initialisation) filled from N(0, std^2),
+ * tensor i with seed seed + i, so every LoRA path carries gradient. */
+static void lora_b_nonzero(ar_params *ps, float std, uint64_t seed) {
+    for (int i = 0; i < ps->n; i++) {
+        const ar_param *p = &ps->p[i];
+        if (!strstr(p->name, "lora_B")) continue;
+        float *h = t_alloc(p->numel);
+        t_fill_normal(h, p->numel, std, seed + (uint64_t)i);
+        params_upload(ps, p, h);
+        free(h);
+    }
+}
+
 /* x rounded to the format, as floats (host). */
 static void round_host(const fmt16 *F, float *dst, const float *x, size_t n) {
     uint16_t *h = malloc(n * sizeof(uint16_t));
@@ -463,14 +476,7 @@ static void test_gemm_half(const fmt16 *F) {
     params_init_empty(&ps);
     if (llama_declare(&c, &ps) || params_alloc(&ps)) { t_fail("16-bit gemm llama set-up", "%s", ar_error()); params_free(&ps); return; }
     params_randomize(&ps, 9);
-    for (int i = 0; i < ps.n; i++) {   /* non-zero LoRA B, so every path carries gradient */
-        const ar_param *p = &ps.p[i];
-        if (!strstr(p->name, "lora_B")) continue;
-        float *h = t_alloc(p->numel);
-        t_fill_normal(h, p->numel, 0.05f, 70 + (uint64_t)i);
-        params_upload(&ps, p, h);
-        free(h);
-    }
+    lora_b_nonzero(&ps, 0.05f, 70);   /* so every path carries gradient */
     float *g32 = t_alloc(ps.ng), *g16 = t_alloc(ps.ng);
     const float l32 = t_llama_step(&ps, &c, 2, 12, g32, NULL, NULL);
     k_set_gemm_mode(F->name);
@@ -503,14 +509,7 @@ static int act_params(ar_params *ps, const llama_cfg *c) {
     params_init_empty(ps);
     if (llama_declare(c, ps) || params_alloc(ps)) return -1;
     params_randomize(ps, 9);
-    for (int i = 0; i < ps->n; i++) {
-        const ar_param *p = &ps->p[i];
-        if (!strstr(p->name, "lora_B")) continue;
-        float *h = t_alloc(p->numel);
-        t_fill_normal(h, p->numel, 0.05f, 70 + (uint64_t)i);
-        params_upload(ps, p, h);
-        free(h);
-    }
+    lora_b_nonzero(ps, 0.05f, 70);
     return 0;
 }
 
@@ -658,14 +657,7 @@ static void test_act_anyref(void) {
     params_init_empty(&ps);
     if (anyref_declare(&c, &ps) || params_alloc(&ps)) { t_fail("bf16 activations anyref set-up", "%s", ar_error()); params_free(&ps); return; }
     params_randomize(&ps, 11);
-    for (int i = 0; i < ps.n; i++) {   /* LoRA B away from zero: every path carries gradient */
-        const ar_param *p = &ps.p[i];
-        if (!strstr(p->name, "lora_B")) continue;
-        float *h = t_alloc(p->numel);
-        t_fill_normal(h, p->numel, 0.5f, 300 + (uint64_t)i);
-        params_upload(&ps, p, h);
-        free(h);
-    }
+    lora_b_nonzero(&ps, 0.5f, 300);   /* LoRA B away from zero: every path carries gradient */
     float *g32 = t_alloc(ps.ng), *g16 = t_alloc(ps.ng), *gk = t_alloc(ps.ng);
     /* the fp32 step's sensitivity: its gradient at LLaMA weights perturbed by 2^-9 relative */
     anyref_losses La, Lb;
