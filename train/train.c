@@ -1441,7 +1441,8 @@ int train_run(const ar_config *cfg) {
         const double mine = v[0];
         if (r.nranks > 1 && dist_sum(v, 2)) goto interrupted;
         if (r.rank == 0)
-            log_info("data: %s%d rank%s built %.0f samples for the %.0f trained on (%.3f each%s)", r.nranks > 1 ? "the " : "",
+            log_info("data: %s%d rank%s built %.0f samples for the %.0f trained on (%.3f each, the samples prefetched "
+                     "past the last step included%s)", r.nranks > 1 ? "the " : "",
                      r.nranks, r.nranks > 1 ? "s" : "", v[0], v[1], v[1] > 0 ? v[0] / v[1] : 0.0,
                      r.nranks == 1 ? "" : r.dp_live ? "; dist.share_samples" : "; every rank decoding every sample");
         if (r.nranks > 1) log_info("data: rank %d built %.0f samples", r.rank, mine);
