@@ -34,7 +34,7 @@ Output ('#' lines describe the run):
 step_ms is the median forward time of the batch over the timed forwards.
 
     /usr/bin/python3 bench/bench_encoders_torch.py [--model sam_b|clip_l] [--batch 1] [--threads 2]
-                                                   [--reps 3] [--warmup 1] [--selftest]
+                                                   [--reps 3] [--warmup 1] [--dtype fp32|bf16] [--selftest]
 Run it through bench/run_encoders.sh, which picks the environment PyTorch is fastest with.
 """
 import argparse
@@ -315,6 +315,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
+                    help="bf16: the module and the image in bfloat16 (every product bf16, as anyref's "
+                         "--frozen-bf16 with ANYREF_GEMM=bf16 is compared against)")
     ap.add_argument("--selftest", action="store_true", help="check the modules against the committed fixtures")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -343,12 +346,14 @@ def main():
             m.pos_embed.normal_(0, 0.02)
     else:
         m, S = ClipVisionTower(), 224
-    m = m.float().eval()
+    dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    m = m.to(dt).eval()
+    print("# enc.dtype=%s" % a.dtype)
     for p in m.parameters():
         p.requires_grad_(False)
     print("# enc.params=%d" % sum(p.numel() for p in m.parameters()))
     sys.stdout.flush()
-    x = torch.randn(a.batch, 3, S, S, generator=torch.Generator().manual_seed(42))
+    x = torch.randn(a.batch, 3, S, S, generator=torch.Generator().manual_seed(42)).to(dt)
 
     times = []
     with torch.no_grad():

@@ -386,6 +386,19 @@ size_t sam_attention_scratch_floats(int B, int h, int w, int heads);
 void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                            const float *Rh, const float *Rw, float scale,
                            int B, int h, int w, int heads, int hd);
+/* The same attention with bf16 products, what the frozen encoder with bf16
+ * weights runs in GEMM mode bf16 (as PyTorch's bf16 SAM multiplies bf16
+ * tensors): q, k, v rounded to bf16; logits = their product accumulated in
+ * fp32, times scale, plus the relative terms in fp32 from the unrounded q;
+ * softmax in fp32; the probabilities rounded to bf16 and multiplied by the
+ * rounded v, fp32 accumulation. Forward only (16-bit weights mean a frozen
+ * encoder). Same arguments and scratch as sam_attention_forward; the CPU
+ * backend uses its own buffers (about 24 MiB of logits per chunk) and oneDNN,
+ * the CUDA backend cuBLAS bf16 GEMMs with the two rounded copies in its
+ * workspaces. */
+void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
+                                const float *Rh, const float *Rw, float scale,
+                                int B, int h, int w, int heads, int hd);
 
 /* Their backward (the optionally trainable encoder, sam_encoder_cfg.trainable);
  * all accumulate, any gradient output may be NULL.

@@ -465,11 +465,22 @@ static void lin(const sam_image_encoder *e, float *out, const float *in, const f
     else linear_bf16_forward(out, in, w16, b, N, IN, OUT);
 }
 
+/* Attention over B grids of h x w tokens: bf16 products where the weights are
+ * bf16 and the GEMM mode is bf16 (the frozen encoder's products all bf16, as
+ * in PyTorch's bf16 SAM), else fp32. */
+static void attn(const sam_image_encoder *e, float *out, const float *qkv, float scale, int B, int hw) {
+    const int heads = e->c.heads, hd = e->hd;
+    if (e->c.frozen_half == SAM_ENC_HALF_BF16 && !strcmp(k_gemm_mode(), "bf16"))
+        sam_attention_bf16_forward(out, e->scratch, e->nscratch, qkv, e->Rh, e->Rw, scale, B, hw, hw, heads, hd);
+    else
+        sam_attention_forward(out, e->scratch, e->nscratch, qkv, e->Rh, e->Rw, scale, B, hw, hw, heads, hd);
+}
+
 /* xout[B*N,C] = xmid + lin2(GELU(lin1(LN2(xmid)))), xmid = xin + proj(attn(LN1(xin))).
  * Frozen: xin, xmid and xout are all e->x (updated in place). */
 static void block_forward(sam_image_encoder *e, const block_w *w, const block_act *a, const float *xin,
                           float *xout, int B) {
-    const int N = e->N, C = e->C, G = e->G, M = e->M, hd = e->hd, heads = e->c.heads;
+    const int N = e->N, C = e->C, G = e->G, M = e->M, hd = e->hd;
     const size_t BN = (size_t)B * N;
     const float scale = 1.0f / sqrtf((float)hd);
     layernorm_forward(e->xn, a->mean1, a->rstd1, xin, w->n1w, w->n1b, LN_EPS, (int)BN, C);
@@ -477,13 +488,12 @@ static void block_forward(sam_image_encoder *e, const block_w *w, const block_ac
     sam_rel_pos_forward(e->Rh, w->relh, w->size, w->size, w->Lh, hd);
     sam_rel_pos_forward(e->Rw, w->relw, w->size, w->size, w->Lw, hd);
     if (w->global) {
-        sam_attention_forward(a->ao, e->scratch, e->nscratch, a->qkv, e->Rh, e->Rw, scale, B, G, G, heads, hd);
+        attn(e, a->ao, a->qkv, scale, B, G);
     } else {
         const int ws = e->ws;
         /* padded cells: LN1 output 0 -> q, k, v = the qkv bias */
         sam_window_partition_forward(a->qkv, e->qkv, w->qkvb, B, G, G, 3 * C, ws);
-        sam_attention_forward(e->ao, e->scratch, e->nscratch, a->qkv, e->Rh, e->Rw, scale, B * e->nW, ws, ws,
-                              heads, hd);
+        attn(e, e->ao, a->qkv, scale, B * e->nW, ws);
         sam_window_unpartition_forward(a->ao, e->ao, B, G, G, C, ws);
     }
     lin(e, e->tmp, a->ao, w->projw, w->projw16, w->projb, (int)BN, C, C);

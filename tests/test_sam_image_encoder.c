@@ -14,6 +14,8 @@
  *     directions (coordinate scaling), tables resized up and down;
  *   - the attention kernel on four 3 x 5 grids with and without relative
  *     positions, with full scratch and with scratch for a single slot;
+ *   - its bf16 variant against float64 loops with and without its roundings
+ *     (small grids, 60 windows, one 46 x 46 grid; on the CPU also emulated);
  *   - config a (image_encoder., 8x8 grid, window 3 so padding happens, block 1
  *     global, batch 2): the tokens after the embedding and after every block,
  *     and the neck output; the batch-1 forward of image 1 equals batch row 1;
@@ -24,6 +26,7 @@
  *     differs from the config's.
  * Run from the repo root. */
 #include "core/error.h"
+#include "kernels/half_bits.h"
 #include "kernels/kernels.h"
 #include "model/params.h"
 #include "model/sam_image_encoder.h"
@@ -179,6 +182,89 @@ static void check_attention(void) {
     k_free(dq); k_free(drh); k_free(drw); k_free(dout); k_free(scr);
 done:
     free(qkv); free(rh); free(rw);
+}
+
+/* x rounded to bf16 and back (the rounding both backends share). */
+static float bf16r(float x) { return hb_from_bf16(hb_to_bf16(x)); }
+
+/* sam_attention_bf16_forward against a float64 loop that rounds what it
+ * rounds (q, k, v, and the probabilities once in float) and against the same
+ * loop unrounded: the kernel must sit far closer to the first (its error
+ * under a quarter of the rounding's own effect), so a path that skips a
+ * rounding, or rounds the wrong operand, fails. Cases: the fixture's small
+ * grids with and without relative terms, 60 windows of 14 x 14 (more than
+ * one chunk of grids on the CPU) and one 46 x 46 grid (more than one chunk of
+ * query rows). */
+static void attn_bf16_case(const char *name, int B, int h, int w, int heads, int hd, int rel, uint64_t seed) {
+    const int T = h * w, C = heads * hd;
+    const size_t nq = (size_t)B * T * 3 * C, nr = (size_t)h * h * hd + (size_t)w * w * hd, no = (size_t)B * T * C;
+    float *qkv = t_alloc(nq), *R = t_alloc(nr);
+    double *ref = calloc(2 * no + 2 * (size_t)T, sizeof(double)), *raw = ref + no, *L = raw + no;
+    if (!ref) { printf("FAIL " PFX "out of memory\n"); exit(1); }
+    t_fill_normal(qkv, nq, 1.0f, seed);
+    t_fill_normal(R, nr, 0.3f, seed + 1);
+    float *qr = t_alloc(nq);
+    for (size_t i = 0; i < nq; i++) qr[i] = bf16r(qkv[i]);
+    const float *Rh = R, *Rw = R + (size_t)h * h * hd;
+    const double scale = 1.0 / sqrt((double)hd);
+    for (int b = 0; b < B; b++)
+        for (int hh = 0; hh < heads; hh++)
+            for (int t = 0; t < T; t++) {
+                const size_t qo = ((size_t)b * T + t) * 3 * C + (size_t)hh * hd;
+                const float *q = qkv + qo, *q16 = qr + qo;
+                double *Lr = L, *Lu = L + T, mr = -INFINITY, mu = -INFINITY, sr = 0, su = 0;
+                for (int u = 0; u < T; u++) {
+                    const size_t ko = ((size_t)b * T + u) * 3 * C + C + (size_t)hh * hd;
+                    const float *k = qkv + ko, *k16 = qr + ko;
+                    double dr = 0, du = 0, rl = 0;
+                    for (int c = 0; c < hd; c++) {
+                        dr += (double)q16[c] * k16[c];
+                        du += (double)q[c] * k[c];
+                        if (rel) rl += (double)q[c] * (Rh[((size_t)(t / w) * h + u / w) * hd + c] +
+                                                       (double)Rw[((size_t)(t % w) * w + u % w) * hd + c]);
+                    }
+                    Lr[u] = scale * dr + rl; Lu[u] = scale * du + rl;
+                    if (Lr[u] > mr) mr = Lr[u];
+                    if (Lu[u] > mu) mu = Lu[u];
+                }
+                for (int u = 0; u < T; u++) { Lr[u] = exp(Lr[u] - mr); sr += Lr[u]; Lu[u] = exp(Lu[u] - mu); su += Lu[u]; }
+                double *o = ref + ((size_t)b * T + t) * C + (size_t)hh * hd, *ou = raw + ((size_t)b * T + t) * C + (size_t)hh * hd;
+                for (int c = 0; c < hd; c++) o[c] = ou[c] = 0;
+                for (int u = 0; u < T; u++) {
+                    const size_t vo = ((size_t)b * T + u) * 3 * C + 2 * C + (size_t)hh * hd;
+                    const float *v = qkv + vo, *v16 = qr + vo;
+                    const double pr = bf16r((float)(Lr[u] / sr)), pu = Lu[u] / su;
+                    for (int c = 0; c < hd; c++) { o[c] += pr * v16[c]; ou[c] += pu * v[c]; }
+                }
+            }
+    float *dq = dev_from(qkv, nq), *dR = dev_from(R, nr), *dout = dev_alloc(no);
+    const size_t ns = sam_attention_scratch_floats(B, h, w, heads);
+    float *scr = dev_alloc(ns);
+    sam_attention_bf16_forward(dout, scr, ns, dq, rel ? dR : NULL, rel ? dR + (size_t)h * h * hd : NULL, (float)scale,
+                               B, h, w, heads, hd);
+    float *got = fx_download(&FX, dout, no);
+    float *rawf = t_alloc(no);
+    for (size_t i = 0; i < no; i++) rawf[i] = (float)raw[i];
+    const double e = t_max_rel_err_d(got, ref, no), er = t_max_rel_err_d(rawf, ref, no);
+    char nm[128];
+    snprintf(nm, sizeof nm, PFX "attention_bf16.%s", name);
+    t_check(e <= 2e-3 && e < er / 4, nm, "max rel err %.1e against the rounded float64 loop (limit 2e-3 and a "
+            "quarter of the rounding's effect, %.1e)", e, er);
+    k_free(dq); k_free(dR); k_free(dout); k_free(scr);
+    free(got); free(rawf); free(qkv); free(qr); free(R); free(ref);
+}
+
+static void check_attention_bf16(void) {
+    attn_bf16_case("rel_pos", 4, 3, 5, 2, 6, 1, 501);
+    attn_bf16_case("no_rel_pos", 4, 3, 5, 2, 6, 0, 502);
+    attn_bf16_case("windows_60x14x14", 60, 14, 14, 2, 8, 1, 503);
+    attn_bf16_case("global_46x46", 1, 46, 46, 1, 8, 1, 504);
+    if (!strcmp(k_backend_name(), "cpu")) {   /* the emulated products (no oneDNN kernel) */
+        setenv("ANYREF_CPU_BF16", "emulate", 1);
+        attn_bf16_case("emulated.rel_pos", 4, 3, 5, 2, 6, 1, 505);
+        attn_bf16_case("emulated.windows_60x14x14", 60, 14, 14, 2, 8, 1, 506);
+        unsetenv("ANYREF_CPU_BF16");
+    }
 }
 
 /* ------------------------------------------------------------------ the module */
@@ -347,6 +433,7 @@ int main(void) {
     check_movement();
     check_rel_pos();
     check_attention();
+    check_attention_bf16();
     check_config("a", "image_encoder.");
     check_config("b", "model.visual_model.image_encoder.");
     check_shape_mismatch();

@@ -564,8 +564,11 @@ int grounding_open_cache(run_t *r) {
         int n = snprintf(t, sizeof t, "sam_image_encoder img_size=%d patch=%d dim=%d depth=%d heads=%d mlp_dim=%d "
                          "out_chans=%d window=%d ", e->img_size, e->patch, e->dim, e->depth, e->heads,
                          e->mlp_dim, e->out_chans, e->window);
-        if (e->frozen_half)   /* its products then follow the GEMM mode: cached embeddings depend on it */
-            n += snprintf(t + n, sizeof t - n, "frozen_half=%d gemm=%s ", e->frozen_half, k_gemm_mode());
+        if (e->frozen_half)   /* its products then follow the GEMM mode: cached embeddings depend on it (with bf16
+                               * weights and GEMMs the attention's products are bf16 too: marked, so that entries
+                               * cached before they were stay apart) */
+            n += snprintf(t + n, sizeof t - n, "frozen_half=%d gemm=%s%s ", e->frozen_half, k_gemm_mode(),
+                          e->frozen_half == SAM_ENC_HALF_BF16 && !strcmp(k_gemm_mode(), "bf16") ? " attn=bf16" : "");
         n += snprintf(t + n, sizeof t - n, "global=");
         for (int i = 0; i < e->depth && n < (int)sizeof t - 8; i++)
             if (e->global_attn[i]) n += snprintf(t + n, sizeof t - n, "%d,", i);

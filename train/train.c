@@ -109,7 +109,7 @@ const cfg_key train_schema[] = {
     {"sam_encoder.window", CFG_INT, "14", "anyref, custom: window size of the windowed blocks"},
     {"sam_encoder.global", CFG_STRING, "2,5,8,11", "anyref, custom: blocks with global attention"},
     {"sam_encoder.trainable", CFG_BOOL, "0", "anyref: train the SAM image encoder too (full backward; for small models from scratch; no feature cache for it)"},
-    {"sam_encoder.frozen_weights", CFG_STRING, "fp32", "anyref, frozen encoder: storage of the blocks' qkv / proj / lin1 / lin2 weights (ViT-H: 629 of 637 M parameters): fp32, or bf16 / fp16 (half their memory; widened inside each product, or multiplied in 16 bits with train.gemm of the same format; must match model.frozen_weights when both are 16-bit)"},
+    {"sam_encoder.frozen_weights", CFG_STRING, "fp32", "anyref, frozen encoder: storage of the blocks' qkv / proj / lin1 / lin2 weights (ViT-H: 629 of 637 M parameters): fp32, or bf16 / fp16 (half their memory; widened inside each product, or multiplied in 16 bits with train.gemm of the same format, with bf16 the attention's products too; must match model.frozen_weights when both are 16-bit)"},
     {"sam_encoder.checkpoint", CFG_BOOL, "0", "with sam_encoder.trainable: gradient checkpointing per ViT block (keep each block's input, recompute its forward in backward: less memory, about a third more encoder work, the same gradients bit for bit)"},
     {"sam_encoder.init", CFG_STRING, "", "anyref: SAM image-encoder weights (.safetensors, image_encoder.*; empty: random)"},
     {"clip.image_size", CFG_INT, "0", "anyref: CLIP input side (0: no images or references as tokens; 224 for ViT-L/14)"},

@@ -12,9 +12,12 @@
  * bf16 weight; where oneDNN has no fast kernel for a shape (its reference
  * implementation), without oneDNN, with ANYREF_CPU_BF16=emulate, and for fp16,
  * they are emulated: the weight widened, the rounded activations multiplied
- * in fp32 by OpenBLAS — the same numbers up to summation order.
+ * in fp32 by OpenBLAS — the same numbers up to summation order. The batched
+ * bf16 product the other CPU kernels use (kernels/cpu/bf16_mm.h) is here too.
  * Depends on kernels/kernels.h, OpenBLAS (cblas), OpenMP, oneDNN (optional). */
 #include "kernels/kernels.h"
+#include "kernels/cpu/bf16_mm.h"
+#include "kernels/half_bits.h"
 #include <cblas.h>
 #ifdef ANYREF_DNNL
 #include <oneapi/dnnl/dnnl.h>
@@ -59,8 +62,8 @@ const char *k_gemm_mode(void) {
     return g_round == FMT_BF16 ? "bf16" : g_round == FMT_F16 ? "fp16" : "fp32";
 }
 
-/* A grow-once buffer of n elements of size sz (NULL when the heap has no room). */
-static void *grow(void **buf, size_t *cap, size_t n, size_t sz) {
+/* kernels/cpu/bf16_mm.h */
+void *cpu_grow(void **buf, size_t *cap, size_t n, size_t sz) {
     if (n > *cap) {
         void *p = realloc(*buf, n * sz);
         if (!p) return NULL;
@@ -78,8 +81,8 @@ static size_t g_act_n[2], g_act16_n;
 static const float *rounded_in(const float *x, size_t n, int fmt, int slot) {
     mode_init();
     if (g_round != fmt) return x;
-    float *a = grow(&g_act[slot], &g_act_n[slot], n, sizeof(float));
-    uint16_t *h = grow(&g_act16, &g_act16_n, n, sizeof(uint16_t));
+    float *a = cpu_grow(&g_act[slot], &g_act_n[slot], n, sizeof(float));
+    uint16_t *h = cpu_grow(&g_act16, &g_act16_n, n, sizeof(uint16_t));
     if (!a || !h) return x;
     if (fmt == FMT_F16) { convert_f32_to_f16_host(h, x, n); convert_f16_to_f32_host(a, h, n); }
     else { convert_f32_to_bf16_host(h, x, n); convert_bf16_to_f32_host(a, h, n); }
@@ -95,7 +98,7 @@ static float *wide_buffer(int IN, int OUT, int *rows) {
     int rb = WIDE_FLOATS / (IN > 0 ? IN : 1);
     if (rb < 1) rb = 1;
     if (rb > OUT) rb = OUT;
-    float *w = grow(&g_wide, &g_wide_n, (size_t)rb * (size_t)IN, sizeof(float));
+    float *w = cpu_grow(&g_wide, &g_wide_n, (size_t)rb * (size_t)IN, sizeof(float));
     if (w) {
         *rows = rb;
         return w;
@@ -113,13 +116,19 @@ static float wide1(const uint16_t *w, size_t i, int fmt) {
 }
 
 #ifdef ANYREF_DNNL
-/* oneDNN bf16 matmuls, one cached primitive per shape: C[M,N] (+)= A[M,K] B[K,N]
- * with A the rounded activations (row-major bf16), B the stored weight w
- * [OUT,IN] read as K x N with strides (1, K) forward (w^T) or (N, 1) backward
- * (w), C fp32 (accumulated through a sum post-op when acc). A shape whose
- * primitive is oneDNN's reference implementation keeps p = NULL: emulated. */
+/* oneDNN bf16 matmuls, one cached primitive per shape and layout: C (+)= A B,
+ * A [M,K] and B [K,N] bf16 with explicit strides (batch, row, column), C fp32
+ * dense [M,N] (accumulated through a sum post-op when acc); batch 0: one 2-D
+ * product, else `batch` of them (3-D, C's batch stride M*N). The linear
+ * products read A = the rounded activations (row-major), B = the stored weight
+ * w [OUT,IN] with strides (1, K) forward (w^T) or (N, 1) backward (w); the
+ * weight gradient reads A = dout^T, strides (1, M). A shape whose primitive is
+ * oneDNN's reference implementation keeps p = NULL: emulated. */
 typedef struct {
-    int M, K, N, bwd, acc, ta;
+    long long batch, M, K, N, acc, sa[3], sb[3];
+} dn_key;
+typedef struct {
+    dn_key k;
     dnnl_primitive_t p;
     dnnl_memory_t a, b, c;
 } dn_entry;
@@ -151,33 +160,41 @@ static void dn_drop(dn_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
-/* The cached entry for a shape (created on first use; NULL: no room at all).
- * ta: A is read transposed, [M,K] with strides (1, M) (the weight gradient's
- * dout^T). */
-static dn_entry *dn_get(int M, int K, int N, int bwd, int acc, int ta) {
-    for (int i = 0; i < g_dn_n; i++) {
-        dn_entry *e = &g_dn[i];
-        if (e->M == M && e->K == K && e->N == N && e->bwd == bwd && e->acc == acc && e->ta == ta) return e;
-    }
+/* The key of a 2-D product: A [M,K] read transposed (ta: strides (1, M)) or
+ * not, B the weight read as w^T (bwd 0) or w (bwd 1). */
+static dn_key dn_key2(int M, int K, int N, int bwd, int acc, int ta) {
+    dn_key k;
+    memset(&k, 0, sizeof k);   /* compared with memcmp */
+    k.M = M; k.K = K; k.N = N; k.acc = acc;
+    k.sa[1] = ta ? 1 : K; k.sa[2] = ta ? M : 1;
+    k.sb[1] = bwd ? N : 1; k.sb[2] = bwd ? 1 : K;
+    return k;
+}
+
+/* The cached entry for a key (created on first use). */
+static dn_entry *dn_get(const dn_key *k) {
+    for (int i = 0; i < g_dn_n; i++)
+        if (!memcmp(&g_dn[i].k, k, sizeof *k)) return &g_dn[i];
     dn_entry *e;
     if (g_dn_n < DN_CACHE) e = &g_dn[g_dn_n++];
     else { e = &g_dn[g_dn_next]; g_dn_next = (g_dn_next + 1) % DN_CACHE; }   /* round robin */
     dn_drop(e);
-    e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc; e->ta = ta;
+    e->k = *k;
+    const int nd = k->batch ? 3 : 2, o = k->batch ? 0 : 1;   /* o: the first used entry of the 3-D arrays */
     dnnl_memory_desc_t da, db, dc;
-    dnnl_dims_t sa = {M, K}, sb = {K, N}, sc = {M, N};
-    dnnl_dims_t sta = {ta ? 1 : K, ta ? M : 1};
-    dnnl_dims_t stb = {bwd ? N : 1, bwd ? 1 : K};
+    dnnl_dims_t sa = {k->batch, k->M, k->K}, sb = {k->batch, k->K, k->N}, sc = {k->batch, k->M, k->N};
+    dnnl_dims_t sta = {k->sa[0], k->sa[1], k->sa[2]}, stb = {k->sb[0], k->sb[1], k->sb[2]};
+    dnnl_dims_t stc = {k->M * k->N, k->N, 1};
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_matmul_desc_t md;
-    int ok = dnnl_memory_desc_init_by_strides(&da, 2, sa, dnnl_bf16, sta) == dnnl_success &&
-             dnnl_memory_desc_init_by_strides(&db, 2, sb, dnnl_bf16, stb) == dnnl_success &&
-             dnnl_memory_desc_init_by_tag(&dc, 2, sc, dnnl_f32, dnnl_ab) == dnnl_success &&
+    int ok = dnnl_memory_desc_init_by_strides(&da, nd, sa + o, dnnl_bf16, sta + o) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&db, nd, sb + o, dnnl_bf16, stb + o) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&dc, nd, sc + o, dnnl_f32, stc + o) == dnnl_success &&
              dnnl_matmul_desc_init(&md, &da, &db, NULL, &dc) == dnnl_success &&
              dnnl_primitive_attr_create(&attr) == dnnl_success;
-    if (ok && acc)
+    if (ok && k->acc)
         ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
              dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
     ok = ok && dnnl_primitive_desc_create(&pd, &md, attr, g_eng, NULL) == dnnl_success;
@@ -191,7 +208,7 @@ static dn_entry *dn_get(int M, int K, int N, int bwd, int acc, int ta) {
         if (ok && !g_dn_impl[0]) snprintf(g_dn_impl, sizeof g_dn_impl, "%s", impl);
         if (!ok) {   /* keep the key, without a primitive: emulated */
             dn_drop(e);
-            e->M = M; e->K = K; e->N = N; e->bwd = bwd; e->acc = acc; e->ta = ta;
+            e->k = *k;
         }
     }
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -213,9 +230,10 @@ static int dn_exec(dn_entry *e, float *c, const uint16_t *a, const uint16_t *b) 
 
 static int dn_matmul(float *c, const float *x, const uint16_t *w, int M, int K, int N, int bwd, int acc) {
     if (!dn_usable()) return -1;
-    dn_entry *e = dn_get(M, K, N, bwd, acc, 0);
+    const dn_key k = dn_key2(M, K, N, bwd, acc, 0);
+    dn_entry *e = dn_get(&k);
     if (!e->p) return -1;
-    uint16_t *a = grow(&g_a16, &g_a16_n, (size_t)M * K, sizeof(uint16_t));
+    uint16_t *a = cpu_grow(&g_a16, &g_a16_n, (size_t)M * K, sizeof(uint16_t));
     if (!a) return -1;
     convert_f32_to_bf16_host(a, x, (size_t)M * K);
     return dn_exec(e, c, a, w);
@@ -224,10 +242,11 @@ static int dn_matmul(float *c, const float *x, const uint16_t *w, int M, int K, 
 /* dw[OUT,IN] += dout[N,OUT]^T in[N,IN], both rounded to bf16. 0 done, -1 not. */
 static int dn_matmul_dw(float *dw, const float *dout, const float *in, int N, int IN, int OUT) {
     if (!dn_usable()) return -1;
-    dn_entry *e = dn_get(OUT, N, IN, 1, 1, 1);
+    const dn_key k = dn_key2(OUT, N, IN, 1, 1, 1);
+    dn_entry *e = dn_get(&k);
     if (!e->p) return -1;
-    uint16_t *a = grow(&g_a16, &g_a16_n, (size_t)N * OUT, sizeof(uint16_t));
-    uint16_t *b = grow(&g_b16, &g_b16_n, (size_t)N * IN, sizeof(uint16_t));
+    uint16_t *a = cpu_grow(&g_a16, &g_a16_n, (size_t)N * OUT, sizeof(uint16_t));
+    uint16_t *b = cpu_grow(&g_b16, &g_b16_n, (size_t)N * IN, sizeof(uint16_t));
     if (!a || !b) return -1;
     convert_f32_to_bf16_host(a, dout, (size_t)N * OUT);
     convert_f32_to_bf16_host(b, in, (size_t)N * IN);
@@ -241,7 +260,10 @@ const char *k_gemm_detail(void) {
     if (g_round < 0) return "";
 #ifdef ANYREF_DNNL
     if (g_round == FMT_BF16 && dn_usable()) {
-        if (!g_dn_impl[0]) dn_get(256, 256, 256, 0, 0, 0);   /* a probe of a typical shape */
+        if (!g_dn_impl[0]) {   /* a probe of a typical shape */
+            const dn_key k = dn_key2(256, 256, 256, 0, 0, 0);
+            dn_get(&k);
+        }
         static char msg[160];
         if (g_dn_impl[0]) {
             snprintf(msg, sizeof msg, "oneDNN bf16 matmuls (%s) for the bf16 products", g_dn_impl);
@@ -340,4 +362,48 @@ void linear_bf16_backward_weight(float *dw, const float *dout, const float *in, 
     const float *g = rounded_in(dout, (size_t)N * OUT, FMT_BF16, 0), *x = rounded_in(in, (size_t)N * IN, FMT_BF16, 1);
     /* dw[OUT,IN] += g[N,OUT]^T @ x[N,IN] */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, g, OUT, x, IN, 1.0f, dw, IN);
+}
+
+/* The batched product of kernels/cpu/bf16_mm.h. */
+static void *g_bmm_a, *g_bmm_b;
+static size_t g_bmm_a_n, g_bmm_b_n;
+void cpu_bf16_bmm(float *C, const uint16_t *A, long long sA, const uint16_t *B, long long sB, int tb, int batch,
+                  int M, int K, int N) {
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        memset(C, 0, (size_t)batch * M * N * sizeof(float));
+        return;
+    }
+#ifdef ANYREF_DNNL
+    if (dn_usable()) {
+        dn_key k;
+        memset(&k, 0, sizeof k);
+        k.batch = batch; k.M = M; k.K = K; k.N = N;
+        k.sa[0] = sA; k.sa[1] = K; k.sa[2] = 1;
+        k.sb[0] = sB; k.sb[1] = tb ? 1 : N; k.sb[2] = tb ? K : 1;
+        dn_entry *e = dn_get(&k);
+        if (e->p && dn_exec(e, C, A, B) == 0) return;
+    }
+#endif
+    float *a = cpu_grow(&g_bmm_a, &g_bmm_a_n, (size_t)M * K, sizeof(float));
+    float *b = cpu_grow(&g_bmm_b, &g_bmm_b_n, (size_t)K * N, sizeof(float));
+    if (!a || !b) {   /* no heap room for the widened operands: element by element */
+        #pragma omp parallel for collapse(2)
+        for (int i = 0; i < batch; i++)
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    float s = 0.0f;
+                    for (int c = 0; c < K; c++)
+                        s += hb_from_bf16(A[i * sA + (size_t)m * K + c]) *
+                             hb_from_bf16(B[i * sB + (tb ? (size_t)n * K + c : (size_t)c * N + n)]);
+                    C[((size_t)i * M + m) * N + n] = s;
+                }
+        return;
+    }
+    for (int i = 0; i < batch; i++) {
+        convert_bf16_to_f32_host(a, A + i * sA, (size_t)M * K);
+        convert_bf16_to_f32_host(b, B + i * sB, (size_t)K * N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, a, K, b,
+                    tb ? K : N, 0.0f, C + (size_t)i * M * N, N);
+    }
 }

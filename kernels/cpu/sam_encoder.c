@@ -12,13 +12,20 @@
  * parallel region. Its backward runs one job per (grid, head), recomputing
  * each query block's probabilities (the forward's own code) so that no T x T
  * matrix is kept; the relative tables' gradients go to per-thread
- * accumulators summed at the end. Layouts and shapes are in kernels.h.
- * Depends on: kernels/kernels.h, kernels/cpu/vmath.h, OpenBLAS (cblas), OpenMP. */
+ * accumulators summed at the end. The bf16 variant (frozen 16-bit encoder in
+ * bf16 GEMM mode) instead runs its two products as batched bf16 products from
+ * the main thread (kernels/cpu/bf16_mm.h: oneDNN) over chunks of grids.
+ * Layouts and shapes are in kernels.h.
+ * Depends on: kernels/kernels.h, kernels/cpu/vmath.h, kernels/cpu/bf16_mm.h,
+ * kernels/half_bits.h, OpenBLAS (cblas), OpenMP. */
 #include "kernels/kernels.h"
+#include "kernels/cpu/bf16_mm.h"
 #include "kernels/cpu/vmath.h"
+#include "kernels/half_bits.h"
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------ */
@@ -224,48 +231,60 @@ size_t sam_attention_scratch_floats(int B, int h, int w, int heads) {
     return (size_t)(jobs < nt ? jobs : nt) * slot_floats(h, w);
 }
 
+/* q·Rh[t_y, i] (i < h) into relh and q·Rw[t_x, j] (j < w) into relw. */
+static void rel_terms(float *relh, float *relw, const float *q, const float *Rh, const float *Rw, int t, int h,
+                      int w, int hd) {
+    const int ty = t / w, tx = t % w;
+    for (int i = 0; i < h; i++) {
+        const float *e = Rh + ((size_t)ty * h + i) * hd;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int c = 0; c < hd; c++) s += q[c] * e[c];
+        relh[i] = s;
+    }
+    for (int j = 0; j < w; j++) {
+        const float *e = Rw + ((size_t)tx * w + j) * hd;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int c = 0; c < hd; c++) s += q[c] * e[c];
+        relw[j] = s;
+    }
+}
+
+/* One scaled logits row of query t (its q: unscaled, row of qkv) in place:
+ * plus the relative terms when Rh and Rw are given (relh[h], relw[w]:
+ * scratch), softmax. */
+static void logit_row_softmax(float *lr, float *relh, float *relw, const float *q, const float *Rh, const float *Rw,
+                              int t, int h, int w, int hd) {
+    const int T = h * w;
+    if (Rh && Rw) {
+        rel_terms(relh, relw, q, Rh, Rw, t, h, w, hd);
+        for (int i = 0; i < h; i++) {
+            float *li = lr + (size_t)i * w;
+            const float a = relh[i];
+            #pragma omp simd
+            for (int j = 0; j < w; j++) li[j] += a + relw[j];
+        }
+    }
+    float mx = lr[0];
+    #pragma omp simd reduction(max:mx)
+    for (int s = 1; s < T; s++) mx = lr[s] > mx ? lr[s] : mx;
+    float sum = 0.0f;
+    #pragma omp simd reduction(+:sum)
+    for (int s = 0; s < T; s++) { lr[s] = vexpf(lr[s] - mx); sum += lr[s]; }
+    const float inv = 1.0f / sum;
+    #pragma omp simd
+    for (int s = 0; s < T; s++) lr[s] *= inv;
+}
+
 /* Softmax rows of one query block: L[nq,T] = softmax(scale Q K^T + rel terms)
  * for queries t0..t0+nq-1 of one (grid, head); relh[h], relw[w] are row scratch. */
 static void prob_block(float *L, float *relh, float *relw, const float *Q, const float *K, int ld,
                        const float *Rh, const float *Rw, float scale, int t0, int nq, int h, int w, int hd) {
     const int T = h * w;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, T, hd, scale, Q, ld, K, ld, 0.0f, L, T);
-    for (int r = 0; r < nq; r++) {
-        float *lr = L + (size_t)r * T;
-        if (Rh && Rw) {
-            const int t = t0 + r, ty = t / w, tx = t % w;
-            const float *q = Q + (size_t)r * ld;
-            for (int i = 0; i < h; i++) {
-                const float *e = Rh + ((size_t)ty * h + i) * hd;
-                float s = 0.0f;
-                #pragma omp simd reduction(+:s)
-                for (int c = 0; c < hd; c++) s += q[c] * e[c];
-                relh[i] = s;
-            }
-            for (int j = 0; j < w; j++) {
-                const float *e = Rw + ((size_t)tx * w + j) * hd;
-                float s = 0.0f;
-                #pragma omp simd reduction(+:s)
-                for (int c = 0; c < hd; c++) s += q[c] * e[c];
-                relw[j] = s;
-            }
-            for (int i = 0; i < h; i++) {
-                float *li = lr + (size_t)i * w;
-                const float a = relh[i];
-                #pragma omp simd
-                for (int j = 0; j < w; j++) li[j] += a + relw[j];
-            }
-        }
-        float mx = lr[0];
-        #pragma omp simd reduction(max:mx)
-        for (int s = 1; s < T; s++) mx = lr[s] > mx ? lr[s] : mx;
-        float sum = 0.0f;
-        #pragma omp simd reduction(+:sum)
-        for (int s = 0; s < T; s++) { lr[s] = vexpf(lr[s] - mx); sum += lr[s]; }
-        const float inv = 1.0f / sum;
-        #pragma omp simd
-        for (int s = 0; s < T; s++) lr[s] *= inv;
-    }
+    for (int r = 0; r < nq; r++)
+        logit_row_softmax(L + (size_t)r * T, relh, relw, Q + (size_t)r * ld, Rh, Rw, t0 + r, h, w, hd);
 }
 
 void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
@@ -296,6 +315,133 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
             prob_block(L, relh, relw, Q, K, ld, rh, rw, scale, t0, nq, h, w, hd);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, T, 1.0f, L, T, V, ld, 0.0f,
                         out + ((size_t)b * T + t0) * C + (size_t)hh * hd, C);
+        }
+    }
+}
+
+/* The bf16 path's row: lr[T] (unscaled logits of one query) times scale plus
+ * its relative terms relh[h], relw[w] (NULL: none), softmax in fp32, rounded
+ * to bf16 into pr[T]; three passes over the row. */
+static void logit_row_bf16(uint16_t *pr, float *lr, const float *relh, const float *relw, float scale, int h,
+                           int w) {
+    const int T = h * w;
+    float mx = -INFINITY;
+    if (relh) {
+        for (int i = 0; i < h; i++) {
+            float *li = lr + (size_t)i * w;
+            const float a = relh[i];
+            #pragma omp simd reduction(max:mx)
+            for (int j = 0; j < w; j++) {
+                const float v = li[j] * scale + (a + relw[j]);
+                li[j] = v;
+                mx = v > mx ? v : mx;
+            }
+        }
+    } else {
+        #pragma omp simd reduction(max:mx)
+        for (int s = 0; s < T; s++) {
+            const float v = lr[s] * scale;
+            lr[s] = v;
+            mx = v > mx ? v : mx;
+        }
+    }
+    float sum = 0.0f;
+    #pragma omp simd reduction(+:sum)
+    for (int s = 0; s < T; s++) { lr[s] = vexpf(lr[s] - mx); sum += lr[s]; }
+    const float inv = 1.0f / sum;
+    #pragma omp simd
+    for (int s = 0; s < T; s++) pr[s] = hb_to_bf16(lr[s] * inv);
+}
+
+/* The bf16 products (kernels.h sam_attention_bf16_forward). Per chunk of
+ * grids (and of query rows when one grid's logits do not fit): q, k, v rounded
+ * to bf16 into head-major copies [grid*head, T, hd]; the relative terms of
+ * all their queries as small fp32 products (from the unrounded q); S = Q K^T
+ * (one batched bf16 product, fp32); each row scaled, the relative terms added,
+ * softmax, rounded to bf16; O = P V (batched, fp32); O
+ * scattered into out. The working set lives in the backend's own buffers
+ * (the kernel runs from one thread); without heap room for them the call
+ * computes in fp32 (sam_attention_forward). */
+enum { ATT16_LOGITS = 1 << 22 };   /* logits per chunk: 16 MiB fp32 + 8 MiB bf16 */
+static void *g_att_qkv, *g_att_s, *g_att_p, *g_att_o, *g_att_rel;
+static size_t g_att_qkv_n, g_att_s_n, g_att_p_n, g_att_o_n, g_att_rel_n;
+void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
+                                const float *Rh, const float *Rw, float scale,
+                                int B, int h, int w, int heads, int hd) {
+    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return;
+    const int T = h * w, C = heads * hd, ld = 3 * C;
+    const size_t per_grid = (size_t)heads * T * T;
+    int ng, nq;
+    if (per_grid <= ATT16_LOGITS) {
+        nq = T;
+        ng = (int)(ATT16_LOGITS / per_grid < (size_t)B ? ATT16_LOGITS / per_grid : (size_t)B);
+    } else {
+        ng = 1;
+        const size_t r = ATT16_LOGITS / ((size_t)heads * T);
+        nq = r < 1 ? 1 : r >= 32 ? (int)(r & ~(size_t)15) : (int)r;
+    }
+    const size_t hT = (size_t)ng * heads * T * hd, nS = (size_t)ng * heads * nq * T;
+    uint16_t *q16 = cpu_grow(&g_att_qkv, &g_att_qkv_n, 3 * hT, sizeof(uint16_t));
+    float *S = cpu_grow(&g_att_s, &g_att_s_n, nS, sizeof(float));
+    uint16_t *P = cpu_grow(&g_att_p, &g_att_p_n, nS, sizeof(uint16_t));
+    float *O = cpu_grow(&g_att_o, &g_att_o_n, (size_t)ng * heads * nq * hd, sizeof(float));
+    const int rel = Rh && Rw;
+    float *RH = rel ? cpu_grow(&g_att_rel, &g_att_rel_n, (size_t)ng * heads * T * (h + w), sizeof(float)) : NULL;
+    if (!q16 || !S || !P || !O || (rel && !RH)) {
+        sam_attention_forward(out, scratch, scratch_floats, qkv, Rh, Rw, scale, B, h, w, heads, hd);
+        return;
+    }
+    uint16_t *k16 = q16 + hT, *v16 = k16 + hT;
+    float *RW = rel ? RH + (size_t)ng * heads * T * h : NULL;
+    for (int g0 = 0; g0 < B; g0 += ng) {
+        const int n = B - g0 < ng ? B - g0 : ng, nb = n * heads;
+        #pragma omp parallel for schedule(static)
+        for (long gt = 0; gt < (long)n * T; gt++) {   /* head-major bf16 copies of q, k, v */
+            const long g = gt / T, t = gt % T;
+            const float *src = qkv + ((size_t)(g0 + g) * T + t) * ld;
+            for (int part = 0; part < 3; part++)
+                for (int hh = 0; hh < heads; hh++) {
+                    uint16_t *d = q16 + part * hT + (((size_t)g * heads + hh) * T + t) * hd;
+                    const float *x = src + (size_t)part * C + (size_t)hh * hd;
+                    for (int c = 0; c < hd; c++) d[c] = hb_to_bf16(x[c]);
+                }
+        }
+        if (rel) {
+            /* the relative terms of every query of the chunk, as products (fp32, unrounded q):
+             * RH[bb, t, i] = q_t . Rh[t_y, i], one [w, h] product per (bb, y);
+             * RW[bb, t, j] = q_t . Rw[t_x, j], one [h, w] product per (bb, x) (query rows w apart) */
+            #pragma omp parallel for schedule(static)
+            for (long job = 0; job < (long)nb * (h + w); job++) {
+                const long bb = job / (h + w);
+                const int y = (int)(job % (h + w)), hh = (int)(bb % heads);
+                const float *q = qkv + (size_t)(g0 + bb / heads) * T * ld + (size_t)hh * hd;
+                if (y < h)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, w, h, hd, 1.0f, q + (size_t)y * w * ld, ld,
+                                Rh + (size_t)y * h * hd, hd, 0.0f, RH + ((size_t)bb * T + (size_t)y * w) * h, h);
+                else {
+                    const int x = y - h;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, h, w, hd, 1.0f, q + (size_t)x * ld, w * ld,
+                                Rw + (size_t)x * w * hd, hd, 0.0f, RW + ((size_t)bb * T + x) * w, w * w);
+                }
+            }
+        }
+        for (int t0 = 0; t0 < T; t0 += nq) {
+            const int m = T - t0 < nq ? T - t0 : nq;
+            cpu_bf16_bmm(S, q16 + (size_t)t0 * hd, (long long)T * hd, k16, (long long)T * hd, 1, nb, m, hd, T);
+            #pragma omp parallel for schedule(static)
+            for (long row = 0; row < (long)nb * m; row++) {
+                const size_t bt = (size_t)(row / m) * T + t0 + row % m;   /* (grid*head, query) */
+                logit_row_bf16(P + (size_t)row * T, S + (size_t)row * T, rel ? RH + bt * h : NULL,
+                               rel ? RW + bt * w : NULL, scale, h, w);
+            }
+            cpu_bf16_bmm(O, P, (long long)m * T, v16, (long long)T * hd, 0, nb, m, T, hd);
+            #pragma omp parallel for schedule(static)
+            for (long row = 0; row < (long)nb * m; row++) {   /* O [grid*head, m, hd] -> out [grid, T, C] */
+                const long bb = row / m;
+                const int r = (int)(row % m), hh = (int)(bb % heads);
+                memcpy(out + ((size_t)(g0 + bb / heads) * T + t0 + r) * C + (size_t)hh * hd, O + (size_t)row * hd,
+                       (size_t)hd * sizeof(float));
+            }
         }
     }
 }

@@ -129,3 +129,14 @@ void linear_bf16_backward_weight(float *dw, const float *dout, const float *in, 
     narrow16(x16, in, (size_t)N * IN, 0);
     gemm16(1, 0, OUT, IN, N, 1.0f, g16, OUT, x16, IN, 1.0f, dw, IN, 0);   /* dw[OUT,IN] += dout^T[OUT,N] in[N,IN] */
 }
+
+/* The bf16 helpers other kernels use (common.cuh). */
+void kc_narrow_bf16(uint16_t *dst, const float *src, size_t n) { narrow16(dst, src, n, 0); }
+void kc_gemm_bf16_batched(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, long long sA,
+                          const uint16_t *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
+                          int batch) {
+    if (M <= 0 || N <= 0 || K <= 0 || batch <= 0) return;
+    KC_CUBLAS(cublasGemmStridedBatchedEx(kc_cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                         N, M, K, &alpha, B, CUDA_R_16BF, ldb, sB, A, CUDA_R_16BF, lda, sA, &beta, C,
+                                         CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}

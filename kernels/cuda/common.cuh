@@ -67,6 +67,14 @@ void kc_gemm_batched(int ta, int tb, int M, int N, int K, float alpha,
                      const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
                      float beta, float *C, int ldc, long long sC, int batch);
 
+/* bf16.cu: dst[n] = src[n] rounded to bf16 (kernels/half_bits.h), and the
+ * batched product of kc_gemm_batched with bf16 A and B (fp32 C, fp32
+ * accumulation on the tensor cores). */
+void kc_narrow_bf16(uint16_t *dst, const float *src, size_t n);
+void kc_gemm_bf16_batched(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, long long sA,
+                          const uint16_t *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
+                          int batch);
+
 /* dst[c] += Σ_n src[n*C + c]  (column sums of a row-major [N,C]; deterministic). */
 void kc_colsum_acc(float *dst, const float *src, int N, int C);
 /* GEMM mode (k_set_gemm_mode) "bf16": 1, "fp16": 2 (linear_bf16_* / linear_f16_*
