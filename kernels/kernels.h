@@ -399,6 +399,10 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
 void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                                 const float *Rh, const float *Rw, float scale,
                                 int B, int h, int w, int heads, int hd);
+/* The bytes its own buffers (CPU) or the workspaces it grows (CUDA) hold for
+ * this shape, with sam_attention_scratch_floats() of scratch: what
+ * `anyref plan` counts for it. */
+size_t sam_attention_bf16_workspace_bytes(int B, int h, int w, int heads, int hd);
 
 /* Their backward (the optionally trainable encoder, sam_encoder_cfg.trainable);
  * all accumulate, any gradient output may be NULL.

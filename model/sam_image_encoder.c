@@ -348,6 +348,19 @@ size_t sam_encoder_plan_bytes(const sam_encoder_cfg *c, int max_batch) {
     return need;
 }
 
+size_t sam_encoder_kernel_workspace_bytes(const sam_encoder_cfg *c, int max_batch, int gemm_bf16) {
+    if (max_batch <= 0 || check_cfg(c) || c->frozen_half != SAM_ENC_HALF_BF16 || !gemm_bf16) return 0;
+    sam_image_encoder e;
+    memset(&e, 0, sizeof e);
+    enc_sizes(&e, c, max_batch);
+    size_t g = 0, l = 0;   /* global blocks over whole grids, windowed ones over the windows */
+    for (int i = 0; i < c->depth; i++) {
+        if (c->global_attn[i]) g = sam_attention_bf16_workspace_bytes(max_batch, e.G, e.G, c->heads, e.hd);
+        else l = sam_attention_bf16_workspace_bytes(max_batch * e.nW, e.ws, e.ws, c->heads, e.hd);
+    }
+    return g > l ? g : l;
+}
+
 sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, int max_batch) {
     if (check_cfg(c)) return NULL;
     if (max_batch <= 0) { ar_errorf("sam_image_encoder: max_batch %d", max_batch); return NULL; }

@@ -106,4 +106,9 @@ size_t sam_encoder_activation_bytes(const sam_image_encoder *e);
 /* What sam_encoder_create(c, ., max_batch) will take for its arena, without
  * allocating (the same layout code; `anyref plan`). 0 on a bad config. */
 size_t sam_encoder_plan_bytes(const sam_encoder_cfg *c, int max_batch);
+/* The bytes the attention kernel keeps besides the arena (its own buffers on
+ * the CPU, workspaces on the GPU) for a frozen bf16 encoder in GEMM mode bf16
+ * (gemm_bf16), where its products are bf16 (sam_attention_bf16_forward); 0
+ * otherwise. */
+size_t sam_encoder_kernel_workspace_bytes(const sam_encoder_cfg *c, int max_batch, int gemm_bf16);
 #endif

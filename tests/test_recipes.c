@@ -19,6 +19,7 @@
 #include "tests/testlib.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "model/sam_image_encoder.h"
 #include "train/plan.h"
 #include "train/run.h"
 #include "train/train.h"
@@ -220,6 +221,27 @@ int main(void) {
                 "mixed 7B plan with model.frozen_weights = bf16", "%.2f GiB (%.2f GiB less: %zu bf16 values)%s%s",
                 ok ? p.total / 1073741824.0 : 0.0, saved, ok ? p.nw16 : 0, ok ? "" : ": ", ok ? "" : ar_error());
         cfg_free(c);
+    }
+
+    /* the frozen bf16 SAM encoder in GEMM mode bf16: its attention's bf16 buffers are counted under
+     * workspace (global ViT-H grid 64 x 64, 16 heads of 80: one grid per chunk on either backend) */
+    {
+        const char *o1[] = {"sam_encoder.frozen_weights=bf16", "train.gemm=fp32"};
+        const char *o2[] = {"sam_encoder.frozen_weights=bf16", "train.gemm=bf16"};
+        ar_config *c1 = load("configs/anyref-7b-mixed.cfg", o1, 2), *c2 = load("configs/anyref-7b-mixed.cfg", o2, 2);
+        plan_shape s1, s2;
+        mem_plan p1, p2;
+        int ok = c1 && c2 && !plan_shape_from_config(c1, &s1) && !plan_compute(&s1, &p1) &&
+                 !plan_shape_from_config(c2, &s2) && !plan_compute(&s2, &p2);
+        const size_t want = ok ? sam_encoder_kernel_workspace_bytes(&s2.senc, s2.B, 1) : 0;
+        const size_t lm = ok ? (size_t)s2.llm.vocab * s2.llm.dim * 2 : 0;   /* lm_head's bf16 copy */
+        const size_t qkv16 = (size_t)4096 * 3 * 1280 * 2;                   /* one grid's q, k, v in bf16 */
+        t_check(ok && p1.ws_sam_attn == 0 && p2.ws_sam_attn == want && want > qkv16 &&
+                    p2.workspace == p1.workspace + lm + want,
+                "mixed 7B plan counts the bf16 SAM attention's buffers", "%.1f MiB (none in fp32 mode)%s%s",
+                want / 1048576.0, ok ? "" : ": ", ok ? "" : ar_error());
+        cfg_free(c1);
+        cfg_free(c2);
     }
 
     /* anyref plan lists the knobs that would shrink the plan, with their totals */

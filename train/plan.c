@@ -194,6 +194,7 @@ int plan_compute(const plan_shape *s, mem_plan *p) {
         }
         if (s->use_senc && !(p->act_sam_enc = sam_encoder_plan_bytes(&s->senc, s->B)))
             return ar_errorf("anyref plan: bad SAM image encoder sizes");
+        if (s->use_senc) p->workspace += p->ws_sam_attn = sam_encoder_kernel_workspace_bytes(&s->senc, s->B, s->gemm_bf16);
         size_t n[PB_N];
         plan_batch_floats(s, n);
         for (int i = 0; i < PB_N; i++) p->workspace += n[i] * sizeof(float);
@@ -240,8 +241,9 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
         {"reference feature buffers", p->act_refs}};
     for (size_t i = 0; i < sizeof a / sizeof a[0]; i++)
         if (a[i].b) fprintf(f, "%s    %-38s %s\n", in, a[i].n, sz(x, a[i].b));
-    fprintf(f, "%s  workspace   %s  (batch inputs, token buffers%s)\n", in, sz(x, p->workspace),
-            s->gemm_bf16 ? ", lm_head's bf16 copy: train.gemm = bf16" : "");
+    fprintf(f, "%s  workspace   %s  (batch inputs, token buffers%s%s)\n", in, sz(x, p->workspace),
+            s->gemm_bf16 ? ", lm_head's bf16 copy: train.gemm = bf16" : "",
+            p->ws_sam_attn ? ", the SAM encoder's bf16 attention buffers" : "");
     fprintf(f, "%s  total       %s  (%zu bytes)\n", in, sz(x, p->total), p->total);
     if (s->notes[0]) fprintf(f, "%s  assumed: %s\n", in, s->notes);
 }

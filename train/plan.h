@@ -13,9 +13,12 @@
  *                functions their create calls use to size their buffers)
  *   workspace    the step's batch buffers (image embeddings, masks, encoder
  *                inputs) from the same table grounding_create allocates from,
- *                and the decoder's token / position buffers
- * Backend-internal workspace (cuBLAS, OpenBLAS threads) and host memory
- * (data loader, decoded images) are not counted.
+ *                the decoder's token / position buffers, lm_head's bf16 copy
+ *                (train.gemm = bf16) and the frozen bf16 SAM encoder's bf16
+ *                attention buffers (sam_encoder_kernel_workspace_bytes)
+ * Other backend-internal workspace (cuBLAS, OpenBLAS threads, the 16-bit
+ * products' rounded operands) and host memory (data loader, decoded images)
+ * are not counted.
  *
  * The shape comes either from a set-up run (plan_shape_from_run: exactly what
  * the run allocates) or from the config alone (plan_shape_from_config: the
@@ -62,6 +65,7 @@ typedef struct {
     size_t act_clip, act_proj, act_audio, act_refs;        /* refs_mem */
     size_t act_sam_enc;
     size_t workspace;                                      /* batch buffers + token buffers (bytes) */
+    size_t ws_sam_attn;                                    /* of which the SAM encoder's bf16 attention */
     size_t weights_bytes, grads_bytes, adam_bytes, act_bytes, total;
 } mem_plan;
 

@@ -365,21 +365,37 @@ static void logit_row_bf16(uint16_t *pr, float *lr, const float *relh, const flo
 enum { ATT16_LOGITS = 1 << 22 };   /* logits per chunk: 16 MiB fp32 + 8 MiB bf16 */
 static void *g_att_qkv, *g_att_s, *g_att_p, *g_att_o, *g_att_rel;
 static size_t g_att_qkv_n, g_att_s_n, g_att_p_n, g_att_o_n, g_att_rel_n;
+/* Grids (ng) and query rows (nq) per chunk. */
+static void att16_chunk(int B, int T, int heads, int *ng, int *nq) {
+    const size_t per_grid = (size_t)heads * T * T;
+    if (per_grid <= ATT16_LOGITS) {
+        *nq = T;
+        *ng = (int)(ATT16_LOGITS / per_grid < (size_t)B ? ATT16_LOGITS / per_grid : (size_t)B);
+    } else {
+        *ng = 1;
+        const size_t r = ATT16_LOGITS / ((size_t)heads * T);
+        *nq = r < 1 ? 1 : r >= 32 ? (int)(r & ~(size_t)15) : (int)r;
+    }
+}
+
+/* The buffers below for one shape: q, k, v (bf16), logits (fp32), probabilities (bf16), O, relative terms. */
+size_t sam_attention_bf16_workspace_bytes(int B, int h, int w, int heads, int hd) {
+    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return 0;
+    const int T = h * w;
+    int ng, nq;
+    att16_chunk(B, T, heads, &ng, &nq);
+    const size_t nS = (size_t)ng * heads * nq * T;
+    return 3 * (size_t)ng * heads * T * hd * 2 + nS * 6 + (size_t)ng * heads * nq * hd * 4 +
+           (size_t)ng * heads * T * (h + w) * 4;
+}
+
 void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                                 const float *Rh, const float *Rw, float scale,
                                 int B, int h, int w, int heads, int hd) {
     if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return;
     const int T = h * w, C = heads * hd, ld = 3 * C;
-    const size_t per_grid = (size_t)heads * T * T;
     int ng, nq;
-    if (per_grid <= ATT16_LOGITS) {
-        nq = T;
-        ng = (int)(ATT16_LOGITS / per_grid < (size_t)B ? ATT16_LOGITS / per_grid : (size_t)B);
-    } else {
-        ng = 1;
-        const size_t r = ATT16_LOGITS / ((size_t)heads * T);
-        nq = r < 1 ? 1 : r >= 32 ? (int)(r & ~(size_t)15) : (int)r;
-    }
+    att16_chunk(B, T, heads, &ng, &nq);
     const size_t hT = (size_t)ng * heads * T * hd, nS = (size_t)ng * heads * nq * T;
     uint16_t *q16 = cpu_grow(&g_att_qkv, &g_att_qkv_n, 3 * hT, sizeof(uint16_t));
     float *S = cpu_grow(&g_att_s, &g_att_s_n, nS, sizeof(float));

@@ -309,6 +309,12 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
  * the fp32 scratch, relative terms and softmax in fp32 as above, the
  * probabilities rounded into KC_WS_ACT16B (half the logits' bytes), P V by
  * bf16 GEMMs. */
+size_t sam_attention_bf16_workspace_bytes(int B, int h, int w, int heads, int hd) {
+    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return 0;
+    const size_t nb = (size_t)att_chunk(B, h, w, heads), T = (size_t)h * w;   /* the chunk of the caller's scratch */
+    return nb * T * 3 * heads * hd * sizeof(uint16_t) + nb * heads * T * T * sizeof(uint16_t);
+}
+
 void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                                 const float *Rh, const float *Rw, float scale,
                                 int B, int h, int w, int heads, int hd) {
