@@ -31,6 +31,10 @@
 #     in <outdir>/raw/enc_*.txt; the cache run's data is deleted afterwards).
 # BENCH_ENC_CLIP_BATCHES (default "1 4") and BENCH_ENC_SAM_BATCHES (default
 # "1 2") choose the batch sizes; an empty list skips that encoder.
+# BENCH_ENC_SAM16_BATCHES (default "1"): SAM ViT-B in bf16 as well — anyref
+# with its block matrices stored in bf16 and ANYREF_GEMM=bf16 (every product
+# of the blocks, attention included, bf16 x bf16: oneDNN), PyTorch with the
+# module and image in bfloat16 (`--dtype bf16`).
 set -eu
 
 if [ $# -ne 3 ]; then
@@ -70,6 +74,7 @@ steps_for() {
 runs=""
 for b in $clip_batches; do runs="$runs clip_l:$b"; done
 for b in $sam_batches; do runs="$runs sam_b:$b"; done
+for b in ${BENCH_ENC_SAM16_BATCHES-1}; do runs="$runs sam_b16:$b"; done
 [ -n "$runs" ] || { echo "bench_encoders: no encoder to run" >&2; exit 2; }
 
 # shellcheck source=bench/common.sh
@@ -83,6 +88,10 @@ for r in $runs; do
   # shellcheck disable=SC2046  # two numbers: warm-up, timed forwards
   set -- $(steps_for "$m" "$b")
   echo "bench_encoders: C, $m batch $b (OPENBLAS_CORETYPE=${coretype:-unset}) ..." >&2
+  if [ "$m" = sam_b16 ]; then   # the bf16 run: bf16 weights and GEMMs
+    ANYREF_GEMM=bf16 "$bin" --model=sam_b --frozen-bf16 --batch="$b" --warmup="$1" --reps="$2" > "$raw/enc_c_${m}_$b.txt"
+    continue
+  fi
   # shellcheck disable=SC2086  # ceil is empty or one option
   "$bin" --model="$m" --batch="$b" --warmup="$1" --reps="$2" $ceil > "$raw/enc_c_${m}_$b.txt"
   [ -n "$ceil" ] && first=$raw/enc_c_${m}_$b.txt
@@ -107,8 +116,10 @@ for r in $runs; do
   set -- $(steps_for "$m" "$b")
   echo "bench_encoders: PyTorch, $m batch $b, with $best ($best_settings) ..." >&2
   # shellcheck disable=SC2086
-  env $best_settings "$py" "$here/bench_encoders_torch.py" --threads "$threads" --model "$m" --batch "$b" \
-      --warmup "$1" --reps "$2" > "$raw/enc_torch_${m}_$b.txt"
+  dt=fp32 tm=$m
+  [ "$m" = sam_b16 ] && dt=bf16 tm=sam_b
+  env $best_settings "$py" "$here/bench_encoders_torch.py" --threads "$threads" --model "$tm" --batch "$b" \
+      --dtype "$dt" --warmup "$1" --reps "$2" > "$raw/enc_torch_${m}_$b.txt"
 done
 
 # ---- the feature cache: one training epoch, without / cold / warm
@@ -196,6 +207,8 @@ settings = ("C: %s threads (OpenMP), env as given; PyTorch: %s threads, torch.no
                                            os.environ["BENCH_BEST_SETTINGS"], os.environ["BENCH_CORETYPE"]))
 configs = {}
 for m, b, cm, cr, tm, tr in runs:
+    if m == "sam_b16":   # the same model as sam_b
+        continue
     configs.setdefault(m, (cm.get("enc.config", "").rsplit(",batch=", 1)[0].replace(",", ", "),
                            cm.get("enc.params"), tm.get("enc.params")))
 warn = []
@@ -226,7 +239,8 @@ lines = [
     "Forward only, random weights and images, median of the timed forwards after warm-up; "
     "ratio = PyTorch time ÷ C time (> 1: C is faster). GFLOP/s counts the work the C side "
     "executes (multiply-adds × 2: Linear layers, attention products, SAM's relative-position "
-    "terms, patch embedding, SAM's neck) for both sides; % = C GFLOP/s ÷ the sgemm ceiling.",
+    "terms, patch embedding, SAM's neck) for both sides; % = C GFLOP/s ÷ the sgemm ceiling "
+    "(the bf16 row's block products run on oneDNN's bf16 kernels, which can exceed it).",
     "",
     "| encoder | batch | forwards (warm-up + timed) | C ms | C images/s | C GFLOP/s (% of ceiling) "
     "| torch ms | torch images/s | torch GFLOP/s | ratio torch/C | peak RSS C · torch |",
@@ -234,7 +248,8 @@ lines = [
 ]
 for m, b, cm, cr, tm, tr in runs:
     c_ms, t_ms, gf = float(cr["step_ms"]), float(tr["step_ms"]), float(cr["gflop"])
-    name = "SAM ViT-B 1024²" if m == "sam_b" else "CLIP ViT-L/14 224² (23 layers)"
+    name = {"sam_b": "SAM ViT-B 1024²", "sam_b16": "SAM ViT-B 1024², bf16 (anyref: bf16 block weights, "
+            "ANYREF_GEMM=bf16; torch: module in bfloat16)"}.get(m, "CLIP ViT-L/14 224² (23 layers)")
     lines.append("| %s | %s | %s + %s | %.0f | %.3g | %.0f (%.0f%%) | %.0f | %.3g | %.0f | **%.2f** | %s · %s MiB |"
                  % (name, b, cr["warmup"], cr["reps"], c_ms, float(cr["images_per_s"]), float(cr["gflops"]),
                     100 * float(cr["gflops"]) / ceiling, t_ms, float(tr["images_per_s"]), gf / (t_ms / 1e3),
