@@ -18,6 +18,7 @@
 typedef struct {
     const float *ln1w, *ln1b, *in_w, *in_b, *bk, *bv, *out_w, *out_b;
     const float *ln2w, *ln2b, *fc1w, *fc1b, *fc2w, *fc2b;
+    const uint16_t *in_w16, *out_w16, *fc1w16, *fc2w16;   /* cfg.frozen_half: these instead of the fp32 four */
 } ib_block;
 
 struct imagebind_audio {
@@ -87,6 +88,8 @@ static int add(ar_params *ps, const char *name, int ndim, int d0, int d1, int d2
 int imagebind_audio_declare(const imagebind_audio_cfg *c, ar_params *ps) {
     int T;
     if (imagebind_audio_grid(c, NULL, NULL, &T)) return -1;
+    if (c->frozen_half < 0 || c->frozen_half > IB_HALF_F16)
+        return ar_errorf("imagebind_audio: frozen_half %d (expected 0, IB_HALF_BF16 or IB_HALF_F16)", c->frozen_half);
     const int D = c->embed_dim, F = c->mlp_ratio * D, K = c->kernel, O = c->out_dim;
     const float tstd = 1.0f / sqrtf((float)D);
     const char *p = pfx(c);
@@ -117,6 +120,11 @@ int imagebind_audio_declare(const imagebind_audio_cfg *c, ar_params *ps) {
             int rc = spec[t].mid ? add(ps, nm, 3, 1, 1, D, 0, 0, spec[t].init, tstd)
                                  : add(ps, nm, spec[t].ndim, rows, cols, 0, 0, 0, spec[t].init, 0);
             if (rc) return -1;
+        }
+        static const int big[4] = {B_INW, B_OUTW, B_FC1W, B_FC2W};   /* the four matrices in 16 bits */
+        for (int j = 0; c->frozen_half && j < 4; j++) {
+            block_name(nm, sizeof nm, c, i, big[j]);
+            if (params_store_half(ps, nm, c->frozen_half == IB_HALF_F16)) return -1;
         }
     }
     NM("%smodality_heads.audio.0.weight", p);
@@ -210,9 +218,12 @@ imagebind_audio *imagebind_audio_create(const imagebind_audio_cfg *c, ar_params 
                                       &m->blk[i].ln2w, &m->blk[i].ln2b, &m->blk[i].fc1w, &m->blk[i].fc1b,
                                       &m->blk[i].fc2w, &m->blk[i].fc2b};
         const size_t numel[B_COUNT] = {D, D, 3 * D * D, 3 * D, D, D, D * D, D, D, D, F * D, F, D * F, D};
+        const uint16_t **d16[B_COUNT] = {[B_INW] = &m->blk[i].in_w16, [B_OUTW] = &m->blk[i].out_w16,
+                                         [B_FC1W] = &m->blk[i].fc1w16, [B_FC2W] = &m->blk[i].fc2w16};
         for (int t = 0; t < B_COUNT && !rc; t++) {
             block_name(nm, sizeof nm, c, i, t);
             rc |= bind(ps, nm, numel[t], dst[t], NULL);
+            if (!rc && d16[t]) *d16[t] = params_w16(ps, nm);   /* NULL unless stored in 16 bits (then the fp32 one is) */
         }
     }
     if (!rc && m->P > 0) {
@@ -257,26 +268,35 @@ void imagebind_audio_free(imagebind_audio *m) {
     free(m);
 }
 
+/* out[N,OUT] = in W^T + b with W rows r0.. of an fp32 (w) or 16-bit (w16, cfg.frozen_half) matrix of IN columns. */
+static void lin(const imagebind_audio *m, float *out, const float *in, const float *w, const uint16_t *w16, size_t r0,
+                const float *b, int N, int IN, int OUT) {
+    const size_t o = r0 * (size_t)IN;
+    if (!w16) linear_forward(out, in, w + o, b, N, IN, OUT);
+    else if (m->c.frozen_half == IB_HALF_F16) linear_f16_forward(out, in, w16 + o, b, N, IN, OUT);
+    else linear_bf16_forward(out, in, w16 + o, b, N, IN, OUT);
+}
+
 /* One pre-LN block on x[N*T, D], in place. */
 static void block_forward(imagebind_audio *m, const ib_block *b, int N) {
     const int D = m->D, F = m->F, T = m->T, S = m->S, NT = N * T;
-    const size_t TD = (size_t)T * D, SD = (size_t)S * D, DD = (size_t)D * D;
+    const size_t TD = (size_t)T * D, SD = (size_t)S * D;
     layernorm_forward(m->h, m->mean, m->rstd, m->x, b->ln1w, b->ln1b, LN_EPS, NT, D);
-    linear_forward(m->q, m->h, b->in_w, b->in_b, NT, D, D);                       /* q rows of in_proj */
+    lin(m, m->q, m->h, b->in_w, b->in_w16, 0, b->in_b, NT, D, D);                 /* q rows of in_proj */
     for (int n = 0; n < N; n++) {                                                 /* k, v + bias_k/v row */
-        linear_forward(m->k + n * SD, m->h + n * TD, b->in_w + DD, b->in_b + D, T, D, D);
-        linear_forward(m->v + n * SD, m->h + n * TD, b->in_w + 2 * DD, b->in_b + 2 * D, T, D, D);
+        lin(m, m->k + n * SD, m->h + n * TD, b->in_w, b->in_w16, D, b->in_b + D, T, D, D);
+        lin(m, m->v + n * SD, m->h + n * TD, b->in_w, b->in_w16, 2 * (size_t)D, b->in_b + 2 * D, T, D, D);
         k_copy(m->k + n * SD + TD, b->bk, (size_t)D * sizeof(float));
         k_copy(m->v + n * SD + TD, b->bv, (size_t)D * sizeof(float));
     }
     attention_forward(m->ao, m->att, m->q, m->k, m->v, NULL, 0, 1.0f / sqrtf((float)m->hd), N, T, S, m->H,
                       m->H, m->hd);
-    linear_forward(m->h, m->ao, b->out_w, b->out_b, NT, D, D);
+    lin(m, m->h, m->ao, b->out_w, b->out_w16, 0, b->out_b, NT, D, D);
     add_forward(m->x, m->x, m->h, (size_t)NT * D);
     layernorm_forward(m->h, m->mean, m->rstd, m->x, b->ln2w, b->ln2b, LN_EPS, NT, D);
-    linear_forward(m->f1, m->h, b->fc1w, b->fc1b, NT, D, F);
+    lin(m, m->f1, m->h, b->fc1w, b->fc1w16, 0, b->fc1b, NT, D, F);
     gelu_forward(m->f2, m->f1, (size_t)NT * F);
-    linear_forward(m->h, m->f2, b->fc2w, b->fc2b, NT, F, D);
+    lin(m, m->h, m->f2, b->fc2w, b->fc2w16, 0, b->fc2b, NT, F, D);
     add_forward(m->x, m->x, m->h, (size_t)NT * D);
 }
 

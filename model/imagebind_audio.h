@@ -65,9 +65,13 @@ typedef struct {
     float logit_scale;      /* post-processing scale: 20 */
     int llm_dim;            /* audio_projector output width; 0 = no projector */
     int proj_trainable;     /* audio_projector trainable (1 in AnyRef) */
+    int frozen_half;        /* the blocks' in_proj / out_proj / fc1 / fc2 weights (imagebind_huge: 85 of its 86 M
+                               audio parameters) stored in 16 bits, IB_HALF_BF16 or IB_HALF_F16 (0: fp32); their
+                               products then follow the GEMM mode like every 16-bit weight's (kernels.h) */
     const char *prefix;     /* encoder names; NULL = "" (official ImageBind) */
     const char *proj_prefix;/* projector names; NULL = "model." */
 } imagebind_audio_cfg;
+enum { IB_HALF_BF16 = 1, IB_HALF_F16 = 2 };   /* the values of llama.h's LLAMA_FROZEN_* */
 
 /* imagebind_huge's audio branch with a projector to llm_dim (0: none). */
 imagebind_audio_cfg imagebind_audio_huge(int llm_dim);

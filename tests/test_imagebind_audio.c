@@ -15,6 +15,10 @@
  *    normalisation, the final embedding (x 20), the projector output and its
  *    gradients (weight, bias, d emb). Tolerance 1e-5 of each tensor's scale.
  * 4. Finite differences of the projector backward (weight, bias, emb).
+ * 5. cfg.frozen_half (bf16, fp16): the blocks' in_proj / out_proj / fc1 / fc2
+ *    in 16 bits; the embedding equals the fp32 encoder's over the rounded
+ *    weights bit for bit (CPU) and moves, within 2e-2, in the matching 16-bit
+ *    GEMM mode (t_check_half).
  * Run from the repo root. */
 #include "kernels/kernels.h"
 #include "model/params.h"
@@ -297,6 +301,44 @@ static void projector_fd(void) {
     params_free(&ps);
 }
 
+/* ---- 5. cfg.frozen_half: the blocks' four big matrices in 16 bits --------- */
+typedef struct { imagebind_audio *m[2]; const float *fb; float *emb; int N; } half_ctx;
+static float *half_fwd(void *ctx, int which) {
+    half_ctx *h = ctx;
+    return h->m[which] && !imagebind_audio_encode(h->m[which], h->fb, h->N, h->emb, NULL) ? h->emb : NULL;
+}
+
+static void half_encoder(int fmt) {
+    imagebind_audio_cfg c = tiny_cfg(), ch = c;
+    ch.frozen_half = fmt;
+    ar_params pa, pb;
+    params_init_empty(&pa); params_init_empty(&pb);
+    if (imagebind_audio_declare(&c, &pa) || params_alloc(&pa) || imagebind_audio_declare(&ch, &pb) ||
+        params_alloc(&pb) || params_randomize(&pa, 61) || params_randomize(&pb, 61)) {
+        t_fail(PFX "16-bit weights", "%s", ar_error());
+        params_free(&pa); params_free(&pb);
+        return;
+    }
+    const int n16 = t_round_like(&pa, &pb);
+    const size_t nfb = (size_t)CLIPS * MELS * LEN;
+    float *fb = t_alloc(nfb);
+    t_fill_normal(fb, nfb, 1.0f, 62);
+    half_ctx h = {{imagebind_audio_create(&c, &pa, CLIPS), imagebind_audio_create(&ch, &pb, CLIPS)},
+                  t_dev_copy(fb, nfb), k_malloc((size_t)CLIPS * OUT * sizeof(float)), CLIPS};
+    t_check_half("imagebind_audio", fmt == IB_HALF_F16 ? "fp16" : "bf16", half_fwd, &h, (size_t)CLIPS * OUT, n16,
+                 4 * DEPTH, &pa, &pb);
+    free(fb);
+    k_free((float *)h.fb); k_free(h.emb);
+    imagebind_audio_free(h.m[0]); imagebind_audio_free(h.m[1]);
+    params_free(&pa); params_free(&pb);
+    /* a value outside the enum is refused */
+    ch.frozen_half = 3;
+    params_init_empty(&pb);
+    const int rc = imagebind_audio_declare(&ch, &pb);
+    t_check(rc == -1 && strstr(ar_error(), "frozen_half 3"), PFX "frozen_half out of range refused", "%s", ar_error());
+    params_free(&pb);
+}
+
 int main(void) {
     printf("# ImageBind audio encoder + audio_projector, backend %s\n", k_backend_name());
     transpose_checks();
@@ -304,5 +346,7 @@ int main(void) {
     errors();
     parity();
     projector_fd();
+    half_encoder(IB_HALF_BF16);
+    half_encoder(IB_HALF_F16);
     return t_exit_code();
 }

@@ -247,9 +247,10 @@ int main(void) {
     /* anyref plan lists the knobs that would shrink the plan, with their totals */
     {
         const char *none[] = {"model.frozen_weights=bf16", "model.attention=flash", "model.activations=bf16",
-                              "sam_encoder.frozen_weights=bf16", "clip.frozen_weights=bf16"};
+                              "sam_encoder.frozen_weights=bf16", "clip.frozen_weights=bf16",
+                              "audio.frozen_weights=bf16"};
         for (int v = 0; v < 2; v++) {
-            ar_config *c = load("configs/anyref-7b-mixed.cfg", v ? none : NULL, v ? 5 : 0);
+            ar_config *c = load("configs/anyref-7b-mixed.cfg", v ? none : NULL, v ? 6 : 0);
             char *buf = NULL;
             size_t len = 0;
             FILE *f = open_memstream(&buf, &len);
@@ -261,13 +262,14 @@ int main(void) {
                             strstr(buf, "model.activations = bf16                 total    39.144 GiB") &&
                             strstr(buf, "sam_encoder.frozen_weights = bf16        total    38.521 GiB") &&
                             strstr(buf, "clip.frozen_weights = bf16               total    39.131 GiB") &&
-                            strstr(buf, "all of them                              total    25.041 GiB"),
+                            strstr(buf, "audio.frozen_weights = bf16              total    39.535 GiB") &&
+                            strstr(buf, "all of them                              total    24.883 GiB"),
                         "plan lists the memory options", "mixed 7B recipe: %s", listed ? "bf16 weights 27.631 GiB, bf16 "
-                        "activations 39.144 GiB, bf16 SAM encoder 38.521 GiB, bf16 CLIP 39.131 GiB, all of them "
-                        "25.041 GiB (as listed)" : "NOT LISTED");
+                        "activations 39.144 GiB, bf16 SAM encoder 38.521 GiB, bf16 CLIP 39.131 GiB, bf16 ImageBind "
+                        "audio 39.535 GiB, all of them 24.883 GiB (as listed)" : "NOT LISTED");
             else
                 t_check(rc == 0 && !listed, "plan lists no option already in use",
-                        "with bf16 weights, flash, bf16 activations, a bf16 SAM encoder and CLIP: %s",
+                        "with bf16 weights, flash, bf16 activations, a bf16 SAM encoder, CLIP and ImageBind: %s",
                         listed ? "LISTED" : "none listed");
             free(buf);
             cfg_free(c);

@@ -97,25 +97,25 @@ static void test_nondeterministic(void) {
             rc, l, s, rc ? ": " : "", rc ? ar_error() : "");
 }
 
-/* Frozen SAM image encoder and CLIP tower with their big matrices in bf16,
- * beside bf16 LLaMA weights, in train.gemm = bf16: trains and resumes bit for
- * bit. */
+/* Frozen SAM image encoder, CLIP tower and ImageBind audio encoder with their
+ * big matrices in bf16, beside bf16 LLaMA weights, in train.gemm = bf16:
+ * trains and resumes bit for bit. */
 static void test_bf16_encoder(void) {
     const char *o1[] = {"data.workers=2", "sam_encoder.trainable=0", "sam_encoder.frozen_weights=bf16",
                         "model.frozen_weights=bf16", "train.gemm=bf16", "lora.rank=4", "train.trainable=lora+embed",
-                        "clip.trainable=0", "clip.frozen_weights=bf16", NULL};
-    int r1 = run("b16", o1, 9);
-    o1[9] = "train.stop_after=4";
-    int r2 = run("b16split", o1, 10);
-    o1[9] = "train.resume=auto";
-    int r3 = run("b16split", o1, 10);
+                        "clip.trainable=0", "clip.frozen_weights=bf16", "audio.frozen_weights=bf16", NULL};
+    int r1 = run("b16", o1, 10);
+    o1[10] = "train.stop_after=4";
+    int r2 = run("b16split", o1, 11);
+    o1[10] = "train.resume=auto";
+    int r3 = run("b16split", o1, 11);
     char a[300], b[300];
     path(a, sizeof a, "b16");
     path(b, sizeof b, "b16split");
     char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
     const double l = t_metric(a, 8, "loss");
     t_check(r1 == 0 && r2 == 0 && r3 == 0 && ma && mb && !strcmp(ma, mb) && isfinite(l),
-            "sources: bf16 SAM encoder, CLIP and LLaMA weights, bf16 GEMMs", "runs %d/%d/%d, loss %.4f, 4 + 4 == 8 steps "
+            "sources: bf16 SAM encoder, CLIP, ImageBind and LLaMA weights, bf16 GEMMs", "runs %d/%d/%d, loss %.4f, 4 + 4 == 8 steps "
             "bitwise: %s", r1, r2, r3, l, ma && mb && !strcmp(ma, mb) ? "yes" : "NO");
     free(ma);
     free(mb);
@@ -146,6 +146,10 @@ static void test_config_errors(void) {
     const char *i[] = {"sam_encoder.frozen_weights=bf16", "sam_encoder.trainable=0", "model.frozen_weights=fp16",
                        "lora.rank=4", "train.trainable=lora+embed"};
     expect_error("sources: one 16-bit format", i, 5, "share one format");
+    const char *j[] = {"audio.frozen_weights=fp16", "clip.trainable=0", "clip.frozen_weights=bf16"};
+    expect_error("sources: one 16-bit format (audio)", j, 3, "share one format");
+    const char *k[] = {"audio.frozen_weights=half"};
+    expect_error("sources: audio.frozen_weights value named", k, 1, "audio.frozen_weights = 'half'");
 }
 
 int main(void) {

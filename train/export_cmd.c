@@ -53,7 +53,8 @@ static int run_export(const char *src, const char *out, int merged, long shard_m
      * model.init, also for a run that kept its frozen weights in bf16; the
      * encoders' weights go out as loaded too */
     if (merged && (cfg_override(cfg, "model.frozen_weights=fp32") ||
-                   cfg_override(cfg, "sam_encoder.frozen_weights=fp32") || cfg_override(cfg, "clip.frozen_weights=fp32")))
+                   cfg_override(cfg, "sam_encoder.frozen_weights=fp32") || cfg_override(cfg, "clip.frozen_weights=fp32") ||
+                   cfg_override(cfg, "audio.frozen_weights=fp32")))
         goto out;
     if (run_setup(&r, cfg)) goto out;
     ar_train_state st;

@@ -337,11 +337,13 @@ static int load_branch(run_t *r, const char *path, const char *key, unsigned com
  * ImageBind's). Shared by the set-up below and the memory plan. 0, or -1 +
  * ar_error. */
 /* <section>.frozen_weights (fp32 | bf16 | fp16) -> *half (0, or 1 bf16 / 2 fp16:
- * the LLAMA_FROZEN_* values the encoders' SAM_ENC_HALF_* and CLIP_HALF_* share).
+ * the LLAMA_FROZEN_* values the encoders' SAM_ENC_HALF_*, CLIP_HALF_* and
+ * IB_HALF_* share).
  * A trainable encoder stays fp32, and the registry holds one 16-bit format, so
  * every 16-bit frozen_weights key must name the same one. */
 static int frozen_half_key(const ar_config *cfg, const char *section, int trainable, int *half) {
-    static const char *const keys[] = {"model.frozen_weights", "sam_encoder.frozen_weights", "clip.frozen_weights"};
+    static const char *const keys[] = {"model.frozen_weights", "sam_encoder.frozen_weights", "clip.frozen_weights",
+                                       "audio.frozen_weights"};
     char key[64];
     snprintf(key, sizeof key, "%s.frozen_weights", section);
     const char *fw = cfg_str(cfg, key);
@@ -384,6 +386,7 @@ int grounding_refs_cfg(const ar_config *cfg, int llm_dim, int fbank_h, int fbank
         a.embed_dim = ad; a.depth = (int)cfg_int(cfg, "audio.depth"); a.heads = (int)cfg_int(cfg, "audio.heads");
         a.kernel = (int)cfg_int(cfg, "audio.kernel"); a.stride = (int)cfg_int(cfg, "audio.stride");
         a.out_dim = (int)cfg_int(cfg, "audio.out_dim");
+        if (frozen_half_key(cfg, "audio", 0, &a.frozen_half)) return -1;   /* the encoder is always frozen */
         if (fbank_h > 0) { a.n_mels = fbank_h; a.target_len = fbank_w; }
         rc->use_audio = 1;
         rc->audio = a;
@@ -584,9 +587,12 @@ int grounding_open_cache(run_t *r) {
         if (declare_encoder(r, "clip_vit", "vision_model.", t, &r->enc_clip)) return -1;
         if (rc->use_audio) {
             const imagebind_audio_cfg *a = &rc->audio;
-            snprintf(t, sizeof t, "imagebind_audio embed_dim=%d depth=%d heads=%d mlp_ratio=%d kernel=%d stride=%d "
-                     "n_mels=%d target_len=%d out_dim=%d logit_scale=%g", a->embed_dim, a->depth, a->heads,
-                     a->mlp_ratio, a->kernel, a->stride, a->n_mels, a->target_len, a->out_dim, (double)a->logit_scale);
+            int n = snprintf(t, sizeof t, "imagebind_audio embed_dim=%d depth=%d heads=%d mlp_ratio=%d kernel=%d "
+                             "stride=%d n_mels=%d target_len=%d out_dim=%d logit_scale=%g", a->embed_dim, a->depth,
+                             a->heads, a->mlp_ratio, a->kernel, a->stride, a->n_mels, a->target_len, a->out_dim,
+                             (double)a->logit_scale);
+            if (a->frozen_half)   /* its products then follow the GEMM mode */
+                snprintf(t + n, sizeof t - n, " frozen_half=%d gemm=%s", a->frozen_half, k_gemm_mode());
             if (declare_encoder(r, "imagebind_audio", "modality_", t, &r->enc_audio)) return -1;
         }
         const int G = refs_image_tokens(r->refs), W = refs_clip_width(r->refs), A = refs_audio_dim(r->refs);

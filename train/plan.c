@@ -220,7 +220,7 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
     fprintf(f, "%smemory plan (float32 unless said; MiB/GiB = 2^20/2^30 bytes): batch %d x %d tokens%s\n", in, s->B, s->T,
             s->is_anyref ? ", AnyRef step" : "");
     if (p->nw16)
-        fprintf(f, "%s  weights     %s  (%zu floats + %zu 16-bit values: model / sam_encoder.frozen_weights)\n", in,
+        fprintf(f, "%s  weights     %s  (%zu floats + %zu 16-bit values: the *.frozen_weights keys)\n", in,
                 sz(x, p->weights_bytes), p->nw, p->nw16);
     else
         fprintf(f, "%s  weights     %s  (%zu floats)\n", in, sz(x, p->weights_bytes), p->nw);
@@ -252,10 +252,11 @@ void plan_print(const plan_shape *s, const mem_plan *p, FILE *f, const char *in)
  * alone and (when several) all together, with the totals they would give
  * (the same plan, recomputed). */
 static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
-    enum { NK = 6 };
+    enum { NK = 7 };
     static const char *const what[NK] = {"model.frozen_weights = bf16", "model.attention = flash",
                                          "model.checkpoint_layers = 1", "model.activations = bf16",
-                                         "sam_encoder.frozen_weights = bf16", "clip.frozen_weights = bf16"};
+                                         "sam_encoder.frozen_weights = bf16", "clip.frozen_weights = bf16",
+                                         "audio.frozen_weights = bf16"};
     plan_shape all = *s;
     int n = 0;
     char x[32], y[32];
@@ -276,6 +277,12 @@ static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
                 continue;
             t.refs.clip.frozen_half = CLIP_HALF_BF16;
         }
+        if (k == 6) {   /* the ImageBind audio blocks' big matrices */
+            if (!t.use_refs || !t.refs.use_audio || t.refs.audio.frozen_half || lc->frozen_half == LLAMA_FROZEN_F16 ||
+                t.senc.frozen_half == SAM_ENC_HALF_F16 || t.refs.clip.frozen_half == CLIP_HALF_F16)
+                continue;
+            t.refs.audio.frozen_half = IB_HALF_BF16;
+        }
         if (k == NK && n < 2) break;   /* "all of them" only when more than one helps */
         t.ac.llm = t.llm;
         mem_plan q;
@@ -287,6 +294,7 @@ static void print_options(const plan_shape *s, const mem_plan *p, FILE *f) {
             all.llm.act_half |= t.llm.act_half;
             all.senc.frozen_half |= t.senc.frozen_half;
             all.refs.clip.frozen_half |= t.refs.clip.frozen_half;
+            all.refs.audio.frozen_half |= t.refs.audio.frozen_half;
             if (++n == 1) fprintf(f, "  options that take less memory:\n");
         }
         fprintf(f, "    %-40s total %s (%s less)\n", k < NK ? what[k] : "all of them", sz(x, q.total),

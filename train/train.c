@@ -128,6 +128,7 @@ const cfg_key train_schema[] = {
     {"projector.trainable", CFG_BOOL, "0", "anyref: train the mm_projector (AnyRef: frozen)"},
     {"audio.embed_dim", CFG_INT, "0", "anyref: ImageBind audio width (0: no audio references; 768 for imagebind_huge)"},
     {"audio.depth", CFG_INT, "12", "anyref: ImageBind audio blocks"},
+    {"audio.frozen_weights", CFG_STRING, "fp32", "anyref: storage of the ImageBind audio blocks' in_proj / out_proj / fc1 / fc2 weights (imagebind_huge: 85 of 86 M parameters): fp32, or bf16 / fp16 (half their memory; multiplied in 16 bits with train.gemm of the same format; one format with the other frozen_weights keys)"},
     {"audio.heads", CFG_INT, "12", "anyref: ImageBind audio heads"},
     {"audio.kernel", CFG_INT, "16", "anyref: ImageBind audio stem kernel"},
     {"audio.stride", CFG_INT, "10", "anyref: ImageBind audio stem stride"},
@@ -156,7 +157,7 @@ const cfg_key train_schema[] = {
     {"train.seed", CFG_INT, "1337", "seed for weights, data order and dropout"},
     {"train.threads", CFG_INT, "0", "CPU threads (0: all)"},
     {"train.deterministic", CFG_BOOL, "0", "require bitwise-repeatable results (both backends give them: no atomics, fixed reduction orders)"},
-    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32; tf32 (CUDA only: inputs rounded to TF32 inside cuBLAS, fp32 accumulation); bf16 (with model.frozen_weights = bf16, or sam_encoder. / clip.frozen_weights = bf16: the products with those 16-bit weights bf16 x bf16 with fp32 accumulation, on the GPU's tensor cores, on the CPU oneDNN's bf16 matmuls where it has bf16 instructions, else emulated; lm_head's three products too, from a bf16 copy of its fp32 weight made each forward; other GEMMs as tf32 / fp32); fp16 (the same for fp16 weights; emulated on the CPU); empty: $ANYREF_GEMM, else fp32"},
+    {"train.gemm", CFG_STRING, "", "GEMM arithmetic: fp32; tf32 (CUDA only: inputs rounded to TF32 inside cuBLAS, fp32 accumulation); bf16 (with model.frozen_weights = bf16, or sam_encoder. / clip. / audio.frozen_weights = bf16: the products with those 16-bit weights bf16 x bf16 with fp32 accumulation, on the GPU's tensor cores, on the CPU oneDNN's bf16 matmuls where it has bf16 instructions, else emulated; lm_head's three products too, from a bf16 copy of its fp32 weight made each forward; other GEMMs as tf32 / fp32); fp16 (the same for fp16 weights; emulated on the CPU); empty: $ANYREF_GEMM, else fp32"},
     {"train.eval_every", CFG_INT, "100", "steps between validations (0: at the end only)"},
     {"train.eval_batches", CFG_INT, "8", "micro-batches per validation"},
     {"train.save_every", CFG_INT, "0", "steps between checkpoints (0: at the end only)"},
@@ -789,11 +790,15 @@ int run_setup(run_t *r, const ar_config *cfg) {
     const char *cfw = cfg_str(cfg, "clip.frozen_weights");
     const int clip_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || cfg_int(cfg, "clip.image_size") <= 0
                               ? 0 : !strcmp(cfw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(cfw, "fp16") ? LLAMA_FROZEN_F16 : 0;
-    if (want_half && r->mc.frozen_half != want_half && sam_half != want_half && clip_half != want_half)
+    const char *afw = cfg_str(cfg, "audio.frozen_weights");
+    const int audio_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || cfg_int(cfg, "audio.embed_dim") <= 0
+                               ? 0 : !strcmp(afw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(afw, "fp16") ? LLAMA_FROZEN_F16 : 0;
+    if (want_half && r->mc.frozen_half != want_half && sam_half != want_half && clip_half != want_half &&
+        audio_half != want_half)
         return ar_errorf("config: train.gemm = %s multiplies the %s-stored frozen LLaMA weights in %s: set "
-                         "model.frozen_weights = %s (or sam_encoder. / clip.frozen_weights = %s; otherwise it would "
-                         "be tf32 on the GPU, fp32 here)", k_gemm_mode(), k_gemm_mode(), k_gemm_mode(), k_gemm_mode(),
-                         k_gemm_mode());
+                         "model.frozen_weights = %s (or sam_encoder. / clip. / audio.frozen_weights = %s; otherwise "
+                         "it would be tf32 on the GPU, fp32 here)", k_gemm_mode(), k_gemm_mode(), k_gemm_mode(),
+                         k_gemm_mode(), k_gemm_mode());
     const char *ls = cfg_str(cfg, "train.loss_scale");
     r->scale_dynamic = !strcmp(ls, "dynamic") || (!strcmp(ls, "auto") && !strcmp(k_gemm_mode(), "fp16"));
     r->scale_fixed = 1.0;
