@@ -263,6 +263,7 @@ static void check_attention_bf16(void) {
         setenv("ANYREF_CPU_BF16", "emulate", 1);
         attn_bf16_case("emulated.rel_pos", 4, 3, 5, 2, 6, 1, 505);
         attn_bf16_case("emulated.windows_60x14x14", 60, 14, 14, 2, 8, 1, 506);
+        attn_bf16_case("emulated.global_46x46", 1, 46, 46, 1, 8, 1, 507);   /* one product at a time */
         unsetenv("ANYREF_CPU_BF16");
     }
 }

@@ -22,6 +22,7 @@
 #ifdef ANYREF_DNNL
 #include <oneapi/dnnl/dnnl.h>
 #endif
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,9 +365,20 @@ void linear_bf16_backward_weight(float *dw, const float *dout, const float *in, 
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, g, OUT, x, IN, 1.0f, dw, IN);
 }
 
-/* The batched product of kernels/cpu/bf16_mm.h. */
-static void *g_bmm_a, *g_bmm_b;
-static size_t g_bmm_a_n, g_bmm_b_n;
+/* One emulated product of the batch: A_i, B_i widened into a and b, one sgemm. */
+static void bmm_one(float *C, const uint16_t *A, const uint16_t *B, int tb, int M, int K, int N, float *a, float *b) {
+    for (size_t j = 0; j < (size_t)M * K; j++) a[j] = hb_from_bf16(A[j]);
+    for (size_t j = 0; j < (size_t)K * N; j++) b[j] = hb_from_bf16(B[j]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, a, K, b, tb ? K : N, 0.0f,
+                C, N);
+}
+
+/* The batched product of kernels/cpu/bf16_mm.h. Emulated: with at least as
+ * many products as threads, each thread widens and multiplies whole products
+ * (single-threaded sgemm inside the parallel region), else one product at a
+ * time with the threads inside sgemm. */
+static void *g_bmm;
+static size_t g_bmm_n;
 void cpu_bf16_bmm(float *C, const uint16_t *A, long long sA, const uint16_t *B, long long sB, int tb, int batch,
                   int M, int K, int N) {
     if (batch <= 0 || M <= 0 || N <= 0) return;
@@ -385,25 +397,32 @@ void cpu_bf16_bmm(float *C, const uint16_t *A, long long sA, const uint16_t *B, 
         if (e->p && dn_exec(e, C, A, B) == 0) return;
     }
 #endif
-    float *a = cpu_grow(&g_bmm_a, &g_bmm_a_n, (size_t)M * K, sizeof(float));
-    float *b = cpu_grow(&g_bmm_b, &g_bmm_b_n, (size_t)K * N, sizeof(float));
-    if (!a || !b) {   /* no heap room for the widened operands: element by element */
+    const int nt = omp_get_max_threads(), par = batch >= nt && nt > 1;
+    const size_t per = (size_t)M * K + (size_t)K * N;
+    float *w = cpu_grow(&g_bmm, &g_bmm_n, per * (par ? (size_t)nt : 1), sizeof(float));
+    if (!w) {   /* no heap room for the widened operands: element by element */
         #pragma omp parallel for collapse(2)
         for (int i = 0; i < batch; i++)
             for (int m = 0; m < M; m++)
                 for (int n = 0; n < N; n++) {
-                    float s = 0.0f;
+                    float acc = 0.0f;
                     for (int c = 0; c < K; c++)
-                        s += hb_from_bf16(A[i * sA + (size_t)m * K + c]) *
-                             hb_from_bf16(B[i * sB + (tb ? (size_t)n * K + c : (size_t)c * N + n)]);
-                    C[((size_t)i * M + m) * N + n] = s;
+                        acc += hb_from_bf16(A[i * sA + (size_t)m * K + c]) *
+                               hb_from_bf16(B[i * sB + (tb ? (size_t)n * K + c : (size_t)c * N + n)]);
+                    C[((size_t)i * M + m) * N + n] = acc;
                 }
         return;
     }
-    for (int i = 0; i < batch; i++) {
-        convert_bf16_to_f32_host(a, A + i * sA, (size_t)M * K);
-        convert_bf16_to_f32_host(b, B + i * sB, (size_t)K * N);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, a, K, b,
-                    tb ? K : N, 0.0f, C + (size_t)i * M * N, N);
+    if (par) {
+        #pragma omp parallel num_threads(nt)
+        {
+            float *a = w + (size_t)omp_get_thread_num() * per;
+            #pragma omp for schedule(static)
+            for (int i = 0; i < batch; i++)
+                bmm_one(C + (size_t)i * M * N, A + i * sA, B + i * sB, tb, M, K, N, a, a + (size_t)M * K);
+        }
+    } else {
+        for (int i = 0; i < batch; i++)
+            bmm_one(C + (size_t)i * M * N, A + i * sA, B + i * sB, tb, M, K, N, w, w + (size_t)M * K);
     }
 }
