@@ -399,10 +399,12 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
 void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                                 const float *Rh, const float *Rw, float scale,
                                 int B, int h, int w, int heads, int hd);
-/* The bytes its own buffers (CPU) or the workspaces it grows (CUDA) hold for
- * this shape, with sam_attention_scratch_floats() of scratch: what
- * `anyref plan` counts for it. */
-size_t sam_attention_bf16_workspace_bytes(int B, int h, int w, int heads, int hd);
+/* The bytes its own buffers (CPU, each grown to its largest use) or the
+ * workspaces it grows (CUDA, with kc_workspace's quarter of headroom) hold
+ * after calls with each of the n shapes (B grids of h x w), heads, hd and the
+ * scratch_floats of those calls: what `anyref plan` counts for it. */
+typedef struct { int B, h, w; } sam_attn_shape;
+size_t sam_attention_bf16_workspace_bytes(const sam_attn_shape *s, int n, int heads, int hd, size_t scratch_floats);
 
 /* Their backward (the optionally trainable encoder, sam_encoder_cfg.trainable);
  * all accumulate, any gradient output may be NULL.

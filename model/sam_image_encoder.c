@@ -238,6 +238,21 @@ static float *bind_g(const ar_params *ps, const sam_encoder_cfg *c, const char *
 
 static size_t max_z(size_t a, size_t b) { return a > b ? a : b; }
 
+/* Floats of the attention kernels' scratch for a batch of B images: the
+ * largest of the windowed and global calls (and their backward, trainable). */
+static size_t attn_scratch_floats(const sam_image_encoder *e, size_t B) {
+    const sam_encoder_cfg *c = &e->c;
+    int any_win = 0, any_glob = 0;
+    for (int l = 0; l < c->depth; l++) { if (c->global_attn[l]) any_glob = 1; else any_win = 1; }
+    size_t n = 0;
+    if (any_win) n = sam_attention_scratch_floats((int)B * e->nW, e->ws, e->ws, c->heads);
+    if (any_glob) n = max_z(n, sam_attention_scratch_floats((int)B, e->G, e->G, c->heads));
+    if (e->tr && any_win)
+        n = max_z(n, sam_attention_backward_scratch_floats((int)B * e->nW, e->ws, e->ws, c->heads, e->hd));
+    if (e->tr && any_glob) n = max_z(n, sam_attention_backward_scratch_floats((int)B, e->G, e->G, c->heads, e->hd));
+    return n;
+}
+
 static void plan(sam_image_encoder *e, ar_arena *a) {
     const sam_encoder_cfg *c = &e->c;
     const size_t B = (size_t)e->maxB, N = e->N, C = e->C, M = e->M, OC = e->OC, Np = e->Np;
@@ -259,14 +274,7 @@ static void plan(sam_image_encoder *e, ar_arena *a) {
     const size_t side = (size_t)(any_glob && e->G > e->ws ? e->G : e->ws);
     e->Rh = arena_floats(a, side * side * e->hd);
     e->Rw = arena_floats(a, side * side * e->hd);
-    e->nscratch = 0;
-    if (any_win) e->nscratch = sam_attention_scratch_floats((int)B * e->nW, e->ws, e->ws, c->heads);
-    if (any_glob) e->nscratch = max_z(e->nscratch, sam_attention_scratch_floats((int)B, e->G, e->G, c->heads));
-    if (tr && any_win)
-        e->nscratch = max_z(e->nscratch, sam_attention_backward_scratch_floats((int)B * e->nW, e->ws, e->ws,
-                                                                                c->heads, e->hd));
-    if (tr && any_glob)
-        e->nscratch = max_z(e->nscratch, sam_attention_backward_scratch_floats((int)B, e->G, e->G, c->heads, e->hd));
+    e->nscratch = attn_scratch_floats(e, B);
     e->scratch = arena_floats(a, e->nscratch);
     e->n1 = arena_floats(a, B * OC * N);
     e->n1n = arena_floats(a, B * OC * N);
@@ -353,12 +361,12 @@ size_t sam_encoder_kernel_workspace_bytes(const sam_encoder_cfg *c, int max_batc
     sam_image_encoder e;
     memset(&e, 0, sizeof e);
     enc_sizes(&e, c, max_batch);
-    size_t g = 0, l = 0;   /* global blocks over whole grids, windowed ones over the windows */
-    for (int i = 0; i < c->depth; i++) {
-        if (c->global_attn[i]) g = sam_attention_bf16_workspace_bytes(max_batch, e.G, e.G, c->heads, e.hd);
-        else l = sam_attention_bf16_workspace_bytes(max_batch * e.nW, e.ws, e.ws, c->heads, e.hd);
-    }
-    return g > l ? g : l;
+    sam_attn_shape sh[2];   /* windowed blocks over the windows, global ones over whole grids */
+    int n = 0, any_win = 0, any_glob = 0;
+    for (int i = 0; i < c->depth; i++) { if (c->global_attn[i]) any_glob = 1; else any_win = 1; }
+    if (any_win) sh[n++] = (sam_attn_shape){max_batch * e.nW, e.ws, e.ws};
+    if (any_glob) sh[n++] = (sam_attn_shape){max_batch, e.G, e.G};
+    return sam_attention_bf16_workspace_bytes(sh, n, c->heads, e.hd, attn_scratch_floats(&e, (size_t)max_batch));
 }
 
 sam_image_encoder *sam_encoder_create(const sam_encoder_cfg *c, ar_params *ps, int max_batch) {

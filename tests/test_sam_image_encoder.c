@@ -15,7 +15,7 @@
  *   - the attention kernel on four 3 x 5 grids with and without relative
  *     positions, with full scratch and with scratch for a single slot;
  *   - its bf16 variant against float64 loops with and without its roundings
- *     (small grids, 60 windows, one 46 x 46 grid; on the CPU also emulated);
+ *     (small grids, 60 windows, two 46 x 46 grids; on the CPU also emulated);
  *   - config a (image_encoder., 8x8 grid, window 3 so padding happens, block 1
  *     global, batch 2): the tokens after the embedding and after every block,
  *     and the neck output; the batch-1 forward of image 1 equals batch row 1;
@@ -193,8 +193,8 @@ static float bf16r(float x) { return hb_from_bf16(hb_to_bf16(x)); }
  * under a quarter of the rounding's own effect), so a path that skips a
  * rounding, or rounds the wrong operand, fails. Cases: the fixture's small
  * grids with and without relative terms, 60 windows of 14 x 14 (more than
- * one chunk of grids on the CPU) and one 46 x 46 grid (more than one chunk of
- * query rows). */
+ * one chunk of grids on the CPU) and two 46 x 46 grids of two heads (more
+ * than one chunk of query rows of a batched product). */
 static void attn_bf16_case(const char *name, int B, int h, int w, int heads, int hd, int rel, uint64_t seed) {
     const int T = h * w, C = heads * hd;
     const size_t nq = (size_t)B * T * 3 * C, nr = (size_t)h * h * hd + (size_t)w * w * hd, no = (size_t)B * T * C;
@@ -258,7 +258,7 @@ static void check_attention_bf16(void) {
     attn_bf16_case("rel_pos", 4, 3, 5, 2, 6, 1, 501);
     attn_bf16_case("no_rel_pos", 4, 3, 5, 2, 6, 0, 502);
     attn_bf16_case("windows_60x14x14", 60, 14, 14, 2, 8, 1, 503);
-    attn_bf16_case("global_46x46", 1, 46, 46, 1, 8, 1, 504);
+    attn_bf16_case("global_2x46x46x2heads", 2, 46, 46, 2, 8, 1, 504);   /* row chunks of a batched product */
     if (!strcmp(k_backend_name(), "cpu")) {   /* the emulated products (no oneDNN kernel) */
         setenv("ANYREF_CPU_BF16", "emulate", 1);
         attn_bf16_case("emulated.rel_pos", 4, 3, 5, 2, 6, 1, 505);

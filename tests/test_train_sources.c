@@ -148,6 +148,9 @@ static void test_config_errors(void) {
     expect_error("sources: one 16-bit format", i, 5, "share one format");
     const char *j[] = {"audio.frozen_weights=fp16", "clip.trainable=0", "clip.frozen_weights=bf16"};
     expect_error("sources: one 16-bit format (audio)", j, 3, "share one format");
+    const char *l[] = {"train.gemm=bf16", "clip.image_size=0", "audio.frozen_weights=bf16"};
+    expect_error("sources: bf16 GEMMs need 16-bit weights that run (no audio encoder without references)", l, 3,
+                 "train.gemm = bf16 multiplies");
     const char *k[] = {"audio.frozen_weights=half"};
     expect_error("sources: audio.frozen_weights value named", k, 1, "audio.frozen_weights = 'half'");
 }

@@ -791,7 +791,8 @@ int run_setup(run_t *r, const ar_config *cfg) {
     const int clip_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || cfg_int(cfg, "clip.image_size") <= 0
                               ? 0 : !strcmp(cfw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(cfw, "fp16") ? LLAMA_FROZEN_F16 : 0;
     const char *afw = cfg_str(cfg, "audio.frozen_weights");
-    const int audio_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || cfg_int(cfg, "audio.embed_dim") <= 0
+    const int audio_half = strcmp(cfg_str(cfg, "model.kind"), "anyref") || cfg_int(cfg, "audio.embed_dim") <= 0 ||
+                                   cfg_int(cfg, "clip.image_size") <= 0   /* no references: no audio encoder */
                                ? 0 : !strcmp(afw, "bf16") ? LLAMA_FROZEN_BF16 : !strcmp(afw, "fp16") ? LLAMA_FROZEN_F16 : 0;
     if (want_half && r->mc.frozen_half != want_half && sam_half != want_half && clip_half != want_half &&
         audio_half != want_half)

@@ -133,7 +133,7 @@ typedef struct {
     dnnl_primitive_t p;
     dnnl_memory_t a, b, c;
 } dn_entry;
-enum { DN_CACHE = 32 };
+enum { DN_CACHE = 128 };   /* the LLaMA's, encoders' and attention chunks' shapes, with room */
 static dn_entry g_dn[DN_CACHE];
 static int g_dn_n, g_dn_next, g_dn_state;   /* state: 0 not tried, 1 usable, -1 not */
 static dnnl_engine_t g_eng;

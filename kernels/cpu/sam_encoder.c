@@ -378,15 +378,21 @@ static void att16_chunk(int B, int T, int heads, int *ng, int *nq) {
     }
 }
 
-/* The buffers below for one shape: q, k, v (bf16), logits (fp32), probabilities (bf16), O, relative terms. */
-size_t sam_attention_bf16_workspace_bytes(int B, int h, int w, int heads, int hd) {
-    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return 0;
-    const int T = h * w;
-    int ng, nq;
-    att16_chunk(B, T, heads, &ng, &nq);
-    const size_t nS = (size_t)ng * heads * nq * T;
-    return 3 * (size_t)ng * heads * T * hd * 2 + nS * 6 + (size_t)ng * heads * nq * hd * 4 +
-           (size_t)ng * heads * T * (h + w) * 4;
+/* The five buffers below (q, k, v in bf16; logits fp32; probabilities bf16;
+ * O; relative terms), each grown to its largest use over the shapes. */
+size_t sam_attention_bf16_workspace_bytes(const sam_attn_shape *s, int n, int heads, int hd, size_t scratch_floats) {
+    (void)scratch_floats;
+    size_t mx[5] = {0};
+    for (int i = 0; i < n; i++) {
+        const int B = s[i].B, h = s[i].h, w = s[i].w, T = h * w;
+        if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) continue;
+        int ng, nq;
+        att16_chunk(B, T, heads, &ng, &nq);
+        const size_t nS = (size_t)ng * heads * nq * T, gh = (size_t)ng * heads;
+        const size_t b[5] = {3 * gh * T * hd * 2, nS * 4, nS * 2, gh * nq * hd * 4, gh * T * (h + w) * 4};
+        for (int j = 0; j < 5; j++) mx[j] = b[j] > mx[j] ? b[j] : mx[j];
+    }
+    return mx[0] + mx[1] + mx[2] + mx[3] + mx[4];
 }
 
 void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,

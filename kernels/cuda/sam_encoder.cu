@@ -309,10 +309,19 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
  * the fp32 scratch, relative terms and softmax in fp32 as above, the
  * probabilities rounded into KC_WS_ACT16B (half the logits' bytes), P V by
  * bf16 GEMMs. */
-size_t sam_attention_bf16_workspace_bytes(int B, int h, int w, int heads, int hd) {
-    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return 0;
-    const size_t nb = (size_t)att_chunk(B, h, w, heads), T = (size_t)h * w;   /* the chunk of the caller's scratch */
-    return nb * T * 3 * heads * hd * sizeof(uint16_t) + nb * heads * T * T * sizeof(uint16_t);
+size_t sam_attention_bf16_workspace_bytes(const sam_attn_shape *s, int n, int heads, int hd, size_t scratch_floats) {
+    size_t x16 = 0, p16 = 0;   /* the two workspace slots, each at its largest request */
+    for (int i = 0; i < n; i++) {
+        const int B = s[i].B, h = s[i].h, w = s[i].w;
+        if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) continue;
+        const size_t T = (size_t)h * w, per = (size_t)heads * T * (T + h + w);
+        size_t nb = scratch_floats / per;   /* the kernel's chunk of grids */
+        if (nb > (size_t)B) nb = (size_t)B;
+        const size_t a = nb * T * 3 * heads * hd * sizeof(uint16_t), b = nb * heads * T * T * sizeof(uint16_t);
+        x16 = a > x16 ? a : x16;
+        p16 = b > p16 ? b : p16;
+    }
+    return x16 + x16 / 4 + p16 + p16 / 4;   /* kc_workspace allocates a quarter more */
 }
 
 void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
