@@ -271,23 +271,42 @@ size_t sam_attention_scratch_floats(int B, int h, int w, int heads) {
     return (size_t)att_chunk(B, h, w, heads) * heads * h * w * ((size_t)h * w + h + w);
 }
 
-void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
-                           const float *Rh, const float *Rw, float scale,
-                           int B, int h, int w, int heads, int hd) {
+/* Both forwards, per chunk of grids: L = scale Q K^T, the relative terms,
+ * softmax, out = P V. bf16 (sam_attention_bf16_forward): the chunk's qkv
+ * narrowed into the KC_WS_ACT16 workspace and the probabilities into
+ * KC_WS_ACT16B (half the logits' bytes), both products bf16 tensor-core GEMMs
+ * with fp32 accumulation; the relative terms and the softmax stay fp32. */
+static void att_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, const float *Rh,
+                        const float *Rw, float scale, int B, int h, int w, int heads, int hd, int bf16) {
     if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return;
     const int T = h * w, C = heads * hd, ld = 3 * C;
     const size_t TT = (size_t)T * T, per = (size_t)heads * T * ((size_t)T + h + w);
     long nbmax = (long)(scratch_floats / per);
-    if (nbmax < 1) { kc_fail("sam_attention_forward", __FILE__, __LINE__, "scratch smaller than one grid"); return; }
+    if (nbmax < 1) {
+        kc_fail(bf16 ? "sam_attention_bf16_forward" : "sam_attention_forward", __FILE__, __LINE__,
+                "scratch smaller than one grid");
+        return;
+    }
     const int rel = Rh && Rw;
     for (long b0 = 0; b0 < B; b0 += nbmax) {
         const int nb = (int)(B - b0 < nbmax ? B - b0 : nbmax);
         float *L = scratch, *R = scratch + (size_t)nb * heads * TT;
         const float *base = qkv + (size_t)b0 * T * ld;
-        for (int hh = 0; hh < heads; hh++) /* L[g,hh] = scale Q K^T over the chunk's grids g */
-            kc_gemm_batched(0, 1, T, T, hd, scale, base + (size_t)hh * hd, ld, (long long)T * ld,
-                            base + C + (size_t)hh * hd, ld, (long long)T * ld,
-                            0.0f, L + hh * TT, T, (long long)heads * TT, nb);
+        uint16_t *x16 = NULL, *p16 = NULL;
+        if (bf16) {
+            x16 = (uint16_t *)kc_workspace(KC_WS_ACT16, (size_t)nb * T * ld * sizeof(uint16_t));
+            p16 = (uint16_t *)kc_workspace(KC_WS_ACT16B, (size_t)nb * heads * TT * sizeof(uint16_t));
+            kc_narrow_bf16(x16, base, (size_t)nb * T * ld);
+        }
+        for (int hh = 0; hh < heads; hh++) { /* L[g,hh] = scale Q K^T over the chunk's grids g */
+            const size_t q = (size_t)hh * hd, k = C + (size_t)hh * hd;
+            if (bf16)
+                kc_gemm_bf16_batched(0, 1, T, T, hd, scale, x16 + q, ld, (long long)T * ld, x16 + k, ld,
+                                     (long long)T * ld, 0.0f, L + hh * TT, T, (long long)heads * TT, nb);
+            else
+                kc_gemm_batched(0, 1, T, T, hd, scale, base + q, ld, (long long)T * ld, base + k, ld,
+                                (long long)T * ld, 0.0f, L + hh * TT, T, (long long)heads * TT, nb);
+        }
         if (rel) {
             rel_terms_k<<<kc_blocks((size_t)nb * heads * T * (h + w)), KC_BLOCK>>>(R, qkv, Rh, Rw, b0, nb, h, w,
                                                                                    heads, hd);
@@ -297,18 +316,26 @@ void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, co
         rel_softmax_k<<<(unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK), KC_BLOCK>>>(
             L, rel ? R : NULL, rows, h, w);
         KC_LAUNCHED();
-        for (int hh = 0; hh < heads; hh++) /* out[g, :, hh] = P V */
-            kc_gemm_batched(0, 0, T, hd, T, 1.0f, L + hh * TT, T, (long long)heads * TT,
-                            base + 2 * C + (size_t)hh * hd, ld, (long long)T * ld,
-                            0.0f, out + (size_t)b0 * T * C + (size_t)hh * hd, C, (long long)T * C, nb);
+        if (bf16) kc_narrow_bf16(p16, L, rows * T);
+        for (int hh = 0; hh < heads; hh++) { /* out[g, :, hh] = P V */
+            const size_t v = 2 * C + (size_t)hh * hd;
+            float *o = out + (size_t)b0 * T * C + (size_t)hh * hd;
+            if (bf16)
+                kc_gemm_bf16_batched(0, 0, T, hd, T, 1.0f, p16 + hh * TT, T, (long long)heads * TT, x16 + v, ld,
+                                     (long long)T * ld, 0.0f, o, C, (long long)T * C, nb);
+            else
+                kc_gemm_batched(0, 0, T, hd, T, 1.0f, L + hh * TT, T, (long long)heads * TT, base + v, ld,
+                                (long long)T * ld, 0.0f, o, C, (long long)T * C, nb);
+        }
     }
 }
 
-/* The bf16 products (kernels.h): the chunk's q, k, v rounded into the
- * KC_WS_ACT16 workspace, logits = scale Q K^T by bf16 tensor-core GEMMs into
- * the fp32 scratch, relative terms and softmax in fp32 as above, the
- * probabilities rounded into KC_WS_ACT16B (half the logits' bytes), P V by
- * bf16 GEMMs. */
+void sam_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
+                           const float *Rh, const float *Rw, float scale,
+                           int B, int h, int w, int heads, int hd) {
+    att_forward(out, scratch, scratch_floats, qkv, Rh, Rw, scale, B, h, w, heads, hd, 0);
+}
+
 size_t sam_attention_bf16_workspace_bytes(const sam_attn_shape *s, int n, int heads, int hd, size_t scratch_floats) {
     size_t x16 = 0, p16 = 0;   /* the two workspace slots, each at its largest request */
     for (int i = 0; i < n; i++) {
@@ -327,38 +354,7 @@ size_t sam_attention_bf16_workspace_bytes(const sam_attn_shape *s, int n, int he
 void sam_attention_bf16_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv,
                                 const float *Rh, const float *Rw, float scale,
                                 int B, int h, int w, int heads, int hd) {
-    if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return;
-    const int T = h * w, C = heads * hd, ld = 3 * C;
-    const size_t TT = (size_t)T * T, per = (size_t)heads * T * ((size_t)T + h + w);
-    long nbmax = (long)(scratch_floats / per);
-    if (nbmax < 1) { kc_fail("sam_attention_bf16_forward", __FILE__, __LINE__, "scratch smaller than one grid"); return; }
-    const int rel = Rh && Rw;
-    for (long b0 = 0; b0 < B; b0 += nbmax) {
-        const int nb = (int)(B - b0 < nbmax ? B - b0 : nbmax);
-        float *L = scratch, *R = scratch + (size_t)nb * heads * TT;
-        const float *base = qkv + (size_t)b0 * T * ld;
-        uint16_t *x16 = (uint16_t *)kc_workspace(KC_WS_ACT16, (size_t)nb * T * ld * sizeof(uint16_t));
-        uint16_t *p16 = (uint16_t *)kc_workspace(KC_WS_ACT16B, (size_t)nb * heads * TT * sizeof(uint16_t));
-        kc_narrow_bf16(x16, base, (size_t)nb * T * ld);
-        for (int hh = 0; hh < heads; hh++) /* L[g,hh] = scale Q K^T over the chunk's grids g */
-            kc_gemm_bf16_batched(0, 1, T, T, hd, scale, x16 + (size_t)hh * hd, ld, (long long)T * ld,
-                                 x16 + C + (size_t)hh * hd, ld, (long long)T * ld,
-                                 0.0f, L + hh * TT, T, (long long)heads * TT, nb);
-        if (rel) {
-            rel_terms_k<<<kc_blocks((size_t)nb * heads * T * (h + w)), KC_BLOCK>>>(R, qkv, Rh, Rw, b0, nb, h, w,
-                                                                                   heads, hd);
-            KC_LAUNCHED();
-        }
-        const size_t rows = (size_t)nb * heads * T;
-        rel_softmax_k<<<(unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK), KC_BLOCK>>>(
-            L, rel ? R : NULL, rows, h, w);
-        KC_LAUNCHED();
-        kc_narrow_bf16(p16, L, rows * T);
-        for (int hh = 0; hh < heads; hh++) /* out[g, :, hh] = P V */
-            kc_gemm_bf16_batched(0, 0, T, hd, T, 1.0f, p16 + hh * TT, T, (long long)heads * TT,
-                                 x16 + 2 * C + (size_t)hh * hd, ld, (long long)T * ld,
-                                 0.0f, out + (size_t)b0 * T * C + (size_t)hh * hd, C, (long long)T * C, nb);
-    }
+    att_forward(out, scratch, scratch_floats, qkv, Rh, Rw, scale, B, h, w, heads, hd, 1);
 }
 
 /* ---- attention backward ----------------------------------------------------- */
