@@ -153,6 +153,17 @@ void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t
 /* The same with an fp16-stored weight. */
 void linear_f16_forward(float *out, const float *in, const f16_t *w, const float *b, int N, int IN, int OUT);
 void linear_f16_backward(float *din, float *db, const float *dout, const f16_t *w, int N, int IN, int OUT);
+/* out[N,OUT] = act(in W^T + b) with W 16-bit (fp16: IEEE half, else bf16):
+ * linear_bf16_forward / linear_f16_forward followed by gelu_forward
+ * (act K_ACT_GELU) or quick_gelu_forward (K_ACT_QUICK_GELU) — the frozen
+ * encoders' MLP first layer, whose pre-activation nothing keeps. Fused where
+ * the backend can: on the CPU in GEMM mode bf16 with a bf16 weight, oneDNN's
+ * bias and eltwise post-ops on the fp32 accumulator (its own erf / sigmoid,
+ * within a few 1e-7 of the kernels'; one pass over out instead of four);
+ * elsewhere the two kernels in turn. */
+enum { K_ACT_GELU = 1, K_ACT_QUICK_GELU = 2 };
+void linear_half_act_forward(float *out, const float *in, const uint16_t *w, int fp16, const float *b, int N, int IN,
+                             int OUT, int act);
 /* The weight gradient of a product run in 16 bits from a bf16 copy of a
  * trainable fp32 weight (model/llama.c's lm_head in GEMM mode bf16, as
  * autocast runs it): dw[OUT,IN] += dout^T @ in with both operands rounded to

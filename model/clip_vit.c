@@ -446,11 +446,18 @@ static void layer_forward(clip_vit *v, int l, int first, int N, int full) {
     lin(v, tmp, b.ao, &L->o, NT, W, W);
     add_forward(b.mid, b.in, tmp, nw);                                  /* frozen: in place */
     layernorm_forward(ln, b.m2, b.r2, b.mid, L->ln2.w, L->ln2.b, c->eps, NT, W);
-    lin(v, b.h1, ln, &L->fc1, NT, W, M);
+    const int fused = L->fc1.w16 && full;   /* 16-bit (frozen): fc1 with its activation, h1 not kept */
+    if (fused)
+        linear_half_act_forward(b.ha, ln, L->fc1.w16, c->frozen_half == CLIP_HALF_F16, L->fc1.b, NT, W, M,
+                                c->act == CLIP_ACT_QUICK_GELU ? K_ACT_QUICK_GELU : K_ACT_GELU);
+    else
+        lin(v, b.h1, ln, &L->fc1, NT, W, M);
     if (!full) return;
     float *x_out = l + 1 < v->n_run ? layer_bufs(v, l + 1, first).in : final_hidden(v, first);
-    if (c->act == CLIP_ACT_QUICK_GELU) quick_gelu_forward(b.ha, b.h1, (size_t)NT * M);
-    else gelu_forward(b.ha, b.h1, (size_t)NT * M);
+    if (!fused) {
+        if (c->act == CLIP_ACT_QUICK_GELU) quick_gelu_forward(b.ha, b.h1, (size_t)NT * M);
+        else gelu_forward(b.ha, b.h1, (size_t)NT * M);
+    }
     lin(v, tmp, b.ha, &L->fc2, NT, M, W);
     add_forward(x_out, b.mid, tmp, nw);                                 /* hidden_states[l + 1] */
 }

@@ -294,8 +294,12 @@ static void block_forward(imagebind_audio *m, const ib_block *b, int N) {
     lin(m, m->h, m->ao, b->out_w, b->out_w16, 0, b->out_b, NT, D, D);
     add_forward(m->x, m->x, m->h, (size_t)NT * D);
     layernorm_forward(m->h, m->mean, m->rstd, m->x, b->ln2w, b->ln2b, LN_EPS, NT, D);
-    lin(m, m->f1, m->h, b->fc1w, b->fc1w16, 0, b->fc1b, NT, D, F);
-    gelu_forward(m->f2, m->f1, (size_t)NT * F);
+    if (b->fc1w16)   /* fc1 with its GELU, the pre-activation not kept */
+        linear_half_act_forward(m->f2, m->h, b->fc1w16, m->c.frozen_half == IB_HALF_F16, b->fc1b, NT, D, F, K_ACT_GELU);
+    else {
+        lin(m, m->f1, m->h, b->fc1w, NULL, 0, b->fc1b, NT, D, F);
+        gelu_forward(m->f2, m->f1, (size_t)NT * F);
+    }
     lin(m, m->h, m->f2, b->fc2w, b->fc2w16, 0, b->fc2b, NT, F, D);
     add_forward(m->x, m->x, m->h, (size_t)NT * D);
 }

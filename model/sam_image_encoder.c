@@ -520,8 +520,13 @@ static void block_forward(sam_image_encoder *e, const block_w *w, const block_ac
     lin(e, e->tmp, a->ao, w->projw, w->projw16, w->projb, (int)BN, C, C);
     add_forward(a->xmid, xin, e->tmp, BN * C);
     layernorm_forward(e->xn, a->mean2, a->rstd2, a->xmid, w->n2w, w->n2b, LN_EPS, (int)BN, C);
-    lin(e, a->h, e->xn, w->l1w, w->l1w16, w->l1b, (int)BN, C, M);
-    gelu_forward(e->hg, a->h, BN * M);
+    if (w->l1w16)   /* 16-bit (frozen): lin1 with its GELU, the pre-activation not kept */
+        linear_half_act_forward(e->hg, e->xn, w->l1w16, e->c.frozen_half == SAM_ENC_HALF_F16, w->l1b, (int)BN, C, M,
+                                K_ACT_GELU);
+    else {
+        lin(e, a->h, e->xn, w->l1w, NULL, w->l1b, (int)BN, C, M);
+        gelu_forward(e->hg, a->h, BN * M);
+    }
     lin(e, e->tmp, e->hg, w->l2w, w->l2w16, w->l2b, (int)BN, M, C);
     add_forward(xout, a->xmid, e->tmp, BN * C);
 }

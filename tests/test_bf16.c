@@ -690,6 +690,47 @@ static void test_act_anyref(void) {
     params_free(&ps);
 }
 
+/* linear_half_act_forward (the frozen encoders' fc1 with its activation) =
+ * linear_*_forward then gelu_forward / quick_gelu_forward: bitwise in fp32
+ * mode and where the CPU emulates (the two kernels in turn); with oneDNN's
+ * bias + eltwise post-ops (CPU, bf16 mode) within 2e-6 — the same fp32
+ * accumulator, oneDNN's own erf / sigmoid. With and without a bias. */
+static void test_act_epilogue(const fmt16 *F) {
+    enum { N = 29, IN = 96, OUT = 200 };
+    const size_t nw = (size_t)OUT * IN, ni = (size_t)N * IN, no = (size_t)N * OUT;
+    float *w = t_alloc(nw), *in = t_alloc(ni), *b = t_alloc(OUT);
+    t_fill_normal(w, nw, 0.1f, 71); t_fill_normal(in, ni, 1.0f, 72); t_fill_normal(b, OUT, 0.5f, 73);
+    uint16_t *wh = malloc(nw * sizeof(uint16_t)), *dw = k_malloc(nw * sizeof(uint16_t));
+    F->narrow_host(wh, w, nw);
+    k_upload(dw, wh, nw * sizeof(uint16_t));
+    float *din = t_dev_copy(in, ni), *db = t_dev_copy(b, OUT), *o1 = k_malloc(no * 4), *o2 = k_malloc(no * 4);
+    const char *modes[2] = {"fp32", F->name};
+    for (int m = 0; m < 2; m++)
+        for (int act = K_ACT_GELU; act <= K_ACT_QUICK_GELU; act++)
+            for (int bias = 0; bias < 2; bias++) {
+                k_set_gemm_mode(modes[m]);
+                linear_half_act_forward(o1, din, dw, F->f16, bias ? db : NULL, N, IN, OUT, act);
+                F->fwd(o2, din, dw, bias ? db : NULL, N, IN, OUT);
+                if (act == K_ACT_GELU) gelu_forward(o2, o2, no);
+                else quick_gelu_forward(o2, o2, no);
+                const int fused = m == 1 && !F->f16 && !strcmp(k_backend_name(), "cpu") &&
+                                  strncmp(k_gemm_detail(), "emulated", 8) != 0;
+                k_set_gemm_mode("fp32");
+                float *h1 = t_host_copy(o1, no), *h2 = t_host_copy(o2, no);
+                const double e = t_max_rel_err(h1, h2, no);
+                const double tol = fused ? 2e-6 : 0.0;
+                char label[160];
+                snprintf(label, sizeof label, "%s mode: linear_half_act_forward (%s, %s bias) = product then activation%s",
+                         modes[m], act == K_ACT_GELU ? "GELU" : "quick-GELU", bias ? "with" : "no",
+                         fused ? " (fused: oneDNN post-ops)" : "");
+                t_check(e <= tol, label, "%s weights, %dx%d over %d rows: max rel err %.1e (limit %.0e)", F->name, OUT, IN,
+                        N, e, tol);
+                free(h1); free(h2);
+            }
+    free(w); free(in); free(b); free(wh);
+    k_free(dw); k_free(din); k_free(db); k_free(o1); k_free(o2);
+}
+
 int main(void) {
     test_rounding();
     test_rounding_f16();
@@ -705,6 +746,7 @@ int main(void) {
         test_llama(fm[f], 0);
         test_llama(fm[f], 1);
         test_gemm_half(fm[f]);
+        test_act_epilogue(fm[f]);
     }
     if (!strcmp(k_backend_name(), "cpu")) {   /* the emulation too where oneDNN's bf16 kernels ran above */
         k_set_gemm_mode("bf16");
@@ -714,6 +756,7 @@ int main(void) {
             setenv("ANYREF_CPU_BF16", "emulate", 1);
             test_llama(fm[0], 0);
             test_gemm_half(fm[0]);
+            test_act_epilogue(fm[0]);
             unsetenv("ANYREF_CPU_BF16");
         }
     }

@@ -127,11 +127,12 @@ static float wide1(const uint16_t *w, size_t i, int fmt) {
  * oneDNN's reference implementation keeps p = NULL: emulated. */
 typedef struct {
     long long batch, M, K, N, acc, sa[3], sb[3];
+    long long bias, act;   /* a bias [N] added to the accumulator; act: K_ACT_* post-op after it (0: none) */
 } dn_key;
 typedef struct {
     dn_key k;
     dnnl_primitive_t p;
-    dnnl_memory_t a, b, c;
+    dnnl_memory_t a, b, c, bias;
 } dn_entry;
 enum { DN_CACHE = 128 };   /* the LLaMA's, encoders' and attention chunks' shapes, with room */
 static dn_entry g_dn[DN_CACHE];
@@ -158,6 +159,7 @@ static void dn_drop(dn_entry *e) {
     if (e->a) dnnl_memory_destroy(e->a);
     if (e->b) dnnl_memory_destroy(e->b);
     if (e->c) dnnl_memory_destroy(e->c);
+    if (e->bias) dnnl_memory_destroy(e->bias);
     memset(e, 0, sizeof *e);
 }
 
@@ -182,10 +184,10 @@ static dn_entry *dn_get(const dn_key *k) {
     dn_drop(e);
     e->k = *k;
     const int nd = k->batch ? 3 : 2, o = k->batch ? 0 : 1;   /* o: the first used entry of the 3-D arrays */
-    dnnl_memory_desc_t da, db, dc;
+    dnnl_memory_desc_t da, db, dc, dbias;
     dnnl_dims_t sa = {k->batch, k->M, k->K}, sb = {k->batch, k->K, k->N}, sc = {k->batch, k->M, k->N};
     dnnl_dims_t sta = {k->sa[0], k->sa[1], k->sa[2]}, stb = {k->sb[0], k->sb[1], k->sb[2]};
-    dnnl_dims_t stc = {k->M * k->N, k->N, 1};
+    dnnl_dims_t stc = {k->M * k->N, k->N, 1}, sbias = {1, 1, k->N}, stbias = {k->N, k->N, 1};
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
@@ -193,11 +195,18 @@ static dn_entry *dn_get(const dn_key *k) {
     int ok = dnnl_memory_desc_init_by_strides(&da, nd, sa + o, dnnl_bf16, sta + o) == dnnl_success &&
              dnnl_memory_desc_init_by_strides(&db, nd, sb + o, dnnl_bf16, stb + o) == dnnl_success &&
              dnnl_memory_desc_init_by_strides(&dc, nd, sc + o, dnnl_f32, stc + o) == dnnl_success &&
-             dnnl_matmul_desc_init(&md, &da, &db, NULL, &dc) == dnnl_success &&
+             (!k->bias || dnnl_memory_desc_init_by_strides(&dbias, nd, sbias + o, dnnl_f32, stbias + o) == dnnl_success) &&
+             dnnl_matmul_desc_init(&md, &da, &db, k->bias ? &dbias : NULL, &dc) == dnnl_success &&
              dnnl_primitive_attr_create(&attr) == dnnl_success;
-    if (ok && k->acc)
-        ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
-             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    if (ok && (k->acc || k->act)) {
+        ok = dnnl_post_ops_create(&po) == dnnl_success;
+        if (ok && k->acc) ok = dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success;
+        if (ok && k->act == K_ACT_GELU)   /* 0.5 x (1 + erf(x / sqrt 2)) */
+            ok = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f) == dnnl_success;
+        if (ok && k->act == K_ACT_QUICK_GELU)   /* x sigmoid(1.702 x) */
+            ok = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f) == dnnl_success;
+        ok = ok && dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    }
     ok = ok && dnnl_primitive_desc_create(&pd, &md, attr, g_eng, NULL) == dnnl_success;
     const char *impl = NULL;
     if (ok) ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl;
@@ -205,7 +214,8 @@ static dn_entry *dn_get(const dn_key *k) {
         ok = dnnl_primitive_create(&e->p, pd) == dnnl_success &&
              dnnl_memory_create(&e->a, &da, g_eng, DNNL_MEMORY_NONE) == dnnl_success &&
              dnnl_memory_create(&e->b, &db, g_eng, DNNL_MEMORY_NONE) == dnnl_success &&
-             dnnl_memory_create(&e->c, &dc, g_eng, DNNL_MEMORY_NONE) == dnnl_success;
+             dnnl_memory_create(&e->c, &dc, g_eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             (!k->bias || dnnl_memory_create(&e->bias, &dbias, g_eng, DNNL_MEMORY_NONE) == dnnl_success);
         if (ok && !g_dn_impl[0]) snprintf(g_dn_impl, sizeof g_dn_impl, "%s", impl);
         if (!ok) {   /* keep the key, without a primitive: emulated */
             dn_drop(e);
@@ -220,24 +230,29 @@ static dn_entry *dn_get(const dn_key *k) {
 
 /* C (+)= A B by oneDNN, A = x[M,K] rounded to bf16 (nearest even, as the
  * emulation rounds). 0 done, -1 not (emulate instead). */
-static int dn_exec(dn_entry *e, float *c, const uint16_t *a, const uint16_t *b) {
+static int dn_exec(dn_entry *e, float *c, const uint16_t *a, const uint16_t *b, const float *bias) {
     dnnl_memory_set_data_handle(e->a, (void *)a);
     dnnl_memory_set_data_handle(e->b, (void *)b);
     dnnl_memory_set_data_handle(e->c, c);
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    if (dnnl_primitive_execute(e->p, g_st, 3, args) != dnnl_success) return -1;
+    if (e->bias) dnnl_memory_set_data_handle(e->bias, (void *)bias);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c},
+                               {DNNL_ARG_BIAS, e->bias}};
+    if (dnnl_primitive_execute(e->p, g_st, e->bias ? 4 : 3, args) != dnnl_success) return -1;
     return dnnl_stream_wait(g_st) == dnnl_success ? 0 : -1;
 }
 
-static int dn_matmul(float *c, const float *x, const uint16_t *w, int M, int K, int N, int bwd, int acc) {
+static int dn_matmul(float *c, const float *x, const uint16_t *w, const float *bias, int act, int M, int K, int N,
+                     int bwd, int acc) {
     if (!dn_usable()) return -1;
-    const dn_key k = dn_key2(M, K, N, bwd, acc, 0);
+    dn_key k = dn_key2(M, K, N, bwd, acc, 0);
+    k.bias = bias != NULL;
+    k.act = act;
     dn_entry *e = dn_get(&k);
     if (!e->p) return -1;
     uint16_t *a = cpu_grow(&g_a16, &g_a16_n, (size_t)M * K, sizeof(uint16_t));
     if (!a) return -1;
     convert_f32_to_bf16_host(a, x, (size_t)M * K);
-    return dn_exec(e, c, a, w);
+    return dn_exec(e, c, a, w, bias);
 }
 
 /* dw[OUT,IN] += dout[N,OUT]^T in[N,IN], both rounded to bf16. 0 done, -1 not. */
@@ -251,7 +266,7 @@ static int dn_matmul_dw(float *dw, const float *dout, const float *in, int N, in
     if (!a || !b) return -1;
     convert_f32_to_bf16_host(a, dout, (size_t)N * OUT);
     convert_f32_to_bf16_host(b, in, (size_t)N * IN);
-    return dn_exec(e, dw, a, b);
+    return dn_exec(e, dw, a, b, NULL);
 }
 #endif
 
@@ -275,21 +290,13 @@ const char *k_gemm_detail(void) {
     return "emulated: same numbers, no speed-up";
 }
 
-static void linear16_forward(float *out, const float *in, const uint16_t *w, const float *b, int N, int IN, int OUT,
+/* out (+ when acc: the bias already there) = in W^T, emulated (widened weight, rounded activations). */
+static void linear16_product(float *out, const float *in, const uint16_t *w, int acc, int N, int IN, int OUT,
                              int fmt) {
-    if (N <= 0 || OUT <= 0) return;
-    if (b) {
-        #pragma omp parallel for if ((long)N * OUT > 32768)
-        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OUT, b, (size_t)OUT * sizeof(float));
-    }
     if (IN <= 0) {
-        if (!b) memset(out, 0, (size_t)N * OUT * sizeof(float));
+        if (!acc) memset(out, 0, (size_t)N * OUT * sizeof(float));
         return;
     }
-#ifdef ANYREF_DNNL
-    mode_init();
-    if (g_round == FMT_BF16 && fmt == FMT_BF16 && dn_matmul(out, in, w, N, IN, OUT, 0, b != NULL) == 0) return;
-#endif
     in = rounded(in, (size_t)N * IN, fmt);   /* emulated 16-bit products: the activations rounded too */
     int rb;
     float *wf = wide_buffer(IN, OUT, &rb);
@@ -299,7 +306,7 @@ static void linear16_forward(float *out, const float *in, const uint16_t *w, con
             for (int n = 0; n < N; n++) {
                 double s = 0;
                 for (int i = 0; i < IN; i++) s += (double)in[(size_t)n * IN + i] * wide1(w, (size_t)o * IN + i, fmt);
-                out[(size_t)n * OUT + o] = (float)(b ? out[(size_t)n * OUT + o] + s : s);
+                out[(size_t)n * OUT + o] = (float)(acc ? out[(size_t)n * OUT + o] + s : s);
             }
         return;
     }
@@ -307,9 +314,28 @@ static void linear16_forward(float *out, const float *in, const uint16_t *w, con
         const int nr = OUT - o0 < rb ? OUT - o0 : rb;
         widen(wf, w + (size_t)o0 * IN, (size_t)nr * IN, fmt);
         /* out[:, o0:o0+nr] (row stride OUT) = in[N,IN] @ wf[nr,IN]^T (+ the bias already there) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, IN, 1.0f, in, IN, wf, IN, b ? 1.0f : 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, IN, 1.0f, in, IN, wf, IN, acc ? 1.0f : 0.0f,
                     out + o0, OUT);
     }
+}
+
+/* act (K_ACT_*, 0: none) is applied after the bias: fused into the oneDNN
+ * product (post-op), else by the activation kernel afterwards. */
+static void linear16_forward(float *out, const float *in, const uint16_t *w, const float *b, int N, int IN, int OUT,
+                             int fmt, int act) {
+    if (N <= 0 || OUT <= 0) return;
+#ifdef ANYREF_DNNL
+    mode_init();   /* bias and activation in the product's epilogue */
+    if (IN > 0 && g_round == FMT_BF16 && fmt == FMT_BF16 && dn_matmul(out, in, w, b, act, N, IN, OUT, 0, 0) == 0)
+        return;
+#endif
+    if (b) {
+        #pragma omp parallel for if ((long)N * OUT > 32768)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OUT, b, (size_t)OUT * sizeof(float));
+    }
+    linear16_product(out, in, w, b != NULL, N, IN, OUT, fmt);
+    if (act == K_ACT_GELU) gelu_forward(out, out, (size_t)N * OUT);
+    else if (act == K_ACT_QUICK_GELU) quick_gelu_forward(out, out, (size_t)N * OUT);
 }
 
 static void linear16_backward(float *din, float *db, const float *dout, const uint16_t *w, int N, int IN, int OUT,
@@ -318,7 +344,7 @@ static void linear16_backward(float *din, float *db, const float *dout, const ui
     if (!din || N <= 0 || IN <= 0 || OUT <= 0) return;
 #ifdef ANYREF_DNNL
     mode_init();
-    if (g_round == FMT_BF16 && fmt == FMT_BF16 && dn_matmul(din, dout, w, N, OUT, IN, 1, 1) == 0) return;
+    if (g_round == FMT_BF16 && fmt == FMT_BF16 && dn_matmul(din, dout, w, NULL, 0, N, OUT, IN, 1, 1) == 0) return;
 #endif
     dout = rounded(dout, (size_t)N * OUT, fmt);   /* emulated 16-bit products: the output gradient rounded too */
     int rb;
@@ -341,13 +367,17 @@ static void linear16_backward(float *din, float *db, const float *dout, const ui
 }
 
 void linear_bf16_forward(float *out, const float *in, const bf16_t *w, const float *b, int N, int IN, int OUT) {
-    linear16_forward(out, in, w, b, N, IN, OUT, FMT_BF16);
+    linear16_forward(out, in, w, b, N, IN, OUT, FMT_BF16, 0);
 }
 void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t *w, int N, int IN, int OUT) {
     linear16_backward(din, db, dout, w, N, IN, OUT, FMT_BF16);
 }
 void linear_f16_forward(float *out, const float *in, const f16_t *w, const float *b, int N, int IN, int OUT) {
-    linear16_forward(out, in, w, b, N, IN, OUT, FMT_F16);
+    linear16_forward(out, in, w, b, N, IN, OUT, FMT_F16, 0);
+}
+void linear_half_act_forward(float *out, const float *in, const uint16_t *w, int fp16, const float *b, int N, int IN,
+                             int OUT, int act) {
+    linear16_forward(out, in, w, b, N, IN, OUT, fp16 ? FMT_F16 : FMT_BF16, act);
 }
 void linear_f16_backward(float *din, float *db, const float *dout, const f16_t *w, int N, int IN, int OUT) {
     linear16_backward(din, db, dout, w, N, IN, OUT, FMT_F16);
@@ -394,7 +424,7 @@ void cpu_bf16_bmm(float *C, const uint16_t *A, long long sA, const uint16_t *B, 
         k.sa[0] = sA; k.sa[1] = K; k.sa[2] = 1;
         k.sb[0] = sB; k.sb[1] = tb ? 1 : N; k.sb[2] = tb ? K : 1;
         dn_entry *e = dn_get(&k);
-        if (e->p && dn_exec(e, C, A, B) == 0) return;
+        if (e->p && dn_exec(e, C, A, B, NULL) == 0) return;
     }
 #endif
     const int nt = omp_get_max_threads(), par = batch >= nt && nt > 1;

@@ -110,6 +110,13 @@ static void linear16_backward(float *din, float *db, const float *dout, const ui
 void linear_bf16_forward(float *out, const float *in, const bf16_t *w, const float *b, int N, int IN, int OUT) {
     linear16_forward(out, in, w, b, N, IN, OUT, 0);
 }
+/* Not fused here: cuBLAS(Lt)'s GELU epilogue is the tanh approximation; the product, then the exact activation. */
+void linear_half_act_forward(float *out, const float *in, const uint16_t *w, int fp16, const float *b, int N, int IN,
+                             int OUT, int act) {
+    linear16_forward(out, in, w, b, N, IN, OUT, fp16 != 0);
+    if (act == K_ACT_GELU) gelu_forward(out, out, (size_t)N * OUT);
+    else if (act == K_ACT_QUICK_GELU) quick_gelu_forward(out, out, (size_t)N * OUT);
+}
 void linear_bf16_backward(float *din, float *db, const float *dout, const bf16_t *w, int N, int IN, int OUT) {
     linear16_backward(din, db, dout, w, N, IN, OUT, 0);
 }
