@@ -119,7 +119,9 @@ static float wide1(const uint16_t *w, size_t i, int fmt) {
 #ifdef ANYREF_DNNL
 /* oneDNN bf16 matmuls, one cached primitive per shape and layout: C (+)= A B,
  * A [M,K] and B [K,N] bf16 with explicit strides (batch, row, column), C fp32
- * dense [M,N] (accumulated through a sum post-op when acc); batch 0: one 2-D
+ * dense [M,N] (accumulated through a sum post-op when acc; a bias [N] and a
+ * GELU / quick-GELU eltwise post-op on the accumulator when the key asks for
+ * them, linear_half_act_forward's epilogue); batch 0: one 2-D
  * product, else `batch` of them (3-D, C's batch stride M*N). The linear
  * products read A = the rounded activations (row-major), B = the stored weight
  * w [OUT,IN] with strides (1, K) forward (w^T) or (N, 1) backward (w); the
@@ -228,8 +230,8 @@ static dn_entry *dn_get(const dn_key *k) {
     return e;
 }
 
-/* C (+)= A B by oneDNN, A = x[M,K] rounded to bf16 (nearest even, as the
- * emulation rounds). 0 done, -1 not (emulate instead). */
+/* Runs an entry: C (+)= A B (+ bias, then the activation, as its key says),
+ * A and B already bf16, bias fp32 [N] or NULL. 0 done, -1 not (emulate instead). */
 static int dn_exec(dn_entry *e, float *c, const uint16_t *a, const uint16_t *b, const float *bias) {
     dnnl_memory_set_data_handle(e->a, (void *)a);
     dnnl_memory_set_data_handle(e->b, (void *)b);
