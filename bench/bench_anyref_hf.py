@@ -311,7 +311,8 @@ def main():
     llm, clip, proj, sam, fcs = parts["llm"], parts["clip"], parts["proj"], parts["sam"], parts["fcs"]
     base = llm.get_base_model()
     if not a.clip_full:   # select_layer -2: the last layer's output is never used
-        clip.vision_model.encoder.layers = nn.ModuleList(list(clip.vision_model.encoder.layers)[:-1])
+        cvm = getattr(clip, "vision_model", clip)   # transformers 5 keeps the encoder on CLIPVisionModel itself
+        cvm.encoder.layers = nn.ModuleList(list(cvm.encoder.layers)[:-1])
     llm.train(); fcs.train(); sam.mask_decoder.train()
     clip.eval(); sam.vision_encoder.eval()
     rows, n_frozen, n_train = counts(parts)
@@ -357,7 +358,7 @@ def main():
     print(f"# hf.torch={torch.__version__} transformers={transformers.__version__} peft={peft.__version__}")
     print(f"# hf.device={torch.cuda.get_device_name(0) if cuda else 'cpu'} dtype={a.dtype} tf32={int(a.tf32)} "
           f"attn.llm={attn_name(base.config)} attn.clip={attn_name(clip.config)} attn.sam={attn_name(sam.config)} "
-          f"grad_checkpoint={int(a.gc)} decoder={a.decoder} clip_layers_run={len(clip.vision_model.encoder.layers)}")
+          f"grad_checkpoint={int(a.gc)} decoder={a.decoder} clip_layers_run={len(getattr(clip, "vision_model", clip).encoder.layers)}")
     print(f"# hf.config=vocab={a.vocab},dim={a.dim},layers={a.layers},heads={a.heads},kv_heads={kvh},"
           f"mlp_hidden={a.mlp},lora_rank={a.rank},batch={B},seq={T},image_rows={n_img}@{P0},answer={a.answer},"
           f"seg_at={t_seg},lambda={a.lam},clip={a.clip_width}/{a.clip_layers}/{a.clip_heads}/{a.clip_mlp}"

@@ -77,6 +77,14 @@ void  k_set_num_threads(int n);
  * backends start in the mode named by $ANYREF_GEMM, else fp32. */
 int   k_set_gemm_mode(const char *mode);
 const char *k_gemm_mode(void);
+/* The GEMMs that "bf16" / "fp16" leave in 32 bits: on the GPU TF32 (the
+ * default, for speed) or, after k_set_gemm_rest_fp32(1) or with
+ * $ANYREF_GEMM_REST=fp32, plain fp32, which leaves the 16-bit products as
+ * the mode's only rounding: how the parity tests check those products on the
+ * GPU at the CPU's bounds (TF32 noise flips bf16 roundings of the activations
+ * downstream). Applies to the current and later modes. The CPU's are fp32
+ * always: a no-op there. */
+void  k_set_gemm_rest_fp32(int on);
 /* How the current mode's 16-bit products run, for logs: "" (fp32 / tf32, or
  * CUDA's tensor cores), "emulated: same numbers, no speed-up" (CPU without a
  * fast bf16 kernel, fp16), or the CPU's oneDNN kernel in bf16 mode. */

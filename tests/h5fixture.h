@@ -17,6 +17,10 @@ typedef struct {
     hid_t file;          /* the open fixture, -1 when closed */
     const char *path;    /* e.g. "tests/fixtures/llama.h5" */
     const char *prefix;  /* check-name prefix, with its trailing space: "llama_parity " */
+    /* fx_check_step: gradients of the tensors whose names start with one of
+     * these (NULL-terminated; NULL: none) are held to loose_tol instead */
+    const char *const *loose;
+    double loose_tol;
 } h5fixture;
 
 /* Opens path read-only and switches off HDF5's automatic error printing.

@@ -81,19 +81,33 @@ static int check_config(const anyref_cfg *c) {
  * close, 8.8e-5 on embed_tokens from one).
  * Hence a CPU gradient bound of 5e-4, which still catches an output gradient
  * left unrounded (bf16: 1.9e-3 on embed_tokens, measured by leaving the
- * reference's backward rounding out). On the GPU every other GEMM of that mode
- * runs in TF32 (measured on an H200 for the TF32 step: losses within 2e-5,
- * gradients 6.7e-3), so far more elements flip: bounds 1e-4 / 2e-2 there. (Against the float64
- * step WITHOUT the operand rounding the bf16 mode is 1.2e-1 off on the [SEG]
- * head's gradients of this tiny model: the rounding is a real change of the
- * function, which is why the reference emulates it.) */
+ * reference's backward rounding out). On the GPU the 16-bit groups run twice:
+ * with the mode's other GEMMs in plain fp32 (k_set_gemm_rest_fp32), at these
+ * CPU bounds, which checks the tensor-core products themselves; then as
+ * training runs them, the other GEMMs in TF32 (measured on an H200 for the TF32
+ * step: losses within 2e-5, gradients 6.7e-3), whose noise flips many bf16
+ * roundings downstream: bounds TF32_REST_* there, labelled "tf32-rest". Against
+ * the float64 step WITHOUT the operand rounding the bf16 mode is 1.2e-1 off on
+ * the [SEG] head's gradients of this tiny model (text_hidden_fcs, and the mask
+ * decoder's mask_tokens beside the [SEG] prompt): the rounding is a real change
+ * of the function, which is why the reference emulates it, and those gradients
+ * are the ones most sensitive to where the roundings land. Measured on an H200
+ * (2026-11-27): with fp32 other GEMMs every group within the CPU bounds (the
+ * [SEG] head 9.6e-7); with TF32 ones losses 4.8e-5, gradients 1.7e-2, the
+ * [SEG] head's 1.2e-1 (bf16; fp16 6.5e-3), as far off as the rounding itself:
+ * TF32_REST_SEG_TOL for those. */
 enum { HALF_NONE, HALF_W, HALF_GEMM, HALF_F16, HALF_ACT };
 /* HALF_F16: fp16 weights and GEMMs (lam0.1_f16g); HALF_ACT: model.activations =
  * bf16 with fp32 weights and GEMMs, against the reference that rounds the same
  * kept tensors (RoundST, lam0.1_bf16a), at the 16-bit bounds (roundings that
  * land the other way). */
-#define BF16_LOSS_TOL (strcmp(k_backend_name(), "cpu") ? 1e-4 : LOSS_TOL)
-#define BF16_GRAD_TOL (strcmp(k_backend_name(), "cpu") ? 2e-2 : 5e-4)
+#define BF16_LOSS_TOL LOSS_TOL
+#define BF16_GRAD_TOL 5e-4
+#define TF32_REST_LOSS_TOL 2e-4
+#define TF32_REST_GRAD_TOL 5e-2
+#define TF32_REST_SEG_TOL 2.5e-1
+static const char *const SEG_PATH[] = {"model.text_hidden_fcs.", "mask_decoder.mask_tokens.", NULL};
+static int g_tf32_rest;   /* run_case: the 16-bit modes' other GEMMs in TF32 (GPU) */
 static void run_case(const char *grp, float lambda, int flash, int half) {
     char nm[256], ds[256];
     anyref_cfg c = tiny_cfg(lambda);
@@ -164,23 +178,26 @@ static void run_case(const char *grp, float lambda, int flash, int half) {
     params_zero_grad(&ps);
     anyref_losses L;
     anyref_batch bt = {.tokens = tokens, .targets = targets, .image_emb = imgs, .orig_hw = hw, .gt_masks = gts};
+    k_set_gemm_rest_fp32(!g_tf32_rest);
     if (gemm16 && k_set_gemm_mode(half == HALF_F16 ? "fp16" : "bf16")) { t_fail(PFX "gemm mode", "%s", ar_error()); goto done; }
     anyref_forward(m, &bt, seed, &L);
     anyref_backward(m, 1.0f);
     k_sync();
+    k_set_gemm_rest_fp32(0);
     k_set_gemm_mode(mode0);
     const char *kerr = k_error();
     t_check(kerr == NULL, PFX "backend", "%s", kerr ? kerr : "no backend error");
-    snprintf(nm, sizeof nm, PFX "%s%s%s batch", grp, flash ? " flash" : "", tag);
+    snprintf(nm, sizeof nm, "%s%s%s%s batch", FX.prefix, grp, flash ? " flash" : "", tag);
     t_check(L.n_seg == 3 && L.n_seg_samples == 2, nm, "%d [SEG]s in %d samples (1, 2 and 0 per sample)",
             L.n_seg, L.n_seg_samples);
 
     const double got[4] = {L.ce, L.bce, L.dice, L.total};
     int nt, nzero;
     double worst;
-    fx_check_step(&FX, grp, &ps, got, tol16 ? BF16_LOSS_TOL : LOSS_TOL, tol16 ? BF16_GRAD_TOL : GRAD_TOL, &nt,
-                  &nzero, &worst);
-    snprintf(nm, sizeof nm, PFX "%s%s%s trainable set", grp, flash ? " flash" : "", tag);
+    const double ltol = g_tf32_rest ? TF32_REST_LOSS_TOL : tol16 ? BF16_LOSS_TOL : LOSS_TOL,
+                 gtol = g_tf32_rest ? TF32_REST_GRAD_TOL : tol16 ? BF16_GRAD_TOL : GRAD_TOL;
+    fx_check_step(&FX, grp, &ps, got, ltol, gtol, &nt, &nzero, &worst);
+    snprintf(nm, sizeof nm, "%s%s%s%s trainable set", FX.prefix, grp, flash ? " flash" : "", tag);
     t_check(nt == 2 * 7 * 2 + 2 + 4 + 1 + 6 + 24 && nzero == 18, nm,
             "%d trainable tensors (LoRA 28, embed, lm_head, fcs 4, decoder 31), %d exactly zero, "
             "worst gradient rel err %.1e", nt, nzero, worst);
@@ -209,6 +226,22 @@ int main(void) {
     run_case("lam0.1_bf16g", 0.1f, 1, HALF_GEMM);
     run_case("lam0.1_f16g", 0.1f, 0, HALF_F16);
     run_case("lam0.1_f16g", 0.1f, 1, HALF_F16);
+    if (strcmp(k_backend_name(), "cpu")) {
+        printf("# the same two modes as training runs them on the GPU, their other GEMMs in TF32\n"
+               "# (bounds %.0e on the losses, %.0e on the gradients, %.1e on the [SEG] head's)\n",
+               TF32_REST_LOSS_TOL, TF32_REST_GRAD_TOL, TF32_REST_SEG_TOL);
+        g_tf32_rest = 1;
+        FX.prefix = PFX "tf32-rest ";
+        FX.loose = SEG_PATH;
+        FX.loose_tol = TF32_REST_SEG_TOL;
+        run_case("lam0.1_bf16g", 0.1f, 0, HALF_GEMM);
+        run_case("lam0.1_bf16g", 0.1f, 1, HALF_GEMM);
+        run_case("lam0.1_f16g", 0.1f, 0, HALF_F16);
+        run_case("lam0.1_f16g", 0.1f, 1, HALF_F16);
+        g_tf32_rest = 0;
+        FX.prefix = PFX;
+        FX.loose = NULL;
+    }
     printf("# model.activations = bf16 against float64 rounding the same kept tensors\n");
     run_case("lam0.1_bf16a", 0.1f, 0, HALF_ACT);
     run_case("lam0.1_bf16a", 0.1f, 1, HALF_ACT);

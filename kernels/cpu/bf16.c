@@ -58,6 +58,7 @@ int k_set_gemm_mode(const char *mode) {
     if (mode && !strcmp(mode, "fp16")) { g_round = FMT_F16; return 0; }
     return -1;
 }
+void k_set_gemm_rest_fp32(int on) { (void)on; }   /* the CPU's other GEMMs are fp32 always */
 const char *k_gemm_mode(void) {
     mode_init();
     return g_round == FMT_BF16 ? "bf16" : g_round == FMT_F16 ? "fp16" : "fp32";

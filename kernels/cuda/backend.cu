@@ -23,6 +23,18 @@ static cublasHandle_t g_cublas;
 static const char *g_gemm_mode = "fp32";
 static cublasComputeType_t g_compute = CUBLAS_COMPUTE_32F;
 static int g_gemm_init, g_half;   /* g_half: 1 bf16, 2 fp16 (the 16-bit products' format) */
+static int g_rest_fp32 = -1;       /* k_set_gemm_rest_fp32; -1: $ANYREF_GEMM_REST not read yet */
+static int rest_fp32(void) {
+    if (g_rest_fp32 < 0) {
+        const char *r = getenv("ANYREF_GEMM_REST");
+        g_rest_fp32 = r && !strcmp(r, "fp32");
+    }
+    return g_rest_fp32;
+}
+void k_set_gemm_rest_fp32(int on) {
+    g_rest_fp32 = on != 0;
+    if (g_half) g_compute = on ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+}
 int k_set_gemm_mode(const char *mode) {
     /* bf16 / fp16: the fp32 GEMMs as in tf32; linear_bf16_* / linear_f16_* on the tensor cores (bf16.cu) */
     static const struct { const char *name; cublasComputeType_t t; int half; } modes[] = {
@@ -32,7 +44,7 @@ int k_set_gemm_mode(const char *mode) {
     for (size_t i = 0; mode && i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(mode, modes[i].name)) {
             g_gemm_mode = modes[i].name;
-            g_compute = modes[i].t;
+            g_compute = modes[i].half && rest_fp32() ? CUBLAS_COMPUTE_32F : modes[i].t;
             g_half = modes[i].half;
             return 0;
         }

@@ -1045,8 +1045,9 @@ static void test_gemm_modes(void) {
     static const double tol_gemm[] = {3e-3}, tol_loss[] = {1e-3}, tol_grad[] = {1e-2};
     const int nmodes = (int)(sizeof modes / sizeof modes[0]);
     t_check(k_set_gemm_mode("fp32") == 0 && !strcmp(k_gemm_mode(), "fp32"), "gemm mode fp32", "set: %s", k_gemm_mode());
-    t_check(k_set_gemm_mode("fp8") == -1 && k_set_gemm_mode("fp16") == -1 && !strcmp(k_gemm_mode(), "fp32"),
-            "gemm modes unknown refused", "fp8, fp16 -> -1, mode stays %s (bf16: test_bf16)", k_gemm_mode());
+    t_check(k_set_gemm_mode("fp8") == -1 && k_set_gemm_mode("int8") == -1 && k_set_gemm_mode(NULL) == -1 &&
+            !strcmp(k_gemm_mode(), "fp32"),
+            "gemm modes unknown refused", "fp8, int8, NULL -> -1, mode stays %s (bf16, fp16: test_bf16)", k_gemm_mode());
     if (k_set_gemm_mode("tf32") != 0) {
         t_check(1, "gemm mode tf32", "skipped: the %s backend has fp32 only", k_backend_name());
         return;
