@@ -15,13 +15,18 @@
 # each side's step time).
 # Only the *.init keys, the data paths and the step counts are overridden.
 #
-# For each mode in $ANYREF_STEP_MODES (default "tf32 bf16"):
+# For each mode in $ANYREF_STEP_MODES (default "tf32 bf16 bf16-noflash"):
 #   tf32  fp32 weights, train.gemm = tf32
 #   bf16  model.frozen_weights = bf16, sam_encoder.frozen_weights = bf16,
 #         clip.frozen_weights = bf16, train.gemm = bf16, model.attention = flash
+#   bf16-noflash  the same with the attention that keeps the probabilities:
+#         with layer checkpointing only the recomputed layer's are kept (at 400
+#         tokens, batch 6: ~0.3 GiB more), and the H200's 32-layer LLaMA step
+#         ran 18 % slower with flash (2026-11-27)
 #   fp32  fp32 weights and GEMMs
 # it runs $WARMUP (2) + $STEPS (5) + 1 steps and prints
 #   result side=anyref mode=M step_ms=.. tokens_per_s=.. data_wait_ms=.. peak_mem_gib=.. loss_first=.. loss_last=..
+# (data_wait_ms: the median per measured step of the time the step waited for its batch)
 # step_ms is the median of the measured steps' elapsed_s differences in the
 # run's metrics.jsonl (the warm-up steps and the last one, which also runs the
 # validation, are left out); peak_mem_gib is nvidia-smi's largest memory.used
@@ -50,12 +55,13 @@ data="data.tokenizer=$D/tokenizer.json data.workers=8
   source3.root=$D/refer_seg source3.images=$D/refer_seg source3.dataset=refcoco source3.eval_splits=val"
 init="model.init= sam.init= sam_encoder.init= clip.init= model.vocab=32007"
 steps="train.steps=$((W + S + 1)) train.batch_size=$B train.grad_accum=1 train.eval_batches=1 train.keep_checkpoints=1 train.resume=never"
-for mode in ${ANYREF_STEP_MODES:-tf32 bf16}; do
+for mode in ${ANYREF_STEP_MODES:-tf32 bf16 bf16-noflash}; do
   case $mode in
     tf32) m="train.gemm=tf32" ;;
     bf16) m="model.frozen_weights=bf16 sam_encoder.frozen_weights=bf16 clip.frozen_weights=bf16 train.gemm=bf16 model.attention=flash" ;;
+    bf16-noflash) m="model.frozen_weights=bf16 sam_encoder.frozen_weights=bf16 clip.frozen_weights=bf16 train.gemm=bf16" ;;
     fp32) m="train.gemm=fp32" ;;
-    *) echo "unknown mode $mode (tf32, bf16, fp32)"; continue ;;
+    *) echo "unknown mode $mode (tf32, bf16, bf16-noflash, fp32)"; continue ;;
   esac
   run=$work/run_$mode
   smi=""
@@ -83,7 +89,8 @@ path, W, S, B, mode, peak, wall = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 el = {r["step"]: r["elapsed_s"] for r in rows}
 dt = [el[s] - el[s - 1] for s in range(W + 1, W + S + 1) if s in el and s - 1 in el]
-wait = [r.get("data_wait_s") or 0 for r in rows if W + 1 <= r["step"] <= W + S]
+dw = {r["step"]: r.get("data_wait_s") or 0 for r in rows}   # the loader's wait so far: per step, its differences
+wait = [dw[s] - dw[s - 1] for s in range(W + 1, W + S + 1) if s in dw and s - 1 in dw]
 ms = statistics.median(dt) * 1e3
 print(f"result side=anyref mode={mode} step_ms={ms:.1f} tokens_per_s={B * 400 / (ms / 1e3):.0f} "
       f"data_wait_ms={1e3 * statistics.median(wait) if wait else 0:.1f}{peak} loss_first={rows[0]['loss']:.4f} "

@@ -21,7 +21,7 @@
 #     in bf16 and in fp32 with TF32, if python3 there has them;
 #  3. anyref: the full 7B AnyRef step (bench/gpu/anyref_step.sh: `anyref train`
 #     on configs/anyref-7b-refseg.cfg with random weights, batch 6 x 400, modes
-#     tf32 and bf16) and the same step in PyTorch + transformers + PEFT bf16
+#     tf32, bf16 and bf16-noflash) and the same step in PyTorch + transformers + PEFT bf16
 #     (bench/bench_anyref_hf.py), with its FLOP count (--count-only);
 #  4. mpi: issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
 #     MPI=1 BUILD=build/cudampi) has them: its test_train (dist.backend = nccl
