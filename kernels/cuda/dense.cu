@@ -8,25 +8,34 @@ void matmul(float *C, const float *A, const float *B, int M, int N, int K,
     kc_gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, C, N);
 }
 
-/* out[n, j] = b[j] for every row (the GEMM then accumulates with beta = 1):
- * blocks over rows, threads over columns (no per-element 64-bit modulo, which
- * made the element-per-thread fill take ~30 us a call in ViT-H's blocks on an
- * H200). */
+/* out[n, j] = b[j] for every row (the GEMM then accumulates with beta = 1).
+ * Wide rows (OUT >= 128): blocks over rows, threads over columns, with no
+ * per-element 64-bit modulo (which made the element-per-thread fill take
+ * ~30 us a call in ViT-H's blocks on an H200); narrow ones keep one thread per
+ * element, so that a block does not idle most of its threads on a short row. */
 __global__ static void fill_rows_kernel(float *out, const float *b, int N, int OUT) {
     for (size_t r = blockIdx.x; r < (size_t)N; r += gridDim.x) {
         float *o = out + r * OUT;
         for (int c = threadIdx.x; c < OUT; c += blockDim.x) o[c] = b[c];
     }
 }
-static unsigned fill_grid(int N) { return (unsigned)(N < (1 << 20) ? (N > 0 ? N : 1) : (1 << 20)); }
+__global__ static void fill_elems_kernel(float *out, const float *b, int N, int OUT) {
+    size_t total = (size_t)N * OUT;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = b[i % OUT];
+}
+static void fill_rows(float *out, const float *b, int N, int OUT) {
+    if (OUT >= 128)
+        fill_rows_kernel<<<(unsigned)(N < (1 << 20) ? N : (1 << 20)), KC_BLOCK>>>(out, b, N, OUT);
+    else
+        fill_elems_kernel<<<kc_blocks((size_t)N * OUT), KC_BLOCK>>>(out, b, N, OUT);
+    KC_LAUNCHED();
+}
 
 /* out[N,OUT] = in[N,IN] @ w[OUT,IN]^T + b */
 void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int IN, int OUT) {
     if (N <= 0 || OUT <= 0) return;
-    if (b) {
-        fill_rows_kernel<<<fill_grid(N), KC_BLOCK>>>(out, b, N, OUT);
-        KC_LAUNCHED();
-    }
+    if (b) fill_rows(out, b, N, OUT);
     matmul(out, in, w, N, OUT, IN, 0, 1, 1.0f, b ? 1.0f : 0.0f);
 }
 
