@@ -1,8 +1,8 @@
 #!/bin/bash
 # bench/gpu/run_gpu.sh [BUILD_DIR] — the CUDA backend's checks and the step
 # benchmarks on an NVIDIA GPU (issues 10, 11). $PARTS picks what runs, in this
-# order (default "tests llama anyref mpi"; a lent GPU's 15 minutes fit them in
-# two calls: PARTS="tests llama", then PARTS="anyref mpi"). Run from the
+# order (default "tests llama anyref encoders mpi"; a lent GPU's 15 minutes fit
+# them in two calls: PARTS="tests llama", then PARTS="anyref encoders mpi"). Run from the
 # repository root after `make CUDA=1` (BUILD_DIR defaults to build/cuda; the binaries may also
 # be built on another machine and copied, as the 2026-11-26 logs beside this
 # were: CUDA 13.0, gcc 12, -march=x86-64-v3, run on an H200).
@@ -23,20 +23,25 @@
 #     on configs/anyref-7b-refseg.cfg with random weights, batch 6 x 400, modes
 #     tf32, bf16 and bf16-noflash) and the same step in PyTorch + transformers + PEFT bf16
 #     (bench/bench_anyref_hf.py), with its FLOP count (--count-only);
-#  4. mpi: issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
+#  4. encoders: the SAM ViT-H image encoder alone (bench/bench_encoders.c,
+#     batch 6 of 1024-px images, as the 7B step runs it) in TF32 and in bf16
+#     mode with bf16 block weights, and CLIP ViT-L/14 likewise, into
+#     encoders.log (2026-11-27 on an H200: SAM 378.0 / 387.9 ms);
+#  5. mpi: issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
 #     MPI=1 BUILD=build/cudampi) has them: its test_train (dist.backend = nccl
 #     with a one-rank NCCL communicator must equal the run without, bit for
 #     bit) and, with mpirun present, tests/test_mpi against its anyref (two
 #     ranks on one GPU: NCCL refuses that, so gradients go through host
 #     copies and MPI) — into mpi.log.
 # Writes $OUT_DIR (default build/cuda/gpu) tests.log, bench_llama.log,
-# anyref_step.log (+ anyref_step/) and mpi.log, and prints the result lines.
+# anyref_step.log (+ anyref_step/), encoders.log and mpi.log, and prints the
+# result lines.
 set -u
 cd "$(dirname "$0")/../.."
 b=${1:-build/cuda}
 out=${OUT_DIR:-$b/gpu}
 mkdir -p "$out"
-parts=" ${PARTS:-tests llama anyref mpi} "
+parts=" ${PARTS:-tests llama anyref encoders mpi} "
 export ANYREF_PROGRESS=off ANYREF_BIN=$b/anyref
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 if [[ $parts == *" tests "* ]]; then
@@ -96,6 +101,18 @@ if m:
             print("model_tflops side=%s mode=%s step_ms=%.1f tflops=%.1f llm_share_tflops=%.1f (of %.3g model FLOPs per step)"
                   % (f.get("side"), f.get("mode", f.get("dtype")), ms, total / ms / 1e9, llm / ms / 1e9, total))
 PY
+fi
+if [[ $parts == *" encoders "* ]] && [ -x "$b/bench/bench_encoders" ]; then
+  : > "$out/encoders.log"
+  for model in sam_h clip_l; do
+    for mode in tf32 bf16; do
+      f=""; [ "$mode" = bf16 ] && f="--frozen-bf16"
+      [ "$model" = clip_l ] && [ "$mode" = bf16 ] && continue   # bench_encoders stores only SAM's weights in bf16
+      { echo "### $model $mode"; ANYREF_GEMM=$mode "$b/bench/bench_encoders" --model=$model --batch=6 --reps=3 --warmup=1 $f; } \
+        >> "$out/encoders.log" 2>&1
+    done
+  done
+  grep -E '^###|^result' "$out/encoders.log"
 fi
 m=${MPI_BUILD:-build/cudampi}
 if [[ $parts == *" mpi "* ]] && [ -x "$m/tests/test_train" ]; then

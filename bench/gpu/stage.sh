@@ -4,7 +4,7 @@
 # that has the driver and CUDA runtime but may lack the rest (OpenBLAS, HDF5,
 # OpenMPI...). Builds, here:
 #   build/cudav3     make CUDA=1 with -march=x86-64-v3 (runs on any AVX2 host):
-#                    anyref, the device-capable tests, bench_llama;
+#                    anyref, the device-capable tests, bench_llama, bench_encoders;
 #   build/cudampi    make CUDA=1 MPI=1 (NCCL): anyref and test_train;
 #   build/tests/test_mpi (plain; it only launches the binary it is given);
 # then copies them, stripped, into .gpu/ with .gpu/libs.tar.xz (every shared
@@ -25,12 +25,13 @@ fi
 OPT="-O3 -march=x86-64-v3 -fno-trapping-math -fno-math-errno"
 tests=$(sed -n '/^CUDA_TESTS :=/,/^TEST_BIN/p' Makefile | tr -d '\\' | sed 's/CUDA_TESTS :=//; /TEST_BIN/d')
 make CUDA=1 BUILD=build/cudav3 OPT="$OPT" -j"$(nproc)" build/cudav3/anyref build/cudav3/bench/bench_llama \
+     build/cudav3/bench/bench_encoders \
      $(for t in $tests; do echo build/cudav3/tests/test_$t; done)
 make CUDA=1 MPI=1 BUILD=build/cudampi OPT="$OPT" -j"$(nproc)" build/cudampi/anyref build/cudampi/tests/test_train
 make OPT="$OPT" -j"$(nproc)" build/tests/test_mpi
 rm -rf .gpu   # this script owns .gpu: earlier stagings go
 mkdir -p .gpu/cuda/tests .gpu/cuda/bench .gpu/cudampi/tests .gpu/tests .gpu/lib
-cp build/cudav3/anyref .gpu/cuda/; cp build/cudav3/bench/bench_llama .gpu/cuda/bench/
+cp build/cudav3/anyref .gpu/cuda/; cp build/cudav3/bench/bench_llama build/cudav3/bench/bench_encoders .gpu/cuda/bench/
 for t in $tests; do cp build/cudav3/tests/test_$t .gpu/cuda/tests/; done
 cp build/cudampi/anyref .gpu/cudampi/; cp build/cudampi/tests/test_train .gpu/cudampi/tests/
 cp build/tests/test_mpi .gpu/tests/
