@@ -259,6 +259,7 @@ static void check_attention_bf16(void) {
     attn_bf16_case("no_rel_pos", 4, 3, 5, 2, 6, 0, 502);
     attn_bf16_case("windows_60x14x14", 60, 14, 14, 2, 8, 1, 503);
     attn_bf16_case("global_2x46x46x2heads", 2, 46, 46, 2, 8, 1, 504);   /* row chunks of a batched product */
+    attn_bf16_case("grid_2x3_head_10", 3, 2, 3, 2, 10, 1, 508);   /* T < hd: the GPU's P V per head */
     if (!strcmp(k_backend_name(), "cpu")) {   /* the emulated products (no oneDNN kernel) */
         setenv("ANYREF_CPU_BF16", "emulate", 1);
         attn_bf16_case("emulated.rel_pos", 4, 3, 5, 2, 6, 1, 505);

@@ -11,7 +11,9 @@
  * logits [nb, heads, T, T]; a kernel computes the rows' q·Rh and q·Rw terms
  * [nb, heads, T, h+w] (one warp per row); one warp per row adds them and takes
  * the softmax in place (bf16: into the bf16 probabilities); P V is again one
- * batched GEMM per head, written into out[B,T,C].
+ * batched GEMM per head, written into out[B,T,C]. In bf16 (the frozen bf16
+ * encoder in train.gemm = bf16) qkv is narrowed head-major first, so each
+ * product is one GEMM over every (grid, head) pair of the chunk.
  * Attention backward recomputes P the same way per chunk, then dP = dO V^T,
  * dS = P (dP - Σ P dP) one warp per row, and dV, dQ, dK by batched GEMMs that
  * accumulate into dqkv; the relative terms' row sums give dq (one thread per
@@ -313,11 +315,44 @@ size_t sam_attention_scratch_floats(int B, int h, int w, int heads) {
     return (size_t)att_chunk(B, h, w, heads) * heads * h * w * ((size_t)h * w + h + w);
 }
 
+/* bf16 forward: the chunk's qkv [nb, T, 3, heads, hd] narrowed head-major,
+ * x16[which, g, hh, t, c] (which 0 q, 1 k, 2 v), so that Q K^T and P V are
+ * one strided-batched GEMM each over all nb*heads (grid, head) pairs (a GEMM
+ * per head with batch nb ran cuBLAS's small-tile kernels at ~15 TFLOP/s on
+ * ViT-H's 14 x 14 windows on an H200). One block per (g, t) row. */
+__global__ static void narrow_qkv_hm_k(uint16_t *x16, const float *qkv, int nb, int T, int heads, int hd) {
+    const int C = heads * hd;
+    const size_t rows = (size_t)nb * T, plane = rows * C;   /* one of q / k / v, all grids */
+    for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const size_t g = row / T;
+        const int t = (int)(row % T);
+        const float *src = qkv + row * 3 * C;
+        for (int j = threadIdx.x; j < 3 * C; j += blockDim.x) {
+            const int which = j / C, hh = (j % C) / hd, c = j % hd;
+            x16[which * plane + ((g * heads + hh) * T + t) * hd + c] = hb_to_bf16(src[j]);
+        }
+    }
+}
+/* out[g, t, hh*hd + c] = o[g, hh, t, c]: one block per (g, t) row. */
+__global__ static void heads_to_rows_k(float *out, const float *o, int nb, int T, int heads, int hd) {
+    const int C = heads * hd;
+    const size_t rows = (size_t)nb * T;
+    for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const size_t g = row / T;
+        const int t = (int)(row % T);
+        for (int j = threadIdx.x; j < C; j += blockDim.x)
+            out[row * C + j] = o[((g * heads + j / hd) * T + t) * hd + j % hd];
+    }
+}
+
 /* Both forwards, per chunk of grids: L = scale Q K^T, the relative terms,
  * softmax, out = P V. bf16 (sam_attention_bf16_forward): the chunk's qkv
- * narrowed into the KC_WS_ACT16 workspace and the probabilities into
- * KC_WS_ACT16B (half the logits' bytes), both products bf16 tensor-core GEMMs
- * with fp32 accumulation; the relative terms and the softmax stay fp32. */
+ * narrowed head-major into the KC_WS_ACT16 workspace and the probabilities
+ * into KC_WS_ACT16B (half the logits' bytes) by the softmax, both products
+ * bf16 tensor-core GEMMs with fp32 accumulation, one call each for the whole
+ * chunk; P V lands head-major in the logits' scratch (free once the softmax
+ * has written the bf16 probabilities; T >= hd so it fits, else per head) and
+ * is moved into out's rows. The relative terms and the softmax stay fp32. */
 static void att_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, const float *Rh,
                         const float *Rw, float scale, int B, int h, int w, int heads, int hd, int bf16) {
     if (B <= 0 || h <= 0 || w <= 0 || heads <= 0 || hd <= 0) return;
@@ -335,34 +370,46 @@ static void att_forward(float *out, float *scratch, size_t scratch_floats, const
         float *L = scratch, *R = scratch + (size_t)nb * heads * TT;
         const float *base = qkv + (size_t)b0 * T * ld;
         uint16_t *x16 = NULL, *p16 = NULL;
+        const size_t plane = (size_t)nb * T * C;   /* head-major bf16: one of q / k / v */
+        const int pairs = nb * heads;
         if (bf16) {
             x16 = (uint16_t *)kc_workspace(KC_WS_ACT16, (size_t)nb * T * ld * sizeof(uint16_t));
             p16 = (uint16_t *)kc_workspace(KC_WS_ACT16B, (size_t)nb * heads * TT * sizeof(uint16_t));
-            kc_narrow_bf16(x16, base, (size_t)nb * T * ld);
-        }
-        for (int hh = 0; hh < heads; hh++) { /* L[g,hh] = scale Q K^T over the chunk's grids g */
-            const size_t q = (size_t)hh * hd, k = C + (size_t)hh * hd;
-            if (bf16)
-                kc_gemm_bf16_batched(0, 1, T, T, hd, scale, x16 + q, ld, (long long)T * ld, x16 + k, ld,
-                                     (long long)T * ld, 0.0f, L + hh * TT, T, (long long)heads * TT, nb);
-            else
+            narrow_qkv_hm_k<<<rows_grid((size_t)nb * T), KC_BLOCK>>>(x16, base, nb, T, heads, hd);
+            KC_LAUNCHED();
+            /* L[g,hh] = scale Q K^T for every (grid, head) pair at once */
+            kc_gemm_bf16_batched(0, 1, T, T, hd, scale, x16, hd, (long long)T * hd, x16 + plane, hd,
+                                 (long long)T * hd, 0.0f, L, T, (long long)TT, pairs);
+        } else {
+            for (int hh = 0; hh < heads; hh++) { /* L[g,hh] = scale Q K^T over the chunk's grids g */
+                const size_t q = (size_t)hh * hd, k = C + (size_t)hh * hd;
                 kc_gemm_batched(0, 1, T, T, hd, scale, base + q, ld, (long long)T * ld, base + k, ld,
                                 (long long)T * ld, 0.0f, L + hh * TT, T, (long long)heads * TT, nb);
+            }
         }
         if (rel) rel_terms(R, qkv, Rh, Rw, b0, nb, h, w, heads, hd);
         const size_t rows = (size_t)nb * heads * T;
         rel_softmax_k<<<(unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK), KC_BLOCK>>>(
             L, p16, rel ? R : NULL, rows, h, w);   /* bf16: the probabilities straight into p16 */
         KC_LAUNCHED();
-        for (int hh = 0; hh < heads; hh++) { /* out[g, :, hh] = P V */
-            const size_t v = 2 * C + (size_t)hh * hd;
-            float *o = out + (size_t)b0 * T * C + (size_t)hh * hd;
-            if (bf16)
-                kc_gemm_bf16_batched(0, 0, T, hd, T, 1.0f, p16 + hh * TT, T, (long long)heads * TT, x16 + v, ld,
-                                     (long long)T * ld, 0.0f, o, C, (long long)T * C, nb);
-            else
-                kc_gemm_batched(0, 0, T, hd, T, 1.0f, L + hh * TT, T, (long long)heads * TT, base + v, ld,
-                                (long long)T * ld, 0.0f, o, C, (long long)T * C, nb);
+        float *ob = out + (size_t)b0 * T * C;
+        if (bf16 && T >= hd) {   /* o[g, hh] = P V head-major into L's space, then into out's rows */
+            kc_gemm_bf16_batched(0, 0, T, hd, T, 1.0f, p16, T, (long long)TT, x16 + 2 * plane, hd, (long long)T * hd,
+                                 0.0f, L, hd, (long long)T * hd, pairs);
+            heads_to_rows_k<<<rows_grid((size_t)nb * T), KC_BLOCK>>>(ob, L, nb, T, heads, hd);
+            KC_LAUNCHED();
+        } else {
+            for (int hh = 0; hh < heads; hh++) { /* out[g, :, hh] = P V */
+                float *o = ob + (size_t)hh * hd;
+                if (bf16)   /* v of head hh: rows of hd in its (g, hh) blocks, grids heads*T*hd apart */
+                    kc_gemm_bf16_batched(0, 0, T, hd, T, 1.0f, p16 + hh * TT, T, (long long)heads * TT,
+                                         x16 + 2 * plane + (size_t)hh * T * hd, hd, (long long)heads * T * hd, 0.0f,
+                                         o, C, (long long)T * C, nb);
+                else
+                    kc_gemm_batched(0, 0, T, hd, T, 1.0f, L + hh * TT, T, (long long)heads * TT,
+                                    base + 2 * C + (size_t)hh * hd, ld, (long long)T * ld, 0.0f, o, C,
+                                    (long long)T * C, nb);
+            }
         }
     }
 }
