@@ -272,9 +272,18 @@ static void rel_terms(float *R, const float *qkv, const float *Rh, const float *
     KC_LAUNCHED();
 }
 
-/* One warp per logits row (job, t): add the relative terms (rel may be NULL),
- * softmax in place, or, given p16, into p16 rounded to bf16 (the bf16
- * forward's probabilities; L keeps the logits then). */
+/* Logit s of a row with its relative terms (rel may be NULL). */
+__device__ static inline float rel_logit(const float *x, const float *r, int s, int h, int w) {
+    return r ? x[s] + r[s / w] + r[h + s % w] : x[s];
+}
+
+/* One warp per logits row (job, t): the softmax of the logits plus the
+ * relative terms, in place, or, given p16, into p16 rounded to bf16 (the bf16
+ * forward's probabilities; L is left as it was). Two passes over the row: an
+ * online max and sum (each lane rescales its sum when its max grows; the lanes
+ * then combine), then the probabilities (the relative terms added again), so
+ * the row is read twice and written once (before: read three times, written
+ * twice; the global blocks' rows are 16 KB each, 1 GiB of logits an image). */
 __global__ static void rel_softmax_k(float *L, uint16_t *p16, const float *rel, size_t rows, int h, int w) {
     const size_t row = (size_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
@@ -282,23 +291,24 @@ __global__ static void rel_softmax_k(float *L, uint16_t *p16, const float *rel, 
     const int T = h * w;
     float *x = L + row * T;
     const float *r = rel ? rel + row * (h + w) : NULL;
-    float m = -INFINITY;
+    float m = -INFINITY, sum = 0.0f;
     for (int s = lane; s < T; s += 32) {
-        float v = x[s];
-        if (r) v = v + r[s / w] + r[h + s % w];
-        x[s] = v;
-        m = fmaxf(m, v);
+        const float v = rel_logit(x, r, s, h, w);
+        if (v > m) {
+            sum = sum * expf(m - v) + 1.0f;   /* m = -inf at first: exp gives 0 */
+            m = v;
+        } else if (v > -INFINITY) {   /* a -inf logit adds nothing (and -inf - -inf is no number) */
+            sum += expf(v - m);
+        }
     }
-    m = kc_warp_max(m);
-    float sum = 0.0f;
-    for (int s = lane; s < T; s += 32) sum += expf(x[s] - m);
-    sum = kc_warp_sum(sum);
+    const float M = kc_warp_max(m);
+    sum = kc_warp_sum(m == -INFINITY ? 0.0f : sum * expf(m - M));   /* a lane without elements adds 0 */
     const float inv = 1.0f / sum;
     if (p16) {
         uint16_t *p = p16 + row * T;
-        for (int s = lane; s < T; s += 32) p[s] = hb_to_bf16(expf(x[s] - m) * inv);
+        for (int s = lane; s < T; s += 32) p[s] = hb_to_bf16(expf(rel_logit(x, r, s, h, w) - M) * inv);
     } else {
-        for (int s = lane; s < T; s += 32) x[s] = expf(x[s] - m) * inv;
+        for (int s = lane; s < T; s += 32) x[s] = expf(rel_logit(x, r, s, h, w) - M) * inv;
     }
 }
 
