@@ -1103,6 +1103,27 @@ static void test_gemm_modes(void) {
                 "loss %.6f vs fp32 %.6f (rel %.2e, tol %.0e); %zu gradients rel norm err %.2e (tol %.0e)%s%s", loss, loss32,
                 el, tol_loss[mi], ps.ng, eg, tol_grad[mi], k_error() ? ": " : "", k_error() ? k_error() : "");
     }
+    /* (3) bf16 mode's fp32 GEMMs: TF32 by default, plain fp32 after k_set_gemm_rest_fp32(1)
+     * (test_anyref_parity's exact check of the 16-bit products relies on it), in either
+     * order of the two calls, and the mode's name unchanged */
+    const char *order[] = {"rest then mode", "mode then rest", "rest off again"};
+    for (int o = 0; o < 3; o++) {
+        if (o == 0) { k_set_gemm_rest_fp32(1); k_set_gemm_mode("bf16"); }
+        else if (o == 1) { k_set_gemm_rest_fp32(0); k_set_gemm_mode("bf16"); k_set_gemm_rest_fp32(1); }
+        else k_set_gemm_rest_fp32(0);
+        matmul_forward(dC, dA, dB, M, N, K, 0, 0);
+        k_download(hC, dC, (size_t)M * N * sizeof(float));
+        double e = 0, nr = 0;
+        for (size_t i = 0; i < (size_t)M * N; i++) { e += ((double)hC[i] - ref[i]) * ((double)hC[i] - ref[i]); nr += ref[i] * ref[i]; }
+        e = sqrt(e / nr);
+        char name[80];
+        snprintf(name, sizeof name, "gemm mode bf16, fp32 rest: %s", order[o]);
+        const int want_fp32 = o < 2;
+        t_check((want_fp32 ? e < 1e-6 : e > 1e-6 && e <= 3e-3) && !strcmp(k_gemm_mode(), "bf16"), name,
+                "an fp32 product's rel norm err %.2e (%s), mode %s", e,
+                want_fp32 ? "plain fp32: < 1e-6" : "TF32 again: above 1e-6", k_gemm_mode());
+    }
+    k_set_gemm_rest_fp32(0);
     k_set_gemm_mode("fp32");
     free(A); free(Bm); free(ref); free(hC); free(g32); free(g);
     k_free(dA); k_free(dB); k_free(dC);
