@@ -172,10 +172,20 @@ bench-mpi: mpi-bin
 endif
 endif
 
-# What CI runs (.ci/run): the plain suite, then the whole suite again under ASan + UBSan.
+# What CI runs (.ci/run): the plain suite, then the whole suite again under
+# ASan + UBSan, then, where the CUDA toolkit is installed, the CUDA build with
+# its device-capable tests and the CUDA + MPI (NCCL) build, compiled and linked
+# only (CI has no GPU: bench/gpu/ runs them on one).
 check:
 	$(MAKE) test
 	$(MAKE) test SANITIZE=1
+	@if [ -x "$${NVCC:-/usr/local/cuda/bin/nvcc}" ]; then \
+	  $(MAKE) CUDA=1 && echo "check: make CUDA=1 builds (not run: no GPU here)" && \
+	  if command -v mpicc > /dev/null && [ -f /usr/local/cuda/include/nccl.h ]; then \
+	    $(MAKE) CUDA=1 MPI=1 BUILD=build/cudampi build/cudampi/anyref build/cudampi/tests/test_train && \
+	    echo "check: make CUDA=1 MPI=1 builds"; \
+	  else echo "check: no mpicc or NCCL headers: make CUDA=1 MPI=1 skipped"; fi; \
+	else echo "check: no CUDA toolkit ($${NVCC:-/usr/local/cuda/bin/nvcc}): make CUDA=1 skipped"; fi
 
 demo: $(BIN)
 	@sh scripts/demo.sh $(BIN)
