@@ -476,6 +476,43 @@ static void test_bf16_activations(void) {
             "train refuses an unknown model.activations", "%s", ar_error());
 }
 
+/* train.timing: the step's phases timed (the backend synchronised between
+ * them) without changing what is computed, summarised in run.dir/timing.json. */
+static void test_timing(void) {
+    char a[300], b[300], ra[320], rb[320], path[400];
+    snprintf(a, sizeof a, "%s/untimed", g_tmp); snprintf(b, sizeof b, "%s/timed", g_tmp);
+    snprintf(ra, sizeof ra, "run.dir=%s", a); snprintf(rb, sizeof rb, "run.dir=%s", b);
+    const char *o1[] = {"train.steps=8", "train.eval_every=0", "train.min_accuracy=0", "train.threads=2", ra};
+    const char *o2[] = {"train.steps=8", "train.eval_every=0", "train.min_accuracy=0", "train.threads=2", rb,
+                        "train.timing=true"};
+    const int rc1 = run(o1, 5), rc2 = run(o2, 6);
+    char *ma = t_metrics_core(a), *mb = t_metrics_core(b);
+    snprintf(path, sizeof path, "%s/timing.json", b);
+    FILE *f = fopen(path, "r");
+    char text[800] = "";
+    if (f) { size_t n = fread(text, 1, sizeof text - 1, f); text[n] = 0; fclose(f); }
+    long steps = -1;
+    double ph[6] = {-1, -1, -1, -1, -1, -1};
+    const char *keys[6] = {"\"data\": ", "\"encoders\": ", "\"forward\": ", "\"backward\": ", "\"optimizer\": ",
+                           "\"total\": "};
+    const char *p = strstr(text, "\"steps\": ");
+    if (p) sscanf(p + 9, "%ld", &steps);
+    for (int i = 0; i < 6; i++)
+        if ((p = strstr(text, keys[i]))) sscanf(p + strlen(keys[i]), "%lf", &ph[i]);
+    const double sum = ph[0] + ph[1] + ph[2] + ph[3] + ph[4];
+    snprintf(path, sizeof path, "%s/timing.json", a);
+    struct stat sb;
+    const int untimed_file = stat(path, &sb) == 0;
+    t_check(rc1 == 0 && rc2 == 0 && ma && mb && !strcmp(ma, mb) && steps == 7 && ph[2] > 0 && ph[3] > 0 &&
+                ph[0] >= 0 && ph[1] >= 0 && ph[4] >= 0 && fabs(sum - ph[5]) <= 1e-2 && !untimed_file,
+            "train.timing: phases timed, training unchanged",
+            "rc %d/%d, metrics identical: %s; timing.json: %ld steps (7), ms data %.2f encoders %.2f forward %.2f "
+            "backward %.2f optimizer %.2f total %.2f (sum %.2f); none without the key: %s",
+            rc1, rc2, ma && mb && !strcmp(ma, mb) ? "yes" : "NO", steps, ph[0], ph[1], ph[2], ph[3], ph[4], ph[5], sum,
+            untimed_file ? "NO" : "yes");
+    free(ma); free(mb);
+}
+
 int main(void) {
     setenv("ANYREF_PROGRESS", "off", 1);
     snprintf(g_tmp, sizeof g_tmp, "/tmp/anyref_test_train_XXXXXX");
@@ -490,6 +527,7 @@ int main(void) {
     test_bf16_weights();
     test_bf16_activations();
     test_fp16_loss_scaling();
+    test_timing();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

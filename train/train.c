@@ -175,6 +175,7 @@ const cfg_key train_schema[] = {
     {"dist.overlap", CFG_BOOL, "1", "several ranks, CPU backend or NCCL: start each bucket's all-reduce during the step's last backward as soon as its gradients are final (lm_head, mask decoder, [SEG] head, then layer by layer; 0: all after backward)"},
     {"train.resume", CFG_STRING, "auto", "auto (newest checkpoint of run.dir, if any) | never (start afresh) | a checkpoint path"},
     {"train.stop_after", CFG_INT, "0", "stop (with a checkpoint) after this many steps of this run (0: run to train.steps)"},
+    {"train.timing", CFG_BOOL, "false", "time each step's phases (data, encoders + upload, forward, backward, gradient sync + optimizer), the backend synchronised at each boundary so that they add up; the mean over the run's steps but its first goes to the log and run.dir/timing.json"},
     {"train.min_accuracy", CFG_FLOAT, "0", "synthetic data: exit 1 if the final accuracy is below this"},
     {"train.min_val_giou", CFG_FLOAT, "0", "anyref: exit 1 if the final validation gIoU is below this"},
     {"data.kind", CFG_STRING, "synthetic", "synthetic (the demo tasks) | tokens (pre-tokenized HDF5) | conversations (LLaVA JSON, tokenized into run.dir/data/ first) | grounding (HDF5 with SAM image embeddings and masks, for model.kind = anyref) | sources (real data sets read live: source.*, source2.* ..., for model.kind = anyref)"},
@@ -1179,6 +1180,51 @@ static int reduce_grads(run_t *r) {
     return 0;
 }
 
+/* train.timing: the wall time of each step's phases, the backend synchronised
+ * at every boundary (so that queued device work is charged to the phase that
+ * queued it); the run's first step (allocation, warm-up) is left out. */
+enum { PH_DATA, PH_ENC, PH_FWD, PH_BWD, PH_OPT, PH_N };
+static const char *const ph_names[PH_N] = {"data", "encoders", "forward", "backward", "optimizer"};
+typedef struct { int on; double t, cur[PH_N], sum[PH_N]; long n; } step_timer;
+static void timer_begin(step_timer *s) {
+    if (!s->on) return;
+    k_sync();
+    s->t = ar_now();
+    memset(s->cur, 0, sizeof s->cur);
+}
+static void timer_mark(step_timer *s, int phase) {
+    if (!s->on) return;
+    k_sync();
+    const double now = ar_now();
+    s->cur[phase] += now - s->t;
+    s->t = now;
+}
+static void timer_end(step_timer *s, int count) {
+    if (!s->on || !count) return;
+    for (int i = 0; i < PH_N; i++) s->sum[i] += s->cur[i];
+    s->n++;
+}
+/* The summary: a log line and run.dir/timing.json (ms per step). */
+static int timer_report(const step_timer *s, const char *run_dir) {
+    if (!s->on || !s->n) return 0;
+    char line[400], json[600], path[1100];
+    int nl = snprintf(line, sizeof line, "timing: ms per step over %ld step%s (the first left out; synchronised at "
+                      "each phase):", s->n, s->n == 1 ? "" : "s");
+    int nj = snprintf(json, sizeof json, "{\"steps\": %ld, \"ms_per_step\": {", s->n);
+    double tot = 0;
+    for (int i = 0; i < PH_N; i++) {
+        const double ms = 1e3 * s->sum[i] / s->n;
+        tot += ms;
+        nl += snprintf(line + nl, sizeof line - nl, " %s %.1f,", ph_names[i], ms);
+        nj += snprintf(json + nj, sizeof json - nj, "\"%s\": %.3f, ", ph_names[i], ms);
+    }
+    snprintf(line + nl, sizeof line - nl, " total %.1f", tot);
+    snprintf(json + nj, sizeof json - nj, "\"total\": %.3f}, \"backend\": \"%s\"}\n", tot, k_backend_name());
+    log_info("%s", line);
+    snprintf(path, sizeof path, "%s/timing.json", run_dir);
+    return write_atomic(path, json);
+}
+
 int train_run(const ar_config *cfg) {
     run_t r;
     memset(&r, 0, sizeof r);
@@ -1249,12 +1295,15 @@ int train_run(const ar_config *cfg) {
     if (r.rank != 0) prog.mode = AR_PROGRESS_OFF;   /* one progress line per run: rank 0's */
     progress_update(&prog, (long)first, "");
     int64_t step = first;
+    step_timer tm = {.on = cfg_bool(cfg, "train.timing")};
     while (step < r.steps) {
+        timer_begin(&tm);
         double loss = 0, parts[3] = {0, 0, 0};   /* anyref: ce, bce, dice */
         /* loss scaling: backward starts from scale x the loss's gradient, so that small
          * gradients survive fp16 products; they are divided by it again below */
         const double scale = r.scale_dynamic ? r.st.loss_scale : r.scale_fixed;
         params_zero_grad(&r.ps);
+        timer_mark(&tm, PH_OPT);
         const int R = r.nranks, micro = r.accum * R;   /* micro-batches in the global step */
         if (r.dp_live) {   /* live sources: the ranks agree on the step's samples, each builds its own */
             if (gds_dp_begin(r.data.gtrain, &r.data.cur)) {
@@ -1272,14 +1321,18 @@ int train_run(const ar_config *cfg) {
                 gds_batch gb;
                 anyref_batch in;
                 anyref_losses L;
-                if (gds_next_batch(r.data.gtrain, &r.data.cur, r.Tf, r.refs ? r.raw_tok : r.tok,
-                                   r.refs ? r.raw_tgt : r.tgt, &gb) ||
-                    grounding_upload(&r, &gb, &in)) {
+                int bad_in = gds_next_batch(r.data.gtrain, &r.data.cur, r.Tf, r.refs ? r.raw_tok : r.tok,
+                                            r.refs ? r.raw_tgt : r.tgt, &gb);
+                timer_mark(&tm, PH_DATA);
+                if (!bad_in) bad_in = grounding_upload(&r, &gb, &in);   /* the frozen encoders run here */
+                timer_mark(&tm, PH_ENC);
+                if (bad_in) {
                     ar_error_prefix("step %lld: ", (long long)step + 1);
                     goto interrupted;
                 }
                 ar_error_clear();
                 l = anyref_forward(r.ar, &in, dseed, &L);
+                timer_mark(&tm, PH_FWD);
                 if (isnan(l) && ar_error()[0]) { ar_error_prefix("step %lld: ", (long long)step + 1); goto interrupted; }
                 if (isfinite(l)) {
                     r.hook_live = a == r.accum - 1;   /* the step's last backward: gradients become final */
@@ -1292,13 +1345,17 @@ int train_run(const ar_config *cfg) {
                     }
                     parts[0] += L.ce / micro; parts[1] += L.bce / micro; parts[2] += L.dice / micro;
                 }
+                timer_mark(&tm, PH_BWD);
             } else {
                 if (data_next(&r.data, r.B, r.T, r.tok, r.tgt)) goto interrupted;
+                timer_mark(&tm, PH_DATA);
                 int count = 0;
                 l = llama_forward(r.m, r.tok, r.tgt, r.B, r.T, dseed, &count);
+                timer_mark(&tm, PH_FWD);
                 r.hook_live = a == r.accum - 1;   /* the step's last backward: gradients become final */
                 if (isfinite(l)) llama_backward(r.m, (float)(scale / micro));
                 r.hook_live = 0;
+                timer_mark(&tm, PH_BWD);
             }
             loss += l / micro;   /* a NaN/Inf micro-batch makes the step bad (below) */
         }
@@ -1347,6 +1404,8 @@ int train_run(const ar_config *cfg) {
             gnorm = optim_step(&r.ps, &r.oc, (int)step + 1, lr);
         }
         if (k_error()) { ar_errorf("step %lld: %s", (long long)step + 1, k_error()); goto interrupted; }
+        timer_mark(&tm, PH_OPT);
+        timer_end(&tm, step > first);
         step++;
         int last = step == r.steps;
         double vloss = NAN, vm[6] = {NAN, NAN, NAN, NAN, NAN, NAN};
@@ -1455,6 +1514,7 @@ int train_run(const ar_config *cfg) {
     }
     {
         double el = ar_now() - t0;
+        if (r.rank == 0 && timer_report(&tm, r.run_dir)) goto restore;
         log_info("done: steps %lld..%d in %.1f s (%.0f tokens/s), final loss %.4f",
                  (long long)first + 1, r.steps, el, (double)(r.steps - first) * r.accum * r.nranks * r.B * r.T / (el > 0 ? el : 1), loss_ema);
         double need = cfg_float(cfg, "train.min_accuracy");

@@ -27,6 +27,10 @@
 # it runs $WARMUP (2) + $STEPS (5) + 1 steps and prints
 #   result side=anyref mode=M step_ms=.. tokens_per_s=.. data_wait_ms=.. peak_mem_gib=.. loss_first=.. loss_last=..
 # (data_wait_ms: the median per measured step of the time the step waited for its batch)
+#   ... phases_ms=data:..,encoders:..,forward:..,backward:..,optimizer:..
+# (train.timing: each phase's mean over the steps but the first, the backend
+# synchronised at each boundary: the frozen encoders and the upload, the LLM +
+# mask decoder forward, their backward, gradient sync + AdamW)
 # step_ms is the median of the measured steps' elapsed_s differences in the
 # run's metrics.jsonl (the warm-up steps and the last one, which also runs the
 # validation, are left out); peak_mem_gib is nvidia-smi's largest memory.used
@@ -54,7 +58,7 @@ data="data.tokenizer=$D/tokenizer.json data.workers=8
   source2.root=$D/refer_seg source2.images=$D/refer_seg source2.dataset=refcoco source2.eval_splits=val
   source3.root=$D/refer_seg source3.images=$D/refer_seg source3.dataset=refcoco source3.eval_splits=val"
 init="model.init= sam.init= sam_encoder.init= clip.init= model.vocab=32007"
-steps="train.steps=$((W + S + 1)) train.batch_size=$B train.grad_accum=1 train.eval_batches=1 train.keep_checkpoints=1 train.resume=never"
+steps="train.steps=$((W + S + 1)) train.batch_size=$B train.grad_accum=1 train.eval_batches=1 train.keep_checkpoints=1 train.resume=never train.timing=true"
 for mode in ${ANYREF_STEP_MODES:-tf32 bf16 bf16-noflash}; do
   case $mode in
     tf32) m="train.gemm=tf32" ;;
@@ -77,6 +81,7 @@ for mode in ${ANYREF_STEP_MODES:-tf32 bf16 bf16-noflash}; do
   s1=$(date +%s.%N)
   [ -n "$smi" ] && kill "$smi" 2>/dev/null && wait "$smi" 2>/dev/null
   cp "$run/metrics.jsonl" "$out/$mode.metrics.jsonl" 2>/dev/null
+  cp "$run/timing.json" "$out/$mode.timing.json" 2>/dev/null
   rm -rf "$run/checkpoints"
   if [ $rc -ne 0 ]; then
     echo "result side=anyref mode=$mode rc=$rc (see $out/$mode.log)"; tail -5 "$out/$mode.log"; continue
@@ -92,9 +97,14 @@ dt = [el[s] - el[s - 1] for s in range(W + 1, W + S + 1) if s in el and s - 1 in
 dw = {r["step"]: r.get("data_wait_s") or 0 for r in rows}   # the loader's wait so far: per step, its differences
 wait = [dw[s] - dw[s - 1] for s in range(W + 1, W + S + 1) if s in dw and s - 1 in dw]
 ms = statistics.median(dt) * 1e3
+try:   # train.timing's mean phase times over the run's steps but its first
+    t = json.load(open(path.replace(".metrics.jsonl", ".timing.json")))["ms_per_step"]
+    phases = " phases_ms=" + ",".join(f"{k}:{t[k]:.1f}" for k in ("data", "encoders", "forward", "backward", "optimizer"))
+except (OSError, ValueError, KeyError):
+    phases = ""
 print(f"result side=anyref mode={mode} step_ms={ms:.1f} tokens_per_s={B * 400 / (ms / 1e3):.0f} "
       f"data_wait_ms={1e3 * statistics.median(wait) if wait else 0:.1f}{peak} loss_first={rows[0]['loss']:.4f} "
-      f"loss_last={rows[-1]['loss']:.4f} steps={len(rows)} wall_s={wall:.0f}")
+      f"loss_last={rows[-1]['loss']:.4f} steps={len(rows)} wall_s={wall:.0f}{phases}")
 EOF
   grep -E '^(backend|anyref train:)|^  total' "$out/$mode.log" | sed 's/^/# /'
 done
