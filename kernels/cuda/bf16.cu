@@ -137,8 +137,7 @@ void linear_bf16_backward_weight(float *dw, const float *dout, const float *in, 
     gemm16(1, 0, OUT, IN, N, 1.0f, g16, OUT, x16, IN, 1.0f, dw, IN, 0);   /* dw[OUT,IN] += dout^T[OUT,N] in[N,IN] */
 }
 
-/* The bf16 helpers other kernels use (common.cuh). */
-void kc_narrow_bf16(uint16_t *dst, const float *src, size_t n) { narrow16(dst, src, n, 0); }
+/* The bf16 product other kernels use (common.cuh). */
 void kc_gemm_bf16_batched(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, long long sA,
                           const uint16_t *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
                           int batch) {

@@ -67,10 +67,9 @@ void kc_gemm_batched(int ta, int tb, int M, int N, int K, float alpha,
                      const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
                      float beta, float *C, int ldc, long long sC, int batch);
 
-/* bf16.cu: dst[n] = src[n] rounded to bf16 (kernels/half_bits.h), and the
- * batched product of kc_gemm_batched with bf16 A and B (fp32 C, fp32
- * accumulation on the tensor cores). */
-void kc_narrow_bf16(uint16_t *dst, const float *src, size_t n);
+/* bf16.cu: the batched product of kc_gemm_batched with bf16 A and B (fp32 C,
+ * fp32 accumulation on the tensor cores); callers round their operands with
+ * kernels/half_bits.h's hb_to_bf16. */
 void kc_gemm_bf16_batched(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, long long sA,
                           const uint16_t *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
                           int batch);
