@@ -26,7 +26,8 @@
 #  4. encoders: the SAM ViT-H image encoder alone (bench/bench_encoders.c,
 #     batch 6 of 1024-px images, as the 7B step runs it) in TF32 and in bf16
 #     mode with bf16 block weights, and CLIP ViT-L/14 likewise, into
-#     encoders.log (2026-11-27 on an H200: SAM 378.0 / 387.9 ms);
+#     encoders.log (2026-11-27 on an H200: SAM 286.3 / 262.8 ms, 378.0 / 387.9 before
+#     the kernel rewrites);
 #  5. mpi: issue 11 on the GPU, if $MPI_BUILD (default build/cudampi: make CUDA=1
 #     MPI=1 BUILD=build/cudampi) has them: its test_train (dist.backend = nccl
 #     with a one-rank NCCL communicator must equal the run without, bit for
