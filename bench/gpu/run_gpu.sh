@@ -35,8 +35,9 @@
 #     ranks on one GPU: NCCL refuses that, so gradients go through host
 #     copies and MPI) — into mpi.log.
 # Writes $OUT_DIR (default build/cuda/gpu) tests.log, bench_llama.log,
-# anyref_step.log (+ anyref_step/), encoders.log and mpi.log, and prints the
-# result lines.
+# anyref_step.log (+ anyref_step.tar.gz: each mode's anyref train log, metrics,
+# timing and memory samples), encoders.log and mpi.log, and prints the result
+# lines.
 set -u
 cd "$(dirname "$0")/../.."
 b=${1:-build/cuda}
@@ -102,6 +103,8 @@ if m:
             print("model_tflops side=%s mode=%s step_ms=%.1f tflops=%.1f llm_share_tflops=%.1f (of %.3g model FLOPs per step)"
                   % (f.get("side"), f.get("mode", f.get("dtype")), ms, total / ms / 1e9, llm / ms / 1e9, total))
 PY
+  # the device tool brings back at most 8 files a call: the per-mode logs, metrics and memory samples as one archive
+  [ -d "$out/anyref_step" ] && tar czf "$out/anyref_step.tar.gz" -C "$out" anyref_step && rm -rf "$out/anyref_step"
 fi
 if [[ $parts == *" encoders "* ]] && [ -x "$b/bench/bench_encoders" ]; then
   : > "$out/encoders.log"
