@@ -84,19 +84,7 @@ void rope_backward(float *din, const float *dout, const int *pos, float theta, i
 /* In-place softmax of x[0..len), zero for [len..C) (len == 0 gives all
  * zeros); returns the row's log-sum-exp (-INFINITY when len == 0). */
 static float softmax_row_lse(float *x, int len, int C) {
-    float lse = -INFINITY;
-    if (len > 0) {
-        float mx = x[0];
-        #pragma omp simd reduction(max:mx)
-        for (int j = 1; j < len; j++) mx = x[j] > mx ? x[j] : mx;
-        float sum = 0.0f;
-        #pragma omp simd reduction(+:sum)
-        for (int j = 0; j < len; j++) { x[j] = vexpf(x[j] - mx); sum += x[j]; }
-        float inv = 1.0f / sum;
-        #pragma omp simd
-        for (int j = 0; j < len; j++) x[j] *= inv;
-        lse = mx + logf(sum);
-    }
+    const float lse = len > 0 ? vsoftmax(x, len) : -INFINITY;
     for (int j = len; j < C; j++) x[j] = 0.0f;
     return lse;
 }

@@ -231,24 +231,21 @@ size_t sam_attention_scratch_floats(int B, int h, int w, int heads) {
     return (size_t)(jobs < nt ? jobs : nt) * slot_floats(h, w);
 }
 
+/* out[i] = q · e[i] for the n rows e[i] of hd floats. */
+static void dots(float *out, const float *q, const float *e, int n, int hd) {
+    for (int i = 0; i < n; i++, e += hd) {
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int c = 0; c < hd; c++) s += q[c] * e[c];
+        out[i] = s;
+    }
+}
+
 /* q·Rh[t_y, i] (i < h) into relh and q·Rw[t_x, j] (j < w) into relw. */
 static void rel_terms(float *relh, float *relw, const float *q, const float *Rh, const float *Rw, int t, int h,
                       int w, int hd) {
-    const int ty = t / w, tx = t % w;
-    for (int i = 0; i < h; i++) {
-        const float *e = Rh + ((size_t)ty * h + i) * hd;
-        float s = 0.0f;
-        #pragma omp simd reduction(+:s)
-        for (int c = 0; c < hd; c++) s += q[c] * e[c];
-        relh[i] = s;
-    }
-    for (int j = 0; j < w; j++) {
-        const float *e = Rw + ((size_t)tx * w + j) * hd;
-        float s = 0.0f;
-        #pragma omp simd reduction(+:s)
-        for (int c = 0; c < hd; c++) s += q[c] * e[c];
-        relw[j] = s;
-    }
+    dots(relh, q, Rh + (size_t)(t / w) * h * hd, h, hd);
+    dots(relw, q, Rw + (size_t)(t % w) * w * hd, w, hd);
 }
 
 /* One scaled logits row of query t (its q: unscaled, row of qkv) in place:
@@ -266,15 +263,7 @@ static void logit_row_softmax(float *lr, float *relh, float *relw, const float *
             for (int j = 0; j < w; j++) li[j] += a + relw[j];
         }
     }
-    float mx = lr[0];
-    #pragma omp simd reduction(max:mx)
-    for (int s = 1; s < T; s++) mx = lr[s] > mx ? lr[s] : mx;
-    float sum = 0.0f;
-    #pragma omp simd reduction(+:sum)
-    for (int s = 0; s < T; s++) { lr[s] = vexpf(lr[s] - mx); sum += lr[s]; }
-    const float inv = 1.0f / sum;
-    #pragma omp simd
-    for (int s = 0; s < T; s++) lr[s] *= inv;
+    (void)vsoftmax(lr, T);
 }
 
 /* Softmax rows of one query block: L[nq,T] = softmax(scale Q K^T + rel terms)

@@ -8,6 +8,7 @@
  * these bounds. */
 #ifndef ANYREF_VMATH_H
 #define ANYREF_VMATH_H
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -33,6 +34,20 @@ static inline float vexpf(float x) {
     return p * s;
 }
 
+/* In-place softmax of x[0..n), n > 0 (max, exponentials with their sum,
+ * one scale); returns the row's log-sum-exp. */
+static inline float vsoftmax(float *x, int n) {
+    float mx = x[0];
+    #pragma omp simd reduction(max:mx)
+    for (int j = 1; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    float sum = 0.0f;
+    #pragma omp simd reduction(+:sum)
+    for (int j = 0; j < n; j++) { x[j] = vexpf(x[j] - mx); sum += x[j]; }
+    const float inv = 1.0f / sum;
+    #pragma omp simd
+    for (int j = 0; j < n; j++) x[j] *= inv;
+    return mx + logf(sum);
+}
 static inline float vsigmoidf(float x) { return 1.0f / (1.0f + vexpf(-x)); }
 
 /* Natural log for x > 0 (finite, normal): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
